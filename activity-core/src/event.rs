@@ -1,0 +1,730 @@
+//! The six activity events and their fixed-capacity JSON encoding.
+//!
+//! The broker publishes one event per client action on `SYSTEM/<topic suffix>` (see
+//! [`EventKind::topic_suffix`]); the payload is a flat JSON object (RFC 8259) that [`encode`]
+//! writes into a caller buffer. Field names are part of the contract with consumers:
+//!
+//! | kind | fields, in order |
+//! |---|---|
+//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `ts` |
+//! | `disconnected` | `client_id`, `reason`, `connected_at`, `ts` |
+//! | `subscribed` | `client_id`, `topic`, `qos`, `ts` |
+//! | `unsubscribed` | `client_id`, `topic`, `ts` |
+//! | `message` | `pub_client_id`, `topic`, `payload`, `payload_encoding`?, `truncated`?, `payload_len`, `qos`, `retain`, `ts` |
+//! | `msgack` | `pub_client_id` (or `null`), `ack_client_id`, `product_id`, `message_id`, `topic`, `qos`, `ts` |
+//!
+//! A field marked `?` is present only when it applies. Every event ends with `"node"` when
+//! [`EncodeOptions::node`] is set. `qos` is a number, `ts` and `connected_at` are the numbers
+//! the caller passed in (the core never reads a clock).
+//!
+//! # Message payloads
+//!
+//! A payload that is valid UTF-8 goes in verbatim as a JSON string (escaped as RFC 8259 section 7
+//! requires). Any other payload is standard base64 with padding (RFC 4648 section 4) and the
+//! event adds `"payload_encoding":"base64"`. `payload_len` is always the original length in
+//! bytes. [`PayloadMode`] can shorten the payload (`"truncated":true`) or leave it out.
+//!
+//! # Memory
+//!
+//! Encoding allocates nothing and needs no scratch buffer: base64 is produced in small stack
+//! chunks. [`encoded_len_bound`] tells how large the output buffer must be; a buffer that is too
+//! small gives [`EncodeError::BufferTooSmall`], never a panic or a truncated document.
+
+use core::fmt;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::QoS;
+
+/// Which of the six activity events an [`Event`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EventKind {
+    /// A client finished CONNECT / CONNACK.
+    Connected,
+    /// A connected client went away, for any [`DisconnectReason`].
+    Disconnected,
+    /// A client subscribed to one topic filter.
+    Subscribed,
+    /// A client unsubscribed from one topic filter.
+    Unsubscribed,
+    /// A client published a message.
+    Message,
+    /// A client acknowledged a message by publishing an envelope on `SYSTEM/msgack`.
+    MsgAck,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Connected,
+        EventKind::Disconnected,
+        EventKind::Subscribed,
+        EventKind::Unsubscribed,
+        EventKind::Message,
+        EventKind::MsgAck,
+    ];
+
+    /// The topic suffix the event is published under, after the `SYSTEM/` prefix.
+    pub const fn topic_suffix(self) -> &'static str {
+        match self {
+            EventKind::Connected => "presence/connected",
+            EventKind::Disconnected => "presence/disconnected",
+            EventKind::Subscribed => "subscription/subscribed",
+            EventKind::Unsubscribed => "subscription/unsubscribed",
+            EventKind::Message => "message",
+            EventKind::MsgAck => "msgack",
+        }
+    }
+
+    /// The short lower-case name of the kind, for logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Connected => "connected",
+            EventKind::Disconnected => "disconnected",
+            EventKind::Subscribed => "subscribed",
+            EventKind::Unsubscribed => "unsubscribed",
+            EventKind::Message => "message",
+            EventKind::MsgAck => "msgack",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a connection ended, as reported in the `reason` field of a `disconnected` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT (MQTT 3.1.1 section 3.14).
+    Normal,
+    /// The transport closed without a DISCONNECT.
+    TcpClosed,
+    /// Nothing arrived within 1.5 times the keep-alive (MQTT 3.1.1 section 3.1.2.10).
+    KeepaliveTimeout,
+    /// Another connection with the same client id took the session over (section 3.1.4).
+    Takenover,
+    /// The client broke the protocol, so the server closed the connection.
+    ProtocolError,
+    /// A packet was larger than the server accepts.
+    PacketTooLarge,
+    /// The client tried something it is not allowed to do.
+    NotAuthorized,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The upstream broker connection that carried the client closed.
+    UpstreamClosed,
+}
+
+impl DisconnectReason {
+    /// The snake_case string written in the `reason` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::Normal => "normal",
+            DisconnectReason::TcpClosed => "tcp_closed",
+            DisconnectReason::KeepaliveTimeout => "keepalive_timeout",
+            DisconnectReason::Takenover => "takenover",
+            DisconnectReason::ProtocolError => "protocol_error",
+            DisconnectReason::PacketTooLarge => "packet_too_large",
+            DisconnectReason::NotAuthorized => "not_authorized",
+            DisconnectReason::ServerShutdown => "server_shutdown",
+            DisconnectReason::UpstreamClosed => "upstream_closed",
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An envelope id as it appeared in the payload: a JSON string (unescaped) or integer.
+///
+/// It is written back with the same JSON type: a string for [`Id::Str`], a number for
+/// [`Id::Int`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Id<'a> {
+    /// The id was a JSON string; this is its unescaped text.
+    Str(&'a str),
+    /// The id was a JSON integer.
+    Int(i64),
+}
+
+/// A client finished CONNECT / CONNACK (published on `SYSTEM/presence/connected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Connected<'a> {
+    /// When the connection was accepted, in the caller's time unit.
+    pub ts: u64,
+    /// The client id from CONNECT.
+    pub client_id: &'a str,
+    /// The user name from CONNECT, if the client sent one.
+    pub username: Option<&'a str>,
+    /// The protocol level from CONNECT (4 for MQTT 3.1.1).
+    pub proto_ver: u8,
+    /// The keep-alive from CONNECT, in seconds.
+    pub keepalive: u16,
+    /// The clean-session flag from CONNECT.
+    pub clean_session: bool,
+    /// The client's address, if the adapter knows it (for example `"192.0.2.7:50312"`).
+    pub peer: Option<&'a str>,
+}
+
+/// A connected client went away (published on `SYSTEM/presence/disconnected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Disconnected<'a> {
+    /// When the connection ended.
+    pub ts: u64,
+    /// The client id of the connection.
+    pub client_id: &'a str,
+    /// Why the connection ended.
+    pub reason: DisconnectReason,
+    /// The `ts` of the matching `connected` event.
+    pub connected_at: u64,
+}
+
+/// A client subscribed to one topic filter (published on `SYSTEM/subscription/subscribed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Subscribed<'a> {
+    /// When the subscription was granted.
+    pub ts: u64,
+    /// The subscribing client.
+    pub client_id: &'a str,
+    /// The topic filter.
+    pub topic: &'a str,
+    /// The granted QoS.
+    pub qos: QoS,
+}
+
+/// A client unsubscribed from one topic filter (published on `SYSTEM/subscription/unsubscribed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Unsubscribed<'a> {
+    /// When the unsubscription happened.
+    pub ts: u64,
+    /// The unsubscribing client.
+    pub client_id: &'a str,
+    /// The topic filter.
+    pub topic: &'a str,
+}
+
+/// A client published a message (published on `SYSTEM/message`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Message<'a> {
+    /// When the PUBLISH arrived.
+    pub ts: u64,
+    /// The publishing client.
+    pub pub_client_id: &'a str,
+    /// The topic name of the PUBLISH.
+    pub topic: &'a str,
+    /// The application payload, any bytes.
+    pub payload: &'a [u8],
+    /// The QoS of the PUBLISH.
+    pub qos: QoS,
+    /// The RETAIN flag of the PUBLISH.
+    pub retain: bool,
+}
+
+/// A client acknowledged a message through `SYSTEM/msgack` (published on `SYSTEM/msgack`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MsgAck<'a> {
+    /// When the acknowledgement arrived.
+    pub ts: u64,
+    /// The client that published the acknowledged message, if known (JSON `null` otherwise).
+    pub pub_client_id: Option<&'a str>,
+    /// The acknowledging client.
+    pub ack_client_id: &'a str,
+    /// The product id from the envelope.
+    pub product_id: Id<'a>,
+    /// The message id from the envelope.
+    pub message_id: Id<'a>,
+    /// The topic of the acknowledged message.
+    pub topic: &'a str,
+    /// The QoS of the acknowledgement.
+    pub qos: QoS,
+}
+
+/// One activity event, borrowing its strings from the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Event<'a> {
+    /// See [`Connected`].
+    Connected(Connected<'a>),
+    /// See [`Disconnected`].
+    Disconnected(Disconnected<'a>),
+    /// See [`Subscribed`].
+    Subscribed(Subscribed<'a>),
+    /// See [`Unsubscribed`].
+    Unsubscribed(Unsubscribed<'a>),
+    /// See [`Message`].
+    Message(Message<'a>),
+    /// See [`MsgAck`].
+    MsgAck(MsgAck<'a>),
+}
+
+impl<'a> Event<'a> {
+    /// Which kind of event this is.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Connected(_) => EventKind::Connected,
+            Event::Disconnected(_) => EventKind::Disconnected,
+            Event::Subscribed(_) => EventKind::Subscribed,
+            Event::Unsubscribed(_) => EventKind::Unsubscribed,
+            Event::Message(_) => EventKind::Message,
+            Event::MsgAck(_) => EventKind::MsgAck,
+        }
+    }
+
+    /// The event's timestamp, as the caller passed it in.
+    pub fn ts(&self) -> u64 {
+        match self {
+            Event::Connected(e) => e.ts,
+            Event::Disconnected(e) => e.ts,
+            Event::Subscribed(e) => e.ts,
+            Event::Unsubscribed(e) => e.ts,
+            Event::Message(e) => e.ts,
+            Event::MsgAck(e) => e.ts,
+        }
+    }
+
+    /// The client the event is about: client_id; pub_client_id for message; ack_client_id for msgack (the Kafka key).
+    pub fn subject(&self) -> &'a str {
+        match self {
+            Event::Connected(e) => e.client_id,
+            Event::Disconnected(e) => e.client_id,
+            Event::Subscribed(e) => e.client_id,
+            Event::Unsubscribed(e) => e.client_id,
+            Event::Message(e) => e.pub_client_id,
+            Event::MsgAck(e) => e.ack_client_id,
+        }
+    }
+}
+
+macro_rules! impl_from_for_event {
+    ($($kind:ident),*) => {$(
+        impl<'a> From<$kind<'a>> for Event<'a> {
+            fn from(event: $kind<'a>) -> Self {
+                Event::$kind(event)
+            }
+        }
+    )*};
+}
+
+impl_from_for_event!(
+    Connected,
+    Disconnected,
+    Subscribed,
+    Unsubscribed,
+    Message,
+    MsgAck
+);
+
+/// How much of a `message` payload goes into the JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PayloadMode {
+    /// The whole payload.
+    #[default]
+    Full,
+    /// At most this many payload bytes; a longer payload is cut and marked `"truncated":true`.
+    ///
+    /// Whether the payload is UTF-8 is decided on the whole payload. A UTF-8 payload is cut at
+    /// the last character boundary at or below the limit, so it stays UTF-8; any other payload
+    /// keeps exactly this many bytes, then goes through base64.
+    Truncate(usize),
+    /// No `payload` field at all (`payload_len` is still written).
+    Omit,
+}
+
+/// Options for [`encode`] and [`encoded_len_bound`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EncodeOptions<'a> {
+    /// How much of a `message` payload to include; ignored by the other kinds.
+    pub payload: PayloadMode,
+    /// When set, every event carries `"node":"<value>"` naming the gateway or broker.
+    pub node: Option<&'a str>,
+}
+
+/// Why [`encode`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The output buffer cannot hold the whole document; nothing usable was written.
+    BufferTooSmall {
+        /// The buffer length that is enough: [`encoded_len_bound`] for the same input.
+        needed: usize,
+        /// The length of the buffer that was passed in.
+        available: usize,
+    },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::BufferTooSmall { needed, available } => write!(
+                f,
+                "event JSON needs {needed} bytes but the buffer holds {available}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
+/// Writes the JSON document for `event` into `out` and returns its length in bytes.
+///
+/// The output is always one complete, valid JSON object (RFC 8259), or an error: a buffer that
+/// is too small gives [`EncodeError::BufferTooSmall`] and the bytes already written to `out` are
+/// meaningless. A buffer of [`encoded_len_bound`] bytes is always large enough.
+pub fn encode(
+    event: &Event<'_>,
+    options: &EncodeOptions<'_>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let document = Document { event, options };
+    // serde-json-core's only serialization error is `BufferFull`; its error type is
+    // `#[non_exhaustive]`, so any other (future) variant is reported the same way.
+    serde_json_core::ser::to_slice(&document, out).map_err(|_| EncodeError::BufferTooSmall {
+        needed: encoded_len_bound(event, options),
+        available: out.len(),
+    })
+}
+
+/// An upper bound of `encode`'s output length for this event and options.
+///
+/// The bound is currently exact: it walks the same fields as [`encode`] and counts the escaped
+/// length of every string, so it costs one pass over the strings and the payload.
+pub fn encoded_len_bound(event: &Event<'_>, options: &EncodeOptions<'_>) -> usize {
+    let mut counter = LenCounter {
+        len: 2, // `{` and `}`
+        first: true,
+    };
+    match walk(event, options, &mut counter) {
+        Ok(()) => counter.len,
+        Err(never) => match never {},
+    }
+}
+
+/// The JSON document of one event with its options; serializes as one flat object.
+struct Document<'e, 'a> {
+    event: &'e Event<'a>,
+    options: &'e EncodeOptions<'a>,
+}
+
+impl Serialize for Document<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The field count is a hint serde-json-core ignores; 12 is the most any event has.
+        let state = serializer.serialize_struct("Event", 12)?;
+        let mut sink = StructSink { state };
+        walk(self.event, self.options, &mut sink)?;
+        sink.state.end()
+    }
+}
+
+/// The field-level view of an event: [`walk`] feeds each field to a sink, once to serialize and
+/// once to count, so the encoder and [`encoded_len_bound`] cannot disagree on the field set.
+trait FieldSink {
+    type Error;
+    fn str(&mut self, key: &'static str, value: &str) -> Result<(), Self::Error>;
+    fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error>;
+    fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error>;
+    fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error>;
+    fn null(&mut self, key: &'static str) -> Result<(), Self::Error>;
+    fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error>;
+
+    fn id(&mut self, key: &'static str, value: Id<'_>) -> Result<(), Self::Error> {
+        match value {
+            Id::Str(s) => self.str(key, s),
+            Id::Int(i) => self.int(key, i),
+        }
+    }
+
+    fn qos(&mut self, key: &'static str, value: QoS) -> Result<(), Self::Error> {
+        self.uint(key, u64::from(value.as_u8()))
+    }
+}
+
+/// The part of a `message` payload that goes into the JSON.
+enum PayloadView<'p> {
+    /// Valid UTF-8, written as a JSON string.
+    Text(&'p str),
+    /// Any other bytes, written as base64.
+    Binary(&'p [u8]),
+    /// No `payload` field.
+    Omitted,
+}
+
+/// Chooses the payload representation and whether it was cut.
+fn payload_view(payload: &[u8], mode: PayloadMode) -> (PayloadView<'_>, bool) {
+    let limit = match mode {
+        PayloadMode::Full => usize::MAX,
+        PayloadMode::Truncate(limit) => limit,
+        PayloadMode::Omit => return (PayloadView::Omitted, false),
+    };
+    let truncated = payload.len() > limit;
+    match core::str::from_utf8(payload) {
+        Ok(text) => {
+            let mut cut = limit.min(text.len());
+            // At most three steps back: a UTF-8 character is at most four bytes.
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            (PayloadView::Text(&text[..cut]), truncated)
+        }
+        Err(_) => (
+            PayloadView::Binary(&payload[..limit.min(payload.len())]),
+            truncated,
+        ),
+    }
+}
+
+/// Feeds every field of `event`, in document order, to `sink`.
+fn walk<K: FieldSink>(
+    event: &Event<'_>,
+    options: &EncodeOptions<'_>,
+    sink: &mut K,
+) -> Result<(), K::Error> {
+    match event {
+        Event::Connected(e) => {
+            sink.str("client_id", e.client_id)?;
+            if let Some(username) = e.username {
+                sink.str("username", username)?;
+            }
+            sink.uint("proto_ver", u64::from(e.proto_ver))?;
+            sink.uint("keepalive", u64::from(e.keepalive))?;
+            sink.bool("clean_session", e.clean_session)?;
+            if let Some(peer) = e.peer {
+                sink.str("peer", peer)?;
+            }
+        }
+        Event::Disconnected(e) => {
+            sink.str("client_id", e.client_id)?;
+            sink.str("reason", e.reason.as_str())?;
+            sink.uint("connected_at", e.connected_at)?;
+        }
+        Event::Subscribed(e) => {
+            sink.str("client_id", e.client_id)?;
+            sink.str("topic", e.topic)?;
+            sink.qos("qos", e.qos)?;
+        }
+        Event::Unsubscribed(e) => {
+            sink.str("client_id", e.client_id)?;
+            sink.str("topic", e.topic)?;
+        }
+        Event::Message(e) => {
+            sink.str("pub_client_id", e.pub_client_id)?;
+            sink.str("topic", e.topic)?;
+            let (view, truncated) = payload_view(e.payload, options.payload);
+            match view {
+                PayloadView::Text(text) => sink.str("payload", text)?,
+                PayloadView::Binary(bytes) => {
+                    sink.base64("payload", bytes)?;
+                    sink.str("payload_encoding", "base64")?;
+                }
+                PayloadView::Omitted => {}
+            }
+            if truncated {
+                sink.bool("truncated", true)?;
+            }
+            // `usize` is at most 64 bits on every supported target, so this never saturates.
+            let payload_len = u64::try_from(e.payload.len()).unwrap_or(u64::MAX);
+            sink.uint("payload_len", payload_len)?;
+            sink.qos("qos", e.qos)?;
+            sink.bool("retain", e.retain)?;
+        }
+        Event::MsgAck(e) => {
+            match e.pub_client_id {
+                Some(id) => sink.str("pub_client_id", id)?,
+                None => sink.null("pub_client_id")?,
+            }
+            sink.str("ack_client_id", e.ack_client_id)?;
+            sink.id("product_id", e.product_id)?;
+            sink.id("message_id", e.message_id)?;
+            sink.str("topic", e.topic)?;
+            sink.qos("qos", e.qos)?;
+        }
+    }
+    sink.uint("ts", event.ts())?;
+    if let Some(node) = options.node {
+        sink.str("node", node)?;
+    }
+    Ok(())
+}
+
+/// Serializes fields into a serde struct.
+struct StructSink<S> {
+    state: S,
+}
+
+impl<S: SerializeStruct> FieldSink for StructSink<S> {
+    type Error = S::Error;
+
+    fn str(&mut self, key: &'static str, value: &str) -> Result<(), S::Error> {
+        self.state.serialize_field(key, value)
+    }
+
+    fn uint(&mut self, key: &'static str, value: u64) -> Result<(), S::Error> {
+        self.state.serialize_field(key, &value)
+    }
+
+    fn int(&mut self, key: &'static str, value: i64) -> Result<(), S::Error> {
+        self.state.serialize_field(key, &value)
+    }
+
+    fn bool(&mut self, key: &'static str, value: bool) -> Result<(), S::Error> {
+        self.state.serialize_field(key, &value)
+    }
+
+    fn null(&mut self, key: &'static str) -> Result<(), S::Error> {
+        self.state.serialize_field(key, &())
+    }
+
+    fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), S::Error> {
+        self.state.serialize_field(key, &Base64(value))
+    }
+}
+
+/// Counts the bytes serde-json-core writes for the same fields.
+struct LenCounter {
+    len: usize,
+    first: bool,
+}
+
+impl LenCounter {
+    /// Adds the separator and `"key":` before a value of `value_len` bytes.
+    fn field(
+        &mut self,
+        key: &'static str,
+        value_len: usize,
+    ) -> Result<(), core::convert::Infallible> {
+        let separator = usize::from(!self.first);
+        self.first = false;
+        // Keys are our own ASCII names without characters that need escaping.
+        self.len = self
+            .len
+            .saturating_add(separator + key.len() + 3)
+            .saturating_add(value_len);
+        Ok(())
+    }
+}
+
+impl FieldSink for LenCounter {
+    type Error = core::convert::Infallible;
+
+    fn str(&mut self, key: &'static str, value: &str) -> Result<(), Self::Error> {
+        self.field(key, json_string_len(value))
+    }
+
+    fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error> {
+        self.field(key, decimal_len(value))
+    }
+
+    fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error> {
+        self.field(
+            key,
+            usize::from(value < 0) + decimal_len(value.unsigned_abs()),
+        )
+    }
+
+    fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error> {
+        self.field(key, if value { 4 } else { 5 })
+    }
+
+    fn null(&mut self, key: &'static str) -> Result<(), Self::Error> {
+        self.field(key, 4)
+    }
+
+    fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error> {
+        self.field(key, base64_len(value.len()).saturating_add(2))
+    }
+}
+
+/// The number of decimal digits of `value`.
+fn decimal_len(mut value: u64) -> usize {
+    let mut digits = 1;
+    while value >= 10 {
+        value /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+/// The length of `value` as a JSON string with quotes, escaped the way serde-json-core does.
+fn json_string_len(value: &str) -> usize {
+    let escaped: usize = value
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0A | 0x0C | 0x0D => 2,
+            0x00..=0x1F => 6,
+            _ => 1,
+        })
+        .fold(0usize, usize::saturating_add);
+    escaped.saturating_add(2)
+}
+
+/// The length of the padded base64 text for `len` bytes, without quotes.
+const fn base64_len(len: usize) -> usize {
+    len.div_ceil(3).saturating_mul(4)
+}
+
+/// The standard base64 alphabet (RFC 4648 section 4).
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Displays bytes as standard base64 with padding; serialized through `collect_str`.
+struct Base64<'p>(&'p [u8]);
+
+impl fmt::Display for Base64<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // 48 input bytes become 64 output characters; the buffer is flushed once per chunk.
+        let mut text = [0u8; 64];
+        for chunk in self.0.chunks(48) {
+            let mut len = 0;
+            for group in chunk.chunks(3) {
+                // `chunks` never yields an empty slice, and 16 groups of 4 fill `text` exactly.
+                let b0 = group[0];
+                let b1 = group.get(1).copied().unwrap_or(0);
+                let b2 = group.get(2).copied().unwrap_or(0);
+                let sextets = [
+                    b0 >> 2,
+                    ((b0 & 0x03) << 4) | (b1 >> 4),
+                    ((b1 & 0x0F) << 2) | (b2 >> 6),
+                    b2 & 0x3F,
+                ];
+                for (i, sextet) in sextets.into_iter().enumerate() {
+                    // A group of n bytes gives n + 1 characters, then `=` padding.
+                    text[len + i] = if i <= group.len() {
+                        BASE64_ALPHABET[usize::from(sextet)]
+                    } else {
+                        b'='
+                    };
+                }
+                len += 4;
+            }
+            let ascii = core::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?;
+            f.write_str(ascii)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

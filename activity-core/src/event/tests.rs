@@ -1,0 +1,711 @@
+use super::*;
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn to_string(event: &Event<'_>, options: &EncodeOptions<'_>) -> String {
+    let mut buf = vec![0u8; encoded_len_bound(event, options)];
+    let len = encode(event, options, &mut buf).expect("bound-sized buffer is enough");
+    buf.truncate(len);
+    String::from_utf8(buf).expect("encoder writes UTF-8")
+}
+
+fn json(event: impl Into<Event<'static>>) -> String {
+    to_string(&event.into(), &EncodeOptions::default())
+}
+
+fn connected() -> Connected<'static> {
+    Connected {
+        ts: 1_700_000_000_000,
+        client_id: "dev-1",
+        username: Some("alice"),
+        proto_ver: 4,
+        keepalive: 60,
+        clean_session: true,
+        peer: Some("192.0.2.7:50312"),
+    }
+}
+
+fn message(payload: &'static [u8]) -> Message<'static> {
+    Message {
+        ts: 7,
+        pub_client_id: "dev-1",
+        topic: "a/b",
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    }
+}
+
+fn msgack() -> MsgAck<'static> {
+    MsgAck {
+        ts: 9,
+        pub_client_id: None,
+        ack_client_id: "dev-2",
+        product_id: Id::Str("p1"),
+        message_id: Id::Int(42),
+        topic: "SYSTEM/msgack",
+        qos: QoS::AtMostOnce,
+    }
+}
+
+fn all_kinds() -> [Event<'static>; 6] {
+    [
+        connected().into(),
+        Disconnected {
+            ts: 5,
+            client_id: "dev-1",
+            reason: DisconnectReason::KeepaliveTimeout,
+            connected_at: 1,
+        }
+        .into(),
+        Subscribed {
+            ts: 2,
+            client_id: "dev-1",
+            topic: "a/+",
+            qos: QoS::ExactlyOnce,
+        }
+        .into(),
+        Unsubscribed {
+            ts: 3,
+            client_id: "dev-1",
+            topic: "a/#",
+        }
+        .into(),
+        message(b"hello").into(),
+        msgack().into(),
+    ]
+}
+
+#[test]
+fn kind_names_and_topics() {
+    let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "connected",
+            "disconnected",
+            "subscribed",
+            "unsubscribed",
+            "message",
+            "msgack"
+        ]
+    );
+    let topics: Vec<_> = EventKind::ALL.iter().map(|k| k.topic_suffix()).collect();
+    assert_eq!(
+        topics,
+        [
+            "presence/connected",
+            "presence/disconnected",
+            "subscription/subscribed",
+            "subscription/unsubscribed",
+            "message",
+            "msgack"
+        ]
+    );
+    for (event, kind) in all_kinds().iter().zip(EventKind::ALL) {
+        assert_eq!(event.kind(), kind);
+    }
+}
+
+#[test]
+fn accessors() {
+    let ts: Vec<_> = all_kinds().iter().map(Event::ts).collect();
+    assert_eq!(ts, [1_700_000_000_000, 5, 2, 3, 7, 9]);
+    let subjects: Vec<_> = all_kinds().iter().map(Event::subject).collect();
+    assert_eq!(
+        subjects,
+        ["dev-1", "dev-1", "dev-1", "dev-1", "dev-1", "dev-2"]
+    );
+}
+
+#[test]
+fn disconnect_reasons() {
+    use DisconnectReason::*;
+    let all = [
+        Normal,
+        TcpClosed,
+        KeepaliveTimeout,
+        Takenover,
+        ProtocolError,
+        PacketTooLarge,
+        NotAuthorized,
+        ServerShutdown,
+        UpstreamClosed,
+    ];
+    let strs: Vec<_> = all.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        strs,
+        [
+            "normal",
+            "tcp_closed",
+            "keepalive_timeout",
+            "takenover",
+            "protocol_error",
+            "packet_too_large",
+            "not_authorized",
+            "server_shutdown",
+            "upstream_closed"
+        ]
+    );
+}
+
+#[test]
+fn connected_json() {
+    assert_eq!(
+        json(connected()),
+        r#"{"client_id":"dev-1","username":"alice","proto_ver":4,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","ts":1700000000000}"#
+    );
+    let bare = Connected {
+        username: None,
+        peer: None,
+        clean_session: false,
+        ..connected()
+    };
+    assert_eq!(
+        json(bare),
+        r#"{"client_id":"dev-1","proto_ver":4,"keepalive":60,"clean_session":false,"ts":1700000000000}"#
+    );
+}
+
+#[test]
+fn other_kinds_json() {
+    let [_, disconnected, subscribed, unsubscribed, _, _] = all_kinds();
+    let opts = EncodeOptions::default();
+    assert_eq!(
+        to_string(&disconnected, &opts),
+        r#"{"client_id":"dev-1","reason":"keepalive_timeout","connected_at":1,"ts":5}"#
+    );
+    assert_eq!(
+        to_string(&subscribed, &opts),
+        r#"{"client_id":"dev-1","topic":"a/+","qos":2,"ts":2}"#
+    );
+    assert_eq!(
+        to_string(&unsubscribed, &opts),
+        r#"{"client_id":"dev-1","topic":"a/#","ts":3}"#
+    );
+}
+
+#[test]
+fn message_json() {
+    assert_eq!(
+        json(message(b"hello")),
+        r#"{"pub_client_id":"dev-1","topic":"a/b","payload":"hello","payload_len":5,"qos":1,"retain":false,"ts":7}"#
+    );
+    assert_eq!(
+        json(message(b"\xff\x00ab")),
+        r#"{"pub_client_id":"dev-1","topic":"a/b","payload":"/wBhYg==","payload_encoding":"base64","payload_len":4,"qos":1,"retain":false,"ts":7}"#
+    );
+    assert_eq!(
+        json(Message {
+            retain: true,
+            ..message(b"")
+        }),
+        r#"{"pub_client_id":"dev-1","topic":"a/b","payload":"","payload_len":0,"qos":1,"retain":true,"ts":7}"#
+    );
+}
+
+#[test]
+fn message_payload_modes() {
+    let event: Event<'_> = message("hé!".as_bytes()).into(); // 4 bytes, `é` is bytes 1..3
+    let with = |payload| EncodeOptions {
+        payload,
+        node: None,
+    };
+    let head = r#"{"pub_client_id":"dev-1","topic":"a/b","#;
+    let tail = r#""qos":1,"retain":false,"ts":7}"#;
+    assert_eq!(
+        to_string(&event, &with(PayloadMode::Truncate(2))),
+        format!(r#"{head}"payload":"h","truncated":true,"payload_len":4,{tail}"#)
+    );
+    assert_eq!(
+        to_string(&event, &with(PayloadMode::Truncate(3))),
+        format!(r#"{head}"payload":"hé","truncated":true,"payload_len":4,{tail}"#)
+    );
+    assert_eq!(
+        to_string(&event, &with(PayloadMode::Truncate(4))),
+        format!(r#"{head}"payload":"hé!","payload_len":4,{tail}"#)
+    );
+    assert_eq!(
+        to_string(&event, &with(PayloadMode::Truncate(0))),
+        format!(r#"{head}"payload":"","truncated":true,"payload_len":4,{tail}"#)
+    );
+    assert_eq!(
+        to_string(&event, &with(PayloadMode::Omit)),
+        format!(r#"{head}"payload_len":4,{tail}"#)
+    );
+
+    let binary: Event<'_> = message(b"\xff\xfe\xfd\xfc").into();
+    assert_eq!(
+        to_string(&binary, &with(PayloadMode::Truncate(2))),
+        format!(
+            r#"{head}"payload":"//4=","payload_encoding":"base64","truncated":true,"payload_len":4,{tail}"#
+        )
+    );
+    assert_eq!(
+        to_string(&binary, &with(PayloadMode::Omit)),
+        format!(r#"{head}"payload_len":4,{tail}"#)
+    );
+}
+
+#[test]
+fn msgack_json() {
+    assert_eq!(
+        json(msgack()),
+        r#"{"pub_client_id":null,"ack_client_id":"dev-2","product_id":"p1","message_id":42,"topic":"SYSTEM/msgack","qos":0,"ts":9}"#
+    );
+    let other = MsgAck {
+        pub_client_id: Some("dev-1"),
+        product_id: Id::Int(i64::MIN),
+        message_id: Id::Str("m\"1"),
+        ..msgack()
+    };
+    assert_eq!(
+        json(other),
+        r#"{"pub_client_id":"dev-1","ack_client_id":"dev-2","product_id":-9223372036854775808,"message_id":"m\"1","topic":"SYSTEM/msgack","qos":0,"ts":9}"#
+    );
+}
+
+#[test]
+fn node_goes_last_in_every_kind() {
+    let options = EncodeOptions {
+        payload: PayloadMode::Full,
+        node: Some("gw-\"7\""),
+    };
+    for event in all_kinds() {
+        let text = to_string(&event, &options);
+        assert!(text.ends_with(r#","node":"gw-\"7\""}"#), "{text}");
+    }
+    assert_eq!(
+        to_string(&all_kinds()[3], &options),
+        r#"{"client_id":"dev-1","topic":"a/#","ts":3,"node":"gw-\"7\""}"#
+    );
+}
+
+#[test]
+fn strings_are_escaped() {
+    let event = Unsubscribed {
+        ts: u64::MAX,
+        client_id: "q\"b\\s/\u{0}\u{1f}\u{8}\t\n\u{c}\r\u{7f}\u{2028}é",
+        topic: "",
+    };
+    assert_eq!(
+        json(event),
+        "{\"client_id\":\"q\\\"b\\\\s/\\u0000\\u001F\\b\\t\\n\\f\\r\u{7f}\u{2028}é\",\
+         \"topic\":\"\",\"ts\":18446744073709551615}"
+    );
+}
+
+#[test]
+fn base64_rfc4648_vectors() {
+    let cases: [(&[u8], &str); 7] = [
+        (b"", ""),
+        (b"f", "Zg=="),
+        (b"fo", "Zm8="),
+        (b"foo", "Zm9v"),
+        (b"foob", "Zm9vYg=="),
+        (b"fooba", "Zm9vYmE="),
+        (b"foobar", "Zm9vYmFy"),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(Base64(input).to_string(), expected);
+        assert_eq!(base64_len(input.len()), expected.len());
+    }
+    // Longer than one 48-byte chunk.
+    let long: Vec<u8> = (0..=255).collect();
+    assert_eq!(Base64(&long).to_string(), reference_base64(&long));
+}
+
+#[test]
+fn buffer_too_small_for_every_kind() {
+    let options = EncodeOptions {
+        payload: PayloadMode::Full,
+        node: Some("n1"),
+    };
+    for event in all_kinds() {
+        let needed = encoded_len_bound(&event, &options);
+        let mut buf = vec![0u8; needed];
+        assert_eq!(encode(&event, &options, &mut buf), Ok(needed));
+        for short in [0, 1, needed / 2, needed - 1] {
+            assert_eq!(
+                encode(&event, &options, &mut buf[..short]),
+                Err(EncodeError::BufferTooSmall {
+                    needed,
+                    available: short
+                })
+            );
+        }
+    }
+    let error = EncodeError::BufferTooSmall {
+        needed: 10,
+        available: 3,
+    };
+    assert_eq!(
+        error.to_string(),
+        "event JSON needs 10 bytes but the buffer holds 3"
+    );
+}
+
+// ---- property tests -------------------------------------------------------------------------
+
+/// An independent base64 encoder (bit accumulator instead of 3-byte groups).
+fn reference_base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 0x3F) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 0x3F) as usize] as char);
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
+/// A tiny base64 decoder that rejects anything non-canonical.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    for (i, quad) in bytes.chunks(4).enumerate() {
+        let last = i + 1 == bytes.len() / 4;
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut acc = 0u32;
+        for &c in &quad[..4 - pad] {
+            acc = (acc << 6) | u32::from(value(c)?);
+        }
+        acc <<= 6 * u32::try_from(pad).unwrap();
+        let [_, b0, b1, b2] = acc.to_be_bytes();
+        let decoded = [b0, b1, b2];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
+}
+
+fn nasty_string() -> impl Strategy<Value = String> {
+    let special = prop::sample::select(vec![
+        '"', '\\', '/', '\u{0}', '\u{1}', '\u{8}', '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1f}',
+        '\u{7f}', '\u{2028}', '\u{2029}', '\u{feff}', 'é', '€', '😀',
+    ]);
+    prop::collection::vec(prop_oneof![any::<char>(), special], 0..24)
+        .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn payload_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        nasty_string().prop_map(String::into_bytes),
+        "[a-z ]{0,100}".prop_map(String::into_bytes),
+    ]
+}
+
+fn qos() -> impl Strategy<Value = QoS> {
+    prop::sample::select(vec![QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce])
+}
+
+fn payload_mode() -> impl Strategy<Value = PayloadMode> {
+    prop_oneof![
+        Just(PayloadMode::Full),
+        Just(PayloadMode::Omit),
+        (0usize..64).prop_map(PayloadMode::Truncate),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Inputs {
+    a: String,
+    b: String,
+    c: Option<String>,
+    d: Option<String>,
+    node: Option<String>,
+    payload: Vec<u8>,
+    mode: PayloadMode,
+    ts: u64,
+    ts2: u64,
+    int: i64,
+    small: u8,
+    keepalive: u16,
+    flag: bool,
+    qos: QoS,
+    int_ids: (bool, bool),
+}
+
+fn inputs() -> impl Strategy<Value = Inputs> {
+    (
+        (
+            nasty_string(),
+            nasty_string(),
+            prop::option::of(nasty_string()),
+            prop::option::of(nasty_string()),
+            prop::option::of(nasty_string()),
+        ),
+        (payload_bytes(), payload_mode()),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<bool>(),
+            qos(),
+            any::<(bool, bool)>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (a, b, c, d, node),
+                (payload, mode),
+                (ts, ts2, int, small, keepalive, flag, qos, int_ids),
+            )| {
+                Inputs {
+                    a,
+                    b,
+                    c,
+                    d,
+                    node,
+                    payload,
+                    mode,
+                    ts,
+                    ts2,
+                    int,
+                    small,
+                    keepalive,
+                    flag,
+                    qos,
+                    int_ids,
+                }
+            },
+        )
+}
+
+fn events(i: &Inputs) -> Vec<Event<'_>> {
+    fn id(as_int: bool, int: i64, text: &str) -> Id<'_> {
+        if as_int { Id::Int(int) } else { Id::Str(text) }
+    }
+    vec![
+        Connected {
+            ts: i.ts,
+            client_id: &i.a,
+            username: i.c.as_deref(),
+            proto_ver: i.small,
+            keepalive: i.keepalive,
+            clean_session: i.flag,
+            peer: i.d.as_deref(),
+        }
+        .into(),
+        Disconnected {
+            ts: i.ts,
+            client_id: &i.a,
+            reason: DisconnectReason::TcpClosed,
+            connected_at: i.ts2,
+        }
+        .into(),
+        Subscribed {
+            ts: i.ts,
+            client_id: &i.a,
+            topic: &i.b,
+            qos: i.qos,
+        }
+        .into(),
+        Unsubscribed {
+            ts: i.ts,
+            client_id: &i.a,
+            topic: &i.b,
+        }
+        .into(),
+        Message {
+            ts: i.ts,
+            pub_client_id: &i.a,
+            topic: &i.b,
+            payload: &i.payload,
+            qos: i.qos,
+            retain: i.flag,
+        }
+        .into(),
+        MsgAck {
+            ts: i.ts,
+            pub_client_id: i.c.as_deref(),
+            ack_client_id: &i.a,
+            product_id: id(i.int_ids.0, i.int, &i.b),
+            message_id: id(i.int_ids.1, i.int, i.d.as_deref().unwrap_or("")),
+            topic: &i.b,
+            qos: i.qos,
+        }
+        .into(),
+    ]
+}
+
+fn id_value(id: Id<'_>) -> Value {
+    match id {
+        Id::Str(s) => Value::from(s),
+        Id::Int(n) => Value::from(n),
+    }
+}
+
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, Value::from)
+}
+
+/// The JSON object the event must decode to, built independently of the encoder.
+fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<String, Value> {
+    let mut map = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        assert!(map.insert(k.to_owned(), v).is_none(), "duplicate key {k}");
+    };
+    match event {
+        Event::Connected(e) => {
+            put("client_id", e.client_id.into());
+            if let Some(u) = e.username {
+                put("username", u.into());
+            }
+            put("proto_ver", e.proto_ver.into());
+            put("keepalive", e.keepalive.into());
+            put("clean_session", e.clean_session.into());
+            if let Some(p) = e.peer {
+                put("peer", p.into());
+            }
+        }
+        Event::Disconnected(e) => {
+            put("client_id", e.client_id.into());
+            put("reason", e.reason.as_str().into());
+            put("connected_at", e.connected_at.into());
+        }
+        Event::Subscribed(e) => {
+            put("client_id", e.client_id.into());
+            put("topic", e.topic.into());
+            put("qos", e.qos.as_u8().into());
+        }
+        Event::Unsubscribed(e) => {
+            put("client_id", e.client_id.into());
+            put("topic", e.topic.into());
+        }
+        Event::Message(e) => {
+            put("pub_client_id", e.pub_client_id.into());
+            put("topic", e.topic.into());
+            put("payload_len", e.payload.len().into());
+            put("qos", e.qos.as_u8().into());
+            put("retain", e.retain.into());
+            let (limit, omit) = match options.payload {
+                PayloadMode::Full => (usize::MAX, false),
+                PayloadMode::Truncate(n) => (n, false),
+                PayloadMode::Omit => (0, true),
+            };
+            if !omit {
+                if e.payload.len() > limit {
+                    put("truncated", true.into());
+                }
+                match core::str::from_utf8(e.payload) {
+                    Ok(text) => {
+                        let mut kept = String::new();
+                        for c in text.chars() {
+                            if kept.len() + c.len_utf8() > limit {
+                                break;
+                            }
+                            kept.push(c);
+                        }
+                        put("payload", kept.into());
+                    }
+                    Err(_) => {
+                        let kept = &e.payload[..e.payload.len().min(limit)];
+                        put("payload", reference_base64(kept).into());
+                        put("payload_encoding", "base64".into());
+                    }
+                }
+            }
+        }
+        Event::MsgAck(e) => {
+            put("pub_client_id", opt_str(e.pub_client_id));
+            put("ack_client_id", e.ack_client_id.into());
+            put("product_id", id_value(e.product_id));
+            put("message_id", id_value(e.message_id));
+            put("topic", e.topic.into());
+            put("qos", e.qos.as_u8().into());
+        }
+    }
+    put("ts", event.ts().into());
+    if let Some(node) = options.node {
+        put("node", node.into());
+    }
+    map
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn encodes_valid_json_that_round_trips(i in inputs()) {
+        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref() };
+        for event in events(&i) {
+            let bound = encoded_len_bound(&event, &options);
+            let mut buf = vec![0u8; bound + 16];
+            let len = encode(&event, &options, &mut buf).expect("bound is enough");
+            prop_assert!(len <= bound);
+            prop_assert_eq!(len, bound, "the bound is documented as exact");
+
+            let value: Value = serde_json::from_slice(&buf[..len]).expect("valid JSON");
+            let Value::Object(map) = value else { panic!("not an object") };
+            prop_assert_eq!(&map, &expected(&event, &options));
+            if let Event::Message(m) = event {
+                // Decode the base64 payload and compare with the input bytes.
+                if map.get("payload_encoding").is_some() {
+                    let text = map["payload"].as_str().unwrap();
+                    let decoded = decode_base64(text).expect("canonical base64");
+                    prop_assert!(m.payload.starts_with(&decoded));
+                    if map.get("truncated").is_none() {
+                        prop_assert_eq!(&decoded[..], m.payload);
+                    }
+                } else if let Some(text) = map.get("payload").and_then(Value::as_str) {
+                    prop_assert!(m.payload.starts_with(text.as_bytes()));
+                }
+            }
+
+            // One byte short always fails cleanly.
+            let short = &mut buf[..len - 1];
+            prop_assert_eq!(
+                encode(&event, &options, short),
+                Err(EncodeError::BufferTooSmall { needed: bound, available: len - 1 })
+            );
+        }
+    }
+
+    #[test]
+    fn bound_is_not_wildly_above(i in inputs()) {
+        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref() };
+        for event in events(&i) {
+            let input_bytes = i.a.len() + i.b.len()
+                + i.c.as_ref().map_or(0, String::len)
+                + i.d.as_ref().map_or(0, String::len)
+                + i.node.as_ref().map_or(0, String::len)
+                + i.payload.len();
+            prop_assert!(encoded_len_bound(&event, &options) <= 6 * input_bytes + 300);
+        }
+    }
+
+    #[test]
+    fn base64_matches_reference(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let text = Base64(&bytes).to_string();
+        prop_assert_eq!(&text, &reference_base64(&bytes));
+        prop_assert_eq!(decode_base64(&text), Some(bytes));
+    }
+}

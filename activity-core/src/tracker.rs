@@ -1,0 +1,432 @@
+//! The per-connection tracker: what a client does in, activity events out (sans-IO).
+//!
+//! One [`Tracker`] per client connection. The adapter reports each happening with a `handle_*`
+//! call, passing the time (`now`, milliseconds since the Unix epoch) and borrowed packet fields;
+//! the call returns the event that happening produces, if any, borrowing the tracker and the
+//! inputs (no copy of a payload is ever made). Call order for one connection:
+//!
+//! 1. [`Tracker::handle_connect`] once, when the CONNECT is accepted (the reserved-id rule is
+//!    applied here: `Err` means answer CONNACK with the error's return code and close);
+//! 2. any number of [`Tracker::handle_subscribe`], [`Tracker::handle_unsubscribe`],
+//!    [`Tracker::handle_publish`] (client to server), [`Tracker::handle_delivery`] (server to
+//!    client), [`Tracker::handle_puback`] and [`Tracker::handle_pubrec`];
+//! 3. [`Tracker::handle_close`] once, with the [`DisconnectReason`].
+//!
+//! Calls out of this order (before connect, after close) produce nothing and change nothing.
+//! The `msgack` correlation (QoS 1 on PUBACK, QoS 2 on PUBREC, as EMQX does) keeps deliveries of
+//! envelope messages in an [`AckStore`] keyed by packet id; its limits are counted in
+//! [`TrackerStats`].
+
+use crate::QoS;
+use crate::acks::{AckStore, PendingAck, Stored};
+use crate::client_id::{CLIENT_ID_CAPACITY, ClientIdError, check_client_id};
+use crate::envelope::{Envelope, parse_envelope};
+use crate::event::{
+    Connected, DisconnectReason, Disconnected, Event, EventKind, Message, MsgAck, Subscribed,
+    Unsubscribed,
+};
+use crate::system::SystemTopics;
+
+/// A set of [`EventKind`]s: which events a tracker emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EventKinds(u8);
+
+impl EventKinds {
+    /// Every kind.
+    pub const ALL: EventKinds = EventKinds(0b11_1111);
+    /// No kind.
+    pub const NONE: EventKinds = EventKinds(0);
+
+    const fn bit(kind: EventKind) -> u8 {
+        1 << (kind as u8)
+    }
+
+    /// This set with `kind` added.
+    pub const fn with(self, kind: EventKind) -> Self {
+        EventKinds(self.0 | Self::bit(kind))
+    }
+
+    /// This set with `kind` removed.
+    pub const fn without(self, kind: EventKind) -> Self {
+        EventKinds(self.0 & !Self::bit(kind))
+    }
+
+    /// Whether `kind` is in the set.
+    pub const fn contains(self, kind: EventKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+}
+
+impl Default for EventKinds {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// What every tracker of a server shares: the system topics and which events are on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrackerConfig {
+    /// The system topics (prefix) and their rules.
+    pub topics: SystemTopics,
+    /// Which event kinds are emitted; the others are tracked but not reported.
+    pub enabled: EventKinds,
+}
+
+/// The fields of an accepted CONNECT (MQTT 3.1.1 section 3.1) that the `connected` event carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConnectInfo<'a> {
+    /// The client id; for an empty id with clean session, the id the server assigned.
+    pub client_id: &'a str,
+    /// The user name, when the CONNECT carried one.
+    pub username: Option<&'a str>,
+    /// The protocol level (4 for MQTT 3.1.1).
+    pub proto_ver: u8,
+    /// The keep-alive interval in seconds (0: none).
+    pub keepalive: u16,
+    /// The clean-session flag.
+    pub clean_session: bool,
+    /// The peer's address as text, when the adapter knows it.
+    pub peer: Option<&'a str>,
+}
+
+/// A PUBLISH received from the client (MQTT 3.1.1 section 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PublishInfo<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag.
+    pub retain: bool,
+}
+
+/// A PUBLISH the server sent to the client (MQTT 3.1.1 section 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DeliveryInfo<'a> {
+    /// The packet id of the delivery (ignored at QoS 0).
+    pub pkid: u16,
+    /// The QoS of the delivery.
+    pub qos: QoS,
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The publisher's client id, when the adapter knows it.
+    pub pub_client_id: Option<&'a str>,
+}
+
+/// Why [`Tracker::handle_connect`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The client id breaks the client-id rule: answer CONNACK with
+    /// [`ClientIdError::return_code`] and close.
+    Refused(ClientIdError),
+    /// The connection already sent a CONNECT: a protocol violation (section 3.1.0), close it.
+    AlreadyConnected,
+    /// The connection was already closed.
+    Closed,
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::Refused(e) => write!(f, "connect refused: {e}"),
+            ConnectError::AlreadyConnected => f.write_str("a second CONNECT on one connection"),
+            ConnectError::Closed => f.write_str("connection already closed"),
+        }
+    }
+}
+
+impl core::error::Error for ConnectError {}
+
+/// What became of a PUBLISH from the client.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PublishOutcome<'a> {
+    /// Route it; the `message` event, if one is due.
+    Accepted(Option<Event<'a>>),
+    /// Drop it: an ordinary client published on a system topic. Counted in
+    /// [`TrackerStats::publishes_denied`]; the client stays connected.
+    Denied,
+}
+
+/// Counters of what a tracker refused or could not keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TrackerStats {
+    /// PUBLISHes dropped because an ordinary client published on a system topic.
+    pub publishes_denied: u64,
+    /// Deliveries of envelope messages that were tracked for `msgack`.
+    pub deliveries_tracked: u64,
+    /// Tracked deliveries dropped, oldest first, because the ack store was full.
+    pub deliveries_evicted: u64,
+    /// Deliveries of envelope messages too large for one entry of the ack store (no `msgack`).
+    pub deliveries_too_large: u64,
+    /// PUBACKs and PUBRECs that matched no tracked delivery of their QoS (includes every ack of
+    /// a non-envelope message).
+    pub acks_unmatched: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    Connected { connected_at: u64 },
+    Closed,
+}
+
+/// The sans-IO state machine of one client connection. See the [module docs](self).
+#[derive(Debug)]
+pub struct Tracker<S: AckStore> {
+    config: TrackerConfig,
+    client_id: heapless::String<CLIENT_ID_CAPACITY>,
+    state: State,
+    acks: S,
+    stats: TrackerStats,
+}
+
+impl<S: AckStore> Tracker<S> {
+    /// A tracker for a new connection, keeping pending acknowledgements in `acks`.
+    pub fn new(config: TrackerConfig, acks: S) -> Self {
+        Tracker {
+            config,
+            client_id: heapless::String::new(),
+            state: State::Idle,
+            acks,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// The client id given at connect (empty before).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Whether the connection is between an accepted CONNECT and its close.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected { .. })
+    }
+
+    /// When the connection was accepted, in ms since the Unix epoch.
+    pub fn connected_at(&self) -> Option<u64> {
+        match self.state {
+            State::Connected { connected_at } => Some(connected_at),
+            _ => None,
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    /// The deliveries waiting for their acknowledgement.
+    pub fn pending_acks(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// The configuration this tracker runs with.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    fn emit<'a>(&self, event: Event<'a>) -> Option<Event<'a>> {
+        self.config.enabled.contains(event.kind()).then_some(event)
+    }
+
+    /// A CONNECT was accepted by everything but the client-id rule: applies that rule, then
+    /// gives the `connected` event.
+    pub fn handle_connect<'a>(
+        &'a mut self,
+        now: u64,
+        info: ConnectInfo<'a>,
+    ) -> Result<Option<Event<'a>>, ConnectError> {
+        match self.state {
+            State::Idle => {}
+            State::Connected { .. } => return Err(ConnectError::AlreadyConnected),
+            State::Closed => return Err(ConnectError::Closed),
+        }
+        check_client_id(info.client_id, info.clean_session).map_err(ConnectError::Refused)?;
+        self.client_id.clear();
+        self.client_id
+            .push_str(info.client_id)
+            .map_err(|_| ConnectError::Refused(ClientIdError::TooLong))?;
+        self.state = State::Connected { connected_at: now };
+        debug!("tracker: connected");
+        Ok(self.emit(Event::Connected(Connected {
+            ts: now,
+            client_id: &self.client_id,
+            username: info.username,
+            proto_ver: info.proto_ver,
+            keepalive: info.keepalive,
+            clean_session: info.clean_session,
+            peer: info.peer,
+        })))
+    }
+
+    /// The server granted (`Some(qos)`) or refused (`None`, SUBACK 0x80) one topic filter of a
+    /// SUBSCRIBE: a granted filter gives a `subscribed` event. Call once per filter.
+    pub fn handle_subscribe<'a>(
+        &'a mut self,
+        now: u64,
+        filter: &'a str,
+        granted: Option<QoS>,
+    ) -> Option<Event<'a>> {
+        let qos = granted?;
+        if !self.is_connected() {
+            return None;
+        }
+        self.emit(Event::Subscribed(Subscribed {
+            ts: now,
+            client_id: &self.client_id,
+            topic: filter,
+            qos,
+        }))
+    }
+
+    /// The client unsubscribed from one topic filter: gives an `unsubscribed` event.
+    pub fn handle_unsubscribe<'a>(&'a mut self, now: u64, filter: &'a str) -> Option<Event<'a>> {
+        if !self.is_connected() {
+            return None;
+        }
+        self.emit(Event::Unsubscribed(Unsubscribed {
+            ts: now,
+            client_id: &self.client_id,
+            topic: filter,
+        }))
+    }
+
+    /// The client published: applies the system-topic rule and gives the `message` event.
+    pub fn handle_publish<'a>(
+        &'a mut self,
+        now: u64,
+        publish: PublishInfo<'a>,
+    ) -> PublishOutcome<'a> {
+        if !self
+            .config
+            .topics
+            .may_publish(&self.client_id, publish.topic)
+        {
+            self.stats.publishes_denied += 1;
+            warn!("tracker: publish on a system topic denied");
+            return PublishOutcome::Denied;
+        }
+        if !self.is_connected() || self.config.topics.is_system_topic(publish.topic) {
+            return PublishOutcome::Accepted(None);
+        }
+        PublishOutcome::Accepted(self.emit(Event::Message(Message {
+            ts: now,
+            pub_client_id: &self.client_id,
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+        })))
+    }
+
+    /// The server sent the client a PUBLISH: a QoS 1 or 2 delivery of an envelope message
+    /// (outside the system topics) is remembered under its packet id until acknowledged.
+    ///
+    /// When `delivery.pub_client_id` is `None`, `lookup` is asked for the publisher of the
+    /// envelope (e.g. from a [`PublisherTable`](crate::publishers::PublisherTable)); `None` from
+    /// it gives `"pub_client_id": null` in the `msgack`.
+    pub fn handle_delivery<F>(&mut self, delivery: DeliveryInfo<'_>, lookup: F)
+    where
+        F: FnOnce(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
+    {
+        if !self.is_connected()
+            || delivery.qos == QoS::AtMostOnce
+            || self.config.topics.is_system_topic(delivery.topic)
+        {
+            return;
+        }
+        let Some(envelope) = parse_envelope(delivery.payload) else {
+            return;
+        };
+        let looked_up;
+        let pub_client_id = match delivery.pub_client_id {
+            Some(id) => Some(id),
+            None => {
+                looked_up = lookup(&envelope);
+                looked_up.as_deref()
+            }
+        };
+        let pending = PendingAck {
+            qos: delivery.qos,
+            topic: delivery.topic,
+            product_id: envelope.product_id.as_id(),
+            message_id: envelope.message_id.as_id(),
+            pub_client_id,
+        };
+        match self.acks.insert(delivery.pkid, &pending) {
+            Ok(stored) => {
+                self.stats.deliveries_tracked += 1;
+                if stored == Stored::EvictedOldest {
+                    self.stats.deliveries_evicted += 1;
+                    warn!("tracker: ack store full, oldest pending delivery dropped");
+                }
+            }
+            Err(_) => {
+                self.stats.deliveries_too_large += 1;
+                warn!("tracker: delivery too large for the ack store");
+            }
+        }
+    }
+
+    /// The client sent PUBACK (section 3.4): acknowledges a QoS 1 delivery.
+    pub fn handle_puback(&mut self, now: u64, pkid: u16) -> Option<Event<'_>> {
+        self.acknowledge(now, pkid, QoS::AtLeastOnce)
+    }
+
+    /// The client sent PUBREC (section 3.5): acknowledges a QoS 2 delivery.
+    pub fn handle_pubrec(&mut self, now: u64, pkid: u16) -> Option<Event<'_>> {
+        self.acknowledge(now, pkid, QoS::ExactlyOnce)
+    }
+
+    fn acknowledge(&mut self, now: u64, pkid: u16, qos: QoS) -> Option<Event<'_>> {
+        if !self.is_connected() || self.acks.qos_of(pkid) != Some(qos) {
+            self.stats.acks_unmatched += 1;
+            return None;
+        }
+        let enabled = self.config.enabled.contains(EventKind::MsgAck);
+        let pending = self.acks.remove(pkid)?;
+        if !enabled {
+            return None;
+        }
+        Some(Event::MsgAck(MsgAck {
+            ts: now,
+            pub_client_id: pending.pub_client_id,
+            ack_client_id: &self.client_id,
+            product_id: pending.product_id,
+            message_id: pending.message_id,
+            topic: pending.topic,
+            qos: pending.qos,
+        }))
+    }
+
+    /// The connection ended: gives the `disconnected` event (once) and forgets pending acks.
+    pub fn handle_close(&mut self, now: u64, reason: DisconnectReason) -> Option<Event<'_>> {
+        let State::Connected { connected_at } = self.state else {
+            self.state = State::Closed;
+            return None;
+        };
+        self.state = State::Closed;
+        self.acks.clear();
+        debug!("tracker: closed");
+        self.emit(Event::Disconnected(Disconnected {
+            ts: now,
+            client_id: &self.client_id,
+            reason,
+            connected_at,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

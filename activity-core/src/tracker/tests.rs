@@ -1,0 +1,377 @@
+//! Scenario tests: drive trackers through whole sessions with a fake clock and check every
+//! event's JSON field by field.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::acks::FixedAckStore;
+use crate::event::{EncodeOptions, encode, encoded_len_bound};
+
+type TestTracker = Tracker<FixedAckStore<8, 256>>;
+
+fn tracker() -> TestTracker {
+    Tracker::new(TrackerConfig::default(), FixedAckStore::new())
+}
+
+/// Encodes `event` with the default options, checks the size bound, and parses the JSON.
+fn json_of(event: Option<Event<'_>>) -> (EventKind, Value) {
+    let event = event.expect("an event");
+    let options = EncodeOptions::default();
+    let mut buf = vec![0u8; encoded_len_bound(&event, &options)];
+    let n = encode(&event, &options, &mut buf).expect("fits its bound");
+    (
+        event.kind(),
+        serde_json::from_slice(&buf[..n]).expect("valid JSON"),
+    )
+}
+
+fn connect_info(client_id: &str) -> ConnectInfo<'_> {
+    ConnectInfo {
+        client_id,
+        username: Some("alice"),
+        proto_ver: 4,
+        keepalive: 30,
+        clean_session: false,
+        peer: Some("127.0.0.1:50000"),
+    }
+}
+
+const ENVELOPE: &[u8] = br#"{"product_id":"p1","message_id":"m42","payload":"data"}"#;
+
+#[test]
+fn whole_session_emits_every_event_with_its_fields() {
+    let mut publisher = tracker();
+    let mut subscriber = tracker();
+
+    let (kind, v) = json_of(
+        subscriber
+            .handle_connect(1_000, connect_info("sub-1"))
+            .unwrap(),
+    );
+    assert_eq!(kind, EventKind::Connected);
+    assert_eq!(
+        v,
+        json!({"client_id":"sub-1","username":"alice","proto_ver":4,"keepalive":30,
+               "clean_session":false,"peer":"127.0.0.1:50000","ts":1000})
+    );
+    let info = ConnectInfo {
+        username: None,
+        peer: None,
+        clean_session: true,
+        ..connect_info("pub-1")
+    };
+    let (_, v) = json_of(publisher.handle_connect(1_001, info).unwrap());
+    assert_eq!(
+        v,
+        json!({"client_id":"pub-1","proto_ver":4,"keepalive":30,"clean_session":true,"ts":1001})
+    );
+
+    let (kind, v) =
+        json_of(subscriber.handle_subscribe(1_002, "devices/+/cmd", Some(QoS::ExactlyOnce)));
+    assert_eq!(kind, EventKind::Subscribed);
+    assert_eq!(
+        v,
+        json!({"client_id":"sub-1","topic":"devices/+/cmd","qos":2,"ts":1002})
+    );
+    assert_eq!(subscriber.handle_subscribe(1_002, "$SYS/#", None), None);
+
+    let publish = PublishInfo {
+        topic: "devices/7/cmd",
+        payload: ENVELOPE,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    };
+    let PublishOutcome::Accepted(event) = publisher.handle_publish(1_003, publish) else {
+        panic!("an ordinary publish is accepted");
+    };
+    let (kind, v) = json_of(event);
+    assert_eq!(kind, EventKind::Message);
+    assert_eq!(v["pub_client_id"], "pub-1");
+    assert_eq!(v["topic"], "devices/7/cmd");
+    assert_eq!(v["payload"], core::str::from_utf8(ENVELOPE).unwrap());
+    assert_eq!(v["qos"], 1);
+    assert_eq!(v["ts"], 1003);
+
+    // QoS 1 delivery, acknowledged by PUBACK.
+    let delivery = DeliveryInfo {
+        pkid: 5,
+        qos: QoS::AtLeastOnce,
+        topic: "devices/7/cmd",
+        payload: ENVELOPE,
+        pub_client_id: Some("pub-1"),
+    };
+    subscriber.handle_delivery(delivery, |_| panic!("publisher was given"));
+    assert_eq!(subscriber.pending_acks(), 1);
+    assert_eq!(
+        subscriber.handle_pubrec(1_004, 5),
+        None,
+        "QoS 1 is acked by PUBACK"
+    );
+    let (kind, v) = json_of(subscriber.handle_puback(1_004, 5));
+    assert_eq!(kind, EventKind::MsgAck);
+    assert_eq!(
+        v,
+        json!({"pub_client_id":"pub-1","ack_client_id":"sub-1","product_id":"p1",
+               "message_id":"m42","topic":"devices/7/cmd","qos":1,"ts":1004})
+    );
+    assert_eq!(
+        subscriber.handle_puback(1_004, 5),
+        None,
+        "a second ack matches nothing"
+    );
+
+    // QoS 2 delivery with integer ids, publisher from the lookup, acknowledged by PUBREC.
+    let delivery = DeliveryInfo {
+        pkid: 6,
+        qos: QoS::ExactlyOnce,
+        payload: br#"{"message_id":-7,"product_id":99}"#,
+        pub_client_id: None,
+        ..delivery
+    };
+    subscriber.handle_delivery(delivery, |env| {
+        assert_eq!(env.product_id.as_id(), crate::event::Id::Int(99));
+        let mut s = heapless::String::new();
+        s.push_str("pub-9").unwrap();
+        Some(s)
+    });
+    assert_eq!(
+        subscriber.handle_puback(1_005, 6),
+        None,
+        "QoS 2 is acked by PUBREC"
+    );
+    let (_, v) = json_of(subscriber.handle_pubrec(1_005, 6));
+    assert_eq!(
+        v,
+        json!({"pub_client_id":"pub-9","ack_client_id":"sub-1","product_id":99,
+               "message_id":-7,"topic":"devices/7/cmd","qos":2,"ts":1005})
+    );
+
+    let (kind, v) = json_of(subscriber.handle_unsubscribe(1_006, "devices/+/cmd"));
+    assert_eq!(kind, EventKind::Unsubscribed);
+    assert_eq!(
+        v,
+        json!({"client_id":"sub-1","topic":"devices/+/cmd","ts":1006})
+    );
+
+    let (kind, v) = json_of(subscriber.handle_close(1_007, DisconnectReason::Normal));
+    assert_eq!(kind, EventKind::Disconnected);
+    assert_eq!(
+        v,
+        json!({"client_id":"sub-1","reason":"normal","connected_at":1000,"ts":1007})
+    );
+    assert_eq!(
+        subscriber.handle_close(1_008, DisconnectReason::TcpClosed),
+        None
+    );
+    assert_eq!(subscriber.stats().acks_unmatched, 3);
+}
+
+#[test]
+fn takeover_closes_the_old_session_before_the_new_one_connects() {
+    // The adapter's registry sees the same client id twice: the old tracker gets `takenover`
+    // first, then the new tracker connects. The events carry what a consumer needs to tell the
+    // two sessions apart.
+    let mut old = tracker();
+    let mut new = tracker();
+    old.handle_connect(10, connect_info("dev")).unwrap();
+    let (_, gone) = json_of(old.handle_close(20, DisconnectReason::Takenover));
+    let (_, came) = json_of(new.handle_connect(20, connect_info("dev")).unwrap());
+    assert_eq!(gone["reason"], "takenover");
+    assert_eq!(gone["connected_at"], 10);
+    assert_eq!(came["client_id"], "dev");
+    assert_eq!(came["ts"], 20);
+    assert!(!old.is_connected());
+    assert!(new.is_connected());
+}
+
+#[test]
+fn reserved_id_is_refused_and_emits_nothing() {
+    let mut t = tracker();
+    let err = t.handle_connect(1, connect_info("broker")).unwrap_err();
+    assert_eq!(err, ConnectError::Refused(ClientIdError::Reserved));
+    assert!(!t.is_connected());
+    assert_eq!(t.handle_subscribe(2, "a", Some(QoS::AtMostOnce)), None);
+    assert_eq!(t.handle_close(3, DisconnectReason::TcpClosed), None);
+}
+
+#[test]
+fn second_connect_is_a_protocol_error() {
+    let mut t = tracker();
+    t.handle_connect(1, connect_info("c")).unwrap();
+    assert_eq!(
+        t.handle_connect(2, connect_info("c")).unwrap_err(),
+        ConnectError::AlreadyConnected
+    );
+    t.handle_close(3, DisconnectReason::ProtocolError);
+    assert_eq!(
+        t.handle_connect(4, connect_info("c")).unwrap_err(),
+        ConnectError::Closed
+    );
+}
+
+#[test]
+fn publish_on_a_system_topic_is_denied_and_counted() {
+    let mut t = tracker();
+    t.handle_connect(1, connect_info("c")).unwrap();
+    for topic in ["SYSTEM/message", "SYSTEM/presence/connected", "SYSTEM"] {
+        let publish = PublishInfo {
+            topic,
+            payload: b"spoof",
+            qos: QoS::AtMostOnce,
+            retain: false,
+        };
+        assert_eq!(t.handle_publish(2, publish), PublishOutcome::Denied);
+    }
+    assert_eq!(t.stats().publishes_denied, 3);
+    assert!(t.is_connected(), "the client stays connected");
+}
+
+#[test]
+fn deliveries_without_envelope_or_on_system_topics_are_not_tracked() {
+    let mut t = tracker();
+    t.handle_connect(1, connect_info("c")).unwrap();
+    let base = DeliveryInfo {
+        pkid: 1,
+        qos: QoS::AtLeastOnce,
+        topic: "t",
+        payload: ENVELOPE,
+        pub_client_id: Some("p"),
+    };
+    for delivery in [
+        DeliveryInfo {
+            payload: b"plain text",
+            ..base
+        },
+        DeliveryInfo {
+            payload: br#"{"product_id":"p1"}"#,
+            ..base
+        },
+        DeliveryInfo {
+            qos: QoS::AtMostOnce,
+            ..base
+        },
+        DeliveryInfo {
+            topic: "SYSTEM/message",
+            ..base
+        },
+    ] {
+        t.handle_delivery(delivery, |_| None);
+        assert_eq!(t.pending_acks(), 0, "{delivery:?}");
+        assert_eq!(t.handle_puback(2, 1), None);
+    }
+}
+
+#[test]
+fn unknown_publisher_gives_null() {
+    let mut t = tracker();
+    t.handle_connect(1, connect_info("c")).unwrap();
+    let delivery = DeliveryInfo {
+        pkid: 9,
+        qos: QoS::AtLeastOnce,
+        topic: "t",
+        payload: ENVELOPE,
+        pub_client_id: None,
+    };
+    t.handle_delivery(delivery, |_| None);
+    let (_, v) = json_of(t.handle_puback(2, 9));
+    assert_eq!(v["pub_client_id"], Value::Null);
+}
+
+#[test]
+fn full_ack_store_evicts_oldest_and_counts() {
+    let mut t: Tracker<FixedAckStore<2, 64>> =
+        Tracker::new(TrackerConfig::default(), FixedAckStore::new());
+    t.handle_connect(1, connect_info("c")).unwrap();
+    for pkid in 1..=3 {
+        let delivery = DeliveryInfo {
+            pkid,
+            qos: QoS::AtLeastOnce,
+            topic: "t",
+            payload: ENVELOPE,
+            pub_client_id: Some("p"),
+        };
+        t.handle_delivery(delivery, |_| None);
+    }
+    assert_eq!(t.pending_acks(), 2);
+    assert_eq!(t.stats().deliveries_evicted, 1);
+    assert_eq!(t.handle_puback(2, 1), None, "the oldest was evicted");
+    assert!(t.handle_puback(2, 2).is_some());
+    assert!(t.handle_puback(2, 3).is_some());
+
+    let long_topic = "x".repeat(100);
+    let delivery = DeliveryInfo {
+        pkid: 4,
+        qos: QoS::AtLeastOnce,
+        topic: &long_topic,
+        payload: ENVELOPE,
+        pub_client_id: Some("p"),
+    };
+    t.handle_delivery(delivery, |_| None);
+    assert_eq!(t.stats().deliveries_too_large, 1);
+    assert_eq!(t.handle_puback(3, 4), None);
+}
+
+#[test]
+fn disabled_kinds_are_tracked_but_not_reported() {
+    let config = TrackerConfig {
+        enabled: EventKinds::ALL
+            .without(EventKind::Connected)
+            .without(EventKind::MsgAck),
+        ..TrackerConfig::default()
+    };
+    let mut t: TestTracker = Tracker::new(config, FixedAckStore::new());
+    assert_eq!(t.handle_connect(1, connect_info("c")).unwrap(), None);
+    assert!(t.is_connected());
+    let delivery = DeliveryInfo {
+        pkid: 1,
+        qos: QoS::AtLeastOnce,
+        topic: "t",
+        payload: ENVELOPE,
+        pub_client_id: Some("p"),
+    };
+    t.handle_delivery(delivery, |_| None);
+    assert_eq!(t.handle_puback(2, 1), None);
+    assert_eq!(t.pending_acks(), 0, "the ack still clears the entry");
+    let (kind, _) = json_of(t.handle_close(3, DisconnectReason::KeepaliveTimeout));
+    assert_eq!(kind, EventKind::Disconnected);
+}
+
+#[test]
+fn custom_prefix_moves_the_system_topics() {
+    let config = TrackerConfig {
+        topics: SystemTopics::new("acme/activity").unwrap(),
+        ..TrackerConfig::default()
+    };
+    let mut t: TestTracker = Tracker::new(config, FixedAckStore::new());
+    t.handle_connect(1, connect_info("c")).unwrap();
+    let on = |topic| PublishInfo {
+        topic,
+        payload: b"x",
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    assert_eq!(
+        t.handle_publish(2, on("acme/activity/message")),
+        PublishOutcome::Denied
+    );
+    assert!(matches!(
+        t.handle_publish(2, on("SYSTEM/message")),
+        PublishOutcome::Accepted(Some(_))
+    ));
+}
+
+#[test]
+fn happenings_before_connect_produce_nothing() {
+    let mut t = tracker();
+    assert_eq!(t.handle_subscribe(1, "a", Some(QoS::AtMostOnce)), None);
+    assert_eq!(t.handle_unsubscribe(1, "a"), None);
+    let publish = PublishInfo {
+        topic: "a",
+        payload: b"x",
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    assert_eq!(t.handle_publish(1, publish), PublishOutcome::Accepted(None));
+    assert_eq!(t.handle_puback(1, 1), None);
+    assert_eq!(t.handle_close(1, DisconnectReason::TcpClosed), None);
+}

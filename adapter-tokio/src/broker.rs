@@ -1,0 +1,299 @@
+//! The broker: the rumqttd router, the listeners, the event sink, and an orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use activity_core::event::EventKind;
+use activity_core::system::SystemTopics;
+use activity_core::tracker::{EventKinds, TrackerConfig};
+use anyhow::Context;
+use rumqttd::local::LinkBuilder;
+use rumqttd::{Router, RouterConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::auth::Authenticator;
+use crate::config::{Config, Sink};
+use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
+use crate::events::{self, EventSender, MqttSink};
+use crate::metrics::Metrics;
+
+/// A running broker. Drop it or call [`Broker::shutdown`] to stop.
+pub struct Broker {
+    local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    phase: watch::Sender<Phase>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    events: Option<EventSender>,
+    sink: Option<JoinHandle<()>>,
+}
+
+/// Builds the trackers' configuration from the broker's.
+fn tracker_config(config: &Config) -> anyhow::Result<TrackerConfig> {
+    let topics = SystemTopics::new(&config.events.prefix)
+        .map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?;
+    let mut enabled = EventKinds::NONE;
+    for kind in EventKind::ALL {
+        if config.events.kind(kind).enabled {
+            enabled = enabled.with(kind);
+        }
+    }
+    Ok(TrackerConfig { topics, enabled })
+}
+
+impl Broker {
+    /// Validates `config`, starts the router, binds the listeners and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Broker> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::default());
+        let tracker_config = tracker_config(&config)?;
+        let auth = Authenticator::new(&config.users, config.access.allow_anonymous)?;
+        let tls = match &config.tls {
+            Some(tls) => Some((tls.listen, crate::tls::acceptor(tls)?)),
+            None => None,
+        };
+
+        // The router: one thread, reached only through links.
+        let router = Router::new(
+            0,
+            RouterConfig {
+                // Our own `broker` link, plus room for connections finishing while new ones
+                // start; the front enforces `max_connections` itself.
+                max_connections: config.max_connections + 64,
+                max_outgoing_packet_count: 200,
+                max_segment_size: 16 * 1024 * 1024,
+                max_segment_count: 4,
+                ..RouterConfig::default()
+            },
+        );
+        let router_tx = router.spawn();
+        let link_factory: LinkFactory = Arc::new(move |client_id: &str, clean: bool| {
+            LinkBuilder::new(client_id, router_tx.clone())
+                .clean_session(clean)
+                .build()
+                .map_err(|e| anyhow::anyhow!("router link for {client_id}: {e}"))
+        });
+
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (events, receiver) = events::channel(&config.events, metrics.clone());
+
+        // The reserved client `broker` publishes the events.
+        let factory = link_factory.clone();
+        let (link_tx, link_rx, _) = tokio::task::spawn_blocking(move || {
+            factory(activity_core::client_id::RESERVED_CLIENT_ID, true)
+        })
+        .await
+        .context("router link of the event sink")??;
+        tokio::spawn(events::drain_broker_link(link_rx));
+        let sink = if config.sinks.contains(&Sink::Mqtt) {
+            let sink = MqttSink::new(
+                link_tx,
+                &tracker_config.topics,
+                &config.events,
+                metrics.clone(),
+            );
+            Some(tokio::spawn(sink.run(receiver)))
+        } else {
+            // No MQTT sink: keep the queue drained so that it never fills.
+            Some(tokio::spawn(events::discard(receiver)))
+        };
+
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            link_factory,
+            events: events.clone(),
+            metrics: metrics.clone(),
+            registry: Registry::default(),
+            auth,
+            tracker_config,
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            phase: phase_rx,
+            serial: AtomicU64::new(1),
+        });
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        info!(%local_addr, "MQTT listener ready");
+        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let mut accept_tasks = vec![tokio::spawn(accept_loop(
+            listener,
+            None,
+            shared.clone(),
+            connections.clone(),
+        ))];
+        let mut tls_addr = None;
+        if let Some((addr, acceptor)) = tls {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("tls.listen: cannot bind {addr}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "MQTT over TLS listener ready");
+            tls_addr = Some(addr);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                shared.clone(),
+                connections.clone(),
+            )));
+        }
+        let mut metrics_addr = None;
+        if let Some(addr) = config.metrics_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+            metrics_addr = Some(addr);
+            let metrics = metrics.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, metrics).await {
+                    warn!(error = %e, "metrics listener failed");
+                }
+            }));
+        }
+
+        Ok(Broker {
+            local_addr,
+            tls_addr,
+            metrics_addr,
+            shared,
+            phase: phase_tx,
+            accept_tasks,
+            connections,
+            events: Some(events),
+            sink,
+        })
+    }
+
+    /// The address of the plain MQTT listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the TLS listener, when configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The address of the metrics listener, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// How many client ids are connected now.
+    pub fn connected_clients(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Stops accepting, reports `server_shutdown` for every connected client, gives the events
+    /// `shutdown_grace_ms` to reach their subscribers, then closes every connection.
+    pub async fn shutdown(mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        let grace = self.shared.config.shutdown_grace();
+        let _ = self.phase.send(Phase::Draining);
+        // Every connection queues its `server_shutdown` event as it sees the phase change.
+        let deadline = tokio::time::Instant::now() + grace.max(Duration::from_millis(100));
+        while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drained_all = self.shared.registry.is_empty();
+        if let Some(events) = &self.events {
+            let flushed = events.flush(grace).await;
+            debug!(flushed, "event queue flushed into the sinks");
+        }
+        // Let the router deliver the last events to subscribers still connected.
+        tokio::time::sleep(grace).await;
+        let _ = self.phase.send(Phase::Closing);
+        let mut connections = self.connections.lock().await;
+        let closing = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .is_err()
+        {
+            warn!("connections did not close within 5 s");
+            connections.abort_all();
+        }
+        drop(connections);
+        if !drained_all {
+            warn!("some connections had not reported server_shutdown in time");
+        }
+        // The last sender goes: the sink drains what is left and stops.
+        self.events.take();
+        if let Some(sink) = self.sink.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
+        }
+        info!("broker stopped");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        let _ = self.phase.send(Phase::Closing);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, typically: wait a little instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let task = serve_accepted(stream, peer, tls.clone(), shared);
+        let mut set = connections.lock().await;
+        // Reap finished tasks so the set stays as large as the live connections.
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
+    }
+}
+
+async fn serve_accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    match tls {
+        None => connection::serve(stream, peer, shared).await,
+        Some(acceptor) => {
+            let timeout = shared.config.connect_timeout();
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => connection::serve(tls_stream, peer, shared).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}

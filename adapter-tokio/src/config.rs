@@ -1,0 +1,786 @@
+//! The broker's configuration: a TOML file, its defaults and its validation.
+//!
+//! Every key is optional; [`Config::default`] is a broker on `127.0.0.1:1883` that publishes
+//! events over MQTT. [`EXAMPLE_CONFIG`] documents every option. Every error names the field it is
+//! about (`events.qos: must be 0, 1 or 2, got 3`), and unknown keys are refused.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use activity_core::QoS;
+use activity_core::event::EventKind;
+use activity_core::system::SystemTopics;
+use argon2::password_hash::PasswordHash;
+use serde::Deserialize;
+
+/// The commented example configuration, `activity-broker.example.toml`, with every option.
+pub const EXAMPLE_CONFIG: &str = include_str!("../activity-broker.example.toml");
+
+/// The largest MQTT 3.1.1 packet: a 1-byte fixed header, a 4-byte remaining length and
+/// 268,435,455 bytes (MQTT 3.1.1 section 2.2.3).
+pub const MAX_PACKET_SIZE_LIMIT: usize = 268_435_460;
+
+/// The smallest `max_packet_size` accepted, enough for a small CONNECT.
+pub const MIN_PACKET_SIZE_LIMIT: usize = 16;
+
+/// The longest `connect_timeout_secs` accepted, one day.
+pub const MAX_CONNECT_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// The whole broker configuration, as read from TOML.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The address of the plain MQTT listener (default `127.0.0.1:1883`).
+    pub listen: SocketAddr,
+    /// An optional MQTT-over-TLS listener, the `[tls]` table.
+    pub tls: Option<TlsConfig>,
+    /// The most client connections open at once (default 10,000, at least 1).
+    pub max_connections: usize,
+    /// The largest MQTT packet accepted, in bytes (default 1 MiB, 16 to 268,435,460).
+    pub max_packet_size: usize,
+    /// How long a new connection may take to send CONNECT, in seconds (default 10, above 0).
+    pub connect_timeout_secs: f64,
+    /// How long shutdown waits for `server_shutdown` events to go out before closing sockets,
+    /// in milliseconds (default 500).
+    pub shutdown_grace_ms: u64,
+    /// Where activity events go (default `["mqtt"]`, not empty).
+    pub sinks: Vec<Sink>,
+    /// The address serving Prometheus metrics on `http://ADDR/metrics` (default: none).
+    pub metrics_listen: Option<SocketAddr>,
+    /// The activity events, the `[events]` table.
+    pub events: EventsConfig,
+    /// Who may connect and who may subscribe to system topics, the `[access]` table.
+    pub access: AccessConfig,
+    /// The users who may log in with a password, the `[[users]]` tables.
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
+            tls: None,
+            max_connections: 10_000,
+            max_packet_size: 1_048_576,
+            connect_timeout_secs: 10.0,
+            shutdown_grace_ms: 500,
+            sinks: vec![Sink::Mqtt],
+            metrics_listen: None,
+            events: EventsConfig::default(),
+            access: AccessConfig::default(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// The MQTT-over-TLS listener, the `[tls]` table; every key is required.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The address of the TLS listener, e.g. `0.0.0.0:8883`.
+    pub listen: SocketAddr,
+    /// A PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// A PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1).
+    pub key: PathBuf,
+}
+
+/// A destination for activity events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sink {
+    /// Publish events on the broker's own system topics (`mqtt`).
+    Mqtt,
+    /// Send events to Kafka (`kafka`); not built yet, refused by [`Config::validate`].
+    Kafka,
+}
+
+impl Sink {
+    /// The name of the sink, as written in the configuration and in metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Sink::Mqtt => "mqtt",
+            Sink::Kafka => "kafka",
+        }
+    }
+}
+
+/// The activity events, the `[events]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// The topic prefix of system topics (default `SYSTEM`).
+    pub prefix: String,
+    /// The QoS events are published with, unless a kind sets its own (default 1).
+    pub qos: u8,
+    /// How many events may wait to be published before new ones are dropped (default 65,536).
+    pub queue_capacity: usize,
+    /// What `message` events carry of the published payload (default: all of it).
+    pub payload: PayloadMode,
+    /// A node name added as `"node"` to every event, to tell brokers apart (default: none).
+    pub node: Option<String>,
+    /// `connected` events, the `[events.connected]` table.
+    pub connected: KindConfig,
+    /// `disconnected` events, the `[events.disconnected]` table.
+    pub disconnected: KindConfig,
+    /// `subscribed` events, the `[events.subscribed]` table.
+    pub subscribed: KindConfig,
+    /// `unsubscribed` events, the `[events.unsubscribed]` table.
+    pub unsubscribed: KindConfig,
+    /// `message` events, the `[events.message]` table.
+    pub message: KindConfig,
+    /// `msgack` events, the `[events.msgack]` table.
+    pub msgack: KindConfig,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            prefix: activity_core::system::DEFAULT_PREFIX.to_owned(),
+            qos: 1,
+            queue_capacity: 65_536,
+            payload: PayloadMode::Full,
+            node: None,
+            connected: KindConfig::default(),
+            disconnected: KindConfig::default(),
+            subscribed: KindConfig::default(),
+            unsubscribed: KindConfig::default(),
+            message: KindConfig::default(),
+            msgack: KindConfig::default(),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The settings of one kind of event.
+    pub fn kind(&self, kind: EventKind) -> &KindConfig {
+        match kind {
+            EventKind::Connected => &self.connected,
+            EventKind::Disconnected => &self.disconnected,
+            EventKind::Subscribed => &self.subscribed,
+            EventKind::Unsubscribed => &self.unsubscribed,
+            EventKind::Message => &self.message,
+            EventKind::MsgAck => &self.msgack,
+        }
+    }
+
+    /// The QoS events of `kind` are published with: the kind's own, else `events.qos`.
+    pub fn qos_of(&self, kind: EventKind) -> QoS {
+        let value = self.kind(kind).qos.unwrap_or(self.qos);
+        // `validate` refuses values above 2; a config that skipped it falls back to QoS 1.
+        QoS::from_u8(value).unwrap_or(QoS::AtLeastOnce)
+    }
+}
+
+/// What a `message` event carries of the published payload.
+///
+/// In TOML: `payload = "full"`, `payload = "omit"` or `payload = { truncate = 256 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadMode {
+    /// The whole payload.
+    #[default]
+    Full,
+    /// No payload, only its length.
+    Omit,
+    /// At most this many bytes of the payload (at least 1).
+    Truncate(usize),
+}
+
+/// The settings of one kind of event, e.g. the `[events.message]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KindConfig {
+    /// Whether events of this kind are published (default true).
+    pub enabled: bool,
+    /// The QoS of this kind, 0 to 2 (default: `events.qos`).
+    pub qos: Option<u8>,
+}
+
+impl Default for KindConfig {
+    fn default() -> Self {
+        KindConfig {
+            enabled: true,
+            qos: None,
+        }
+    }
+}
+
+/// Who may connect and who may subscribe to system topics, the `[access]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Whether a CONNECT without a username is accepted (default true); if not, it is refused
+    /// with CONNACK return code 5, not authorized.
+    pub allow_anonymous: bool,
+    /// The identities that may subscribe to system topics: `"user:NAME"` (a logged-in user) or
+    /// `"client:ID"` (a client identifier).
+    pub system_subscribers: Vec<String>,
+    /// Whether clients connecting from a loopback address (127.0.0.0/8, `::1`) may subscribe to
+    /// system topics (default true).
+    pub loopback_may_subscribe: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            allow_anonymous: true,
+            system_subscribers: Vec::new(),
+            loopback_may_subscribe: true,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// Whether a client may subscribe to system topics, by its username, client id and address.
+    ///
+    /// The username is the one the client logged in with (already checked).
+    pub fn may_subscribe_system(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        peer: IpAddr,
+    ) -> bool {
+        if self.loopback_may_subscribe && peer.to_canonical().is_loopback() {
+            return true;
+        }
+        self.system_subscribers
+            .iter()
+            .any(|entry| match Identity::parse(entry) {
+                Some(Identity::User(name)) => username == Some(name),
+                Some(Identity::Client(id)) => client_id == id,
+                None => false,
+            })
+    }
+}
+
+/// One entry of `access.system_subscribers`.
+enum Identity<'a> {
+    /// `user:NAME`.
+    User(&'a str),
+    /// `client:ID`.
+    Client(&'a str),
+}
+
+impl<'a> Identity<'a> {
+    /// The identity written in `entry`, or `None` if it is neither `user:NAME` nor `client:ID`.
+    fn parse(entry: &'a str) -> Option<Identity<'a>> {
+        if let Some(name) = entry.strip_prefix("user:") {
+            (!name.is_empty()).then_some(Identity::User(name))
+        } else if let Some(id) = entry.strip_prefix("client:") {
+            (!id.is_empty()).then_some(Identity::Client(id))
+        } else {
+            None
+        }
+    }
+}
+
+/// A user who may log in with a password, one `[[users]]` table.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The MQTT username.
+    pub username: String,
+    /// The argon2 hash of the password as a PHC string (`$argon2id$v=19$...`), as printed by
+    /// `activity-broker hash-password`.
+    pub password_hash: String,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The hash stays out of logs: it can be attacked offline.
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a configuration was refused; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The text is not TOML, or a key is unknown or has the wrong type; toml's message names
+    /// the key and shows the line.
+    #[error("{}{source}", in_file(path.as_deref()))]
+    Parse {
+        /// The configuration file, if the text came from one.
+        path: Option<PathBuf>,
+        /// toml's error.
+        source: toml::de::Error,
+    },
+    /// A field holds a value that is not allowed.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field, as a TOML path: `events.qos`, `users[1].password_hash`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// `"PATH: "` for errors in a file, nothing otherwise.
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
+/// An [`ConfigError::Invalid`] for `field`.
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Parses TOML text into a configuration and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates the TOML file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: Some(path.to_owned()),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against its allowed range; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls
+            && tls.listen == self.listen
+        {
+            return Err(invalid(
+                "tls.listen",
+                format!("{} is also `listen`", tls.listen),
+            ));
+        }
+        if let Some(metrics) = self.metrics_listen {
+            if metrics == self.listen {
+                return Err(invalid(
+                    "metrics_listen",
+                    format!("{metrics} is also `listen`"),
+                ));
+            }
+            if self.tls.as_ref().is_some_and(|tls| tls.listen == metrics) {
+                return Err(invalid(
+                    "metrics_listen",
+                    format!("{metrics} is also `tls.listen`"),
+                ));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1, got 0"));
+        }
+        if !(MIN_PACKET_SIZE_LIMIT..=MAX_PACKET_SIZE_LIMIT).contains(&self.max_packet_size) {
+            return Err(invalid(
+                "max_packet_size",
+                format!(
+                    "must be {MIN_PACKET_SIZE_LIMIT} to {MAX_PACKET_SIZE_LIMIT} bytes, got {}",
+                    self.max_packet_size
+                ),
+            ));
+        }
+        let timeout = self.connect_timeout_secs;
+        if !(timeout > 0.0 && timeout <= MAX_CONNECT_TIMEOUT_SECS) {
+            return Err(invalid(
+                "connect_timeout_secs",
+                format!(
+                    "must be above 0 and at most {MAX_CONNECT_TIMEOUT_SECS} seconds, got {timeout}"
+                ),
+            ));
+        }
+        if self.sinks.is_empty() {
+            return Err(invalid(
+                "sinks",
+                "must name at least one sink, e.g. [\"mqtt\"]",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if !seen.insert(*sink) {
+                return Err(invalid(
+                    format!("sinks[{i}]"),
+                    format!("{} is listed twice", sink.name()),
+                ));
+            }
+        }
+        if self.sinks.contains(&Sink::Kafka) {
+            return Err(invalid("sinks", "the kafka sink is not built yet"));
+        }
+        self.events.validate()?;
+        self.access.validate()?;
+        validate_users(&self.users)?;
+        Ok(())
+    }
+
+    /// `connect_timeout_secs` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        // `validate` bounds the value; clamping keeps an unvalidated config from panicking.
+        Duration::from_secs_f64(
+            self.connect_timeout_secs
+                .clamp(0.001, MAX_CONNECT_TIMEOUT_SECS),
+        )
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl EventsConfig {
+    /// Checks the `[events]` table.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = SystemTopics::new(&self.prefix) {
+            return Err(invalid(
+                "events.prefix",
+                format!("{e}, got {:?}", self.prefix),
+            ));
+        }
+        check_qos("events.qos", self.qos)?;
+        if self.queue_capacity == 0 {
+            return Err(invalid(
+                "events.queue_capacity",
+                "must be at least 1, got 0",
+            ));
+        }
+        if self.payload == PayloadMode::Truncate(0) {
+            return Err(invalid(
+                "events.payload",
+                "truncate must be at least 1 byte (use \"omit\" to leave payloads out)",
+            ));
+        }
+        if let Some(node) = &self.node
+            && node.is_empty()
+        {
+            return Err(invalid(
+                "events.node",
+                "must not be empty (leave it out instead)",
+            ));
+        }
+        for kind in EventKind::ALL {
+            if let Some(qos) = self.kind(kind).qos {
+                check_qos(&format!("events.{}.qos", kind.name()), qos)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AccessConfig {
+    /// Checks the `[access]` table.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, entry) in self.system_subscribers.iter().enumerate() {
+            if Identity::parse(entry).is_none() {
+                return Err(invalid(
+                    format!("access.system_subscribers[{i}]"),
+                    format!("expected \"user:NAME\" or \"client:ID\", got {entry:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a QoS value at `field`.
+fn check_qos(field: &str, qos: u8) -> Result<(), ConfigError> {
+    if QoS::from_u8(qos).is_none() {
+        return Err(invalid(field, format!("must be 0, 1 or 2, got {qos}")));
+    }
+    Ok(())
+}
+
+/// Checks the `[[users]]` tables: non-empty unique names and argon2 PHC hashes.
+pub(crate) fn validate_users(users: &[UserConfig]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for (i, user) in users.iter().enumerate() {
+        if user.username.is_empty() {
+            return Err(invalid(format!("users[{i}].username"), "must not be empty"));
+        }
+        if !names.insert(user.username.as_str()) {
+            return Err(invalid(
+                format!("users[{i}].username"),
+                format!("{:?} is listed twice", user.username),
+            ));
+        }
+        check_password_hash(&user.password_hash)
+            .map_err(|message| invalid(format!("users[{i}].password_hash"), message))?;
+    }
+    Ok(())
+}
+
+/// Checks that `phc` is an argon2 PHC string with usable parameters.
+fn check_password_hash(phc: &str) -> Result<(), String> {
+    let hash = PasswordHash::new(phc).map_err(|e| format!("not a PHC string: {e}"))?;
+    argon2::Algorithm::try_from(hash.algorithm).map_err(|_| {
+        format!(
+            "not an argon2 hash (algorithm {}), run `activity-broker hash-password`",
+            hash.algorithm
+        )
+    })?;
+    argon2::Params::try_from(&hash).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    if hash.hash.is_none() || hash.salt.is_none() {
+        return Err("the PHC string has no salt or no hash".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message of the error `text` is refused with.
+    fn error_of(text: &str) -> String {
+        Config::from_toml_str(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn empty_text_is_the_default() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(config.sinks, vec![Sink::Mqtt]);
+        assert_eq!(config.events.prefix, "SYSTEM");
+        assert_eq!(config.events.qos_of(EventKind::Message), QoS::AtLeastOnce);
+        assert!(config.access.allow_anonymous);
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let config = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
+        assert_eq!(config.users.len(), 1);
+        crate::auth::Authenticator::new(&config.users, config.access.allow_anonymous).unwrap();
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let config = Config::from_toml_str(
+            r#"
+            listen = "0.0.0.0:1884"
+            max_connections = 5
+            max_packet_size = 4096
+            connect_timeout_secs = 2.5
+            shutdown_grace_ms = 0
+            sinks = ["mqtt"]
+            metrics_listen = "127.0.0.1:9100"
+
+            [tls]
+            listen = "0.0.0.0:8883"
+            cert = "/etc/cert.pem"
+            key = "/etc/key.pem"
+
+            [events]
+            prefix = "acme/SYSTEM"
+            qos = 0
+            queue_capacity = 10
+            payload = { truncate = 256 }
+            node = "node-1"
+            message = { enabled = false }
+            msgack.qos = 2
+
+            [access]
+            allow_anonymous = false
+            system_subscribers = ["user:ops", "client:monitor"]
+            loopback_may_subscribe = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 1884);
+        assert_eq!(
+            config.tls.as_ref().unwrap().cert,
+            PathBuf::from("/etc/cert.pem")
+        );
+        assert_eq!(config.connect_timeout(), Duration::from_millis(2500));
+        assert_eq!(config.events.payload, PayloadMode::Truncate(256));
+        assert_eq!(config.events.node.as_deref(), Some("node-1"));
+        assert!(!config.events.kind(EventKind::Message).enabled);
+        assert!(config.events.kind(EventKind::Connected).enabled);
+        assert_eq!(config.events.qos_of(EventKind::MsgAck), QoS::ExactlyOnce);
+        assert_eq!(config.events.qos_of(EventKind::Connected), QoS::AtMostOnce);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn payload_modes() {
+        for (text, mode) in [
+            ("\"full\"", PayloadMode::Full),
+            ("\"omit\"", PayloadMode::Omit),
+            ("{ truncate = 3 }", PayloadMode::Truncate(3)),
+        ] {
+            let config = Config::from_toml_str(&format!("[events]\npayload = {text}")).unwrap();
+            assert_eq!(config.events.payload, mode, "{text}");
+        }
+        assert!(error_of("[events]\npayload = \"half\"").contains("half"));
+        assert!(error_of("[events]\npayload = { truncate = 0 }").starts_with("events.payload:"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[events]\nqos = 3", "events.qos: must be 0, 1 or 2, got 3"),
+            (
+                "[events.subscribed]\nqos = 7",
+                "events.subscribed.qos: must be 0, 1 or 2, got 7",
+            ),
+            ("[events]\nprefix = \"a/#\"", "events.prefix:"),
+            ("[events]\nprefix = \"\"", "events.prefix:"),
+            ("[events]\nqueue_capacity = 0", "events.queue_capacity:"),
+            ("[events]\nnode = \"\"", "events.node:"),
+            ("max_connections = 0", "max_connections:"),
+            ("max_packet_size = 15", "max_packet_size:"),
+            ("max_packet_size = 268435461", "max_packet_size:"),
+            ("connect_timeout_secs = 0.0", "connect_timeout_secs:"),
+            ("connect_timeout_secs = nan", "connect_timeout_secs:"),
+            ("connect_timeout_secs = 1e300", "connect_timeout_secs:"),
+            ("sinks = []", "sinks:"),
+            ("sinks = [\"mqtt\", \"mqtt\"]", "sinks[1]:"),
+            (
+                "sinks = [\"kafka\"]",
+                "sinks: the kafka sink is not built yet",
+            ),
+            ("metrics_listen = \"127.0.0.1:1883\"", "metrics_listen:"),
+            (
+                "[tls]\nlisten = \"127.0.0.1:1883\"\ncert = \"c\"\nkey = \"k\"",
+                "tls.listen:",
+            ),
+            (
+                "[access]\nsystem_subscribers = [\"ops\"]",
+                "access.system_subscribers[0]:",
+            ),
+            (
+                "[access]\nsystem_subscribers = [\"user:\"]",
+                "access.system_subscribers[0]:",
+            ),
+            (
+                "[[users]]\nusername = \"a\"\npassword_hash = \"plain\"",
+                "users[0].password_hash: not a PHC string",
+            ),
+            (
+                "[[users]]\nusername = \"\"\npassword_hash = \"x\"",
+                "users[0].username: must not be empty",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error_of(text);
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
+    }
+
+    #[test]
+    fn user_errors_name_the_index() {
+        let hash = crate::auth::hash_password("pw").unwrap();
+        let text = format!(
+            "[[users]]\nusername = \"a\"\npassword_hash = \"{hash}\"\n\
+             [[users]]\nusername = \"b\"\npassword_hash = \"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n"
+        );
+        let message = error_of(&text);
+        assert!(
+            message.starts_with("users[1].password_hash: not an argon2 hash"),
+            "{message}"
+        );
+        let text = format!(
+            "[[users]]\nusername = \"a\"\npassword_hash = \"{hash}\"\n\
+             [[users]]\nusername = \"a\"\npassword_hash = \"{hash}\"\n"
+        );
+        assert!(error_of(&text).starts_with("users[1].username: \"a\" is listed twice"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_named() {
+        assert!(error_of("lisen = \"1.2.3.4:1\"").contains("lisen"));
+        assert!(error_of("[events]\nqso = 1").contains("qso"));
+        assert!(error_of("[events.message]\nenabeld = true").contains("enabeld"));
+        assert!(error_of("[[users]]\nusername = \"a\"\npassword = \"x\"").contains("password"));
+        assert!(error_of("[tls]\nlisten = \"0.0.0.0:8883\"").contains("cert"));
+        assert!(error_of("listen = \"nowhere\"").contains("listen"));
+        assert!(error_of("sinks = [\"carrier-pigeon\"]").contains("carrier-pigeon"));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let missing = Path::new("/nonexistent/activity-broker.toml");
+        let message = Config::load(missing).unwrap_err().to_string();
+        assert!(
+            message.starts_with("/nonexistent/activity-broker.toml: cannot read:"),
+            "{message}"
+        );
+
+        let path = std::env::temp_dir().join(format!(
+            "activity-broker-config-test-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, "listen = 5\n").unwrap();
+        let message = Config::load(&path).unwrap_err().to_string();
+        std::fs::write(&path, "listen = \"127.0.0.1:2000\"\n").unwrap();
+        let loaded = Config::load(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            message.starts_with(&format!("{}: ", path.display())),
+            "{message}"
+        );
+        assert_eq!(loaded.unwrap().listen.port(), 2000);
+    }
+
+    #[test]
+    fn system_subscribers() {
+        let access = AccessConfig {
+            allow_anonymous: true,
+            system_subscribers: vec!["user:ops".into(), "client:monitor".into()],
+            loopback_may_subscribe: true,
+        };
+        let remote: IpAddr = "192.0.2.1".parse().unwrap();
+        for loopback in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(
+                access.may_subscribe_system(None, "x", loopback.parse().unwrap()),
+                "{loopback}"
+            );
+        }
+        assert!(access.may_subscribe_system(Some("ops"), "x", remote));
+        assert!(access.may_subscribe_system(None, "monitor", remote));
+        assert!(!access.may_subscribe_system(Some("monitor"), "ops", remote));
+        assert!(!access.may_subscribe_system(None, "x", remote));
+
+        let strict = AccessConfig {
+            loopback_may_subscribe: false,
+            ..access
+        };
+        assert!(!strict.may_subscribe_system(None, "x", "127.0.0.1".parse().unwrap()));
+        assert!(strict.may_subscribe_system(Some("ops"), "x", "::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn debug_hides_password_hashes() {
+        let user = UserConfig {
+            username: "a".into(),
+            password_hash: "$argon2id$secret".into(),
+        };
+        assert!(!format!("{user:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,254 @@
+//! The event pipeline: encode with the core, queue without blocking, publish from one task.
+//!
+//! Connections call [`EventSender::emit`] with the events their trackers return. The event is
+//! encoded to JSON right there (the core's fixed-capacity encoder, into a buffer sized by its
+//! bound) and put on one bounded queue with `try_send`: a full queue drops the event and counts
+//! it in `activity_events_dropped_total`, so a slow sink never blocks a client. One sink task
+//! drains the queue in batches and publishes each event into the router as the reserved client
+//! `broker`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use activity_core::QoS;
+use activity_core::event::{self, EncodeOptions, Event, EventKind};
+use activity_core::system::SystemTopics;
+use bytes::Bytes;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::config::{EventsConfig, PayloadMode};
+use crate::connection::QOS_MARKER_BASE;
+use crate::metrics::Metrics;
+
+/// One encoded event on its way to the sinks.
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    /// Which event it is.
+    pub kind: EventKind,
+    /// The client the event is about (the Kafka key).
+    pub subject: String,
+    /// The event's `ts`.
+    pub ts: u64,
+    /// The JSON document.
+    pub json: Bytes,
+}
+
+enum Item {
+    Event(EventRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The owned form of the encoder options.
+#[derive(Clone, Debug)]
+struct Encoding {
+    payload: event::PayloadMode,
+    node: Option<String>,
+    enabled: [bool; 6],
+}
+
+/// The handle connections use to emit events; cheap to clone.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<Item>,
+    encoding: Arc<Encoding>,
+    metrics: Arc<Metrics>,
+}
+
+/// What [`channel`] returns to the sink side.
+pub struct EventReceiver {
+    rx: mpsc::Receiver<Item>,
+}
+
+/// A bounded event queue of `config.queue_capacity` events.
+pub fn channel(config: &EventsConfig, metrics: Arc<Metrics>) -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let payload = match config.payload {
+        PayloadMode::Full => event::PayloadMode::Full,
+        PayloadMode::Omit => event::PayloadMode::Omit,
+        PayloadMode::Truncate(n) => event::PayloadMode::Truncate(n),
+    };
+    let enabled = EventKind::ALL.map(|kind| config.kind(kind).enabled);
+    let encoding = Arc::new(Encoding {
+        payload,
+        node: config.node.clone(),
+        enabled,
+    });
+    (
+        EventSender {
+            tx,
+            encoding,
+            metrics,
+        },
+        EventReceiver { rx },
+    )
+}
+
+impl EventSender {
+    /// Encodes `event` and queues it; drops and counts it when the queue is full.
+    pub fn emit(&self, event: &Event<'_>) {
+        let kind = event.kind();
+        if !self.encoding.enabled[kind as usize] {
+            return;
+        }
+        let options = EncodeOptions {
+            payload: self.encoding.payload,
+            node: self.encoding.node.as_deref(),
+        };
+        let mut buf = vec![0u8; event::encoded_len_bound(event, &options)];
+        let json = match event::encode(event, &options, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                Bytes::from(buf)
+            }
+            Err(e) => {
+                // The buffer is sized by the encoder's own bound: this is a broken invariant,
+                // reported and counted rather than panicking in a connection task.
+                self.metrics
+                    .events_encode_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, kind = kind.name(), "event encoding failed");
+                return;
+            }
+        };
+        let record = EventRecord {
+            kind,
+            subject: event.subject().to_owned(),
+            ts: event.ts(),
+            json,
+        };
+        match self.tx.try_send(Item::Event(record)) {
+            Ok(()) => {
+                self.metrics.events_emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    warn!(dropped, "event queue full: events are being dropped");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until every event queued before this call has been handed to the sinks, or until
+    /// `timeout`; `false` on timeout.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let (done_tx, done_rx) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
+        let sent = tokio::time::timeout(timeout, self.tx.send(Item::Flush(done_tx))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        matches!(tokio::time::timeout(left, done_rx).await, Ok(Ok(())))
+    }
+}
+
+/// Publishes events into the router through the `broker` link.
+pub struct MqttSink {
+    link_tx: LinkTx,
+    topics: [Bytes; 6],
+    qos: [QoS; 6],
+    metrics: Arc<Metrics>,
+}
+
+impl MqttSink {
+    /// A sink publishing on `topics` with each kind's configured QoS.
+    pub fn new(
+        link_tx: LinkTx,
+        topics: &SystemTopics,
+        config: &EventsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        MqttSink {
+            link_tx,
+            topics: EventKind::ALL.map(|k| Bytes::copy_from_slice(topics.topic(k).as_bytes())),
+            qos: EventKind::ALL.map(|k| config.qos_of(k)),
+            metrics,
+        }
+    }
+
+    fn packet(&self, record: &EventRecord) -> Packet {
+        let i = record.kind as usize;
+        let publish = Publish::new(self.topics[i].clone(), record.json.clone(), false);
+        // The router delivers at the subscription's QoS; the marker carries the event's QoS so
+        // that the front delivers at the lower of the two (see `connection`).
+        let properties = PublishProperties {
+            payload_format_indicator: Some(QOS_MARKER_BASE + self.qos[i].as_u8()),
+            ..PublishProperties::default()
+        };
+        Packet::Publish(publish, Some(properties))
+    }
+
+    /// Drains `receiver` until every [`EventSender`] is gone.
+    pub async fn run(mut self, mut receiver: EventReceiver) {
+        const BATCH: usize = 256;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let n = receiver.rx.recv_many(&mut batch, BATCH).await;
+            if n == 0 {
+                debug!("event queue closed: MQTT sink stops");
+                return;
+            }
+            let mut flushes = Vec::new();
+            let mut packets: Vec<Packet> = Vec::with_capacity(n);
+            for item in batch.drain(..) {
+                match item {
+                    Item::Event(record) => packets.push(self.packet(&record)),
+                    Item::Flush(done) => flushes.push(done),
+                }
+            }
+            let published = packets.len() as u64;
+            if let Some(last) = packets.pop() {
+                self.link_tx.buffer().extend(packets);
+                if let Err(e) = self.link_tx.send(last).await {
+                    warn!(error = %e, "router link of the event sink failed: events lost");
+                    self.metrics
+                        .events_dropped
+                        .fetch_add(published, Ordering::Relaxed);
+                } else {
+                    self.metrics
+                        .events_sink_mqtt
+                        .fetch_add(published, Ordering::Relaxed);
+                }
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Keeps the `broker` link's receive side drained (it gets no deliveries: it subscribes to
+/// nothing, and QoS 0 publishes get no acknowledgement).
+pub async fn drain_broker_link(mut link_rx: LinkRx) {
+    loop {
+        match link_rx.next().await {
+            Ok(Some(rumqttd::Notification::Unschedule)) => {
+                if link_rx.wake().await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Empties the queue when no sink reads it (no MQTT sink configured and no other sink yet).
+pub async fn discard(mut receiver: EventReceiver) {
+    let mut batch = Vec::with_capacity(256);
+    while receiver.rx.recv_many(&mut batch, 256).await > 0 {
+        for item in batch.drain(..) {
+            if let Item::Flush(done) = item {
+                let _ = done.send(());
+            }
+        }
+    }
+}

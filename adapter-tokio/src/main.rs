@@ -1,0 +1,232 @@
+//! `activity-broker`: an MQTT 3.1.1 broker that publishes every client's activity.
+//!
+//! `activity-broker [--config FILE] [--listen ADDR] [--metrics-listen ADDR]` runs the broker
+//! until SIGINT or SIGTERM; `activity-broker hash-password` reads a password from stdin and
+//! prints its argon2id hash for a `[[users]]` table. Bad flags or configuration exit with code 2,
+//! a broker that fails to run exits with code 1.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use adapter_tokio::broker::Broker;
+use adapter_tokio::config::{Config, ConfigError};
+use adapter_tokio::{auth, limits, tls};
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// File descriptors kept for everything but client connections: listeners, logs, metrics.
+const RESERVED_FDS: u64 = 64;
+
+/// How long tasks left over after shutdown may take to stop.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The exit code of bad flags or configuration (as clap's usage errors).
+const EXIT_USAGE: u8 = 2;
+
+/// An MQTT 3.1.1 broker that publishes every client's activity as JSON events on SYSTEM/...
+/// topics.
+#[derive(Debug, Parser)]
+#[command(name = "activity-broker", version, about)]
+struct Cli {
+    /// The TOML configuration file (default: built-in defaults, a broker on 127.0.0.1:1883).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address of the MQTT listener; overrides `listen` of the file.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The address of the Prometheus metrics endpoint; overrides `metrics_listen` of the file.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// A command other than running the broker.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read a password from the first line of stdin and print its argon2id PHC hash, for the
+    /// `password_hash` of a `[[users]]` table.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Some(Command::HashPassword) => hash_password(),
+        None => run_broker(&cli),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The `hash-password` subcommand.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("activity-broker: cannot read the password from stdin: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("activity-broker: the password on stdin is empty");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("activity-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configuration of the file (or the defaults) with the flags applied, validated.
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(metrics_listen) = cli.metrics_listen {
+        config.metrics_listen = Some(metrics_listen);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Runs the broker until SIGINT or SIGTERM.
+fn run_broker(cli: &Cli) -> ExitCode {
+    let config = match load_config(cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("activity-broker: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // Refuse a broken certificate or key before anything starts, as a configuration error.
+    if let Some(tls_config) = &config.tls
+        && let Err(e) = tls::acceptor(tls_config)
+    {
+        eprintln!("activity-broker: {e:#}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    raise_fd_limit(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(config));
+    // Blocking tasks still running (a password check, say) must not hold the exit up.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the open-file limit and says how many connections it leaves room for.
+fn raise_fd_limit(config: &Config) {
+    match limits::raise_nofile_limit() {
+        Ok(n) => {
+            let room = n.saturating_sub(RESERVED_FDS);
+            info!("open-file limit {n}: room for about {room} connections");
+            let wanted = u64::try_from(config.max_connections).unwrap_or(u64::MAX);
+            if room < wanted {
+                warn!(
+                    "max_connections is {wanted} but the open-file limit leaves room for about \
+                     {room}; raise the hard limit (ulimit -Hn, LimitNOFILE=) to accept them all"
+                );
+            }
+        }
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Starts the broker, waits for a signal, and shuts it down; a second signal cuts the shutdown
+/// short.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
+    let broker = Broker::start(config).await?;
+    let signal = signals.recv().await;
+    info!("{signal}: shutting down");
+    tokio::select! {
+        () = broker.shutdown() => info!("shut down"),
+        signal = signals.recv() => warn!("{signal} again: exiting without finishing the shutdown"),
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    /// SIGINT (Ctrl-C).
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    /// SIGTERM.
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening for the signals.
+    #[cfg(unix)]
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Starts listening for Ctrl-C.
+    #[cfg(not(unix))]
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Waits for the next signal and names it.
+    #[cfg(unix)]
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    /// Waits for the next Ctrl-C.
+    #[cfg(not(unix))]
+    async fn recv(&mut self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    }
+}

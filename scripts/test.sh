@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command: installs on a fresh machine everything the tests need, then runs them all.
+# Usage: ./scripts/test.sh            (CI calls exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi"
+need_apt=()
+command -v mosquitto >/dev/null || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+command -v arm-none-eabi-size >/dev/null || need_apt+=(binutils-arm-none-eabi)
+if ((${#need_apt[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+step "rust toolchain components and targets"
+# rust-toolchain.toml pins the stable toolchain; make sure its parts are present.
+rustup component add rustfmt clippy >/dev/null
+rustup target add thumbv7em-none-eabihf >/dev/null
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "activity-core builds for Cortex-M (no_std, no allocator), with and without defmt"
+cargo build --locked -p activity-core --target thumbv7em-none-eabihf
+cargo build --locked -p activity-core --target thumbv7em-none-eabihf --features defmt
+cargo clippy --locked -p activity-core --target thumbv7em-none-eabihf --features defmt -- -D warnings
+
+step "docs build without warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps >/dev/null
+
+step "tests (unit, property, scenario, doc and end-to-end)"
+cargo test --workspace --locked
