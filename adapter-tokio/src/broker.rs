@@ -118,6 +118,7 @@ impl Broker {
             permits: Arc::new(Semaphore::new(config.max_connections)),
             phase: phase_rx,
             serial: AtomicU64::new(1),
+            unreported: AtomicU64::new(0),
         });
 
         let listener = TcpListener::bind(config.listen)
@@ -211,10 +212,15 @@ impl Broker {
         let _ = self.phase.send(Phase::Draining);
         // Every connection queues its `server_shutdown` event as it sees the phase change.
         let deadline = tokio::time::Instant::now() + grace.max(Duration::from_millis(100));
-        while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+        let unreported = || {
+            self.shared
+                .unreported
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        while unreported() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let drained_all = self.shared.registry.is_empty();
+        let drained_all = unreported() == 0;
         if let Some(events) = &self.events {
             let flushed = events.flush(grace).await;
             debug!(flushed, "event queue flushed into the sinks");
@@ -235,10 +241,14 @@ impl Broker {
         if !drained_all {
             warn!("some connections had not reported server_shutdown in time");
         }
-        // The last sender goes: the sink drains what is left and stops.
-        self.events.take();
+        // Events of the last connections to close (takeovers racing the shutdown, wills) go
+        // out too; then the sink stops.
+        if let Some(events) = self.events.take() {
+            let flushed = events.flush(Duration::from_secs(1)).await;
+            debug!(flushed, "final flush of the event queue");
+        }
         if let Some(sink) = self.sink.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
+            sink.abort();
         }
         info!("broker stopped");
     }

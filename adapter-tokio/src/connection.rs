@@ -149,6 +149,8 @@ pub struct Shared {
     pub phase: watch::Receiver<Phase>,
     /// Source of connection serial numbers.
     pub serial: AtomicU64,
+    /// Sessions that have not reported their `disconnected` event yet.
+    pub unreported: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch, the `ts` of events.
@@ -669,13 +671,7 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let now = now_ms();
-        if let Some(event) = self
-            .tracker
-            .handle_close(now, DisconnectReason::ServerShutdown)
-        {
-            self.shared.events.emit(&event);
-        }
+        self.report_close(DisconnectReason::ServerShutdown);
         loop {
             if *phase.borrow() == Phase::Closing {
                 return;
@@ -700,7 +696,6 @@ impl Session {
 
     /// Reports the end, publishes the will when due, and tells the router.
     async fn finish(&mut self, reason: DisconnectReason, kick: Option<Kick>) {
-        let now = now_ms();
         let will = match reason {
             DisconnectReason::Normal | DisconnectReason::ServerShutdown => None,
             _ => self.will.take(),
@@ -714,9 +709,7 @@ impl Session {
             self.router_batch
                 .push(Packet::Publish(publish, Some(properties)));
         }
-        if let Some(event) = self.tracker.handle_close(now, reason) {
-            self.shared.events.emit(&event);
-        }
+        self.report_close(reason);
         info!(client_id = %self.client_id, reason = reason.as_str(), "client disconnected");
         // DISCONNECT makes the router drop the connection and keep a persistent session.
         self.router_batch.push(Packet::Disconnect(
@@ -734,6 +727,17 @@ impl Session {
         if let Some(kick) = kick {
             let _ = kick.send(());
         }
+    }
+
+    /// Queues the `disconnected` event, once per session.
+    fn report_close(&mut self, reason: DisconnectReason) {
+        if !self.tracker.is_connected() {
+            return;
+        }
+        if let Some(event) = self.tracker.handle_close(now_ms(), reason) {
+            self.shared.events.emit(&event);
+        }
+        self.shared.unreported.fetch_sub(1, Ordering::AcqRel);
     }
 
     async fn send_to_router(&mut self) -> Result<(), Exit> {
