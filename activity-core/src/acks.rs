@@ -177,7 +177,7 @@ impl<const TEXT: usize> Slot<TEXT> {
 }
 
 /// An [`AckStore`] in a fixed array: `N` entries of at most `TEXT` bytes of text each (topic,
-/// string ids and publisher id together). No allocation; memory is about `N * (TEXT + 56)` bytes.
+/// string ids and publisher id together). No allocation; memory is about `N * (TEXT + 64)` bytes.
 #[derive(Debug)]
 pub struct FixedAckStore<const N: usize, const TEXT: usize> {
     slots: [Slot<TEXT>; N],

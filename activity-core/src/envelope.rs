@@ -1,10 +1,12 @@
-//! Envelope parsing for `SYSTEM/msgack`: the product and message ids of an acknowledgement.
+//! Envelope parsing for `SYSTEM/msgack`: the product and message ids a message carries.
 //!
-//! A client acknowledges a message by publishing on `SYSTEM/msgack` a JSON object (RFC 8259)
-//! such as `{"product_id":"p1","message_id":"m42","payload":"data"}`. [`parse_envelope`] reads
-//! the two ids with a small hand-written scanner that allocates nothing and does work linear in
-//! the input. It never panics and has no error type: any payload that breaks a rule gives
-//! `None`.
+//! An application that wants proof of delivery publishes an ordinary message whose payload is a
+//! JSON object (RFC 8259) carrying both ids, such as
+//! `{"product_id":"p1","message_id":"m42","payload":"data"}`; the pair identifies the message
+//! uniquely across products. When a subscriber acknowledges the delivery of such a message, the
+//! server emits `msgack` with both ids. [`parse_envelope`] reads the ids with a small
+//! hand-written scanner that allocates nothing and does work linear in the input. It never
+//! panics and has no error type: any payload that breaks a rule gives `None`.
 //!
 //! # Rules
 //!

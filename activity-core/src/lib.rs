@@ -1,4 +1,119 @@
 //! activity-core: the no_std, no-alloc, sans-IO core of mqtt-activity.
+//!
+//! mqtt-activity turns what MQTT clients do into JSON events that any MQTT or Kafka consumer
+//! can read. This crate holds everything about that which needs no socket, no clock and no
+//! heap, so that the same code runs in a tokio server broker and in microcontroller firmware:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`codec`] | zero-copy MQTT 3.1.1 decode and encode of every packet type |
+//! | [`topic`] | topic name and filter validation, filter matching (section 4.7) |
+//! | [`event`] | the six activity events and their fixed-capacity JSON encoding |
+//! | [`envelope`] | the `product_id` / `message_id` envelope that `msgack` reports |
+//! | [`client_id`] | the reserved client id `broker` and the other CONNECT id rules |
+//! | [`system`] | the system topics under their prefix, and the loop guard |
+//! | [`tracker`] | the per-connection state machine: happenings in, events out |
+//! | [`acks`] | deliveries awaiting acknowledgement (the `msgack` correlation) |
+//! | [`publishers`] | who published an envelope message, for servers that cannot tell |
+//!
+//! # The run loop
+//!
+//! An adapter owns the sockets and the clock. For each client connection it keeps one
+//! [`Tracker`](tracker::Tracker), reports what happens with `handle_*` calls (time in
+//! milliseconds since the Unix epoch as an argument), and sends each returned event wherever
+//! events go, encoded with [`event::encode`] into a buffer it owns:
+//!
+//! ```
+//! use activity_core::acks::FixedAckStore;
+//! use activity_core::event::{DisconnectReason, EncodeOptions, encode, encoded_len_bound};
+//! use activity_core::system::SystemTopics;
+//! use activity_core::tracker::{ConnectInfo, DeliveryInfo, Tracker, TrackerConfig};
+//! use activity_core::QoS;
+//!
+//! let config = TrackerConfig::default();
+//! let topics = SystemTopics::default();
+//! // 16 deliveries awaiting ack, 256 bytes of topic and ids each: all inline, no heap.
+//! let mut tracker: Tracker<FixedAckStore<16, 256>> = Tracker::new(config, FixedAckStore::new());
+//! let mut buf = [0u8; 512];
+//! let mut sent = 0;
+//! let mut send = |event: activity_core::event::Event<'_>| {
+//!     let options = EncodeOptions::default();
+//!     assert!(encoded_len_bound(&event, &options) <= buf.len());
+//!     let n = encode(&event, &options, &mut buf).expect("the bound fits the buffer");
+//!     let topic = topics.topic(event.kind());
+//!     // An adapter publishes buf[..n] on `topic` here.
+//!     assert!(topic.starts_with("SYSTEM/"));
+//!     assert!(n > 0);
+//!     sent += 1;
+//! };
+//!
+//! let now = 1_700_000_000_000;
+//! let connect = ConnectInfo {
+//!     client_id: "sensor-7",
+//!     username: None,
+//!     proto_ver: 4,
+//!     keepalive: 30,
+//!     clean_session: true,
+//!     peer: Some("192.0.2.10:51000"),
+//! };
+//! // The reserved-id rule runs here: `Err` means CONNACK with its return code, then close.
+//! if let Some(event) = tracker.handle_connect(now, connect).expect("an ordinary id") {
+//!     send(event);
+//! }
+//! if let Some(event) = tracker.handle_subscribe(now + 1, "cmd/sensor-7", Some(QoS::AtLeastOnce)) {
+//!     send(event);
+//! }
+//! // The server delivers an envelope message at QoS 1 with packet id 3 ...
+//! let payload = br#"{"product_id":"p1","message_id":"m42","payload":"on"}"#;
+//! let delivery = DeliveryInfo {
+//!     pkid: 3,
+//!     qos: QoS::AtLeastOnce,
+//!     topic: "cmd/sensor-7",
+//!     payload,
+//!     pub_client_id: Some("controller"),
+//! };
+//! tracker.handle_delivery(delivery, |_| None);
+//! // ... and the client's PUBACK for it becomes `msgack`.
+//! if let Some(event) = tracker.handle_puback(now + 2, 3) {
+//!     send(event);
+//! }
+//! if let Some(event) = tracker.handle_close(now + 3, DisconnectReason::TcpClosed) {
+//!     send(event);
+//! }
+//! assert_eq!(sent, 4);
+//! ```
+//!
+//! # Panics, errors and unwraps
+//!
+//! Bad input is normal: every byte from the network gives an error value
+//! ([`codec::DecodeError`]), `None` (an envelope that is not one), or an event, never a panic.
+//! Decoding returns `Ok(None)` for "not complete yet" and `Err` only for bytes that can never
+//! become valid. Encoding into a buffer that is too small is an error, never a truncated
+//! document. A panic in this crate is a bug: the few `unwrap`s and index operations that remain
+//! guard local invariants and say why they hold. The fuzz targets in `fuzz/` and the proptests
+//! hunt for violations.
+//!
+//! # Feature flags
+//!
+//! - `defmt`: derive `defmt::Format` on public types and log through `defmt` (firmware).
+//! - `log`: log through the `log` crate (host adapters). `defmt` and `log` are mutually
+//!   exclusive; with neither, the crate logs nothing.
+//!
+//! # Memory
+//!
+//! Nothing is allocated; every table has a fixed capacity chosen by the caller:
+//!
+//! | what | size |
+//! |---|---|
+//! | [`Tracker`](tracker::Tracker) without its store | about 270 bytes: a [`client_id::CLIENT_ID_CAPACITY`] (128) byte id, the [`system::PREFIX_CAPACITY`] (48) byte prefix, counters |
+//! | [`FixedAckStore<N, TEXT>`](acks::FixedAckStore) | about `N * (TEXT + 64)` bytes; `TEXT` holds topic, string ids and publisher id of one delivery |
+//! | [`PublisherTable<N>`](publishers::PublisherTable) | about `N * 480` bytes (`N` a power of two) |
+//! | [`envelope::Envelope`] | two ids of at most [`envelope::ID_CAPACITY`] (64) bytes |
+//! | JSON output | caller's buffer; [`event::encoded_len_bound`] gives the exact size needed |
+//!
+//! Size the ack store by the deliveries a client may have in flight (a server's receive
+//! maximum or in-flight window); when it is full the oldest entry goes and
+//! [`TrackerStats::deliveries_evicted`](tracker::TrackerStats) counts it.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

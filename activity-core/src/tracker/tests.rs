@@ -375,3 +375,19 @@ fn happenings_before_connect_produce_nothing() {
     assert_eq!(t.handle_puback(1, 1), None);
     assert_eq!(t.handle_close(1, DisconnectReason::TcpClosed), None);
 }
+
+#[test]
+fn memory_figures_in_the_crate_docs_hold() {
+    use crate::publishers::PublisherTable;
+    let tracker = core::mem::size_of::<Tracker<FixedAckStore<0, 0>>>();
+    let per_entry = core::mem::size_of::<FixedAckStore<17, 256>>()
+        - core::mem::size_of::<FixedAckStore<16, 256>>();
+    let per_publisher = core::mem::size_of::<PublisherTable<64>>() / 64;
+    println!("tracker {tracker} B, ack entry {per_entry} B, publisher entry {per_publisher} B");
+    assert!(tracker <= 280, "tracker is {tracker} bytes");
+    assert!(per_entry <= 256 + 64, "ack entry is {per_entry} bytes");
+    assert!(
+        per_publisher <= 480,
+        "publisher entry is {per_publisher} bytes"
+    );
+}
