@@ -287,6 +287,10 @@ where
         }
         Err(e) => warn!(error = %e, "tracker refused connect"),
     }
+    if tracker.is_connected() {
+        // Matched by `Session::report_close`; shutdown waits for the count to reach zero.
+        shared.unreported.fetch_add(1, Ordering::AcqRel);
+    }
     shared
         .metrics
         .connections_total

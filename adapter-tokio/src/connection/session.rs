@@ -160,10 +160,29 @@ impl Session {
             _ => self.will.take(),
         };
         if let Some(will) = will {
-            let properties = PublishProperties {
+            // The will is a publish on the client's behalf: it gets its `message` event.
+            if let Ok(topic) = std::str::from_utf8(&will.topic) {
+                let info = PublishInfo {
+                    topic,
+                    payload: &will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                };
+                if let PublishOutcome::Accepted(Some(event)) =
+                    self.tracker.handle_publish(now_ms(), info)
+                {
+                    self.shared.events.emit(&event);
+                }
+            }
+            let mut properties = PublishProperties {
                 payload_format_indicator: Some(QOS_MARKER_BASE + will.qos.as_u8()),
                 ..PublishProperties::default()
             };
+            if activity_core::envelope::parse_envelope(&will.payload).is_some() {
+                properties
+                    .user_properties
+                    .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
+            }
             let publish = Publish::new(will.topic, will.payload, will.retain);
             self.router_batch
                 .push(Packet::Publish(publish, Some(properties)));
