@@ -36,3 +36,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps >/dev/null
 
 step "tests (unit, property, scenario, doc and end-to-end)"
 cargo test --workspace --locked
+
+step "fuzz smoke: every cargo-fuzz target for 30 s on a copy of the committed corpus"
+./scripts/fuzz-smoke.sh 30

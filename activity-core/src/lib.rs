@@ -98,6 +98,8 @@
 //! - `defmt`: derive `defmt::Format` on public types and log through `defmt` (firmware).
 //! - `log`: log through the `log` crate (host adapters). `defmt` and `log` are mutually
 //!   exclusive; with neither, the crate logs nothing.
+//! - `fuzzing` (host only, needs `std`): the fuzz target bodies in `fuzzing`, shared by the
+//!   cargo-fuzz targets in `fuzz/` and the stable corpus replay test.
 //!
 //! # Memory
 //!
@@ -122,6 +124,10 @@
 #[cfg(all(feature = "defmt", feature = "log"))]
 compile_error!("the `defmt` and `log` features are mutually exclusive");
 
+// The host-only `fuzzing` feature needs `std` (the `arbitrary` derive names `::std`).
+#[cfg(feature = "fuzzing")]
+extern crate std;
+
 #[macro_use]
 mod fmt;
 
@@ -130,6 +136,8 @@ pub mod client_id;
 pub mod codec;
 pub mod envelope;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod publishers;
 pub mod qos;
 pub mod system;

@@ -12,7 +12,9 @@
 //!    client), [`Tracker::handle_puback`] and [`Tracker::handle_pubrec`];
 //! 3. [`Tracker::handle_close`] once, with the [`DisconnectReason`].
 //!
-//! Calls out of this order (before connect, after close) produce nothing and change nothing.
+//! Calls out of this order (before connect, after close) produce no event and change no state,
+//! with one exception: a publish on a system topic is [`PublishOutcome::Denied`] (and counted)
+//! whenever it comes, since the rule does not depend on the session.
 //! The `msgack` correlation (QoS 1 on PUBACK, QoS 2 on PUBREC, as EMQX does) keeps deliveries of
 //! envelope messages in an [`AckStore`] keyed by packet id; its limits are counted in
 //! [`TrackerStats`].
