@@ -31,6 +31,11 @@ cargo build --locked -p activity-core --target thumbv7em-none-eabihf
 cargo build --locked -p activity-core --target thumbv7em-none-eabihf --features defmt
 cargo clippy --locked -p activity-core --target thumbv7em-none-eabihf --features defmt -- -D warnings
 
+step "the embassy gateway builds for Cortex-M, and the nucleo-f429zi firmware example links"
+cargo build --locked -p adapter-embassy --target thumbv7em-none-eabihf
+cargo build --locked -p adapter-embassy --target thumbv7em-none-eabihf --features defmt
+./adapter-embassy/firmware/build.sh --locked
+
 step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps >/dev/null
 

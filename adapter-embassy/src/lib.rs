@@ -1,7 +1,378 @@
-//! adapter-embassy: the MQTT edge gateway for microcontrollers on embassy-net.
+//! adapter-embassy: an MQTT 3.1.1 edge gateway for microcontrollers on embassy-net.
 //!
-//! Not implemented yet: this crate only reserves its place in the workspace. The README's
-//! status table and the open issue for the embassy gateway say what it will contain.
+//! The gateway is a small broker for the devices around it. It speaks MQTT 3.1.1 through the
+//! core's codec ([`activity_core::codec`]), routes PUBLISHes to local subscribers, reports
+//! what every client does as the six activity events (JSON from [`activity_core::event`],
+//! with `"node"` set to the gateway id) on the system topics (`SYSTEM/...`), and can forward
+//! those events and chosen local topics to an upstream broker (the *uplink*).
+//!
+//! `#![no_std]`, no allocator, no `unsafe`. It runs on any embassy-net [`Stack`]; the caller
+//! owns all memory in a [`GatewayResources`] and drives one future, [`GatewayRunner::run`]:
+//!
+//! ```ignore
+//! static RESOURCES: StaticCell<GatewayResources<4, 1024, 1024, 4, 1024>> = StaticCell::new();
+//! let resources = RESOURCES.init(GatewayResources::new());
+//! let (handle, mut runner) = adapter_embassy::new(stack, resources, Config::new("gw-1"));
+//! spawner.spawn(gateway_task(runner)); // a task that awaits runner.run()
+//! handle.set_unix_time_ms(ntp_time);   // event timestamps follow
+//! ```
+//!
+//! # What the gateway does (MQTT 3.1.1)
+//!
+//! - CONNECT: protocol level 4 only (else CONNACK 1); the client id `broker` is reserved for
+//!   the gateway's own events (CONNACK 2); an empty id gets `auto-<slot>-<n>`; a second
+//!   connection with the same id takes the first one over (`disconnected` with `takenover`).
+//! - **Clean sessions only.** A client that asks for a persistent session
+//!   (`clean_session = 0`) is accepted with `session_present = 0`: it gets a fresh session that
+//!   ends with the connection, as if it had asked for a clean one (section 3.2.2.2 allows
+//!   this answer; the client learns from it that nothing was kept).
+//! - SUBSCRIBE with wildcard filters; QoS 2 is granted as QoS 1. A filter that would receive
+//!   events is refused (0x80) unless the client id is in [`Config::system_subscribers`].
+//! - PUBLISH QoS 0, 1 and 2 from clients; delivery at `min(publish, subscription)` QoS, at
+//!   most QoS 1. QoS 2 is acknowledged with PUBREC / PUBCOMP. No retained messages are kept
+//!   (the RETAIN flag is reported in the `message` event, deliveries carry RETAIN 0). Only the
+//!   gateway publishes on system topics: other clients' publishes there are dropped (and
+//!   still acknowledged).
+//! - Keep-alive: a client silent for 1.5 times its keep-alive is closed (`keepalive_timeout`).
+//! - Last wills are published when a connection ends without DISCONNECT.
+//! - QoS 1 deliveries are not retransmitted (TCP carries them; a closed connection loses
+//!   them, as it would with a clean session anyway).
+//!
+//! # Memory
+//!
+//! Everything lives in [`GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>`](GatewayResources):
+//!
+//! - `CLIENTS` client slots, each a listening TCP socket (smoltcp has no backlog) with an
+//!   `RX`-byte receive buffer, a `TX`-byte transmit buffer and an `RX`-byte packet buffer.
+//!   `RX` is also the largest packet a client may send (a larger one closes the connection with
+//!   `packet_too_large`).
+//! - per slot: a `QUEUE`-byte queue of packets waiting for the socket (a delivery that does not
+//!   fit is dropped and counted), `SUBS` subscriptions of up to [`FILTER_CAPACITY`] bytes, a
+//!   last will of up to [`WILL_TOPIC_CAPACITY`] + [`WILL_PAYLOAD_CAPACITY`] bytes and the
+//!   tracker with [`ACK_ENTRIES`] pending `msgack` deliveries.
+//! - one `QUEUE`-byte event buffer (an event whose JSON is larger is dropped and counted) and
+//!   one `QUEUE`-byte uplink queue.
+//! - one refusing socket (64 + 64 bytes) and the uplink socket (`TX` + 2 x
+//!   [`UPLINK_RX_BUFFER`] bytes).
+//!
+//! The stack's `StackResources` must have room for `CLIENTS + 2` sockets besides the
+//! application's own. One more client slot costs about `2 * RX + TX + QUEUE + 2 KiB` of RAM
+//! (tracker, subscriptions, will, socket state): measured 4,120 bytes of `.bss` with
+//! `RX = TX = QUEUE = 512` and `SUBS = 4` in the firmware example.
+//!
+//! # Feature flags
+//!
+//! - `defmt`: log through `defmt` (and derive `defmt::Format` in the core). Without it the
+//!   gateway logs nothing.
+//!
+//! # Threads
+//!
+//! The runner and the [`GatewayHandle`] must stay on one executor: the shared state uses
+//! `RefCell`s and `NoopRawMutex` signals, no critical sections.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+#[macro_use]
+mod fmt;
+
+mod handler;
+mod queue;
+mod router;
+mod session;
+mod stats;
+mod uplink;
+
+use activity_core::tracker::TrackerConfig;
+use embassy_futures::join::{join_array, join3};
+use embassy_net::{IpEndpoint, Stack};
+use embassy_time::{Duration, Instant};
+
+pub use handler::MAX_FILTERS_PER_SUBSCRIBE;
+pub use router::{
+    ACK_ENTRIES, ACK_TEXT, FILTER_CAPACITY, QOS2_INFLIGHT, UPLINK_TOPIC_CAPACITY,
+    WILL_PAYLOAD_CAPACITY, WILL_TOPIC_CAPACITY,
+};
+pub use stats::GatewayStats;
+pub use uplink::{OFFLINE, ONLINE};
+
+use router::{Shared, Status};
+
+/// The uplink socket's receive buffer and packet buffer, each; it also bounds the uplink's
+/// CONNECT (gateway id and state topic).
+pub const UPLINK_RX_BUFFER: usize = 384;
+
+/// What the gateway serves and where it forwards.
+#[derive(Clone, Debug)]
+pub struct Config<'d> {
+    /// The TCP port to listen on (1883 by default).
+    pub port: u16,
+    /// The gateway's name: `"node"` in every event, and its client id upstream.
+    pub gateway_id: &'d str,
+    /// The system topics and which events are on.
+    pub tracker: TrackerConfig,
+    /// Client ids that may subscribe to system topics (the events).
+    pub system_subscribers: &'d [&'d str],
+    /// How long a new connection may take to send its CONNECT.
+    pub connect_timeout: Duration,
+    /// The upstream broker, if any.
+    pub uplink: Option<UplinkConfig<'d>>,
+}
+
+impl<'d> Config<'d> {
+    /// Port 1883, default system topics, no system subscribers, 10 s to CONNECT, no uplink.
+    pub fn new(gateway_id: &'d str) -> Self {
+        Config {
+            port: 1883,
+            gateway_id,
+            tracker: TrackerConfig::default(),
+            system_subscribers: &[],
+            connect_timeout: Duration::from_secs(10),
+            uplink: None,
+        }
+    }
+}
+
+/// Where and what the uplink forwards.
+#[derive(Clone, Debug)]
+pub struct UplinkConfig<'d> {
+    /// The upstream broker's address.
+    pub remote: IpEndpoint,
+    /// The topic prefix upstream: events and messages go to `<prefix>/<local topic>`, the
+    /// uplink state to `<prefix>/gateway/<gateway id>/uplink`.
+    pub prefix: &'d str,
+    /// Local topic filters whose messages are forwarded (events always are).
+    pub forward: &'d [&'d str],
+    /// The keep-alive sent in CONNECT, in seconds; a PINGREQ goes out at this interval.
+    pub keep_alive_secs: u16,
+    /// The first retry delay after a failed connection.
+    pub backoff_min: Duration,
+    /// The longest retry delay (the delay doubles up to it).
+    pub backoff_max: Duration,
+}
+
+impl<'d> UplinkConfig<'d> {
+    /// Forward events only, keep-alive 30 s, backoff 1 s to 60 s.
+    pub fn new(remote: IpEndpoint, prefix: &'d str) -> Self {
+        UplinkConfig {
+            remote,
+            prefix,
+            forward: &[],
+            keep_alive_secs: 30,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The socket and packet buffers of one client slot.
+pub struct SlotBuffers<const RX: usize, const TX: usize> {
+    rx: [u8; RX],
+    tx: [u8; TX],
+    packet: [u8; RX],
+}
+
+impl<const RX: usize, const TX: usize> SlotBuffers<RX, TX> {
+    const fn new() -> Self {
+        SlotBuffers {
+            rx: [0; RX],
+            tx: [0; TX],
+            packet: [0; RX],
+        }
+    }
+}
+
+/// The uplink's socket and packet buffers.
+pub struct UplinkBuffers<const TX: usize> {
+    rx: [u8; UPLINK_RX_BUFFER],
+    tx: [u8; TX],
+    packet: [u8; UPLINK_RX_BUFFER],
+}
+
+/// All the memory of a gateway, owned by the caller (put it in a `static`).
+///
+/// `CLIENTS` slots; `RX` bytes per socket receive buffer (also the largest packet a client may
+/// send); `TX` bytes per socket transmit buffer; `SUBS` subscriptions per client; `QUEUE` bytes
+/// of queued packets per client, of the event buffer and of the uplink queue. See the crate's
+/// "Memory" section.
+pub struct GatewayResources<
+    const CLIENTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+> {
+    slots: [SlotBuffers<RX, TX>; CLIENTS],
+    refuser_rx: [u8; 64],
+    refuser_tx: [u8; 64],
+    uplink: UplinkBuffers<TX>,
+    shared: Shared<CLIENTS, SUBS, QUEUE>,
+}
+
+impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
+    Default for GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
+    GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>
+{
+    /// Zeroed resources; usable in a `static` initializer.
+    ///
+    /// Fails to compile when `QUEUE` is below 64 bytes or `RX` below 32 bytes.
+    pub const fn new() -> Self {
+        const {
+            assert!(QUEUE >= 64, "QUEUE must be at least 64 bytes");
+            assert!(RX >= 32, "RX must be at least 32 bytes");
+        }
+        GatewayResources {
+            slots: [const { SlotBuffers::new() }; CLIENTS],
+            refuser_rx: [0; 64],
+            refuser_tx: [0; 64],
+            uplink: UplinkBuffers {
+                rx: [0; UPLINK_RX_BUFFER],
+                tx: [0; TX],
+                packet: [0; UPLINK_RX_BUFFER],
+            },
+            shared: Shared::new(),
+        }
+    }
+}
+
+/// Builds a gateway on `stack` in `resources`: a handle to watch it and the runner to drive it.
+pub fn new<
+    'd,
+    const CLIENTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+>(
+    stack: Stack<'d>,
+    resources: &'d mut GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>,
+    config: Config<'d>,
+) -> (
+    GatewayHandle<'d>,
+    GatewayRunner<'d, CLIENTS, RX, TX, SUBS, QUEUE>,
+) {
+    let GatewayResources {
+        slots,
+        refuser_rx,
+        refuser_tx,
+        uplink,
+        shared,
+    } = resources;
+    let shared: &'d Shared<CLIENTS, SUBS, QUEUE> = shared;
+    (
+        GatewayHandle {
+            status: &shared.status,
+        },
+        GatewayRunner {
+            stack,
+            config,
+            slots,
+            refuser_rx,
+            refuser_tx,
+            uplink,
+            shared,
+        },
+    )
+}
+
+/// A cheap, copyable view of a running gateway: counters, clock, uplink state.
+#[derive(Clone, Copy)]
+pub struct GatewayHandle<'d> {
+    status: &'d Status,
+}
+
+impl GatewayHandle<'_> {
+    /// The counters so far.
+    pub fn stats(&self) -> GatewayStats {
+        self.status.counters.snapshot()
+    }
+
+    /// Tells the gateway the current Unix time in ms; event timestamps (`ts`) follow it.
+    /// Until called, `ts` counts from the boot of the `embassy_time` clock.
+    pub fn set_unix_time_ms(&self, now_ms: u64) {
+        self.status
+            .epoch_offset_ms
+            .set(now_ms.saturating_sub(Instant::now().as_millis()));
+    }
+
+    /// Whether the uplink is connected now.
+    pub fn is_uplink_up(&self) -> bool {
+        self.status.uplink_up.get()
+    }
+}
+
+/// Drives the gateway: every client slot, the refusing socket and the uplink.
+pub struct GatewayRunner<
+    'd,
+    const CLIENTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+> {
+    stack: Stack<'d>,
+    config: Config<'d>,
+    slots: &'d mut [SlotBuffers<RX, TX>; CLIENTS],
+    refuser_rx: &'d mut [u8; 64],
+    refuser_tx: &'d mut [u8; 64],
+    uplink: &'d mut UplinkBuffers<TX>,
+    shared: &'d Shared<CLIENTS, SUBS, QUEUE>,
+}
+
+impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
+    GatewayRunner<'_, CLIENTS, RX, TX, SUBS, QUEUE>
+{
+    /// Runs the gateway forever. Run it in a task of its own (or `join` it with others).
+    pub async fn run(&mut self) -> ! {
+        let GatewayRunner {
+            stack,
+            config,
+            slots,
+            refuser_rx,
+            refuser_tx,
+            uplink,
+            shared,
+        } = self;
+        let stack = *stack;
+        let shared = *shared;
+        let config = &*config;
+        let mut index = 0;
+        // The slot sockets are created before the refusing one, so smoltcp offers a new
+        // connection to a free slot first.
+        let slots = slots.each_mut().map(|buffers| {
+            let i = index;
+            index += 1;
+            session::run_slot(stack, shared, config, i, buffers)
+        });
+        let refuser = async {
+            // Let every slot socket be created (on its first poll) before this one.
+            embassy_futures::yield_now().await;
+            session::run_refuser(
+                stack,
+                config,
+                &shared.status.counters,
+                &mut refuser_rx[..],
+                &mut refuser_tx[..],
+            )
+            .await;
+        };
+        join3(
+            join_array(slots),
+            refuser,
+            uplink::run_uplink(stack, shared, config, uplink),
+        )
+        .await;
+        // Only reached without an uplink... and not even then: the slots never return.
+        loop {
+            core::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the NUCLEO-F429ZI example firmware (release) and prints its size.
+# Installs what the build needs when missing: the Cortex-M target and flip-link (the linker
+# wrapper named in .cargo/config.toml). Usage: adapter-embassy/firmware/build.sh [cargo args]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
+    rustup target add thumbv7em-none-eabihf
+fi
+if ! command -v flip-link >/dev/null 2>&1; then
+    cargo install flip-link --locked
+fi
+
+cargo build --release "$@"
+
+elf=target/thumbv7em-none-eabihf/release/adapter-embassy-firmware
+if command -v arm-none-eabi-size >/dev/null 2>&1; then
+    arm-none-eabi-size -A "$elf" | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss|\.uninit|Total)' || true
+    arm-none-eabi-size "$elf"
+fi

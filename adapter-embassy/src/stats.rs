@@ -1,0 +1,82 @@
+//! Counters of what the gateway refused, dropped or could not keep.
+
+use core::cell::Cell;
+
+/// A snapshot of the gateway's counters (see [`GatewayHandle::stats`](crate::GatewayHandle::stats)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct GatewayStats {
+    /// TCP connections taken by a client slot.
+    pub connections_accepted: u32,
+    /// CONNECTs accepted (CONNACK 0).
+    pub clients_connected: u32,
+    /// Connections refused with CONNACK 3 because every client slot was busy.
+    pub refused_no_slot: u32,
+    /// CONNECTs refused with CONNACK 3 because a last will did not fit its buffer.
+    pub refused_no_buffer: u32,
+    /// CONNECTs refused for another reason (protocol level, client id, will on a system topic).
+    pub refused_other: u32,
+    /// Connections closed because a packet was larger than the receive buffer.
+    pub packets_too_large: u32,
+    /// Connections closed for a protocol violation.
+    pub protocol_errors: u32,
+    /// Topic filters refused (SUBACK 0x80): too long, no subscription slot left, or a system
+    /// topic for a client that is not on the allow list.
+    pub subscriptions_refused: u32,
+    /// PUBLISHes on a system topic by an ordinary client, dropped.
+    pub publishes_denied: u32,
+    /// Deliveries (messages, events, wills) dropped because a client's queue was full.
+    pub deliveries_dropped: u32,
+    /// Events that did not fit the event buffer, dropped.
+    pub events_dropped: u32,
+    /// Packets for the uplink dropped because its queue was full (or a packet was cut off by
+    /// a broken uplink connection).
+    pub uplink_dropped: u32,
+    /// Successful uplink connections (CONNACK 0 from the upstream broker).
+    pub uplink_connects: u32,
+    /// Failed uplink connection attempts.
+    pub uplink_failures: u32,
+}
+
+macro_rules! counters {
+    ($($field:ident),* $(,)?) => {
+        /// The live counters, one `Cell` each: only the gateway's own futures touch them.
+        #[derive(Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: Cell<u32>,)*
+        }
+
+        impl Counters {
+            pub(crate) const fn new() -> Self {
+                Counters { $($field: Cell::new(0),)* }
+            }
+
+            pub(crate) fn snapshot(&self) -> GatewayStats {
+                GatewayStats { $($field: self.$field.get(),)* }
+            }
+        }
+    };
+}
+
+counters!(
+    connections_accepted,
+    clients_connected,
+    refused_no_slot,
+    refused_no_buffer,
+    refused_other,
+    packets_too_large,
+    protocol_errors,
+    subscriptions_refused,
+    publishes_denied,
+    deliveries_dropped,
+    events_dropped,
+    uplink_dropped,
+    uplink_connects,
+    uplink_failures,
+);
+
+/// Adds one to a counter, saturating.
+pub(crate) fn bump(counter: &Cell<u32>) {
+    counter.set(counter.get().saturating_add(1));
+}

@@ -1,0 +1,225 @@
+//! The uplink: the gateway as an MQTT 3.1.1 client of an upstream broker (sections 3.1-3.3,
+//! 3.12-3.13).
+//!
+//! The gateway connects with its gateway id as client id, a retained last will `offline` on
+//! `<prefix>/gateway/<id>/uplink`, and publishes a retained `online` there once connected.
+//! Every event and every local message that matches a forward filter is queued as a QoS 0
+//! PUBLISH on `<prefix>/<local topic>`; the queue is bounded and keeps filling while the uplink
+//! is down (what does not fit is dropped and counted). A broken connection is retried with
+//! exponential backoff; a packet that was half sent when it broke is dropped whole.
+
+use activity_core::QoS;
+use activity_core::codec::{ConnectReturnCode, LastWill, PROTOCOL_LEVEL, Packet, Publish, decode};
+use embassy_futures::select::{Either3, select3};
+use embassy_net::Stack;
+use embassy_net::tcp::TcpSocket;
+use embassy_time::{Duration, Instant, Timer, with_timeout};
+use heapless::String;
+
+use crate::router::{Shared, UPLINK_TOPIC_CAPACITY};
+use crate::session::close_socket;
+use crate::stats::bump;
+use crate::{Config, UplinkBuffers, UplinkConfig};
+
+/// The retained state message while the uplink is connected.
+pub const ONLINE: &[u8] = b"online";
+/// The retained state message (the uplink's last will) while it is not.
+pub const OFFLINE: &[u8] = b"offline";
+
+/// How long connecting and the CONNACK may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps the uplink connected forever; returns at once without an uplink configuration.
+pub(crate) async fn run_uplink<
+    const CLIENTS: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+>(
+    stack: Stack<'_>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    config: &Config<'_>,
+    buffers: &mut UplinkBuffers<TX>,
+) {
+    let Some(uplink) = &config.uplink else {
+        return;
+    };
+    let UplinkBuffers { rx, tx, packet } = buffers;
+    let mut socket = TcpSocket::new(stack, rx, tx);
+    let mut state_topic = String::<UPLINK_TOPIC_CAPACITY>::new();
+    let composed = state_topic
+        .push_str(uplink.prefix)
+        .and_then(|()| state_topic.push_str("/gateway/"))
+        .and_then(|()| state_topic.push_str(config.gateway_id))
+        .and_then(|()| state_topic.push_str("/uplink"));
+    if composed.is_err() {
+        warn!("uplink: prefix and gateway id too long for the state topic");
+        return;
+    }
+    let mut backoff = uplink.backoff_min;
+    loop {
+        let was_up = session(&mut socket, shared, config, uplink, &state_topic, packet).await;
+        shared.status.uplink_up.set(false);
+        if shared.core.borrow_mut().uplink.discard_partial() {
+            bump(&shared.status.counters.uplink_dropped);
+        }
+        close_socket(&mut socket).await;
+        if was_up {
+            backoff = uplink.backoff_min;
+        } else {
+            bump(&shared.status.counters.uplink_failures);
+        }
+        info!("uplink: down, retrying in {} ms", backoff.as_millis());
+        Timer::after(backoff).await;
+        backoff = (backoff * 2).min(uplink.backoff_max);
+    }
+}
+
+/// Writes all of `bytes`.
+async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), ()> {
+    while !bytes.is_empty() {
+        match socket.write(bytes).await {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(n) => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
+}
+
+/// One uplink connection; returns whether it got as far as CONNACK 0.
+async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
+    socket: &mut TcpSocket<'_>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    config: &Config<'_>,
+    uplink: &UplinkConfig<'_>,
+    state_topic: &str,
+    packet: &mut [u8],
+) -> bool {
+    if !matches!(
+        with_timeout(CONNECT_TIMEOUT, socket.connect(uplink.remote)).await,
+        Ok(Ok(()))
+    ) {
+        return false;
+    }
+    socket.set_nagle_enabled(false);
+    let connect = Packet::Connect(activity_core::codec::Connect {
+        protocol_level: PROTOCOL_LEVEL,
+        client_id: config.gateway_id,
+        clean_session: true,
+        keep_alive: uplink.keep_alive_secs,
+        username: None,
+        password: None,
+        will: Some(LastWill {
+            topic: state_topic,
+            message: OFFLINE,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        }),
+    });
+    let Ok(len) = connect.encode(packet) else {
+        return false;
+    };
+    if write_all(socket, &packet[..len]).await.is_err() {
+        return false;
+    }
+    // Wait for the CONNACK.
+    let mut have = 0;
+    let accepted = with_timeout(CONNECT_TIMEOUT, async {
+        loop {
+            match decode(&packet[..have], packet.len()) {
+                Ok(Some((Packet::ConnAck(connack), _))) => {
+                    return connack.code == ConnectReturnCode::Accepted;
+                }
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return false,
+            }
+            match socket.read(&mut packet[have..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => have += n,
+            }
+        }
+    })
+    .await;
+    if accepted != Ok(true) {
+        return false;
+    }
+    bump(&shared.status.counters.uplink_connects);
+    info!("uplink: connected");
+    let online = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: true,
+        topic: state_topic,
+        pkid: None,
+        payload: ONLINE,
+    });
+    let Ok(len) = online.encode(packet) else {
+        return true;
+    };
+    if write_all(socket, &packet[..len]).await.is_err() {
+        return true;
+    }
+    shared.status.uplink_up.set(true);
+    serve(socket, shared, uplink, packet).await;
+    true
+}
+
+/// Forwards the queue and keeps the connection alive until it breaks.
+async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
+    socket: &mut TcpSocket<'_>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    uplink: &UplinkConfig<'_>,
+    packet: &mut [u8],
+) {
+    let interval = Duration::from_secs(u64::from(uplink.keep_alive_secs.max(1)));
+    let mut last_rx = Instant::now();
+    let mut next_ping = Instant::now() + interval;
+    let mut have = 0usize;
+    let (mut reader, mut writer) = socket.split();
+    loop {
+        // The upstream broker only sends PINGRESP (nothing is subscribed); skip whatever
+        // else arrives, packet by packet.
+        loop {
+            match decode(&packet[..have], packet.len()) {
+                Ok(Some((_, used))) => {
+                    packet.copy_within(used..have, 0);
+                    have -= used;
+                    last_rx = Instant::now();
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        if Instant::now() > last_rx + interval * 2 {
+            warn!("uplink: no answer from the upstream broker");
+            return;
+        }
+        let read = reader.read(&mut packet[have..]);
+        let write = async {
+            loop {
+                if !shared.core.borrow().uplink.is_empty() {
+                    break;
+                }
+                shared.uplink_wake.wait().await;
+            }
+            writer
+                .write_with(|buf| {
+                    let n = shared.core.borrow_mut().uplink.drain_into(buf);
+                    (n, n)
+                })
+                .await
+        };
+        match select3(read, write, Timer::at(next_ping)).await {
+            Either3::First(Ok(0) | Err(_)) | Either3::Second(Err(_)) => return,
+            Either3::First(Ok(n)) => have += n,
+            Either3::Second(Ok(_)) => {}
+            Either3::Third(()) => {
+                // PINGREQ, 0xC0 0x00 (section 3.12).
+                if writer.write(&[0xC0, 0x00]).await.is_err() {
+                    return;
+                }
+                next_ping = Instant::now() + interval;
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The uplink: the gateway connects to a tiny upstream broker on the other embassy-net stack.
+
+mod common;
+
+use activity_core::QoS;
+use activity_core::codec::{ConnAck, ConnectReturnCode, Packet};
+use adapter_embassy::{Config, GatewayResources, UplinkConfig};
+use embassy_futures::join::join4;
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{IpAddress, IpEndpoint, Stack};
+use embassy_time::{Duration, Timer};
+
+use common::*;
+
+const GATEWAY: IpEndpoint = IpEndpoint::new(IpAddress::Ipv4(GATEWAY_IP), 1883);
+const UPSTREAM_PORT: u16 = 1884;
+
+/// Accepts the gateway's uplink connection and answers its CONNECT.
+async fn accept_uplink(stack: Stack<'static>) -> RawClient {
+    let rx = Box::leak(Box::new([0u8; 4096]));
+    let tx = Box::leak(Box::new([0u8; 4096]));
+    let mut socket = TcpSocket::new(stack, rx, tx);
+    socket.accept(UPSTREAM_PORT).await.expect("accept");
+    let mut upstream = RawClient::from_socket(socket);
+    match upstream.recv().await {
+        Received::Connect {
+            client_id,
+            keep_alive,
+            will,
+        } => {
+            assert_eq!(client_id, "gw-test");
+            assert_eq!(keep_alive, 5);
+            let will = will.expect("a will");
+            assert_eq!(
+                will,
+                (
+                    "edge/gateway/gw-test/uplink".to_owned(),
+                    b"offline".to_vec(),
+                    true
+                )
+            );
+        }
+        other => panic!("expected CONNECT, got {other:?}"),
+    }
+    upstream
+        .send(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::Accepted,
+        }))
+        .await;
+    match upstream.recv().await {
+        Received::Publish {
+            topic,
+            payload,
+            retain,
+            ..
+        } => {
+            assert_eq!(
+                (topic.as_str(), payload.as_slice(), retain),
+                ("edge/gateway/gw-test/uplink", &b"online"[..], true)
+            );
+        }
+        other => panic!("expected the online state, got {other:?}"),
+    }
+    upstream
+}
+
+/// The next forwarded PUBLISH: (topic, payload).
+async fn forwarded(upstream: &mut RawClient) -> (String, Vec<u8>) {
+    match upstream.recv().await {
+        Received::Publish {
+            topic,
+            payload,
+            qos,
+            ..
+        } => {
+            assert_eq!(qos, QoS::AtMostOnce);
+            (topic, payload)
+        }
+        other => panic!("expected a forwarded PUBLISH, got {other:?}"),
+    }
+}
+
+fn json(payload: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(payload).expect("event JSON")
+}
+
+#[test]
+fn uplink_forwards_events_and_topics_and_reconnects() {
+    let config = Config {
+        uplink: Some(UplinkConfig {
+            forward: &["sensors/#"],
+            keep_alive_secs: 5,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            ..UplinkConfig::new(
+                IpEndpoint::new(IpAddress::Ipv4(CLIENT_IP), UPSTREAM_PORT),
+                "edge",
+            )
+        }),
+        ..Config::new("gw-test")
+    };
+    let (gw_stack, mut gw_net, gw_wire) = stack(1, GATEWAY_IP);
+    let (client_stack, mut client_net, client_wire) = stack(2, CLIENT_IP);
+    let resources = Box::leak(Box::new(GatewayResources::<2, 1024, 1024, 4, 1024>::new()));
+    let (handle, mut runner) = adapter_embassy::new(gw_stack, resources, config);
+    let infra = async move {
+        join4(
+            gw_net.run(),
+            client_net.run(),
+            wire(gw_wire, client_wire),
+            runner.run(),
+        )
+        .await
+    };
+    let stack = client_stack;
+    run(infra, async move {
+        let mut upstream = accept_uplink(stack).await;
+        settle().await;
+        assert!(handle.is_uplink_up());
+
+        // Events go upstream under the prefix, with the gateway as node.
+        let mut dev = RawClient::connected(stack, GATEWAY, "dev").await;
+        let (topic, payload) = forwarded(&mut upstream).await;
+        assert_eq!(topic, "edge/SYSTEM/presence/connected");
+        let event = json(&payload);
+        assert_eq!(
+            (event["client_id"].as_str(), event["node"].as_str()),
+            (Some("dev"), Some("gw-test"))
+        );
+
+        // A forwarded local topic: the message itself, then its event.
+        dev.publish("sensors/t1", b"21.5", QoS::AtLeastOnce, Some(3))
+            .await;
+        assert_eq!(dev.recv().await, Received::PubAck(3));
+        assert_eq!(
+            forwarded(&mut upstream).await,
+            ("edge/sensors/t1".to_owned(), b"21.5".to_vec())
+        );
+        let (topic, payload) = forwarded(&mut upstream).await;
+        assert_eq!(topic, "edge/SYSTEM/message");
+        assert_eq!(json(&payload)["topic"], "sensors/t1");
+        // A topic not forwarded: only its event.
+        dev.publish("local/x", b"1", QoS::AtMostOnce, None).await;
+        let (topic, payload) = forwarded(&mut upstream).await;
+        assert_eq!(topic, "edge/SYSTEM/message");
+        assert_eq!(json(&payload)["topic"], "local/x");
+
+        // The upstream goes away; events while down are queued and sent after reconnecting.
+        upstream.close().await;
+        Timer::after_millis(100).await;
+        assert!(!handle.is_uplink_up());
+        dev.send(Packet::Disconnect).await;
+        dev.expect_closed().await;
+        let mut upstream = accept_uplink(stack).await;
+        let (topic, payload) = forwarded(&mut upstream).await;
+        assert_eq!(topic, "edge/SYSTEM/presence/disconnected");
+        assert_eq!(json(&payload)["reason"], "normal");
+        let stats = handle.stats();
+        assert_eq!(stats.uplink_connects, 2);
+        assert_eq!(stats.uplink_dropped, 0);
+    });
+}
