@@ -315,7 +315,7 @@ where
         link_tx,
         link_rx,
         kick_rx,
-        _permit: permit,
+        permit: Some(permit),
         sequencer: AckSequencer::new(),
         inbound_qos2: HashSet::new(),
         subscriptions: HashMap::new(),

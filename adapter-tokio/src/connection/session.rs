@@ -33,7 +33,9 @@ pub(super) struct Session {
     pub(super) link_tx: LinkTx,
     pub(super) link_rx: LinkRx,
     pub(super) kick_rx: mpsc::Receiver<Kick>,
-    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
+    /// The connection-limit permit; released before the `disconnected` event goes out, so that a
+    /// client reconnecting as soon as it sees the event finds its slot free.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
     pub(super) sequencer: AckSequencer,
     pub(super) inbound_qos2: HashSet<u16>,
     pub(super) subscriptions: HashMap<String, QoS>,
@@ -155,6 +157,7 @@ impl Session {
 
     /// Reports the end, publishes the will when due, and tells the router.
     pub(super) async fn finish(&mut self, reason: DisconnectReason, kick: Option<Kick>) {
+        self.permit.take();
         let will = match reason {
             DisconnectReason::Normal | DisconnectReason::ServerShutdown => None,
             _ => self.will.take(),
