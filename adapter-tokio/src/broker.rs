@@ -40,6 +40,10 @@ pub struct Broker {
 fn tracker_config(config: &Config) -> anyhow::Result<TrackerConfig> {
     let topics = SystemTopics::new(&config.events.prefix)
         .map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?;
+    if config.events.prefix.starts_with('$') {
+        // rumqttd's router refuses subscriptions to `$` filters: nobody could read the events.
+        anyhow::bail!("events.prefix: a prefix starting with `$` cannot be subscribed to here");
+    }
     let mut enabled = EventKinds::NONE;
     for kind in EventKind::ALL {
         if config.events.kind(kind).enabled {

@@ -369,8 +369,10 @@ impl Config {
 
     /// Checks every value against its allowed range; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Port 0 asks the system for a free port: two such listeners never clash.
         if let Some(tls) = &self.tls
             && tls.listen == self.listen
+            && tls.listen.port() != 0
         {
             return Err(invalid(
                 "tls.listen",
@@ -378,13 +380,13 @@ impl Config {
             ));
         }
         if let Some(metrics) = self.metrics_listen {
-            if metrics == self.listen {
+            if metrics == self.listen && metrics.port() != 0 {
                 return Err(invalid(
                     "metrics_listen",
                     format!("{metrics} is also `listen`"),
                 ));
             }
-            if self.tls.as_ref().is_some_and(|tls| tls.listen == metrics) {
+            if metrics.port() != 0 && self.tls.as_ref().is_some_and(|tls| tls.listen == metrics) {
                 return Err(invalid(
                     "metrics_listen",
                     format!("{metrics} is also `tls.listen`"),

@@ -411,7 +411,15 @@ impl Session {
     ) -> Option<Exit> {
         let pkid = publish.pkid.unwrap_or(0);
         let duplicate = publish.qos == QoS::ExactlyOnce && self.inbound_qos2.contains(&pkid);
-        if !duplicate {
+        if publish.topic.starts_with('$') {
+            // `$` topics belong to the server (MQTT 3.1.1 section 4.7.2) and the router serves
+            // none: the publish is acknowledged and dropped, like one on a system topic.
+            self.shared
+                .metrics
+                .publishes_denied
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(client_id = %self.client_id, topic = publish.topic, "publish on a $ topic dropped");
+        } else if !duplicate {
             let info = PublishInfo {
                 topic: publish.topic,
                 payload: publish.payload,
@@ -495,7 +503,9 @@ impl Session {
             let denied_system = topics.filter_receives_events(filter) && !self.may_subscribe_system;
             let over_limit = !self.subscriptions.contains_key(*filter)
                 && self.subscriptions.len() + routed.len() >= MAX_SUBSCRIPTIONS;
-            if denied_system || over_limit {
+            // The router serves no `$` topics and drops a link that subscribes to one.
+            let dollar = is_dollar_filter(filter);
+            if denied_system || over_limit || dollar {
                 self.shared
                     .metrics
                     .subscriptions_denied
@@ -724,4 +734,10 @@ impl Session {
                 .fetch_add(evicted, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether `filter` names `$` topics, which the router refuses (shared subscriptions,
+/// `$share/...`, are the router's own and pass).
+fn is_dollar_filter(filter: &str) -> bool {
+    filter.starts_with('$') && !filter.starts_with("$share/")
 }
