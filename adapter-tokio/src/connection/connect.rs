@@ -309,6 +309,7 @@ where
         client_id: request.client_id,
         serial,
         keep_alive: request.keep_alive,
+        last_read: Instant::now(),
         will: request.will,
         may_subscribe_system,
         tracker,

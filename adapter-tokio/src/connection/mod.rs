@@ -74,6 +74,10 @@ pub const MAX_PENDING_SUBSCRIBES: usize = 64;
 /// Most topic filters one connection may hold; past it, new filters get SUBACK 0x80.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
+/// How long a write to a client without keep-alive may stall (the client reads nothing)
+/// before the connection is closed as `keepalive_timeout`.
+pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(60);
+
 /// Most deliveries awaiting acknowledgement that one tracker remembers for `msgack`.
 pub const ACK_STORE_CAPACITY: usize = 128;
 

@@ -27,6 +27,8 @@ pub(super) struct Session {
     pub(super) client_id: String,
     pub(super) serial: u64,
     pub(super) keep_alive: u16,
+    /// When bytes last came from the client (keep-alive counts from here).
+    pub(super) last_read: Instant,
     pub(super) will: Option<Will>,
     pub(super) may_subscribe_system: bool,
     pub(super) tracker: Tracker<HeapAckStore>,
@@ -76,6 +78,7 @@ impl Session {
                         Ok(0) | Err(_) => Err(Exit::new(DisconnectReason::TcpClosed)),
                         Ok(n) => {
                             self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                            self.last_read = Instant::now();
                             deadline = self.keepalive_deadline();
                             match self.handle_input(&mut rbuf) {
                                 Some(exit) => Err(exit),
@@ -265,14 +268,31 @@ impl Session {
         self.send_to_router().await?;
         if !self.out.is_empty() {
             let n = self.out.len();
-            let result = async {
+            // A client that stops reading must not hold this task (and with it the keep-alive
+            // timer, takeovers and shutdown) forever: the write gets until the keep-alive
+            // deadline, or WRITE_STALL_LIMIT without keep-alive.
+            let limit = if self.keep_alive > 0 {
+                self.last_read + Duration::from_millis(u64::from(self.keep_alive) * 1500)
+            } else {
+                Instant::now() + WRITE_STALL_LIMIT
+            };
+            let result = timeout_at(limit, async {
                 stream.write_all(&self.out).await?;
                 stream.flush().await
-            }
+            })
             .await;
             self.out.clear();
-            if result.is_err() {
-                return Err(Exit::new(DisconnectReason::TcpClosed));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Exit::new(DisconnectReason::TcpClosed)),
+                Err(_) => {
+                    debug!(client_id = %self.client_id, "client stopped reading: closing");
+                    self.shared
+                        .metrics
+                        .keepalive_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(Exit::new(DisconnectReason::KeepaliveTimeout));
+                }
             }
             self.shared
                 .metrics
