@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Benchmarks of issue 7: activity-broker side by side with rumqttd's own listener and Mosquitto,
+# in one run on this machine, loopback only. Writes bench/results/ (raw.csv, summary.csv,
+# table.md, throughput.svg, machine.txt, criterion.txt). Every step is bounded by `timeout`.
+#
+#   ./scripts/bench.sh
+#
+# Environment (defaults in brackets): BENCH_DURATION [5] seconds per throughput run,
+# BENCH_REPEATS [3] runs per throughput case (the median is reported), BENCH_CLIENTS [10000]
+# clients of the connect storm and of the idle test, BENCH_OUT [bench/results],
+# BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks.
+#
+# Cases: (1) rumqttd 0.20's own listener (bench/src/bin/rumqttd_baseline.rs);
+# (2) activity-broker, every event off; (3) every event on, no SYSTEM/# consumer; (4) every
+# event on with a SYSTEM/# consumer; (5) Kafka sink into tansu (only when `tansu` is
+# installed); (6) Debian's mosquitto with its defaults (`mosquitto -p PORT`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${BENCH_OUT:-bench/results}
+DURATION=${BENCH_DURATION:-5}
+REPEATS=${BENCH_REPEATS:-3}
+CLIENTS=${BENCH_CLIENTS:-10000}
+BIN=target/release
+mkdir -p "$OUT"
+RAW=$OUT/raw.csv
+LOG=$OUT/brokers.log
+: >"$LOG"
+started=$(date +%s)
+
+echo "== building (release)"
+timeout 900 cargo build --release -p bench -p adapter-tokio --bins
+
+MOSQUITTO=$(command -v mosquitto || true)
+[ -z "$MOSQUITTO" ] && [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto
+
+# The connect storm and the idle test need one descriptor per client in the tool and in the
+# broker (separate processes), plus some room.
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt $((CLIENTS + 200)) ]; then
+    echo "== the hard open-file limit is $hard: $CLIENTS clients do not fit, using $((hard - 200))"
+    CLIENTS=$((hard - 200))
+fi
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    echo "memory: $(grep MemTotal /proc/meminfo | awk '{printf "%.1f GiB", $2/1048576}')"
+    echo "kernel: $(uname -r)"
+    echo "rustc: $(rustc --version)"
+    echo "mosquitto: $({ $MOSQUITTO -h 2>/dev/null || true; } | head -1)"
+    echo "open-file hard limit: $hard; clients for storm and idle: $CLIENTS"
+    echo "loadavg at start: $(cat /proc/loadavg)"
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt"
+
+# tansu for case 5, only when installed (installing it takes 15+ minutes).
+TANSU_PORT=19092
+TANSU_PID=
+KAFKA_NOTE=
+if command -v tansu >/dev/null; then
+    tansu broker --listener-url tcp://127.0.0.1:$TANSU_PORT \
+        --advertised-listener-url tcp://127.0.0.1:$TANSU_PORT \
+        --storage-engine memory://tansu/ >>"$LOG" 2>&1 &
+    TANSU_PID=$!
+    trap '[ -n "$TANSU_PID" ] && kill $TANSU_PID 2>/dev/null || true' EXIT
+    sleep 1
+else
+    KAFKA_NOTE="case 5 (Kafka sink into tansu) skipped: tansu is not installed"
+    echo "== $KAFKA_NOTE"
+fi
+echo "${KAFKA_NOTE:-case 5 ran against tansu}" >>"$OUT/machine.txt"
+
+CASES=("1 rumqttd own listener" "2 events off" "3 events on" "4 events on + SYSTEM/# consumer")
+[ -n "$TANSU_PID" ] && CASES+=("5 events on, Kafka sink (tansu)")
+[ -n "$MOSQUITTO" ] && CASES+=("6 mosquitto")
+
+# broker_cmd CASE PORT: the broker command line of a case.
+broker_cmd() {
+    local addr=127.0.0.1:$2
+    case "$1" in
+        1*) echo "$BIN/rumqttd-baseline $addr" ;;
+        2*) echo "$BIN/activity-broker --config bench/configs/events-off.toml --listen $addr" ;;
+        3* | 4*) echo "$BIN/activity-broker --config bench/configs/events-on.toml --listen $addr" ;;
+        5*) echo "$BIN/activity-broker --config bench/configs/events-on.toml --listen $addr --kafka-brokers 127.0.0.1:$TANSU_PORT" ;;
+        6*) echo "$MOSQUITTO -p $2" ;;
+    esac
+}
+
+export RUST_LOG=warn
+header=--header
+port=38800
+# run MODE SCENARIO CASE RUN [TOOL ARGS...]: one tool run against a fresh broker.
+run() {
+    local mode=$1 scenario=$2 case=$3 runno=$4
+    shift 4
+    port=$((port + 1))
+    local extra=()
+    case "$case" in 4* | 5*) [ "$mode" = throughput ] && extra+=(--system-consumer) ;; esac
+    case "$case" in 4* | 5*) [ "$mode" = storm ] && extra+=(--presence) ;; esac
+    # shellcheck disable=SC2046
+    if timeout 150 "$BIN/activity-bench" "$mode" --addr "127.0.0.1:$port" --scenario "$scenario" \
+        --case "$case" --run "$runno" $header --broker-log "$LOG" "$@" "${extra[@]}" \
+        -- $(broker_cmd "$case" "$port") >>"$RAW.tmp"; then
+        header=
+    else
+        echo "   (run failed: $mode / $scenario / $case / $runno)" | tee -a "$OUT/machine.txt"
+    fi
+}
+
+: >"$RAW.tmp"
+echo "== throughput: $REPEATS x ${DURATION}s per case"
+for runno in $(seq 1 "$REPEATS"); do
+    for c in "${CASES[@]}"; do
+        run throughput "1 pub/1 sub QoS 1 100 B" "$c" "$runno" \
+            --publishers 1 --subscribers 1 --qos 1 --payload 100 --duration "$DURATION"
+        run throughput "10 pubs/10 subs QoS 0 100 B" "$c" "$runno" \
+            --publishers 10 --subscribers 10 --qos 0 --payload 100 --duration "$DURATION"
+        run throughput "fan-out 1 pub/100 subs QoS 0 100 B" "$c" "$runno" \
+            --publishers 1 --subscribers 100 --qos 0 --payload 100 --duration "$DURATION"
+    done
+done
+echo "== connect storm: $CLIENTS clients"
+for c in "${CASES[@]}"; do
+    run storm "connect storm $CLIENTS clients" "$c" 1 --clients "$CLIENTS" --concurrency 200
+done
+echo "== idle: $CLIENTS connections"
+for c in "${CASES[@]}"; do
+    run idle "idle $CLIENTS connections" "$c" 1 --clients "$CLIENTS" --concurrency 200
+done
+mv "$RAW.tmp" "$RAW"
+echo "loadavg at end of broker runs: $(cat /proc/loadavg)" >>"$OUT/machine.txt"
+
+"$BIN/activity-bench" report --input "$RAW" --summary "$OUT/summary.csv" \
+    --markdown "$OUT/table.md" --svg "$OUT/throughput.svg"
+
+if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
+    echo "== criterion: activity-core hot paths"
+    timeout 600 cargo bench -p activity-core --bench hot_paths 2>&1 |
+        grep -E '^[A-Za-z_0-9+]+/|time:' >"$OUT/criterion.txt" || true
+    cat "$OUT/criterion.txt"
+    echo "loadavg after criterion: $(cat /proc/loadavg)" >>"$OUT/machine.txt"
+fi
+
+cat "$OUT/table.md"
+echo "== done in $(($(date +%s) - started)) s; results in $OUT"
