@@ -20,10 +20,12 @@ use tracing::{debug, info, warn};
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
-use crate::events::{self, EventSender, MqttSink};
+use crate::events::{self, Dispatcher, EventSender, MqttSink};
+use crate::kafka::KafkaSink;
 use crate::metrics::Metrics;
 
-/// A running broker. Drop it or call [`Broker::shutdown`] to stop.
+/// A running broker. Drop it or call [`Broker::shutdown`] to stop (dropping stops the Kafka
+/// sink at once: what it still buffers goes to its spool, when there is one).
 pub struct Broker {
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
@@ -34,6 +36,7 @@ pub struct Broker {
     connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     events: Option<EventSender>,
     sink: Option<JoinHandle<()>>,
+    kafka: Option<KafkaSink>,
 }
 
 /// Builds the trackers' configuration from the broker's.
@@ -98,18 +101,25 @@ impl Broker {
         .await
         .context("router link of the event sink")??;
         tokio::spawn(events::drain_broker_link(link_rx));
-        let sink = if config.sinks.contains(&Sink::Mqtt) {
-            let sink = MqttSink::new(
+        let mqtt = config.sinks.contains(&Sink::Mqtt).then(|| {
+            MqttSink::new(
                 link_tx,
                 &tracker_config.topics,
                 &config.events,
                 metrics.clone(),
-            );
-            Some(tokio::spawn(sink.run(receiver)))
+            )
+        });
+        let (kafka, kafka_queue) = if config.sinks.contains(&Sink::Kafka) {
+            let (sink, queue) = KafkaSink::start(&config, metrics.clone())?;
+            (Some(sink), Some(queue))
         } else {
-            // No MQTT sink: keep the queue drained so that it never fills.
-            Some(tokio::spawn(events::discard(receiver)))
+            (None, None)
         };
+        let dispatcher = Dispatcher {
+            mqtt,
+            kafka: kafka_queue,
+        };
+        let sink = Some(tokio::spawn(dispatcher.run(receiver)));
 
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -178,6 +188,7 @@ impl Broker {
             connections,
             events: Some(events),
             sink,
+            kafka,
         })
     }
 
@@ -253,6 +264,12 @@ impl Broker {
         }
         if let Some(sink) = self.sink.take() {
             sink.abort();
+        }
+        // Everything queued is in the Kafka sink's buffer now: give Kafka its flush time.
+        if let Some(kafka) = self.kafka.take() {
+            kafka
+                .shutdown(self.shared.config.kafka.flush_timeout())
+                .await;
         }
         info!("broker stopped");
     }

@@ -16,6 +16,13 @@ use activity_core::system::SystemTopics;
 use argon2::password_hash::PasswordHash;
 use serde::Deserialize;
 
+mod kafka;
+
+pub use kafka::{
+    DropPolicy, FsyncPolicy, KafkaConfig, KafkaTopics, MAX_KAFKA_FLUSH_TIMEOUT_MS, MIN_SPOOL_BYTES,
+    PropertyValue, SpoolConfig,
+};
+
 /// The commented example configuration, `activity-broker.example.toml`, with every option.
 pub const EXAMPLE_CONFIG: &str = include_str!("../activity-broker.example.toml");
 
@@ -56,6 +63,8 @@ pub struct Config {
     pub access: AccessConfig,
     /// The users who may log in with a password, the `[[users]]` tables.
     pub users: Vec<UserConfig>,
+    /// The Kafka sink, the `[kafka]` table (used when `sinks` has `"kafka"`).
+    pub kafka: KafkaConfig,
 }
 
 impl Default for Config {
@@ -72,6 +81,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             access: AccessConfig::default(),
             users: Vec::new(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -94,7 +104,7 @@ pub struct TlsConfig {
 pub enum Sink {
     /// Publish events on the broker's own system topics (`mqtt`).
     Mqtt,
-    /// Send events to Kafka (`kafka`); not built yet, refused by [`Config::validate`].
+    /// Send events to Kafka (`kafka`), configured by the `[kafka]` table.
     Kafka,
 }
 
@@ -429,10 +439,10 @@ impl Config {
                 ));
             }
         }
-        if self.sinks.contains(&Sink::Kafka) {
-            return Err(invalid("sinks", "the kafka sink is not built yet"));
-        }
         self.events.validate()?;
+        if self.sinks.contains(&Sink::Kafka) {
+            self.kafka.validate(&self.events.prefix)?;
+        }
         self.access.validate()?;
         validate_users(&self.users)?;
         Ok(())
@@ -665,7 +675,47 @@ mod tests {
             ("sinks = [\"mqtt\", \"mqtt\"]", "sinks[1]:"),
             (
                 "sinks = [\"kafka\"]",
-                "sinks: the kafka sink is not built yet",
+                "kafka.brokers: must name at least one broker",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1,b:2\"]",
+                "kafka.brokers[0]:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\npartitions = 0",
+                "kafka.partitions:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nreplication = 0",
+                "kafka.replication:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nbuffer_capacity = 0",
+                "kafka.buffer_capacity:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\ntopic = \"a/b\"",
+                "kafka.topic:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\ntopics.msgack = \"\"",
+                "kafka.topics.msgack:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[events]\nprefix = \"a b\"\n[kafka]\nbrokers = [\"a:1\"]",
+                "events.prefix:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nproperties = { \"bootstrap.servers\" = \"x\" }",
+                "kafka.properties.\"bootstrap.servers\":",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nspool = { dir = \"/x\", max_bytes = 10 }",
+                "kafka.spool.max_bytes:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nspool = { dir = \"/x\", fsync = { every_ms = 0 } }",
+                "kafka.spool.fsync:",
             ),
             ("metrics_listen = \"127.0.0.1:1883\"", "metrics_listen:"),
             (
@@ -693,6 +743,63 @@ mod tests {
             let message = error_of(text);
             assert!(message.starts_with(expected), "{text:?} gave {message:?}");
         }
+    }
+
+    #[test]
+    fn kafka_config() {
+        let config = Config::from_toml_str(
+            r#"
+            sinks = ["mqtt", "kafka"]
+            [kafka]
+            brokers = ["k1:9092", "k2:9092"]
+            properties = { "compression.type" = "zstd", "linger.ms" = 20, "enable.idempotence" = true }
+            topics.message = "mqtt-messages"
+            partitions = 6
+            replication = 3
+            buffer_capacity = 10
+            drop_policy = "drop_newest"
+            flush_timeout_ms = 100
+            [kafka.spool]
+            dir = "/var/spool/activity"
+            max_bytes = 1048576
+            fsync = { every_ms = 200 }
+            "#,
+        )
+        .unwrap();
+        let kafka = &config.kafka;
+        assert_eq!(kafka.brokers, ["k1:9092", "k2:9092"]);
+        assert_eq!(kafka.properties["linger.ms"].to_string(), "20");
+        assert_eq!(kafka.properties["enable.idempotence"].to_string(), "true");
+        assert_eq!(kafka.properties["compression.type"].to_string(), "zstd");
+        assert_eq!(kafka.drop_policy, DropPolicy::DropNewest);
+        let spool = kafka.spool.as_ref().unwrap();
+        assert_eq!(spool.fsync, FsyncPolicy::EveryMs(200));
+        assert_eq!(
+            kafka.topic_of(EventKind::Message, "SYSTEM"),
+            "mqtt-messages"
+        );
+        assert_eq!(
+            kafka.topic_of(EventKind::Connected, "SYSTEM"),
+            "SYSTEM.presence.connected"
+        );
+        assert_eq!(
+            kafka.topic_of(EventKind::MsgAck, "acme/SYSTEM"),
+            "acme.SYSTEM.msgack"
+        );
+        let one = KafkaConfig {
+            topic: Some("activity".into()),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(one.topic_of(EventKind::Subscribed, "SYSTEM"), "activity");
+        // A [kafka] table without the sink is not checked.
+        Config::from_toml_str("[kafka]\npartitions = 0").unwrap();
+        let spool = Config::from_toml_str(
+            "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nspool = { dir = \"/x\" }",
+        )
+        .unwrap();
+        let spool = spool.kafka.spool.unwrap();
+        assert_eq!(spool.fsync, FsyncPolicy::Always);
+        assert_eq!(spool.max_bytes, 1 << 30);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! Connections call [`EventSender::emit`] with the events their trackers return. The event is
 //! encoded to JSON right there (the core's fixed-capacity encoder, into a buffer sized by its
 //! bound) and put on one bounded queue with `try_send`: a full queue drops the event and counts
-//! it in `activity_events_dropped_total`, so a slow sink never blocks a client. One sink task
-//! drains the queue in batches and publishes each event into the router as the reserved client
-//! `broker`.
+//! it in `activity_events_dropped_total`, so a slow sink never blocks a client. One
+//! [`Dispatcher`] task drains the queue in batches and fans every event out to the configured
+//! sinks: it hands it to the Kafka sink's own bounded buffer (which never waits, see
+//! [`crate::kafka`]) and publishes it into the router as the reserved client `broker`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::config::{EventsConfig, PayloadMode};
 use crate::connection::QOS_MARKER_BASE;
+use crate::kafka::KafkaQueue;
 use crate::metrics::Metrics;
 
 /// One encoded event on its way to the sinks.
@@ -186,38 +188,63 @@ impl MqttSink {
         Packet::Publish(publish, Some(properties))
     }
 
+    /// Publishes `records` into the router as one batch.
+    async fn publish(&mut self, records: &[EventRecord]) {
+        let mut packets: Vec<Packet> = records.iter().map(|r| self.packet(r)).collect();
+        let published = packets.len() as u64;
+        if let Some(last) = packets.pop() {
+            self.link_tx.buffer().extend(packets);
+            if let Err(e) = self.link_tx.send(last).await {
+                warn!(error = %e, "router link of the event sink failed: events lost");
+                self.metrics
+                    .events_dropped
+                    .fetch_add(published, Ordering::Relaxed);
+            } else {
+                self.metrics
+                    .events_sink_mqtt
+                    .fetch_add(published, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Drains the event queue and fans every event out to the sinks: the Kafka sink's buffer
+/// first (it never waits), then the MQTT sink.
+pub struct Dispatcher {
+    /// The MQTT sink, when `sinks` has `"mqtt"`.
+    pub mqtt: Option<MqttSink>,
+    /// The Kafka sink's buffer, when `sinks` has `"kafka"`.
+    pub kafka: Option<KafkaQueue>,
+}
+
+impl Dispatcher {
     /// Drains `receiver` until every [`EventSender`] is gone.
     pub async fn run(mut self, mut receiver: EventReceiver) {
         const BATCH: usize = 256;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut records = Vec::with_capacity(BATCH);
         loop {
             let n = receiver.rx.recv_many(&mut batch, BATCH).await;
             if n == 0 {
-                debug!("event queue closed: MQTT sink stops");
+                debug!("event queue closed: the dispatcher stops");
                 return;
             }
             let mut flushes = Vec::new();
-            let mut packets: Vec<Packet> = Vec::with_capacity(n);
             for item in batch.drain(..) {
                 match item {
-                    Item::Event(record) => packets.push(self.packet(&record)),
+                    Item::Event(record) => {
+                        if let Some(kafka) = &self.kafka {
+                            kafka.offer(record.clone());
+                        }
+                        records.push(record);
+                    }
                     Item::Flush(done) => flushes.push(done),
                 }
             }
-            let published = packets.len() as u64;
-            if let Some(last) = packets.pop() {
-                self.link_tx.buffer().extend(packets);
-                if let Err(e) = self.link_tx.send(last).await {
-                    warn!(error = %e, "router link of the event sink failed: events lost");
-                    self.metrics
-                        .events_dropped
-                        .fetch_add(published, Ordering::Relaxed);
-                } else {
-                    self.metrics
-                        .events_sink_mqtt
-                        .fetch_add(published, Ordering::Relaxed);
-                }
+            if let Some(mqtt) = &mut self.mqtt {
+                mqtt.publish(&records).await;
             }
+            records.clear();
             for done in flushes {
                 let _ = done.send(());
             }
@@ -237,18 +264,6 @@ pub async fn drain_broker_link(mut link_rx: LinkRx) {
             }
             Ok(_) => {}
             Err(_) => return,
-        }
-    }
-}
-
-/// Empties the queue when no sink reads it (no MQTT sink configured and no other sink yet).
-pub async fn discard(mut receiver: EventReceiver) {
-    let mut batch = Vec::with_capacity(256);
-    while receiver.rx.recv_many(&mut batch, 256).await > 0 {
-        for item in batch.drain(..) {
-            if let Item::Flush(done) = item {
-                let _ = done.send(());
-            }
         }
     }
 }

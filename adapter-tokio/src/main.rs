@@ -1,6 +1,7 @@
 //! `activity-broker`: an MQTT 3.1.1 broker that publishes every client's activity.
 //!
-//! `activity-broker [--config FILE] [--listen ADDR] [--metrics-listen ADDR]` runs the broker
+//! `activity-broker [--config FILE] [--listen ADDR] [--metrics-listen ADDR]
+//! [--kafka-brokers HOST:PORT,...]` runs the broker
 //! until SIGINT or SIGTERM; `activity-broker hash-password` reads a password from stdin and
 //! prints its argon2id hash for a `[[users]]` table. Bad flags or configuration exit with code 2,
 //! a broker that fails to run exits with code 1.
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use adapter_tokio::broker::Broker;
-use adapter_tokio::config::{Config, ConfigError};
+use adapter_tokio::config::{Config, ConfigError, Sink};
 use adapter_tokio::{auth, limits, tls};
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
@@ -41,6 +42,10 @@ struct Cli {
     /// The address of the Prometheus metrics endpoint; overrides `metrics_listen` of the file.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Kafka bootstrap brokers, comma-separated; turns the Kafka sink on (adds "kafka" to
+    /// `sinks`) and overrides `kafka.brokers` of the file.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    kafka_brokers: Option<Vec<String>>,
     /// A command other than running the broker.
     #[command(subcommand)]
     command: Option<Command>,
@@ -108,6 +113,12 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     }
     if let Some(metrics_listen) = cli.metrics_listen {
         config.metrics_listen = Some(metrics_listen);
+    }
+    if let Some(brokers) = &cli.kafka_brokers {
+        config.kafka.brokers = brokers.iter().map(|b| b.trim().to_owned()).collect();
+        if !config.sinks.contains(&Sink::Kafka) {
+            config.sinks.push(Sink::Kafka);
+        }
     }
     config.validate()?;
     Ok(config)

@@ -64,6 +64,48 @@ pub struct Metrics {
     pub keepalive_timeouts: AtomicU64,
     /// Sockets closed because no CONNECT arrived within the connect timeout.
     pub connect_timeouts: AtomicU64,
+    /// The Kafka sink's counters.
+    pub kafka: KafkaMetrics,
+}
+
+/// The upper bounds of the Kafka delivery latency histogram, in microseconds.
+pub const KAFKA_LATENCY_BUCKETS_US: [u64; 10] = [
+    1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000, 30_000_000,
+];
+
+/// The counters of the Kafka sink.
+#[derive(Default, Debug)]
+pub struct KafkaMetrics {
+    /// Events Kafka acknowledged.
+    pub delivered: AtomicU64,
+    /// Events Kafka refused for good (a permanent error, such as a record too large).
+    pub failed: AtomicU64,
+    /// Events dropped because the Kafka buffer or spool was full.
+    pub dropped: AtomicU64,
+    /// Events waiting for Kafka now: in memory, in the spool, or sent and not yet acknowledged
+    /// (a gauge).
+    pub buffered: AtomicU64,
+    /// Bytes of events in the spool now (a gauge; the file itself is larger).
+    pub spool_bytes: AtomicU64,
+    /// Delivery latencies (from handing a record to the producer to its acknowledgement), by
+    /// bucket of [`KAFKA_LATENCY_BUCKETS_US`]; the last counter is `+Inf`, not cumulative.
+    pub latency_buckets: [AtomicU64; 11],
+    /// The sum of the delivery latencies, in microseconds.
+    pub latency_sum_us: AtomicU64,
+}
+
+impl KafkaMetrics {
+    /// Records one acknowledged delivery that took `latency`.
+    pub fn observe_delivery(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = KAFKA_LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(KAFKA_LATENCY_BUCKETS_US.len());
+        bump(&self.latency_buckets[bucket]);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        bump(&self.delivered);
+    }
 }
 
 /// Adds one to a counter.
@@ -185,8 +227,12 @@ impl Metrics {
             "events_sunk_total",
             "Activity events handed to a sink, by sink.",
             "sink",
-            &[("mqtt", &self.events_sink_mqtt)],
+            &[
+                ("mqtt", &self.events_sink_mqtt),
+                ("kafka", &self.kafka.delivered),
+            ],
         );
+        self.render_kafka(&mut r);
         r.single(
             "publishes_denied_total",
             "counter",
@@ -230,6 +276,58 @@ impl Metrics {
             &self.connect_timeouts,
         );
         out
+    }
+
+    /// The Kafka sink's families.
+    fn render_kafka(&self, r: &mut Renderer<'_>) {
+        let kafka = &self.kafka;
+        r.single(
+            "kafka_delivered_total",
+            "counter",
+            "Activity events acknowledged by Kafka.",
+            &kafka.delivered,
+        );
+        r.single(
+            "kafka_failed_total",
+            "counter",
+            "Activity events Kafka refused with a permanent error.",
+            &kafka.failed,
+        );
+        r.single(
+            "kafka_dropped_total",
+            "counter",
+            "Activity events dropped because the Kafka buffer or spool was full.",
+            &kafka.dropped,
+        );
+        r.single(
+            "kafka_buffered",
+            "gauge",
+            "Activity events waiting for Kafka (memory, spool, in flight).",
+            &kafka.buffered,
+        );
+        r.single(
+            "kafka_spool_bytes",
+            "gauge",
+            "Bytes of activity events in the Kafka spool.",
+            &kafka.spool_bytes,
+        );
+        let name = "kafka_delivery_latency_seconds";
+        r.header(
+            name,
+            "histogram",
+            "Time from handing an event to the Kafka producer to its acknowledgement.",
+        );
+        let mut cumulative = 0;
+        for (i, bucket) in kafka.latency_buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = KAFKA_LATENCY_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |&us| format!("{}", us as f64 / 1e6));
+            let _ = writeln!(r.out, "activity_{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = kafka.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(r.out, "activity_{name}_sum {sum}");
+        let _ = writeln!(r.out, "activity_{name}_count {cumulative}");
     }
 }
 
@@ -444,6 +542,8 @@ mod tests {
         metrics.connect_refused(4);
         metrics.connect_refused(9);
         metrics.events_sink_mqtt.store(7, Ordering::Relaxed);
+        metrics.kafka.observe_delivery(Duration::from_micros(3_000));
+        metrics.kafka.observe_delivery(Duration::from_secs(60));
         let text = metrics.render();
         for line in [
             "# TYPE activity_connections_current gauge",
@@ -457,6 +557,15 @@ mod tests {
             "activity_events_sunk_total{sink=\"mqtt\"} 7",
             "activity_keepalive_timeouts_total 0",
             "activity_connect_timeouts_total 0",
+            "activity_events_sunk_total{sink=\"kafka\"} 2",
+            "# TYPE activity_kafka_delivery_latency_seconds histogram",
+            "activity_kafka_delivery_latency_seconds_bucket{le=\"0.001\"} 0",
+            "activity_kafka_delivery_latency_seconds_bucket{le=\"0.005\"} 1",
+            "activity_kafka_delivery_latency_seconds_bucket{le=\"30\"} 1",
+            "activity_kafka_delivery_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "activity_kafka_delivery_latency_seconds_sum 60.003",
+            "activity_kafka_delivery_latency_seconds_count 2",
+            "# TYPE activity_kafka_buffered gauge",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -470,9 +579,15 @@ mod tests {
                 family = rest.split(' ').next().unwrap().to_owned();
             } else if !line.starts_with("# HELP ") {
                 let name = line.split(['{', ' ']).next().unwrap();
+                let name = name
+                    .strip_suffix("_bucket")
+                    .or_else(|| name.strip_suffix("_sum"))
+                    .or_else(|| name.strip_suffix("_count"))
+                    .filter(|base| *base == family)
+                    .unwrap_or(name);
                 assert_eq!(name, family, "{line}");
                 assert!(
-                    line.rsplit(' ').next().unwrap().parse::<u64>().is_ok(),
+                    line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
                     "{line}"
                 );
             }

@@ -759,3 +759,5 @@ impl MosquittoSub {
         self.child.kill().await.expect("SIGKILL mosquitto_sub");
     }
 }
+
+pub mod kafka;
