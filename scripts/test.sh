@@ -22,9 +22,9 @@ step "rust toolchain components and targets"
 rustup component add rustfmt clippy >/dev/null
 rustup target add thumbv7em-none-eabihf >/dev/null
 
-# The Kafka sink's end-to-end tests (tests/tests/kafka_sink.rs) need tansu 0.6.0 and are
-# #[ignore]d until they have passed against it; then this installs it (15-18 min, once):
-#   command -v tansu >/dev/null || cargo install --locked tansu --version 0.6.0 --features dynostore
+step "tansu 0.6.0, the Kafka-compatible broker of the Kafka sink's tests (once per machine)"
+# About 15-18 minutes on 2 cores the first time; in-memory storage needs the dynostore feature.
+command -v tansu >/dev/null || cargo install --locked tansu --version 0.6.0 --features dynostore
 
 step "format and lints"
 cargo fmt --all --check

@@ -49,7 +49,6 @@ fn keyed(records: &[tests::kafka::Record], prefix: &str) -> Vec<(String, String)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against a live Kafka: needs tansu on PATH (see README, Kafka sink); run with --ignored"]
 async fn six_events_reach_kafka_and_mqtt_alike() {
     let tansu = Tansu::start().await;
     let broker = start_broker(kafka_config(tansu.addr)).await;
@@ -149,7 +148,6 @@ async fn six_events_reach_kafka_and_mqtt_alike() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against a live Kafka: needs tansu on PATH (see README, Kafka sink); run with --ignored"]
 async fn kafka_down_at_startup_then_buffered_events_arrive_in_order() {
     let port = free_port();
     let kafka_addr = ([127, 0, 0, 1], port).into();
@@ -185,7 +183,6 @@ async fn kafka_down_at_startup_then_buffered_events_arrive_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against a live Kafka: needs tansu on PATH (see README, Kafka sink); run with --ignored"]
 async fn spooled_events_survive_a_broker_restart() {
     let spool_dir = tempfile::tempdir().expect("a temporary directory");
     let port = free_port();
@@ -239,7 +236,6 @@ async fn spooled_events_survive_a_broker_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against a live Kafka: needs tansu on PATH (see README, Kafka sink); run with --ignored"]
 async fn full_buffer_drops_by_policy_and_counts() {
     let port = free_port();
     let kafka_addr = ([127, 0, 0, 1], port).into();
