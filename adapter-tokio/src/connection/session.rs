@@ -180,15 +180,7 @@ impl Session {
                     self.shared.events.emit(&event);
                 }
             }
-            let mut properties = PublishProperties {
-                payload_format_indicator: Some(QOS_MARKER_BASE + will.qos.as_u8()),
-                ..PublishProperties::default()
-            };
-            if activity_core::envelope::parse_envelope(&will.payload).is_some() {
-                properties
-                    .user_properties
-                    .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
-            }
+            let properties = self.routed_properties(will.qos, &will.payload);
             let publish = Publish::new(will.topic, will.payload, will.retain);
             self.router_batch
                 .push(Packet::Publish(publish, Some(properties)));
@@ -211,6 +203,22 @@ impl Session {
         if let Some(kick) = kick {
             let _ = kick.send(());
         }
+    }
+
+    /// The internal properties of a publish this client sends into the router: its real QoS
+    /// as a marker (it enters the router at QoS 0) and, for an envelope message, its publisher,
+    /// since the router does not say who published a delivery and `msgack` needs it.
+    fn routed_properties(&self, qos: QoS, payload: &[u8]) -> PublishProperties {
+        let mut properties = PublishProperties {
+            payload_format_indicator: Some(QOS_MARKER_BASE + qos.as_u8()),
+            ..PublishProperties::default()
+        };
+        if activity_core::envelope::parse_envelope(payload).is_some() {
+            properties
+                .user_properties
+                .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
+        }
+        properties
     }
 
     /// Queues the `disconnected` event, once per session.
@@ -457,17 +465,7 @@ impl Session {
                     if let Some(event) = event {
                         self.shared.events.emit(&event);
                     }
-                    let mut properties = PublishProperties {
-                        payload_format_indicator: Some(QOS_MARKER_BASE + publish.qos.as_u8()),
-                        ..PublishProperties::default()
-                    };
-                    if activity_core::envelope::parse_envelope(publish.payload).is_some() {
-                        // The router does not say who published a delivery: the publisher of an
-                        // envelope message rides along for `msgack`.
-                        properties
-                            .user_properties
-                            .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
-                    }
+                    let properties = self.routed_properties(publish.qos, publish.payload);
                     let routed = Publish::new(
                         frame.slice_ref(publish.topic.as_bytes()),
                         frame.slice_ref(publish.payload),
