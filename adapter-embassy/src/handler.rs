@@ -133,6 +133,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
                 topic,
                 payload,
                 qos: w.qos,
+                retain: w.retain,
             });
         }
         let client_id: String<CLIENT_ID_CAPACITY> = if connect.client_id.is_empty() {

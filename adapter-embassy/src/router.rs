@@ -14,7 +14,7 @@ use activity_core::client_id::CLIENT_ID_CAPACITY;
 use activity_core::codec::{Packet, Publish};
 use activity_core::event::{DisconnectReason, EncodeOptions, Event, EventKind, encode};
 use activity_core::topic::matches;
-use activity_core::tracker::{DeliveryInfo, Tracker};
+use activity_core::tracker::{DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use heapless::{String, Vec};
@@ -53,6 +53,9 @@ pub(crate) struct Will {
     pub(crate) topic: String<WILL_TOPIC_CAPACITY>,
     pub(crate) payload: Vec<u8, WILL_PAYLOAD_CAPACITY>,
     pub(crate) qos: QoS,
+    /// The RETAIN flag the client asked for (reported in the `message` event; the gateway
+    /// keeps no retained messages).
+    pub(crate) retain: bool,
 }
 
 /// One client slot.
@@ -312,8 +315,10 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         }
     }
 
-    /// Ends slot `i`'s connection: the `disconnected` event, then the last will unless the
-    /// client said DISCONNECT (section 3.1.2.5). Does nothing for a slot without a connection.
+    /// Ends slot `i`'s connection: the last will unless the client said DISCONNECT (section
+    /// 3.1.2.5), routed like a PUBLISH of the client with its `message` event, then the
+    /// `disconnected` event (the order `activity-broker` uses). Does nothing for a slot without
+    /// a connection.
     pub(crate) fn close_client(
         &mut self,
         ctx: &Ctx<'_>,
@@ -330,19 +335,30 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         client.inbound_qos2.clear();
         client.kicked = reason == DisconnectReason::Takenover;
         info!("gateway: client closed: {}", reason.as_str());
+        if let Some(will) = will.filter(|_| reason != DisconnectReason::Normal) {
+            let info = PublishInfo {
+                topic: &will.topic,
+                payload: &will.payload,
+                qos: will.qos,
+                retain: will.retain,
+            };
+            // CONNECT refuses wills on system topics, so the tracker accepts this one.
+            if let PublishOutcome::Accepted(event) = tracker.handle_publish(now, info) {
+                let encoded = encode_event(ctx, event, &mut self.scratch);
+                self.route_message(
+                    ctx,
+                    &Message {
+                        topic: &will.topic,
+                        payload: &will.payload,
+                        qos: will.qos.min(QoS::AtLeastOnce),
+                        publisher: Some(tracker.client_id()),
+                    },
+                );
+                self.publish_event(ctx, encoded);
+            }
+        }
         let encoded = encode_event(ctx, tracker.handle_close(now, reason), &mut self.scratch);
         self.publish_event(ctx, encoded);
-        if let Some(will) = will.filter(|_| reason != DisconnectReason::Normal) {
-            self.route_message(
-                ctx,
-                &Message {
-                    topic: &will.topic,
-                    payload: &will.payload,
-                    qos: will.qos.min(QoS::AtLeastOnce),
-                    publisher: Some(tracker.client_id()),
-                },
-            );
-        }
     }
 
     /// The slot of the connected client with this id, other than `except`.

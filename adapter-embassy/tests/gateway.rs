@@ -4,43 +4,18 @@ mod common;
 
 use activity_core::QoS;
 use activity_core::codec::{LastWill, Packet, Unsubscribe, UnsubscribeFilters};
-use adapter_embassy::{Config, GatewayHandle, GatewayResources};
-use embassy_futures::join::join4;
-use embassy_net::{IpEndpoint, Stack};
+use adapter_embassy::Config;
+use embassy_net::Stack;
 use embassy_time::{Duration, Timer};
 use serde_json::json;
 
 use common::*;
-
-const GATEWAY: IpEndpoint = IpEndpoint::new(embassy_net::IpAddress::Ipv4(GATEWAY_IP), 1883);
 
 fn config() -> Config<'static> {
     Config {
         system_subscribers: &["monitor"],
         ..Config::new("gw-test")
     }
-}
-
-/// Runs `test` with a gateway of `N` slots on stack A; `test` gets stack B and the handle.
-fn gateway_test<const N: usize, F, Fut>(config: Config<'static>, test: F)
-where
-    F: FnOnce(Stack<'static>, GatewayHandle<'static>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let (gw_stack, mut gw_net, gw_wire) = stack(1, GATEWAY_IP);
-    let (client_stack, mut client_net, client_wire) = stack(2, CLIENT_IP);
-    let resources = Box::leak(Box::new(GatewayResources::<N, 1024, 1024, 4, 1024>::new()));
-    let (handle, mut runner) = adapter_embassy::new(gw_stack, resources, config);
-    let infra = async move {
-        join4(
-            gw_net.run(),
-            client_net.run(),
-            wire(gw_wire, client_wire),
-            runner.run(),
-        )
-        .await
-    };
-    run(infra, test(client_stack, handle));
 }
 
 /// A monitor subscribed to every event; its own `subscribed` event already consumed.
@@ -50,15 +25,6 @@ async fn monitor(stack: Stack<'static>) -> RawClient {
     let own = monitor.event("subscription/subscribed").await;
     assert_eq!(own["client_id"], "monitor");
     monitor
-}
-
-fn assert_ts(event: &serde_json::Value) -> u64 {
-    let ts = event["ts"].as_u64().expect("ts is a number");
-    assert!(
-        ts < 3_600_000,
-        "ts counts from boot without set_unix_time_ms"
-    );
-    ts
 }
 
 #[test]
@@ -342,9 +308,18 @@ fn keepalive_expiry_publishes_the_will() {
         );
         let connected = monitor.event("presence/connected").await;
         let started = std::time::Instant::now();
-        // Silent for 1.5 x 1 s: closed as keepalive_timeout, and the will goes out.
-        let disconnected = monitor.event("presence/disconnected").await;
+        // Silent for 1.5 x 1 s: closed as keepalive_timeout, and the will goes out as a
+        // publish of the client, with its `message` event (RETAIN as asked), before the
+        // `disconnected` event.
+        let message = monitor.event("message").await;
         let waited = started.elapsed();
+        let ts = assert_ts(&message);
+        assert_eq!(
+            message,
+            json!({"pub_client_id": "sleepy", "topic": "status/sleepy", "payload": "gone",
+                   "payload_len": 4, "qos": 1, "retain": true, "ts": ts, "node": "gw-test"})
+        );
+        let disconnected = monitor.event("presence/disconnected").await;
         assert!(
             waited >= std::time::Duration::from_millis(1300),
             "{waited:?}"

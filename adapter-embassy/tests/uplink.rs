@@ -4,15 +4,13 @@ mod common;
 
 use activity_core::QoS;
 use activity_core::codec::{ConnAck, ConnectReturnCode, Packet};
-use adapter_embassy::{Config, GatewayResources, UplinkConfig};
-use embassy_futures::join::join4;
+use adapter_embassy::{Config, UplinkConfig};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_time::{Duration, Timer};
 
 use common::*;
 
-const GATEWAY: IpEndpoint = IpEndpoint::new(IpAddress::Ipv4(GATEWAY_IP), 1883);
 const UPSTREAM_PORT: u16 = 1884;
 
 /// Accepts the gateway's uplink connection and answers its CONNECT.
@@ -100,21 +98,7 @@ fn uplink_forwards_events_and_topics_and_reconnects() {
         }),
         ..Config::new("gw-test")
     };
-    let (gw_stack, mut gw_net, gw_wire) = stack(1, GATEWAY_IP);
-    let (client_stack, mut client_net, client_wire) = stack(2, CLIENT_IP);
-    let resources = Box::leak(Box::new(GatewayResources::<2, 1024, 1024, 4, 1024>::new()));
-    let (handle, mut runner) = adapter_embassy::new(gw_stack, resources, config);
-    let infra = async move {
-        join4(
-            gw_net.run(),
-            client_net.run(),
-            wire(gw_wire, client_wire),
-            runner.run(),
-        )
-        .await
-    };
-    let stack = client_stack;
-    run(infra, async move {
+    gateway_test::<2, _, _>(config, |stack, handle| async move {
         let mut upstream = accept_uplink(stack).await;
         settle().await;
         assert!(handle.is_uplink_up());

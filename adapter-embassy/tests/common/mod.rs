@@ -6,6 +6,8 @@ use std::time::Duration as StdDuration;
 
 use activity_core::QoS;
 use activity_core::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeFilters};
+use adapter_embassy::{GatewayHandle, GatewayResources};
+use embassy_futures::join::join4;
 use embassy_futures::select::{Either, select};
 use embassy_net::driver::HardwareAddress;
 use embassy_net::tcp::TcpSocket;
@@ -21,6 +23,9 @@ pub type Device = ch::Device<'static, MTU>;
 
 pub const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+
+/// The gateway's MQTT endpoint on stack A.
+pub const GATEWAY: IpEndpoint = IpEndpoint::new(embassy_net::IpAddress::Ipv4(GATEWAY_IP), 1883);
 
 fn leak<T>(value: T) -> &'static mut T {
     Box::leak(Box::new(value))
@@ -345,4 +350,36 @@ pub fn connect_with_will<'a>(
 /// Waits a little (lets the gateway route).
 pub async fn settle() {
     Timer::after_millis(50).await;
+}
+
+/// Runs `test` with a gateway of `N` slots on stack A; `test` gets stack B and the handle.
+pub fn gateway_test<const N: usize, F, Fut>(config: adapter_embassy::Config<'static>, test: F)
+where
+    F: FnOnce(Stack<'static>, GatewayHandle<'static>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (gw_stack, mut gw_net, gw_wire) = stack(1, GATEWAY_IP);
+    let (client_stack, mut client_net, client_wire) = stack(2, CLIENT_IP);
+    let resources = Box::leak(Box::new(GatewayResources::<N, 1024, 1024, 4, 1024>::new()));
+    let (handle, mut runner) = adapter_embassy::new(gw_stack, resources, config);
+    let infra = async move {
+        join4(
+            gw_net.run(),
+            client_net.run(),
+            wire(gw_wire, client_wire),
+            runner.run(),
+        )
+        .await
+    };
+    run(infra, test(client_stack, handle));
+}
+
+/// The event's `ts`, checked to count from boot (no Unix time was set).
+pub fn assert_ts(event: &serde_json::Value) -> u64 {
+    let ts = event["ts"].as_u64().expect("ts is a number");
+    assert!(
+        ts < 3_600_000,
+        "ts counts from boot without set_unix_time_ms"
+    );
+    ts
 }
