@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v arm-none-eabi-size >/dev/null || need_apt+=(binutils-arm-none-eabi)
+# `ip` sets up the TAP device of the embassy gateway's network-namespace tests.
+command -v ip >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -44,7 +46,9 @@ step "docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps >/dev/null
 
 step "tests (unit, property, scenario, doc and end-to-end)"
-cargo test --workspace --locked
+# REQUIRE_NETNS=1: the embassy gateway's TAP tests (tests/tests/embassy_tap.rs) must run, as
+# root in private network namespaces, instead of skipping.
+REQUIRE_NETNS=1 cargo test --workspace --locked
 
 step "fuzz smoke: every cargo-fuzz target for 30 s on a copy of the committed corpus"
 ./scripts/fuzz-smoke.sh 30
