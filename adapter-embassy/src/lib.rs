@@ -4,7 +4,8 @@
 //! core's codec ([`activity_core::codec`]), routes PUBLISHes to local subscribers, reports
 //! what every client does as the six activity events (JSON from [`activity_core::event`],
 //! with `"node"` set to the gateway id) on the system topics (`SYSTEM/...`), and can forward
-//! those events and chosen local topics to an upstream broker (the *uplink*).
+//! those events and chosen local topics to an upstream broker (the *uplink*), logging in there
+//! with [`UplinkConfig::username`] and [`UplinkConfig::password`] when set.
 //!
 //! `#![no_std]`, no allocator, no `unsafe`. It runs on any embassy-net [`Stack`]; the caller
 //! owns all memory in a [`GatewayResources`] and drives one future, [`GatewayRunner::run`]:
@@ -34,7 +35,8 @@
 //!   gateway publishes on system topics: other clients' publishes there are dropped (and
 //!   still acknowledged).
 //! - Keep-alive: a client silent for 1.5 times its keep-alive is closed (`keepalive_timeout`).
-//! - Last wills are published when a connection ends without DISCONNECT.
+//! - Last wills are published when a connection ends without DISCONNECT, as a PUBLISH of
+//!   the client: its `message` event first, then `disconnected`.
 //! - QoS 1 deliveries are not retransmitted (TCP carries them; a closed connection loses
 //!   them, as it would with a clean session anyway).
 //!
@@ -100,7 +102,7 @@ pub use uplink::{OFFLINE, ONLINE};
 use router::{Shared, Status};
 
 /// The uplink socket's receive buffer and packet buffer, each; it also bounds the uplink's
-/// CONNECT (gateway id and state topic).
+/// CONNECT (gateway id, state topic and credentials).
 pub const UPLINK_RX_BUFFER: usize = 384;
 
 /// What the gateway serves and where it forwards.
@@ -150,10 +152,14 @@ pub struct UplinkConfig<'d> {
     pub backoff_min: Duration,
     /// The longest retry delay (the delay doubles up to it).
     pub backoff_max: Duration,
+    /// The username sent in the uplink's CONNECT, if the upstream broker wants one.
+    pub username: Option<&'d str>,
+    /// The password sent in the uplink's CONNECT (only with a username, section 3.1.2.9).
+    pub password: Option<&'d [u8]>,
 }
 
 impl<'d> UplinkConfig<'d> {
-    /// Forward events only, keep-alive 30 s, backoff 1 s to 60 s.
+    /// Forward events only, keep-alive 30 s, backoff 1 s to 60 s, no credentials.
     pub fn new(remote: IpEndpoint, prefix: &'d str) -> Self {
         UplinkConfig {
             remote,
@@ -162,6 +168,8 @@ impl<'d> UplinkConfig<'d> {
             keep_alive_secs: 30,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            username: None,
+            password: None,
         }
     }
 }

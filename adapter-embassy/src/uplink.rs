@@ -1,8 +1,9 @@
 //! The uplink: the gateway as an MQTT 3.1.1 client of an upstream broker (sections 3.1-3.3,
 //! 3.12-3.13).
 //!
-//! The gateway connects with its gateway id as client id, a retained last will `offline` on
-//! `<prefix>/gateway/<id>/uplink`, and publishes a retained `online` there once connected.
+//! The gateway connects with its gateway id as client id, the configured username and password
+//! if any, a retained last will `offline` on `<prefix>/gateway/<id>/uplink`, and publishes a
+//! retained `online` there once connected. A refused CONNECT counts as a failed attempt.
 //! Every event and every local message that matches a forward filter is queued as a QoS 0
 //! PUBLISH on `<prefix>/<local topic>`; the queue is bounded and keeps filling while the uplink
 //! is down (what does not fit is dropped and counted). A broken connection is retried with
@@ -107,8 +108,9 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         client_id: config.gateway_id,
         clean_session: true,
         keep_alive: uplink.keep_alive_secs,
-        username: None,
-        password: None,
+        username: uplink.username,
+        // MQTT 3.1.1 allows a password only with a username (section 3.1.2.9).
+        password: uplink.password.filter(|_| uplink.username.is_some()),
         will: Some(LastWill {
             topic: state_topic,
             message: OFFLINE,
@@ -117,6 +119,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         }),
     });
     let Ok(len) = connect.encode(packet) else {
+        warn!("uplink: the CONNECT does not fit its packet buffer");
         return false;
     };
     if write_all(socket, &packet[..len]).await.is_err() {
@@ -128,6 +131,9 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         loop {
             match decode(&packet[..have], packet.len()) {
                 Ok(Some((Packet::ConnAck(connack), _))) => {
+                    if connack.code != ConnectReturnCode::Accepted {
+                        warn!("uplink: refused, CONNACK {}", connack.code.as_u8());
+                    }
                     return connack.code == ConnectReturnCode::Accepted;
                 }
                 Ok(None) => {}

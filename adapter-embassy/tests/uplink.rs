@@ -13,8 +13,15 @@ use common::*;
 
 const UPSTREAM_PORT: u16 = 1884;
 
-/// Accepts the gateway's uplink connection and answers its CONNECT.
-async fn accept_uplink(stack: Stack<'static>) -> RawClient {
+/// Credentials the uplink's CONNECT must carry.
+type Credentials = (Option<&'static str>, Option<&'static [u8]>);
+
+/// Accepts the gateway's uplink connection, checks its CONNECT, answers CONNACK `code`.
+async fn answer_uplink(
+    stack: Stack<'static>,
+    credentials: Credentials,
+    code: ConnectReturnCode,
+) -> RawClient {
     let rx = Box::leak(Box::new([0u8; 4096]));
     let tx = Box::leak(Box::new([0u8; 4096]));
     let mut socket = TcpSocket::new(stack, rx, tx);
@@ -25,6 +32,8 @@ async fn accept_uplink(stack: Stack<'static>) -> RawClient {
             client_id,
             keep_alive,
             will,
+            username,
+            password,
         } => {
             assert_eq!(client_id, "gw-test");
             assert_eq!(keep_alive, 5);
@@ -37,15 +46,25 @@ async fn accept_uplink(stack: Stack<'static>) -> RawClient {
                     true
                 )
             );
+            assert_eq!(
+                (username.as_deref(), password.as_deref()),
+                (credentials.0, credentials.1)
+            );
         }
         other => panic!("expected CONNECT, got {other:?}"),
     }
     upstream
         .send(Packet::ConnAck(ConnAck {
             session_present: false,
-            code: ConnectReturnCode::Accepted,
+            code,
         }))
         .await;
+    upstream
+}
+
+/// Accepts the gateway's uplink connection, answers its CONNECT and waits for `online`.
+async fn accept_uplink(stack: Stack<'static>, credentials: Credentials) -> RawClient {
+    let mut upstream = answer_uplink(stack, credentials, ConnectReturnCode::Accepted).await;
     match upstream.recv().await {
         Received::Publish {
             topic,
@@ -99,7 +118,7 @@ fn uplink_forwards_events_and_topics_and_reconnects() {
         ..Config::new("gw-test")
     };
     gateway_test::<2, _, _>(config, |stack, handle| async move {
-        let mut upstream = accept_uplink(stack).await;
+        let mut upstream = accept_uplink(stack, (None, None)).await;
         settle().await;
         assert!(handle.is_uplink_up());
 
@@ -136,12 +155,69 @@ fn uplink_forwards_events_and_topics_and_reconnects() {
         assert!(!handle.is_uplink_up());
         dev.send(Packet::Disconnect).await;
         dev.expect_closed().await;
-        let mut upstream = accept_uplink(stack).await;
+        let mut upstream = accept_uplink(stack, (None, None)).await;
         let (topic, payload) = forwarded(&mut upstream).await;
         assert_eq!(topic, "edge/SYSTEM/presence/disconnected");
         assert_eq!(json(&payload)["reason"], "normal");
         let stats = handle.stats();
         assert_eq!(stats.uplink_connects, 2);
         assert_eq!(stats.uplink_dropped, 0);
+    });
+}
+
+fn uplink_config(
+    username: Option<&'static str>,
+    password: Option<&'static [u8]>,
+) -> Config<'static> {
+    Config {
+        uplink: Some(UplinkConfig {
+            keep_alive_secs: 5,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            username,
+            password,
+            ..UplinkConfig::new(
+                IpEndpoint::new(IpAddress::Ipv4(CLIENT_IP), UPSTREAM_PORT),
+                "edge",
+            )
+        }),
+        ..Config::new("gw-test")
+    }
+}
+
+#[test]
+fn uplink_sends_credentials_and_retries_when_refused() {
+    let config = uplink_config(Some("gw-user"), Some(b"s3cret"));
+    gateway_test::<2, _, _>(config, |stack, handle| async move {
+        // Refused (CONNACK 5, not authorized): the gateway closes and counts a failure.
+        let refused = answer_uplink(
+            stack,
+            (Some("gw-user"), Some(b"s3cret")),
+            ConnectReturnCode::NotAuthorized,
+        )
+        .await;
+        refused.expect_closed().await;
+        assert!(!handle.is_uplink_up());
+        // It tries again after its backoff, with the same credentials, and gets in.
+        let upstream = accept_uplink(stack, (Some("gw-user"), Some(b"s3cret"))).await;
+        settle().await;
+        assert!(handle.is_uplink_up());
+        // At least the refusal failed (a retry that finds no listener yet fails too).
+        let stats = handle.stats();
+        assert_eq!(stats.uplink_connects, 1);
+        assert!(stats.uplink_failures >= 1, "{stats:?}");
+        upstream.close().await;
+    });
+}
+
+#[test]
+fn uplink_never_sends_a_password_without_a_username() {
+    // Section 3.1.2.9: the password flag needs the username flag; the password is left out.
+    let config = uplink_config(None, Some(b"orphan"));
+    gateway_test::<2, _, _>(config, |stack, handle| async move {
+        let upstream = accept_uplink(stack, (None, None)).await;
+        settle().await;
+        assert!(handle.is_uplink_up());
+        upstream.close().await;
     });
 }

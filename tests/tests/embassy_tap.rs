@@ -1,6 +1,7 @@
 //! The embassy gateway on an embassy-net stack behind a TAP device, in a private network
 //! namespace: Debian's `mosquitto_pub` / `mosquitto_sub` use it over Linux TCP, and its
-//! uplink forwards to a real `activity-broker` where rumqttc clients receive the events.
+//! uplink logs in to a real `activity-broker` and forwards there, where rumqttc clients receive
+//! the events.
 //!
 //! Each test re-runs itself under `unshare --net` (see `tests::netns`); it needs root and
 //! `/dev/net/tun`, and is skipped otherwise unless `REQUIRE_NETNS=1` (the test command sets it).
@@ -8,6 +9,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use adapter_embassy::{Config, UplinkConfig};
+use adapter_tokio::auth::hash_password;
+use adapter_tokio::config::{AccessConfig, Config as BrokerConfig, UserConfig};
 use embassy_net::{IpAddress, IpEndpoint};
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -16,7 +19,7 @@ use tests::netns::{
     in_private_netns,
 };
 use tests::{
-    Client, Ev, Monitor, MosquittoSub, assert_fields, assert_ts_recent, mosquitto_pub,
+    Client, Ev, Monitor, MosquittoSub, assert_fields, assert_ts_recent, mosquitto_pub, options,
     start_broker, test_config,
 };
 
@@ -198,8 +201,22 @@ async fn forwarded_event(consumer: &mut Client, suffix: &str) -> Ev {
 fn gateway_uplink_to_activity_broker() {
     in_private_netns("gateway_uplink_to_activity_broker", || {
         runtime().block_on(async {
-            let broker = start_broker(adapter_tokio::config::Config {
+            // The broker wants a login: the gateway's uplink has its own, the server-side
+            // clients another.
+            let users = [("gateway", "gw-secret"), ("ops", "ops-secret")]
+                .into_iter()
+                .map(|(name, password)| UserConfig {
+                    username: name.to_owned(),
+                    password_hash: hash_password(password).expect("hash"),
+                })
+                .collect();
+            let broker = start_broker(BrokerConfig {
                 listen: "0.0.0.0:0".parse().expect("an address"),
+                access: AccessConfig {
+                    allow_anonymous: false,
+                    ..AccessConfig::default()
+                },
+                users,
                 ..test_config()
             })
             .await;
@@ -207,8 +224,15 @@ fn gateway_uplink_to_activity_broker() {
             // Server side: a monitor of the broker's own events and a consumer of `edge/#`,
             // both over loopback.
             let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let mut monitor = Monitor::start(local).await;
-            let mut consumer = Client::connect(local, "consumer").await;
+            let ops = |client_id: &str| {
+                let mut options = options(local, client_id);
+                options.set_credentials("ops", "ops-secret");
+                options
+            };
+            let mut monitor = Monitor::start_as(ops("monitor")).await;
+            let (mut consumer, _) = Client::connect_with(ops("consumer"))
+                .await
+                .expect("the consumer logs in");
             consumer.subscribe("edge/#", QoS::AtLeastOnce).await;
             let _ = monitor
                 .wait_for("consumer subscribed", |e| e.is("subscribed", "consumer"))
@@ -220,6 +244,8 @@ fn gateway_uplink_to_activity_broker() {
                     forward: &["sensors/#"],
                     keep_alive_secs: 1,
                     backoff_min: embassy_time::Duration::from_millis(200),
+                    username: Some("gateway"),
+                    password: Some(b"gw-secret"),
                     ..UplinkConfig::new(IpEndpoint::new(IpAddress::v4(a, b, c, d), port), "edge")
                 }),
                 ..Config::new("gw-tap")
@@ -238,7 +264,10 @@ fn gateway_uplink_to_activity_broker() {
                 .parse()
                 .expect("peer is an address");
             assert_eq!(peer.ip(), GATEWAY_IP);
-            assert_eq!(up.json["keepalive"], 1);
+            assert_eq!(
+                (&up.json["keepalive"], &up.json["username"]),
+                (&json!(1), &json!("gateway"))
+            );
             assert_eq!(
                 forwarded(&mut consumer).await,
                 ("edge/gateway/gw-tap/uplink".to_owned(), "online".to_owned())
@@ -309,7 +338,9 @@ fn gateway_uplink_to_activity_broker() {
                 )
             );
             // A new subscriber gets the state as a retained message.
-            let mut late = Client::connect(local, "late").await;
+            let (mut late, _) = Client::connect_with(ops("late"))
+                .await
+                .expect("a late subscriber logs in");
             late.subscribe("edge/gateway/+/uplink", QoS::AtLeastOnce)
                 .await;
             let state = late.next_publish().await;

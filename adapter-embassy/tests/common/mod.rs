@@ -132,6 +132,8 @@ pub enum Received {
         client_id: String,
         keep_alive: u16,
         will: Option<(String, Vec<u8>, bool)>,
+        username: Option<String>,
+        password: Option<Vec<u8>>,
     },
     Other(String),
 }
@@ -164,6 +166,8 @@ fn own(packet: Packet<'_>) -> Received {
             will: c
                 .will
                 .map(|w| (w.topic.to_owned(), w.message.to_vec(), w.retain)),
+            username: c.username.map(str::to_owned),
+            password: c.password.map(<[u8]>::to_vec),
         },
         other => Received::Other(format!("{other:?}")),
     }
