@@ -96,7 +96,8 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         Flow::Close(DisconnectReason::ProtocolError)
     }
 
-    /// CONNECT (section 3.1): protocol level, client id, will; takeover of the same id.
+    /// CONNECT (section 3.1): protocol level, client id, credentials, will; takeover of the
+    /// same id.
     fn handle_connect(
         &mut self,
         ctx: &Ctx<'_>,
@@ -114,6 +115,15 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             bump(&counters.refused_other);
             let code = ConnectReturnCode::from_u8(e.return_code())
                 .unwrap_or(ConnectReturnCode::IdentifierRejected);
+            return self.refuse(ctx, i, code);
+        }
+        if let Some(code) = ctx
+            .config
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.check(connect.username, connect.password))
+        {
+            bump(&counters.refused_auth);
             return self.refuse(ctx, i, code);
         }
         let mut will = None;

@@ -23,6 +23,9 @@
 //! - CONNECT: protocol level 4 only (else CONNACK 1); the client id `broker` is reserved for
 //!   the gateway's own events (CONNACK 2); an empty id gets `auto-<slot>-<n>`; a second
 //!   connection with the same id takes the first one over (`disconnected` with `takenover`).
+//! - Credentials are checked only with [`Config::auth`]: then a wrong username or password
+//!   gets CONNACK 4 and a client without a username CONNACK 5 unless anonymous clients are
+//!   allowed (the rule of `activity-broker`).
 //! - **Clean sessions only.** A client that asks for a persistent session
 //!   (`clean_session = 0`) is accepted with `session_present = 0`: it gets a fresh session that
 //!   ends with the connection, as if it had asked for a clean one (section 3.2.2.2 allows
@@ -116,6 +119,8 @@ pub struct Config<'d> {
     pub tracker: TrackerConfig,
     /// Client ids that may subscribe to system topics (the events).
     pub system_subscribers: &'d [&'d str],
+    /// Who may connect: `None` (the default) checks no credentials; see [`Auth`].
+    pub auth: Option<Auth<'d>>,
     /// How long a new connection may take to send its CONNECT.
     pub connect_timeout: Duration,
     /// The upstream broker, if any.
@@ -123,17 +128,79 @@ pub struct Config<'d> {
 }
 
 impl<'d> Config<'d> {
-    /// Port 1883, default system topics, no system subscribers, 10 s to CONNECT, no uplink.
+    /// Port 1883, default system topics, no system subscribers, no credential checks, 10 s to
+    /// CONNECT, no uplink.
     pub fn new(gateway_id: &'d str) -> Self {
         Config {
             port: 1883,
             gateway_id,
             tracker: TrackerConfig::default(),
             system_subscribers: &[],
+            auth: None,
             connect_timeout: Duration::from_secs(10),
             uplink: None,
         }
     }
+}
+
+/// The credential check of CONNECT, the rule of `activity-broker` (MQTT 3.1.1 section 3.1.3.4
+/// leaves it to the server).
+///
+/// A CONNECT without a username is accepted when `allow_anonymous`, else refused with CONNACK
+/// 5 (not authorized). A CONNECT with a username is accepted only when one of `users` has that
+/// username and exactly that password, else refused with CONNACK 4 (bad username or password).
+/// Refusals are counted in [`GatewayStats::refused_auth`].
+#[derive(Clone, Copy, Debug)]
+pub struct Auth<'d> {
+    /// The users who may log in.
+    pub users: &'d [User<'d>],
+    /// Whether a client without a username may connect.
+    pub allow_anonymous: bool,
+}
+
+/// One user who may log in. The password is kept as given (a microcontroller has no room for
+/// a password hash's work); compared in time that does not depend on where it differs.
+#[derive(Clone, Copy)]
+pub struct User<'d> {
+    /// The MQTT username.
+    pub username: &'d str,
+    /// The password, as the client sends it.
+    pub password: &'d [u8],
+}
+
+impl core::fmt::Debug for User<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The password stays out of logs.
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Auth<'_> {
+    /// The CONNACK refusal for these credentials, or `None` when they may connect.
+    pub(crate) fn check(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Option<activity_core::codec::ConnectReturnCode> {
+        use activity_core::codec::ConnectReturnCode;
+        let Some(username) = username else {
+            return (!self.allow_anonymous).then_some(ConnectReturnCode::NotAuthorized);
+        };
+        let password = password.unwrap_or_default();
+        // Every user is compared, so the time does not tell which one nearly matched.
+        let known = self.users.iter().fold(false, |found, user| {
+            found | (user.username == username && same_secret(user.password, password))
+        });
+        (!known).then_some(ConnectReturnCode::BadUserNameOrPassword)
+    }
+}
+
+/// Whether two secrets are equal, in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Where and what the uplink forwards.

@@ -15,6 +15,8 @@ pub struct GatewayStats {
     pub refused_no_slot: u32,
     /// CONNECTs refused with CONNACK 3 because a last will did not fit its buffer.
     pub refused_no_buffer: u32,
+    /// CONNECTs refused by the credential check (CONNACK 4 or 5, see [`Auth`](crate::Auth)).
+    pub refused_auth: u32,
     /// CONNECTs refused for another reason (protocol level, client id, will on a system topic).
     pub refused_other: u32,
     /// Connections closed because a packet was larger than the receive buffer.
@@ -64,6 +66,7 @@ counters!(
     clients_connected,
     refused_no_slot,
     refused_no_buffer,
+    refused_auth,
     refused_other,
     packets_too_large,
     protocol_errors,
