@@ -8,8 +8,9 @@
 //! them the test is skipped with a message, unless `REQUIRE_NETNS=1` (set by
 //! `scripts/test.sh`) turns the skip into a failure.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub const GATEWAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(GATEWAY_IP), 188
 const TAP: &str = "tap0";
 /// Set in the child process: the name of the test it runs inside the namespace.
 const CHILD_ENV: &str = "MQTT_ACTIVITY_NETNS_TEST";
+/// How long the child process may take in all (a bound on hangs, not a performance target).
+const CHILD_LIMIT: Duration = Duration::from_secs(120);
 /// `REQUIRE_NETNS=1` makes a missing precondition a failure instead of a skip.
 const REQUIRE_ENV: &str = "REQUIRE_NETNS";
 
@@ -56,21 +59,55 @@ pub fn in_private_netns(test_name: &str, body: impl FnOnce()) {
         return;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let output = Command::new("unshare")
+    let mut child = Command::new("unshare")
         .arg("--net")
         .arg(&exe)
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, test_name)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("unshare runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Read both pipes on threads so that a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let out = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = out.read_to_end(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = err.read_to_end(&mut text);
+        text
+    });
+    // Every wait inside is bounded; this only bounds a hang of the whole child.
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = (
+        out.join().expect("stdout reader"),
+        err.join().expect("stderr reader"),
+    );
+    let stdout = String::from_utf8_lossy(&output.0);
+    let stderr = String::from_utf8_lossy(&output.1);
     print!("{stdout}");
     eprint!("{stderr}");
+    let Some(status) = status else {
+        panic!("{test_name} did not finish within {CHILD_LIMIT:?} in its network namespace");
+    };
     assert!(
-        output.status.success(),
-        "{test_name} failed in its network namespace: {}",
-        output.status
+        status.success(),
+        "{test_name} failed in its network namespace: {status}"
     );
     assert!(
         stdout.contains("test result: ok. 1 passed"),
