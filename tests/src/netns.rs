@@ -19,10 +19,9 @@ use embassy_futures::join::join;
 use embassy_futures::select::select;
 use embassy_net::{Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_net_tuntap::TunTapDevice;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::{Ev, now_ms};
+use crate::{Ev, now_ms, peer_addr};
 
 /// The kernel's address on `tap0` (TEST-NET-1, RFC 5737: never routed anywhere).
 pub const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -236,24 +235,16 @@ pub fn event_line(index: usize, line: &str) -> Ev {
     let (topic, payload) = line
         .split_once(' ')
         .unwrap_or_else(|| panic!("not a `topic payload` line: {line:?}"));
-    let json: Value = serde_json::from_str(payload)
-        .unwrap_or_else(|e| panic!("event on {topic} is not JSON ({e}): {payload}"));
-    Ev {
+    Ev::parse(
         index,
-        topic: topic.to_owned(),
-        json,
-        qos: rumqttc::QoS::AtLeastOnce,
-    }
+        topic.to_owned(),
+        payload.as_bytes(),
+        rumqttc::QoS::AtLeastOnce,
+    )
 }
 
 /// Asserts that `peer` is the kernel side of `tap0` with a non-zero port.
 pub fn assert_kernel_peer(ev: &Ev) {
-    let peer = ev.json["peer"]
-        .as_str()
-        .unwrap_or_else(|| panic!("peer is not a string in {}", ev.json));
-    let addr: SocketAddr = peer
-        .parse()
-        .unwrap_or_else(|e| panic!("peer {peer:?} is not an address ({e})"));
-    assert_eq!(addr.ip(), IpAddr::V4(KERNEL_IP), "peer {peer}");
-    assert_ne!(addr.port(), 0, "peer {peer} has port 0");
+    let addr = peer_addr(ev);
+    assert_eq!(addr.ip(), IpAddr::V4(KERNEL_IP), "peer {addr}");
 }
