@@ -760,4 +760,5 @@ impl MosquittoSub {
     }
 }
 
+pub mod hostile;
 pub mod kafka;
