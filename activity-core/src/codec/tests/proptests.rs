@@ -220,6 +220,8 @@ fn check_reencode(bytes: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    #![proptest_config(crate::proptest_cases::config(ProptestConfig::default()))]
+
     #[test]
     fn encode_then_decode_round_trips(owned in owned_packet()) {
         with_packet(&owned, |packet| -> Result<(), TestCaseError> {
