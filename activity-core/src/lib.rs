@@ -138,6 +138,8 @@ pub mod envelope;
 pub mod event;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+#[cfg(test)]
+mod proptest_cases;
 pub mod publishers;
 pub mod qos;
 pub mod system;

@@ -264,6 +264,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_cases::config(ProptestConfig::default()))]
+
         #[test]
         fn a_name_matches_itself(topic in topic_name()) {
             prop_assert_eq!(validate_topic_name(&topic), Ok(()));

@@ -27,5 +27,6 @@ pub use mosquitto::{MosquittoSub, mosquitto_pub};
 pub use raw::{RawClient, connect_packet};
 pub use time::{QUIET, WAIT, now_ms};
 
+pub mod hostile;
 pub mod kafka;
 pub mod netns;

@@ -553,7 +553,7 @@ fn token_soup() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(crate::proptest_cases::config(ProptestConfig::with_cases(2048)))]
 
     #[test]
     fn matches_reference_on_structured_input(object in envelope_object(), seed in any::<u64>()) {

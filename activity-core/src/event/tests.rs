@@ -651,7 +651,7 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(crate::proptest_cases::config(ProptestConfig::with_cases(512)))]
 
     #[test]
     fn encodes_valid_json_that_round_trips(i in inputs()) {
