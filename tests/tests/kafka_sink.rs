@@ -290,3 +290,75 @@ async fn full_buffer_drops_by_policy_and_counts() {
     }
     tansu.stop().await;
 }
+
+/// The `(kind header, key)` of `records`, in order.
+fn kinds_and_keys(records: &[tests::kafka::Record]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .map(|r| (r.header("kind").unwrap_or("?").to_owned(), r.key.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_stopped_mid_run_then_every_outage_event_arrives_in_order() {
+    const CLIENTS: usize = 50;
+    let tansu = Tansu::start().await;
+    let port = tansu.addr.port();
+    let mut config = kafka_config(tansu.addr);
+    // One topic with one partition: every event in one order.
+    config.kafka.topic = Some("activity".to_owned());
+    let broker = start_broker(config).await;
+    let mut reader = Reader::new(tansu.addr, &["activity"]);
+    for i in 0..3 {
+        visit(&broker, &format!("before-{i}")).await;
+    }
+    reader.expect(6, KAFKA_WAIT).await;
+    wait_metrics(&broker, "6 delivered, nothing waiting", |m| {
+        m.kafka.delivered.load(Ordering::Relaxed) == 6
+            && m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+
+    // tansu is killed; its in-memory storage (records and topics) goes with it.
+    tansu.stop().await;
+    drop(reader);
+    for i in 0..CLIENTS {
+        visit(&broker, &format!("outage-{i}")).await;
+    }
+    wait_metrics(&broker, "the outage's events waiting", |m| {
+        m.kafka.buffered.load(Ordering::Relaxed) == 2 * CLIENTS as u64
+    })
+    .await;
+
+    let tansu = Tansu::start_on(port).await;
+    let mut reader = Reader::new(tansu.addr, &["activity"]);
+    reader.expect(2 * CLIENTS, KAFKA_WAIT).await;
+    wait_metrics(&broker, "everything delivered", |m| {
+        m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    // Nothing more arrives: no event twice, none from before the outage.
+    let all = kinds_and_keys(reader.read(2 * CLIENTS + 1, Duration::from_secs(1)).await);
+    assert_eq!(all.len(), 2 * CLIENTS, "{}", reader.describe());
+    let connected: Vec<&str> = all
+        .iter()
+        .filter(|(kind, _)| kind == "connected")
+        .map(|(_, key)| key.as_str())
+        .collect();
+    let expected: Vec<String> = (0..CLIENTS).map(|i| format!("outage-{i}")).collect();
+    assert_eq!(connected, expected, "connected events in order");
+    for id in &expected {
+        let of_client: Vec<&str> = all
+            .iter()
+            .filter(|(_, key)| key == id)
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        assert_eq!(of_client, ["connected", "disconnected"], "events of {id}");
+    }
+    let m = &broker.metrics().kafka;
+    assert_eq!(m.delivered.load(Ordering::Relaxed), 6 + 2 * CLIENTS as u64);
+    assert_eq!(m.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(m.failed.load(Ordering::Relaxed), 0);
+    broker.shutdown().await;
+    tansu.stop().await;
+}

@@ -13,6 +13,13 @@
 //! and whenever all brokers went down and come back, by one tokio task; the feeder sends nothing
 //! new until they exist. `message.timeout.ms` defaults to 0 (no timeout): librdkafka retries a
 //! sent record until Kafka takes it, and the idempotent producer keeps each partition in order.
+//!
+//! When topics had to be created again after an outage, the cluster lost its state (a broker
+//! with in-memory storage restarted, or the topics were deleted), and with it the idempotent
+//! producer's id: librdkafka would retry its records forever against `UNKNOWN_PRODUCER_ID`.
+//! The feeder then replaces the producer: dropping the old one purges what it held, and the
+//! purged records are sent again through the new one, in their original order (from the spool,
+//! or from the copy each in-flight record keeps without a spool).
 
 pub mod spool;
 
@@ -42,13 +49,16 @@ use spool::Spool;
 pub const WINDOW: usize = 20_000;
 
 /// The producer settings the sink starts from; `kafka.properties` overrides any of them.
-pub const PRODUCER_DEFAULTS: [(&str, &str); 6] = [
+pub const PRODUCER_DEFAULTS: [(&str, &str); 7] = [
     ("acks", "all"),
     ("enable.idempotence", "true"),
     ("compression.type", "lz4"),
     ("linger.ms", "5"),
     // No timeout: a record stays in librdkafka (retried, in order) until Kafka takes it.
     ("message.timeout.ms", "0"),
+    // The sink creates its topics itself: a record must never create one with the broker's
+    // defaults (and race the sink's own creation after an outage).
+    ("allow.auto.create.topics", "false"),
     // Notice a broker that came back within a second.
     ("reconnect.backoff.max.ms", "1000"),
 ];
@@ -85,15 +95,28 @@ enum Stop {
     Now,
 }
 
+/// A delivery result for the feeder.
+struct Ack {
+    /// The record's sequence number.
+    seq: u64,
+    /// What happened to it.
+    outcome: Outcome,
+    /// The record itself when it was purged and exists nowhere else (no spool).
+    record: Option<EventRecord>,
+}
+
 /// The state shared by the dispatcher, the feeder, the delivery callback and the topic task.
 #[derive(Default)]
 struct State {
     /// Events not yet taken by the feeder.
     buffer: VecDeque<EventRecord>,
-    /// Delivery results not yet seen by the feeder: sequence number and outcome.
-    acks: Vec<(u64, Outcome)>,
+    /// Delivery results not yet seen by the feeder.
+    acks: Vec<Ack>,
     /// Whether every topic is known to exist (the feeder sends only then).
     topics_ready: bool,
+    /// Whether the producer must be replaced (the cluster lost its topics, and so its producer
+    /// ids) before anything more is sent.
+    renew_producer: bool,
     /// Set when the sink stops.
     stop: Option<Stop>,
 }
@@ -193,10 +216,12 @@ pub struct KafkaSink {
     topic_task: tokio::task::JoinHandle<()>,
 }
 
-/// The one record sent in flight: its sequence number and when it was handed over.
+/// The one record sent in flight: its sequence number, when it was handed over, and (without a
+/// spool) a copy to send again if it is purged.
 struct InFlight {
     seq: u64,
     sent: Instant,
+    record: Option<EventRecord>,
 }
 
 /// The producer's context: delivery results and client errors.
@@ -225,6 +250,7 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<InFlight>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, in_flight: Box<InFlight>) {
+        let in_flight = *in_flight;
         let kafka = &self.shared.metrics.kafka;
         let outcome = match result {
             Ok(_) => {
@@ -246,7 +272,15 @@ impl ProducerContext for SinkContext {
                 Outcome::Failed
             }
         };
-        lock(&self.shared.state).acks.push((in_flight.seq, outcome));
+        let record = match outcome {
+            Outcome::Purged => in_flight.record,
+            Outcome::Delivered | Outcome::Failed => None,
+        };
+        lock(&self.shared.state).acks.push(Ack {
+            seq: in_flight.seq,
+            outcome,
+            record,
+        });
         self.shared.wake.notify_one();
     }
 }
@@ -332,7 +366,8 @@ impl KafkaSink {
                 spooled: spool.is_some(),
             },
         });
-        let producer: ThreadedProducer<SinkContext> = client_config(kafka, &PRODUCER_DEFAULTS)
+        let producer_config = client_config(kafka, &PRODUCER_DEFAULTS);
+        let producer: ThreadedProducer<SinkContext> = producer_config
             .create_with_context(SinkContext {
                 shared: shared.clone(),
             })
@@ -357,6 +392,7 @@ impl KafkaSink {
         let feeder = Feeder {
             shared: shared.clone(),
             producer,
+            producer_config,
             spool,
             topics,
             in_flight: 0,
@@ -419,6 +455,8 @@ async fn keep_topics(
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
+    // Whether the topics existed once: creating them again means the cluster lost its state.
+    let mut existed = false;
     loop {
         shared.topics_wanted.notified().await;
         let mut backoff = Duration::from_millis(200);
@@ -429,7 +467,13 @@ async fn keep_topics(
                         info!(topics = ?created, partitions, replication, "created Kafka topics");
                     }
                     shared.reachability.mark_up();
-                    lock(&shared.state).topics_ready = true;
+                    let mut state = lock(&shared.state);
+                    state.topics_ready = true;
+                    if existed && !created.is_empty() {
+                        state.renew_producer = true;
+                    }
+                    drop(state);
+                    existed = true;
                     shared.wake.notify_one();
                     break;
                 }
@@ -468,6 +512,8 @@ async fn create_topics(
 struct Feeder {
     shared: Arc<Shared>,
     producer: ThreadedProducer<SinkContext>,
+    /// The producer's configuration, to replace it.
+    producer_config: ClientConfig,
     spool: Option<Spool>,
     topics: [String; 6],
     /// Records handed to the producer and not yet reported back.
@@ -479,8 +525,9 @@ struct Feeder {
 /// What the feeder took from the shared state in one round.
 struct Round {
     records: Vec<EventRecord>,
-    acks: Vec<(u64, Outcome)>,
+    acks: Vec<Ack>,
     topics_ready: bool,
+    renew_producer: bool,
     stop: Option<Stop>,
 }
 
@@ -519,6 +566,7 @@ impl Feeder {
             let room = self.room(state.topics_ready);
             !state.acks.is_empty()
                 || state.stop.is_some()
+                || (state.renew_producer && state.topics_ready)
                 || (!state.buffer.is_empty() && (self.spool.is_some() || room > 0))
                 || (has_unsent && room > 0)
         };
@@ -534,6 +582,7 @@ impl Feeder {
                 .0;
         }
         let acks = std::mem::take(&mut state.acks);
+        let renew_producer = state.topics_ready && std::mem::take(&mut state.renew_producer);
         let records = if self.spool.is_some() {
             state.buffer.drain(..).collect()
         } else {
@@ -549,22 +598,54 @@ impl Feeder {
             records,
             acks,
             topics_ready: state.topics_ready,
+            renew_producer,
             stop: state.stop,
         }
     }
 
+    /// Replaces the producer; dropping the old one purges what it held, and the purged records
+    /// come back as acks (appended to `acks`).
+    fn renew_producer(&mut self, acks: &mut Vec<Ack>) {
+        let context = SinkContext {
+            shared: self.shared.clone(),
+        };
+        match self.producer_config.create_with_context(context) {
+            Ok(producer) => {
+                let old = std::mem::replace(&mut self.producer, producer);
+                // Purges, then serves the purged records' delivery reports.
+                drop(old);
+                acks.append(&mut lock(&self.shared.state).acks);
+                info!(
+                    in_flight = self.in_flight,
+                    "Kafka lost its topics during the outage: a new producer sends again what \
+                     the old one held"
+                );
+            }
+            Err(e) => warn!(error = %e, "cannot create a new Kafka producer"),
+        }
+    }
+
     /// Processes one round: acks, spooling, sending; then syncs and updates the gauges.
-    fn handle(&mut self, round: Round) {
+    fn handle(&mut self, mut round: Round) {
+        if round.renew_producer {
+            self.renew_producer(&mut round.acks);
+        }
         self.in_flight = self.in_flight.saturating_sub(round.acks.len());
         if let Some(spool) = &mut self.spool {
             let done: Vec<u64> = round
                 .acks
                 .iter()
-                .filter(|(_, outcome)| *outcome != Outcome::Purged)
-                .map(|(seq, _)| *seq)
+                .filter(|ack| ack.outcome != Outcome::Purged)
+                .map(|ack| ack.seq)
                 .collect();
             if let Err(e) = spool.remove(&done) {
                 warn!(error = %e, "Kafka spool: cannot remove delivered events");
+            }
+            if round.renew_producer {
+                // Nothing is in flight any more: send everything stored again.
+                if let Err(e) = spool.rewind() {
+                    warn!(error = %e, "Kafka spool: cannot read");
+                }
             }
             if !round.records.is_empty() {
                 match spool.append(&round.records, self.shared.policy) {
@@ -602,9 +683,21 @@ impl Feeder {
                 warn!(error = %e, "Kafka spool: cannot sync");
             }
         } else {
-            for record in round.records {
-                let seq = self.next_seq;
-                self.next_seq += 1;
+            // Purged records first, in their original order.
+            let mut purged: Vec<(u64, EventRecord)> = round
+                .acks
+                .into_iter()
+                .filter_map(|ack| ack.record.map(|record| (ack.seq, record)))
+                .collect();
+            purged.sort_by_key(|(seq, _)| *seq);
+            let records = purged
+                .into_iter()
+                .chain(round.records.into_iter().map(|record| {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    (seq, record)
+                }));
+            for (seq, record) in records.collect::<Vec<_>>() {
                 self.send(seq, &record);
             }
         }
@@ -628,6 +721,8 @@ impl Feeder {
             Box::new(InFlight {
                 seq,
                 sent: Instant::now(),
+                // The spool keeps its own copy.
+                record: self.spool.is_none().then(|| record.clone()),
             }),
         )
         .key(record.subject.as_bytes())
@@ -657,7 +752,11 @@ impl Feeder {
                         warn!(error = %error, failed, "Kafka producer refused an event");
                     }
                     // Refused for good: out of the spool too.
-                    lock(&self.shared.state).acks.push((seq, Outcome::Failed));
+                    lock(&self.shared.state).acks.push(Ack {
+                        seq,
+                        outcome: Outcome::Failed,
+                        record: None,
+                    });
                     self.in_flight += 1;
                     return;
                 }
