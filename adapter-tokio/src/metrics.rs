@@ -76,6 +76,9 @@ pub const KAFKA_LATENCY_BUCKETS_US: [u64; 10] = [
 /// The counters of the Kafka sink.
 #[derive(Default, Debug)]
 pub struct KafkaMetrics {
+    /// Events handed to the Kafka sink: each is later delivered, failed, dropped, or still
+    /// buffered.
+    pub offered: AtomicU64,
     /// Events Kafka acknowledged.
     pub delivered: AtomicU64,
     /// Events Kafka refused for good (a permanent error, such as a record too large).
@@ -229,7 +232,7 @@ impl Metrics {
             "sink",
             &[
                 ("mqtt", &self.events_sink_mqtt),
-                ("kafka", &self.kafka.delivered),
+                ("kafka", &self.kafka.offered),
             ],
         );
         self.render_kafka(&mut r);
@@ -544,6 +547,7 @@ mod tests {
         metrics.events_sink_mqtt.store(7, Ordering::Relaxed);
         metrics.kafka.observe_delivery(Duration::from_micros(3_000));
         metrics.kafka.observe_delivery(Duration::from_secs(60));
+        metrics.kafka.offered.store(2, Ordering::Relaxed);
         let text = metrics.render();
         for line in [
             "# TYPE activity_connections_current gauge",

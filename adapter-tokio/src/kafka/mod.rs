@@ -162,8 +162,9 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts `n` dropped events and logs at powers of two (rate-limited).
-    fn count_dropped(&self, n: u64) {
+    /// Counts `n` events dropped because `full` (the buffer or the spool) was full, and logs
+    /// when the total passes a power of two (rate-limited).
+    fn count_dropped(&self, n: u64, full: &str) {
         if n == 0 {
             return;
         }
@@ -173,7 +174,7 @@ impl Shared {
             warn!(
                 dropped = after,
                 policy = ?self.policy,
-                "Kafka buffer full: events are being dropped"
+                "Kafka {full} full: events are being dropped"
             );
         }
     }
@@ -189,6 +190,11 @@ impl KafkaQueue {
     /// Buffers `record` for Kafka without waiting; when the buffer is full the drop policy
     /// decides which event goes, and the drop is counted.
     pub fn offer(&self, record: EventRecord) {
+        self.shared
+            .metrics
+            .kafka
+            .offered
+            .fetch_add(1, Ordering::Relaxed);
         let mut state = lock(&self.shared.state);
         let was_empty = state.buffer.is_empty();
         if state.buffer.len() >= self.shared.capacity {
@@ -197,7 +203,7 @@ impl KafkaQueue {
                 state.buffer.push_back(record);
             }
             drop(state);
-            self.shared.count_dropped(1);
+            self.shared.count_dropped(1, "buffer");
             return;
         }
         state.buffer.push_back(record);
@@ -649,7 +655,7 @@ impl Feeder {
             }
             if !round.records.is_empty() {
                 match spool.append(&round.records, self.shared.policy) {
-                    Ok(dropped) => self.shared.count_dropped(dropped),
+                    Ok(dropped) => self.shared.count_dropped(dropped, "spool"),
                     Err(e) => {
                         warn!(error = %e, "Kafka spool: cannot write, events kept in memory only");
                         // Send them straight away instead.
@@ -800,7 +806,7 @@ impl Feeder {
             Some(spool) => {
                 if !records.is_empty() {
                     match spool.append(&records, self.shared.policy) {
-                        Ok(dropped) => self.shared.count_dropped(dropped),
+                        Ok(dropped) => self.shared.count_dropped(dropped, "spool"),
                         Err(e) => warn!(error = %e, "Kafka spool: cannot write at shutdown"),
                     }
                 }
