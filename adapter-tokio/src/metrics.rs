@@ -90,6 +90,9 @@ pub struct KafkaMetrics {
     pub buffered: AtomicU64,
     /// Bytes of events in the spool now (a gauge; the file itself is larger).
     pub spool_bytes: AtomicU64,
+    /// Events in the spool now, sent or not (a gauge): with `fsync = "always"` they are on
+    /// disk.
+    pub spool_events: AtomicU64,
     /// Delivery latencies (from handing a record to the producer to its acknowledgement), by
     /// bucket of [`KAFKA_LATENCY_BUCKETS_US`]; the last counter is `+Inf`, not cumulative.
     pub latency_buckets: [AtomicU64; 11],
@@ -313,6 +316,12 @@ impl Metrics {
             "gauge",
             "Bytes of activity events in the Kafka spool.",
             &kafka.spool_bytes,
+        );
+        r.single(
+            "kafka_spool_events",
+            "gauge",
+            "Activity events in the Kafka spool (sent or not).",
+            &kafka.spool_events,
         );
         let name = "kafka_delivery_latency_seconds";
         r.header(

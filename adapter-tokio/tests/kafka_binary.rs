@@ -226,20 +226,26 @@ async fn kafka_brokers_flag_turns_the_sink_on_without_a_config_file() {
     assert!(value(&metrics, "activity_kafka_delivery_latency_seconds_sum") > 0.0);
     let log = broker.log();
     assert!(log.contains("Kafka sink started"), "{log}");
-    assert!(broker.terminate().await, "exit status 0 after SIGTERM");
+    let (success, log) = broker.terminate().await;
+    assert!(success, "exit status 0 after SIGTERM:\n{log}");
+    assert!(
+        log.contains("Kafka sink stopped: every event delivered"),
+        "{log}"
+    );
     tansu.stop().await;
 }
 
 /// Fills the spool of a broker whose Kafka is down with `ids`' visits, waits until every event
-/// is spooled, then SIGKILLs it after `settle`.
+/// is in the spool (not only buffered in memory on its way there), then SIGKILLs it after
+/// `settle`.
 async fn spool_then_kill(broker: BrokerProcess, ids: &[String], settle: Duration) {
     for id in ids {
         visit(broker.addr, id).await;
     }
     let events = 2.0 * ids.len() as f64;
     let metrics = broker
-        .wait_metrics("every event spooled", METRICS_WAIT, |m| {
-            value(m, "activity_kafka_buffered") == events
+        .wait_metrics("every event in the spool", METRICS_WAIT, |m| {
+            value(m, "activity_kafka_spool_events") == events
         })
         .await;
     assert!(value(&metrics, "activity_kafka_spool_bytes") > 0.0);
@@ -287,6 +293,7 @@ async fn sigkill_with_fsync_always_loses_nothing_spooled_and_repeats_nothing_del
     broker
         .wait_metrics("the spool reopened", METRICS_WAIT, |m| {
             value(m, "activity_kafka_buffered") == 60.0
+                && value(m, "activity_kafka_spool_events") == 60.0
         })
         .await;
     let tansu = Tansu::start_on(port).await;
@@ -306,7 +313,12 @@ async fn sigkill_with_fsync_always_loses_nothing_spooled_and_repeats_nothing_del
         log.contains("Kafka spool holds events from before: they are sent first"),
         "{log}"
     );
-    assert!(broker.terminate().await, "exit status 0 after SIGTERM");
+    let (success, log) = broker.terminate().await;
+    assert!(success, "exit status 0 after SIGTERM:\n{log}");
+    assert!(
+        log.contains("Kafka sink stopped: every event delivered"),
+        "{log}"
+    );
     tansu.stop().await;
 }
 
@@ -336,7 +348,12 @@ async fn sigkill_with_fsync_every_ms_keeps_events_older_than_the_interval() {
     // Nothing was delivered before the kill: each event exactly once.
     let got = read_exactly(&mut reader, 60).await;
     assert_visits(&got, &ids, &reader.describe());
-    assert!(broker.terminate().await, "exit status 0 after SIGTERM");
+    let (success, log) = broker.terminate().await;
+    assert!(success, "exit status 0 after SIGTERM:\n{log}");
+    assert!(
+        log.contains("Kafka sink stopped: every event delivered"),
+        "{log}"
+    );
     tansu.stop().await;
 }
 
@@ -372,34 +389,77 @@ async fn full_spool_drops_by_policy_counts_exactly_and_logs() {
             log.contains("Kafka spool full: events are being dropped"),
             "{log}"
         );
-        // A gauge of whole events: its text is an integer.
-        let kept: usize = buffered.to_string().parse().expect("a whole number of events");
-        brokers.push((policy, broker, ids, kept, dropped));
+        brokers.push((policy, broker, ids));
     }
 
     let tansu = Tansu::start_on(port).await;
     let mut reader = Reader::new(tansu.addr, &[TOPIC]);
-    let total: usize = brokers.iter().map(|(_, _, _, kept, _)| kept).sum();
-    read_exactly(&mut reader, total).await;
-    for (policy, broker, ids, kept, dropped) in brokers {
-        let got: Vec<(String, String)> = kinds_and_keys(&reader.records)
-            .into_iter()
-            .filter(|(_, key)| key.starts_with(policy))
-            .collect();
-        assert_eq!(got.len(), kept, "{policy}: what the spool kept arrives");
-        assert_kept(&got, &ids, policy == "drop_newest", &reader.describe());
+    // Kafka acknowledges what the spools kept: every event handed over was delivered or
+    // counted as dropped. (The counts above may have been read while the last events were
+    // still in memory on their way to the spool, where they dropped more: not compared.)
+    let mut kept = Vec::new();
+    for (policy, broker, _) in &brokers {
         let metrics = broker
             .wait_metrics("the spool delivered", METRICS_WAIT, |m| {
                 value(m, "activity_kafka_buffered") == 0.0
             })
             .await;
-        // Exact: every event handed to the sink was delivered or counted as dropped.
+        let [offered, delivered, failed, dropped, buffered] = accounting(&metrics);
+        let events = 2.0 * CLIENTS as f64;
         assert_eq!(
-            accounting(&metrics),
-            [2.0 * CLIENTS as f64, kept as f64, 0.0, dropped, 0.0],
-            "{policy}"
+            (offered, delivered + dropped, failed, buffered),
+            (events, events, 0.0, 0.0),
+            "{policy}: {metrics:#?}"
         );
-        assert!(broker.terminate().await, "exit status 0 after SIGTERM");
+        // A counter of whole events: its text is an integer.
+        let delivered: usize = delivered.to_string().parse().expect("a whole number");
+        kept.push(delivered);
+    }
+    let total: usize = kept.iter().sum();
+    let all = read_exactly(&mut reader, total).await;
+    for ((policy, broker, ids), kept) in brokers.into_iter().zip(kept) {
+        let got: Vec<(String, String)> = all
+            .iter()
+            .filter(|(_, key)| key.starts_with(policy))
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), kept, "{policy}: what the spool kept arrives");
+        assert_kept(&got, &ids, policy == "drop_newest", &reader.describe());
+        let (success, log) = broker.terminate().await;
+        assert!(success, "exit status 0 after SIGTERM:\n{log}");
+        assert!(
+            log.contains("Kafka sink stopped: every event delivered"),
+            "{log}"
+        );
     }
     tansu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_kafka_down_says_how_many_events_are_left() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let broker = BrokerProcess::start(
+        Path::new(BINARY),
+        &["--kafka-brokers", &kafka],
+        &dir.path().join("broker.log"),
+    )
+    .await;
+    for i in 0..2 {
+        visit(broker.addr, &format!("left-{i}")).await;
+    }
+    broker
+        .wait_metrics("4 events waiting", METRICS_WAIT, |m| {
+            accounting(m) == [4.0, 0.0, 0.0, 0.0, 4.0]
+        })
+        .await;
+    // The default flush_timeout_ms (5 s) passes with Kafka unreachable.
+    let (success, log) = broker.terminate().await;
+    assert!(success, "exit status 0 after SIGTERM:\n{log}");
+    assert!(
+        log.contains("Kafka sink stopped with events undelivered: they are lost left=4"),
+        "{log}"
+    );
+    // The outage was logged once, not once per event.
+    assert_eq!(log.matches("Kafka unreachable").count(), 1, "{log}");
 }

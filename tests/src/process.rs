@@ -46,6 +46,7 @@ impl BrokerProcess {
             .arg(metrics_addr.to_string())
             .args(args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -72,9 +73,9 @@ impl BrokerProcess {
         broker
     }
 
-    /// The log so far.
+    /// The log so far, without its terminal colours.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     /// The metrics now: each sample line's name (with labels) and value.
@@ -124,8 +125,9 @@ impl BrokerProcess {
         self.child.wait().expect("the child is reaped");
     }
 
-    /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
-    pub async fn terminate(mut self) -> bool {
+    /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0, and the
+    /// whole log.
+    pub async fn terminate(mut self) -> (bool, String) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
@@ -135,7 +137,7 @@ impl BrokerProcess {
         let deadline = Instant::now() + START_WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("the child's status") {
-                return status.success();
+                return (status.success(), self.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -152,6 +154,25 @@ impl Drop for BrokerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the sequence's final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `GET /metrics` at `addr`: the body, or `None` if it does not answer.

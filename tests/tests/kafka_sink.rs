@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use adapter_tokio::broker::Broker;
-use adapter_tokio::config::{DropPolicy, FsyncPolicy, SpoolConfig};
+use adapter_tokio::config::{DropPolicy, FsyncPolicy, PropertyValue, SpoolConfig};
 use rumqttc::QoS;
 use tests::kafka::{Reader, TOPICS, Tansu, free_port, kafka_config};
 use tests::{Client, Monitor, start_broker};
@@ -359,6 +359,43 @@ async fn kafka_stopped_mid_run_then_every_outage_event_arrives_in_order() {
     assert_eq!(m.delivered.load(Ordering::Relaxed), 6 + 2 * CLIENTS as u64);
     assert_eq!(m.dropped.load(Ordering::Relaxed), 0);
     assert_eq!(m.failed.load(Ordering::Relaxed), 0);
+    broker.shutdown().await;
+    tansu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_kafka_refuses_counts_as_failed_and_the_others_arrive() {
+    let tansu = Tansu::start().await;
+    let mut config = kafka_config(tansu.addr);
+    // librdkafka's smallest record limit: the message event of a 2,000-byte payload is larger.
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".to_owned(), PropertyValue::Integer(1000));
+    let broker = start_broker(config).await;
+    let mut reader = Reader::new(tansu.addr, &[TOPICS[4]]);
+    let mut publisher = Client::connect(broker.local_addr(), "big").await;
+    publisher
+        .publish("devices/big", QoS::AtMostOnce, false, &[b'x'; 2000])
+        .await;
+    publisher
+        .publish("devices/small", QoS::AtMostOnce, false, b"small")
+        .await;
+    reader.expect(1, KAFKA_WAIT).await;
+    wait_metrics(&broker, "1 failed, nothing waiting", |m| {
+        m.kafka.failed.load(Ordering::Relaxed) == 1 && m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    // Only the small one arrives.
+    assert_eq!(reader.read(2, Duration::from_secs(1)).await.len(), 1);
+    assert_eq!(reader.records[0].json["topic"], "devices/small");
+    let m = &broker.metrics().kafka;
+    let handed = m.offered.load(Ordering::Relaxed);
+    let delivered = m.delivered.load(Ordering::Relaxed);
+    assert_eq!(handed, delivered + 1, "handed = delivered + failed");
+    let text = broker.metrics().render();
+    assert!(text.contains("activity_kafka_failed_total 1\n"), "{text}");
+    drop(publisher);
     broker.shutdown().await;
     tansu.stop().await;
 }

@@ -776,6 +776,7 @@ impl Feeder {
         let waiting = match &self.spool {
             Some(spool) => {
                 kafka.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+                kafka.spool_events.store(spool.len(), Ordering::Relaxed);
                 spool.len()
             }
             None => self.in_flight as u64,

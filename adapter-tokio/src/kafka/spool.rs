@@ -6,11 +6,12 @@
 //! acknowledges it, so a restart (or a crash) replays what was left, oldest first.
 //!
 //! Durability follows [`FsyncPolicy`]: with `Always` every batch of appended events is committed
-//! with [`Durability::Immediate`] (fsync) before it is sent; with `EveryMs(n)` commits are
-//! [`Durability::None`] and an immediate commit happens at most every `n` ms and at close, so a
-//! power loss or a crash of the process loses at most the last `n` ms of events. Removals are
-//! never synced on their own: after a crash some delivered events may be sent again
-//! (at-least-once).
+//! with [`Durability::Immediate`] (fsync) before it is sent, and [`Spool::sync`] makes removals
+//! durable at the end of each feeder round. With `EveryMs(n)` commits are [`Durability::None`],
+//! which redb keeps in the process's memory only, and [`Spool::sync`] commits durably when `n`
+//! ms have passed since the last time and at close: a power loss, a crash or a SIGKILL of the
+//! process loses what was appended since the last durable commit, and sends again what was
+//! removed since (at-least-once). The README's Kafka sink section states the bounds.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
