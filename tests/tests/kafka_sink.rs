@@ -399,3 +399,113 @@ async fn a_record_kafka_refuses_counts_as_failed_and_the_others_arrive() {
     broker.shutdown().await;
     tansu.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_killed_while_events_flow_then_none_is_lost_or_repeated() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let tansu = Tansu::start().await;
+    let port = tansu.addr.port();
+    let mut config = kafka_config(tansu.addr);
+    // One topic with one partition: every event in one order.
+    config.kafka.topic = Some("activity".to_owned());
+    let broker = start_broker(config).await;
+    let m = broker.metrics();
+
+    // One publisher, QoS 1, payloads 0, 1, 2, ... until told to stop: one message event each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = Client::connect(broker.local_addr(), "flow").await;
+    let publishing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                publisher
+                    .publish(
+                        "load/flow",
+                        QoS::AtLeastOnce,
+                        false,
+                        n.to_string().as_bytes(),
+                    )
+                    .await;
+                n += 1;
+            }
+            publisher.disconnect().await;
+            n
+        }
+    });
+    let delivered = |m: &adapter_tokio::metrics::Metrics| m.kafka.delivered.load(Ordering::Relaxed);
+    let offered = |m: &adapter_tokio::metrics::Metrics| m.kafka.offered.load(Ordering::Relaxed);
+    wait_metrics(&broker, "100 delivered", |m| delivered(m) >= 100).await;
+
+    // Killed in the middle of the flow: records are in flight in librdkafka.
+    tansu.stop().await;
+    let at_kill = offered(m);
+    wait_metrics(&broker, "100 more events during the outage", |m| {
+        offered(m) >= at_kill + 100
+    })
+    .await;
+    let tansu = Tansu::start_on(port).await;
+    let after = delivered(m);
+    wait_metrics(&broker, "deliveries again", |m| delivered(m) >= after + 100).await;
+    stop.store(true, Ordering::Relaxed);
+    let published = publishing.await.expect("the publisher finished");
+    // connected, one message event per publish, disconnected: each delivered.
+    wait_metrics(&broker, "every event handed over and delivered", |m| {
+        offered(m) == published + 2
+            && delivered(m) == published + 2
+            && m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let k = &m.kafka;
+    // connected, one message event per publish, disconnected: each delivered exactly once
+    // as far as the sink knows (nothing dropped, nothing failed).
+    assert_eq!(offered(m), published + 2);
+    assert_eq!(delivered(m), published + 2, "{}", m.render());
+    assert_eq!(k.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(k.failed.load(Ordering::Relaxed), 0);
+
+    // The new tansu holds what was not acknowledged by the old one: the publishes from some
+    // n on, in order, each once, up to the last one.
+    let mut reader = Reader::new(tansu.addr, &["activity"]);
+    let last = (published - 1).to_string();
+    let deadline = Instant::now() + KAFKA_WAIT;
+    let mut checked = 0;
+    loop {
+        let records = reader
+            .read(checked + 1000, Duration::from_millis(500))
+            .await;
+        let arrived = records[checked..]
+            .iter()
+            .any(|r| r.json["payload"].as_str() == Some(&last));
+        checked = records.len();
+        if arrived {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publish {last} never arrived:\n{}",
+            reader.describe()
+        );
+    }
+    let seqs: Vec<u64> = reader
+        .records
+        .iter()
+        .filter(|r| r.header("kind") == Some("message"))
+        .map(|r| {
+            r.json["payload"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .expect("a numbered payload")
+        })
+        .collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..published).collect::<Vec<_>>(),
+        "the outage's publishes, in order, each once"
+    );
+    broker.shutdown().await;
+    tansu.stop().await;
+}

@@ -16,8 +16,9 @@
 //!
 //! When topics had to be created again after an outage, the cluster lost its state (a broker
 //! with in-memory storage restarted, or the topics were deleted), and with it the idempotent
-//! producer's id: librdkafka would retry its records forever against `UNKNOWN_PRODUCER_ID`.
-//! The feeder then replaces the producer: dropping the old one purges what it held, and the
+//! producer's id: librdkafka would retry its records forever against `UNKNOWN_PRODUCER_ID`, or
+//! fail them. The feeder then replaces the producer (also when a record fails for a lost
+//! producer id or a missing topic, or the producer reports a fatal error): dropping the old one purges what it held, and the
 //! purged records are sent again through the new one, in their original order (from the spool,
 //! or from the copy each in-flight record keeps without a spool).
 
@@ -82,8 +83,10 @@ enum Outcome {
     Delivered,
     /// Kafka refused it for good.
     Failed,
-    /// The producer was dropped with the record still in it.
-    Purged,
+    /// Not delivered, to be sent again: the producer was dropped with the record still in it,
+    /// its topic was missing (Kafka lost it; the sink creates it again), or Kafka lost the
+    /// producer's id (the sink replaces the producer).
+    Retry,
 }
 
 /// How the feeder should stop.
@@ -246,6 +249,11 @@ impl ClientContext for SinkContext {
             lock(&self.shared.state).topics_ready = false;
             // Create missing topics once the brokers are back.
             self.shared.topics_wanted.notify_one();
+        } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            // An idempotent producer's fatal error: it sends nothing more; replace it.
+            warn!(error = %error, reason, "Kafka producer failed: the sink replaces it");
+            lock(&self.shared.state).renew_producer = true;
+            self.shared.wake.notify_one();
         } else {
             debug!(error = %error, reason, "librdkafka error");
         }
@@ -269,7 +277,36 @@ impl ProducerContext for SinkContext {
                     RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
                 ),
                 _,
-            )) => Outcome::Purged,
+            )) => Outcome::Retry,
+            Err((
+                KafkaError::MessageProduction(
+                    code @ (RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+                    | RDKafkaErrorCode::UnknownTopicOrPartition),
+                ),
+                _,
+            )) => {
+                // Kafka lost the topic (e.g. a broker with in-memory storage restarted before
+                // the sink created it again): hold the record until it exists.
+                debug!(code = ?code, "Kafka topic missing: the event waits for it");
+                lock(&self.shared.state).topics_ready = false;
+                self.shared.topics_wanted.notify_one();
+                Outcome::Retry
+            }
+            Err((
+                KafkaError::MessageProduction(
+                    code @ (RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fatal),
+                ),
+                _,
+            )) => {
+                // Kafka lost the idempotent producer's state: only a new producer gets on.
+                debug!(code = ?code, "Kafka refused the producer's id: the sink replaces it");
+                lock(&self.shared.state).renew_producer = true;
+                Outcome::Retry
+            }
             Err((error, _)) => {
                 let failed = kafka.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 if failed.is_power_of_two() {
@@ -279,7 +316,7 @@ impl ProducerContext for SinkContext {
             }
         };
         let record = match outcome {
-            Outcome::Purged => in_flight.record,
+            Outcome::Retry => in_flight.record,
             Outcome::Delivered | Outcome::Failed => None,
         };
         lock(&self.shared.state).acks.push(Ack {
@@ -402,6 +439,8 @@ impl KafkaSink {
             spool,
             topics,
             in_flight: 0,
+            resend: Vec::new(),
+            rewind_when_idle: false,
             next_seq: 0,
         };
         let feeder = std::thread::Builder::new()
@@ -524,6 +563,10 @@ struct Feeder {
     topics: [String; 6],
     /// Records handed to the producer and not yet reported back.
     in_flight: usize,
+    /// Records to send again (without a spool), by sequence number, before any new one.
+    resend: Vec<(u64, EventRecord)>,
+    /// Whether the spool must be rewound once nothing is in flight (a record came back).
+    rewind_when_idle: bool,
     /// The sequence number of the next record sent without a spool.
     next_seq: u64,
 }
@@ -575,6 +618,7 @@ impl Feeder {
                 || (state.renew_producer && state.topics_ready)
                 || (!state.buffer.is_empty() && (self.spool.is_some() || room > 0))
                 || (has_unsent && room > 0)
+                || (!self.resend.is_empty() && room > 0)
         };
         if !has_work(&state) {
             let wait = deadline.map_or(IDLE_WAIT, |d| {
@@ -592,12 +636,16 @@ impl Feeder {
         let records = if self.spool.is_some() {
             state.buffer.drain(..).collect()
         } else {
-            // Acks about to be counted free room too.
-            let room = self
-                .room(state.topics_ready)
-                .saturating_add(acks.len())
-                .min(WINDOW)
-                .min(state.buffer.len());
+            // Acks about to be counted free room too; nothing is sent before the topics exist.
+            let room = if state.topics_ready {
+                self.room(true)
+                    .saturating_add(acks.len())
+                    .saturating_sub(self.resend.len())
+                    .min(WINDOW)
+                    .min(state.buffer.len())
+            } else {
+                0
+            };
             state.buffer.drain(..room).collect()
         };
         Round {
@@ -623,8 +671,8 @@ impl Feeder {
                 acks.append(&mut lock(&self.shared.state).acks);
                 info!(
                     in_flight = self.in_flight,
-                    "Kafka lost its topics during the outage: a new producer sends again what \
-                     the old one held"
+                    "Kafka lost its topics or the producer's id: a new producer sends again \
+                     what the old one held"
                 );
             }
             Err(e) => warn!(error = %e, "cannot create a new Kafka producer"),
@@ -641,14 +689,16 @@ impl Feeder {
             let done: Vec<u64> = round
                 .acks
                 .iter()
-                .filter(|ack| ack.outcome != Outcome::Purged)
+                .filter(|ack| ack.outcome != Outcome::Retry)
                 .map(|ack| ack.seq)
                 .collect();
             if let Err(e) = spool.remove(&done) {
                 warn!(error = %e, "Kafka spool: cannot remove delivered events");
             }
-            if round.renew_producer {
+            self.rewind_when_idle |= round.acks.iter().any(|ack| ack.outcome == Outcome::Retry);
+            if round.renew_producer || (self.rewind_when_idle && self.in_flight == 0) {
                 // Nothing is in flight any more: send everything stored again.
+                self.rewind_when_idle = false;
                 if let Err(e) = spool.rewind() {
                     warn!(error = %e, "Kafka spool: cannot read");
                 }
@@ -689,21 +739,23 @@ impl Feeder {
                 warn!(error = %e, "Kafka spool: cannot sync");
             }
         } else {
-            // Purged records first, in their original order.
-            let mut purged: Vec<(u64, EventRecord)> = round
-                .acks
-                .into_iter()
-                .filter_map(|ack| ack.record.map(|record| (ack.seq, record)))
-                .collect();
-            purged.sort_by_key(|(seq, _)| *seq);
-            let records = purged
-                .into_iter()
-                .chain(round.records.into_iter().map(|record| {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    (seq, record)
-                }));
-            for (seq, record) in records.collect::<Vec<_>>() {
+            // Records that came back first, in their original order, once the topics exist.
+            self.resend.extend(
+                round
+                    .acks
+                    .into_iter()
+                    .filter_map(|ack| ack.record.map(|record| (ack.seq, record))),
+            );
+            let mut records = Vec::new();
+            if round.topics_ready {
+                self.resend.sort_by_key(|(seq, _)| *seq);
+                records.append(&mut self.resend);
+            }
+            for record in round.records {
+                records.push((self.next_seq, record));
+                self.next_seq += 1;
+            }
+            for (seq, record) in records {
                 self.send(seq, &record);
             }
         }
@@ -779,7 +831,7 @@ impl Feeder {
                 kafka.spool_events.store(spool.len(), Ordering::Relaxed);
                 spool.len()
             }
-            None => self.in_flight as u64,
+            None => (self.in_flight + self.resend.len()) as u64,
         };
         kafka.buffered.store(buffered + waiting, Ordering::Relaxed);
     }
@@ -791,7 +843,7 @@ impl Feeder {
             self.handle(round);
             let buffer_empty = lock(&self.shared.state).buffer.is_empty();
             let spool_empty = self.spool.as_ref().is_none_or(Spool::is_empty);
-            if buffer_empty && self.in_flight == 0 && spool_empty {
+            if buffer_empty && self.in_flight == 0 && self.resend.is_empty() && spool_empty {
                 return;
             }
             if Instant::now() >= deadline {
@@ -826,7 +878,7 @@ impl Feeder {
                 }
             }
             None => {
-                let left = records.len() + self.in_flight;
+                let left = records.len() + self.in_flight + self.resend.len();
                 if left == 0 {
                     info!("Kafka sink stopped: every event delivered");
                 } else {
