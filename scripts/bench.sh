@@ -8,7 +8,8 @@
 # Environment (defaults in brackets): BENCH_DURATION [5] seconds per throughput run,
 # BENCH_REPEATS [3] runs per throughput case (the median is reported), BENCH_CLIENTS [10000]
 # clients of the connect storm and of the idle test, BENCH_OUT [bench/results],
-# BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks.
+# BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks, BENCH_ONLY_KAFKA [unset]
+# runs only the Kafka sink measurement (kafka.md) and stops.
 #
 # Cases: (1) rumqttd 0.20's own listener (bench/src/bin/rumqttd_baseline.rs);
 # (2) activity-broker, every event off; (3) every event on, no SYSTEM/# consumer; (4) every
@@ -21,7 +22,7 @@ OUT=${BENCH_OUT:-bench/results}
 DURATION=${BENCH_DURATION:-5}
 REPEATS=${BENCH_REPEATS:-3}
 CLIENTS=${BENCH_CLIENTS:-10000}
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 RAW=$OUT/raw.csv
 LOG=$OUT/brokers.log
@@ -75,6 +76,7 @@ echo "${KAFKA_NOTE:-case 5 ran against tansu}" >>"$OUT/machine.txt"
 CASES=("1 rumqttd own listener" "2 events off" "3 events on" "4 events on + SYSTEM/# consumer")
 [ -n "$TANSU_PID" ] && CASES+=("5 events on, Kafka sink (tansu)")
 [ -n "$MOSQUITTO" ] && CASES+=("6 mosquitto")
+[ -n "${BENCH_ONLY_KAFKA:-}" ] && CASES=()
 
 # broker_cmd CASE PORT: the broker command line of a case.
 broker_cmd() {
@@ -129,6 +131,69 @@ echo "== idle: $CLIENTS connections"
 for c in "${CASES[@]}"; do
     run idle "idle $CLIENTS connections" "$c" 1 --clients "$CLIENTS" --concurrency 200
 done
+
+# metric PORT NAME: the sum of the samples of metric NAME (any labels) at 127.0.0.1:PORT.
+metric() {
+    curl -s --max-time 5 "http://127.0.0.1:$1/metrics" |
+        awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'
+}
+
+# kafka_run LABEL [FLAGS...]: the heaviest event load (10 publishers, 10 subscribers, QoS 0;
+# one message event per publish) on activity-broker with every event on, FLAGS added; the
+# broker's metrics count events emitted, handed to Kafka, acknowledged by it, dropped, failed.
+kafka_run() {
+    local label=$1
+    shift
+    port=$((port + 1))
+    local mport=$((port + 1000))
+    "$BIN/activity-broker" --config bench/configs/events-on.toml --listen "127.0.0.1:$port" \
+        --metrics-listen "127.0.0.1:$mport" "$@" >>"$LOG" 2>&1 &
+    local pid=$! i
+    for i in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$mport/metrics" && break; sleep 0.1; done
+    local t0 t1 t2 e0 e1 d1 d2
+    e0=$(metric $mport activity_events_emitted_total)
+    t0=$(date +%s.%N)
+    timeout 150 "$BIN/activity-bench" throughput --addr "127.0.0.1:$port" --pid "$pid" \
+        --scenario "kafka sink" --case "$label" --publishers 10 --subscribers 10 --qos 0 \
+        --payload 100 --duration "$DURATION" >>"$OUT/kafka.csv" ||
+        echo "   (run failed: kafka / $label)" | tee -a "$OUT/machine.txt"
+    t1=$(date +%s.%N)
+    e1=$(metric $mport activity_events_emitted_total)
+    d1=$(metric $mport activity_kafka_delivered_total)
+    # Then Kafka may take up to 120 s more to acknowledge what is still waiting.
+    for i in $(seq 1200); do
+        [ "$(metric $mport activity_kafka_buffered)" = 0 ] && break
+        sleep 0.1
+    done
+    t2=$(date +%s.%N)
+    d2=$(metric $mport activity_kafka_delivered_total)
+    printf '| %s | %d | %.0f | %d | %d | %.0f | %.1f | %d | %d | %d |\n' "$label" \
+        $((e1 - e0)) "$(echo "($e1 - $e0) / ($t1 - $t0)" | bc -l)" \
+        "$(metric $mport 'activity_events_sunk_total{sink="kafka"}')" "$d2" \
+        "$(echo "$d1 / ($t1 - $t0)" | bc -l)" "$(echo "$t2 - $t1" | bc -l)" \
+        "$(metric $mport activity_kafka_dropped_total)" "$(metric $mport activity_kafka_failed_total)" \
+        "$(metric $mport activity_kafka_buffered)" >>"$OUT/kafka.md"
+    kill "$pid" && wait "$pid" || true
+}
+
+if [ -n "$TANSU_PID" ]; then
+    echo "== Kafka sink: 10 pubs/10 subs QoS 0 100 B, ${DURATION}s, with and without the sink"
+    : >"$OUT/kafka.csv"
+    {
+        echo "| sinks | events emitted | emitted/s | handed to Kafka | delivered to Kafka | delivered/s during the run | s to deliver the rest | dropped | failed | left |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+    } >"$OUT/kafka.md"
+    for runno in $(seq 1 "$REPEATS"); do
+        kafka_run "mqtt (run $runno)"
+        kafka_run "mqtt + kafka (run $runno)" --kafka-brokers "127.0.0.1:$TANSU_PORT"
+    done
+    cat "$OUT/kafka.md"
+fi
+if [ -n "${BENCH_ONLY_KAFKA:-}" ]; then
+    rm -f "$RAW.tmp"
+    exit 0
+fi
+
 mv "$RAW.tmp" "$RAW"
 echo "loadavg at end of broker runs: $(cat /proc/loadavg)" >>"$OUT/machine.txt"
 

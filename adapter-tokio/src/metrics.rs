@@ -76,6 +76,9 @@ pub const KAFKA_LATENCY_BUCKETS_US: [u64; 10] = [
 /// The counters of the Kafka sink.
 #[derive(Default, Debug)]
 pub struct KafkaMetrics {
+    /// Events handed to the Kafka sink: each is later delivered, failed, dropped, or still
+    /// buffered.
+    pub offered: AtomicU64,
     /// Events Kafka acknowledged.
     pub delivered: AtomicU64,
     /// Events Kafka refused for good (a permanent error, such as a record too large).
@@ -87,6 +90,9 @@ pub struct KafkaMetrics {
     pub buffered: AtomicU64,
     /// Bytes of events in the spool now (a gauge; the file itself is larger).
     pub spool_bytes: AtomicU64,
+    /// Events in the spool now, sent or not (a gauge): with `fsync = "always"` they are on
+    /// disk.
+    pub spool_events: AtomicU64,
     /// Delivery latencies (from handing a record to the producer to its acknowledgement), by
     /// bucket of [`KAFKA_LATENCY_BUCKETS_US`]; the last counter is `+Inf`, not cumulative.
     pub latency_buckets: [AtomicU64; 11],
@@ -229,7 +235,7 @@ impl Metrics {
             "sink",
             &[
                 ("mqtt", &self.events_sink_mqtt),
-                ("kafka", &self.kafka.delivered),
+                ("kafka", &self.kafka.offered),
             ],
         );
         self.render_kafka(&mut r);
@@ -310,6 +316,12 @@ impl Metrics {
             "gauge",
             "Bytes of activity events in the Kafka spool.",
             &kafka.spool_bytes,
+        );
+        r.single(
+            "kafka_spool_events",
+            "gauge",
+            "Activity events in the Kafka spool (sent or not).",
+            &kafka.spool_events,
         );
         let name = "kafka_delivery_latency_seconds";
         r.header(
@@ -544,6 +556,7 @@ mod tests {
         metrics.events_sink_mqtt.store(7, Ordering::Relaxed);
         metrics.kafka.observe_delivery(Duration::from_micros(3_000));
         metrics.kafka.observe_delivery(Duration::from_secs(60));
+        metrics.kafka.offered.store(2, Ordering::Relaxed);
         let text = metrics.render();
         for line in [
             "# TYPE activity_connections_current gauge",

@@ -165,6 +165,12 @@ pub struct Reader {
 impl Reader {
     /// Assigns partition 0 of each of `topics` on the Kafka at `kafka`, from the beginning.
     pub fn new(kafka: SocketAddr, topics: &[&str]) -> Reader {
+        Reader::with_partitions(kafka, topics, 1)
+    }
+
+    /// Assigns partitions `0..partitions` of each of `topics` on the Kafka at `kafka`, from the
+    /// beginning.
+    pub fn with_partitions(kafka: SocketAddr, topics: &[&str], partitions: i32) -> Reader {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", kafka.to_string())
             .set("group.id", "tests-reader")
@@ -177,9 +183,11 @@ impl Reader {
             .expect("the test consumer starts");
         let mut assignment = TopicPartitionList::new();
         for topic in topics {
-            assignment
-                .add_partition_offset(topic, 0, Offset::Beginning)
-                .expect("a valid offset");
+            for partition in 0..partitions {
+                assignment
+                    .add_partition_offset(topic, partition, Offset::Beginning)
+                    .expect("a valid offset");
+            }
         }
         consumer.assign(&assignment).expect("assign works");
         Reader {

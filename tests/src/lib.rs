@@ -30,3 +30,4 @@ pub use time::{QUIET, WAIT, now_ms};
 pub mod hostile;
 pub mod kafka;
 pub mod netns;
+pub mod process;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use adapter_tokio::broker::Broker;
-use adapter_tokio::config::{DropPolicy, FsyncPolicy, SpoolConfig};
+use adapter_tokio::config::{DropPolicy, FsyncPolicy, PropertyValue, SpoolConfig};
 use rumqttc::QoS;
 use tests::kafka::{Reader, TOPICS, Tansu, free_port, kafka_config};
 use tests::{Client, Monitor, start_broker};
@@ -288,5 +288,224 @@ async fn full_buffer_drops_by_policy_and_counts() {
     for broker in brokers {
         broker.shutdown().await;
     }
+    tansu.stop().await;
+}
+
+/// The `(kind header, key)` of `records`, in order.
+fn kinds_and_keys(records: &[tests::kafka::Record]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .map(|r| (r.header("kind").unwrap_or("?").to_owned(), r.key.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_stopped_mid_run_then_every_outage_event_arrives_in_order() {
+    const CLIENTS: usize = 50;
+    let tansu = Tansu::start().await;
+    let port = tansu.addr.port();
+    let mut config = kafka_config(tansu.addr);
+    // One topic with one partition: every event in one order.
+    config.kafka.topic = Some("activity".to_owned());
+    let broker = start_broker(config).await;
+    let mut reader = Reader::new(tansu.addr, &["activity"]);
+    for i in 0..3 {
+        visit(&broker, &format!("before-{i}")).await;
+    }
+    reader.expect(6, KAFKA_WAIT).await;
+    wait_metrics(&broker, "6 delivered, nothing waiting", |m| {
+        m.kafka.delivered.load(Ordering::Relaxed) == 6
+            && m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+
+    // tansu is killed; its in-memory storage (records and topics) goes with it.
+    tansu.stop().await;
+    drop(reader);
+    for i in 0..CLIENTS {
+        visit(&broker, &format!("outage-{i}")).await;
+    }
+    wait_metrics(&broker, "the outage's events waiting", |m| {
+        m.kafka.buffered.load(Ordering::Relaxed) == 2 * CLIENTS as u64
+    })
+    .await;
+
+    let tansu = Tansu::start_on(port).await;
+    let mut reader = Reader::new(tansu.addr, &["activity"]);
+    reader.expect(2 * CLIENTS, KAFKA_WAIT).await;
+    wait_metrics(&broker, "everything delivered", |m| {
+        m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    // Nothing more arrives: no event twice, none from before the outage.
+    let all = kinds_and_keys(reader.read(2 * CLIENTS + 1, Duration::from_secs(1)).await);
+    assert_eq!(all.len(), 2 * CLIENTS, "{}", reader.describe());
+    let connected: Vec<&str> = all
+        .iter()
+        .filter(|(kind, _)| kind == "connected")
+        .map(|(_, key)| key.as_str())
+        .collect();
+    let expected: Vec<String> = (0..CLIENTS).map(|i| format!("outage-{i}")).collect();
+    assert_eq!(connected, expected, "connected events in order");
+    for id in &expected {
+        let of_client: Vec<&str> = all
+            .iter()
+            .filter(|(_, key)| key == id)
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        assert_eq!(of_client, ["connected", "disconnected"], "events of {id}");
+    }
+    let m = &broker.metrics().kafka;
+    assert_eq!(m.delivered.load(Ordering::Relaxed), 6 + 2 * CLIENTS as u64);
+    assert_eq!(m.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(m.failed.load(Ordering::Relaxed), 0);
+    broker.shutdown().await;
+    tansu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_kafka_refuses_counts_as_failed_and_the_others_arrive() {
+    let tansu = Tansu::start().await;
+    let mut config = kafka_config(tansu.addr);
+    // librdkafka's smallest record limit: the message event of a 2,000-byte payload is larger.
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".to_owned(), PropertyValue::Integer(1000));
+    let broker = start_broker(config).await;
+    let mut reader = Reader::new(tansu.addr, &[TOPICS[4]]);
+    let mut publisher = Client::connect(broker.local_addr(), "big").await;
+    publisher
+        .publish("devices/big", QoS::AtMostOnce, false, &[b'x'; 2000])
+        .await;
+    publisher
+        .publish("devices/small", QoS::AtMostOnce, false, b"small")
+        .await;
+    reader.expect(1, KAFKA_WAIT).await;
+    wait_metrics(&broker, "1 failed, nothing waiting", |m| {
+        m.kafka.failed.load(Ordering::Relaxed) == 1 && m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    // Only the small one arrives.
+    assert_eq!(reader.read(2, Duration::from_secs(1)).await.len(), 1);
+    assert_eq!(reader.records[0].json["topic"], "devices/small");
+    let m = &broker.metrics().kafka;
+    let handed = m.offered.load(Ordering::Relaxed);
+    let delivered = m.delivered.load(Ordering::Relaxed);
+    assert_eq!(handed, delivered + 1, "handed = delivered + failed");
+    let text = broker.metrics().render();
+    assert!(text.contains("activity_kafka_failed_total 1\n"), "{text}");
+    drop(publisher);
+    broker.shutdown().await;
+    tansu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_killed_while_events_flow_then_none_is_lost_or_repeated() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let tansu = Tansu::start().await;
+    let port = tansu.addr.port();
+    let mut config = kafka_config(tansu.addr);
+    // One topic with one partition: every event in one order.
+    config.kafka.topic = Some("activity".to_owned());
+    let broker = start_broker(config).await;
+    let m = broker.metrics();
+
+    // One publisher, QoS 1, payloads 0, 1, 2, ... until told to stop: one message event each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = Client::connect(broker.local_addr(), "flow").await;
+    let publishing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                publisher
+                    .publish(
+                        "load/flow",
+                        QoS::AtLeastOnce,
+                        false,
+                        n.to_string().as_bytes(),
+                    )
+                    .await;
+                n += 1;
+            }
+            publisher.disconnect().await;
+            n
+        }
+    });
+    let delivered = |m: &adapter_tokio::metrics::Metrics| m.kafka.delivered.load(Ordering::Relaxed);
+    let offered = |m: &adapter_tokio::metrics::Metrics| m.kafka.offered.load(Ordering::Relaxed);
+    wait_metrics(&broker, "100 delivered", |m| delivered(m) >= 100).await;
+
+    // Killed in the middle of the flow: records are in flight in librdkafka.
+    tansu.stop().await;
+    let at_kill = offered(m);
+    wait_metrics(&broker, "100 more events during the outage", |m| {
+        offered(m) >= at_kill + 100
+    })
+    .await;
+    let tansu = Tansu::start_on(port).await;
+    let after = delivered(m);
+    wait_metrics(&broker, "deliveries again", |m| delivered(m) >= after + 100).await;
+    stop.store(true, Ordering::Relaxed);
+    let published = publishing.await.expect("the publisher finished");
+    // connected, one message event per publish, disconnected: each delivered.
+    wait_metrics(&broker, "every event handed over and delivered", |m| {
+        offered(m) == published + 2
+            && delivered(m) == published + 2
+            && m.kafka.buffered.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let k = &m.kafka;
+    // connected, one message event per publish, disconnected: each delivered exactly once
+    // as far as the sink knows (nothing dropped, nothing failed).
+    assert_eq!(offered(m), published + 2);
+    assert_eq!(delivered(m), published + 2, "{}", m.render());
+    assert_eq!(k.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(k.failed.load(Ordering::Relaxed), 0);
+
+    // The new tansu holds what was not acknowledged by the old one: the publishes from some
+    // n on, in order, each once, up to the last one.
+    let mut reader = Reader::new(tansu.addr, &["activity"]);
+    let last = (published - 1).to_string();
+    let deadline = Instant::now() + KAFKA_WAIT;
+    let mut checked = 0;
+    loop {
+        let records = reader
+            .read(checked + 1000, Duration::from_millis(500))
+            .await;
+        let arrived = records[checked..]
+            .iter()
+            .any(|r| r.json["payload"].as_str() == Some(&last));
+        checked = records.len();
+        if arrived {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publish {last} never arrived:\n{}",
+            reader.describe()
+        );
+    }
+    let seqs: Vec<u64> = reader
+        .records
+        .iter()
+        .filter(|r| r.header("kind") == Some("message"))
+        .map(|r| {
+            r.json["payload"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .expect("a numbered payload")
+        })
+        .collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..published).collect::<Vec<_>>(),
+        "the outage's publishes, in order, each once"
+    );
+    broker.shutdown().await;
     tansu.stop().await;
 }

@@ -151,8 +151,9 @@ pub enum FsyncPolicy {
     /// Every batch of events written is synced before it is sent to Kafka.
     #[default]
     Always,
-    /// Synced at most this often, in milliseconds (at least 1); a power loss or OS crash
-    /// loses at most that much.
+    /// Synced at most this often, in milliseconds (at least 1); a power loss, a crash or a
+    /// SIGKILL loses the events written since the last sync (about this interval plus one
+    /// feeder round).
     EveryMs(u64),
 }
 

@@ -13,6 +13,14 @@
 //! and whenever all brokers went down and come back, by one tokio task; the feeder sends nothing
 //! new until they exist. `message.timeout.ms` defaults to 0 (no timeout): librdkafka retries a
 //! sent record until Kafka takes it, and the idempotent producer keeps each partition in order.
+//!
+//! When topics had to be created again after an outage, the cluster lost its state (a broker
+//! with in-memory storage restarted, or the topics were deleted), and with it the idempotent
+//! producer's id: librdkafka would retry its records forever against `UNKNOWN_PRODUCER_ID`, or
+//! fail them. The feeder then replaces the producer (also when a record fails for a lost
+//! producer id or a missing topic, or the producer reports a fatal error): dropping the old one purges what it held, and the
+//! purged records are sent again through the new one, in their original order (from the spool,
+//! or from the copy each in-flight record keeps without a spool).
 
 pub mod spool;
 
@@ -42,13 +50,16 @@ use spool::Spool;
 pub const WINDOW: usize = 20_000;
 
 /// The producer settings the sink starts from; `kafka.properties` overrides any of them.
-pub const PRODUCER_DEFAULTS: [(&str, &str); 6] = [
+pub const PRODUCER_DEFAULTS: [(&str, &str); 7] = [
     ("acks", "all"),
     ("enable.idempotence", "true"),
     ("compression.type", "lz4"),
     ("linger.ms", "5"),
     // No timeout: a record stays in librdkafka (retried, in order) until Kafka takes it.
     ("message.timeout.ms", "0"),
+    // The sink creates its topics itself: a record must never create one with the broker's
+    // defaults (and race the sink's own creation after an outage).
+    ("allow.auto.create.topics", "false"),
     // Notice a broker that came back within a second.
     ("reconnect.backoff.max.ms", "1000"),
 ];
@@ -72,8 +83,10 @@ enum Outcome {
     Delivered,
     /// Kafka refused it for good.
     Failed,
-    /// The producer was dropped with the record still in it.
-    Purged,
+    /// Not delivered, to be sent again: the producer was dropped with the record still in it,
+    /// its topic was missing (Kafka lost it; the sink creates it again), or Kafka lost the
+    /// producer's id (the sink replaces the producer).
+    Retry,
 }
 
 /// How the feeder should stop.
@@ -85,15 +98,28 @@ enum Stop {
     Now,
 }
 
+/// A delivery result for the feeder.
+struct Ack {
+    /// The record's sequence number.
+    seq: u64,
+    /// What happened to it.
+    outcome: Outcome,
+    /// The record itself when it was purged and exists nowhere else (no spool).
+    record: Option<EventRecord>,
+}
+
 /// The state shared by the dispatcher, the feeder, the delivery callback and the topic task.
 #[derive(Default)]
 struct State {
     /// Events not yet taken by the feeder.
     buffer: VecDeque<EventRecord>,
-    /// Delivery results not yet seen by the feeder: sequence number and outcome.
-    acks: Vec<(u64, Outcome)>,
+    /// Delivery results not yet seen by the feeder.
+    acks: Vec<Ack>,
     /// Whether every topic is known to exist (the feeder sends only then).
     topics_ready: bool,
+    /// Whether the producer must be replaced (the cluster lost its topics, and so its producer
+    /// ids) before anything more is sent.
+    renew_producer: bool,
     /// Set when the sink stops.
     stop: Option<Stop>,
 }
@@ -139,8 +165,9 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts `n` dropped events and logs at powers of two (rate-limited).
-    fn count_dropped(&self, n: u64) {
+    /// Counts `n` events dropped because `full` (the buffer or the spool) was full, and logs
+    /// when the total passes a power of two (rate-limited).
+    fn count_dropped(&self, n: u64, full: &str) {
         if n == 0 {
             return;
         }
@@ -150,7 +177,7 @@ impl Shared {
             warn!(
                 dropped = after,
                 policy = ?self.policy,
-                "Kafka buffer full: events are being dropped"
+                "Kafka {full} full: events are being dropped"
             );
         }
     }
@@ -166,6 +193,11 @@ impl KafkaQueue {
     /// Buffers `record` for Kafka without waiting; when the buffer is full the drop policy
     /// decides which event goes, and the drop is counted.
     pub fn offer(&self, record: EventRecord) {
+        self.shared
+            .metrics
+            .kafka
+            .offered
+            .fetch_add(1, Ordering::Relaxed);
         let mut state = lock(&self.shared.state);
         let was_empty = state.buffer.is_empty();
         if state.buffer.len() >= self.shared.capacity {
@@ -174,7 +206,7 @@ impl KafkaQueue {
                 state.buffer.push_back(record);
             }
             drop(state);
-            self.shared.count_dropped(1);
+            self.shared.count_dropped(1, "buffer");
             return;
         }
         state.buffer.push_back(record);
@@ -193,10 +225,12 @@ pub struct KafkaSink {
     topic_task: tokio::task::JoinHandle<()>,
 }
 
-/// The one record sent in flight: its sequence number and when it was handed over.
+/// The one record sent in flight: its sequence number, when it was handed over, and (without a
+/// spool) a copy to send again if it is purged.
 struct InFlight {
     seq: u64,
     sent: Instant,
+    record: Option<EventRecord>,
 }
 
 /// The producer's context: delivery results and client errors.
@@ -215,6 +249,11 @@ impl ClientContext for SinkContext {
             lock(&self.shared.state).topics_ready = false;
             // Create missing topics once the brokers are back.
             self.shared.topics_wanted.notify_one();
+        } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            // An idempotent producer's fatal error: it sends nothing more; replace it.
+            warn!(error = %error, reason, "Kafka producer failed: the sink replaces it");
+            lock(&self.shared.state).renew_producer = true;
+            self.shared.wake.notify_one();
         } else {
             debug!(error = %error, reason, "librdkafka error");
         }
@@ -225,6 +264,7 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<InFlight>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, in_flight: Box<InFlight>) {
+        let in_flight = *in_flight;
         let kafka = &self.shared.metrics.kafka;
         let outcome = match result {
             Ok(_) => {
@@ -237,7 +277,36 @@ impl ProducerContext for SinkContext {
                     RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
                 ),
                 _,
-            )) => Outcome::Purged,
+            )) => Outcome::Retry,
+            Err((
+                KafkaError::MessageProduction(
+                    code @ (RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+                    | RDKafkaErrorCode::UnknownTopicOrPartition),
+                ),
+                _,
+            )) => {
+                // Kafka lost the topic (e.g. a broker with in-memory storage restarted before
+                // the sink created it again): hold the record until it exists.
+                debug!(code = ?code, "Kafka topic missing: the event waits for it");
+                lock(&self.shared.state).topics_ready = false;
+                self.shared.topics_wanted.notify_one();
+                Outcome::Retry
+            }
+            Err((
+                KafkaError::MessageProduction(
+                    code @ (RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fatal),
+                ),
+                _,
+            )) => {
+                // Kafka lost the idempotent producer's state: only a new producer gets on.
+                debug!(code = ?code, "Kafka refused the producer's id: the sink replaces it");
+                lock(&self.shared.state).renew_producer = true;
+                Outcome::Retry
+            }
             Err((error, _)) => {
                 let failed = kafka.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 if failed.is_power_of_two() {
@@ -246,7 +315,15 @@ impl ProducerContext for SinkContext {
                 Outcome::Failed
             }
         };
-        lock(&self.shared.state).acks.push((in_flight.seq, outcome));
+        let record = match outcome {
+            Outcome::Retry => in_flight.record,
+            Outcome::Delivered | Outcome::Failed => None,
+        };
+        lock(&self.shared.state).acks.push(Ack {
+            seq: in_flight.seq,
+            outcome,
+            record,
+        });
         self.shared.wake.notify_one();
     }
 }
@@ -332,7 +409,8 @@ impl KafkaSink {
                 spooled: spool.is_some(),
             },
         });
-        let producer: ThreadedProducer<SinkContext> = client_config(kafka, &PRODUCER_DEFAULTS)
+        let producer_config = client_config(kafka, &PRODUCER_DEFAULTS);
+        let producer: ThreadedProducer<SinkContext> = producer_config
             .create_with_context(SinkContext {
                 shared: shared.clone(),
             })
@@ -357,9 +435,12 @@ impl KafkaSink {
         let feeder = Feeder {
             shared: shared.clone(),
             producer,
+            producer_config,
             spool,
             topics,
             in_flight: 0,
+            resend: Vec::new(),
+            rewind_when_idle: false,
             next_seq: 0,
         };
         let feeder = std::thread::Builder::new()
@@ -419,6 +500,8 @@ async fn keep_topics(
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
+    // Whether the topics existed once: creating them again means the cluster lost its state.
+    let mut existed = false;
     loop {
         shared.topics_wanted.notified().await;
         let mut backoff = Duration::from_millis(200);
@@ -429,7 +512,13 @@ async fn keep_topics(
                         info!(topics = ?created, partitions, replication, "created Kafka topics");
                     }
                     shared.reachability.mark_up();
-                    lock(&shared.state).topics_ready = true;
+                    let mut state = lock(&shared.state);
+                    state.topics_ready = true;
+                    if existed && !created.is_empty() {
+                        state.renew_producer = true;
+                    }
+                    drop(state);
+                    existed = true;
                     shared.wake.notify_one();
                     break;
                 }
@@ -468,10 +557,16 @@ async fn create_topics(
 struct Feeder {
     shared: Arc<Shared>,
     producer: ThreadedProducer<SinkContext>,
+    /// The producer's configuration, to replace it.
+    producer_config: ClientConfig,
     spool: Option<Spool>,
     topics: [String; 6],
     /// Records handed to the producer and not yet reported back.
     in_flight: usize,
+    /// Records to send again (without a spool), by sequence number, before any new one.
+    resend: Vec<(u64, EventRecord)>,
+    /// Whether the spool must be rewound once nothing is in flight (a record came back).
+    rewind_when_idle: bool,
     /// The sequence number of the next record sent without a spool.
     next_seq: u64,
 }
@@ -479,8 +574,9 @@ struct Feeder {
 /// What the feeder took from the shared state in one round.
 struct Round {
     records: Vec<EventRecord>,
-    acks: Vec<(u64, Outcome)>,
+    acks: Vec<Ack>,
     topics_ready: bool,
+    renew_producer: bool,
     stop: Option<Stop>,
 }
 
@@ -519,8 +615,10 @@ impl Feeder {
             let room = self.room(state.topics_ready);
             !state.acks.is_empty()
                 || state.stop.is_some()
+                || (state.renew_producer && state.topics_ready)
                 || (!state.buffer.is_empty() && (self.spool.is_some() || room > 0))
                 || (has_unsent && room > 0)
+                || (!self.resend.is_empty() && room > 0)
         };
         if !has_work(&state) {
             let wait = deadline.map_or(IDLE_WAIT, |d| {
@@ -534,41 +632,80 @@ impl Feeder {
                 .0;
         }
         let acks = std::mem::take(&mut state.acks);
+        let renew_producer = state.topics_ready && std::mem::take(&mut state.renew_producer);
         let records = if self.spool.is_some() {
             state.buffer.drain(..).collect()
         } else {
-            // Acks about to be counted free room too.
-            let room = self
-                .room(state.topics_ready)
-                .saturating_add(acks.len())
-                .min(WINDOW)
-                .min(state.buffer.len());
+            // Acks about to be counted free room too; nothing is sent before the topics exist.
+            let room = if state.topics_ready {
+                self.room(true)
+                    .saturating_add(acks.len())
+                    .saturating_sub(self.resend.len())
+                    .min(WINDOW)
+                    .min(state.buffer.len())
+            } else {
+                0
+            };
             state.buffer.drain(..room).collect()
         };
         Round {
             records,
             acks,
             topics_ready: state.topics_ready,
+            renew_producer,
             stop: state.stop,
         }
     }
 
+    /// Replaces the producer; dropping the old one purges what it held, and the purged records
+    /// come back as acks (appended to `acks`).
+    fn renew_producer(&mut self, acks: &mut Vec<Ack>) {
+        let context = SinkContext {
+            shared: self.shared.clone(),
+        };
+        match self.producer_config.create_with_context(context) {
+            Ok(producer) => {
+                let old = std::mem::replace(&mut self.producer, producer);
+                // Purges, then serves the purged records' delivery reports.
+                drop(old);
+                acks.append(&mut lock(&self.shared.state).acks);
+                info!(
+                    in_flight = self.in_flight,
+                    "Kafka lost its topics or the producer's id: a new producer sends again \
+                     what the old one held"
+                );
+            }
+            Err(e) => warn!(error = %e, "cannot create a new Kafka producer"),
+        }
+    }
+
     /// Processes one round: acks, spooling, sending; then syncs and updates the gauges.
-    fn handle(&mut self, round: Round) {
+    fn handle(&mut self, mut round: Round) {
+        if round.renew_producer {
+            self.renew_producer(&mut round.acks);
+        }
         self.in_flight = self.in_flight.saturating_sub(round.acks.len());
         if let Some(spool) = &mut self.spool {
             let done: Vec<u64> = round
                 .acks
                 .iter()
-                .filter(|(_, outcome)| *outcome != Outcome::Purged)
-                .map(|(seq, _)| *seq)
+                .filter(|ack| ack.outcome != Outcome::Retry)
+                .map(|ack| ack.seq)
                 .collect();
             if let Err(e) = spool.remove(&done) {
                 warn!(error = %e, "Kafka spool: cannot remove delivered events");
             }
+            self.rewind_when_idle |= round.acks.iter().any(|ack| ack.outcome == Outcome::Retry);
+            if round.renew_producer || (self.rewind_when_idle && self.in_flight == 0) {
+                // Nothing is in flight any more: send everything stored again.
+                self.rewind_when_idle = false;
+                if let Err(e) = spool.rewind() {
+                    warn!(error = %e, "Kafka spool: cannot read");
+                }
+            }
             if !round.records.is_empty() {
                 match spool.append(&round.records, self.shared.policy) {
-                    Ok(dropped) => self.shared.count_dropped(dropped),
+                    Ok(dropped) => self.shared.count_dropped(dropped, "spool"),
                     Err(e) => {
                         warn!(error = %e, "Kafka spool: cannot write, events kept in memory only");
                         // Send them straight away instead.
@@ -602,9 +739,23 @@ impl Feeder {
                 warn!(error = %e, "Kafka spool: cannot sync");
             }
         } else {
+            // Records that came back first, in their original order, once the topics exist.
+            self.resend.extend(
+                round
+                    .acks
+                    .into_iter()
+                    .filter_map(|ack| ack.record.map(|record| (ack.seq, record))),
+            );
+            let mut records = Vec::new();
+            if round.topics_ready {
+                self.resend.sort_by_key(|(seq, _)| *seq);
+                records.append(&mut self.resend);
+            }
             for record in round.records {
-                let seq = self.next_seq;
+                records.push((self.next_seq, record));
                 self.next_seq += 1;
+            }
+            for (seq, record) in records {
                 self.send(seq, &record);
             }
         }
@@ -628,6 +779,8 @@ impl Feeder {
             Box::new(InFlight {
                 seq,
                 sent: Instant::now(),
+                // The spool keeps its own copy.
+                record: self.spool.is_none().then(|| record.clone()),
             }),
         )
         .key(record.subject.as_bytes())
@@ -657,7 +810,11 @@ impl Feeder {
                         warn!(error = %error, failed, "Kafka producer refused an event");
                     }
                     // Refused for good: out of the spool too.
-                    lock(&self.shared.state).acks.push((seq, Outcome::Failed));
+                    lock(&self.shared.state).acks.push(Ack {
+                        seq,
+                        outcome: Outcome::Failed,
+                        record: None,
+                    });
                     self.in_flight += 1;
                     return;
                 }
@@ -671,9 +828,10 @@ impl Feeder {
         let waiting = match &self.spool {
             Some(spool) => {
                 kafka.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+                kafka.spool_events.store(spool.len(), Ordering::Relaxed);
                 spool.len()
             }
-            None => self.in_flight as u64,
+            None => (self.in_flight + self.resend.len()) as u64,
         };
         kafka.buffered.store(buffered + waiting, Ordering::Relaxed);
     }
@@ -685,7 +843,7 @@ impl Feeder {
             self.handle(round);
             let buffer_empty = lock(&self.shared.state).buffer.is_empty();
             let spool_empty = self.spool.as_ref().is_none_or(Spool::is_empty);
-            if buffer_empty && self.in_flight == 0 && spool_empty {
+            if buffer_empty && self.in_flight == 0 && self.resend.is_empty() && spool_empty {
                 return;
             }
             if Instant::now() >= deadline {
@@ -701,7 +859,7 @@ impl Feeder {
             Some(spool) => {
                 if !records.is_empty() {
                     match spool.append(&records, self.shared.policy) {
-                        Ok(dropped) => self.shared.count_dropped(dropped),
+                        Ok(dropped) => self.shared.count_dropped(dropped, "spool"),
                         Err(e) => warn!(error = %e, "Kafka spool: cannot write at shutdown"),
                     }
                 }
@@ -720,7 +878,7 @@ impl Feeder {
                 }
             }
             None => {
-                let left = records.len() + self.in_flight;
+                let left = records.len() + self.in_flight + self.resend.len();
                 if left == 0 {
                     info!("Kafka sink stopped: every event delivered");
                 } else {

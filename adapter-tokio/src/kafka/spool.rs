@@ -6,11 +6,12 @@
 //! acknowledges it, so a restart (or a crash) replays what was left, oldest first.
 //!
 //! Durability follows [`FsyncPolicy`]: with `Always` every batch of appended events is committed
-//! with [`Durability::Immediate`] (fsync) before it is sent; with `EveryMs(n)` commits are
-//! [`Durability::None`] and an immediate commit happens at most every `n` ms and at close, so a
-//! power loss or a crash of the process loses at most the last `n` ms of events. Removals are
-//! never synced on their own: after a crash some delivered events may be sent again
-//! (at-least-once).
+//! with [`Durability::Immediate`] (fsync) before it is sent, and [`Spool::sync`] makes removals
+//! durable at the end of each feeder round. With `EveryMs(n)` commits are [`Durability::None`],
+//! which redb keeps in the process's memory only, and [`Spool::sync`] commits durably when `n`
+//! ms have passed since the last time and at close: a power loss, a crash or a SIGKILL of the
+//! process loses what was appended since the last durable commit, and sends again what was
+//! removed since (at-least-once). The README's Kafka sink section states the bounds.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -247,6 +248,18 @@ impl Spool {
         Ok(records)
     }
 
+    /// Makes every stored record unsent again (after the producer that held them was replaced).
+    pub fn rewind(&mut self) -> Result<(), SpoolError> {
+        let first = || -> Result<Option<u64>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            Ok(table.first()?.map(|(key, _)| key.value()))
+        };
+        let first = first().map_err(|e| storage(&self.path, e))?;
+        self.cursor = first.unwrap_or(self.next_key);
+        Ok(())
+    }
+
     /// Removes the records with sequence numbers `keys` (acknowledged by Kafka, or refused for
     /// good).
     pub fn remove(&mut self, keys: &[u64]) -> Result<(), SpoolError> {
@@ -412,6 +425,26 @@ mod tests {
             spool.append(&[record(10)], DropPolicy::DropOldest).unwrap();
             assert_eq!(spool.take_unsent(10).unwrap()[0].0, 10);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rewind_makes_every_stored_record_unsent() {
+        let dir = temp_dir("rewind");
+        let mut spool = Spool::open(&config(&dir, 1 << 20, FsyncPolicy::Always)).unwrap();
+        let records: Vec<_> = (0..5).map(record).collect();
+        spool.append(&records, DropPolicy::DropOldest).unwrap();
+        assert_eq!(spool.take_unsent(3).unwrap().len(), 3);
+        spool.remove(&[0]).unwrap();
+        spool.rewind().unwrap();
+        let keys: Vec<u64> = spool
+            .take_unsent(10)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(keys, [1, 2, 3, 4]);
+        drop(spool);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
