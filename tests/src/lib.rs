@@ -761,3 +761,4 @@ impl MosquittoSub {
 }
 
 pub mod kafka;
+pub mod tap;
