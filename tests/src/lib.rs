@@ -760,5 +760,6 @@ impl MosquittoSub {
     }
 }
 
+pub mod certs;
 pub mod kafka;
 pub mod tap;
