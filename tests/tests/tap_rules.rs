@@ -26,7 +26,10 @@ async fn reserved_client_id_broker_is_refused_with_connack_2() {
 
     let code = refused_code(Client::connect_with(options(tap.local_addr(), "broker")).await);
     assert_eq!(code, ConnectReturnCode::BadClientId);
-    assert_eq!(tap.metrics().refused_identifier.load(Ordering::Relaxed), 1);
+    // `broker/<node>` is what taps with `events.node` set publish as: reserved too.
+    let code = refused_code(Client::connect_with(options(tap.local_addr(), "broker/tap-a")).await);
+    assert_eq!(code, ConnectReturnCode::BadClientId);
+    assert_eq!(tap.metrics().refused_identifier.load(Ordering::Relaxed), 2);
     // The tap's own `broker` connection to mosquitto was not taken over: events still flow.
     let _probe = Client::connect(tap.local_addr(), "probe").await;
     monitor.next_event("connected", "probe").await;

@@ -66,11 +66,30 @@ impl UpstreamQueue {
 /// Where and how the publisher connects.
 struct Target {
     address: String,
+    client_id: String,
     connect_timeout: Duration,
     reconnect: Duration,
     keep_alive: u16,
     topics: [String; 6],
     qos: [QoS; 6],
+}
+
+/// The client id of the event publisher: `broker`, or `broker/<node>` when `events.node` is
+/// set, so that several taps in front of one broker (cluster) do not take each other's
+/// connection over. Clients may use neither (see [`is_reserved`]).
+pub fn publisher_client_id(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("{RESERVED_CLIENT_ID}/{node}"),
+        None => RESERVED_CLIENT_ID.to_owned(),
+    }
+}
+
+/// Whether clients of a tap may not use `client_id`: `broker` (the core's rule) or any
+/// `broker/...`, the ids of the taps' event publishers.
+pub fn is_reserved(client_id: &str) -> bool {
+    client_id
+        .strip_prefix(RESERVED_CLIENT_ID)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Starts the publisher task; it runs until every [`UpstreamQueue`] clone is dropped.
@@ -84,6 +103,7 @@ pub fn start(
     let pending = Arc::new(AtomicU64::new(0));
     let target = Target {
         address: address.to_owned(),
+        client_id: publisher_client_id(config.events.node.as_deref()),
         connect_timeout: config.upstream.connect_timeout(),
         reconnect: config.upstream.reconnect_delay(),
         keep_alive: config.upstream.publisher_keep_alive_secs,
@@ -139,7 +159,7 @@ async fn session(
     let _ = stream.set_nodelay(true);
     let connect = WirePacket::Connect(codec::Connect {
         protocol_level: codec::PROTOCOL_LEVEL,
-        client_id: RESERVED_CLIENT_ID,
+        client_id: &target.client_id,
         clean_session: true,
         keep_alive: target.keep_alive,
         username: None,
@@ -159,7 +179,7 @@ async fn session(
     metrics
         .upstream_publisher_connects
         .fetch_add(1, Ordering::Relaxed);
-    info!(upstream = %target.address, "event publisher connected as `broker`");
+    info!(upstream = %target.address, client_id = %target.client_id, "event publisher connected");
 
     let (mut reader, mut writer) = stream.into_split();
     let mut ping = tokio::time::interval(Duration::from_secs(u64::from(target.keep_alive)));
@@ -263,5 +283,20 @@ async fn read_connack(
         if stream.read_buf(rbuf).await.context("read CONNACK")? == 0 {
             bail!("upstream closed the connection before CONNACK");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publisher_ids_are_reserved() {
+        assert_eq!(publisher_client_id(None), "broker");
+        assert_eq!(publisher_client_id(Some("tap-a")), "broker/tap-a");
+        assert!(is_reserved("broker"));
+        assert!(is_reserved("broker/tap-a"));
+        assert!(!is_reserved("brokerage"));
+        assert!(!is_reserved("my-broker"));
     }
 }

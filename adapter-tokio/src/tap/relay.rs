@@ -4,8 +4,9 @@
 //! Rules, each answered by the tap itself and never forwarded:
 //!
 //! - CONNECT (section 3.1): the rules of embedded mode (protocol level 4, the client-id rule and
-//!   the reserved id `broker`, no last will on a system topic, credentials, connection limit),
-//!   refused with their CONNACK return code. An unreachable upstream broker gives CONNACK 3
+//!   the reserved id `broker`, here also `broker/<node>`, the ids of the taps' publishers; no
+//!   last will on a system topic, credentials, connection limit), refused with their CONNACK
+//!   return code. An unreachable upstream broker gives CONNACK 3
 //!   (server unavailable): the tap never sends CONNACK 0 itself, it forwards the upstream's.
 //! - PUBLISH on a system topic (section 3.3): the connection is closed (`not_authorized`).
 //! - SUBSCRIBE (section 3.8) with a filter that receives events, from a client not allowed to
@@ -92,6 +93,16 @@ where
     let Some(permit) = apply_connect_rules(&mut client, &mut request, serial, &rules).await else {
         return;
     };
+    if super::publisher::is_reserved(&request.client_id) {
+        refuse(
+            &mut client,
+            ConnectReturnCode::IdentifierRejected,
+            "client id reserved for the taps' event publishers",
+            &shared.metrics,
+        )
+        .await;
+        return;
+    }
 
     // The upstream connection, and its answer to the client's own CONNECT bytes.
     let superseded = shared.registry.supersede(&request.client_id);
