@@ -357,3 +357,42 @@ impl Drop for Tap {
         let _ = self.phase.send(Phase::Closing);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64) -> (Entry, Arc<AtomicBool>, mpsc::Receiver<Kick>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (kick, rx) = mpsc::channel(1);
+        (
+            Entry {
+                serial,
+                superseded: flag.clone(),
+                kick,
+            },
+            flag,
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_second_connection_supersedes_and_replaces_the_first() {
+        let registry = Registry::default();
+        assert!(registry.supersede("a").is_none(), "nobody to supersede");
+        let (first, first_flag, _rx1) = entry(1);
+        assert!(registry.insert("a", first).is_none());
+        let flag = registry.supersede("a").expect("the first connection");
+        assert!(first_flag.load(Ordering::Acquire));
+        // A refused takeover clears the mark again.
+        flag.store(false, Ordering::Release);
+        assert!(!first_flag.load(Ordering::Acquire));
+        let (second, _, _rx2) = entry(2);
+        assert!(registry.insert("a", second).is_some(), "the old kick");
+        // The first connection ending does not remove the second.
+        registry.remove("a", 1);
+        assert_eq!(registry.len(), 1);
+        registry.remove("a", 2);
+        assert_eq!(registry.len(), 0);
+    }
+}
