@@ -15,6 +15,7 @@ use tests::{
     Client, ConnectFailure, Monitor, RawClient, WAIT, assert_fields, connect_packet, mosquitto_pub,
     options,
 };
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn a_client_id_connecting_again_through_the_tap_is_a_takeover() {
@@ -185,4 +186,34 @@ async fn tls_from_clients_is_terminated_at_the_tap() {
     );
     let gone = monitor.next_event("disconnected", "tls-pub").await;
     assert_eq!(gone.json["reason"], "normal");
+}
+
+#[tokio::test]
+async fn bad_client_bytes_close_with_protocol_error_or_packet_too_large() {
+    let mosquitto = Mosquitto::start().await;
+    let mut config = tap_config(mosquitto.addr);
+    config.max_packet_size = 1024;
+    let tap = start_tap(config).await;
+    wait_publisher(&tap).await;
+    let mut monitor = Monitor::start(mosquitto.addr).await;
+
+    // A reserved packet type (0) after CONNECT: never forwarded, the tap closes.
+    let (mut raw, _) =
+        RawClient::connect(tap.local_addr(), &connect_packet("garbler", 30, 4)).await;
+    raw.stream.write_all(&[0x00, 0x00]).await.expect("write");
+    assert!(raw.closed_within(WAIT).await, "closed");
+    let gone = monitor.next_event("disconnected", "garbler").await;
+    assert_eq!(gone.json["reason"], "protocol_error");
+
+    // A PUBLISH declaring 4,000 bytes against max_packet_size 1,024: closed at its header.
+    let (mut raw, _) =
+        RawClient::connect(tap.local_addr(), &connect_packet("bigmouth", 30, 4)).await;
+    raw.stream
+        .write_all(&[0x30, 0xA0, 0x1F])
+        .await
+        .expect("write");
+    assert!(raw.closed_within(WAIT).await, "closed");
+    let gone = monitor.next_event("disconnected", "bigmouth").await;
+    assert_eq!(gone.json["reason"], "packet_too_large");
+    assert_eq!(tap.metrics().protocol_errors.load(Ordering::Relaxed), 2);
 }
