@@ -23,7 +23,7 @@ pub use kafka::{
     DropPolicy, FsyncPolicy, KafkaConfig, KafkaTopics, MAX_KAFKA_FLUSH_TIMEOUT_MS, MIN_SPOOL_BYTES,
     PropertyValue, SpoolConfig,
 };
-pub use upstream::{MAX_RECONNECT_MS, UpstreamConfig};
+pub use upstream::{MAX_RECONNECT_MS, UpstreamConfig, UpstreamTlsConfig};
 
 /// The commented example configuration, `activity-broker.example.toml`, with every option.
 pub const EXAMPLE_CONFIG: &str = include_str!("../activity-broker.example.toml");

@@ -1,6 +1,7 @@
 //! Tap mode harness: Debian's real `mosquitto` on a free port, and taps in front of it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,12 +32,23 @@ impl Mosquitto {
 
     /// Starts mosquitto on `port` and waits until it accepts connections.
     pub async fn start_on(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "").await
+    }
+
+    /// Starts mosquitto with a TLS listener (certificate and key PEM files) on a free port.
+    pub async fn start_tls(cert: &Path, key: &Path) -> Mosquitto {
+        let extra = format!("certfile {}\nkeyfile {}\n", cert.display(), key.display());
+        Mosquitto::start_with(free_port(), &extra).await
+    }
+
+    /// Starts mosquitto on `port` with `extra` lines for its listener.
+    async fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let conf = dir.path().join("mosquitto.conf");
         // mosquitto 2.x refuses anonymous clients unless a listener says otherwise.
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\n"),
         )
         .expect("write mosquitto.conf");
         let child = Command::new("mosquitto")

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use activity_core::event::EventKind;
-use adapter_tokio::config::TlsConfig;
+use adapter_tokio::config::{TlsConfig, UpstreamTlsConfig};
 use rumqttc::ConnectReturnCode;
 use serde_json::json;
 use tests::certs::self_signed;
@@ -216,4 +216,51 @@ async fn bad_client_bytes_close_with_protocol_error_or_packet_too_large() {
     let gone = monitor.next_event("disconnected", "bigmouth").await;
     assert_eq!(gone.json["reason"], "packet_too_large");
     assert_eq!(tap.metrics().protocol_errors.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn the_tap_reaches_a_tls_upstream_with_its_ca() {
+    let (cert, key) = self_signed("tap-upstream");
+    let mosquitto = Mosquitto::start_tls(&cert, &key).await;
+    let mut config = tap_config(mosquitto.addr);
+    config.upstream.tls = Some(UpstreamTlsConfig {
+        ca: cert.clone(),
+        server_name: Some("localhost".to_owned()),
+    });
+    let tap = start_tap(config).await;
+    wait_publisher(&tap).await;
+    // Through the tap (plain to the tap, TLS to mosquitto), the monitor and a client.
+    let mut monitor = Monitor::start(tap.local_addr()).await;
+    let mut client = Client::connect(tap.local_addr(), "secure-upstream").await;
+    client
+        .publish("s/1", rumqttc::QoS::AtLeastOnce, false, b"x")
+        .await;
+    let message = monitor.next_event("message", "secure-upstream").await;
+    assert_eq!(message.json["topic"], "s/1");
+    client.disconnect().await;
+    let gone = monitor.next_event("disconnected", "secure-upstream").await;
+    assert_eq!(gone.json["reason"], "normal");
+
+    // A CA that did not sign mosquitto's certificate: no relay, CONNACK 3.
+    let (other_ca, _) = self_signed("tap-upstream-other");
+    let mut config = tap_config(mosquitto.addr);
+    config.upstream.tls = Some(UpstreamTlsConfig {
+        ca: other_ca,
+        server_name: Some("localhost".to_owned()),
+    });
+    let untrusting = start_tap(config).await;
+    match Client::connect_with(options(untrusting.local_addr(), "refused")).await {
+        Err(ConnectFailure::Refused(code)) => {
+            assert_eq!(code, ConnectReturnCode::ServiceUnavailable);
+        }
+        Err(ConnectFailure::Other(e)) => panic!("no refusing CONNACK: {e}"),
+        Ok(_) => panic!("relayed to an upstream whose certificate is not trusted"),
+    }
+    assert_eq!(
+        untrusting
+            .metrics()
+            .upstream_unreachable
+            .load(Ordering::Relaxed),
+        1
+    );
 }

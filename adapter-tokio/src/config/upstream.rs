@@ -1,5 +1,6 @@
 //! The `[upstream]` table: tap mode, a relay in front of an existing MQTT broker.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,6 +26,34 @@ pub struct UpstreamConfig {
     /// The keep-alive of the event publisher's own connection, in seconds (default 30, 1 to
     /// 65,535).
     pub publisher_keep_alive_secs: u16,
+    /// TLS to the upstream broker, the `[upstream.tls]` table (default: plain TCP).
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// TLS to the upstream broker, the `[upstream.tls]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CA certificates the upstream broker's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name the upstream's certificate must have (default: the host of `address`).
+    pub server_name: Option<String>,
+}
+
+impl UpstreamConfig {
+    /// The name to check the upstream's certificate against: `tls.server_name`, else the host
+    /// of `address` (without the brackets of an IPv6 literal).
+    pub fn server_name(&self) -> Option<String> {
+        if let Some(name) = self.tls.as_ref().and_then(|t| t.server_name.clone()) {
+            return Some(name);
+        }
+        let (host, _) = self.address.as_deref()?.rsplit_once(':')?;
+        Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        )
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -34,6 +63,7 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: 5_000,
             reconnect_ms: 1_000,
             publisher_keep_alive_secs: 30,
+            tls: None,
         }
     }
 }
@@ -111,6 +141,22 @@ mod tests {
         ] {
             assert!(check_address(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_server_name_defaults_to_the_host() {
+        let mut config = UpstreamConfig {
+            address: Some("[::1]:8883".to_owned()),
+            ..UpstreamConfig::default()
+        };
+        assert_eq!(config.server_name().as_deref(), Some("::1"));
+        config.address = Some("mqtt.internal:8883".to_owned());
+        assert_eq!(config.server_name().as_deref(), Some("mqtt.internal"));
+        config.tls = Some(UpstreamTlsConfig {
+            ca: PathBuf::from("ca.pem"),
+            server_name: Some("other".to_owned()),
+        });
+        assert_eq!(config.server_name().as_deref(), Some("other"));
     }
 
     #[test]

@@ -36,8 +36,10 @@ use crate::metrics::Metrics;
 
 pub mod publisher;
 mod relay;
+mod upstream;
 
 pub use publisher::UpstreamQueue;
+use upstream::Upstream;
 
 /// Envelope messages published through one tap whose publisher it remembers for `msgack`
 /// (about 480 bytes each); the oldest is forgotten first.
@@ -97,8 +99,8 @@ impl Registry {
 /// What every relay task shares.
 struct TapShared {
     config: Arc<Config>,
-    /// The upstream broker, `host:port`.
-    upstream: String,
+    /// The upstream broker.
+    upstream: Upstream,
     events: EventSender,
     metrics: Arc<Metrics>,
     registry: Registry,
@@ -147,11 +149,8 @@ impl Tap {
     /// the listeners and starts relaying.
     pub async fn start(config: Config) -> anyhow::Result<Tap> {
         config.validate()?;
-        let upstream = config
-            .upstream
-            .address
-            .clone()
-            .context("tap mode needs upstream.address (or --upstream)")?;
+        let upstream =
+            Upstream::new(&config)?.context("tap mode needs upstream.address (or --upstream)")?;
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
         let tracker_config = tracker_config(&config)?;
@@ -164,8 +163,12 @@ impl Tap {
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let (events, receiver) = events::channel(&config.events, metrics.clone());
         let (upstream_queue, publisher) = if config.sinks.contains(&Sink::Mqtt) {
-            let (queue, task) =
-                publisher::start(&config, &upstream, &tracker_config.topics, metrics.clone());
+            let (queue, task) = publisher::start(
+                &config,
+                upstream.clone(),
+                &tracker_config.topics,
+                metrics.clone(),
+            );
             (Some(queue), Some(task))
         } else {
             (None, None)
@@ -202,7 +205,7 @@ impl Tap {
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let local_addr = listener.local_addr()?;
-        info!(%local_addr, %upstream, "MQTT tap ready");
+        info!(%local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
         let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
         let mut accept_tasks = vec![tokio::spawn(accept_loop(
             listener,

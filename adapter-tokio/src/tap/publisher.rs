@@ -21,7 +21,6 @@ use activity_core::system::SystemTopics;
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -29,6 +28,8 @@ use tracing::{info, warn};
 use crate::config::{Config, MAX_PACKET_SIZE_LIMIT};
 use crate::events::EventRecord;
 use crate::metrics::Metrics;
+
+use super::upstream::{Upstream, UpstreamStream};
 
 /// Most events in one write to the upstream broker.
 const BATCH: usize = 256;
@@ -65,7 +66,7 @@ impl UpstreamQueue {
 
 /// Where and how the publisher connects.
 struct Target {
-    address: String,
+    upstream: Upstream,
     client_id: String,
     connect_timeout: Duration,
     reconnect: Duration,
@@ -93,16 +94,16 @@ pub fn is_reserved(client_id: &str) -> bool {
 }
 
 /// Starts the publisher task; it runs until every [`UpstreamQueue`] clone is dropped.
-pub fn start(
+pub(crate) fn start(
     config: &Config,
-    address: &str,
+    upstream: Upstream,
     topics: &SystemTopics,
     metrics: Arc<Metrics>,
 ) -> (UpstreamQueue, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.events.queue_capacity.max(1));
     let pending = Arc::new(AtomicU64::new(0));
     let target = Target {
-        address: address.to_owned(),
+        upstream,
         client_id: publisher_client_id(config.events.node.as_deref()),
         connect_timeout: config.upstream.connect_timeout(),
         reconnect: config.upstream.reconnect_delay(),
@@ -132,7 +133,7 @@ async fn run(
             Ok(()) => return,
             Err(e) => {
                 warn!(
-                    upstream = %target.address,
+                    upstream = %target.upstream.address,
                     error = %format!("{e:#}"),
                     retry_in_ms = target.reconnect.as_millis(),
                     "event publisher: upstream connection failed"
@@ -151,12 +152,7 @@ async fn session(
     pending: &AtomicU64,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let mut stream =
-        tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.address))
-            .await
-            .context("connect timed out")?
-            .context("connect")?;
-    let _ = stream.set_nodelay(true);
+    let mut stream = target.upstream.connect().await?;
     let connect = WirePacket::Connect(codec::Connect {
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id: &target.client_id,
@@ -179,9 +175,9 @@ async fn session(
     metrics
         .upstream_publisher_connects
         .fetch_add(1, Ordering::Relaxed);
-    info!(upstream = %target.address, client_id = %target.client_id, "event publisher connected");
+    info!(upstream = %target.upstream.address, client_id = %target.client_id, "event publisher connected");
 
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut ping = tokio::time::interval(Duration::from_secs(u64::from(target.keep_alive)));
     ping.tick().await;
     let mut batch = Vec::with_capacity(BATCH);
@@ -267,7 +263,7 @@ fn encode_publish(out: &mut BytesMut, topic: &str, qos: QoS, pkid: Option<u16>, 
 
 /// Reads the CONNACK that answers the publisher's CONNECT.
 async fn read_connack(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     rbuf: &mut BytesMut,
 ) -> anyhow::Result<ConnectReturnCode> {
     loop {

@@ -35,11 +35,11 @@ use activity_core::event::DisconnectReason;
 use activity_core::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
+use super::upstream::UpstreamStream;
 use super::{Entry, Kick, TapShared};
 use crate::ack_store::HeapAckStore;
 use crate::connection::{
@@ -117,7 +117,7 @@ where
                 .metrics
                 .upstream_unreachable
                 .fetch_add(1, Ordering::Relaxed);
-            warn!(upstream = %shared.upstream, client_id = %request.client_id, why, "upstream broker unreachable: CONNECT refused");
+            warn!(upstream = %shared.upstream.address, client_id = %request.client_id, why = %format!("{why:#}"), "upstream broker unreachable: CONNECT refused");
             refuse(
                 &mut client,
                 ConnectReturnCode::ServerUnavailable,
@@ -207,7 +207,7 @@ where
             secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
         };
         let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
-        let (mut upstream_rx, mut upstream_tx) = upstream.split();
+        let (mut upstream_rx, mut upstream_tx) = tokio::io::split(&mut upstream);
         let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(MAX_PENDING_SUBSCRIBES);
         let up = client_to_upstream(
             &mut client_rx,
@@ -277,16 +277,11 @@ async fn connect_upstream(
     shared: &TapShared,
     raw_connect: &[u8],
     deadline: Instant,
-) -> Result<(TcpStream, Bytes, ConnectReturnCode, BytesMut), &'static str> {
+) -> anyhow::Result<(UpstreamStream, Bytes, ConnectReturnCode, BytesMut)> {
     let connect_timeout = shared.config.upstream.connect_timeout();
-    let mut stream = match timeout(connect_timeout, TcpStream::connect(&shared.upstream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(_)) => return Err("connect failed"),
-        Err(_) => return Err("connect timed out"),
-    };
-    let _ = stream.set_nodelay(true);
+    let mut stream = shared.upstream.connect().await?;
     if stream.write_all(raw_connect).await.is_err() {
-        return Err("write CONNECT failed");
+        anyhow::bail!("write CONNECT failed");
     }
     let deadline = deadline.max(Instant::now() + connect_timeout);
     let mut ubuf = BytesMut::with_capacity(4096);
@@ -296,13 +291,13 @@ async fn connect_upstream(
                 let raw = ubuf.split_to(len).freeze();
                 return Ok((stream, raw, ack.code, ubuf));
             }
-            Ok(Some(_)) | Err(_) => return Err("the answer to CONNECT is not a CONNACK"),
+            Ok(Some(_)) | Err(_) => anyhow::bail!("the answer to CONNECT is not a CONNACK"),
             Ok(None) => {}
         }
         match timeout_at(deadline, stream.read_buf(&mut ubuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err("closed before CONNACK"),
+            Ok(Ok(0)) | Ok(Err(_)) => anyhow::bail!("closed before CONNACK"),
             Ok(Ok(_)) => {}
-            Err(_) => return Err("no CONNACK in time"),
+            Err(_) => anyhow::bail!("no CONNACK in time"),
         }
     }
 }
