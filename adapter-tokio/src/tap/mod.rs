@@ -45,6 +45,13 @@ use upstream::Upstream;
 /// (about 480 bytes each); the oldest is forgotten first.
 pub const PUBLISHER_TABLE_CAPACITY: usize = 1024;
 
+/// Most QoS 1 and 2 deliveries awaiting the client's acknowledgement that one relayed
+/// connection remembers for `msgack` (the oldest is dropped first, counted by its tracker and
+/// logged). Larger than embedded mode's [`ACK_STORE_CAPACITY`](crate::connection::ACK_STORE_CAPACITY):
+/// the upstream broker's in-flight window is not under the tap's control, and more deliveries
+/// are in transit between upstream, tap and client. The store allocates per pending delivery.
+pub const TAP_ACK_STORE_CAPACITY: usize = 1024;
+
 /// A request to end a connection because its client id connected again through this tap;
 /// answered once the old connection's `disconnected` event is queued.
 type Kick = oneshot::Sender<()>;

@@ -43,8 +43,8 @@ use super::upstream::UpstreamStream;
 use super::{Entry, Kick, TapShared};
 use crate::ack_store::HeapAckStore;
 use crate::connection::{
-    ACK_STORE_CAPACITY, ConnectRules, MAX_PENDING_SUBSCRIBES, Phase, WRITE_STALL_LIMIT,
-    apply_connect_rules, now_ms, read_connect, refuse,
+    ConnectRules, MAX_PENDING_SUBSCRIBES, Phase, WRITE_STALL_LIMIT, apply_connect_rules, now_ms,
+    read_connect, refuse,
 };
 
 /// What the two directions of one connection share: the tracker and the SUBSCRIBEs and
@@ -157,7 +157,7 @@ where
 
     let mut tracker = Tracker::new(
         shared.tracker_config.clone(),
-        HeapAckStore::new(ACK_STORE_CAPACITY),
+        HeapAckStore::new(super::TAP_ACK_STORE_CAPACITY),
     );
     let peer_text = peer.to_string();
     let info = ConnectInfo {
