@@ -264,3 +264,38 @@ async fn the_tap_reaches_a_tls_upstream_with_its_ca() {
         1
     );
 }
+
+#[tokio::test]
+async fn connect_timeout_and_connection_limit_apply_as_in_embedded_mode() {
+    let mosquitto = Mosquitto::start().await;
+    let mut config = tap_config(mosquitto.addr);
+    config.max_connections = 1;
+    config.connect_timeout_secs = 0.5;
+    let tap = start_tap(config).await;
+    wait_publisher(&tap).await;
+
+    // No CONNECT within the connect timeout: closed, counted, never relayed.
+    let mut silent = RawClient::open(tap.local_addr()).await;
+    assert!(silent.closed_within(WAIT).await, "closed");
+    assert_eq!(tap.metrics().connect_timeouts.load(Ordering::Relaxed), 1);
+
+    // One connection allowed: the second gets CONNACK 3.
+    let _first = Client::connect(tap.local_addr(), "first").await;
+    match Client::connect_with(options(tap.local_addr(), "second")).await {
+        Err(ConnectFailure::Refused(code)) => {
+            assert_eq!(code, ConnectReturnCode::ServiceUnavailable);
+        }
+        Err(ConnectFailure::Other(e)) => panic!("no refusing CONNACK: {e}"),
+        Ok(_) => panic!("max_connections = 1 accepted a second client"),
+    }
+    assert_eq!(
+        tap.metrics()
+            .refused_server_unavailable
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        tap.metrics().upstream_unreachable.load(Ordering::Relaxed),
+        0
+    );
+}
