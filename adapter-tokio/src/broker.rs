@@ -11,6 +11,7 @@ use activity_core::tracker::{EventKinds, TrackerConfig};
 use anyhow::Context;
 use rumqttd::local::LinkBuilder;
 use rumqttd::{Router, RouterConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -40,7 +41,7 @@ pub struct Broker {
 }
 
 /// Builds the trackers' configuration from the broker's.
-fn tracker_config(config: &Config) -> anyhow::Result<TrackerConfig> {
+pub(crate) fn tracker_config(config: &Config) -> anyhow::Result<TrackerConfig> {
     let topics = SystemTopics::new(&config.events.prefix)
         .map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?;
     if config.events.prefix.starts_with('$') {
@@ -117,6 +118,7 @@ impl Broker {
         };
         let dispatcher = Dispatcher {
             mqtt,
+            upstream: None,
             kafka: kafka_queue,
         };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
@@ -284,10 +286,36 @@ impl Drop for Broker {
     }
 }
 
-async fn accept_loop(
+/// What an accept loop hands each accepted client stream to (plain TCP, or TLS after the
+/// handshake): the embedded broker's front or the tap's relay.
+pub(crate) trait Serve: Clone + Send + Sync + 'static {
+    /// Serves one client connection until it ends.
+    fn serve<S>(self, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// How long a TLS handshake may take (the connect timeout).
+    fn handshake_timeout(&self) -> Duration;
+}
+
+impl Serve for Arc<Shared> {
+    fn serve<S>(self, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        connection::serve(stream, peer, self)
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        self.config.connect_timeout()
+    }
+}
+
+/// Accepts clients on `listener` until aborted, serving each in a task of `connections`.
+pub(crate) async fn accept_loop<T: Serve>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    server: T,
     connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
 ) {
     loop {
@@ -301,8 +329,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let task = serve_accepted(stream, peer, tls.clone(), shared);
+        let task = serve_accepted(stream, peer, tls.clone(), server.clone());
         let mut set = connections.lock().await;
         // Reap finished tasks so the set stays as large as the live connections.
         while set.try_join_next().is_some() {}
@@ -310,18 +337,18 @@ async fn accept_loop(
     }
 }
 
-async fn serve_accepted(
+async fn serve_accepted<T: Serve>(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    server: T,
 ) {
     match tls {
-        None => connection::serve(stream, peer, shared).await,
+        None => server.serve(stream, peer).await,
         Some(acceptor) => {
-            let timeout = shared.config.connect_timeout();
+            let timeout = server.handshake_timeout();
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => connection::serve(tls_stream, peer, shared).await,
+                Ok(Ok(tls_stream)) => server.serve(tls_stream, peer).await,
                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }

@@ -17,11 +17,13 @@ use argon2::password_hash::PasswordHash;
 use serde::Deserialize;
 
 mod kafka;
+mod upstream;
 
 pub use kafka::{
     DropPolicy, FsyncPolicy, KafkaConfig, KafkaTopics, MAX_KAFKA_FLUSH_TIMEOUT_MS, MIN_SPOOL_BYTES,
     PropertyValue, SpoolConfig,
 };
+pub use upstream::{MAX_RECONNECT_MS, UpstreamConfig, UpstreamTlsConfig};
 
 /// The commented example configuration, `activity-broker.example.toml`, with every option.
 pub const EXAMPLE_CONFIG: &str = include_str!("../activity-broker.example.toml");
@@ -65,6 +67,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// The Kafka sink, the `[kafka]` table (used when `sinks` has `"kafka"`).
     pub kafka: KafkaConfig,
+    /// Tap mode, the `[upstream]` table: relay clients to an existing broker.
+    pub upstream: UpstreamConfig,
 }
 
 impl Default for Config {
@@ -82,6 +86,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             users: Vec::new(),
             kafka: KafkaConfig::default(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -445,6 +450,7 @@ impl Config {
         }
         self.access.validate()?;
         validate_users(&self.users)?;
+        self.upstream.validate()?;
         Ok(())
     }
 

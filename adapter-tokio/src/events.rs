@@ -25,6 +25,7 @@ use crate::config::{EventsConfig, PayloadMode};
 use crate::connection::QOS_MARKER_BASE;
 use crate::kafka::KafkaQueue;
 use crate::metrics::Metrics;
+use crate::tap::UpstreamQueue;
 
 /// One encoded event on its way to the sinks.
 #[derive(Clone, Debug)]
@@ -211,8 +212,10 @@ impl MqttSink {
 /// Drains the event queue and fans every event out to the sinks: the Kafka sink's buffer
 /// first (it never waits), then the MQTT sink.
 pub struct Dispatcher {
-    /// The MQTT sink, when `sinks` has `"mqtt"`.
+    /// The MQTT sink, when `sinks` has `"mqtt"` (embedded mode).
     pub mqtt: Option<MqttSink>,
+    /// The upstream broker's event publisher, when `sinks` has `"mqtt"` in tap mode.
+    pub upstream: Option<UpstreamQueue>,
     /// The Kafka sink's buffer, when `sinks` has `"kafka"`.
     pub kafka: Option<KafkaQueue>,
 }
@@ -235,6 +238,9 @@ impl Dispatcher {
                     Item::Event(record) => {
                         if let Some(kafka) = &self.kafka {
                             kafka.offer(record.clone());
+                        }
+                        if let Some(upstream) = &self.upstream {
+                            upstream.offer(record.clone());
                         }
                         records.push(record);
                     }

@@ -19,4 +19,5 @@ pub mod kafka;
 pub mod limits;
 pub mod metrics;
 pub mod sequencer;
+pub mod tap;
 pub mod tls;

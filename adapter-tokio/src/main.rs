@@ -1,9 +1,10 @@
 //! `activity-broker`: an MQTT 3.1.1 broker that publishes every client's activity.
 //!
 //! `activity-broker [--config FILE] [--listen ADDR] [--metrics-listen ADDR]
-//! [--kafka-brokers HOST:PORT,...]` runs the broker
-//! until SIGINT or SIGTERM; `activity-broker hash-password` reads a password from stdin and
-//! prints its argon2id hash for a `[[users]]` table. Bad flags or configuration exit with code 2,
+//! [--kafka-brokers HOST:PORT,...] [--upstream HOST:PORT]` runs the broker (with `--upstream`,
+//! the tap in front of an existing broker, see `adapter_tokio::tap`) until SIGINT or SIGTERM;
+//! `activity-broker hash-password` reads a password from stdin and prints its argon2id hash for
+//! a `[[users]]` table. Bad flags or configuration exit with code 2,
 //! a broker that fails to run exits with code 1.
 
 use std::io::BufRead;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use adapter_tokio::broker::Broker;
 use adapter_tokio::config::{Config, ConfigError, Sink};
+use adapter_tokio::tap::Tap;
 use adapter_tokio::{auth, limits, tls};
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
@@ -46,6 +48,10 @@ struct Cli {
     /// `sinks`) and overrides `kafka.brokers` of the file.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     kafka_brokers: Option<Vec<String>>,
+    /// Tap mode: relay every client to this existing MQTT broker instead of running the
+    /// embedded router; overrides `upstream.address` of the file.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: Option<String>,
     /// A command other than running the broker.
     #[command(subcommand)]
     command: Option<Command>,
@@ -120,6 +126,9 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
             config.sinks.push(Sink::Kafka);
         }
     }
+    if let Some(upstream) = &cli.upstream {
+        config.upstream.address = Some(upstream.trim().to_owned());
+    }
     config.validate()?;
     Ok(config)
 }
@@ -186,6 +195,16 @@ fn raise_fd_limit(config: &Config) {
 /// short.
 async fn serve(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
+    if config.upstream.address.is_some() {
+        let tap = Tap::start(config).await?;
+        let signal = signals.recv().await;
+        info!("{signal}: shutting down");
+        tokio::select! {
+            () = tap.shutdown() => info!("shut down"),
+            signal = signals.recv() => warn!("{signal} again: exiting without finishing the shutdown"),
+        }
+        return Ok(());
+    }
     let broker = Broker::start(config).await?;
     let signal = signals.recv().await;
     info!("{signal}: shutting down");

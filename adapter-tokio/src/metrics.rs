@@ -64,6 +64,11 @@ pub struct Metrics {
     pub keepalive_timeouts: AtomicU64,
     /// Sockets closed because no CONNECT arrived within the connect timeout.
     pub connect_timeouts: AtomicU64,
+    /// Tap mode: client CONNECTs refused (CONNACK 3) because the upstream broker could not be
+    /// reached or did not answer.
+    pub upstream_unreachable: AtomicU64,
+    /// Tap mode: connections of the event publisher to the upstream broker, the first included.
+    pub upstream_publisher_connects: AtomicU64,
     /// The Kafka sink's counters.
     pub kafka: KafkaMetrics,
 }
@@ -280,6 +285,18 @@ impl Metrics {
             "counter",
             "Sockets closed because no CONNECT arrived within the connect timeout.",
             &self.connect_timeouts,
+        );
+        r.single(
+            "upstream_unreachable_total",
+            "counter",
+            "Tap mode: CONNECTs refused because the upstream broker was unreachable.",
+            &self.upstream_unreachable,
+        );
+        r.single(
+            "upstream_publisher_connects_total",
+            "counter",
+            "Tap mode: connections of the event publisher to the upstream broker.",
+            &self.upstream_publisher_connects,
         );
         out
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::TlsConfig;
 
@@ -43,17 +43,40 @@ fn read(field: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// The certificates of the PEM file at `path`, leaf first.
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let bytes = read("tls.cert", path)?;
+    load_certs_of("tls.cert", path)
+}
+
+/// The certificates of the PEM file at `path`, naming `field` in errors.
+fn load_certs_of(field: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let bytes = read(field, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, pem::Error>>()
-        .map_err(|e| anyhow!("tls.cert: {}: bad PEM: {e}", path.display()))?;
+        .map_err(|e| anyhow!("{field}: {}: bad PEM: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(anyhow!(
-            "tls.cert: {}: no CERTIFICATE block found",
+            "{field}: {}: no CERTIFICATE block found",
             path.display()
         ));
     }
     Ok(certs)
+}
+
+/// Builds a TLS client that trusts the CA certificates of the PEM file `ca` (tap mode's
+/// connection to the upstream broker). Errors name `upstream.tls.ca` and the file.
+pub fn connector(ca: &Path) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs_of("upstream.tls.ca", ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| anyhow!("upstream.tls.ca: {}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("tls: the ring provider supports no safe protocol version")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(client)))
 }
 
 /// The first private key of the PEM file at `path`.

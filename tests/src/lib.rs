@@ -27,7 +27,9 @@ pub use mosquitto::{MosquittoSub, mosquitto_pub};
 pub use raw::{RawClient, connect_packet};
 pub use time::{QUIET, WAIT, now_ms};
 
+pub mod certs;
 pub mod hostile;
 pub mod kafka;
 pub mod netns;
 pub mod process;
+pub mod tap;

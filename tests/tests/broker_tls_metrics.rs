@@ -5,23 +5,10 @@ use std::time::Duration;
 use adapter_tokio::config::TlsConfig;
 use rumqttc::QoS;
 use serde_json::json;
+use tests::certs::self_signed;
 use tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A self-signed certificate for `localhost` and 127.0.0.1 in a fresh directory.
-fn self_signed(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("activity-tls-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("rcgen makes a certificate");
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).expect("cert written");
-    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key written");
-    (cert, key)
-}
 
 #[tokio::test]
 async fn tls_listener_serves_mosquitto_clients_and_reports_their_events() {

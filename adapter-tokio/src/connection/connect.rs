@@ -3,14 +3,18 @@
 
 use super::session::Session;
 use super::*;
+use activity_core::system::SystemTopics;
 
-pub(super) async fn read_connect<S>(
+/// Reads the first packet, which must be a CONNECT, before `deadline`: the request and the
+/// CONNECT's own bytes (taken off the front of `rbuf`). `None` when the socket closed, timed
+/// out or sent something else (counted, and logged at debug level).
+pub(crate) async fn read_connect<S>(
     stream: &mut S,
     rbuf: &mut BytesMut,
     max: usize,
     deadline: Instant,
-    shared: &Shared,
-) -> Option<ConnectRequest>
+    metrics: &Metrics,
+) -> Option<(ConnectRequest, Bytes)>
 where
     S: AsyncRead + Unpin,
 {
@@ -31,42 +35,30 @@ where
                         retain: w.retain,
                     }),
                 };
-                bytes::Buf::advance(rbuf, len);
-                shared.metrics.packets_in.fetch_add(1, Ordering::Relaxed);
-                return Some(request);
+                let raw = rbuf.split_to(len).freeze();
+                metrics.packets_in.fetch_add(1, Ordering::Relaxed);
+                return Some((request, raw));
             }
             Ok(Some((other, _))) => {
                 debug!(packet = ?packet_name(&other), "first packet is not CONNECT: closing");
-                shared
-                    .metrics
-                    .protocol_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             Ok(None) => {}
             Err(e) => {
                 debug!(error = %e, "malformed CONNECT: closing");
-                shared
-                    .metrics
-                    .protocol_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
         }
         match timeout_at(deadline, stream.read_buf(rbuf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
             Ok(Ok(n)) => {
-                shared
-                    .metrics
-                    .bytes_in
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(_) => {
                 debug!("no CONNECT within the connect timeout: closing");
-                shared
-                    .metrics
-                    .connect_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.connect_timeouts.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
         }
@@ -92,12 +84,13 @@ fn packet_name(packet: &WirePacket<'_>) -> &'static str {
     }
 }
 
-async fn refuse<S>(stream: &mut S, code: ConnectReturnCode, why: &str, shared: &Shared)
+/// Answers a CONNECT with the refusal `code` (counted, logged with `why`) and closes.
+pub(crate) async fn refuse<S>(stream: &mut S, code: ConnectReturnCode, why: &str, metrics: &Metrics)
 where
     S: AsyncWrite + Unpin,
 {
     info!(code = code.as_u8(), why, "CONNECT refused");
-    shared.metrics.connect_refused(code.as_u8());
+    metrics.connect_refused(code.as_u8());
     let mut buf = [0u8; 4];
     let packet = WirePacket::ConnAck(ConnAck {
         session_present: false,
@@ -121,93 +114,15 @@ pub(super) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if request.level != codec::PROTOCOL_LEVEL {
-        refuse(
-            stream,
-            ConnectReturnCode::UnacceptableProtocolVersion,
-            "protocol level is not 4 (MQTT 3.1.1)",
-            shared,
-        )
-        .await;
-        return None;
-    }
     let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
-    if request.client_id.is_empty() && request.clean_session {
-        request.client_id = format!("auto-{serial:016x}");
-    }
-    if let Err(e) =
-        activity_core::client_id::check_client_id(&request.client_id, request.clean_session)
-    {
-        refuse(
-            stream,
-            ConnectReturnCode::IdentifierRejected,
-            &e.to_string(),
-            shared,
-        )
-        .await;
-        return None;
-    }
-    let topics = &shared.tracker_config.topics;
-    if let Some(will) = &request.will {
-        let topic = std::str::from_utf8(&will.topic).unwrap_or_default();
-        if !topics.may_publish(&request.client_id, topic) {
-            refuse(
-                stream,
-                ConnectReturnCode::NotAuthorized,
-                "last will on a system topic",
-                shared,
-            )
-            .await;
-            return None;
-        }
-    }
-    match shared
-        .auth
-        .check(request.username.as_deref(), request.password.as_deref())
-        .await
-    {
-        AuthOutcome::Allowed => {}
-        AuthOutcome::BadCredentials => {
-            refuse(
-                stream,
-                ConnectReturnCode::BadUserNameOrPassword,
-                "bad credentials",
-                shared,
-            )
-            .await;
-            return None;
-        }
-        AuthOutcome::NotAuthorized => {
-            refuse(
-                stream,
-                ConnectReturnCode::NotAuthorized,
-                "not authorized",
-                shared,
-            )
-            .await;
-            return None;
-        }
-    }
-    if *shared.phase.borrow() != Phase::Running {
-        refuse(
-            stream,
-            ConnectReturnCode::ServerUnavailable,
-            "shutting down",
-            shared,
-        )
-        .await;
-        return None;
-    }
-    let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-        refuse(
-            stream,
-            ConnectReturnCode::ServerUnavailable,
-            "max_connections reached",
-            shared,
-        )
-        .await;
-        return None;
+    let rules = ConnectRules {
+        topics: &shared.tracker_config.topics,
+        auth: &shared.auth,
+        phase: &shared.phase,
+        permits: &shared.permits,
+        metrics: &shared.metrics,
     };
+    let permit = apply_connect_rules(stream, &mut request, serial, &rules).await?;
 
     // Takeover: the old connection reports `takenover` before this one reports `connected`.
     let (kick_tx, kick_rx) = mpsc::channel::<Kick>(1);
@@ -231,7 +146,7 @@ where
                 stream,
                 ConnectReturnCode::ServerUnavailable,
                 "router refused",
-                shared,
+                &shared.metrics,
             )
             .await;
             return None;
@@ -243,7 +158,7 @@ where
                 stream,
                 ConnectReturnCode::ServerUnavailable,
                 "router failed",
-                shared,
+                &shared.metrics,
             )
             .await;
             return None;
@@ -330,4 +245,119 @@ where
         return None;
     }
     Some(session)
+}
+
+/// What the CONNECT rules of [`apply_connect_rules`] look at.
+pub(crate) struct ConnectRules<'a> {
+    /// The system topics (no last will on them).
+    pub(crate) topics: &'a SystemTopics,
+    /// Username/password checks.
+    pub(crate) auth: &'a Authenticator,
+    /// The server's phase: no new connections unless running.
+    pub(crate) phase: &'a watch::Receiver<Phase>,
+    /// The connection limit.
+    pub(crate) permits: &'a Arc<Semaphore>,
+    /// Where refusals are counted.
+    pub(crate) metrics: &'a Metrics,
+}
+
+/// Applies every CONNECT rule: protocol level, client id (an empty one with a clean session
+/// becomes `auto-<serial>`), last will topic, credentials, phase and connection limit. Refuses
+/// with the rule's CONNACK return code and closes (`None`), or gives the connection's permit.
+pub(crate) async fn apply_connect_rules<S>(
+    stream: &mut S,
+    request: &mut ConnectRequest,
+    serial: u64,
+    rules: &ConnectRules<'_>,
+) -> Option<tokio::sync::OwnedSemaphorePermit>
+where
+    S: AsyncWrite + Unpin,
+{
+    if request.level != codec::PROTOCOL_LEVEL {
+        refuse(
+            stream,
+            ConnectReturnCode::UnacceptableProtocolVersion,
+            "protocol level is not 4 (MQTT 3.1.1)",
+            rules.metrics,
+        )
+        .await;
+        return None;
+    }
+    if request.client_id.is_empty() && request.clean_session {
+        request.client_id = format!("auto-{serial:016x}");
+    }
+    if let Err(e) =
+        activity_core::client_id::check_client_id(&request.client_id, request.clean_session)
+    {
+        refuse(
+            stream,
+            ConnectReturnCode::IdentifierRejected,
+            &e.to_string(),
+            rules.metrics,
+        )
+        .await;
+        return None;
+    }
+    let topics = rules.topics;
+    if let Some(will) = &request.will {
+        let topic = std::str::from_utf8(&will.topic).unwrap_or_default();
+        if !topics.may_publish(&request.client_id, topic) {
+            refuse(
+                stream,
+                ConnectReturnCode::NotAuthorized,
+                "last will on a system topic",
+                rules.metrics,
+            )
+            .await;
+            return None;
+        }
+    }
+    match rules
+        .auth
+        .check(request.username.as_deref(), request.password.as_deref())
+        .await
+    {
+        AuthOutcome::Allowed => {}
+        AuthOutcome::BadCredentials => {
+            refuse(
+                stream,
+                ConnectReturnCode::BadUserNameOrPassword,
+                "bad credentials",
+                rules.metrics,
+            )
+            .await;
+            return None;
+        }
+        AuthOutcome::NotAuthorized => {
+            refuse(
+                stream,
+                ConnectReturnCode::NotAuthorized,
+                "not authorized",
+                rules.metrics,
+            )
+            .await;
+            return None;
+        }
+    }
+    if *rules.phase.borrow() != Phase::Running {
+        refuse(
+            stream,
+            ConnectReturnCode::ServerUnavailable,
+            "shutting down",
+            rules.metrics,
+        )
+        .await;
+        return None;
+    }
+    let Ok(permit) = rules.permits.clone().try_acquire_owned() else {
+        refuse(
+            stream,
+            ConnectReturnCode::ServerUnavailable,
+            "max_connections reached",
+            rules.metrics,
+        )
+        .await;
+        return None;
+    };
+    Some(permit)
 }

@@ -56,7 +56,8 @@ use crate::sequencer::{AckSequencer, RouterAck};
 mod connect;
 mod session;
 
-use connect::{accept, read_connect};
+use connect::accept;
+pub(crate) use connect::{ConnectRules, apply_connect_rules, read_connect, refuse};
 
 /// Publishes enter the router at QoS 0; their real QoS travels in the (MQTT 5) payload format
 /// indicator property as `QOS_MARKER_BASE + qos`. v4 clients never see properties: the front
@@ -194,22 +195,34 @@ fn reason_for(error: &DecodeError) -> DisconnectReason {
 }
 
 /// The parts of a CONNECT the connection keeps.
-struct ConnectRequest {
-    level: u8,
-    client_id: String,
-    clean_session: bool,
-    keep_alive: u16,
-    username: Option<String>,
-    password: Option<Vec<u8>>,
-    will: Option<Will>,
+pub(crate) struct ConnectRequest {
+    /// The protocol level (4 for MQTT 3.1.1).
+    pub(crate) level: u8,
+    /// The client id (an empty one is replaced by `auto-...` when the rules accept it).
+    pub(crate) client_id: String,
+    /// The clean-session flag.
+    pub(crate) clean_session: bool,
+    /// The keep-alive interval in seconds.
+    pub(crate) keep_alive: u16,
+    /// The user name, if any.
+    pub(crate) username: Option<String>,
+    /// The password, if any.
+    pub(crate) password: Option<Vec<u8>>,
+    /// The last will, if any.
+    pub(crate) will: Option<Will>,
 }
 
+/// A last will, as the CONNECT gave it.
 #[derive(Clone)]
-struct Will {
-    topic: Bytes,
-    payload: Bytes,
-    qos: QoS,
-    retain: bool,
+pub(crate) struct Will {
+    /// The will topic.
+    pub(crate) topic: Bytes,
+    /// The will message.
+    pub(crate) payload: Bytes,
+    /// The will QoS.
+    pub(crate) qos: QoS,
+    /// The will retain flag.
+    pub(crate) retain: bool,
 }
 
 /// Serves one client connection until it ends.
@@ -220,8 +233,8 @@ where
     let max = shared.config.max_packet_size;
     let mut rbuf = BytesMut::with_capacity(4096);
     let deadline = Instant::now() + shared.config.connect_timeout();
-    let request = match read_connect(&mut stream, &mut rbuf, max, deadline, &shared).await {
-        Some(request) => request,
+    let request = match read_connect(&mut stream, &mut rbuf, max, deadline, &shared.metrics).await {
+        Some((request, _)) => request,
         None => return,
     };
     let Some(session) = accept(&mut stream, request, peer, &shared).await else {

@@ -1,0 +1,408 @@
+//! Tap mode: activity events for an existing MQTT broker, by relaying its clients.
+//!
+//! With `[upstream] address` (or `--upstream host:port`) the binary runs no router of its own:
+//! every client connection is relayed to the upstream broker over its own TCP connection, byte
+//! for byte (what passes is never re-encoded), while both directions are decoded with the
+//! core's MQTT 3.1.1 codec and fed to one [`Tracker`](activity_core::tracker::Tracker) per
+//! connection. Its events go through the same [`events`](crate::events) pipeline as in embedded
+//! mode: to Kafka as configured, and over MQTT by [`publisher`], one connection of the reserved
+//! client `broker` to the upstream broker.
+//!
+//! The tap enforces the rules of embedded mode (see [`relay`]) and answers what it refuses
+//! itself; what it refuses never reaches the upstream broker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use activity_core::publishers::PublisherTable;
+use activity_core::tracker::TrackerConfig;
+use anyhow::Context;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
+
+use crate::auth::Authenticator;
+use crate::broker::{Serve, accept_loop, tracker_config};
+use crate::config::{Config, Sink};
+use crate::connection::Phase;
+use crate::events::{self, Dispatcher, EventSender};
+use crate::kafka::KafkaSink;
+use crate::metrics::Metrics;
+
+pub mod publisher;
+mod relay;
+mod upstream;
+
+pub use publisher::UpstreamQueue;
+use upstream::Upstream;
+
+/// Envelope messages published through one tap whose publisher it remembers for `msgack`
+/// (about 480 bytes each); the oldest is forgotten first.
+pub const PUBLISHER_TABLE_CAPACITY: usize = 1024;
+
+/// Most QoS 1 and 2 deliveries awaiting the client's acknowledgement that one relayed
+/// connection remembers for `msgack` (the oldest is dropped first, counted by its tracker and
+/// logged). Larger than embedded mode's [`ACK_STORE_CAPACITY`](crate::connection::ACK_STORE_CAPACITY):
+/// the upstream broker's in-flight window is not under the tap's control, and more deliveries
+/// are in transit between upstream, tap and client. The store allocates per pending delivery.
+pub const TAP_ACK_STORE_CAPACITY: usize = 1024;
+
+/// A request to end a connection because its client id connected again through this tap;
+/// answered once the old connection's `disconnected` event is queued.
+type Kick = oneshot::Sender<()>;
+
+/// One client id connected through this tap.
+struct Entry {
+    serial: u64,
+    /// Set when a new connection with the same id is being relayed: the upstream broker will
+    /// close this one, which is then a takeover rather than `upstream_closed`.
+    superseded: Arc<AtomicBool>,
+    kick: mpsc::Sender<Kick>,
+}
+
+/// The client ids connected through this tap, to label takeovers.
+#[derive(Default)]
+struct Registry {
+    inner: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the connection holding `client_id` (if any) as about to be taken over; gives its
+    /// flag so that a refused takeover can clear it again.
+    fn supersede(&self, client_id: &str) -> Option<Arc<AtomicBool>> {
+        let map = self.lock();
+        let entry = map.get(client_id)?;
+        entry.superseded.store(true, Ordering::Release);
+        Some(entry.superseded.clone())
+    }
+
+    fn insert(&self, client_id: &str, entry: Entry) -> Option<mpsc::Sender<Kick>> {
+        self.lock()
+            .insert(client_id.to_owned(), entry)
+            .map(|old| old.kick)
+    }
+
+    fn remove(&self, client_id: &str, serial: u64) {
+        let mut map = self.lock();
+        if map.get(client_id).is_some_and(|e| e.serial == serial) {
+            map.remove(client_id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What every relay task shares.
+struct TapShared {
+    config: Arc<Config>,
+    /// The upstream broker.
+    upstream: Upstream,
+    events: EventSender,
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    auth: Authenticator,
+    tracker_config: TrackerConfig,
+    permits: Arc<Semaphore>,
+    phase: watch::Receiver<Phase>,
+    serial: AtomicU64,
+    /// Connections that have not reported their `disconnected` event yet.
+    unreported: AtomicU64,
+    /// Who published the envelope messages that went through this tap.
+    publishers: Mutex<Box<PublisherTable<PUBLISHER_TABLE_CAPACITY>>>,
+}
+
+impl Serve for Arc<TapShared> {
+    fn serve<S>(self, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        relay::serve(stream, peer, self)
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        self.config.connect_timeout()
+    }
+}
+
+/// A running tap. Drop it or call [`Tap::shutdown`] to stop.
+pub struct Tap {
+    local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    shared: Arc<TapShared>,
+    phase: watch::Sender<Phase>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    events: Option<EventSender>,
+    sink: Option<JoinHandle<()>>,
+    upstream_queue: Option<UpstreamQueue>,
+    publisher: Option<JoinHandle<()>>,
+    kafka: Option<KafkaSink>,
+}
+
+impl Tap {
+    /// Validates `config` (which must have `upstream.address`), starts the event sinks, binds
+    /// the listeners and starts relaying.
+    pub async fn start(config: Config) -> anyhow::Result<Tap> {
+        config.validate()?;
+        let upstream =
+            Upstream::new(&config)?.context("tap mode needs upstream.address (or --upstream)")?;
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::default());
+        let tracker_config = tracker_config(&config)?;
+        let auth = Authenticator::new(&config.users, config.access.allow_anonymous)?;
+        let tls = match &config.tls {
+            Some(tls) => Some((tls.listen, crate::tls::acceptor(tls)?)),
+            None => None,
+        };
+
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (events, receiver) = events::channel(&config.events, metrics.clone());
+        let (upstream_queue, publisher) = if config.sinks.contains(&Sink::Mqtt) {
+            let (queue, task) = publisher::start(
+                &config,
+                upstream.clone(),
+                &tracker_config.topics,
+                metrics.clone(),
+            );
+            (Some(queue), Some(task))
+        } else {
+            (None, None)
+        };
+        let (kafka, kafka_queue) = if config.sinks.contains(&Sink::Kafka) {
+            let (sink, queue) = KafkaSink::start(&config, metrics.clone())?;
+            (Some(sink), Some(queue))
+        } else {
+            (None, None)
+        };
+        let dispatcher = Dispatcher {
+            mqtt: None,
+            upstream: upstream_queue.clone(),
+            kafka: kafka_queue,
+        };
+        let sink = Some(tokio::spawn(dispatcher.run(receiver)));
+
+        let shared = Arc::new(TapShared {
+            config: config.clone(),
+            upstream: upstream.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            registry: Registry::default(),
+            auth,
+            tracker_config,
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            phase: phase_rx,
+            serial: AtomicU64::new(1),
+            unreported: AtomicU64::new(0),
+            publishers: Mutex::new(Box::default()),
+        });
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        info!(%local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
+        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let mut accept_tasks = vec![tokio::spawn(accept_loop(
+            listener,
+            None,
+            shared.clone(),
+            connections.clone(),
+        ))];
+        let mut tls_addr = None;
+        if let Some((addr, acceptor)) = tls {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("tls.listen: cannot bind {addr}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "MQTT over TLS tap listener ready");
+            tls_addr = Some(addr);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                shared.clone(),
+                connections.clone(),
+            )));
+        }
+        let mut metrics_addr = None;
+        if let Some(addr) = config.metrics_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+            metrics_addr = Some(addr);
+            let metrics = metrics.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, metrics).await {
+                    warn!(error = %e, "metrics listener failed");
+                }
+            }));
+        }
+
+        Ok(Tap {
+            local_addr,
+            tls_addr,
+            metrics_addr,
+            shared,
+            phase: phase_tx,
+            accept_tasks,
+            connections,
+            events: Some(events),
+            sink,
+            upstream_queue,
+            publisher,
+            kafka,
+        })
+    }
+
+    /// The address of the plain MQTT listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the TLS listener, when configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The address of the metrics listener, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The tap's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// How many client ids are connected through this tap now.
+    pub fn connected_clients(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Stops accepting, closes every client (and its upstream connection) with
+    /// `server_shutdown`, gives the events up to `shutdown_grace_ms` (at least 100 ms) to reach
+    /// the sinks, then stops them.
+    pub async fn shutdown(mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        let grace = self
+            .shared
+            .config
+            .shutdown_grace()
+            .max(Duration::from_millis(100));
+        let _ = self.phase.send(Phase::Closing);
+        let mut connections = self.connections.lock().await;
+        let closing = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .is_err()
+        {
+            warn!("connections did not close within 5 s");
+            connections.abort_all();
+        }
+        drop(connections);
+        if let Some(events) = self.events.take() {
+            let flushed = events.flush(grace).await;
+            debug!(flushed, "event queue flushed into the sinks");
+        }
+        // The events are in the publisher's queue now: wait until they are on its socket.
+        if let Some(queue) = self.upstream_queue.take() {
+            let deadline = tokio::time::Instant::now() + grace;
+            while queue.pending() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if queue.pending() > 0 {
+                warn!(
+                    pending = queue.pending(),
+                    "events not handed to the upstream broker before shutdown"
+                );
+            }
+        }
+        if let Some(sink) = self.sink.take() {
+            sink.abort();
+        }
+        if let Some(publisher) = self.publisher.take() {
+            // The dispatcher held the last queue handle: the publisher sends DISCONNECT and ends.
+            if tokio::time::timeout(Duration::from_secs(1), publisher)
+                .await
+                .is_err()
+            {
+                debug!("event publisher did not stop within 1 s");
+            }
+        }
+        if let Some(kafka) = self.kafka.take() {
+            kafka
+                .shutdown(self.shared.config.kafka.flush_timeout())
+                .await;
+        }
+        info!("tap stopped");
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+        if let Some(sink) = &self.sink {
+            sink.abort();
+        }
+        if let Some(publisher) = &self.publisher {
+            publisher.abort();
+        }
+        let _ = self.phase.send(Phase::Closing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64) -> (Entry, Arc<AtomicBool>, mpsc::Receiver<Kick>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (kick, rx) = mpsc::channel(1);
+        (
+            Entry {
+                serial,
+                superseded: flag.clone(),
+                kick,
+            },
+            flag,
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_second_connection_supersedes_and_replaces_the_first() {
+        let registry = Registry::default();
+        assert!(registry.supersede("a").is_none(), "nobody to supersede");
+        let (first, first_flag, _rx1) = entry(1);
+        assert!(registry.insert("a", first).is_none());
+        let flag = registry.supersede("a").expect("the first connection");
+        assert!(first_flag.load(Ordering::Acquire));
+        // A refused takeover clears the mark again.
+        flag.store(false, Ordering::Release);
+        assert!(!first_flag.load(Ordering::Acquire));
+        let (second, _, _rx2) = entry(2);
+        assert!(registry.insert("a", second).is_some(), "the old kick");
+        // The first connection ending does not remove the second.
+        registry.remove("a", 1);
+        assert_eq!(registry.len(), 1);
+        registry.remove("a", 2);
+        assert_eq!(registry.len(), 0);
+    }
+}

@@ -1,0 +1,244 @@
+//! End-to-end, tap mode: the tap relays clients to Debian's real `mosquitto` and reports all
+//! six events, with rumqttc clients and with mosquitto_pub / mosquitto_sub, while the bytes the
+//! clients exchange pass unchanged.
+
+use rumqttc::{QoS, SubscribeReasonCode};
+use serde_json::json;
+use tests::tap::{Mosquitto, start_default_tap, wait_publisher};
+use tests::{
+    Client, Monitor, MosquittoSub, QUIET, assert_fields, assert_loopback_peer, assert_ts_recent,
+    mosquitto_pub, options,
+};
+
+const ENVELOPE: &[u8] = br#"{"product_id":"p1","message_id":"m42","payload":"data"}"#;
+
+#[tokio::test]
+async fn six_events_of_rumqttc_clients_through_the_tap() {
+    let mosquitto = Mosquitto::start().await;
+    let tap = start_default_tap(mosquitto.addr).await;
+    wait_publisher(&tap).await;
+    let addr = tap.local_addr();
+    // Through the tap: the loopback monitor may read the system topics.
+    let mut monitor = Monitor::start(addr).await;
+
+    let mut opts = options(addr, "device-1");
+    opts.set_keep_alive(std::time::Duration::from_secs(17));
+    opts.set_clean_session(false);
+    let (mut device, connack) = Client::connect_with(opts).await.expect("connects");
+    assert!(
+        !connack.session_present,
+        "mosquitto's answer: a new session"
+    );
+    let connected = monitor.next_event("connected", "device-1").await;
+    assert_fields(
+        &connected,
+        json!({"client_id": "device-1", "proto_ver": 4, "keepalive": 17, "clean_session": false}),
+        &["peer", "ts"],
+    );
+    assert_loopback_peer(&connected);
+    assert_ts_recent(&connected);
+
+    let codes = device
+        .subscribe_many(&[("orders/#", QoS::AtLeastOnce), ("alerts", QoS::ExactlyOnce)])
+        .await;
+    assert_eq!(
+        codes,
+        vec![
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Success(QoS::ExactlyOnce),
+        ],
+        "mosquitto's SUBACK, relayed"
+    );
+    for (topic, qos) in [("orders/#", 1), ("alerts", 2)] {
+        let ev = monitor.next_event("subscribed", "device-1").await;
+        assert_fields(
+            &ev,
+            json!({"client_id": "device-1", "topic": topic, "qos": qos}),
+            &["ts"],
+        );
+        assert_ts_recent(&ev);
+    }
+
+    let mut shop = Client::connect(addr, "shop").await;
+    shop.publish("orders/7", QoS::AtLeastOnce, false, ENVELOPE)
+        .await;
+    let message = monitor.next_event("message", "shop").await;
+    assert_fields(
+        &message,
+        json!({
+            "pub_client_id": "shop",
+            "topic": "orders/7",
+            "payload": std::str::from_utf8(ENVELOPE).expect("UTF-8"),
+            "payload_len": ENVELOPE.len(),
+            "qos": 1,
+            "retain": false,
+        }),
+        &["ts"],
+    );
+    let got = device.next_publish().await;
+    assert_eq!(got.topic, "orders/7");
+    assert_eq!(&got.payload[..], ENVELOPE, "the payload passes unchanged");
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    // rumqttc acknowledges with PUBACK; the publisher connected through this tap.
+    let ack = monitor.next_event("msgack", "device-1").await;
+    assert_fields(
+        &ack,
+        json!({
+            "pub_client_id": "shop",
+            "ack_client_id": "device-1",
+            "product_id": "p1",
+            "message_id": "m42",
+            "topic": "orders/7",
+            "qos": 1,
+        }),
+        &["ts"],
+    );
+    assert!(message.index < ack.index, "message before its msgack");
+
+    device.unsubscribe("alerts").await;
+    let unsubscribed = monitor.next_event("unsubscribed", "device-1").await;
+    assert_fields(
+        &unsubscribed,
+        json!({"client_id": "device-1", "topic": "alerts"}),
+        &["ts"],
+    );
+
+    device.disconnect().await;
+    let disconnected = monitor.next_event("disconnected", "device-1").await;
+    assert_fields(
+        &disconnected,
+        json!({"client_id": "device-1", "reason": "normal", "connected_at": connected.ts()}),
+        &["ts"],
+    );
+    assert!(disconnected.index > unsubscribed.index);
+
+    // Exactly one msgack and no stray subscription events for `device-1`.
+    shop.publish("marker/1", QoS::AtLeastOnce, false, b"m")
+        .await;
+    monitor
+        .wait_for("marker", |e| {
+            e.is("message", "shop") && e.json["topic"] == "marker/1"
+        })
+        .await;
+    monitor
+        .assert_none("a second msgack or subscribed", QUIET, |e| {
+            e.kind() == "msgack" || e.is("subscribed", "device-1")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn six_events_of_mosquitto_clients_through_the_tap() {
+    let mosquitto = Mosquitto::start().await;
+    let tap = start_default_tap(mosquitto.addr).await;
+    wait_publisher(&tap).await;
+    let addr = tap.local_addr();
+    // Directly on mosquitto: the events reach every subscriber of the upstream broker.
+    let mut monitor = Monitor::start(mosquitto.addr).await;
+
+    let mut sub = MosquittoSub::spawn(
+        addr,
+        &[
+            "-i", "msub", "-k", "20", "-q", "1", "-t", "x/1", "-t", "x/#", "-v",
+        ],
+    );
+    let connected = monitor.next_event("connected", "msub").await;
+    assert_fields(
+        &connected,
+        json!({"client_id": "msub", "proto_ver": 4, "keepalive": 20, "clean_session": true}),
+        &["peer", "ts"],
+    );
+    for topic in ["x/1", "x/#"] {
+        let ev = monitor.next_event("subscribed", "msub").await;
+        assert_fields(
+            &ev,
+            json!({"client_id": "msub", "topic": topic, "qos": 1}),
+            &["ts"],
+        );
+    }
+
+    let envelope = std::str::from_utf8(ENVELOPE).expect("UTF-8");
+    let out = mosquitto_pub(
+        addr,
+        &[
+            "-i", "mpub", "-k", "25", "-q", "1", "-t", "x/1", "-m", envelope,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "mosquitto_pub failed: {out:?}");
+    let pub_connected = monitor.next_event("connected", "mpub").await;
+    assert_fields(
+        &pub_connected,
+        json!({"client_id": "mpub", "proto_ver": 4, "keepalive": 25, "clean_session": true}),
+        &["peer", "ts"],
+    );
+    let message = monitor.next_event("message", "mpub").await;
+    assert_fields(
+        &message,
+        json!({
+            "pub_client_id": "mpub",
+            "topic": "x/1",
+            "payload": envelope,
+            "payload_len": ENVELOPE.len(),
+            "qos": 1,
+            "retain": false,
+        }),
+        &["ts"],
+    );
+    let pub_disconnected = monitor.next_event("disconnected", "mpub").await;
+    assert_fields(
+        &pub_disconnected,
+        json!({"client_id": "mpub", "reason": "normal", "connected_at": pub_connected.ts()}),
+        &["ts"],
+    );
+    // mosquitto delivers once (it merges overlapping subscriptions) and mosquitto_sub acks.
+    assert_eq!(sub.next_line().await, format!("x/1 {envelope}"));
+    let ack = monitor.next_event("msgack", "msub").await;
+    assert_fields(
+        &ack,
+        json!({
+            "pub_client_id": "mpub",
+            "ack_client_id": "msub",
+            "product_id": "p1",
+            "message_id": "m42",
+            "topic": "x/1",
+            "qos": 1,
+        }),
+        &["ts"],
+    );
+
+    sub.kill().await;
+    let disconnected = monitor.next_event("disconnected", "msub").await;
+    assert_fields(
+        &disconnected,
+        json!({"client_id": "msub", "reason": "tcp_closed", "connected_at": connected.ts()}),
+        &["ts"],
+    );
+    drop(tap);
+}
+
+#[tokio::test]
+async fn mosquitto_sub_unsubscribe_is_reported() {
+    let mosquitto = Mosquitto::start().await;
+    let tap = start_default_tap(mosquitto.addr).await;
+    wait_publisher(&tap).await;
+    let addr = tap.local_addr();
+    let mut monitor = Monitor::start(mosquitto.addr).await;
+    // `-U` sends an UNSUBSCRIBE once the SUBSCRIBE is acknowledged.
+    let sub = MosquittoSub::spawn(addr, &["-i", "munsub", "-t", "z/1", "-U", "z/old"]);
+    let subscribed = monitor.next_event("subscribed", "munsub").await;
+    assert_fields(
+        &subscribed,
+        json!({"client_id": "munsub", "topic": "z/1", "qos": 0}),
+        &["ts"],
+    );
+    let unsubscribed = monitor.next_event("unsubscribed", "munsub").await;
+    assert_fields(
+        &unsubscribed,
+        json!({"client_id": "munsub", "topic": "z/old"}),
+        &["ts"],
+    );
+    sub.kill().await;
+    let disconnected = monitor.next_event("disconnected", "munsub").await;
+    assert_eq!(disconnected.json["reason"], "tcp_closed");
+}
