@@ -138,6 +138,7 @@ pub mod envelope;
 pub mod event;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod json_scan;
 pub mod publishers;
 pub mod qos;
 pub mod system;
