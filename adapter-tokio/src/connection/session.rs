@@ -688,7 +688,7 @@ impl Session {
     }
 
     /// One delivery from the router: at `min(publish QoS, subscription QoS)` to the client.
-    fn deliver(&mut self, publish: Publish, properties: Option<PublishProperties>) {
+    fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
         let marker = properties
             .as_ref()
             .and_then(|p| p.payload_format_indicator)
@@ -698,26 +698,13 @@ impl Session {
             p.user_properties
                 .iter()
                 .find(|(k, _)| k == PUBLISHER_PROPERTY)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_str())
         });
-        let topic = publish.topic.clone();
-        let payload = publish.payload.clone();
-        let retain = publish.retain;
-        // rumqttd keeps QoS and packet id private: encode with its codec, read them back.
-        let mut scratch = BytesMut::with_capacity(publish.topic.len() + publish.payload.len() + 8);
-        use rumqttd::protocol::Protocol;
-        if let Err(e) =
-            rumqttd::protocol::v4::V4.write(Packet::Publish(publish, None), &mut scratch)
-        {
-            warn!(error = ?e, "cannot encode a delivery");
+        let topic = std::mem::take(&mut publish.topic);
+        let payload = std::mem::take(&mut publish.payload);
+        let Some((router_qos, pkid, dup)) = router_flags(&publish) else {
+            warn!("router delivery with an invalid QoS");
             return;
-        }
-        let (router_qos, pkid, dup) = match codec::decode(&scratch, usize::MAX) {
-            Ok(Some((WirePacket::Publish(p), _))) => (p.qos, p.pkid.unwrap_or(0), p.dup),
-            other => {
-                warn!(?other, "router delivery does not decode");
-                return;
-            }
         };
         let Ok(topic) = std::str::from_utf8(&topic) else {
             return;
@@ -728,7 +715,7 @@ impl Session {
         self.write(&WirePacket::Publish(WirePublish {
             dup: dup && client_qos != QoS::AtMostOnce,
             qos: client_qos,
-            retain,
+            retain: publish.retain,
             topic,
             pkid: (client_qos != QoS::AtMostOnce).then_some(pkid),
             payload: &payload,
@@ -738,7 +725,7 @@ impl Session {
             qos: client_qos,
             topic,
             payload: &payload,
-            pub_client_id: publisher.as_deref(),
+            pub_client_id: publisher,
         };
         let before = self.tracker.stats();
         self.tracker.handle_delivery(delivery, |_| None);
@@ -754,8 +741,45 @@ impl Session {
     }
 }
 
+/// The QoS, packet id and DUP flag of a router delivery, which rumqttd keeps private.
+///
+/// `Publish::serialize` (rumqttd's MQTT-independent form) starts with the MQTT fixed-header
+/// flags byte and the packet id; `publish` should have its topic and payload taken out first,
+/// so that this copies nothing but those few bytes. `None` for an invalid QoS.
+fn router_flags(publish: &Publish) -> Option<(QoS, u16, bool)> {
+    let head = publish.serialize();
+    let (&flags, rest) = head.split_first()?;
+    let pkid = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+    let qos = QoS::from_u8((flags >> 1) & 0b11)?;
+    Some((qos, pkid, flags & 0b1000 != 0))
+}
+
 /// Whether `filter` names `$` topics, which the router refuses (shared subscriptions,
 /// `$share/...`, are the router's own and pass).
 fn is_dollar_filter(filter: &str) -> bool {
     filter.starts_with('$') && !filter.starts_with("$share/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_flags_read_qos_packet_id_and_dup() {
+        // rumqttd's MQTT-independent form: flags, packet id, topic length, topic, payload.
+        for (flags, pkid, expected) in [
+            (0x30, 0, (QoS::AtMostOnce, 0, false)),
+            (0x32, 7, (QoS::AtLeastOnce, 7, false)),
+            (0x3D, 0x1234, (QoS::ExactlyOnce, 0x1234, true)),
+        ] {
+            let mut wire = vec![flags];
+            wire.extend_from_slice(&u16::to_be_bytes(pkid));
+            wire.extend_from_slice(b"\x00\x03a/bpayload");
+            let mut publish = Publish::deserialize(Bytes::from(wire));
+            assert_eq!(&publish.topic[..], b"a/b");
+            publish.topic = Bytes::new();
+            publish.payload = Bytes::new();
+            assert_eq!(router_flags(&publish), Some(expected));
+        }
+    }
 }
