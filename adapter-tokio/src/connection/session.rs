@@ -206,19 +206,30 @@ impl Session {
     }
 
     /// The internal properties of a publish this client sends into the router: its real QoS
-    /// as a marker (it enters the router at QoS 0) and, for an envelope message, its publisher,
-    /// since the router does not say who published a delivery and `msgack` needs it.
+    /// as a marker (it enters the router at QoS 0) and, when `msgack` is on and the payload may
+    /// be an envelope (see [`may_be_envelope`]), its publisher, since the router does not say
+    /// who published a delivery and `msgack` needs it.
     fn routed_properties(&self, qos: QoS, payload: &[u8]) -> PublishProperties {
         let mut properties = PublishProperties {
             payload_format_indicator: Some(QOS_MARKER_BASE + qos.as_u8()),
             ..PublishProperties::default()
         };
-        if activity_core::envelope::parse_envelope(payload).is_some() {
+        if self.tracks_msgack() && may_be_envelope(payload) {
             properties
                 .user_properties
                 .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
         }
         properties
+    }
+
+    /// Whether `msgack` events are on. When they are off, deliveries are not reported to the
+    /// tracker (it would parse every envelope and remember it, only to report nothing) and
+    /// publishes carry no publisher.
+    fn tracks_msgack(&self) -> bool {
+        self.shared
+            .tracker_config
+            .enabled
+            .contains(activity_core::event::EventKind::MsgAck)
     }
 
     /// Queues the `disconnected` event, once per session.
@@ -720,6 +731,9 @@ impl Session {
             pkid: (client_qos != QoS::AtMostOnce).then_some(pkid),
             payload: &payload,
         }));
+        if !self.tracks_msgack() {
+            return;
+        }
         let delivery = DeliveryInfo {
             pkid,
             qos: client_qos,
@@ -739,6 +753,17 @@ impl Session {
                 .fetch_add(evicted, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether `payload` may be an envelope: it starts with `{` after JSON whitespace. Publishes
+/// that pass carry their publisher through the router; the delivery side parses the envelope
+/// (once per delivery, instead of here once more per publish) and ignores the publisher of a
+/// payload that turns out not to be one.
+fn may_be_envelope(payload: &[u8]) -> bool {
+    payload
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
 }
 
 /// The QoS, packet id and DUP flag of a router delivery, which rumqttd keeps private.
@@ -763,6 +788,16 @@ fn is_dollar_filter(filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelope_candidates_start_with_a_brace() {
+        assert!(may_be_envelope(br#"{"product_id":"p","message_id":1}"#));
+        assert!(may_be_envelope(b" \r\n\t{}"));
+        assert!(!may_be_envelope(b""));
+        assert!(!may_be_envelope(b"  "));
+        assert!(!may_be_envelope(b"[1]"));
+        assert!(!may_be_envelope(b"hello {"));
+    }
 
     #[test]
     fn router_flags_read_qos_packet_id_and_dup() {
