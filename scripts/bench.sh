@@ -8,7 +8,8 @@
 # Environment (defaults in brackets): BENCH_DURATION [5] seconds per throughput run,
 # BENCH_REPEATS [3] runs per throughput case (the median is reported), BENCH_CLIENTS [10000]
 # clients of the connect storm and of the idle test, BENCH_OUT [bench/results],
-# BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks.
+# BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks. CARGO_TARGET_DIR, when
+# set, is where the release binaries are built and run from.
 #
 # Cases: (1) rumqttd 0.20's own listener (bench/src/bin/rumqttd_baseline.rs);
 # (2) activity-broker, every event off; (3) every event on, no SYSTEM/# consumer; (4) every
@@ -21,7 +22,7 @@ OUT=${BENCH_OUT:-bench/results}
 DURATION=${BENCH_DURATION:-5}
 REPEATS=${BENCH_REPEATS:-3}
 CLIENTS=${BENCH_CLIENTS:-10000}
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 RAW=$OUT/raw.csv
 LOG=$OUT/brokers.log
