@@ -3,6 +3,8 @@
 
 use super::*;
 
+use bytes::Buf;
+
 pub(super) struct PendingSubscribe {
     pub(super) pkid: u16,
     /// Per filter of the SUBSCRIBE: `None` when the front denied it, else the filter and the
@@ -365,20 +367,24 @@ impl Session {
                 rbuf.reserve(len - rbuf.len());
                 return None;
             }
-            let frame = rbuf.split_to(len).freeze();
+            // Decoded in place: the buffer stays unshared and is reused, and only a routed
+            // publish is copied out (see `handle_publish`).
+            let frame = rbuf.get(..len).unwrap_or_default();
             self.shared
                 .metrics
                 .packets_in
                 .fetch_add(1, Ordering::Relaxed);
-            let packet = match codec::decode(&frame, max) {
+            let packet = match codec::decode(frame, max) {
                 Ok(Some((packet, _))) => packet,
                 Ok(None) => {
                     return Some(self.protocol_error(&DecodeError::Truncated));
                 }
                 Err(e) => return Some(self.protocol_error(&e)),
             };
-            if let Some(exit) = self.handle_packet(packet, &frame) {
-                return Some(exit);
+            let exit = self.handle_packet(packet, frame);
+            rbuf.advance(len);
+            if exit.is_some() {
+                return exit;
             }
         }
     }
@@ -401,7 +407,7 @@ impl Session {
         Exit::new(DisconnectReason::ProtocolError)
     }
 
-    fn handle_packet(&mut self, packet: WirePacket<'_>, frame: &Bytes) -> Option<Exit> {
+    fn handle_packet(&mut self, packet: WirePacket<'_>, frame: &[u8]) -> Option<Exit> {
         let now = now_ms();
         match packet {
             WirePacket::Publish(publish) => return self.handle_publish(now, publish, frame),
@@ -444,12 +450,7 @@ impl Session {
         None
     }
 
-    fn handle_publish(
-        &mut self,
-        now: u64,
-        publish: WirePublish<'_>,
-        frame: &Bytes,
-    ) -> Option<Exit> {
+    fn handle_publish(&mut self, now: u64, publish: WirePublish<'_>, frame: &[u8]) -> Option<Exit> {
         let pkid = publish.pkid.unwrap_or(0);
         let duplicate = publish.qos == QoS::ExactlyOnce && self.inbound_qos2.contains(&pkid);
         if publish.topic.starts_with('$') {
@@ -479,9 +480,19 @@ impl Session {
                         self.shared.events.emit(&event);
                     }
                     let properties = self.routed_properties(publish.qos, publish.payload);
+                    // One copy of the frame for the router; topic and payload are slices of it.
+                    let owned = Bytes::copy_from_slice(frame);
+                    let slice_of = |part: &[u8]| {
+                        // `part` borrows from `frame`: its offset there is its offset in `owned`.
+                        let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+                        match start.checked_add(part.len()) {
+                            Some(end) if end <= owned.len() => owned.slice(start..end),
+                            _ => Bytes::copy_from_slice(part),
+                        }
+                    };
                     let routed = Publish::new(
-                        frame.slice_ref(publish.topic.as_bytes()),
-                        frame.slice_ref(publish.payload),
+                        slice_of(publish.topic.as_bytes()),
+                        slice_of(publish.payload),
                         publish.retain,
                     );
                     self.router_batch
@@ -765,12 +776,10 @@ const READ_GROW: usize = 32 * 1024;
 
 /// Makes room in the read buffer before a read, in steps of [`READ_GROW`].
 ///
-/// Each publish is split off the buffer and handed to the router without a copy, so the buffer
-/// is shared and cannot be reused in place: a read into a full buffer allocates a new one. Left
-/// to `read_buf`, that happens at the buffer's original size (4 KiB, every few dozen
-/// messages), and in a profile of 10 publishers / 10 subscribers those allocations (each one
-/// consolidating the allocator's small free chunks) were the largest single cost of the
-/// connection tasks. An idle connection keeps its small buffer: it only grows when it fills.
+/// Packets are decoded in place and the buffer is advanced past them, so it is never shared
+/// and `reserve` reuses it (moving the few bytes of a partial packet to its front) instead of
+/// allocating. Growing in large steps keeps that move rare; an idle connection keeps its small
+/// buffer, which only grows when it fills.
 fn reserve_read_space(rbuf: &mut BytesMut) {
     if rbuf.capacity() - rbuf.len() < READ_MIN_SPARE {
         rbuf.reserve(READ_GROW);
