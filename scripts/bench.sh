@@ -9,7 +9,8 @@
 # BENCH_REPEATS [3] runs per throughput case (the median is reported), BENCH_CLIENTS [10000]
 # clients of the connect storm and of the idle test, BENCH_OUT [bench/results],
 # BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks, BENCH_ONLY_KAFKA [unset]
-# runs only the Kafka sink measurement (kafka.md) and stops.
+# runs only the Kafka sink measurement (kafka.md) and stops. CARGO_TARGET_DIR, when set, is
+# where the release binaries are built and run from.
 #
 # Cases: (1) rumqttd 0.20's own listener (bench/src/bin/rumqttd_baseline.rs);
 # (2) activity-broker, every event off; (3) every event on, no SYSTEM/# consumer; (4) every

@@ -30,6 +30,7 @@
 use heapless::String;
 
 use crate::event::Id;
+use crate::json_scan::find_special;
 
 /// The most bytes an unescaped string id may have.
 pub const ID_CAPACITY: usize = 64;
@@ -119,7 +120,7 @@ enum Key {
     Other,
 }
 
-/// Compares an unescaped string, one character at a time, with a fixed ASCII name.
+/// Compares an unescaped string, one piece at a time, with a fixed ASCII name.
 struct NameMatcher {
     name: &'static [u8],
     len: usize,
@@ -135,10 +136,11 @@ impl NameMatcher {
         }
     }
 
-    fn push(&mut self, c: char) {
-        let expected = self.name.get(self.len).copied();
-        self.is_match &= c.is_ascii() && expected.map(char::from) == Some(c);
-        self.len = self.len.saturating_add(1);
+    /// Feeds the next piece of the unescaped string (a run of text or one escaped character).
+    fn push(&mut self, piece: &str) {
+        let expected = self.name.get(self.len..).unwrap_or_default();
+        self.is_match &= expected.starts_with(piece.as_bytes());
+        self.len = self.len.saturating_add(piece.len());
     }
 
     fn is_complete_match(&self) -> bool {
@@ -192,34 +194,34 @@ impl Scanner<'_> {
         }
     }
 
-    /// Reads a string (RFC 8259 section 7), feeding each unescaped character to `sink`.
+    /// Reads a string (RFC 8259 section 7), feeding its unescaped text to `sink` in pieces: each
+    /// run of characters without escapes in one call, each escaped character in its own call.
     ///
     /// A `None` from `sink` stops the scan and is returned.
-    fn string(&mut self, mut sink: impl FnMut(char) -> Option<()>) -> Option<()> {
+    fn string(&mut self, mut sink: impl FnMut(&str) -> Option<()>) -> Option<()> {
         self.expect(b'"')?;
         loop {
-            let c = match self.peek()? {
-                b'"' => {
-                    self.pos += 1;
-                    return Some(());
-                }
+            // The run up to the next quote, backslash or control character. Those are ASCII, so
+            // they never occur inside a multi-byte UTF-8 character and the run is whole characters.
+            let start = self.pos;
+            let rest = self.text.as_bytes().get(start..)?;
+            let end = start + find_special(rest).unwrap_or(rest.len());
+            if end > start {
+                sink(self.text.get(start..end)?)?;
+                self.pos = end;
+            }
+            match self.next()? {
+                b'"' => return Some(()),
                 b'\\' => {
-                    self.pos += 1;
-                    self.escape()?
+                    let c = self.escape()?;
+                    sink(c.encode_utf8(&mut [0u8; 4]))?;
                 }
                 // Control characters must be escaped inside strings.
-                0x00..=0x1F => return None,
-                _ => {
-                    let c = self.text.get(self.pos..)?.chars().next()?;
-                    self.pos += c.len_utf8();
-                    c
-                }
-            };
-            sink(c)?;
+                _ => return None,
+            }
         }
     }
 
-    /// Reads the escape after a backslash.
     fn escape(&mut self) -> Option<char> {
         let c = match self.next()? {
             b'"' => '"',
@@ -325,9 +327,9 @@ impl Scanner<'_> {
     fn key(&mut self) -> Option<Key> {
         let mut product = NameMatcher::new("product_id");
         let mut message = NameMatcher::new("message_id");
-        self.string(|c| {
-            product.push(c);
-            message.push(c);
+        self.string(|piece| {
+            product.push(piece);
+            message.push(piece);
             Some(())
         })?;
         Some(if product.is_complete_match() {
@@ -344,7 +346,7 @@ impl Scanner<'_> {
         match self.peek()? {
             b'"' => {
                 let mut id = String::new();
-                self.string(|c| id.push(c).ok())?;
+                self.string(|piece| id.push_str(piece).ok())?;
                 (!id.is_empty()).then_some(OwnedId::Str(id))
             }
             b'-' | b'0'..=b'9' => self.number()?.map(OwnedId::Int),

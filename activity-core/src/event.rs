@@ -27,7 +27,8 @@
 //! # Memory
 //!
 //! Encoding allocates nothing and needs no scratch buffer: base64 is produced in small stack
-//! chunks. [`encoded_len_bound`] tells how large the output buffer must be; a buffer that is too
+//! chunks, and a string that needs escaping is escaped in a 256-byte stack buffer (a longer one
+//! is escaped by serde-json-core character by character, with the same output). [`encoded_len_bound`] tells how large the output buffer must be; a buffer that is too
 //! small gives [`EncodeError::BufferTooSmall`], never a panic or a truncated document.
 
 use core::fmt;
@@ -35,6 +36,7 @@ use core::fmt;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::QoS;
+use crate::json_scan::find_special;
 
 /// Which of the six activity events an [`Event`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -572,7 +574,7 @@ impl<S: SerializeStruct> FieldSink for StructSink<S> {
     type Error = S::Error;
 
     fn str(&mut self, key: &'static str, value: &str) -> Result<(), S::Error> {
-        self.state.serialize_field(key, value)
+        self.state.serialize_field(key, &JsonStr(value))
     }
 
     fn uint(&mut self, key: &'static str, value: u64) -> Result<(), S::Error> {
@@ -594,6 +596,64 @@ impl<S: SerializeStruct> FieldSink for StructSink<S> {
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), S::Error> {
         self.state.serialize_field(key, &Base64(value))
     }
+}
+
+/// The most escaped bytes of one string that [`JsonStr`] prepares on the stack.
+const ESCAPE_STACK: usize = 256;
+
+/// A JSON string value, written exactly as serde-json-core's `serialize_str` writes it, but
+/// without its character-by-character escaping: text with nothing to escape, and text whose
+/// escaped form fits in [`ESCAPE_STACK`] bytes, go to the serializer at once as an already
+/// escaped string (serde-json-core's [`EscapedStr`](serde_json_core::str::EscapedStr)).
+/// Longer text that needs escaping goes through `serialize_str`.
+struct JsonStr<'s>(&'s str);
+
+impl Serialize for JsonStr<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde_json_core::str::EscapedStr;
+        let text = self.0;
+        if find_special(text.as_bytes()).is_none() {
+            // Nothing to escape: the text is its own escaped form.
+            return EscapedStr(text).serialize(serializer);
+        }
+        let mut escaped = heapless::String::<ESCAPE_STACK>::new();
+        match escape_into(text, &mut escaped) {
+            Some(()) => EscapedStr(&escaped).serialize(serializer),
+            None => serializer.serialize_str(text),
+        }
+    }
+}
+
+/// Escapes `text` into `out` the way serde-json-core does (short escapes for `"`, `\\`, and
+/// backspace, tab, line feed, form feed, carriage return; `\\u00XX` with upper-case hex for the
+/// other control characters); `None` when `out` is too small.
+fn escape_into<const N: usize>(text: &str, out: &mut heapless::String<N>) -> Option<()> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = text;
+    while let Some(i) = find_special(rest.as_bytes()) {
+        // The special byte is ASCII: `i` and `i + 1` are character boundaries.
+        out.push_str(rest.get(..i)?).ok()?;
+        let b = *rest.as_bytes().get(i)?;
+        rest = rest.get(i + 1..)?;
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x09 => "\\t",
+            0x0A => "\\n",
+            0x0C => "\\f",
+            0x0D => "\\r",
+            _ => "",
+        };
+        if short.is_empty() {
+            out.push_str("\\u00").ok()?;
+            out.push(char::from(HEX[usize::from(b >> 4)])).ok()?;
+            out.push(char::from(HEX[usize::from(b & 0x0F)])).ok()?;
+        } else {
+            out.push_str(short).ok()?;
+        }
+    }
+    out.push_str(rest).ok()
 }
 
 /// Counts the bytes serde-json-core writes for the same fields.

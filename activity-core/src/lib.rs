@@ -138,6 +138,7 @@ pub mod envelope;
 pub mod event;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod json_scan;
 #[cfg(test)]
 mod proptest_cases;
 pub mod publishers;

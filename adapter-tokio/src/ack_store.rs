@@ -12,46 +12,94 @@ use activity_core::QoS;
 use activity_core::acks::{AckStore, PendingAck, Stored, TooLarge};
 use activity_core::event::Id;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum OwnedId {
-    Str(String),
+/// Where an id of an [`Entry`] is: a string in the entry's text, or an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdSlot {
+    /// The next `len` bytes of the text.
+    Str(usize),
     Int(i64),
 }
 
-impl OwnedId {
-    fn new(id: Id<'_>) -> Self {
-        match id {
-            Id::Str(s) => OwnedId::Str(s.to_owned()),
-            Id::Int(i) => OwnedId::Int(i),
-        }
-    }
-
-    fn as_id(&self) -> Id<'_> {
-        match self {
-            OwnedId::Str(s) => Id::Str(s),
-            OwnedId::Int(i) => Id::Int(*i),
-        }
-    }
-}
-
+/// One remembered delivery. Its strings (topic, product id, message id, publisher) are stored
+/// one after the other in a single `String`, so that an entry costs one allocation, and none
+/// when the buffer of the previously removed entry is reused.
 #[derive(Clone, Debug)]
 struct Entry {
     seq: u64,
     qos: QoS,
-    topic: String,
-    product_id: OwnedId,
-    message_id: OwnedId,
-    pub_client_id: Option<String>,
+    text: String,
+    topic_len: usize,
+    product_id: IdSlot,
+    message_id: IdSlot,
+    /// The publisher's length in the text, after the ids.
+    pub_client_id: Option<usize>,
 }
 
 impl Entry {
+    /// Fills `text` (cleared first) with the strings of `pending`.
+    fn new(seq: u64, pending: &PendingAck<'_>, mut text: String) -> Self {
+        fn slot(id: Id<'_>, text: &mut String) -> IdSlot {
+            match id {
+                Id::Str(s) => {
+                    text.push_str(s);
+                    IdSlot::Str(s.len())
+                }
+                Id::Int(i) => IdSlot::Int(i),
+            }
+        }
+        let id_len = |id: Id<'_>| match id {
+            Id::Str(s) => s.len(),
+            Id::Int(_) => 0,
+        };
+        text.clear();
+        // One allocation at most: the exact length, unless the reused buffer already fits.
+        text.reserve(
+            pending.topic.len()
+                + id_len(pending.product_id)
+                + id_len(pending.message_id)
+                + pending.pub_client_id.map_or(0, str::len),
+        );
+        text.push_str(pending.topic);
+        let product_id = slot(pending.product_id, &mut text);
+        let message_id = slot(pending.message_id, &mut text);
+        let pub_client_id = pending.pub_client_id.map(|p| {
+            text.push_str(p);
+            p.len()
+        });
+        Entry {
+            seq,
+            qos: pending.qos,
+            topic_len: pending.topic.len(),
+            text,
+            product_id,
+            message_id,
+            pub_client_id,
+        }
+    }
+
     fn view(&self) -> PendingAck<'_> {
+        // Every slice below was pushed whole in `new`, in this order, so every offset is a
+        // character boundary inside `text`; `get` keeps a broken invariant from panicking.
+        let mut at = self.topic_len;
+        let mut next = |len: usize| {
+            let s = self.text.get(at..at + len).unwrap_or_default();
+            at += len;
+            s
+        };
+        let topic = self.text.get(..self.topic_len).unwrap_or_default();
+        let mut id = |slot: IdSlot| match slot {
+            IdSlot::Str(len) => Id::Str(next(len)),
+            IdSlot::Int(i) => Id::Int(i),
+        };
+        let product_id = id(self.product_id);
+        let message_id = id(self.message_id);
+        let pub_client_id = self.pub_client_id.map(next);
         PendingAck {
             qos: self.qos,
-            topic: &self.topic,
-            product_id: self.product_id.as_id(),
-            message_id: self.message_id.as_id(),
-            pub_client_id: self.pub_client_id.as_deref(),
+            topic,
+            product_id,
+            message_id,
+            pub_client_id,
         }
     }
 }
@@ -111,17 +159,10 @@ impl AckStore for HeapAckStore {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.entries.insert(
-            pkid,
-            Entry {
-                seq,
-                qos: pending.qos,
-                topic: pending.topic.to_owned(),
-                product_id: OwnedId::new(pending.product_id),
-                message_id: OwnedId::new(pending.message_id),
-                pub_client_id: pending.pub_client_id.map(str::to_owned),
-            },
-        );
+        // Reuse the text buffer of the entry removed last (the usual case: one delivery
+        // acknowledged, the next one stored).
+        let text = self.removed.take().map(|e| e.text).unwrap_or_default();
+        self.entries.insert(pkid, Entry::new(seq, pending, text));
         Ok(outcome)
     }
 
@@ -170,6 +211,40 @@ mod tests {
         assert_eq!(store.remove(2), None);
         store.clear();
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn every_field_comes_back_after_buffer_reuse() {
+        let mut store = HeapAckStore::new(4);
+        let first = PendingAck {
+            qos: QoS::ExactlyOnce,
+            topic: "plant/é/temp",
+            product_id: Id::Str("prodüct"),
+            message_id: Id::Str("m-1"),
+            pub_client_id: Some("sensor-😀"),
+        };
+        store.insert(1, &first).unwrap();
+        assert_eq!(store.remove(1), Some(first));
+        // The next entry reuses the removed one's buffer: nothing of the old text leaks.
+        let second = PendingAck {
+            qos: QoS::AtLeastOnce,
+            topic: "t",
+            product_id: Id::Int(-5),
+            message_id: Id::Str(""),
+            pub_client_id: None,
+        };
+        store.insert(2, &second).unwrap();
+        assert_eq!(store.qos_of(2), Some(QoS::AtLeastOnce));
+        assert_eq!(store.remove(2), Some(second));
+        let third = PendingAck {
+            qos: QoS::AtLeastOnce,
+            topic: "",
+            product_id: Id::Str("p"),
+            message_id: Id::Int(i64::MAX),
+            pub_client_id: Some(""),
+        };
+        store.insert(3, &third).unwrap();
+        assert_eq!(store.remove(3), Some(third));
     }
 
     #[test]

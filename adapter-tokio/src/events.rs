@@ -53,6 +53,10 @@ struct Encoding {
     enabled: [bool; 6],
 }
 
+/// The stack buffer [`EventSender::emit`] encodes into first; larger events get a heap buffer of
+/// the encoder's bound.
+const EMIT_STACK_BUFFER: usize = 1024;
+
 /// The handle connections use to emit events; cheap to clone.
 #[derive(Clone)]
 pub struct EventSender {
@@ -101,12 +105,26 @@ impl EventSender {
             payload: self.encoding.payload,
             node: self.encoding.node.as_deref(),
         };
-        let mut buf = vec![0u8; event::encoded_len_bound(event, &options)];
-        let json = match event::encode(event, &options, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                Bytes::from(buf)
+        // Most events fit the stack buffer: encoded once, then copied out at their exact size.
+        // A larger one (a long payload) is encoded again into a heap buffer of the size the
+        // first attempt reported.
+        let mut stack = [0u8; EMIT_STACK_BUFFER];
+        let encoded = match event::encode(event, &options, &mut stack) {
+            Ok(n) => Ok(Bytes::copy_from_slice(&stack[..n])),
+            Err(e) => {
+                let needed = match e {
+                    event::EncodeError::BufferTooSmall { needed, .. } => needed,
+                    _ => event::encoded_len_bound(event, &options),
+                };
+                let mut buf = vec![0u8; needed];
+                event::encode(event, &options, &mut buf).map(|n| {
+                    buf.truncate(n);
+                    Bytes::from(buf)
+                })
             }
+        };
+        let json = match encoded {
+            Ok(json) => json,
             Err(e) => {
                 // The buffer is sized by the encoder's own bound: this is a broken invariant,
                 // reported and counted rather than panicking in a connection task.

@@ -17,6 +17,7 @@ pub mod connection;
 pub mod events;
 pub mod kafka;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod sequencer;
 pub mod tap;

@@ -19,7 +19,6 @@ use adapter_tokio::tap::Tap;
 use adapter_tokio::{auth, limits, tls};
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// File descriptors kept for everything but client connections: listeners, logs, metrics.
 const RESERVED_FDS: u64 = 64;
@@ -74,13 +73,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), without rumqttd's per-packet spans
+/// (see [`adapter_tokio::logging`]).
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    adapter_tokio::logging::init("info");
 }
 
 /// The `hash-password` subcommand.

@@ -404,11 +404,15 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 fn nasty_string() -> impl Strategy<Value = String> {
+    nasty_string_up_to(24)
+}
+
+fn nasty_string_up_to(max_chars: usize) -> impl Strategy<Value = String> {
     let special = prop::sample::select(vec![
         '"', '\\', '/', '\u{0}', '\u{1}', '\u{8}', '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1f}',
         '\u{7f}', '\u{2028}', '\u{2029}', '\u{feff}', 'é', '€', '😀',
     ]);
-    prop::collection::vec(prop_oneof![any::<char>(), special], 0..24)
+    prop::collection::vec(prop_oneof![any::<char>(), special], 0..max_chars)
         .prop_map(|chars| chars.into_iter().collect())
 }
 
@@ -700,6 +704,20 @@ proptest! {
                 + i.payload.len();
             prop_assert!(encoded_len_bound(&event, &options) <= 6 * input_bytes + 300);
         }
+    }
+
+    /// The fast string path writes exactly what serde-json-core's own `serialize_str` writes,
+    /// also past the stack buffer (up to 300 characters of up to 6 escaped bytes each).
+    #[test]
+    fn json_str_is_byte_identical_to_serde_json_core(text in nasty_string_up_to(300)) {
+        let mut fast = vec![0u8; 6 * text.len() + 2];
+        let mut reference = vec![0u8; 6 * text.len() + 2];
+        let n = serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast).unwrap();
+        let m = serde_json_core::ser::to_slice(text.as_str(), &mut reference).unwrap();
+        prop_assert_eq!(&fast[..n], &reference[..m]);
+        prop_assert_eq!(n, json_string_len(&text));
+        // One byte short fails as the reference does.
+        prop_assert!(serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast[..n - 1]).is_err());
     }
 
     #[test]

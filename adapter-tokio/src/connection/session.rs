@@ -3,6 +3,8 @@
 
 use super::*;
 
+use bytes::Buf;
+
 pub(super) struct PendingSubscribe {
     pub(super) pkid: u16,
     /// Per filter of the SUBSCRIBE: `None` when the front denied it, else the filter and the
@@ -67,6 +69,7 @@ impl Session {
         let exit = match exit {
             Some(exit) => exit,
             None => loop {
+                reserve_read_space(&mut rbuf);
                 let keepalive = async {
                     match deadline {
                         Some(d) => sleep_until(d).await,
@@ -206,19 +209,31 @@ impl Session {
     }
 
     /// The internal properties of a publish this client sends into the router: its real QoS
-    /// as a marker (it enters the router at QoS 0) and, for an envelope message, its publisher,
-    /// since the router does not say who published a delivery and `msgack` needs it.
+    /// as a marker (it enters the router at QoS 0) and, when `msgack` is on and a QoS 1 or 2
+    /// payload may be an envelope (see [`may_be_envelope`]), its publisher, since the router
+    /// does not say who published a delivery and `msgack` needs it.
     fn routed_properties(&self, qos: QoS, payload: &[u8]) -> PublishProperties {
         let mut properties = PublishProperties {
             payload_format_indicator: Some(QOS_MARKER_BASE + qos.as_u8()),
             ..PublishProperties::default()
         };
-        if activity_core::envelope::parse_envelope(payload).is_some() {
+        // A QoS 0 publish is delivered at QoS 0, which gets no acknowledgement and no `msgack`.
+        if qos != QoS::AtMostOnce && self.tracks_msgack() && may_be_envelope(payload) {
             properties
                 .user_properties
                 .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
         }
         properties
+    }
+
+    /// Whether `msgack` events are on. When they are off, deliveries are not reported to the
+    /// tracker (it would parse every envelope and remember it, only to report nothing) and
+    /// publishes carry no publisher.
+    fn tracks_msgack(&self) -> bool {
+        self.shared
+            .tracker_config
+            .enabled
+            .contains(activity_core::event::EventKind::MsgAck)
     }
 
     /// Queues the `disconnected` event, once per session.
@@ -352,20 +367,24 @@ impl Session {
                 rbuf.reserve(len - rbuf.len());
                 return None;
             }
-            let frame = rbuf.split_to(len).freeze();
+            // Decoded in place: the buffer stays unshared and is reused, and only a routed
+            // publish is copied out (see `handle_publish`).
+            let frame = rbuf.get(..len).unwrap_or_default();
             self.shared
                 .metrics
                 .packets_in
                 .fetch_add(1, Ordering::Relaxed);
-            let packet = match codec::decode(&frame, max) {
+            let packet = match codec::decode(frame, max) {
                 Ok(Some((packet, _))) => packet,
                 Ok(None) => {
                     return Some(self.protocol_error(&DecodeError::Truncated));
                 }
                 Err(e) => return Some(self.protocol_error(&e)),
             };
-            if let Some(exit) = self.handle_packet(packet, &frame) {
-                return Some(exit);
+            let exit = self.handle_packet(packet, frame);
+            rbuf.advance(len);
+            if exit.is_some() {
+                return exit;
             }
         }
     }
@@ -388,7 +407,7 @@ impl Session {
         Exit::new(DisconnectReason::ProtocolError)
     }
 
-    fn handle_packet(&mut self, packet: WirePacket<'_>, frame: &Bytes) -> Option<Exit> {
+    fn handle_packet(&mut self, packet: WirePacket<'_>, frame: &[u8]) -> Option<Exit> {
         let now = now_ms();
         match packet {
             WirePacket::Publish(publish) => return self.handle_publish(now, publish, frame),
@@ -431,12 +450,7 @@ impl Session {
         None
     }
 
-    fn handle_publish(
-        &mut self,
-        now: u64,
-        publish: WirePublish<'_>,
-        frame: &Bytes,
-    ) -> Option<Exit> {
+    fn handle_publish(&mut self, now: u64, publish: WirePublish<'_>, frame: &[u8]) -> Option<Exit> {
         let pkid = publish.pkid.unwrap_or(0);
         let duplicate = publish.qos == QoS::ExactlyOnce && self.inbound_qos2.contains(&pkid);
         if publish.topic.starts_with('$') {
@@ -466,9 +480,19 @@ impl Session {
                         self.shared.events.emit(&event);
                     }
                     let properties = self.routed_properties(publish.qos, publish.payload);
+                    // One copy of the frame for the router; topic and payload are slices of it.
+                    let owned = Bytes::copy_from_slice(frame);
+                    let slice_of = |part: &[u8]| {
+                        // `part` borrows from `frame`: its offset there is its offset in `owned`.
+                        let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+                        match start.checked_add(part.len()) {
+                            Some(end) if end <= owned.len() => owned.slice(start..end),
+                            _ => Bytes::copy_from_slice(part),
+                        }
+                    };
                     let routed = Publish::new(
-                        frame.slice_ref(publish.topic.as_bytes()),
-                        frame.slice_ref(publish.payload),
+                        slice_of(publish.topic.as_bytes()),
+                        slice_of(publish.payload),
                         publish.retain,
                     );
                     self.router_batch
@@ -688,7 +712,7 @@ impl Session {
     }
 
     /// One delivery from the router: at `min(publish QoS, subscription QoS)` to the client.
-    fn deliver(&mut self, publish: Publish, properties: Option<PublishProperties>) {
+    fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
         let marker = properties
             .as_ref()
             .and_then(|p| p.payload_format_indicator)
@@ -698,26 +722,13 @@ impl Session {
             p.user_properties
                 .iter()
                 .find(|(k, _)| k == PUBLISHER_PROPERTY)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_str())
         });
-        let topic = publish.topic.clone();
-        let payload = publish.payload.clone();
-        let retain = publish.retain;
-        // rumqttd keeps QoS and packet id private: encode with its codec, read them back.
-        let mut scratch = BytesMut::with_capacity(publish.topic.len() + publish.payload.len() + 8);
-        use rumqttd::protocol::Protocol;
-        if let Err(e) =
-            rumqttd::protocol::v4::V4.write(Packet::Publish(publish, None), &mut scratch)
-        {
-            warn!(error = ?e, "cannot encode a delivery");
+        let topic = std::mem::take(&mut publish.topic);
+        let payload = std::mem::take(&mut publish.payload);
+        let Some((router_qos, pkid, dup)) = router_flags(&publish) else {
+            warn!("router delivery with an invalid QoS");
             return;
-        }
-        let (router_qos, pkid, dup) = match codec::decode(&scratch, usize::MAX) {
-            Ok(Some((WirePacket::Publish(p), _))) => (p.qos, p.pkid.unwrap_or(0), p.dup),
-            other => {
-                warn!(?other, "router delivery does not decode");
-                return;
-            }
         };
         let Ok(topic) = std::str::from_utf8(&topic) else {
             return;
@@ -728,17 +739,20 @@ impl Session {
         self.write(&WirePacket::Publish(WirePublish {
             dup: dup && client_qos != QoS::AtMostOnce,
             qos: client_qos,
-            retain,
+            retain: publish.retain,
             topic,
             pkid: (client_qos != QoS::AtMostOnce).then_some(pkid),
             payload: &payload,
         }));
+        if !self.tracks_msgack() {
+            return;
+        }
         let delivery = DeliveryInfo {
             pkid,
             qos: client_qos,
             topic,
             payload: &payload,
-            pub_client_id: publisher.as_deref(),
+            pub_client_id: publisher,
         };
         let before = self.tracker.stats();
         self.tracker.handle_delivery(delivery, |_| None);
@@ -754,8 +768,84 @@ impl Session {
     }
 }
 
+/// Below this much free space the read buffer grows before the next read.
+const READ_MIN_SPARE: usize = 1024;
+
+/// How much the read buffer grows by.
+const READ_GROW: usize = 32 * 1024;
+
+/// Makes room in the read buffer before a read, in steps of [`READ_GROW`].
+///
+/// Packets are decoded in place and the buffer is advanced past them, so it is never shared
+/// and `reserve` reuses it (moving the few bytes of a partial packet to its front) instead of
+/// allocating. Growing in large steps keeps that move rare; an idle connection keeps its small
+/// buffer, which only grows when it fills.
+fn reserve_read_space(rbuf: &mut BytesMut) {
+    if rbuf.capacity() - rbuf.len() < READ_MIN_SPARE {
+        rbuf.reserve(READ_GROW);
+    }
+}
+
+/// Whether `payload` may be an envelope: it starts with `{` after JSON whitespace. Publishes
+/// that pass carry their publisher through the router; the delivery side parses the envelope
+/// (once per delivery, instead of here once more per publish) and ignores the publisher of a
+/// payload that turns out not to be one.
+fn may_be_envelope(payload: &[u8]) -> bool {
+    payload
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
+}
+
+/// The QoS, packet id and DUP flag of a router delivery, which rumqttd keeps private.
+///
+/// `Publish::serialize` (rumqttd's MQTT-independent form) starts with the MQTT fixed-header
+/// flags byte and the packet id; `publish` should have its topic and payload taken out first,
+/// so that this copies nothing but those few bytes. `None` for an invalid QoS.
+fn router_flags(publish: &Publish) -> Option<(QoS, u16, bool)> {
+    let head = publish.serialize();
+    let (&flags, rest) = head.split_first()?;
+    let pkid = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+    let qos = QoS::from_u8((flags >> 1) & 0b11)?;
+    Some((qos, pkid, flags & 0b1000 != 0))
+}
+
 /// Whether `filter` names `$` topics, which the router refuses (shared subscriptions,
 /// `$share/...`, are the router's own and pass).
 fn is_dollar_filter(filter: &str) -> bool {
     filter.starts_with('$') && !filter.starts_with("$share/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_candidates_start_with_a_brace() {
+        assert!(may_be_envelope(br#"{"product_id":"p","message_id":1}"#));
+        assert!(may_be_envelope(b" \r\n\t{}"));
+        assert!(!may_be_envelope(b""));
+        assert!(!may_be_envelope(b"  "));
+        assert!(!may_be_envelope(b"[1]"));
+        assert!(!may_be_envelope(b"hello {"));
+    }
+
+    #[test]
+    fn router_flags_read_qos_packet_id_and_dup() {
+        // rumqttd's MQTT-independent form: flags, packet id, topic length, topic, payload.
+        for (flags, pkid, expected) in [
+            (0x30, 0, (QoS::AtMostOnce, 0, false)),
+            (0x32, 7, (QoS::AtLeastOnce, 7, false)),
+            (0x3D, 0x1234, (QoS::ExactlyOnce, 0x1234, true)),
+        ] {
+            let mut wire = vec![flags];
+            wire.extend_from_slice(&u16::to_be_bytes(pkid));
+            wire.extend_from_slice(b"\x00\x03a/bpayload");
+            let mut publish = Publish::deserialize(Bytes::from(wire));
+            assert_eq!(&publish.topic[..], b"a/b");
+            publish.topic = Bytes::new();
+            publish.payload = Bytes::new();
+            assert_eq!(router_flags(&publish), Some(expected));
+        }
+    }
 }

@@ -1,0 +1,87 @@
+//! Finding the bytes of a JSON string that need escaping (RFC 8259 section 7), eight at a time.
+//!
+//! Inside a JSON string the quotation mark, the reverse solidus and the control characters
+//! U+0000 to U+001F must be escaped; every other byte, including those of multi-byte UTF-8
+//! characters, stands for itself. The encoder looks for them to escape them and the envelope
+//! parser to find the end of a run of plain text. Both are on the broker's per-message path, so
+//! [`find_special`] tests eight bytes per step in a `u64` instead of one byte at a time.
+
+/// Whether `byte` must be escaped inside a JSON string: `"`, `\` or a control character.
+pub(crate) const fn is_special(byte: u8) -> bool {
+    matches!(byte, b'"' | b'\\' | 0x00..=0x1F)
+}
+
+/// The index of the first byte of `bytes` that [`is_special`], if any.
+pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Non-zero when some byte of `x` is below `n` (for `n` at most 0x80): a byte below `n`
+    /// borrows in `x - n` and has its high bit clear in `x`. Exact as a yes/no answer, which is
+    /// all it is used for; the position is then found byte by byte within the eight.
+    const fn has_below(x: u64, n: u8) -> bool {
+        x.wrapping_sub(ONES * n as u64) & !x & HIGHS != 0
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        // A byte equal to `c` is a zero byte of `x ^ c..c`, i.e. below 1.
+        let maybe = has_below(x ^ (ONES * u64::from(b'"')), 1)
+            || has_below(x ^ (ONES * u64::from(b'\\')), 1)
+            || has_below(x, 0x20);
+        if maybe && let Some(i) = chunk.iter().position(|&b| is_special(b)) {
+            return Some(offset + i);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| is_special(b))
+        .map(|i| offset + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_special_byte_at_every_position() {
+        for special in [b'"', b'\\', 0x00, 0x01, 0x08, 0x1F] {
+            for len in 0..40 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    // A second one later must not hide the first.
+                    if at + 3 < len {
+                        bytes[at + 3] = b'"';
+                    }
+                    assert_eq!(
+                        find_special(&bytes),
+                        Some(at),
+                        "{special:#x} at {at} of {len}"
+                    );
+                }
+                assert_eq!(find_special(&vec![b'a'; len]), None);
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_byte_test_on_every_byte_value() {
+        for b in 0..=255u8 {
+            let mut bytes = [b' '; 19];
+            bytes[11] = b;
+            let expected = is_special(b).then_some(11);
+            assert_eq!(find_special(&bytes), expected, "byte {b:#x}");
+            assert_eq!(is_special(b), b == b'"' || b == b'\\' || b < 0x20);
+        }
+        // Bytes of multi-byte characters are never special.
+        assert_eq!(
+            find_special("héllo wörld ✓ 😀 and more text".as_bytes()),
+            None
+        );
+    }
+}
