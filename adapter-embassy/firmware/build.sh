@@ -14,7 +14,8 @@ fi
 
 cargo build --release "$@"
 
-elf=target/thumbv7em-none-eabihf/release/adapter-embassy-firmware
+# The ELF is under CARGO_TARGET_DIR when it is set, else under this crate's own target/.
+elf=${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/adapter-embassy-firmware
 if command -v arm-none-eabi-size >/dev/null 2>&1; then
     arm-none-eabi-size -A "$elf" | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss|\.uninit|Total)' || true
     arm-none-eabi-size "$elf"
