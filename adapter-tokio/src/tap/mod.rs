@@ -4,11 +4,11 @@
 //! every client connection is relayed to the upstream broker over its own TCP connection, byte
 //! for byte (what passes is never re-encoded), while both directions are decoded with the
 //! core's MQTT 3.1.1 codec and fed to one [`Tracker`](activity_core::tracker::Tracker) per
-//! connection. Its events go through the same [`events`](crate::events) pipeline as in embedded
+//! connection. Its events go through the same [`crate::events`] pipeline as in embedded
 //! mode: to Kafka as configured, and over MQTT by [`publisher`], one connection of the reserved
 //! client `broker` to the upstream broker.
 //!
-//! The tap enforces the rules of embedded mode (see [`relay`]) and answers what it refuses
+//! The tap enforces the rules of embedded mode (the relay module checks them) and answers what it refuses
 //! itself; what it refuses never reaches the upstream broker.
 
 use std::collections::HashMap;
