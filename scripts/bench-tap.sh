@@ -78,7 +78,8 @@ wait_port() {
 
 export RUST_LOG=warn
 header=--header
-port=39800
+# Below the kernel's ephemeral range (32768-60999 here), where client sockets cannot collide.
+port=26000
 # run SCENARIO CASE RUN [TOOL ARGS...]: one throughput run against a fresh broker (and, for
 # the tap, a fresh upstream mosquitto).
 run() {

@@ -93,7 +93,9 @@ broker_cmd() {
 
 export RUST_LOG=warn
 header=--header
-port=38800
+# Below the kernel's ephemeral range (32768-60999 here): the storm's 10,000 client sockets,
+# lingering in TIME_WAIT, would otherwise collide with the next broker's port.
+port=22000
 # run MODE SCENARIO CASE RUN [TOOL ARGS...]: one tool run against a fresh broker.
 run() {
     local mode=$1 scenario=$2 case=$3 runno=$4
