@@ -125,8 +125,16 @@ fn check_round_trip(packet: &Packet<'_>, original: &[u8]) {
 // ---- envelope ---------------------------------------------------------------------------------
 
 /// Checks that [`parse_envelope`] agrees with [`reference_envelope`] on `data`.
+///
+/// Inputs that serde_json refuses for a number beyond the range of `f64` (`1e400`) are not
+/// compared: the rules follow the RFC 8259 section 6 grammar, which has no range.
 pub fn envelope(data: &[u8]) {
     let actual = parse_envelope(data);
+    if serde_json::from_slice::<Value>(data)
+        .is_err_and(|e| e.to_string().starts_with("number out of range"))
+    {
+        return;
+    }
     let expected = reference_envelope(data);
     assert_eq!(
         actual,

@@ -325,10 +325,21 @@ fn reference(payload: &[u8]) -> Option<(OwnedId, OwnedId)> {
 }
 
 /// serde_json reads `-0` as the float -0.0, where the rules say integer 0; skip such inputs.
+/// It also refuses a number beyond the range of `f64` (`1e400`), where the rules follow the
+/// RFC 8259 section 6 grammar only, which has no range: skip those too.
 fn has_negative_zero_integer(payload: &[u8]) -> bool {
-    payload.windows(2).enumerate().any(|(i, w)| {
+    let negative_zero = payload.windows(2).enumerate().any(|(i, w)| {
         w == b"-0" && !matches!(payload.get(i + 2), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
-    })
+    });
+    negative_zero || has_number_out_of_f64_range(payload)
+}
+
+/// Whether serde_json refuses `payload` only because a number is out of the range of `f64`.
+fn has_number_out_of_f64_range(payload: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(payload) {
+        Err(e) => e.to_string().starts_with("number out of range"),
+        Ok(_) => false,
+    }
 }
 
 // ---- generators ------------------------------------------------------------------------------
