@@ -28,13 +28,9 @@ use crate::metrics::Metrics;
 /// A running broker. Drop it or call [`Broker::shutdown`] to stop (dropping stops the Kafka
 /// sink at once: what it still buffers goes to its spool, when there is one).
 pub struct Broker {
-    local_addr: SocketAddr,
-    tls_addr: Option<SocketAddr>,
-    metrics_addr: Option<SocketAddr>,
+    listeners: Listeners,
     shared: Arc<Shared>,
     phase: watch::Sender<Phase>,
-    accept_tasks: Vec<JoinHandle<()>>,
-    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     events: Option<EventSender>,
     sink: Option<JoinHandle<()>>,
     kafka: Option<KafkaSink>,
@@ -137,57 +133,13 @@ impl Broker {
             unreported: AtomicU64::new(0),
         });
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
-        let local_addr = listener.local_addr()?;
-        info!(%local_addr, "MQTT listener ready");
-        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-        let mut accept_tasks = vec![tokio::spawn(accept_loop(
-            listener,
-            None,
-            shared.clone(),
-            connections.clone(),
-        ))];
-        let mut tls_addr = None;
-        if let Some((addr, acceptor)) = tls {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("tls.listen: cannot bind {addr}"))?;
-            let addr = listener.local_addr()?;
-            info!(%addr, "MQTT over TLS listener ready");
-            tls_addr = Some(addr);
-            accept_tasks.push(tokio::spawn(accept_loop(
-                listener,
-                Some(acceptor),
-                shared.clone(),
-                connections.clone(),
-            )));
-        }
-        let mut metrics_addr = None;
-        if let Some(addr) = config.metrics_listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?;
-            let addr = listener.local_addr()?;
-            info!(%addr, "Prometheus metrics on http://{addr}/metrics");
-            metrics_addr = Some(addr);
-            let metrics = metrics.clone();
-            accept_tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(listener, metrics).await {
-                    warn!(error = %e, "metrics listener failed");
-                }
-            }));
-        }
+        let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
+        info!(local_addr = %listeners.local_addr, "MQTT listener ready");
 
         Ok(Broker {
-            local_addr,
-            tls_addr,
-            metrics_addr,
+            listeners,
             shared,
             phase: phase_tx,
-            accept_tasks,
-            connections,
             events: Some(events),
             sink,
             kafka,
@@ -196,17 +148,17 @@ impl Broker {
 
     /// The address of the plain MQTT listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners.local_addr
     }
 
     /// The address of the TLS listener, when configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
+        self.listeners.tls_addr
     }
 
     /// The address of the metrics listener, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.listeners.metrics_addr
     }
 
     /// The broker's counters.
@@ -222,9 +174,7 @@ impl Broker {
     /// Stops accepting, reports `server_shutdown` for every connected client, gives the events
     /// `shutdown_grace_ms` to reach their subscribers, then closes every connection.
     pub async fn shutdown(mut self) {
-        for task in &self.accept_tasks {
-            task.abort();
-        }
+        self.listeners.stop_accepting();
         let grace = self.shared.config.shutdown_grace();
         let _ = self.phase.send(Phase::Draining);
         // Every connection queues its `server_shutdown` event as it sees the phase change.
@@ -245,16 +195,7 @@ impl Broker {
         // Let the router deliver the last events to subscribers still connected.
         tokio::time::sleep(grace).await;
         let _ = self.phase.send(Phase::Closing);
-        let mut connections = self.connections.lock().await;
-        let closing = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), closing)
-            .await
-            .is_err()
-        {
-            warn!("connections did not close within 5 s");
-            connections.abort_all();
-        }
-        drop(connections);
+        self.listeners.join_connections().await;
         if !drained_all {
             warn!("some connections had not reported server_shutdown in time");
         }
@@ -279,10 +220,101 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        self.listeners.stop_accepting();
+        let _ = self.phase.send(Phase::Closing);
+    }
+}
+
+/// The listeners of a server (plain MQTT, TLS, metrics), their accept loops and the tasks of
+/// the connections they accepted; shared by the embedded broker and the tap.
+pub(crate) struct Listeners {
+    /// The address of the plain MQTT listener.
+    pub(crate) local_addr: SocketAddr,
+    /// The address of the TLS listener, when configured.
+    pub(crate) tls_addr: Option<SocketAddr>,
+    /// The address of the metrics listener, when configured.
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+}
+
+impl Listeners {
+    /// Binds `config.listen`, the TLS listener (`tls`: its address and acceptor) and
+    /// `config.metrics_listen`, and starts accepting: client streams go to `server`.
+    pub(crate) async fn bind<T: Serve>(
+        config: &Config,
+        tls: Option<(SocketAddr, TlsAcceptor)>,
+        server: T,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Listeners> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let mut accept_tasks = vec![tokio::spawn(accept_loop(
+            listener,
+            None,
+            server.clone(),
+            connections.clone(),
+        ))];
+        let mut tls_addr = None;
+        if let Some((addr, acceptor)) = tls {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("tls.listen: cannot bind {addr}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "MQTT over TLS listener ready");
+            tls_addr = Some(addr);
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                server,
+                connections.clone(),
+            )));
+        }
+        let mut metrics_addr = None;
+        if let Some(addr) = config.metrics_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?;
+            let addr = listener.local_addr()?;
+            info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+            metrics_addr = Some(addr);
+            let metrics = metrics.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, metrics).await {
+                    warn!(error = %e, "metrics listener failed");
+                }
+            }));
+        }
+        Ok(Listeners {
+            local_addr,
+            tls_addr,
+            metrics_addr,
+            accept_tasks,
+            connections,
+        })
+    }
+
+    /// Stops accepting new clients and serving metrics.
+    pub(crate) fn stop_accepting(&self) {
         for task in &self.accept_tasks {
             task.abort();
         }
-        let _ = self.phase.send(Phase::Closing);
+    }
+
+    /// Waits up to 5 s for every connection task to end, then aborts the rest.
+    pub(crate) async fn join_connections(&self) {
+        let mut connections = self.connections.lock().await;
+        let closing = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .is_err()
+        {
+            warn!("connections did not close within 5 s");
+            connections.abort_all();
+        }
     }
 }
 

@@ -21,13 +21,12 @@ use activity_core::publishers::PublisherTable;
 use activity_core::tracker::TrackerConfig;
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::broker::{Serve, accept_loop, tracker_config};
+use crate::broker::{Listeners, Serve, tracker_config};
 use crate::config::{Config, Sink};
 use crate::connection::Phase;
 use crate::events::{self, Dispatcher, EventSender};
@@ -137,13 +136,9 @@ impl Serve for Arc<TapShared> {
 
 /// A running tap. Drop it or call [`Tap::shutdown`] to stop.
 pub struct Tap {
-    local_addr: SocketAddr,
-    tls_addr: Option<SocketAddr>,
-    metrics_addr: Option<SocketAddr>,
+    listeners: Listeners,
     shared: Arc<TapShared>,
     phase: watch::Sender<Phase>,
-    accept_tasks: Vec<JoinHandle<()>>,
-    connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     events: Option<EventSender>,
     sink: Option<JoinHandle<()>>,
     upstream_queue: Option<UpstreamQueue>,
@@ -208,57 +203,13 @@ impl Tap {
             publishers: Mutex::new(Box::default()),
         });
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
-        let local_addr = listener.local_addr()?;
-        info!(%local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
-        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-        let mut accept_tasks = vec![tokio::spawn(accept_loop(
-            listener,
-            None,
-            shared.clone(),
-            connections.clone(),
-        ))];
-        let mut tls_addr = None;
-        if let Some((addr, acceptor)) = tls {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("tls.listen: cannot bind {addr}"))?;
-            let addr = listener.local_addr()?;
-            info!(%addr, "MQTT over TLS tap listener ready");
-            tls_addr = Some(addr);
-            accept_tasks.push(tokio::spawn(accept_loop(
-                listener,
-                Some(acceptor),
-                shared.clone(),
-                connections.clone(),
-            )));
-        }
-        let mut metrics_addr = None;
-        if let Some(addr) = config.metrics_listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?;
-            let addr = listener.local_addr()?;
-            info!(%addr, "Prometheus metrics on http://{addr}/metrics");
-            metrics_addr = Some(addr);
-            let metrics = metrics.clone();
-            accept_tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(listener, metrics).await {
-                    warn!(error = %e, "metrics listener failed");
-                }
-            }));
-        }
+        let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
+        info!(local_addr = %listeners.local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
 
         Ok(Tap {
-            local_addr,
-            tls_addr,
-            metrics_addr,
+            listeners,
             shared,
             phase: phase_tx,
-            accept_tasks,
-            connections,
             events: Some(events),
             sink,
             upstream_queue,
@@ -269,17 +220,17 @@ impl Tap {
 
     /// The address of the plain MQTT listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners.local_addr
     }
 
     /// The address of the TLS listener, when configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
+        self.listeners.tls_addr
     }
 
     /// The address of the metrics listener, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.listeners.metrics_addr
     }
 
     /// The tap's counters.
@@ -296,25 +247,14 @@ impl Tap {
     /// `server_shutdown`, gives the events up to `shutdown_grace_ms` (at least 100 ms) to reach
     /// the sinks, then stops them.
     pub async fn shutdown(mut self) {
-        for task in &self.accept_tasks {
-            task.abort();
-        }
+        self.listeners.stop_accepting();
         let grace = self
             .shared
             .config
             .shutdown_grace()
             .max(Duration::from_millis(100));
         let _ = self.phase.send(Phase::Closing);
-        let mut connections = self.connections.lock().await;
-        let closing = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), closing)
-            .await
-            .is_err()
-        {
-            warn!("connections did not close within 5 s");
-            connections.abort_all();
-        }
-        drop(connections);
+        self.listeners.join_connections().await;
         if let Some(events) = self.events.take() {
             let flushed = events.flush(grace).await;
             debug!(flushed, "event queue flushed into the sinks");
@@ -355,9 +295,7 @@ impl Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        for task in &self.accept_tasks {
-            task.abort();
-        }
+        self.listeners.stop_accepting();
         if let Some(sink) = &self.sink {
             sink.abort();
         }
