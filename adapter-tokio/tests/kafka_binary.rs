@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tests::Client;
-use tests::kafka::{Reader, Record, TOPICS, Tansu, free_port};
+use tests::kafka::{Reader, Record, TOPICS, Tansu, free_port, message_numbers};
 use tests::process::BrokerProcess;
 
 /// The binary under test.
@@ -226,13 +226,18 @@ async fn kafka_brokers_flag_turns_the_sink_on_without_a_config_file() {
     assert!(value(&metrics, "activity_kafka_delivery_latency_seconds_sum") > 0.0);
     let log = broker.log();
     assert!(log.contains("Kafka sink started"), "{log}");
+    terminate_with_everything_delivered(broker).await;
+    tansu.stop().await;
+}
+
+/// Stops `broker` with SIGTERM and checks it exits 0 saying every event reached Kafka.
+async fn terminate_with_everything_delivered(broker: BrokerProcess) {
     let (success, log) = broker.terminate().await;
     assert!(success, "exit status 0 after SIGTERM:\n{log}");
     assert!(
         log.contains("Kafka sink stopped: every event delivered"),
         "{log}"
     );
-    tansu.stop().await;
 }
 
 /// Fills the spool of a broker whose Kafka is down with `ids`' visits, waits until every event
@@ -313,12 +318,7 @@ async fn sigkill_with_fsync_always_loses_nothing_spooled_and_repeats_nothing_del
         log.contains("Kafka spool holds events from before: they are sent first"),
         "{log}"
     );
-    let (success, log) = broker.terminate().await;
-    assert!(success, "exit status 0 after SIGTERM:\n{log}");
-    assert!(
-        log.contains("Kafka sink stopped: every event delivered"),
-        "{log}"
-    );
+    terminate_with_everything_delivered(broker).await;
     tansu.stop().await;
 }
 
@@ -348,12 +348,7 @@ async fn sigkill_with_fsync_every_ms_keeps_events_older_than_the_interval() {
     // Nothing was delivered before the kill: each event exactly once.
     let got = read_exactly(&mut reader, 60).await;
     assert_visits(&got, &ids, &reader.describe());
-    let (success, log) = broker.terminate().await;
-    assert!(success, "exit status 0 after SIGTERM:\n{log}");
-    assert!(
-        log.contains("Kafka sink stopped: every event delivered"),
-        "{log}"
-    );
+    terminate_with_everything_delivered(broker).await;
     tansu.stop().await;
 }
 
@@ -425,12 +420,7 @@ async fn full_spool_drops_by_policy_counts_exactly_and_logs() {
             .collect();
         assert_eq!(got.len(), kept, "{policy}: what the spool kept arrives");
         assert_kept(&got, &ids, policy == "drop_newest", &reader.describe());
-        let (success, log) = broker.terminate().await;
-        assert!(success, "exit status 0 after SIGTERM:\n{log}");
-        assert!(
-            log.contains("Kafka sink stopped: every event delivered"),
-            "{log}"
-        );
+        terminate_with_everything_delivered(broker).await;
     }
     tansu.stop().await;
 }
@@ -528,17 +518,7 @@ async fn sigkill_while_events_flow_with_fsync_always_leaves_no_hole() {
         })
         .await;
     let mut reader = Reader::new(tansu.addr, &[TOPIC]);
-    let seqs: Vec<u64> = read_until_quiet(&mut reader)
-        .await
-        .iter()
-        .filter(|r| r.header("kind") == Some("message"))
-        .map(|r| {
-            r.json["payload"]
-                .as_str()
-                .and_then(|p| p.parse().ok())
-                .expect("a numbered payload")
-        })
-        .collect();
+    let seqs = message_numbers(read_until_quiet(&mut reader).await);
     // Everything spooled before the kill arrives: the publishes 0 to some n, with no hole
     // (only events not yet in the spool, the newest, may be lost). Some may arrive twice: at
     // most the 20,000 the sink keeps in flight.

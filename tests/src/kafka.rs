@@ -155,6 +155,21 @@ impl Record {
     }
 }
 
+/// The payloads of the `message` events among `records`, each a decimal number (the tests
+/// publish numbered payloads), in order.
+pub fn message_numbers(records: &[Record]) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|r| r.header("kind") == Some("message"))
+        .map(|r| {
+            r.json["payload"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .expect("a numbered payload")
+        })
+        .collect()
+}
+
 /// A consumer of partition 0 of some topics, from their beginning.
 pub struct Reader {
     consumer: StreamConsumer,

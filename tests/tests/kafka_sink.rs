@@ -8,7 +8,7 @@ use std::time::Duration;
 use adapter_tokio::broker::Broker;
 use adapter_tokio::config::{DropPolicy, FsyncPolicy, PropertyValue, SpoolConfig};
 use rumqttc::QoS;
-use tests::kafka::{Reader, TOPICS, Tansu, free_port, kafka_config};
+use tests::kafka::{Reader, TOPICS, Tansu, free_port, kafka_config, message_numbers};
 use tests::{Client, Monitor, start_broker};
 use tokio::time::{Instant, sleep};
 
@@ -489,17 +489,7 @@ async fn kafka_killed_while_events_flow_then_none_is_lost_or_repeated() {
             reader.describe()
         );
     }
-    let seqs: Vec<u64> = reader
-        .records
-        .iter()
-        .filter(|r| r.header("kind") == Some("message"))
-        .map(|r| {
-            r.json["payload"]
-                .as_str()
-                .and_then(|p| p.parse().ok())
-                .expect("a numbered payload")
-        })
-        .collect();
+    let seqs = message_numbers(&reader.records);
     let first = seqs[0];
     assert_eq!(
         seqs,
