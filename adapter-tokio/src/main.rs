@@ -20,6 +20,12 @@ use adapter_tokio::{auth, limits, tls};
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
+/// mimalloc instead of glibc's malloc: events are allocated on the connection tasks and freed on
+/// the dispatcher, the Kafka feeder and librdkafka's threads, and glibc's per-thread arenas spent
+/// most of the Kafka feeder's time consolidating such frees (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// File descriptors kept for everything but client connections: listeners, logs, metrics.
 const RESERVED_FDS: u64 = 64;
 

@@ -12,6 +12,11 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+/// The allocator activity-broker runs with, so that case 1 and the activity-broker cases differ
+/// only in the network front (rumqttd's own binary keeps the system allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let listen: SocketAddr = std::env::args()
         .nth(1)
