@@ -22,6 +22,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
 use crate::events::{self, Dispatcher, EventSender, MqttSink};
+use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::metrics::Metrics;
 
@@ -88,7 +89,14 @@ impl Broker {
         });
 
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let (events, receiver) = events::channel(&config.events, metrics.clone());
+        // With the router as the only sink, events no subscription receives are not encoded.
+        let interest = Arc::new(Interest::new(&tracker_config.topics));
+        let router_only = config.sinks.iter().all(|sink| *sink == Sink::Mqtt);
+        let (events, receiver) = events::channel(
+            &config.events,
+            metrics.clone(),
+            router_only.then(|| interest.clone()),
+        );
 
         // The reserved client `broker` publishes the events.
         let factory = link_factory.clone();
@@ -104,6 +112,7 @@ impl Broker {
                 &tracker_config.topics,
                 &config.events,
                 metrics.clone(),
+                interest.clone(),
             )
         });
         let (kafka, kafka_queue) = if config.sinks.contains(&Sink::Kafka) {
@@ -131,6 +140,7 @@ impl Broker {
             phase: phase_rx,
             serial: AtomicU64::new(1),
             unreported: AtomicU64::new(0),
+            interest,
         });
 
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;

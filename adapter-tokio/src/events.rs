@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::config::{EventsConfig, PayloadMode};
 use crate::connection::QOS_MARKER_BASE;
+use crate::interest::Interest;
 use crate::kafka::KafkaQueue;
 use crate::metrics::Metrics;
 use crate::tap::UpstreamQueue;
@@ -63,6 +64,9 @@ pub struct EventSender {
     tx: mpsc::Sender<Item>,
     encoding: Arc<Encoding>,
     metrics: Arc<Metrics>,
+    /// Set when the router is the only sink: an event no subscription receives is dropped
+    /// before it is encoded (see [`crate::interest`]).
+    only_for: Option<Arc<Interest>>,
 }
 
 /// What [`channel`] returns to the sink side.
@@ -71,7 +75,14 @@ pub struct EventReceiver {
 }
 
 /// A bounded event queue of `config.queue_capacity` events.
-pub fn channel(config: &EventsConfig, metrics: Arc<Metrics>) -> (EventSender, EventReceiver) {
+///
+/// `only_for` is the subscriptions of the router when it is the only sink: events of a kind no
+/// subscription receives are then counted and skipped (see [`crate::interest`]).
+pub fn channel(
+    config: &EventsConfig,
+    metrics: Arc<Metrics>,
+    only_for: Option<Arc<Interest>>,
+) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let payload = match config.payload {
         PayloadMode::Full => event::PayloadMode::Full,
@@ -89,6 +100,7 @@ pub fn channel(config: &EventsConfig, metrics: Arc<Metrics>) -> (EventSender, Ev
             tx,
             encoding,
             metrics,
+            only_for,
         },
         EventReceiver { rx },
     )
@@ -99,6 +111,13 @@ impl EventSender {
     pub fn emit(&self, event: &Event<'_>) {
         let kind = event.kind();
         if !self.encoding.enabled[kind as usize] {
+            return;
+        }
+        if self.only_for.as_ref().is_some_and(|i| !i.wanted(kind)) {
+            self.metrics.events_emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .events_unobserved
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let options = EncodeOptions {
@@ -177,21 +196,25 @@ pub struct MqttSink {
     topics: [Bytes; 6],
     qos: [QoS; 6],
     metrics: Arc<Metrics>,
+    interest: Arc<Interest>,
 }
 
 impl MqttSink {
-    /// A sink publishing on `topics` with each kind's configured QoS.
+    /// A sink publishing on `topics` with each kind's configured QoS, the kinds some
+    /// subscription in `interest` receives.
     pub fn new(
         link_tx: LinkTx,
         topics: &SystemTopics,
         config: &EventsConfig,
         metrics: Arc<Metrics>,
+        interest: Arc<Interest>,
     ) -> Self {
         MqttSink {
             link_tx,
             topics: EventKind::ALL.map(|k| Bytes::copy_from_slice(topics.topic(k).as_bytes())),
             qos: EventKind::ALL.map(|k| config.qos_of(k)),
             metrics,
+            interest,
         }
     }
 
@@ -207,10 +230,18 @@ impl MqttSink {
         Packet::Publish(publish, Some(properties))
     }
 
-    /// Publishes `records` into the router as one batch.
+    /// Publishes `records` into the router as one batch, except those no subscription
+    /// receives.
     async fn publish(&mut self, records: &[EventRecord]) {
-        let mut packets: Vec<Packet> = records.iter().map(|r| self.packet(r)).collect();
+        let mut packets: Vec<Packet> = records
+            .iter()
+            .filter(|r| self.interest.wanted(r.kind))
+            .map(|r| self.packet(r))
+            .collect();
         let published = packets.len() as u64;
+        self.metrics
+            .events_unobserved
+            .fetch_add(records.len() as u64 - published, Ordering::Relaxed);
         if let Some(last) = packets.pop() {
             self.link_tx.buffer().extend(packets);
             if let Err(e) = self.link_tx.send(last).await {

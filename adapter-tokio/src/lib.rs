@@ -15,6 +15,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod interest;
 pub mod kafka;
 pub mod limits;
 pub mod logging;

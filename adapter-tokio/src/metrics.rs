@@ -50,6 +50,9 @@ pub struct Metrics {
     pub events_encode_failed: AtomicU64,
     /// Activity events handed to the MQTT sink (published on system topics).
     pub events_sink_mqtt: AtomicU64,
+    /// Activity events the MQTT sink did not publish because no subscription receives their
+    /// kind (see [`crate::interest`]).
+    pub events_unobserved: AtomicU64,
     /// PUBLISHes from clients on system topics, refused.
     pub publishes_denied: AtomicU64,
     /// Subscriptions to system topics by clients not allowed to, refused.
@@ -233,6 +236,12 @@ impl Metrics {
             "counter",
             "Activity events that could not be encoded.",
             &self.events_encode_failed,
+        );
+        r.single(
+            "events_unobserved_total",
+            "counter",
+            "Activity events not published on MQTT because no subscription receives them.",
+            &self.events_unobserved,
         );
         r.labelled(
             "events_sunk_total",
@@ -571,6 +580,7 @@ mod tests {
         metrics.connect_refused(4);
         metrics.connect_refused(9);
         metrics.events_sink_mqtt.store(7, Ordering::Relaxed);
+        metrics.events_unobserved.store(5, Ordering::Relaxed);
         metrics.kafka.observe_delivery(Duration::from_micros(3_000));
         metrics.kafka.observe_delivery(Duration::from_secs(60));
         metrics.kafka.offered.store(2, Ordering::Relaxed);
@@ -583,6 +593,8 @@ mod tests {
             "activity_events_emitted_total{kind=\"msgack\"} 1",
             "activity_events_emitted_total{kind=\"connected\"} 0",
             "activity_connections_refused_total 2",
+            "# TYPE activity_events_unobserved_total counter",
+            "activity_events_unobserved_total 5",
             "activity_connect_refused_by_reason_total{reason=\"bad_username_or_password\"} 1",
             "activity_events_sunk_total{sink=\"mqtt\"} 7",
             "activity_keepalive_timeouts_total 0",

@@ -164,6 +164,9 @@ where
             return None;
         }
     };
+    shared
+        .interest
+        .session_started(&request.client_id, serial, clean);
     let session_present = matches!(
         Option::<Packet>::from(connack),
         Some(Packet::ConnAck(ack, _)) if ack.session_present
@@ -227,6 +230,7 @@ where
         last_read: Instant::now(),
         will: request.will,
         may_subscribe_system,
+        clean_session: request.clean_session,
         tracker,
         link_tx,
         link_rx,

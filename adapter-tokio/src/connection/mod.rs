@@ -50,6 +50,7 @@ use crate::ack_store::HeapAckStore;
 use crate::auth::{AuthOutcome, Authenticator};
 use crate::config::Config;
 use crate::events::EventSender;
+use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::sequencer::{AckSequencer, RouterAck};
 
@@ -161,6 +162,8 @@ pub struct Shared {
     pub serial: AtomicU64,
     /// Sessions that have not reported their `disconnected` event yet.
     pub unreported: AtomicU64,
+    /// The subscriptions that receive events, per event kind.
+    pub interest: Arc<Interest>,
 }
 
 /// Milliseconds since the Unix epoch, the `ts` of events.

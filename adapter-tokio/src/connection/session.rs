@@ -33,6 +33,8 @@ pub(super) struct Session {
     pub(super) last_read: Instant,
     pub(super) will: Option<Will>,
     pub(super) may_subscribe_system: bool,
+    /// Whether the session ends with the connection (its subscriptions go too).
+    pub(super) clean_session: bool,
     pub(super) tracker: Tracker<HeapAckStore>,
     pub(super) link_tx: LinkTx,
     pub(super) link_rx: LinkRx,
@@ -198,6 +200,10 @@ impl Session {
             None,
         ));
         let _ = self.send_to_router().await;
+        // Before the registry: once the client id is gone, its clean session's filters are.
+        self.shared
+            .interest
+            .session_ended(&self.client_id, self.serial, self.clean_session);
         self.shared.registry.remove(&self.client_id, self.serial);
         self.shared
             .metrics
@@ -555,6 +561,9 @@ impl Session {
                 debug!(client_id = %self.client_id, filter, denied_system, over_limit, "subscription refused");
                 decided.push(None);
             } else {
+                self.shared
+                    .interest
+                    .subscribe(&self.client_id, self.serial, filter);
                 decided.push(Some(((*filter).to_owned(), *qos)));
                 routed.push(Filter {
                     path: (*filter).to_owned(),
@@ -636,6 +645,7 @@ impl Session {
         let mut routed = Vec::new();
         for filter in filters {
             if self.subscriptions.remove(*filter).is_some() {
+                self.shared.interest.unsubscribe(&self.client_id, filter);
                 routed.push((*filter).to_owned());
                 if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
                     self.shared.events.emit(&event);
