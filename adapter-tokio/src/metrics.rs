@@ -133,6 +133,17 @@ impl Metrics {
         bump(&self.events_emitted[kind as usize]);
     }
 
+    /// Counts one accepted connection, now open.
+    pub fn connection_opened(&self) {
+        bump(&self.connections_total);
+        bump(&self.connections_current);
+    }
+
+    /// Counts one accepted connection as closed.
+    pub fn connection_closed(&self) {
+        self.connections_current.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Counts one refused CONNECT with CONNACK return code `code` (1 to 5; others count only
     /// in [`Metrics::connections_refused`]).
     pub fn connect_refused(&self, code: u8) {

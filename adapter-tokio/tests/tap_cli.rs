@@ -1,11 +1,12 @@
 //! End-to-end: `activity-broker --upstream HOST:PORT` runs the tap in front of a real
 //! `mosquitto`, and a bad `--upstream` is a usage error.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tests::kafka::free_port;
 use tokio::time::timeout;
 
 /// Kills the child process if the test fails before it exits.
@@ -16,12 +17,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Connects `id` to `addr`, retrying for 10 s (the process may still be starting).

@@ -209,14 +209,7 @@ where
         // Matched by `Session::report_close`; shutdown waits for the count to reach zero.
         shared.unreported.fetch_add(1, Ordering::AcqRel);
     }
-    shared
-        .metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .connections_current
-        .fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connection_opened();
     let may_subscribe_system = shared.config.access.may_subscribe_system(
         request.username.as_deref(),
         &request.client_id,

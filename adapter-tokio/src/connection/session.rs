@@ -205,10 +205,7 @@ impl Session {
             .interest
             .session_ended(&self.client_id, self.serial, self.clean_session);
         self.shared.registry.remove(&self.client_id, self.serial);
-        self.shared
-            .metrics
-            .connections_current
-            .fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.connection_closed();
         if let Some(kick) = kick {
             let _ = kick.send(());
         }

@@ -67,6 +67,26 @@ impl Ctx<'_> {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Keeps a SUBSCRIBE's or UNSUBSCRIBE's filters (`what`) until the upstream acknowledges
+    /// packet `pkid`; ends the relay when [`MAX_PENDING_SUBSCRIBES`] already wait.
+    fn await_ack<T>(
+        &self,
+        pending: &mut HashMap<u16, T>,
+        pkid: u16,
+        filters: T,
+        what: &str,
+    ) -> Verdict {
+        if pending.len() >= MAX_PENDING_SUBSCRIBES {
+            warn!(
+                client_id = self.client_id,
+                "too many {what}s awaiting acknowledgement: closing"
+            );
+            return Verdict::End(DisconnectReason::ProtocolError);
+        }
+        pending.insert(pkid, filters);
+        Verdict::Forward
+    }
 }
 
 /// Serves one client connection through the upstream broker until it ends.
@@ -174,14 +194,7 @@ where
         Err(e) => warn!(error = %e, "tracker refused a checked CONNECT"),
     }
     shared.unreported.fetch_add(1, Ordering::AcqRel);
-    shared
-        .metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .connections_current
-        .fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connection_opened();
     let ctx = Ctx {
         shared: &shared,
         client_id: &request.client_id,
@@ -258,10 +271,7 @@ where
         }
     }
     shared.unreported.fetch_sub(1, Ordering::AcqRel);
-    shared
-        .metrics
-        .connections_current
-        .fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.connection_closed();
     debug!(client_id = %request.client_id, reason = reason.as_str(), "relay ended");
     if let Some(done) = kicked {
         let _ = done.send(());
@@ -565,28 +575,17 @@ impl Ctx<'_> {
                     .map(|(f, q)| (f.to_owned(), q))
                     .collect();
                 let mut state = self.state();
-                if state.subscribes.len() >= MAX_PENDING_SUBSCRIBES {
-                    warn!(
-                        client_id = self.client_id,
-                        "too many SUBSCRIBEs awaiting SUBACK: closing"
-                    );
-                    return Verdict::End(DisconnectReason::ProtocolError);
-                }
-                state.subscribes.insert(subscribe.pkid, filters);
-                Verdict::Forward
+                self.await_ack(&mut state.subscribes, subscribe.pkid, filters, "SUBSCRIBE")
             }
             WirePacket::Unsubscribe(unsubscribe) => {
                 let filters = unsubscribe.filters.iter().map(str::to_owned).collect();
                 let mut state = self.state();
-                if state.unsubscribes.len() >= MAX_PENDING_SUBSCRIBES {
-                    warn!(
-                        client_id = self.client_id,
-                        "too many UNSUBSCRIBEs awaiting UNSUBACK: closing"
-                    );
-                    return Verdict::End(DisconnectReason::ProtocolError);
-                }
-                state.unsubscribes.insert(unsubscribe.pkid, filters);
-                Verdict::Forward
+                self.await_ack(
+                    &mut state.unsubscribes,
+                    unsubscribe.pkid,
+                    filters,
+                    "UNSUBSCRIBE",
+                )
             }
             WirePacket::PubAck(id) => {
                 if let Some(event) = self.state().tracker.handle_puback(now, *id) {
