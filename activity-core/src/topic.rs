@@ -63,8 +63,24 @@ fn validate_common(s: &str) -> Result<(), TopicError> {
 /// A topic name is non-empty, at most 65535 bytes, and contains neither a wildcard (`+`, `#`)
 /// nor U+0000.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    validate_common(name)?;
-    if name.contains(['+', '#']) {
+    if name.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if name.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    // One pass over the bytes (every delivery is checked): the three bytes are ASCII, so they
+    // never occur inside a multi-byte UTF-8 character. NUL is reported before a wildcard, as
+    // `validate_common` would.
+    let mut wildcard = false;
+    for &b in name.as_bytes() {
+        match b {
+            0 => return Err(TopicError::NullCharacter),
+            b'+' | b'#' => wildcard = true,
+            _ => {}
+        }
+    }
+    if wildcard {
         return Err(TopicError::WildcardInName);
     }
     Ok(())
@@ -143,6 +159,9 @@ mod tests {
         assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInName));
         assert_eq!(validate_topic_name("a+b"), Err(TopicError::WildcardInName));
         assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NullCharacter));
+        // NUL wins over a wildcard wherever each is.
+        assert_eq!(validate_topic_name("a+b\0"), Err(TopicError::NullCharacter));
+        assert_eq!(validate_topic_name("\0#"), Err(TopicError::NullCharacter));
         let long = "a".repeat(MAX_TOPIC_LEN);
         assert_eq!(validate_topic_name(&long), Ok(()));
         let too_long = "a".repeat(MAX_TOPIC_LEN + 1);

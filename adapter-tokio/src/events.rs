@@ -107,13 +107,19 @@ pub fn channel(
 }
 
 impl EventSender {
+    /// Whether an event of `kind` would reach a sink now: always, unless the router is the only
+    /// sink and no subscription receives that kind (see [`crate::interest`]).
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.only_for.as_ref().is_none_or(|i| i.wanted(kind))
+    }
+
     /// Encodes `event` and queues it; drops and counts it when the queue is full.
     pub fn emit(&self, event: &Event<'_>) {
         let kind = event.kind();
         if !self.encoding.enabled[kind as usize] {
             return;
         }
-        if self.only_for.as_ref().is_some_and(|i| !i.wanted(kind)) {
+        if !self.wants(kind) {
             self.metrics.events_emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .events_unobserved

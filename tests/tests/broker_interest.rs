@@ -1,14 +1,17 @@
 //! End-to-end: with the router as the only sink, events are published only while some
 //! subscription receives them (`adapter_tokio::interest`), and no subscriber misses one for it:
 //! a persistent session gets the events from while it was away, an UNSUBSCRIBE or a clean
-//! session's end stops them, and the counters add up.
+//! session's end stops them, and the counters add up. `msgack` events are reported for
+//! deliveries made while someone subscribes to them.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use adapter_tokio::broker::Broker;
 use rumqttc::QoS;
-use tests::{Client, Monitor, options, start_default_broker};
+use tests::hostile::{ack_packet, read_n, subscribe_packet};
+use tests::{Client, Monitor, RawClient, connect_packet, options, start_default_broker};
+use tokio::io::AsyncWriteExt;
 
 /// Events emitted, published on MQTT, and skipped because no subscription wanted them.
 fn counts(broker: &Broker) -> (u64, u64, u64) {
@@ -167,5 +170,63 @@ async fn a_clean_subscriber_that_leaves_stops_the_events_and_a_wildcard_starts_t
     assert!(
         topics.iter().any(|t| t == "SYSTEM/message"),
         "events reach a `#` subscriber: {topics:?}"
+    );
+}
+
+#[tokio::test]
+async fn msgack_events_are_for_deliveries_made_while_someone_subscribes_to_them() {
+    let broker = start_default_broker().await;
+    let addr = broker.local_addr();
+    let mut sensor = Client::connect(addr, "sensor").await;
+    // A device that acknowledges when the test says so.
+    let (mut device, connack) = RawClient::connect(addr, &connect_packet("device", 60, 4)).await;
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    device
+        .stream
+        .write_all(&subscribe_packet(1, b"cmd/device", 1))
+        .await
+        .expect("SUBSCRIBE");
+    assert_eq!(read_n(&mut device.stream, 5).await, [0x90, 3, 0, 1, 1]);
+
+    // Delivered while nobody subscribes to msgack: not tracked, so its ack reports nothing,
+    // even though the acknowledgement comes after a subscriber arrived.
+    let first = br#"{"product_id":"p1","message_id":"m1"}"#;
+    sensor
+        .publish("cmd/device", QoS::AtLeastOnce, false, first)
+        .await;
+    let delivery = read_n(&mut device.stream, 2 + 12 + 2 + first.len()).await;
+    let pkid1 = u16::from_be_bytes([delivery[14], delivery[15]]);
+    let mut audit = Client::connect(addr, "audit").await;
+    audit.subscribe("SYSTEM/msgack", QoS::AtLeastOnce).await;
+    device
+        .stream
+        .write_all(&ack_packet(0x40, pkid1))
+        .await
+        .expect("PUBACK");
+
+    // Delivered while audit subscribes: its msgack arrives (and is the only one).
+    let second = br#"{"product_id":"p1","message_id":"m2"}"#;
+    sensor
+        .publish("cmd/device", QoS::AtLeastOnce, false, second)
+        .await;
+    let delivery = read_n(&mut device.stream, 2 + 12 + 2 + second.len()).await;
+    let pkid2 = u16::from_be_bytes([delivery[14], delivery[15]]);
+    device
+        .stream
+        .write_all(&ack_packet(0x40, pkid2))
+        .await
+        .expect("PUBACK");
+    let event = audit.next_publish().await;
+    assert_eq!(event.topic, "SYSTEM/msgack");
+    let json: serde_json::Value = serde_json::from_slice(&event.payload).expect("JSON");
+    assert_eq!(json["message_id"], "m2");
+    assert_eq!(json["pub_client_id"], "sensor");
+    assert_eq!(json["ack_client_id"], "device");
+    assert!(
+        audit
+            .try_next_publish(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no msgack for m1"
     );
 }

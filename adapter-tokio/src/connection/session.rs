@@ -229,14 +229,13 @@ impl Session {
         properties
     }
 
-    /// Whether `msgack` events are on. When they are off, deliveries are not reported to the
-    /// tracker (it would parse every envelope and remember it, only to report nothing) and
-    /// publishes carry no publisher.
+    /// Whether `msgack` events are on and would reach a sink now (with the router as the only
+    /// sink: some subscription receives them, see [`crate::interest`]). When not, deliveries
+    /// are not reported to the tracker (it would parse every envelope and remember it, only to
+    /// report nothing) and publishes carry no publisher.
     fn tracks_msgack(&self) -> bool {
-        self.shared
-            .tracker_config
-            .enabled
-            .contains(activity_core::event::EventKind::MsgAck)
+        let msgack = activity_core::event::EventKind::MsgAck;
+        self.shared.tracker_config.enabled.contains(msgack) && self.shared.events.wants(msgack)
     }
 
     /// Queues the `disconnected` event, once per session.
@@ -691,11 +690,18 @@ impl Session {
     }
 
     fn handle_notification(&mut self, notification: Notification) {
+        // Deliveries, by far the most notifications, are read in place (no conversion).
+        let notification = match notification {
+            Notification::Forward(forward) => {
+                return self.deliver(forward.publish, forward.properties.as_ref());
+            }
+            other => other,
+        };
         let Some(packet) = Option::<Packet>::from(notification) else {
             return;
         };
         match packet {
-            Packet::Publish(publish, properties) => self.deliver(publish, properties),
+            Packet::Publish(publish, properties) => self.deliver(publish, properties.as_ref()),
             Packet::SubAck(suback, _) => {
                 self.handle_router_suback(suback.pkid, &suback.return_codes)
             }
@@ -719,13 +725,12 @@ impl Session {
     }
 
     /// One delivery from the router: at `min(publish QoS, subscription QoS)` to the client.
-    fn deliver(&mut self, mut publish: Publish, properties: Option<PublishProperties>) {
+    fn deliver(&mut self, mut publish: Publish, properties: Option<&PublishProperties>) {
         let marker = properties
-            .as_ref()
             .and_then(|p| p.payload_format_indicator)
             .and_then(|m| m.checked_sub(QOS_MARKER_BASE))
             .and_then(QoS::from_u8);
-        let publisher = properties.as_ref().and_then(|p| {
+        let publisher = properties.and_then(|p| {
             p.user_properties
                 .iter()
                 .find(|(k, _)| k == PUBLISHER_PROPERTY)
