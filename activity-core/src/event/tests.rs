@@ -297,6 +297,27 @@ fn strings_are_escaped() {
 }
 
 #[test]
+fn strings_around_the_stack_buffer_are_escaped_as_serde_json_core_does() {
+    let patterns: [fn(usize) -> String; 5] = [
+        |n| "a".repeat(n.saturating_sub(1)) + "\"",
+        |n| "\"".repeat(n),
+        |n| "\u{1}".repeat(n / 6 + 1),
+        |n| "ab\ncd\"\\é".repeat(n / 10 + 1),
+        |n| "\u{7f}x\u{1f}".repeat(n / 4 + 1),
+    ];
+    for n in 0..300 {
+        for pattern in patterns {
+            let text = pattern(n);
+            let mut fast = vec![0u8; 6 * text.len() + 2];
+            let mut reference = vec![0u8; 6 * text.len() + 2];
+            let a = serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast).unwrap();
+            let b = serde_json_core::ser::to_slice(text.as_str(), &mut reference).unwrap();
+            assert_eq!(&fast[..a], &reference[..b], "{text:?}");
+        }
+    }
+}
+
+#[test]
 fn base64_rfc4648_vectors() {
     let cases: [(&[u8], &str); 7] = [
         (b"", ""),
