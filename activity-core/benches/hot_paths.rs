@@ -20,7 +20,8 @@ use activity_core::event::{
 use activity_core::tracker::{
     ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker, TrackerConfig,
 };
-use criterion::{Criterion, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_main};
 
 /// A typical timestamp, ms since the Unix epoch (13 digits, as the real ones).
 const TS: u64 = 1_795_671_886_321;
@@ -178,55 +179,50 @@ fn bench_tracker(c: &mut Criterion) {
         qos: QoS::AtLeastOnce,
         retain: false,
     };
-    group.bench_function("handle_publish", |b| {
-        b.iter(|| match publisher.handle_publish(TS, black_box(publish)) {
-            PublishOutcome::Accepted(event) => black_box(event).is_some(),
-            PublishOutcome::Denied => false,
-        })
-    });
-    // Same as the adapter does per message: the message event is encoded too.
-    let options = EncodeOptions::default();
-    let mut buf = [0u8; 1024];
-    group.bench_function("handle_publish+encode", |b| {
-        b.iter(|| match publisher.handle_publish(TS, black_box(publish)) {
-            PublishOutcome::Accepted(Some(event)) => event::encode(&event, &options, &mut buf).ok(),
-            _ => None,
-        })
-    });
+    bench_with_encode(
+        &mut group,
+        "handle_publish",
+        &mut publisher,
+        |tracker| match tracker.handle_publish(TS, black_box(publish)) {
+            PublishOutcome::Accepted(event) => event,
+            PublishOutcome::Denied => None,
+        },
+    );
     let mut subscriber = connected_tracker("dashboard");
     let mut pkid: u16 = 0;
-    group.bench_function("delivery+puback", |b| {
-        b.iter(|| {
-            pkid = pkid % 100 + 1;
-            let delivery = DeliveryInfo {
-                pkid,
-                qos: QoS::AtLeastOnce,
-                topic: "devices/7/cmd",
-                payload: black_box(ENVELOPE),
-                pub_client_id: Some("controller"),
-            };
-            subscriber.handle_delivery(delivery, |_| None);
-            black_box(subscriber.handle_puback(TS, pkid)).is_some()
-        })
-    });
-    let mut pkid: u16 = 0;
-    group.bench_function("delivery+puback+encode", |b| {
-        b.iter(|| {
-            pkid = pkid % 100 + 1;
-            let delivery = DeliveryInfo {
-                pkid,
-                qos: QoS::AtLeastOnce,
-                topic: "devices/7/cmd",
-                payload: black_box(ENVELOPE),
-                pub_client_id: Some("controller"),
-            };
-            subscriber.handle_delivery(delivery, |_| None);
-            subscriber
-                .handle_puback(TS, pkid)
-                .and_then(|event| event::encode(&event, &options, &mut buf).ok())
-        })
+    bench_with_encode(&mut group, "delivery+puback", &mut subscriber, |tracker| {
+        pkid = pkid % 100 + 1;
+        let delivery = DeliveryInfo {
+            pkid,
+            qos: QoS::AtLeastOnce,
+            topic: "devices/7/cmd",
+            payload: black_box(ENVELOPE),
+            pub_client_id: Some("controller"),
+        };
+        tracker.handle_delivery(delivery, |_| None);
+        tracker.handle_puback(TS, pkid)
     });
     group.finish();
+}
+
+/// Benchmarks one tracker step twice: as `name`, the step alone; as `name+encode`, the step
+/// and the encoding of the event it returns, as the adapters do per message.
+fn bench_with_encode(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    tracker: &mut BenchTracker,
+    mut step: impl for<'t> FnMut(&'t mut BenchTracker) -> Option<Event<'t>>,
+) {
+    group.bench_function(name, |b| {
+        b.iter(|| black_box(step(&mut *tracker)).is_some())
+    });
+    let options = EncodeOptions::default();
+    let mut buf = [0u8; 1024];
+    group.bench_function(format!("{name}+encode"), |b| {
+        b.iter(|| {
+            step(&mut *tracker).and_then(|event| event::encode(&event, &options, &mut buf).ok())
+        })
+    });
 }
 
 /// Short runs: the machine is shared, and ns/op settles within a second.

@@ -4,7 +4,8 @@
 //! U+0000 to U+001F must be escaped; every other byte, including those of multi-byte UTF-8
 //! characters, stands for itself. The encoder looks for them to escape them and the envelope
 //! parser to find the end of a run of plain text. Both are on the broker's per-message path, so
-//! [`find_special`] tests eight bytes per step in a `u64` instead of one byte at a time.
+//! [`find_special`] tests eight bytes per step in a `u64` instead of one byte at a time, and
+//! [`special_mask`] tells exactly which of eight bytes are special, for the encoder's escaping.
 
 /// Whether `byte` must be escaped inside a JSON string: `"`, `\` or a control character.
 pub(crate) const fn is_special(byte: u8) -> bool {
@@ -43,6 +44,30 @@ pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
+/// The bytes of `x` (eight bytes read with `u64::from_le_bytes`, so the first byte is the lowest)
+/// that [`is_special`]: `0x80` in each such byte, zero elsewhere.
+///
+/// Exact for every byte: no step carries from one byte into the next (`(b & 0x7F) + 0x7F` is at
+/// most `0xFE`), so the mark of a byte depends on that byte alone.
+pub(crate) const fn special_mask(x: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOW7: u64 = ONES * 0x7F;
+    /// `0x80` in each byte of `x` that is zero.
+    const fn zero_bytes(x: u64) -> u64 {
+        !(((x & LOW7) + LOW7) | x | LOW7)
+    }
+    // A byte below 0x20 has its high bit clear, and its low seven bits plus 0x60 stay below
+    // 0x80.
+    let below_space = !(((x & LOW7) + ONES * 0x60) | x | LOW7);
+    zero_bytes(x ^ (ONES * b'"' as u64)) | zero_bytes(x ^ (ONES * b'\\' as u64)) | below_space
+}
+
+/// The index of the first marked byte of a non-zero [`special_mask`].
+pub(crate) const fn first_marked(mask: u64) -> usize {
+    // At most 63 / 8 = 7: the conversion is lossless.
+    (mask.trailing_zeros() / 8) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +90,31 @@ mod tests {
                     );
                 }
                 assert_eq!(find_special(&vec![b'a'; len]), None);
+            }
+        }
+    }
+
+    #[test]
+    fn the_mask_marks_exactly_the_special_bytes() {
+        // Every byte value at every position, next to neighbours that would carry or borrow.
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                for fill in [0x00, 0x1F, 0x20, b'"', b'\\', 0x7F, 0x80, 0xFF] {
+                    let mut bytes = [fill; 8];
+                    bytes[at] = b;
+                    let mask = special_mask(u64::from_le_bytes(bytes));
+                    for (i, &byte) in bytes.iter().enumerate() {
+                        let marked = (mask >> (8 * i)) & 0xFF;
+                        assert_eq!(
+                            marked,
+                            if is_special(byte) { 0x80 } else { 0 },
+                            "{bytes:02x?}"
+                        );
+                    }
+                    if let Some(first) = bytes.iter().position(|&b| is_special(b)) {
+                        assert_eq!(first_marked(mask), first, "{bytes:02x?}");
+                    }
+                }
             }
         }
     }

@@ -297,6 +297,27 @@ fn strings_are_escaped() {
 }
 
 #[test]
+fn strings_around_the_stack_buffer_are_escaped_as_serde_json_core_does() {
+    let patterns: [fn(usize) -> String; 5] = [
+        |n| "a".repeat(n.saturating_sub(1)) + "\"",
+        |n| "\"".repeat(n),
+        |n| "\u{1}".repeat(n / 6 + 1),
+        |n| "ab\ncd\"\\é".repeat(n / 10 + 1),
+        |n| "\u{7f}x\u{1f}".repeat(n / 4 + 1),
+    ];
+    for n in 0..300 {
+        for pattern in patterns {
+            let text = pattern(n);
+            let mut fast = vec![0u8; 6 * text.len() + 2];
+            let mut reference = vec![0u8; 6 * text.len() + 2];
+            let a = serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast).unwrap();
+            let b = serde_json_core::ser::to_slice(text.as_str(), &mut reference).unwrap();
+            assert_eq!(&fast[..a], &reference[..b], "{text:?}");
+        }
+    }
+}
+
+#[test]
 fn base64_rfc4648_vectors() {
     let cases: [(&[u8], &str); 7] = [
         (b"", ""),
@@ -654,6 +675,120 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
     map
 }
 
+/// The encoder without any fast path: every value goes through serde-json-core's own methods
+/// (`serialize_str`, `serialize_u64`, `serialize_i64`, `collect_str`, ...). [`encode`] must
+/// write exactly these bytes.
+fn reference_encode(event: &Event<'_>, options: &EncodeOptions<'_>) -> Vec<u8> {
+    /// A `Display` value serialized with `collect_str`, as base64 always was.
+    struct Collected<T>(T);
+
+    impl<T: fmt::Display> Serialize for Collected<T> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&self.0)
+        }
+    }
+
+    struct PlainSink<S> {
+        state: S,
+    }
+
+    impl<S: SerializeStruct> FieldSink for PlainSink<S> {
+        type Error = S::Error;
+
+        fn str(&mut self, key: &'static str, value: &str) -> Result<(), S::Error> {
+            self.state.serialize_field(key, value)
+        }
+
+        fn uint(&mut self, key: &'static str, value: u64) -> Result<(), S::Error> {
+            self.state.serialize_field(key, &value)
+        }
+
+        fn int(&mut self, key: &'static str, value: i64) -> Result<(), S::Error> {
+            self.state.serialize_field(key, &value)
+        }
+
+        fn bool(&mut self, key: &'static str, value: bool) -> Result<(), S::Error> {
+            self.state.serialize_field(key, &value)
+        }
+
+        fn null(&mut self, key: &'static str) -> Result<(), S::Error> {
+            self.state.serialize_field(key, &())
+        }
+
+        fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), S::Error> {
+            self.state.serialize_field(key, &Collected(Base64(value)))
+        }
+    }
+
+    struct PlainDocument<'e, 'a> {
+        event: &'e Event<'a>,
+        options: &'e EncodeOptions<'a>,
+    }
+
+    impl Serialize for PlainDocument<'_, '_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut sink = PlainSink {
+                state: serializer.serialize_struct("Event", 12)?,
+            };
+            walk(self.event, self.options, &mut sink)?;
+            sink.state.end()
+        }
+    }
+
+    // Every escaped byte is at most 6 bytes, base64 at most 4 per 3 bytes.
+    let mut buf = vec![0u8; 6 * encoded_len_bound(event, options) + 64];
+    let len = serde_json_core::ser::to_slice(&PlainDocument { event, options }, &mut buf)
+        .expect("the reference buffer is large enough");
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn byte_identical_to_the_reference_on_the_examples() {
+    let nodes = [None, Some("broker-1"), Some("gw-\"7\"")];
+    for node in nodes {
+        let options = EncodeOptions {
+            payload: PayloadMode::Full,
+            node,
+        };
+        for event in all_kinds() {
+            assert_eq!(
+                to_string(&event, &options).as_bytes(),
+                reference_encode(&event, &options),
+                "{event:?}"
+            );
+        }
+    }
+    let envelope = br#"{"product_id":"p1","message_id":"m42","payload":"0123456789012345678901234567890123456789012345678"}"#;
+    let event: Event<'_> = message(envelope).into();
+    let options = EncodeOptions::default();
+    assert_eq!(
+        to_string(&event, &options).as_bytes(),
+        reference_encode(&event, &options)
+    );
+    for ts in [
+        0,
+        9,
+        10,
+        99_999_999,
+        100_000_000,
+        1_795_671_886_321,
+        u64::MAX,
+    ] {
+        let event: Event<'_> = MsgAck {
+            ts,
+            product_id: Id::Int(i64::MIN),
+            message_id: Id::Int(i64::MAX),
+            ..msgack()
+        }
+        .into();
+        assert_eq!(
+            to_string(&event, &options).as_bytes(),
+            reference_encode(&event, &options)
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(crate::proptest_cases::config(ProptestConfig::with_cases(512)))]
 
@@ -690,6 +825,16 @@ proptest! {
                 encode(&event, &options, short),
                 Err(EncodeError::BufferTooSmall { needed: bound, available: len - 1 })
             );
+        }
+    }
+
+    /// Every kind, every option, byte for byte against the encoder without fast paths.
+    #[test]
+    fn byte_identical_to_the_reference(i in inputs()) {
+        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref() };
+        for event in events(&i) {
+            let encoded = to_string(&event, &options);
+            prop_assert_eq!(encoded.as_bytes(), &reference_encode(&event, &options)[..]);
         }
     }
 
