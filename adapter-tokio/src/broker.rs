@@ -26,6 +26,9 @@ use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::metrics::Metrics;
 
+/// The name rumqttd gives the thread of router 0.
+const ROUTER_THREAD: &str = "router-0";
+
 /// A running broker. Drop it or call [`Broker::shutdown`] to stop (dropping stops the Kafka
 /// sink at once: what it still buffers goes to its spool, when there is one).
 pub struct Broker {
@@ -81,6 +84,15 @@ impl Broker {
             },
         );
         let router_tx = router.spawn();
+        if config.sinks.contains(&Sink::Kafka) && config.kafka.client_threads_nice > 0 {
+            // The router serves the clients: it yields to the Kafka sink (crate::priority).
+            if let Err(e) = crate::priority::lower_threads_named(
+                ROUTER_THREAD,
+                config.kafka.client_threads_nice,
+            ) {
+                warn!(error = %e, "cannot lower the router thread's priority");
+            }
+        }
         let link_factory: LinkFactory = Arc::new(move |client_id: &str, clean: bool| {
             LinkBuilder::new(client_id, router_tx.clone())
                 .clean_session(clean)

@@ -700,6 +700,14 @@ mod tests {
                 "kafka.buffer_capacity:",
             ),
             (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nclient_threads_nice = 20",
+                "kafka.client_threads_nice:",
+            ),
+            (
+                "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\nclient_threads_nice = -1",
+                "kafka.client_threads_nice:",
+            ),
+            (
                 "sinks = [\"kafka\"]\n[kafka]\nbrokers = [\"a:1\"]\ntopic = \"a/b\"",
                 "kafka.topic:",
             ),

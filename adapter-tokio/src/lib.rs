@@ -20,6 +20,7 @@ pub mod kafka;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod priority;
 pub mod sequencer;
 pub mod tap;
 pub mod tls;

@@ -153,8 +153,22 @@ fn run_broker(cli: &Cli) -> ExitCode {
     }
     raise_fd_limit(&config);
 
+    // With the Kafka sink on, the threads serving clients yield to the sink's (see
+    // adapter_tokio::priority).
+    let nice = if config.sinks.contains(&Sink::Kafka) {
+        config.kafka.client_threads_nice
+    } else {
+        0
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            if nice > 0
+                && let Err(e) = adapter_tokio::priority::lower_current_thread(nice)
+            {
+                warn!(error = %e, "cannot lower a client-serving thread's priority");
+            }
+        })
         .build()
     {
         Ok(runtime) => runtime,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tests::Client;
 use tests::kafka::{Reader, Record, TOPICS, Tansu, free_port, message_numbers};
-use tests::process::BrokerProcess;
+use tests::process::{BrokerProcess, thread_priorities};
 
 /// The binary under test.
 const BINARY: &str = env!("CARGO_BIN_EXE_activity-broker");
@@ -208,6 +208,32 @@ async fn kafka_brokers_flag_turns_the_sink_on_without_a_config_file() {
         .collect();
     expected.sort();
     assert_eq!(got, expected, "{}", reader.describe());
+    // With the Kafka sink on, the threads serving clients (tokio's workers, the router) run
+    // `kafka.client_threads_nice` (3) nicer than the sink's (the feeder, librdkafka's).
+    let threads = thread_priorities(broker.pid());
+    let nice_of = |prefix: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let base = nice_of("activity-broker");
+    assert_eq!(base.len(), 1, "{threads:?}");
+    let base = base[0];
+    for (prefix, expected) in [
+        ("tokio-rt-worker", base + 3),
+        ("router-0", base + 3),
+        ("kafka-feeder", base),
+        ("rdk:", base),
+    ] {
+        let nices = nice_of(prefix);
+        assert!(!nices.is_empty(), "no {prefix} thread: {threads:?}");
+        assert!(
+            nices.iter().all(|n| *n == expected),
+            "{prefix}: {nices:?}, expected {expected}: {threads:?}"
+        );
+    }
     // The MQTT sink stays on (the default `sinks`): with no subscriber to the event topics it
     // publishes none of them and counts them as unobserved. Kafka's metrics move.
     let metrics = broker

@@ -1,12 +1,14 @@
 //! End-to-end: the real `activity-broker` binary shuts down on SIGTERM, reports
 //! `server_shutdown` for its clients first, and exits with status 0.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde_json::Value;
+use tests::kafka::free_port;
+use tests::process::thread_priorities;
 use tokio::time::timeout;
 
 /// Kills the broker if the test fails before it exits.
@@ -17,12 +19,6 @@ impl Drop for Broker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A port that was free a moment ago: bind port 0, read it, let it go.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Connects `id` and returns the client and its event loop, once CONNACK arrived.
@@ -77,6 +73,16 @@ async fn sigterm_reports_server_shutdown_and_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Without the Kafka sink every thread keeps the process's priority.
+    let threads = thread_priorities(broker.0.id());
+    assert!(
+        threads.iter().any(|(name, _)| name == "tokio-rt-worker"),
+        "{threads:?}"
+    );
+    assert!(
+        threads.iter().all(|(_, nice)| *nice == threads[0].1),
+        "{threads:?}"
+    );
     monitor
         .subscribe("SYSTEM/#", QoS::AtLeastOnce)
         .await

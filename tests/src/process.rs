@@ -73,6 +73,11 @@ impl BrokerProcess {
         broker
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The log so far, without its terminal colours.
     pub fn log(&self) -> String {
         strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
@@ -192,4 +197,27 @@ async fn try_scrape(addr: SocketAddr) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+/// The name and nice value of every thread of process `pid` (from `/proc/PID/task/*/stat`).
+pub fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    for task in tasks {
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(task.expect("a thread").path().join("stat")) else {
+            continue;
+        };
+        // "TID (COMM) STATE ...": the name may hold spaces and parentheses, so split at the last
+        // ')'; the nice value is field 19, the 17th after the name.
+        let (head, rest) = stat.rsplit_once(')').expect("a stat line");
+        let name = head.split_once('(').expect("a stat line").1.to_owned();
+        let nice = rest
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .expect("a nice value");
+        threads.push((name, nice));
+    }
+    threads
 }

@@ -38,6 +38,9 @@ pub struct KafkaConfig {
     pub flush_timeout_ms: u64,
     /// The on-disk spool, the `[kafka.spool]` table (default: none, events buffer in memory).
     pub spool: Option<SpoolConfig>,
+    /// How much nicer than the sink's threads the threads serving MQTT clients run while the
+    /// Kafka sink is on (default 3, 0 to 19; 0 leaves them alone): see [`crate::priority`].
+    pub client_threads_nice: i32,
 }
 
 impl Default for KafkaConfig {
@@ -53,6 +56,7 @@ impl Default for KafkaConfig {
             drop_policy: DropPolicy::DropOldest,
             flush_timeout_ms: 5_000,
             spool: None,
+            client_threads_nice: 3,
         }
     }
 }
@@ -245,6 +249,12 @@ impl KafkaConfig {
             return Err(invalid(
                 "kafka.buffer_capacity",
                 "must be at least 1, got 0",
+            ));
+        }
+        if !(0..=19).contains(&self.client_threads_nice) {
+            return Err(invalid(
+                "kafka.client_threads_nice",
+                format!("must be 0 to 19, got {}", self.client_threads_nice),
             ));
         }
         if self.flush_timeout_ms > MAX_KAFKA_FLUSH_TIMEOUT_MS {
