@@ -106,6 +106,8 @@ pub struct KafkaMetrics {
     pub latency_buckets: [AtomicU64; 11],
     /// The sum of the delivery latencies, in microseconds.
     pub latency_sum_us: AtomicU64,
+    /// 1 while the sink can send (Kafka answered and its topics exist), else 0 (a gauge).
+    pub ready: AtomicU64,
 }
 
 impl KafkaMetrics {
@@ -341,6 +343,12 @@ impl Metrics {
             "counter",
             "Activity events dropped because the Kafka buffer or spool was full.",
             &kafka.dropped,
+        );
+        r.single(
+            "kafka_ready",
+            "gauge",
+            "1 while the Kafka sink can send (Kafka answered, its topics exist), else 0.",
+            &kafka.ready,
         );
         r.single(
             "kafka_buffered",

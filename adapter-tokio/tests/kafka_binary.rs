@@ -247,6 +247,7 @@ async fn kafka_brokers_flag_turns_the_sink_on_without_a_config_file() {
         0.0
     );
     assert_eq!(value(&metrics, "activity_events_unobserved_total"), 6.0);
+    assert_eq!(value(&metrics, "activity_kafka_ready"), 1.0);
     assert_eq!(
         value(&metrics, "activity_kafka_delivery_latency_seconds_count"),
         6.0
@@ -466,11 +467,16 @@ async fn shutdown_with_kafka_down_says_how_many_events_are_left() {
     for i in 0..2 {
         visit(broker.addr, &format!("left-{i}")).await;
     }
-    broker
+    let metrics = broker
         .wait_metrics("4 events waiting", METRICS_WAIT, |m| {
             accounting(m) == [4.0, 0.0, 0.0, 0.0, 4.0]
         })
         .await;
+    assert_eq!(
+        value(&metrics, "activity_kafka_ready"),
+        0.0,
+        "Kafka is down"
+    );
     // The default flush_timeout_ms (5 s) passes with Kafka unreachable.
     let (success, log) = broker.terminate().await;
     assert!(success, "exit status 0 after SIGTERM:\n{log}");

@@ -165,6 +165,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records whether every topic is known to exist (the feeder sends only then), also in the
+    /// `activity_kafka_ready` gauge.
+    fn set_topics_ready(&self, ready: bool) {
+        lock(&self.state).topics_ready = ready;
+        self.metrics
+            .kafka
+            .ready
+            .store(u64::from(ready), Ordering::Relaxed);
+    }
+
     /// Counts `n` events dropped because `full` (the buffer or the spool) was full, and logs
     /// when the total passes a power of two (rate-limited).
     fn count_dropped(&self, n: u64, full: &str) {
@@ -246,7 +256,7 @@ impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.shared.reachability.mark_down(reason);
-            lock(&self.shared.state).topics_ready = false;
+            self.shared.set_topics_ready(false);
             // Create missing topics once the brokers are back.
             self.shared.topics_wanted.notify_one();
         } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
@@ -289,7 +299,7 @@ impl ProducerContext for SinkContext {
                 // Kafka lost the topic (e.g. a broker with in-memory storage restarted before
                 // the sink created it again): hold the record until it exists.
                 debug!(code = ?code, "Kafka topic missing: the event waits for it");
-                lock(&self.shared.state).topics_ready = false;
+                self.shared.set_topics_ready(false);
                 self.shared.topics_wanted.notify_one();
                 Outcome::Retry
             }
@@ -514,6 +524,7 @@ async fn keep_topics(
                     shared.reachability.mark_up();
                     let mut state = lock(&shared.state);
                     state.topics_ready = true;
+                    shared.metrics.kafka.ready.store(1, Ordering::Relaxed);
                     if existed && !created.is_empty() {
                         state.renew_producer = true;
                     }
