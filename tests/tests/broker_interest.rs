@@ -173,6 +173,27 @@ async fn a_clean_subscriber_that_leaves_stops_the_events_and_a_wildcard_starts_t
     );
 }
 
+/// `sensor` publishes an envelope with `message_id` on `cmd/device` at QoS 1; the raw `device`
+/// (subscribed to it at QoS 1) reads the delivery, whose packet id this returns.
+async fn deliver(sensor: &mut Client, device: &mut RawClient, message_id: &str) -> u16 {
+    let payload = format!(r#"{{"product_id":"p1","message_id":"{message_id}"}}"#);
+    sensor
+        .publish("cmd/device", QoS::AtLeastOnce, false, payload.as_bytes())
+        .await;
+    // Fixed header (2), topic (2 + 10), packet id (2), payload.
+    let delivery = read_n(&mut device.stream, 2 + 12 + 2 + payload.len()).await;
+    u16::from_be_bytes([delivery[14], delivery[15]])
+}
+
+/// The raw `device` acknowledges delivery `pkid`.
+async fn puback(device: &mut RawClient, pkid: u16) {
+    device
+        .stream
+        .write_all(&ack_packet(0x40, pkid))
+        .await
+        .expect("PUBACK");
+}
+
 #[tokio::test]
 async fn msgack_events_are_for_deliveries_made_while_someone_subscribes_to_them() {
     let broker = start_default_broker().await;
@@ -190,32 +211,14 @@ async fn msgack_events_are_for_deliveries_made_while_someone_subscribes_to_them(
 
     // Delivered while nobody subscribes to msgack: not tracked, so its ack reports nothing,
     // even though the acknowledgement comes after a subscriber arrived.
-    let first = br#"{"product_id":"p1","message_id":"m1"}"#;
-    sensor
-        .publish("cmd/device", QoS::AtLeastOnce, false, first)
-        .await;
-    let delivery = read_n(&mut device.stream, 2 + 12 + 2 + first.len()).await;
-    let pkid1 = u16::from_be_bytes([delivery[14], delivery[15]]);
+    let pkid1 = deliver(&mut sensor, &mut device, "m1").await;
     let mut audit = Client::connect(addr, "audit").await;
     audit.subscribe("SYSTEM/msgack", QoS::AtLeastOnce).await;
-    device
-        .stream
-        .write_all(&ack_packet(0x40, pkid1))
-        .await
-        .expect("PUBACK");
+    puback(&mut device, pkid1).await;
 
     // Delivered while audit subscribes: its msgack arrives (and is the only one).
-    let second = br#"{"product_id":"p1","message_id":"m2"}"#;
-    sensor
-        .publish("cmd/device", QoS::AtLeastOnce, false, second)
-        .await;
-    let delivery = read_n(&mut device.stream, 2 + 12 + 2 + second.len()).await;
-    let pkid2 = u16::from_be_bytes([delivery[14], delivery[15]]);
-    device
-        .stream
-        .write_all(&ack_packet(0x40, pkid2))
-        .await
-        .expect("PUBACK");
+    let pkid2 = deliver(&mut sensor, &mut device, "m2").await;
+    puback(&mut device, pkid2).await;
     let event = audit.next_publish().await;
     assert_eq!(event.topic, "SYSTEM/msgack");
     let json: serde_json::Value = serde_json::from_slice(&event.payload).expect("JSON");
