@@ -120,7 +120,7 @@ impl EventSender {
             return;
         }
         if !self.wants(kind) {
-            self.metrics.events_emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
+            self.metrics.event_emitted(kind);
             self.metrics
                 .events_unobserved
                 .fetch_add(1, Ordering::Relaxed);
@@ -167,9 +167,7 @@ impl EventSender {
             json,
         };
         match self.tx.try_send(Item::Event(record)) {
-            Ok(()) => {
-                self.metrics.events_emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => self.metrics.event_emitted(kind),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {

@@ -690,18 +690,18 @@ impl Session {
     }
 
     fn handle_notification(&mut self, notification: Notification) {
-        // Deliveries, by far the most notifications, are read in place (no conversion).
-        let notification = match notification {
+        // Deliveries, by far the most notifications, are read in place; only the others are
+        // converted to packets (none of them is a PUBLISH).
+        let packet = match notification {
             Notification::Forward(forward) => {
                 return self.deliver(forward.publish, forward.properties.as_ref());
             }
-            other => other,
+            other => Option::<Packet>::from(other),
         };
-        let Some(packet) = Option::<Packet>::from(notification) else {
+        let Some(packet) = packet else {
             return;
         };
         match packet {
-            Packet::Publish(publish, properties) => self.deliver(publish, properties.as_ref()),
             Packet::SubAck(suback, _) => {
                 self.handle_router_suback(suback.pkid, &suback.return_codes)
             }
