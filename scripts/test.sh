@@ -48,7 +48,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps >/dev/null
 step "tests (unit, property, scenario, doc and end-to-end)"
 # REQUIRE_NETNS=1: the embassy gateway's TAP tests (tests/tests/embassy_tap.rs) must run, as
 # root in private network namespaces, instead of skipping.
-REQUIRE_NETNS=1 cargo test --workspace --locked
+# --no-fail-fast: one failing test binary does not hide the results of the ones after it.
+REQUIRE_NETNS=1 cargo test --workspace --locked --no-fail-fast
 
 step "fuzz smoke: every cargo-fuzz target for 30 s on a copy of the committed corpus"
 ./scripts/fuzz-smoke.sh 30

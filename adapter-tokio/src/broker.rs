@@ -83,16 +83,26 @@ impl Broker {
                 ..RouterConfig::default()
             },
         );
-        let router_tx = router.spawn();
-        if config.sinks.contains(&Sink::Kafka) && config.kafka.client_threads_nice > 0 {
-            // The router serves the clients: it yields to the Kafka sink (crate::priority).
-            if let Err(e) = crate::priority::lower_threads_named(
-                ROUTER_THREAD,
-                config.kafka.client_threads_nice,
-            ) {
-                warn!(error = %e, "cannot lower the router thread's priority");
+        // With the Kafka sink on, the router serves the clients at their lower priority: it is
+        // started lowered, so it never competes with the sink (crate::priority).
+        let nice = if config.sinks.contains(&Sink::Kafka) {
+            config.kafka.client_threads_nice
+        } else {
+            0
+        };
+        let router_tx = if nice > 0 {
+            let (router_tx, lowered) = crate::priority::spawn_lowered(nice, move || router.spawn());
+            if let Err(e) = lowered {
+                warn!(
+                    thread = ROUTER_THREAD,
+                    error = %e,
+                    "cannot lower the router thread's priority: it competes with the Kafka sink"
+                );
             }
-        }
+            router_tx
+        } else {
+            router.spawn()
+        };
         let link_factory: LinkFactory = Arc::new(move |client_id: &str, clean: bool| {
             LinkBuilder::new(client_id, router_tx.clone())
                 .clean_session(clean)

@@ -166,7 +166,12 @@ fn run_broker(cli: &Cli) -> ExitCode {
             if nice > 0
                 && let Err(e) = adapter_tokio::priority::lower_current_thread(nice)
             {
-                warn!(error = %e, "cannot lower a client-serving thread's priority");
+                let thread = std::thread::current();
+                warn!(
+                    thread = thread.name().unwrap_or("unnamed"),
+                    error = %e,
+                    "cannot lower a client-serving thread's priority: it competes with the Kafka sink"
+                );
             }
         })
         .build()

@@ -35,31 +35,25 @@ pub fn lower_current_thread(delta: i32) -> io::Result<()> {
     renice(rustix::thread::gettid(), target(delta)?)
 }
 
-/// Makes every thread of this process named `name` `delta` nicer than the process; how many
-/// there were.
-pub fn lower_threads_named(name: &str, delta: i32) -> io::Result<usize> {
-    let nice = target(delta)?;
-    let mut count = 0;
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let entry = entry?;
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-            .and_then(Pid::from_raw)
-        else {
-            continue;
-        };
-        // A thread may end between the listing and the read.
-        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
-            continue;
-        };
-        if comm.trim_end() == name {
-            renice(tid, nice)?;
-            count += 1;
+/// Runs `spawn` on a short-lived thread that is first made `delta` nicer than the process, and
+/// returns what `spawn` returned with whether the lowering worked.
+///
+/// Linux threads inherit their creator's nice value, so every thread `spawn` starts (rumqttd's
+/// router, say) runs lowered from its first instruction: no scan for it by name, no race with
+/// the moment it names itself. When lowering fails, `spawn` still runs, at the process's
+/// priority, and the error comes back for the caller to report.
+pub fn spawn_lowered<T: Send>(delta: i32, spawn: impl FnOnce() -> T + Send) -> (T, io::Result<()>) {
+    std::thread::scope(|scope| {
+        let spawner = scope.spawn(move || {
+            let lowered = lower_current_thread(delta);
+            (spawn(), lowered)
+        });
+        match spawner.join() {
+            Ok(result) => result,
+            // `spawn` panicked: the same panic, on the caller's thread.
+            Err(panic) => std::panic::resume_unwind(panic),
         }
-    }
-    Ok(count)
+    })
 }
 
 /// The nice value of thread `tid` of this process.
@@ -97,22 +91,31 @@ mod tests {
     }
 
     #[test]
-    fn threads_are_found_by_name() {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::Builder::new()
-            .name("nice-named".into())
-            .spawn(move || {
-                ready_tx.send(rustix::thread::gettid()).expect("send");
-                let _ = done_rx.recv();
-            })
-            .expect("spawn");
-        let tid = ready_rx.recv().expect("tid");
-        assert_eq!(lower_threads_named("nice-named", 3).expect("renice"), 1);
+    fn threads_spawned_lowered_start_lowered_and_the_caller_keeps_its_priority() {
         let base = getpriority_process(None).expect("getpriority");
-        assert_eq!(thread_nice(tid).expect("nice"), (base + 3).min(MAX_NICE));
-        assert_eq!(lower_threads_named("no-such-thread", 3).expect("scan"), 0);
-        drop(done_tx);
-        worker.join().expect("join");
+        let caller = rustix::thread::gettid();
+        let (tid_rx, lowered) = spawn_lowered(3, || {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("nice-inherited".into())
+                .spawn(move || {
+                    let tid = rustix::thread::gettid();
+                    // Read from inside the thread, before anything could renice it.
+                    tid_tx
+                        .send((tid, thread_nice(tid).expect("nice")))
+                        .expect("send");
+                })
+                .expect("spawn");
+            tid_rx
+        });
+        lowered.expect("lowering needs no privilege");
+        let (tid, nice) = tid_rx.recv().expect("the thread's own reading");
+        assert_ne!(tid, caller);
+        assert_eq!(nice, (base + 3).min(MAX_NICE));
+        assert_eq!(
+            thread_nice(caller).expect("nice"),
+            base,
+            "the caller is untouched"
+        );
     }
 }
