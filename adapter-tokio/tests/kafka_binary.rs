@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use tests::Client;
-use tests::kafka::{Reader, Record, TOPICS, Tansu, free_port, message_numbers};
+use tests::kafka::{Reader, Record, TOPICS, Tansu, message_numbers};
+use tests::ports::free_port;
 use tests::process::{BrokerProcess, thread_priorities};
 
 /// The binary under test.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde_json::Value;
-use tests::kafka::free_port;
+use tests::ports::free_port;
 use tests::process::thread_priorities;
 use tokio::time::timeout;
 

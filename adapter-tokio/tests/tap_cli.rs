@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use tests::kafka::free_port;
+use tests::ports::free_port;
 use tokio::time::timeout;
 
 /// Kills the child process if the test fails before it exits.

@@ -3,7 +3,7 @@
 //! with `assign()` (no consumer group, so no rebalance wait).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout_at};
 
+use crate::ports::free_port;
 use crate::test_config;
 
 /// The six default Kafka topics, in `EventKind::ALL` order.
@@ -28,12 +29,6 @@ pub const TOPICS: [&str; 6] = [
     "SYSTEM.message",
     "SYSTEM.msgack",
 ];
-
-/// A port on loopback that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("a bound address").port()
-}
 
 /// The tansu binary: `tansu` on `PATH`, else `$CARGO_HOME/bin/tansu`, else `~/.cargo/bin/tansu`.
 fn tansu_binary() -> PathBuf {

@@ -31,5 +31,6 @@ pub mod certs;
 pub mod hostile;
 pub mod kafka;
 pub mod netns;
+pub mod ports;
 pub mod process;
 pub mod tap;

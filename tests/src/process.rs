@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::kafka::free_port;
+use crate::ports::free_port;
 
 /// How long the broker may take to accept its first client, or to exit after SIGTERM.
 const START_WAIT: Duration = Duration::from_secs(20);

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
 
-use crate::kafka::free_port;
+use crate::ports::free_port;
 use crate::test_config;
 
 /// A `mosquitto` broker on loopback with a minimal configuration (anonymous clients allowed),

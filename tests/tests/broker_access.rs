@@ -375,16 +375,11 @@ async fn connections_past_max_connections_get_connack_3() {
     // A freed slot can be used again.
     second.disconnect().await;
     monitor.next_event("disconnected", "second").await;
-    // The slot is freed when the connection task ends, right after its event: allow a moment.
-    let mut third = None;
-    for _ in 0..20 {
-        if let Ok((client, _)) = Client::connect_with(options(addr, "third")).await {
-            third = Some(client);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(third.is_some(), "a freed slot is usable again");
+    // The slot is freed when the connection task ends, right after its event: wait for it.
+    tests::hostile::wait_connected_clients(&broker, 1).await;
+    let (_third, _) = Client::connect_with(options(addr, "third"))
+        .await
+        .expect("a freed slot is usable again");
     let connected = monitor.next_event("connected", "third").await;
     assert_eq!(connected.json["client_id"], json!("third"));
     assert!(

@@ -8,7 +8,8 @@ use std::time::Duration;
 use adapter_tokio::broker::Broker;
 use adapter_tokio::config::{DropPolicy, FsyncPolicy, PropertyValue, SpoolConfig};
 use rumqttc::QoS;
-use tests::kafka::{Reader, TOPICS, Tansu, free_port, kafka_config, message_numbers};
+use tests::kafka::{Reader, TOPICS, Tansu, kafka_config, message_numbers};
+use tests::ports::free_port;
 use tests::{Client, Monitor, start_broker};
 use tokio::time::{Instant, sleep};
 

@@ -9,7 +9,8 @@ use adapter_tokio::config::{TlsConfig, UpstreamTlsConfig};
 use rumqttc::ConnectReturnCode;
 use serde_json::json;
 use tests::certs::self_signed;
-use tests::kafka::{Tansu, free_port, kafka_config};
+use tests::kafka::{Tansu, kafka_config};
+use tests::ports::free_port;
 use tests::tap::{Mosquitto, start_default_tap, start_tap, tap_config, wait_publisher};
 use tests::{
     Client, ConnectFailure, Monitor, RawClient, WAIT, assert_fields, connect_packet, mosquitto_pub,
