@@ -12,6 +12,7 @@
 //! | [`envelope`] | the `product_id` / `message_id` envelope that `msgack` reports |
 //! | [`client_id`] | the reserved client id `broker` and the other CONNECT id rules |
 //! | [`system`] | the system topics under their prefix, and the loop guard |
+//! | [`server`] | one MQTT server connection, sans-IO: bytes in; answers, routes and events out (the protocol engine the servers are moving onto) |
 //! | [`tracker`] | the per-connection state machine: happenings in, events out |
 //! | [`acks`] | deliveries awaiting acknowledgement (the `msgack` correlation) |
 //! | [`publishers`] | who published an envelope message, for servers that cannot tell |
@@ -143,6 +144,7 @@ mod json_scan;
 mod proptest_cases;
 pub mod publishers;
 pub mod qos;
+pub mod server;
 pub mod system;
 pub mod topic;
 pub mod tracker;

@@ -1,0 +1,1140 @@
+//! One MQTT server connection, sans-IO: bytes from the client in, answers, routes and activity
+//! events out (MQTT 3.1.1 chapters 3 and 4, with MQTT 5.0 reason codes in its types).
+//!
+//! A [`Connection`] makes every MQTT decision of one client connection: the CONNECT rules and
+//! the CONNACK, keep-alive, the QoS 1 and 2 flows in both directions, SUBACK codes, the
+//! system-topic rules, per-connection limits, last wills and the activity events (its
+//! [`Tracker`] is part of it). A driver (the tokio broker, the tap, the embassy gateway) owns
+//! the socket, the clock and whatever routes messages, and only moves things between them:
+//!
+//! | into the engine | out of the engine |
+//! |---|---|
+//! | [`Connection::handle_input`]: bytes from the client | bytes for the client, written into the driver's transmit buffer (`tx`) |
+//! | [`Connection::handle_connect_answer`]: the driver's verdict on a CONNECT (credentials, connection limit, takeover) | [`Route`]s for the router, through [`Output::route`] |
+//! | [`Connection::handle_delivery`]: a message the router delivers | activity [`Event`]s, through [`Output::event`] |
+//! | [`Connection::handle_timeout`], [`Connection::handle_close`] | counters, through [`Output::count`]; the next deadline from [`Connection::poll_timeout`] |
+//!
+//! # Call order
+//!
+//! 1. [`Connection::new`] when the transport is accepted.
+//! 2. [`Connection::handle_input`] with every unconsumed byte whenever bytes arrive; drop the
+//!    `consumed` bytes, send the `written` ones. When it returns with bytes left over and the
+//!    connection [`is_blocked`](Connection::is_blocked), send what is in `tx` and call it again.
+//! 3. When [`Output::route`] got [`Route::Connect`], the driver checks what the engine cannot
+//!    see (credentials, the connection limit, an older connection of the same client id, which
+//!    it closes with [`CloseCause::TakenOver`]), then calls
+//!    [`Connection::handle_connect_answer`] with the same unconsumed bytes. Until then the
+//!    engine consumes nothing ([`Connection::is_authorizing`]), so the CONNECT stays in the
+//!    driver's buffer: nothing is copied.
+//! 4. [`Connection::handle_delivery`] for each message the router delivers;
+//!    [`Connection::handle_timeout`] when [`Connection::poll_timeout`] has passed;
+//!    [`Connection::handle_close`] when the transport closes, the session is taken over or the
+//!    server shuts down.
+//! 5. Once [`Connection::is_closed`], send what is in `tx` and close the transport.
+//!
+//! Outputs that borrow the client's bytes (a routed publish, a `message` event) are handed to
+//! the [`Output`] during the call that decodes them, so that nothing is copied and the engine
+//! needs no buffer of its own for them; what the engine answers goes straight into the driver's
+//! `tx`, so memory for answers is the driver's too. The engine decodes a packet only when `tx`
+//! has room for its largest answer ([`Connection::answer_room`]): a client that sends without
+//! reading stalls on TCP backpressure instead of growing a queue.
+//!
+//! ```
+//! use activity_core::acks::FixedAckStore;
+//! use activity_core::event::Event;
+//! use activity_core::server::{
+//!     ConnectAnswer, Connection, FixedSessionStore, Output, Peer, Route, Routed, ServerConfig,
+//! };
+//!
+//! /// A router that accepts everything, and counts the events.
+//! struct Driver {
+//!     connect_asked: bool,
+//!     events: usize,
+//! }
+//!
+//! impl Output for Driver {
+//!     fn route(&mut self, route: Route<'_>) -> Routed {
+//!         if let Route::Connect(_) = route {
+//!             self.connect_asked = true;
+//!         }
+//!         Routed::Accepted
+//!     }
+//!     fn event(&mut self, _event: &Event<'_>) {
+//!         self.events += 1;
+//!     }
+//! }
+//!
+//! let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false };
+//! let mut conn: Connection<FixedAckStore<4, 96>, FixedSessionStore<4, 32, 4, 64>> =
+//!     Connection::new(ServerConfig::default(), FixedAckStore::new(), FixedSessionStore::new(),
+//!         peer, 0, 1);
+//! let mut driver = Driver { connect_asked: false, events: 0 };
+//! let mut rx: Vec<u8> = Vec::new();
+//! let mut tx = [0u8; 512];
+//! let mut sent = Vec::new();
+//!
+//! // CONNECT (client id "c1", clean session, keep-alive 60 s), then PINGREQ.
+//! rx.extend_from_slice(&[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'c', b'1']);
+//! rx.extend_from_slice(&[0xC0, 0x00]);
+//! let now = 1_700_000_000_000;
+//! let progress = conn.handle_input(now, &rx, &mut tx, &mut driver);
+//! assert!(driver.connect_asked && conn.is_authorizing());
+//! assert_eq!(progress.consumed, 0); // the CONNECT stays in `rx` until the answer
+//!
+//! // The driver accepts it (credentials fine, below the connection limit, no older session):
+//! // CONNACK, then the answer to the PINGREQ that came with the CONNECT.
+//! let progress =
+//!     conn.handle_connect_answer(now, ConnectAnswer::accept(false), &rx, &mut tx, &mut driver);
+//! rx.drain(..progress.consumed);
+//! sent.extend_from_slice(&tx[..progress.written]);
+//! assert_eq!(sent, [0x20, 2, 0, 0, 0xD0, 0]);
+//! assert!(rx.is_empty());
+//!
+//! // Later bytes: another PINGREQ.
+//! rx.extend_from_slice(&[0xC0, 0x00]);
+//! let progress = conn.handle_input(now + 1, &rx, &mut tx, &mut driver);
+//! rx.drain(..progress.consumed);
+//! assert_eq!(&tx[..progress.written], [0xD0, 0]);
+//!
+//! // Keep-alive: nothing for 1.5 x 60 s closes the connection.
+//! let deadline = conn.poll_timeout().expect("a keep-alive deadline");
+//! assert_eq!(deadline, now + 1 + 90_000);
+//! conn.handle_timeout(deadline, &mut tx, &mut driver);
+//! assert!(conn.is_closed());
+//! assert_eq!(driver.events, 2); // connected, disconnected (keepalive_timeout)
+//! ```
+
+mod config;
+mod reason;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Limits, ServerConfig};
+pub use reason::{CloseCause, ReasonCode};
+pub use store::{FixedSessionStore, SessionStore, StoreFull};
+
+use crate::QoS;
+use crate::acks::AckStore;
+use crate::client_id::{CLIENT_ID_CAPACITY, check_client_id};
+use crate::codec::{
+    self, ConnAck, Connect, DecodeError, PROTOCOL_LEVEL, Packet, Publish, SubAckCode, Subscribe,
+    Unsubscribe,
+};
+use crate::envelope::Envelope;
+use crate::event::Event;
+use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
+
+/// The longest peer address kept for the `connected` event (an IPv6 address with zone and
+/// port fits).
+pub const PEER_CAPACITY: usize = 64;
+
+/// The prefix of client ids the server assigns to clients that connect with an empty one
+/// (section 3.1.3.1), followed by 16 hex digits.
+pub const ASSIGNED_ID_PREFIX: &str = "auto-";
+
+/// Where a connection comes from, as the driver knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Peer<'a> {
+    /// The remote address as text (reported in `connected`); cut at [`PEER_CAPACITY`] bytes.
+    pub addr: Option<&'a str>,
+    /// Whether the remote address is a loopback address (see
+    /// [`ServerConfig::loopback_may_subscribe_system`]).
+    pub is_loopback: bool,
+}
+
+/// A CONNECT that passed the engine's rules, for the driver to decide on (credentials, the
+/// connection limit, takeover of an older connection with the same client id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConnectRequest<'a> {
+    /// The client id: the CONNECT's, or the one assigned for an empty id.
+    pub client_id: &'a str,
+    /// Whether the server assigned the id.
+    pub assigned_id: bool,
+    /// The user name, if any.
+    pub username: Option<&'a str>,
+    /// The password, if any.
+    pub password: Option<&'a [u8]>,
+    /// Whether the session starts afresh and ends with the connection.
+    pub clean_session: bool,
+    /// The keep-alive in seconds (0: none).
+    pub keep_alive: u16,
+    /// The protocol level (4: MQTT 3.1.1).
+    pub protocol_level: u8,
+}
+
+/// The driver's verdict on a [`ConnectRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConnectAnswer {
+    /// Accept the connection.
+    Accept {
+        /// Whether the router found a session for the client id (CONNACK session present).
+        session_present: bool,
+    },
+    /// Refuse it: [`ReasonCode::BadUserNameOrPassword`], [`ReasonCode::NotAuthorized`],
+    /// [`ReasonCode::ServerBusy`] (the connection limit) or [`ReasonCode::ServerUnavailable`].
+    Refuse(ReasonCode),
+}
+
+impl ConnectAnswer {
+    /// Accept, with `session_present` as the router says.
+    pub const fn accept(session_present: bool) -> Self {
+        ConnectAnswer::Accept { session_present }
+    }
+}
+
+/// An application message for the router to deliver to the subscribers of its topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RoutedPublish<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag.
+    pub retain: bool,
+    /// The publisher's client id.
+    pub publisher: &'a str,
+    /// Whether this is the client's last will, published by the server for it.
+    pub is_will: bool,
+}
+
+/// An acknowledgement of a delivery, from the client (sections 3.4, 3.5, 3.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Ack {
+    /// PUBACK: a QoS 1 delivery is done.
+    PubAck,
+    /// PUBREC: a QoS 2 delivery arrived (the engine has answered PUBREL).
+    PubRec,
+    /// PUBCOMP: a QoS 2 delivery is done.
+    PubComp,
+}
+
+/// What the engine asks of whatever routes messages (rumqttd's router, an upstream broker, the
+/// gateway's table) or of the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Route<'a> {
+    /// Decide on this CONNECT, then call [`Connection::handle_connect_answer`].
+    Connect(ConnectRequest<'a>),
+    /// Deliver an application message.
+    Publish(RoutedPublish<'a>),
+    /// Add (or update) a subscription of this client. [`Routed::Refused`] gives SUBACK 0x80.
+    Subscribe {
+        /// The topic filter.
+        filter: &'a str,
+        /// The QoS granted.
+        qos: QoS,
+    },
+    /// Remove a subscription this client held.
+    Unsubscribe {
+        /// The topic filter.
+        filter: &'a str,
+    },
+    /// The client acknowledged the delivery with packet id `pkid`.
+    Acked {
+        /// The packet id.
+        pkid: u16,
+        /// Which acknowledgement.
+        ack: Ack,
+    },
+    /// The session of an accepted connection ends; no other route follows.
+    End {
+        /// Whether the session ends too (its subscriptions go), or persists.
+        clean_session: bool,
+        /// Why.
+        cause: CloseCause,
+    },
+}
+
+/// What became of a [`Route`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Routed {
+    /// Done (or queued).
+    Accepted,
+    /// The router could not take it (a full table, a closed link).
+    Refused,
+}
+
+/// Things a server counts; the engine decides what is counted, the driver keeps the numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Counter {
+    /// A packet from the client was decoded.
+    PacketIn,
+    /// A CONNECT was refused with this reason (the CONNACK carries its code).
+    ConnectRefused(ReasonCode),
+    /// No CONNECT came within the connect timeout.
+    ConnectTimeout,
+    /// A connection was closed at its keep-alive deadline.
+    KeepAliveTimeout,
+    /// A connection was closed for a protocol error (malformed bytes included).
+    ProtocolError,
+    /// A connection was closed for a packet over the size limit.
+    PacketTooLarge,
+    /// A connection was closed for exceeding a per-connection limit.
+    QuotaExceeded,
+    /// A PUBLISH on a system topic by an ordinary client was dropped (the client stays).
+    PublishDenied,
+    /// The router refused a PUBLISH or a last will: that message is lost.
+    PublishNotRouted,
+    /// A SUBSCRIBE filter was refused by the access rules (SUBACK 0x80).
+    SubscriptionDenied,
+    /// A SUBSCRIBE filter was refused by a limit or the router (SUBACK 0x80).
+    SubscriptionRefused,
+}
+
+/// Where the engine's outputs go; implemented by the driver.
+pub trait Output {
+    /// Carries out `route` (see [`Route`]).
+    fn route(&mut self, route: Route<'_>) -> Routed;
+    /// Publishes an activity event wherever events go.
+    fn event(&mut self, event: &Event<'_>);
+    /// Counts `counter` once.
+    fn count(&mut self, counter: Counter) {
+        let _ = counter;
+    }
+    /// Whether `client_id` (with `username`) is listed as allowed to subscribe to the activity
+    /// events from anywhere (not only from loopback).
+    fn is_system_subscriber(&self, client_id: &str, username: Option<&str>) -> bool {
+        let _ = (client_id, username);
+        false
+    }
+    /// The publisher of an envelope message delivered without one (see
+    /// [`Tracker::handle_delivery`]).
+    fn publisher_of(
+        &mut self,
+        envelope: &Envelope,
+    ) -> Option<heapless::String<CLIENT_ID_CAPACITY>> {
+        let _ = envelope;
+        None
+    }
+}
+
+/// What a `handle_*` call did with the input and the transmit buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Progress {
+    /// Bytes of the input done with: drop them from the front.
+    pub consumed: usize,
+    /// Bytes written to the front of `tx`: send them.
+    pub written: usize,
+}
+
+/// A message the router delivers to this client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Delivery<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The QoS of the subscription it matched; the delivery goes at the lower of the two
+    /// (section 3.8.4).
+    pub subscription_qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Whether it is a resend (DUP, section 3.3.1.1).
+    pub dup: bool,
+    /// The packet id the router chose, or `None` for the engine to choose one.
+    pub pkid: Option<u16>,
+    /// The publisher's client id, when the router knows it (for `msgack`).
+    pub publisher: Option<&'a str>,
+}
+
+/// A delivery was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Delivered {
+    /// Bytes written to the front of `tx`.
+    pub written: usize,
+    /// The QoS it went out with.
+    pub qos: QoS,
+    /// Its packet id (QoS 1 and 2).
+    pub pkid: Option<u16>,
+}
+
+/// Why [`Connection::handle_delivery`] wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The connection is not (or no longer) connected: nothing is sent.
+    NotConnected,
+    /// `tx` has less room than the packet needs: send what is there and try again.
+    NoRoom {
+        /// The packet's size.
+        needed: usize,
+    },
+    /// The message cannot go on the wire (a topic or payload too long for MQTT).
+    Unencodable,
+}
+
+impl core::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeliveryError::NotConnected => f.write_str("the connection is not connected"),
+            DeliveryError::NoRoom { needed } => {
+                write!(f, "the transmit buffer has no room for {needed} bytes")
+            }
+            DeliveryError::Unencodable => f.write_str("the message cannot be encoded"),
+        }
+    }
+}
+
+impl core::error::Error for DeliveryError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for the CONNECT.
+    AwaitConnect,
+    /// The CONNECT is with the driver.
+    Authorizing,
+    /// Connected.
+    Connected,
+    /// Done; nothing more goes in or out.
+    Closed,
+}
+
+/// The sans-IO state machine of one MQTT server connection. See the [module docs](self).
+#[derive(Debug)]
+pub struct Connection<A: AckStore, S: SessionStore> {
+    config: ServerConfig,
+    tracker: Tracker<A>,
+    store: S,
+    state: State,
+    /// Whether the last `handle_input` stopped for room in `tx`.
+    blocked: bool,
+    keep_alive: u16,
+    clean_session: bool,
+    may_subscribe_system: bool,
+    opened_at: u64,
+    last_input: u64,
+    peer: heapless::String<PEER_CAPACITY>,
+    peer_is_loopback: bool,
+    /// The number behind an assigned client id (`auto-` and 16 hex digits).
+    id_nonce: u64,
+    next_pkid: u16,
+}
+
+impl<A: AckStore, S: SessionStore> Connection<A, S> {
+    /// A connection accepted by the transport at `now` (ms since the Unix epoch), remembering
+    /// deliveries for `msgack` in `acks` and its session in `store`. `id_nonce` names the client
+    /// if it connects with an empty id (`auto-` and `id_nonce` in 16 hex digits): the driver
+    /// makes it unique among its connections.
+    pub fn new(
+        config: ServerConfig,
+        acks: A,
+        store: S,
+        peer: Peer<'_>,
+        now: u64,
+        id_nonce: u64,
+    ) -> Self {
+        let mut kept = heapless::String::new();
+        if let Some(addr) = peer.addr {
+            for c in addr.chars() {
+                if kept.push(c).is_err() {
+                    break;
+                }
+            }
+        }
+        Connection {
+            tracker: Tracker::new(config.tracker.clone(), acks),
+            config,
+            store,
+            state: State::AwaitConnect,
+            blocked: false,
+            keep_alive: 0,
+            clean_session: true,
+            may_subscribe_system: false,
+            opened_at: now,
+            last_input: now,
+            peer: kept,
+            peer_is_loopback: peer.is_loopback,
+            id_nonce,
+            next_pkid: 0,
+        }
+    }
+
+    /// The client id (empty before the CONNECT is accepted).
+    pub fn client_id(&self) -> &str {
+        self.tracker.client_id()
+    }
+
+    /// Whether the CONNECT is accepted and the connection not closed.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Whether a [`Route::Connect`] awaits [`Connection::handle_connect_answer`].
+    pub fn is_authorizing(&self) -> bool {
+        self.state == State::Authorizing
+    }
+
+    /// Whether the connection is over: send what is in `tx`, then close the transport.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether the last [`Connection::handle_input`] stopped because `tx` had less than
+    /// [`Connection::answer_room`] bytes free.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// The session's tracker (its counters, pending acknowledgements).
+    pub fn tracker(&self) -> &Tracker<A> {
+        &self.tracker
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The room in `tx` the engine needs before it decodes a packet: the largest answer to one
+    /// packet (a SUBACK for [`Limits::max_filters_per_packet`] filters).
+    pub fn answer_room(&self) -> usize {
+        suback_len(self.config.limits.max_filters_per_packet)
+    }
+
+    /// When [`Connection::handle_timeout`] is due, in ms since the Unix epoch: the connect
+    /// timeout before the CONNECT, 1.5 times the keep-alive after it (section 3.1.2.10).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self.state {
+            State::AwaitConnect => Some(
+                self.opened_at
+                    .saturating_add(self.config.connect_timeout_ms),
+            ),
+            State::Connected if self.keep_alive > 0 => Some(
+                self.last_input
+                    .saturating_add(u64::from(self.keep_alive) * 1_500),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Closes the connection if its deadline (see [`Connection::poll_timeout`]) has passed at
+    /// `now`; returns the bytes written to `tx`.
+    pub fn handle_timeout(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
+        match (self.state, self.poll_timeout()) {
+            (State::AwaitConnect, Some(deadline)) if now >= deadline => {
+                out.count(Counter::ConnectTimeout);
+                debug!("server: no CONNECT within the connect timeout");
+                self.state = State::Closed;
+                0
+            }
+            (State::Connected, Some(deadline)) if now >= deadline => {
+                out.count(Counter::KeepAliveTimeout);
+                self.close(now, CloseCause::KeepAliveTimeout, tx, out)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Ends the connection for `cause` (the transport closed, a takeover, a shutdown): the last
+    /// will when due, the `disconnected` event, [`Route::End`]. Returns the bytes written to
+    /// `tx` (none for MQTT 3.1.1, which has no server DISCONNECT). Closing twice does nothing.
+    pub fn handle_close(
+        &mut self,
+        now: u64,
+        cause: CloseCause,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        self.close(now, cause, tx, out)
+    }
+
+    /// Reads the packets at the front of `input` (every byte not consumed yet) and acts on
+    /// them, writing answers into `tx`. Stops at an incomplete packet, when `tx` lacks
+    /// [`Connection::answer_room`], after a CONNECT (see [`Route::Connect`]) and when the
+    /// connection closes.
+    pub fn handle_input(
+        &mut self,
+        now: u64,
+        input: &[u8],
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> Progress {
+        let mut progress = Progress::default();
+        self.blocked = false;
+        if !input.is_empty() && self.state == State::Connected {
+            self.last_input = now;
+        }
+        loop {
+            if matches!(self.state, State::Authorizing | State::Closed) {
+                return progress;
+            }
+            let rest = input.get(progress.consumed..).unwrap_or_default();
+            let tx_rest = tx.get_mut(progress.written..).unwrap_or_default();
+            if tx_rest.len() < self.answer_room() {
+                self.blocked = !rest.is_empty();
+                return progress;
+            }
+            let (packet, len) = match codec::decode(rest, self.config.limits.max_packet_size) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => return progress,
+                Err(error) => {
+                    let cause = match error {
+                        DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
+                        _ => CloseCause::ProtocolError,
+                    };
+                    warn!("server: undecodable bytes from the client, closing");
+                    progress.consumed = input.len();
+                    progress.written += self.fail(now, cause, tx_rest, out);
+                    return progress;
+                }
+            };
+            out.count(Counter::PacketIn);
+            if self.state == State::AwaitConnect {
+                let Packet::Connect(connect) = packet else {
+                    debug!("server: first packet is not CONNECT");
+                    out.count(Counter::ProtocolError);
+                    self.state = State::Closed;
+                    progress.consumed = input.len();
+                    return progress;
+                };
+                // The CONNECT stays unconsumed until the driver's answer.
+                if let Some(written) = self.handle_connect(connect, tx_rest, out) {
+                    progress.consumed += len;
+                    progress.written += written;
+                }
+                continue;
+            }
+            progress.consumed += len;
+            progress.written += self.handle_packet(now, packet, tx_rest, out);
+        }
+    }
+
+    /// Finishes the CONNECT at the front of `input` with the driver's `answer` to its
+    /// [`Route::Connect`]: the CONNACK into `tx`, the `connected` event, and then whatever
+    /// else `input` holds, as [`Connection::handle_input`] does.
+    ///
+    /// Does nothing (zero progress) unless a [`Route::Connect`] awaits its answer and `input`
+    /// starts with that CONNECT.
+    pub fn handle_connect_answer(
+        &mut self,
+        now: u64,
+        answer: ConnectAnswer,
+        input: &[u8],
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> Progress {
+        if self.state != State::Authorizing {
+            return Progress::default();
+        }
+        let Ok(Some((Packet::Connect(connect), len))) =
+            codec::decode(input, self.config.limits.max_packet_size)
+        else {
+            return Progress::default();
+        };
+        let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
+        let client_id = self.effective_client_id(&connect, &mut id_buf);
+        let session_present = match answer {
+            ConnectAnswer::Refuse(reason) => {
+                let written = self.refuse(reason, tx, out);
+                return Progress {
+                    consumed: len,
+                    written,
+                };
+            }
+            ConnectAnswer::Accept { session_present } => session_present && !connect.clean_session,
+        };
+        let connack = Packet::ConnAck(ConnAck {
+            session_present,
+            code: codec::ConnectReturnCode::Accepted,
+        });
+        let Ok(written) = connack.encode(tx) else {
+            // The caller gave `tx` without the room of a CONNACK: refuse to go on half-way.
+            return Progress::default();
+        };
+        self.keep_alive = connect.keep_alive;
+        self.clean_session = connect.clean_session;
+        self.last_input = now;
+        self.may_subscribe_system = (self.config.loopback_may_subscribe_system
+            && self.peer_is_loopback)
+            || out.is_system_subscriber(client_id, connect.username);
+        let peer = (!self.peer.is_empty()).then_some(self.peer.as_str());
+        let info = ConnectInfo {
+            client_id,
+            username: connect.username,
+            proto_ver: connect.protocol_level,
+            keepalive: connect.keep_alive,
+            clean_session: connect.clean_session,
+            peer,
+        };
+        match self.tracker.handle_connect(now, info) {
+            Ok(Some(event)) => out.event(&event),
+            Ok(None) => {}
+            // The client-id rule passed before the driver was asked, and the tracker is new.
+            Err(_) => {
+                self.state = State::Closed;
+                return Progress {
+                    consumed: len,
+                    written,
+                };
+            }
+        }
+        self.state = State::Connected;
+        debug!("server: client connected");
+        let rest = input.get(len..).unwrap_or_default();
+        let tx_rest = tx.get_mut(written..).unwrap_or_default();
+        let more = self.handle_input(now, rest, tx_rest, out);
+        Progress {
+            consumed: len + more.consumed,
+            written: written + more.written,
+        }
+    }
+
+    /// Writes a message the router delivers into `tx`, at the lower of its QoS and the
+    /// subscription's, and remembers an envelope message for `msgack`.
+    pub fn handle_delivery(
+        &mut self,
+        delivery: Delivery<'_>,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> Result<Delivered, DeliveryError> {
+        if self.state != State::Connected {
+            return Err(DeliveryError::NotConnected);
+        }
+        let qos = delivery.qos.min(delivery.subscription_qos);
+        let pkid = match qos {
+            QoS::AtMostOnce => None,
+            _ => Some(delivery.pkid.unwrap_or_else(|| self.allocate_pkid())),
+        };
+        let publish = Packet::Publish(Publish {
+            dup: delivery.dup && pkid.is_some(),
+            qos,
+            retain: delivery.retain,
+            topic: delivery.topic,
+            pkid,
+            payload: delivery.payload,
+        });
+        let needed = publish
+            .encoded_len()
+            .map_err(|_| DeliveryError::Unencodable)?;
+        let written = publish
+            .encode(tx)
+            .map_err(|_| DeliveryError::NoRoom { needed })?;
+        if let Some(pkid) = pkid {
+            let info = DeliveryInfo {
+                pkid,
+                qos,
+                topic: delivery.topic,
+                payload: delivery.payload,
+                pub_client_id: delivery.publisher,
+            };
+            self.tracker
+                .handle_delivery(info, |envelope| out.publisher_of(envelope));
+        }
+        Ok(Delivered { written, qos, pkid })
+    }
+
+    /// The next packet id of the engine's own (1 to 65535, cycling).
+    fn allocate_pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        self.next_pkid
+    }
+
+    /// The client id a CONNECT gets: its own, or the assigned one for an empty id.
+    fn effective_client_id<'a>(
+        &self,
+        connect: &Connect<'a>,
+        buf: &'a mut heapless::String<CLIENT_ID_CAPACITY>,
+    ) -> &'a str {
+        if !connect.client_id.is_empty() {
+            return connect.client_id;
+        }
+        buf.clear();
+        // 5 + 16 bytes fit CLIENT_ID_CAPACITY.
+        let _ = buf.push_str(ASSIGNED_ID_PREFIX);
+        for shift in (0..16).rev() {
+            let digit = u8::try_from((self.id_nonce >> (shift * 4)) & 0xF).unwrap_or(0);
+            let c = char::from(if digit < 10 {
+                b'0' + digit
+            } else {
+                b'a' + digit - 10
+            });
+            let _ = buf.push(c);
+        }
+        buf.as_str()
+    }
+
+    /// The CONNECT rules the engine can apply alone (section 3.1.4); then the driver is asked.
+    /// `Some(written)` when the CONNECT was refused (and consumed).
+    fn handle_connect(
+        &mut self,
+        connect: Connect<'_>,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> Option<usize> {
+        if connect.protocol_level != PROTOCOL_LEVEL {
+            return Some(self.refuse(ReasonCode::UnsupportedProtocolVersion, tx, out));
+        }
+        if check_client_id(connect.client_id, connect.clean_session).is_err() {
+            return Some(self.refuse(ReasonCode::ClientIdentifierNotValid, tx, out));
+        }
+        if let Some(will) = connect.will {
+            if self.config.tracker.topics.is_system_topic(will.topic) {
+                return Some(self.refuse(ReasonCode::NotAuthorized, tx, out));
+            }
+            if self.store.set_will(&will).is_err() {
+                return Some(self.refuse(ReasonCode::ServerUnavailable, tx, out));
+            }
+        }
+        let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
+        let client_id = self.effective_client_id(&connect, &mut id_buf);
+        let request = ConnectRequest {
+            client_id,
+            assigned_id: connect.client_id.is_empty(),
+            username: connect.username,
+            password: connect.password,
+            clean_session: connect.clean_session,
+            keep_alive: connect.keep_alive,
+            protocol_level: connect.protocol_level,
+        };
+        self.state = State::Authorizing;
+        let _ = out.route(Route::Connect(request));
+        None
+    }
+
+    /// Answers a CONNECT with a refusing CONNACK and closes (no event: the client never
+    /// connected).
+    fn refuse(&mut self, reason: ReasonCode, tx: &mut [u8], out: &mut impl Output) -> usize {
+        debug!("server: CONNECT refused with {}", reason.as_u8());
+        out.count(Counter::ConnectRefused(reason));
+        self.state = State::Closed;
+        self.store.clear();
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: reason.connect_return_code(),
+        });
+        connack.encode(tx).unwrap_or(0)
+    }
+
+    /// Closes for a fault of the client's, counting it.
+    fn fail(&mut self, now: u64, cause: CloseCause, tx: &mut [u8], out: &mut impl Output) -> usize {
+        out.count(match cause {
+            CloseCause::PacketTooLarge => Counter::PacketTooLarge,
+            CloseCause::QuotaExceeded => Counter::QuotaExceeded,
+            _ => Counter::ProtocolError,
+        });
+        if self.state == State::Connected {
+            self.close(now, cause, tx, out)
+        } else {
+            self.state = State::Closed;
+            0
+        }
+    }
+
+    fn close(
+        &mut self,
+        now: u64,
+        cause: CloseCause,
+        _tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        if self.state != State::Connected {
+            self.state = State::Closed;
+            return 0;
+        }
+        if cause.publishes_will()
+            && let Some(will) = self.store.will()
+        {
+            let info = PublishInfo {
+                topic: will.topic,
+                payload: will.message,
+                qos: will.qos,
+                retain: will.retain,
+            };
+            route_publish(&mut self.tracker, now, info, true, out);
+        }
+        if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
+            out.event(&event);
+        }
+        let _ = out.route(Route::End {
+            clean_session: self.clean_session,
+            cause,
+        });
+        debug!("server: client disconnected");
+        self.state = State::Closed;
+        self.store.clear();
+        // MQTT 3.1.1 has no server DISCONNECT: the transport closes.
+        0
+    }
+
+    /// One packet of a connected client.
+    fn handle_packet(
+        &mut self,
+        now: u64,
+        packet: Packet<'_>,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
+            Packet::PubAck(pkid) => {
+                if let Some(event) = self.tracker.handle_puback(now, pkid) {
+                    out.event(&event);
+                }
+                let _ = out.route(Route::Acked {
+                    pkid,
+                    ack: Ack::PubAck,
+                });
+                0
+            }
+            Packet::PubRec(pkid) => {
+                if let Some(event) = self.tracker.handle_pubrec(now, pkid) {
+                    out.event(&event);
+                }
+                let _ = out.route(Route::Acked {
+                    pkid,
+                    ack: Ack::PubRec,
+                });
+                answer(&Packet::PubRel(pkid), tx)
+            }
+            Packet::PubComp(pkid) => {
+                let _ = out.route(Route::Acked {
+                    pkid,
+                    ack: Ack::PubComp,
+                });
+                0
+            }
+            Packet::PubRel(pkid) => {
+                // Section 4.3.3: PUBCOMP even for an id no longer remembered.
+                self.store.remove_inbound_qos2(pkid);
+                answer(&Packet::PubComp(pkid), tx)
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(now, subscribe, tx, out),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(now, unsubscribe, tx, out),
+            Packet::PingReq => answer(&Packet::PingResp, tx),
+            Packet::Disconnect => self.close(now, CloseCause::ClientDisconnect, tx, out),
+            // A second CONNECT (section 3.1.0) or a packet only a server sends.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
+                debug!("server: packet not allowed from a client");
+                self.fail(now, CloseCause::ProtocolError, tx, out)
+            }
+        }
+    }
+
+    /// PUBLISH (section 3.3): the system-topic rule, QoS 2 duplicates, the route, the
+    /// `message` event, the acknowledgement.
+    fn handle_publish(
+        &mut self,
+        now: u64,
+        publish: Publish<'_>,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        let pkid = publish.pkid.unwrap_or(0);
+        if publish.qos == QoS::ExactlyOnce {
+            if self.store.has_inbound_qos2(pkid) {
+                // Section 4.3.3: a resent PUBLISH before PUBREL is not delivered again.
+                return answer(&Packet::PubRec(pkid), tx);
+            }
+            if self.store.inbound_qos2_count() >= self.config.limits.max_inbound_qos2
+                || self.store.insert_inbound_qos2(pkid).is_err()
+            {
+                warn!("server: too many QoS 2 publishes awaiting PUBREL");
+                return self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            }
+        }
+        let info = PublishInfo {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+        };
+        route_publish(&mut self.tracker, now, info, false, out);
+        match publish.qos {
+            QoS::AtMostOnce => 0,
+            QoS::AtLeastOnce => answer(&Packet::PubAck(pkid), tx),
+            QoS::ExactlyOnce => answer(&Packet::PubRec(pkid), tx),
+        }
+    }
+
+    /// SUBSCRIBE (section 3.8): one SUBACK code per filter, then a `subscribed` event per
+    /// granted filter (after the SUBACK, so the subscriber's own event reaches it).
+    fn handle_subscribe(
+        &mut self,
+        now: u64,
+        subscribe: Subscribe<'_>,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        let count = subscribe.filters.len();
+        if count > self.config.limits.max_filters_per_packet {
+            warn!("server: too many filters in one SUBSCRIBE");
+            return self.fail(now, CloseCause::QuotaExceeded, tx, out);
+        }
+        let Some((header, codes)) = suback_frame(tx, subscribe.pkid, count) else {
+            // answer_room() was checked before decoding.
+            return self.fail(now, CloseCause::ProtocolError, tx, out);
+        };
+        for ((filter, requested), code) in subscribe.filters.iter().zip(codes.iter_mut()) {
+            *code = self.grant(filter, requested, out).as_u8();
+        }
+        let written = header + count;
+        for ((filter, _), code) in subscribe.filters.iter().zip(tx[header..written].iter()) {
+            if let Some(SubAckCode::Success(qos)) = SubAckCode::from_u8(*code)
+                && let Some(event) = self.tracker.handle_subscribe(now, filter, Some(qos))
+            {
+                out.event(&event);
+            }
+        }
+        written
+    }
+
+    /// The SUBACK code for one filter: the access rule, the limit, the router.
+    fn grant(&mut self, filter: &str, requested: QoS, out: &mut impl Output) -> SubAckCode {
+        if self.config.tracker.topics.filter_receives_events(filter) && !self.may_subscribe_system {
+            out.count(Counter::SubscriptionDenied);
+            return SubAckCode::Failure;
+        }
+        let held = self.store.subscription(filter).is_some();
+        if !held && self.store.subscription_count() >= self.config.limits.max_subscriptions {
+            out.count(Counter::SubscriptionRefused);
+            return SubAckCode::Failure;
+        }
+        let qos = requested.min(self.config.limits.max_qos);
+        if self.store.insert_subscription(filter, qos).is_err() {
+            out.count(Counter::SubscriptionRefused);
+            return SubAckCode::Failure;
+        }
+        if out.route(Route::Subscribe { filter, qos }) == Routed::Refused {
+            if !held {
+                self.store.remove_subscription(filter);
+            }
+            out.count(Counter::SubscriptionRefused);
+            return SubAckCode::Failure;
+        }
+        SubAckCode::Success(qos)
+    }
+
+    /// UNSUBSCRIBE (section 3.10): always an UNSUBACK; the router and an `unsubscribed` event
+    /// for each filter the client held.
+    fn handle_unsubscribe(
+        &mut self,
+        now: u64,
+        unsubscribe: Unsubscribe<'_>,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        if unsubscribe.filters.len() > self.config.limits.max_filters_per_packet {
+            warn!("server: too many filters in one UNSUBSCRIBE");
+            return self.fail(now, CloseCause::QuotaExceeded, tx, out);
+        }
+        for filter in unsubscribe.filters.iter() {
+            if self.store.remove_subscription(filter) {
+                let _ = out.route(Route::Unsubscribe { filter });
+                if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
+                    out.event(&event);
+                }
+            }
+        }
+        answer(&Packet::UnsubAck(unsubscribe.pkid), tx)
+    }
+}
+
+/// Routes a publish of the client's (or its last will) unless the system-topic rule denies it,
+/// then gives its `message` event.
+fn route_publish<A: AckStore>(
+    tracker: &mut Tracker<A>,
+    now: u64,
+    info: PublishInfo<'_>,
+    is_will: bool,
+    out: &mut impl Output,
+) {
+    // The rule is the tracker's (SystemTopics::may_publish); it is asked first so that the
+    // route can borrow the client id, which the `message` event borrows afterwards.
+    if tracker
+        .config()
+        .topics
+        .may_publish(tracker.client_id(), info.topic)
+    {
+        let routed = RoutedPublish {
+            topic: info.topic,
+            payload: info.payload,
+            qos: info.qos,
+            retain: info.retain,
+            publisher: tracker.client_id(),
+            is_will,
+        };
+        if out.route(Route::Publish(routed)) == Routed::Refused {
+            out.count(Counter::PublishNotRouted);
+        }
+    }
+    match tracker.handle_publish(now, info) {
+        PublishOutcome::Denied => out.count(Counter::PublishDenied),
+        PublishOutcome::Accepted(Some(event)) => out.event(&event),
+        PublishOutcome::Accepted(None) => {}
+    }
+}
+
+/// Writes a small answer (room for it was checked before decoding).
+fn answer(packet: &Packet<'_>, tx: &mut [u8]) -> usize {
+    packet.encode(tx).unwrap_or(0)
+}
+
+/// The length of a SUBACK with `count` codes (section 3.9).
+const fn suback_len(count: usize) -> usize {
+    let remaining = 2 + count;
+    let varint = if remaining < 128 {
+        1
+    } else if remaining < 16_384 {
+        2
+    } else if remaining < 2_097_152 {
+        3
+    } else {
+        4
+    };
+    1 + varint + remaining
+}
+
+/// Writes the fixed header and packet id of a SUBACK with `count` codes into `tx`; returns the
+/// header length and the `count` bytes for the codes, or `None` without room.
+fn suback_frame(tx: &mut [u8], pkid: u16, count: usize) -> Option<(usize, &mut [u8])> {
+    let total = suback_len(count);
+    let tx = tx.get_mut(..total)?;
+    let mut remaining = 2 + count;
+    let mut at = 0;
+    tx[at] = 0x90;
+    at += 1;
+    loop {
+        let mut byte = u8::try_from(remaining % 128).unwrap_or(0);
+        remaining /= 128;
+        if remaining > 0 {
+            byte |= 0x80;
+        }
+        tx[at] = byte;
+        at += 1;
+        if remaining == 0 {
+            break;
+        }
+    }
+    tx[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
+    at += 2;
+    let (_, codes) = tx.split_at_mut(at);
+    Some((at, codes))
+}

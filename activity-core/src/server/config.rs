@@ -1,0 +1,69 @@
+//! The policy every connection of a server shares: limits, rules and which events are on.
+
+use crate::QoS;
+use crate::tracker::TrackerConfig;
+
+/// Per-connection limits (the same for every connection of a server). Each one says what the
+/// engine does when a client reaches it; the driver counts it through
+/// [`Output::count`](super::Output::count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Limits {
+    /// The largest packet accepted from a client, fixed header included; a larger one closes
+    /// the connection as `packet_too_large`.
+    pub max_packet_size: usize,
+    /// QoS 2 publishes awaiting PUBREL per client; one more closes the connection as a
+    /// protocol error (a client that never releases would otherwise grow the table).
+    pub max_inbound_qos2: usize,
+    /// Topic filters one client may hold; a new filter past it gets SUBACK 0x80.
+    pub max_subscriptions: usize,
+    /// Topic filters in one SUBSCRIBE or UNSUBSCRIBE; more close the connection as a protocol
+    /// error (the SUBACK of a larger one would not fit the bound on answers).
+    pub max_filters_per_packet: usize,
+    /// The highest QoS the server grants a subscription (section 3.9.3); a higher request is
+    /// granted at this QoS.
+    pub max_qos: QoS,
+}
+
+impl Limits {
+    /// Limits for a host server: 1 MiB packets, 1024 QoS 2 publishes awaiting PUBREL, 1024
+    /// filters per client, 128 per SUBSCRIBE, QoS 2 granted.
+    pub const HOST: Limits = Limits {
+        max_packet_size: 1024 * 1024,
+        max_inbound_qos2: 1024,
+        max_subscriptions: 1024,
+        max_filters_per_packet: 128,
+        max_qos: QoS::ExactlyOnce,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::HOST
+    }
+}
+
+/// What every connection of one server shares. See the [module docs](super) for the call order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The system topics and which event kinds are emitted.
+    pub tracker: TrackerConfig,
+    /// The per-connection limits.
+    pub limits: Limits,
+    /// How long a new connection may take to send its CONNECT, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Whether clients connecting from a loopback address may subscribe to filters that
+    /// receive activity events (others need [`Output::is_system_subscriber`](super::Output)).
+    pub loopback_may_subscribe_system: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            tracker: TrackerConfig::default(),
+            limits: Limits::default(),
+            connect_timeout_ms: 10_000,
+            loopback_may_subscribe_system: true,
+        }
+    }
+}

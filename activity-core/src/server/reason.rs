@@ -1,0 +1,189 @@
+//! Reason codes: why the server refuses, acknowledges or disconnects (MQTT 5.0 section 2.4), and
+//! their MQTT 3.1.1 equivalents.
+//!
+//! The engine decides with MQTT 5 reason codes from the start, whatever the client speaks; what
+//! goes on the wire for an MQTT 3.1.1 client is derived here, in one place: a CONNACK return
+//! code (3.1.1 section 3.2.2.3), or for a DISCONNECT nothing at all (3.1.1 has no server
+//! DISCONNECT: the server closes the connection).
+
+use crate::codec::ConnectReturnCode;
+use crate::event::DisconnectReason;
+
+/// An MQTT 5.0 reason code (section 2.4) that this server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum ReasonCode {
+    /// 0x00: success, normal disconnection, or QoS 0 granted.
+    Success = 0x00,
+    /// 0x80: unspecified error.
+    UnspecifiedError = 0x80,
+    /// 0x81: malformed packet.
+    MalformedPacket = 0x81,
+    /// 0x82: protocol error.
+    ProtocolError = 0x82,
+    /// 0x84: unsupported protocol version.
+    UnsupportedProtocolVersion = 0x84,
+    /// 0x85: client identifier not valid.
+    ClientIdentifierNotValid = 0x85,
+    /// 0x86: bad user name or password.
+    BadUserNameOrPassword = 0x86,
+    /// 0x87: not authorized.
+    NotAuthorized = 0x87,
+    /// 0x88: server unavailable.
+    ServerUnavailable = 0x88,
+    /// 0x89: server busy (the connection limit).
+    ServerBusy = 0x89,
+    /// 0x8B: server shutting down.
+    ServerShuttingDown = 0x8B,
+    /// 0x8D: keep alive timeout.
+    KeepAliveTimeout = 0x8D,
+    /// 0x8E: session taken over.
+    SessionTakenOver = 0x8E,
+    /// 0x95: packet too large.
+    PacketTooLarge = 0x95,
+    /// 0x97: quota exceeded (a bounded table is full).
+    QuotaExceeded = 0x97,
+}
+
+impl ReasonCode {
+    /// The wire value.
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Whether the code reports a failure (0x80 and above, section 2.4).
+    pub const fn is_error(self) -> bool {
+        self.as_u8() >= 0x80
+    }
+
+    /// The MQTT 3.1.1 CONNACK return code (section 3.2.2.3) for a CONNECT refused with this
+    /// reason. 3.1.1 has fewer codes: a full server and every other refusal that is not the
+    /// client's fault become "server unavailable".
+    pub const fn connect_return_code(self) -> ConnectReturnCode {
+        match self {
+            ReasonCode::Success => ConnectReturnCode::Accepted,
+            ReasonCode::UnsupportedProtocolVersion => {
+                ConnectReturnCode::UnacceptableProtocolVersion
+            }
+            ReasonCode::ClientIdentifierNotValid => ConnectReturnCode::IdentifierRejected,
+            ReasonCode::BadUserNameOrPassword => ConnectReturnCode::BadUserNameOrPassword,
+            ReasonCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
+            _ => ConnectReturnCode::ServerUnavailable,
+        }
+    }
+}
+
+/// Why the server ends a connection, as the driver reports it or the engine decides it.
+///
+/// Each cause has one `disconnected` event reason and one MQTT 5 reason code for the server's
+/// DISCONNECT; [`CloseCause::reason`] and [`CloseCause::reason_code`] are the one mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// The transport closed or failed (driver).
+    TransportClosed,
+    /// Nothing came from the client within 1.5 times its keep-alive (engine).
+    KeepAliveTimeout,
+    /// Another connection took the client id over (driver, from its registry of ids).
+    TakenOver,
+    /// The client broke the protocol or sent bytes that are no MQTT packet (engine).
+    ProtocolError,
+    /// The client sent a packet larger than the server's limit (engine).
+    PacketTooLarge,
+    /// The client exceeded a per-connection limit (engine).
+    QuotaExceeded,
+    /// The server shuts down (driver).
+    ServerShutdown,
+    /// The router behind the connection is gone (driver: the upstream broker of a tap, say).
+    RouterClosed,
+}
+
+impl CloseCause {
+    /// The `reason` of the `disconnected` event.
+    pub const fn reason(self) -> DisconnectReason {
+        match self {
+            CloseCause::ClientDisconnect => DisconnectReason::Normal,
+            CloseCause::TransportClosed => DisconnectReason::TcpClosed,
+            CloseCause::KeepAliveTimeout => DisconnectReason::KeepaliveTimeout,
+            CloseCause::TakenOver => DisconnectReason::Takenover,
+            CloseCause::ProtocolError | CloseCause::QuotaExceeded => {
+                DisconnectReason::ProtocolError
+            }
+            CloseCause::PacketTooLarge => DisconnectReason::PacketTooLarge,
+            CloseCause::ServerShutdown => DisconnectReason::ServerShutdown,
+            CloseCause::RouterClosed => DisconnectReason::UpstreamClosed,
+        }
+    }
+
+    /// The reason code of the server's DISCONNECT (MQTT 5), `None` when the server sends none
+    /// (the client left, or its transport is gone).
+    pub const fn reason_code(self) -> Option<ReasonCode> {
+        match self {
+            CloseCause::ClientDisconnect | CloseCause::TransportClosed => None,
+            CloseCause::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+            CloseCause::TakenOver => Some(ReasonCode::SessionTakenOver),
+            CloseCause::ProtocolError => Some(ReasonCode::ProtocolError),
+            CloseCause::PacketTooLarge => Some(ReasonCode::PacketTooLarge),
+            CloseCause::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
+            CloseCause::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
+            CloseCause::RouterClosed => Some(ReasonCode::ServerUnavailable),
+        }
+    }
+
+    /// Whether the session's last will is published (MQTT 3.1.1 section 3.1.2.5: on every end
+    /// but a DISCONNECT from the client). A server shutdown publishes none: the server, not the
+    /// client, ended the connection, and the will's subscribers are going away with it.
+    pub const fn publishes_will(self) -> bool {
+        !matches!(
+            self,
+            CloseCause::ClientDisconnect | CloseCause::ServerShutdown
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v3_connack_codes_follow_section_3_2_2_3() {
+        for (reason, v3) in [
+            (ReasonCode::UnsupportedProtocolVersion, 0x01),
+            (ReasonCode::ClientIdentifierNotValid, 0x02),
+            (ReasonCode::ServerBusy, 0x03),
+            (ReasonCode::ServerUnavailable, 0x03),
+            (ReasonCode::BadUserNameOrPassword, 0x04),
+            (ReasonCode::NotAuthorized, 0x05),
+        ] {
+            assert_eq!(reason.connect_return_code().as_u8(), v3, "{reason:?}");
+            assert!(reason.is_error());
+        }
+        assert!(!ReasonCode::Success.is_error());
+    }
+
+    #[test]
+    fn causes_map_to_event_reasons_and_disconnect_codes() {
+        assert_eq!(CloseCause::TakenOver.reason().as_str(), "takenover");
+        assert_eq!(
+            CloseCause::KeepAliveTimeout
+                .reason_code()
+                .map(ReasonCode::as_u8),
+            Some(0x8D)
+        );
+        assert_eq!(
+            CloseCause::ServerShutdown
+                .reason_code()
+                .map(ReasonCode::as_u8),
+            Some(0x8B)
+        );
+        assert_eq!(CloseCause::ClientDisconnect.reason_code(), None);
+        assert!(!CloseCause::ClientDisconnect.publishes_will());
+        assert!(CloseCause::TransportClosed.publishes_will());
+        assert!(CloseCause::KeepAliveTimeout.publishes_will());
+    }
+}

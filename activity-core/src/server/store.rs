@@ -1,0 +1,264 @@
+//! What one connection remembers beyond its fixed state: its subscriptions, the QoS 2 publishes
+//! awaiting PUBREL, its last will. The caller chooses the memory: [`FixedSessionStore`] keeps
+//! everything inline with capacities set by const generics (firmware); a host adapter implements
+//! [`SessionStore`] on the heap with the limits of [`Limits`](super::Limits).
+//!
+//! A full table hands the value back as [`StoreFull`]; the engine decides what that means for
+//! the client (SUBACK failure, CONNACK refusal, disconnect), in one place.
+
+use crate::QoS;
+use crate::codec::LastWill;
+
+/// A table of the [`SessionStore`] had no room (or an entry was longer than its capacity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StoreFull;
+
+impl core::fmt::Display for StoreFull {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("session store full")
+    }
+}
+
+impl core::error::Error for StoreFull {}
+
+/// The per-connection tables the engine keeps (MQTT 3.1.1 sections 3.1.2.5, 3.8 and 4.3.3).
+pub trait SessionStore {
+    /// The QoS granted to topic filter `filter`, if the client holds it.
+    fn subscription(&self, filter: &str) -> Option<QoS>;
+    /// Holds `filter` at `qos` (replacing the QoS of a filter already held, section 3.8.4).
+    fn insert_subscription(&mut self, filter: &str, qos: QoS) -> Result<(), StoreFull>;
+    /// Drops `filter`; whether it was held.
+    fn remove_subscription(&mut self, filter: &str) -> bool;
+    /// How many filters the client holds.
+    fn subscription_count(&self) -> usize;
+    /// Whether a QoS 2 PUBLISH with `pkid` awaits its PUBREL.
+    fn has_inbound_qos2(&self, pkid: u16) -> bool;
+    /// Remembers a QoS 2 PUBLISH awaiting its PUBREL.
+    fn insert_inbound_qos2(&mut self, pkid: u16) -> Result<(), StoreFull>;
+    /// Forgets the QoS 2 PUBLISH `pkid` (its PUBREL came); whether it was remembered.
+    fn remove_inbound_qos2(&mut self, pkid: u16) -> bool;
+    /// How many QoS 2 publishes await PUBREL.
+    fn inbound_qos2_count(&self) -> usize;
+    /// Keeps the last will of the CONNECT.
+    fn set_will(&mut self, will: &LastWill<'_>) -> Result<(), StoreFull>;
+    /// The last will, if one is kept.
+    fn will(&self) -> Option<LastWill<'_>>;
+    /// Drops the last will.
+    fn clear_will(&mut self);
+    /// Forgets everything (a connection ends).
+    fn clear(&mut self);
+}
+
+/// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes, `QOS2`
+/// QoS 2 publishes awaiting PUBREL, and a will of at most `WILL` bytes of topic plus message.
+///
+/// Its size is about `SUBS * (FILTER + 4) + QOS2 * 2 + WILL + 16` bytes.
+#[derive(Debug)]
+pub struct FixedSessionStore<
+    const SUBS: usize,
+    const FILTER: usize,
+    const QOS2: usize,
+    const WILL: usize,
+> {
+    subs: heapless::Vec<(heapless::String<FILTER>, QoS), SUBS>,
+    inbound_qos2: heapless::Vec<u16, QOS2>,
+    /// Topic then message; `None` without a will.
+    will: Option<FixedWill<WILL>>,
+}
+
+#[derive(Debug)]
+struct FixedWill<const WILL: usize> {
+    bytes: heapless::Vec<u8, WILL>,
+    topic_len: usize,
+    qos: QoS,
+    retain: bool,
+}
+
+impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usize>
+    FixedSessionStore<SUBS, FILTER, QOS2, WILL>
+{
+    /// An empty store.
+    pub const fn new() -> Self {
+        FixedSessionStore {
+            subs: heapless::Vec::new(),
+            inbound_qos2: heapless::Vec::new(),
+            will: None,
+        }
+    }
+}
+
+impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usize> Default
+    for FixedSessionStore<SUBS, FILTER, QOS2, WILL>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usize> SessionStore
+    for FixedSessionStore<SUBS, FILTER, QOS2, WILL>
+{
+    fn subscription(&self, filter: &str) -> Option<QoS> {
+        self.subs
+            .iter()
+            .find(|(held, _)| held.as_str() == filter)
+            .map(|(_, qos)| *qos)
+    }
+
+    fn insert_subscription(&mut self, filter: &str, qos: QoS) -> Result<(), StoreFull> {
+        if let Some((_, held)) = self
+            .subs
+            .iter_mut()
+            .find(|(held, _)| held.as_str() == filter)
+        {
+            *held = qos;
+            return Ok(());
+        }
+        let filter = heapless::String::try_from(filter).map_err(|_| StoreFull)?;
+        self.subs.push((filter, qos)).map_err(|_| StoreFull)
+    }
+
+    fn remove_subscription(&mut self, filter: &str) -> bool {
+        match self
+            .subs
+            .iter()
+            .position(|(held, _)| held.as_str() == filter)
+        {
+            Some(at) => {
+                self.subs.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn subscription_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    fn has_inbound_qos2(&self, pkid: u16) -> bool {
+        self.inbound_qos2.contains(&pkid)
+    }
+
+    fn insert_inbound_qos2(&mut self, pkid: u16) -> Result<(), StoreFull> {
+        if self.has_inbound_qos2(pkid) {
+            return Ok(());
+        }
+        self.inbound_qos2.push(pkid).map_err(|_| StoreFull)
+    }
+
+    fn remove_inbound_qos2(&mut self, pkid: u16) -> bool {
+        match self.inbound_qos2.iter().position(|p| *p == pkid) {
+            Some(at) => {
+                self.inbound_qos2.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn inbound_qos2_count(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+
+    fn set_will(&mut self, will: &LastWill<'_>) -> Result<(), StoreFull> {
+        let mut bytes = heapless::Vec::new();
+        bytes
+            .extend_from_slice(will.topic.as_bytes())
+            .map_err(|_| StoreFull)?;
+        bytes
+            .extend_from_slice(will.message)
+            .map_err(|_| StoreFull)?;
+        self.will = Some(FixedWill {
+            bytes,
+            topic_len: will.topic.len(),
+            qos: will.qos,
+            retain: will.retain,
+        });
+        Ok(())
+    }
+
+    fn will(&self) -> Option<LastWill<'_>> {
+        let will = self.will.as_ref()?;
+        let (topic, message) = will.bytes.split_at_checked(will.topic_len)?;
+        Some(LastWill {
+            // set_will stored a &str here.
+            topic: core::str::from_utf8(topic).ok()?,
+            message,
+            qos: will.qos,
+            retain: will.retain,
+        })
+    }
+
+    fn clear_will(&mut self) {
+        self.will = None;
+    }
+
+    fn clear(&mut self) {
+        self.subs.clear();
+        self.inbound_qos2.clear();
+        self.will = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Store = FixedSessionStore<2, 8, 2, 16>;
+
+    #[test]
+    fn subscriptions_replace_and_hand_back_what_does_not_fit() {
+        let mut store = Store::new();
+        store.insert_subscription("a/#", QoS::AtMostOnce).unwrap();
+        store.insert_subscription("a/#", QoS::AtLeastOnce).unwrap();
+        assert_eq!(store.subscription_count(), 1);
+        assert_eq!(store.subscription("a/#"), Some(QoS::AtLeastOnce));
+        assert_eq!(
+            store.insert_subscription("longer/than/8", QoS::AtMostOnce),
+            Err(StoreFull)
+        );
+        store.insert_subscription("b", QoS::AtMostOnce).unwrap();
+        assert_eq!(
+            store.insert_subscription("c", QoS::AtMostOnce),
+            Err(StoreFull)
+        );
+        assert!(store.remove_subscription("a/#"));
+        assert!(!store.remove_subscription("a/#"));
+        assert_eq!(store.subscription_count(), 1);
+    }
+
+    #[test]
+    fn qos2_ids_are_a_bounded_set() {
+        let mut store = Store::new();
+        store.insert_inbound_qos2(7).unwrap();
+        store.insert_inbound_qos2(7).unwrap();
+        store.insert_inbound_qos2(8).unwrap();
+        assert_eq!(store.insert_inbound_qos2(9), Err(StoreFull));
+        assert!(store.has_inbound_qos2(7));
+        assert!(store.remove_inbound_qos2(7));
+        assert!(!store.has_inbound_qos2(7));
+        assert_eq!(store.inbound_qos2_count(), 1);
+    }
+
+    #[test]
+    fn the_will_is_kept_whole_or_refused() {
+        let mut store = Store::new();
+        let will = LastWill {
+            topic: "w/t",
+            message: b"gone",
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        };
+        store.set_will(&will).unwrap();
+        assert_eq!(store.will(), Some(will));
+        let big = LastWill {
+            message: &[0; 14],
+            ..will
+        };
+        assert_eq!(store.set_will(&big), Err(StoreFull));
+        store.clear();
+        assert_eq!(store.will(), None);
+    }
+}

@@ -1,0 +1,847 @@
+//! Scenario tests: drive one connection with MQTT bytes and a fake clock, and check the bytes it
+//! answers, the routes it asks for, the events (field by field) and the counters.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::acks::FixedAckStore;
+use crate::codec::{LastWill, SubAck, SubAckCodes};
+use crate::event::{EncodeOptions, EventKind, encode, encoded_len_bound};
+
+type Conn = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 2, 64>>;
+
+const T0: u64 = 1_700_000_000_000;
+/// No bytes.
+const NOTHING: [u8; 0] = [];
+const ENVELOPE: &[u8] = br#"{"product_id":"p1","message_id":"m42","payload":"on"}"#;
+
+/// A route, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum R {
+    Connect(String, Option<String>, bool),
+    Publish(String, Vec<u8>, QoS, bool),
+    Subscribe(String, QoS),
+    Unsubscribe(String),
+    Acked(u16, Ack),
+    End(bool, CloseCause),
+}
+
+/// Records everything; refuses subscriptions to filters in `refuse`.
+#[derive(Default)]
+struct Rec {
+    routes: Vec<R>,
+    events: Vec<(EventKind, Value)>,
+    counts: Vec<Counter>,
+    refuse: Vec<&'static str>,
+    listed: Vec<&'static str>,
+}
+
+impl Output for Rec {
+    fn route(&mut self, route: Route<'_>) -> Routed {
+        let r = match route {
+            Route::Connect(c) => R::Connect(
+                c.client_id.to_owned(),
+                c.username.map(str::to_owned),
+                c.assigned_id,
+            ),
+            Route::Publish(p) => {
+                R::Publish(p.topic.to_owned(), p.payload.to_vec(), p.qos, p.is_will)
+            }
+            Route::Subscribe { filter, qos } => {
+                if self.refuse.contains(&filter) {
+                    return Routed::Refused;
+                }
+                R::Subscribe(filter.to_owned(), qos)
+            }
+            Route::Unsubscribe { filter } => R::Unsubscribe(filter.to_owned()),
+            Route::Acked { pkid, ack } => R::Acked(pkid, ack),
+            Route::End {
+                clean_session,
+                cause,
+            } => R::End(clean_session, cause),
+        };
+        self.routes.push(r);
+        Routed::Accepted
+    }
+
+    fn event(&mut self, event: &Event<'_>) {
+        let options = EncodeOptions::default();
+        let mut buf = vec![0u8; encoded_len_bound(event, &options)];
+        let n = encode(event, &options, &mut buf).expect("fits its bound");
+        let mut value: Value = serde_json::from_slice(&buf[..n]).expect("valid JSON");
+        value.as_object_mut().expect("an object").remove("ts");
+        self.events.push((event.kind(), value));
+    }
+
+    fn count(&mut self, counter: Counter) {
+        if counter != Counter::PacketIn {
+            self.counts.push(counter);
+        }
+    }
+
+    fn is_system_subscriber(&self, client_id: &str, _username: Option<&str>) -> bool {
+        self.listed.contains(&client_id)
+    }
+}
+
+impl Rec {
+    fn kinds(&self) -> Vec<EventKind> {
+        self.events.iter().map(|(kind, _)| *kind).collect()
+    }
+}
+
+/// A connection under test, with its input buffer and everything it sent.
+struct Client {
+    conn: Conn,
+    out: Rec,
+    rx: Vec<u8>,
+    sent: Vec<u8>,
+    now: u64,
+}
+
+impl Client {
+    fn new(peer: Peer<'_>) -> Self {
+        Self::with_config(ServerConfig::default(), peer)
+    }
+
+    fn with_config(config: ServerConfig, peer: Peer<'_>) -> Self {
+        Client {
+            conn: Connection::new(
+                config,
+                FixedAckStore::new(),
+                FixedSessionStore::new(),
+                peer,
+                T0,
+                0x2a,
+            ),
+            out: Rec::default(),
+            rx: Vec::new(),
+            sent: Vec::new(),
+            now: T0,
+        }
+    }
+
+    /// Feeds `bytes` and returns what the connection sent in answer.
+    fn send(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.rx.extend_from_slice(bytes);
+        let mut tx = [0u8; 1024];
+        let p = self
+            .conn
+            .handle_input(self.now, &self.rx, &mut tx, &mut self.out);
+        self.rx.drain(..p.consumed);
+        self.sent.extend_from_slice(&tx[..p.written]);
+        tx[..p.written].to_vec()
+    }
+
+    fn answer(&mut self, answer: ConnectAnswer) -> Vec<u8> {
+        let mut tx = [0u8; 1024];
+        let p = self
+            .conn
+            .handle_connect_answer(self.now, answer, &self.rx, &mut tx, &mut self.out);
+        self.rx.drain(..p.consumed);
+        self.sent.extend_from_slice(&tx[..p.written]);
+        tx[..p.written].to_vec()
+    }
+
+    fn deliver(&mut self, delivery: Delivery<'_>) -> Vec<u8> {
+        let mut tx = [0u8; 1024];
+        let d = self
+            .conn
+            .handle_delivery(delivery, &mut tx, &mut self.out)
+            .expect("delivered");
+        tx[..d.written].to_vec()
+    }
+
+    fn close(&mut self, cause: CloseCause) {
+        let mut tx = [0u8; 64];
+        self.conn
+            .handle_close(self.now, cause, &mut tx, &mut self.out);
+    }
+
+    /// CONNECT with `id` accepted, CONNACK checked; the routes and events so far cleared.
+    fn connected(peer: Peer<'_>, connect: &Connect<'static>) -> Self {
+        let mut client = Client::new(peer);
+        assert_eq!(client.send(&encoded(*connect)), NOTHING);
+        assert!(client.conn.is_authorizing());
+        assert_eq!(client.answer(ConnectAnswer::accept(false)), [0x20, 2, 0, 0]);
+        assert!(client.conn.is_connected());
+        client.out.routes.clear();
+        client.out.events.clear();
+        client
+    }
+}
+
+fn encoded(packet: impl Into<Packet<'static>> + Copy) -> Vec<u8> {
+    let packet: Packet<'_> = packet.into();
+    let mut buf = vec![0u8; packet.encoded_len().expect("encodable")];
+    packet.encode(&mut buf).expect("encodes");
+    buf
+}
+
+fn connect(client_id: &'static str) -> Connect<'static> {
+    Connect {
+        protocol_level: 4,
+        client_id,
+        clean_session: true,
+        keep_alive: 30,
+        username: None,
+        password: None,
+        will: None,
+    }
+}
+
+const REMOTE: Peer<'static> = Peer {
+    addr: Some("192.0.2.7:50312"),
+    is_loopback: false,
+};
+
+const LOCAL: Peer<'static> = Peer {
+    addr: Some("127.0.0.1:40000"),
+    is_loopback: true,
+};
+
+fn publish(topic: &'static str, qos: QoS, pkid: Option<u16>, payload: &'static [u8]) -> Vec<u8> {
+    encoded(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic,
+        pkid,
+        payload,
+    })
+}
+
+fn subscribe(pkid: u16, filters: &'static [(&'static str, QoS)]) -> Vec<u8> {
+    encoded(Subscribe {
+        pkid,
+        filters: crate::codec::SubscribeFilters::from_slice(filters),
+    })
+}
+
+fn suback(pkid: u16, codes: &'static [SubAckCode]) -> Vec<u8> {
+    encoded(SubAck {
+        pkid,
+        codes: SubAckCodes::from_slice(codes),
+    })
+}
+
+#[test]
+fn an_accepted_connect_gets_connack_and_its_connected_event() {
+    let mut client = Client::new(REMOTE);
+    let mut c = connect("sensor-7");
+    c.username = Some("alice");
+    c.password = Some(b"secret");
+    assert_eq!(client.send(&encoded(c)), NOTHING);
+    assert_eq!(
+        client.out.routes,
+        [R::Connect("sensor-7".into(), Some("alice".into()), false)]
+    );
+    assert!(client.out.events.is_empty(), "no event before the answer");
+    assert_eq!(client.answer(ConnectAnswer::accept(false)), [0x20, 2, 0, 0]);
+    assert_eq!(client.conn.client_id(), "sensor-7");
+    assert_eq!(
+        client.out.events,
+        [(
+            EventKind::Connected,
+            json!({"client_id":"sensor-7","username":"alice","proto_ver":4,"keepalive":30,
+                   "clean_session":true,"peer":"192.0.2.7:50312"})
+        )]
+    );
+}
+
+#[test]
+fn session_present_only_for_a_persistent_session_the_router_kept() {
+    for (clean, router_has, expected) in [(false, true, 1), (false, false, 0), (true, true, 0)] {
+        let mut client = Client::new(REMOTE);
+        let mut c = connect("p");
+        c.clean_session = clean;
+        client.send(&encoded(c));
+        assert_eq!(
+            client.answer(ConnectAnswer::accept(router_has)),
+            [0x20, 2, expected, 0]
+        );
+    }
+}
+
+#[test]
+fn engine_refusals_answer_connack_with_their_code_and_emit_nothing() {
+    let will = |topic: &'static str, message: &'static [u8]| LastWill {
+        topic,
+        message,
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    let cases: [(Connect<'static>, u8, ReasonCode); 5] = [
+        (
+            Connect {
+                protocol_level: 5,
+                ..connect("v5")
+            },
+            0x01,
+            ReasonCode::UnsupportedProtocolVersion,
+        ),
+        (
+            connect("broker"),
+            0x02,
+            ReasonCode::ClientIdentifierNotValid,
+        ),
+        (
+            Connect {
+                clean_session: false,
+                ..connect("")
+            },
+            0x02,
+            ReasonCode::ClientIdentifierNotValid,
+        ),
+        (
+            Connect {
+                will: Some(will("SYSTEM/presence/connected", b"x")),
+                ..connect("w")
+            },
+            0x05,
+            ReasonCode::NotAuthorized,
+        ),
+        (
+            Connect {
+                will: Some(will("w", &[0; 100])),
+                ..connect("big-will")
+            },
+            0x03,
+            ReasonCode::ServerUnavailable,
+        ),
+    ];
+    for (c, code, reason) in cases {
+        let mut client = Client::new(REMOTE);
+        assert_eq!(client.send(&encoded(c)), [0x20, 2, 0, code], "{c:?}");
+        assert!(client.conn.is_closed());
+        assert!(client.out.routes.is_empty(), "the driver is not asked");
+        assert!(client.out.events.is_empty());
+        assert_eq!(client.out.counts, [Counter::ConnectRefused(reason)]);
+    }
+}
+
+#[test]
+fn driver_refusals_map_to_v3_return_codes() {
+    for (reason, code) in [
+        (ReasonCode::BadUserNameOrPassword, 0x04),
+        (ReasonCode::NotAuthorized, 0x05),
+        (ReasonCode::ServerBusy, 0x03),
+    ] {
+        let mut client = Client::new(REMOTE);
+        let mut c = connect("w");
+        c.will = Some(LastWill {
+            topic: "w",
+            message: b"x",
+            qos: QoS::AtMostOnce,
+            retain: false,
+        });
+        client.send(&encoded(c));
+        assert_eq!(
+            client.answer(ConnectAnswer::Refuse(reason)),
+            [0x20, 2, 0, code]
+        );
+        assert!(client.conn.is_closed());
+        assert!(client.out.events.is_empty());
+        assert_eq!(client.conn.store().will(), None, "the will is dropped");
+    }
+}
+
+#[test]
+fn an_empty_id_gets_the_assigned_one() {
+    let mut client = Client::new(REMOTE);
+    client.send(&encoded(connect("")));
+    assert_eq!(
+        client.out.routes,
+        [R::Connect("auto-000000000000002a".into(), None, true)]
+    );
+    client.answer(ConnectAnswer::accept(false));
+    assert_eq!(client.conn.client_id(), "auto-000000000000002a");
+    assert_eq!(client.out.events[0].1["client_id"], "auto-000000000000002a");
+}
+
+#[test]
+fn the_first_packet_must_be_connect() {
+    let mut client = Client::new(REMOTE);
+    assert_eq!(client.send(&[0xC0, 0]), NOTHING);
+    assert!(client.conn.is_closed());
+    assert_eq!(client.out.counts, [Counter::ProtocolError]);
+    assert!(client.out.events.is_empty());
+}
+
+#[test]
+fn connect_timeout_closes_a_silent_connection() {
+    let mut client = Client::new(REMOTE);
+    let deadline = client.conn.poll_timeout().expect("a deadline");
+    assert_eq!(deadline, T0 + 10_000);
+    let mut tx = [0u8; 16];
+    client
+        .conn
+        .handle_timeout(deadline - 1, &mut tx, &mut client.out);
+    assert!(!client.conn.is_closed());
+    client
+        .conn
+        .handle_timeout(deadline, &mut tx, &mut client.out);
+    assert!(client.conn.is_closed());
+    assert_eq!(client.out.counts, [Counter::ConnectTimeout]);
+}
+
+#[test]
+fn keep_alive_counts_from_the_last_input() {
+    let mut client = Client::connected(REMOTE, &connect("k"));
+    assert_eq!(client.conn.poll_timeout(), Some(T0 + 45_000));
+    client.now = T0 + 40_000;
+    assert_eq!(client.send(&[0xC0, 0]), [0xD0, 0]);
+    let deadline = client.conn.poll_timeout().expect("a deadline");
+    assert_eq!(deadline, T0 + 85_000);
+    let mut tx = [0u8; 16];
+    client
+        .conn
+        .handle_timeout(deadline, &mut tx, &mut client.out);
+    assert!(client.conn.is_closed());
+    assert_eq!(client.out.counts, [Counter::KeepAliveTimeout]);
+    assert_eq!(client.out.events[0].1["reason"], "keepalive_timeout");
+    assert_eq!(
+        client.out.routes,
+        [R::End(true, CloseCause::KeepAliveTimeout)]
+    );
+    // Keep-alive 0 turns it off (section 3.1.2.10).
+    let client = Client::connected(
+        REMOTE,
+        &Connect {
+            keep_alive: 0,
+            ..connect("k0")
+        },
+    );
+    assert_eq!(client.conn.poll_timeout(), None);
+}
+
+#[test]
+fn publishes_are_routed_acknowledged_and_reported() {
+    let mut client = Client::connected(REMOTE, &connect("pub"));
+    assert_eq!(
+        client.send(&publish("a/b", QoS::AtMostOnce, None, b"0")),
+        NOTHING
+    );
+    assert_eq!(
+        client.send(&publish("a/b", QoS::AtLeastOnce, Some(7), b"1")),
+        [0x40, 2, 0, 7]
+    );
+    assert_eq!(
+        client.send(&publish("a/b", QoS::ExactlyOnce, Some(8), b"2")),
+        [0x50, 2, 0, 8]
+    );
+    // A resent QoS 2 publish before PUBREL is acknowledged, not routed again (section 4.3.3).
+    assert_eq!(
+        client.send(&publish("a/b", QoS::ExactlyOnce, Some(8), b"2")),
+        [0x50, 2, 0, 8]
+    );
+    assert_eq!(client.send(&[0x62, 2, 0, 8]), [0x70, 2, 0, 8]);
+    assert_eq!(client.conn.store().inbound_qos2_count(), 0);
+    assert_eq!(
+        client.out.routes,
+        [
+            R::Publish("a/b".into(), b"0".to_vec(), QoS::AtMostOnce, false),
+            R::Publish("a/b".into(), b"1".to_vec(), QoS::AtLeastOnce, false),
+            R::Publish("a/b".into(), b"2".to_vec(), QoS::ExactlyOnce, false),
+        ]
+    );
+    assert_eq!(client.out.kinds(), [EventKind::Message; 3]);
+    assert_eq!(
+        client.out.events[1].1,
+        json!({"pub_client_id":"pub","topic":"a/b","payload":"1","payload_len":1,"qos":1,"retain":false})
+    );
+}
+
+#[test]
+fn a_publish_on_a_system_topic_is_dropped_and_the_client_stays() {
+    let mut client = Client::connected(LOCAL, &connect("intruder"));
+    assert_eq!(
+        client.send(&publish("SYSTEM/message", QoS::AtLeastOnce, Some(3), b"x")),
+        [0x40, 2, 0, 3]
+    );
+    assert!(client.out.routes.is_empty());
+    assert!(client.out.events.is_empty());
+    assert_eq!(client.out.counts, [Counter::PublishDenied]);
+    assert!(client.conn.is_connected());
+}
+
+#[test]
+fn too_many_unreleased_qos2_publishes_close_the_connection() {
+    let mut client = Client::connected(REMOTE, &connect("q2"));
+    client.send(&publish("t", QoS::ExactlyOnce, Some(1), b""));
+    client.send(&publish("t", QoS::ExactlyOnce, Some(2), b""));
+    // The store holds 2 (and the default limit is higher): the third closes.
+    assert_eq!(
+        client.send(&publish("t", QoS::ExactlyOnce, Some(3), b"")),
+        NOTHING
+    );
+    assert!(client.conn.is_closed());
+    assert_eq!(client.out.counts, [Counter::QuotaExceeded]);
+    let (kind, last) = client.out.events.last().expect("disconnected").clone();
+    assert_eq!(kind, EventKind::Disconnected);
+    assert_eq!(last["reason"], "protocol_error");
+}
+
+#[test]
+fn subscribe_grants_caps_and_refuses_per_filter() {
+    let mut config = ServerConfig::default();
+    config.limits.max_qos = QoS::AtLeastOnce;
+    config.limits.max_subscriptions = 3;
+    let mut client = Client::with_config(config, REMOTE);
+    client.send(&encoded(connect("s")));
+    client.answer(ConnectAnswer::accept(false));
+    client.out.events.clear();
+    client.out.routes.clear();
+    client.out.refuse = vec!["refused/#"];
+    let answer = client.send(&subscribe(
+        9,
+        &[
+            ("a/#", QoS::ExactlyOnce),
+            ("SYSTEM/#", QoS::AtMostOnce),
+            ("refused/#", QoS::AtMostOnce),
+            ("b", QoS::AtMostOnce),
+            ("c", QoS::AtMostOnce),
+            ("d", QoS::AtMostOnce),
+        ],
+    ));
+    assert_eq!(
+        answer,
+        suback(
+            9,
+            &[
+                SubAckCode::Success(QoS::AtLeastOnce),
+                SubAckCode::Failure,
+                SubAckCode::Failure,
+                SubAckCode::Success(QoS::AtMostOnce),
+                SubAckCode::Success(QoS::AtMostOnce),
+                SubAckCode::Failure,
+            ]
+        )
+    );
+    assert_eq!(
+        client.out.counts,
+        [
+            Counter::SubscriptionDenied,
+            Counter::SubscriptionRefused,
+            Counter::SubscriptionRefused
+        ]
+    );
+    assert_eq!(
+        client.out.routes,
+        [
+            R::Subscribe("a/#".into(), QoS::AtLeastOnce),
+            R::Subscribe("b".into(), QoS::AtMostOnce),
+            R::Subscribe("c".into(), QoS::AtMostOnce),
+        ]
+    );
+    assert_eq!(client.out.kinds(), [EventKind::Subscribed; 3]);
+    assert_eq!(
+        client.out.events[0].1,
+        json!({"client_id":"s","topic":"a/#","qos":1})
+    );
+    assert_eq!(client.conn.store().subscription_count(), 3);
+    // A filter held already is updated, not counted again.
+    assert_eq!(
+        client.send(&subscribe(10, &[("b", QoS::AtLeastOnce)])),
+        suback(10, &[SubAckCode::Success(QoS::AtLeastOnce)])
+    );
+}
+
+#[test]
+fn system_filters_need_loopback_or_a_listing() {
+    let filters: &[(&str, QoS)] = &[("SYSTEM/#", QoS::AtMostOnce), ("#", QoS::AtMostOnce)];
+    let granted = suback(
+        1,
+        &[
+            SubAckCode::Success(QoS::AtMostOnce),
+            SubAckCode::Success(QoS::AtMostOnce),
+        ],
+    );
+    let mut local = Client::connected(LOCAL, &connect("mon"));
+    assert_eq!(local.send(&subscribe(1, filters)), granted);
+
+    let mut client = Client::new(REMOTE);
+    client.out.listed = vec!["listed"];
+    client.send(&encoded(connect("listed")));
+    client.answer(ConnectAnswer::accept(false));
+    assert_eq!(client.send(&subscribe(1, filters)), granted);
+
+    let config = ServerConfig {
+        loopback_may_subscribe_system: false,
+        ..ServerConfig::default()
+    };
+    let mut client = Client::with_config(config, LOCAL);
+    client.send(&encoded(connect("local")));
+    client.answer(ConnectAnswer::accept(false));
+    assert_eq!(
+        client.send(&subscribe(1, filters)),
+        suback(1, &[SubAckCode::Failure, SubAckCode::Failure])
+    );
+}
+
+#[test]
+fn unsubscribe_reports_only_filters_that_were_held() {
+    let mut client = Client::connected(REMOTE, &connect("u"));
+    client.send(&subscribe(1, &[("a", QoS::AtMostOnce)]));
+    client.out.routes.clear();
+    client.out.events.clear();
+    let unsubscribe = encoded(Unsubscribe {
+        pkid: 2,
+        filters: crate::codec::UnsubscribeFilters::from_slice(&["a", "never"]),
+    });
+    assert_eq!(client.send(&unsubscribe), [0xB0, 2, 0, 2]);
+    assert_eq!(client.out.routes, [R::Unsubscribe("a".into())]);
+    assert_eq!(
+        client.out.events,
+        [(
+            EventKind::Unsubscribed,
+            json!({"client_id":"u","topic":"a"})
+        )]
+    );
+}
+
+#[test]
+fn deliveries_go_at_the_lower_qos_and_acks_become_msgack() {
+    let mut client = Client::connected(REMOTE, &connect("dev"));
+    let delivery = Delivery {
+        topic: "cmd/dev",
+        payload: ENVELOPE,
+        qos: QoS::ExactlyOnce,
+        subscription_qos: QoS::AtLeastOnce,
+        retain: false,
+        dup: false,
+        pkid: None,
+        publisher: Some("ctl"),
+    };
+    let bytes = client.deliver(delivery);
+    assert_eq!(
+        bytes,
+        publish("cmd/dev", QoS::AtLeastOnce, Some(1), ENVELOPE),
+        "QoS 1 with the engine's first packet id"
+    );
+    let bytes = client.deliver(Delivery {
+        pkid: Some(77),
+        subscription_qos: QoS::ExactlyOnce,
+        ..delivery
+    });
+    assert_eq!(
+        bytes,
+        publish("cmd/dev", QoS::ExactlyOnce, Some(77), ENVELOPE)
+    );
+    assert_eq!(client.send(&[0x40, 2, 0, 1]), NOTHING);
+    assert_eq!(client.send(&[0x50, 2, 0, 77]), [0x62, 2, 0, 77]);
+    assert_eq!(client.send(&[0x70, 2, 0, 77]), NOTHING);
+    assert_eq!(
+        client.out.routes,
+        [
+            R::Acked(1, Ack::PubAck),
+            R::Acked(77, Ack::PubRec),
+            R::Acked(77, Ack::PubComp)
+        ]
+    );
+    assert_eq!(client.out.kinds(), [EventKind::MsgAck; 2]);
+    assert_eq!(
+        client.out.events[0].1,
+        json!({"pub_client_id":"ctl","ack_client_id":"dev","product_id":"p1",
+               "message_id":"m42","topic":"cmd/dev","qos":1})
+    );
+    // QoS 0 needs no packet id; nothing is sent before CONNECT or after close.
+    let bytes = client.deliver(Delivery {
+        qos: QoS::AtMostOnce,
+        ..delivery
+    });
+    assert_eq!(bytes, publish("cmd/dev", QoS::AtMostOnce, None, ENVELOPE));
+    client.close(CloseCause::TransportClosed);
+    let mut tx = [0u8; 256];
+    assert_eq!(
+        client
+            .conn
+            .handle_delivery(delivery, &mut tx, &mut client.out),
+        Err(DeliveryError::NotConnected)
+    );
+}
+
+#[test]
+fn a_delivery_without_room_says_how_much_it_needs() {
+    let mut client = Client::connected(REMOTE, &connect("small"));
+    let mut tx = [0u8; 8];
+    let result = client.conn.handle_delivery(
+        Delivery {
+            topic: "t",
+            payload: b"0123456789",
+            qos: QoS::AtMostOnce,
+            subscription_qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            pkid: None,
+            publisher: None,
+        },
+        &mut tx,
+        &mut client.out,
+    );
+    assert_eq!(result, Err(DeliveryError::NoRoom { needed: 15 }));
+}
+
+#[test]
+fn the_will_is_published_unless_the_client_said_goodbye() {
+    let will = Connect {
+        will: Some(LastWill {
+            topic: "status/w",
+            message: b"offline",
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        }),
+        clean_session: false,
+        ..connect("w")
+    };
+    for (cause, published) in [
+        (CloseCause::TransportClosed, true),
+        (CloseCause::KeepAliveTimeout, true),
+        (CloseCause::TakenOver, true),
+        (CloseCause::ClientDisconnect, false),
+        (CloseCause::ServerShutdown, false),
+    ] {
+        let mut client = Client::connected(REMOTE, &will);
+        client.close(cause);
+        let mut expected = Vec::new();
+        if published {
+            expected.push(R::Publish(
+                "status/w".into(),
+                b"offline".to_vec(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        expected.push(R::End(false, cause));
+        assert_eq!(client.out.routes, expected, "{cause:?}");
+        let mut kinds = Vec::new();
+        if published {
+            kinds.push(EventKind::Message);
+        }
+        kinds.push(EventKind::Disconnected);
+        assert_eq!(client.out.kinds(), kinds, "{cause:?}");
+        let (_, last) = client.out.events.last().expect("disconnected").clone();
+        assert_eq!(last["reason"], cause.reason().as_str());
+        // Closing again does nothing.
+        client.close(CloseCause::TransportClosed);
+        assert_eq!(client.out.kinds().len(), kinds.len());
+    }
+}
+
+#[test]
+fn disconnect_closes_normally() {
+    let mut client = Client::connected(REMOTE, &connect("bye"));
+    assert_eq!(client.send(&[0xE0, 0, 0xC0, 0]), NOTHING);
+    assert!(client.conn.is_closed());
+    assert_eq!(client.out.events[0].1["reason"], "normal");
+    assert_eq!(
+        client.out.routes,
+        [R::End(true, CloseCause::ClientDisconnect)]
+    );
+}
+
+#[test]
+fn bad_bytes_close_with_the_right_reason() {
+    // A second CONNECT, a server-only packet, a malformed header, an oversized packet.
+    let mut config = ServerConfig::default();
+    config.limits.max_packet_size = 64;
+    for (bytes, reason, counter) in [
+        (
+            encoded(connect("again")),
+            "protocol_error",
+            Counter::ProtocolError,
+        ),
+        (
+            vec![0x20, 2, 0, 0],
+            "protocol_error",
+            Counter::ProtocolError,
+        ),
+        (vec![0xF0, 0], "protocol_error", Counter::ProtocolError),
+        (
+            vec![0x30, 0xFF, 0x01],
+            "packet_too_large",
+            Counter::PacketTooLarge,
+        ),
+    ] {
+        let mut client = Client::with_config(config.clone(), REMOTE);
+        client.send(&encoded(connect("bad")));
+        client.answer(ConnectAnswer::accept(false));
+        client.out.events.clear();
+        client.send(&bytes);
+        assert!(client.conn.is_closed(), "{bytes:?}");
+        assert_eq!(client.out.counts, [counter]);
+        assert_eq!(
+            client.out.events,
+            [(
+                EventKind::Disconnected,
+                json!({"client_id":"bad","reason":reason,"connected_at":T0})
+            )]
+        );
+    }
+}
+
+#[test]
+fn packets_may_arrive_in_pieces_and_together_with_the_connect() {
+    let mut client = Client::new(REMOTE);
+    let mut stream = encoded(connect("pieces"));
+    stream.extend_from_slice(&publish("a", QoS::AtLeastOnce, Some(5), b"xyz"));
+    stream.extend_from_slice(&[0xC0, 0]);
+    for byte in &stream {
+        client.send(&[*byte]);
+    }
+    assert!(client.conn.is_authorizing());
+    assert_eq!(
+        client.answer(ConnectAnswer::accept(false)),
+        [0x20, 2, 0, 0, 0x40, 2, 0, 5, 0xD0, 0]
+    );
+    assert!(client.rx.is_empty());
+}
+
+#[test]
+fn a_full_transmit_buffer_stops_decoding() {
+    let mut client = Client::connected(REMOTE, &connect("slow"));
+    let room = client.conn.answer_room();
+    client.rx.extend_from_slice(&[0xC0, 0, 0xC0, 0]);
+    let mut tx = vec![0u8; room + 1];
+    let p = client
+        .conn
+        .handle_input(T0, &client.rx, &mut tx, &mut client.out);
+    assert_eq!(
+        p,
+        Progress {
+            consumed: 2,
+            written: 2
+        }
+    );
+    assert!(client.conn.is_blocked());
+    client.rx.drain(..2);
+    let p = client
+        .conn
+        .handle_input(T0, &client.rx, &mut tx, &mut client.out);
+    assert_eq!(
+        p,
+        Progress {
+            consumed: 2,
+            written: 2
+        }
+    );
+    assert!(!client.conn.is_blocked());
+}
+
+#[test]
+fn suback_frames_match_the_codec() {
+    for count in [1, 125, 126, 127, 200] {
+        let codes = vec![SubAckCode::Failure; count];
+        let packet = Packet::SubAck(SubAck {
+            pkid: 0x1234,
+            codes: SubAckCodes::from_slice(&codes),
+        });
+        let mut expected = vec![0u8; packet.encoded_len().expect("encodable")];
+        packet.encode(&mut expected).expect("encodes");
+        assert_eq!(suback_len(count), expected.len(), "{count}");
+        let mut tx = vec![0u8; 300];
+        let (header, out) = suback_frame(&mut tx, 0x1234, count).expect("room");
+        out[..count].fill(0x80);
+        assert_eq!(tx[..header + count], expected[..], "{count}");
+    }
+}
