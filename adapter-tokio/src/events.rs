@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::config::{EventsConfig, PayloadMode};
-use crate::connection::QOS_MARKER_BASE;
 use crate::interest::Interest;
 use crate::kafka::KafkaQueue;
 use crate::metrics::Metrics;
+use crate::qos_marker::QOS_MARKER_BASE;
 use crate::tap::UpstreamQueue;
 
 /// One encoded event on its way to the sinks.
@@ -226,7 +226,7 @@ impl MqttSink {
         let i = record.kind as usize;
         let publish = Publish::new(self.topics[i].clone(), record.json.clone(), false);
         // The router delivers at the subscription's QoS; the marker carries the event's QoS so
-        // that the front delivers at the lower of the two (see `connection`).
+        // that the front delivers at the lower of the two (see `qos_marker`).
         let properties = PublishProperties {
             payload_format_indicator: Some(QOS_MARKER_BASE + self.qos[i].as_u8()),
             ..PublishProperties::default()

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod priority;
+pub mod qos_marker;
 pub mod sequencer;
 pub mod tap;
 pub mod tls;
