@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use activity_core::QoS;
 use activity_core::event::{self, EncodeOptions, Event, EventKind};
 use activity_core::system::SystemTopics;
+use activity_core::tracker::{EventKinds, TrackerConfig};
 use bytes::Bytes;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
@@ -72,6 +73,24 @@ pub struct EventSender {
 /// What [`channel`] returns to the sink side.
 pub struct EventReceiver {
     rx: mpsc::Receiver<Item>,
+}
+
+/// Builds the trackers' configuration (the system topics, the enabled event kinds) from the
+/// `[events]` table.
+pub(crate) fn tracker_config(config: &EventsConfig) -> anyhow::Result<TrackerConfig> {
+    let topics =
+        SystemTopics::new(&config.prefix).map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?;
+    if config.prefix.starts_with('$') {
+        // rumqttd's router refuses subscriptions to `$` filters: nobody could read the events.
+        anyhow::bail!("events.prefix: a prefix starting with `$` cannot be subscribed to here");
+    }
+    let mut enabled = EventKinds::NONE;
+    for kind in EventKind::ALL {
+        if config.kind(kind).enabled {
+            enabled = enabled.with(kind);
+        }
+    }
+    Ok(TrackerConfig { topics, enabled })
 }
 
 /// A bounded event queue of `config.queue_capacity` events.

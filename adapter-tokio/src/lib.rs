@@ -18,6 +18,7 @@ pub mod events;
 pub mod interest;
 pub mod kafka;
 pub mod limits;
+mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod priority;
