@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
-use crate::events::{self, Dispatcher, EventSender, MqttSink};
+use crate::events::{self, Dispatcher, EventSender, MqttSink, SinkQueue};
 use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
@@ -122,11 +122,11 @@ impl Broker {
         } else {
             (None, None)
         };
-        let dispatcher = Dispatcher {
-            mqtt,
-            upstream: None,
-            kafka: kafka_queue,
-        };
+        let mut queues: Vec<Box<dyn SinkQueue>> = Vec::new();
+        if let Some(queue) = kafka_queue {
+            queues.push(Box::new(queue));
+        }
+        let dispatcher = Dispatcher { mqtt, queues };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
 
         let shared = Arc::new(Shared {

@@ -24,10 +24,8 @@ use tracing::{debug, warn};
 
 use crate::config::{EventsConfig, PayloadMode};
 use crate::interest::Interest;
-use crate::kafka::KafkaQueue;
 use crate::metrics::Metrics;
 use crate::qos_marker::QOS_MARKER_BASE;
-use crate::tap::UpstreamQueue;
 
 /// One encoded event on its way to the sinks.
 #[derive(Clone, Debug)]
@@ -281,15 +279,26 @@ impl MqttSink {
     }
 }
 
-/// Drains the event queue and fans every event out to the sinks: the Kafka sink's buffer
-/// first (it never waits), then the MQTT sink.
+/// The bounded buffer in front of a sink that the [`Dispatcher`] hands every event to: the
+/// Kafka sink's ([`KafkaQueue`](crate::kafka::KafkaQueue)) or the tap's upstream publisher's
+/// ([`UpstreamQueue`](crate::tap::UpstreamQueue)).
+///
+/// The sinks implement it, so that this module names none of them.
+pub trait SinkQueue: Send {
+    /// Takes `record` without waiting; when the buffer is full an event is dropped (which one
+    /// is the sink's policy) and the drop is counted.
+    fn offer(&self, record: EventRecord);
+}
+
+/// Drains the event queue and fans every event out to the sinks: the queues that never wait
+/// first (the Kafka sink's buffer, the tap's upstream publisher), then the MQTT sink.
 pub struct Dispatcher {
     /// The MQTT sink, when `sinks` has `"mqtt"` (embedded mode).
     pub mqtt: Option<MqttSink>,
-    /// The upstream broker's event publisher, when `sinks` has `"mqtt"` in tap mode.
-    pub upstream: Option<UpstreamQueue>,
-    /// The Kafka sink's buffer, when `sinks` has `"kafka"`.
-    pub kafka: Option<KafkaQueue>,
+    /// The queues offered every event, in this order: the Kafka sink's buffer when `sinks` has
+    /// `"kafka"`, then the upstream broker's event publisher when `sinks` has `"mqtt"` in tap
+    /// mode.
+    pub queues: Vec<Box<dyn SinkQueue>>,
 }
 
 impl Dispatcher {
@@ -308,11 +317,8 @@ impl Dispatcher {
             for item in batch.drain(..) {
                 match item {
                     Item::Event(record) => {
-                        if let Some(kafka) = &self.kafka {
-                            kafka.offer(record.clone());
-                        }
-                        if let Some(upstream) = &self.upstream {
-                            upstream.offer(record.clone());
+                        for queue in &self.queues {
+                            queue.offer(record.clone());
                         }
                         records.push(record);
                     }
