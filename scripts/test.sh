@@ -6,13 +6,15 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v arm-none-eabi-size >/dev/null || need_apt+=(binutils-arm-none-eabi)
 # `ip` sets up the TAP device of the embassy gateway's network-namespace tests.
 command -v ip >/dev/null || need_apt+=(iproute2)
+# `python3` runs scripts/check-imports.py (standard library only).
+command -v python3 >/dev/null || need_apt+=(python3)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -31,6 +33,8 @@ command -v tansu >/dev/null || cargo install --locked tansu --version 0.6.0 --fe
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No import cycles between adapter-tokio's top-level modules (issue 15).
+python3 scripts/check-imports.py adapter-tokio/src
 
 step "activity-core builds for Cortex-M (no_std, no allocator), with and without defmt"
 cargo build --locked -p activity-core --target thumbv7em-none-eabihf

@@ -179,6 +179,7 @@ fn dummy_hash(like: Option<&PasswordHashString>) -> anyhow::Result<PasswordHashS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, EXAMPLE_CONFIG};
 
     /// One user, `alice`, with password `secret`.
     fn users() -> Vec<UserConfig> {
@@ -261,6 +262,12 @@ mod tests {
             };
             assert_eq!(outcome, expected);
         }
+    }
+
+    #[test]
+    fn example_config_users_build_an_authenticator() {
+        let config = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
+        Authenticator::new(&config.users, config.access.allow_anonymous).unwrap();
     }
 
     #[test]

@@ -591,7 +591,7 @@ mod tests {
     fn example_config_parses_and_validates() {
         let config = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
         assert_eq!(config.users.len(), 1);
-        crate::auth::Authenticator::new(&config.users, config.access.allow_anonymous).unwrap();
+        config.validate().unwrap();
     }
 
     #[test]
@@ -818,7 +818,9 @@ mod tests {
 
     #[test]
     fn user_errors_name_the_index() {
-        let hash = crate::auth::hash_password("pw").unwrap();
+        // A valid argon2id PHC string (the example's), so that only the second user is wrong.
+        let example = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
+        let hash = &example.users[0].password_hash;
         let text = format!(
             "[[users]]\nusername = \"a\"\npassword_hash = \"{hash}\"\n\
              [[users]]\nusername = \"b\"\npassword_hash = \"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n"

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use activity_core::QoS;
 use activity_core::event::{self, EncodeOptions, Event, EventKind};
 use activity_core::system::SystemTopics;
+use activity_core::tracker::{EventKinds, TrackerConfig};
 use bytes::Bytes;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
@@ -22,11 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::config::{EventsConfig, PayloadMode};
-use crate::connection::QOS_MARKER_BASE;
 use crate::interest::Interest;
-use crate::kafka::KafkaQueue;
 use crate::metrics::Metrics;
-use crate::tap::UpstreamQueue;
+use crate::qos_marker::QOS_MARKER_BASE;
 
 /// One encoded event on its way to the sinks.
 #[derive(Clone, Debug)]
@@ -72,6 +71,24 @@ pub struct EventSender {
 /// What [`channel`] returns to the sink side.
 pub struct EventReceiver {
     rx: mpsc::Receiver<Item>,
+}
+
+/// Builds the trackers' configuration (the system topics, the enabled event kinds) from the
+/// `[events]` table.
+pub(crate) fn tracker_config(config: &EventsConfig) -> anyhow::Result<TrackerConfig> {
+    let topics =
+        SystemTopics::new(&config.prefix).map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?;
+    if config.prefix.starts_with('$') {
+        // rumqttd's router refuses subscriptions to `$` filters: nobody could read the events.
+        anyhow::bail!("events.prefix: a prefix starting with `$` cannot be subscribed to here");
+    }
+    let mut enabled = EventKinds::NONE;
+    for kind in EventKind::ALL {
+        if config.kind(kind).enabled {
+            enabled = enabled.with(kind);
+        }
+    }
+    Ok(TrackerConfig { topics, enabled })
 }
 
 /// A bounded event queue of `config.queue_capacity` events.
@@ -226,7 +243,7 @@ impl MqttSink {
         let i = record.kind as usize;
         let publish = Publish::new(self.topics[i].clone(), record.json.clone(), false);
         // The router delivers at the subscription's QoS; the marker carries the event's QoS so
-        // that the front delivers at the lower of the two (see `connection`).
+        // that the front delivers at the lower of the two (see `qos_marker`).
         let properties = PublishProperties {
             payload_format_indicator: Some(QOS_MARKER_BASE + self.qos[i].as_u8()),
             ..PublishProperties::default()
@@ -262,15 +279,26 @@ impl MqttSink {
     }
 }
 
-/// Drains the event queue and fans every event out to the sinks: the Kafka sink's buffer
-/// first (it never waits), then the MQTT sink.
+/// The bounded buffer in front of a sink that the [`Dispatcher`] hands every event to: the
+/// Kafka sink's ([`KafkaQueue`](crate::kafka::KafkaQueue)) or the tap's upstream publisher's
+/// ([`UpstreamQueue`](crate::tap::UpstreamQueue)).
+///
+/// The sinks implement it, so that this module names none of them.
+pub trait SinkQueue: Send {
+    /// Takes `record` without waiting; when the buffer is full an event is dropped (which one
+    /// is the sink's policy) and the drop is counted.
+    fn offer(&self, record: EventRecord);
+}
+
+/// Drains the event queue and fans every event out to the sinks: the queues that never wait
+/// first (the Kafka sink's buffer, the tap's upstream publisher), then the MQTT sink.
 pub struct Dispatcher {
     /// The MQTT sink, when `sinks` has `"mqtt"` (embedded mode).
     pub mqtt: Option<MqttSink>,
-    /// The upstream broker's event publisher, when `sinks` has `"mqtt"` in tap mode.
-    pub upstream: Option<UpstreamQueue>,
-    /// The Kafka sink's buffer, when `sinks` has `"kafka"`.
-    pub kafka: Option<KafkaQueue>,
+    /// The queues offered every event, in this order: the Kafka sink's buffer when `sinks` has
+    /// `"kafka"`, then the upstream broker's event publisher when `sinks` has `"mqtt"` in tap
+    /// mode.
+    pub queues: Vec<Box<dyn SinkQueue>>,
 }
 
 impl Dispatcher {
@@ -289,11 +317,8 @@ impl Dispatcher {
             for item in batch.drain(..) {
                 match item {
                     Item::Event(record) => {
-                        if let Some(kafka) = &self.kafka {
-                            kafka.offer(record.clone());
-                        }
-                        if let Some(upstream) = &self.upstream {
-                            upstream.offer(record.clone());
+                        for queue in &self.queues {
+                            queue.offer(record.clone());
                         }
                         records.push(record);
                     }

@@ -52,6 +52,7 @@ use crate::config::Config;
 use crate::events::EventSender;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
+use crate::qos_marker::QOS_MARKER_BASE;
 use crate::sequencer::{AckSequencer, RouterAck};
 
 mod connect;
@@ -59,11 +60,6 @@ mod session;
 
 use connect::accept;
 pub(crate) use connect::{ConnectRules, apply_connect_rules, read_connect, refuse};
-
-/// Publishes enter the router at QoS 0; their real QoS travels in the (MQTT 5) payload format
-/// indicator property as `QOS_MARKER_BASE + qos`. v4 clients never see properties: the front
-/// strips them before writing.
-pub const QOS_MARKER_BASE: u8 = 0xA0;
 
 /// Most QoS 2 publishes from one client awaiting PUBREL; one more closes the connection as a
 /// protocol error (a client that never releases would otherwise grow this set).

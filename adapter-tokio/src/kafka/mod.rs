@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, DropPolicy, KafkaConfig};
-use crate::events::EventRecord;
+use crate::events::{EventRecord, SinkQueue};
 use crate::metrics::Metrics;
 use spool::Spool;
 
@@ -199,10 +199,10 @@ pub struct KafkaQueue {
     shared: Arc<Shared>,
 }
 
-impl KafkaQueue {
+impl SinkQueue for KafkaQueue {
     /// Buffers `record` for Kafka without waiting; when the buffer is full the drop policy
     /// decides which event goes, and the drop is counted.
-    pub fn offer(&self, record: EventRecord) {
+    fn offer(&self, record: EventRecord) {
         self.shared
             .metrics
             .kafka

@@ -26,11 +26,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
-use crate::broker::{Listeners, Serve, tracker_config};
 use crate::config::{Config, Sink};
 use crate::connection::Phase;
-use crate::events::{self, Dispatcher, EventSender};
+use crate::events::{self, Dispatcher, EventSender, SinkQueue};
 use crate::kafka::KafkaSink;
+use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
 
 pub mod publisher;
@@ -155,7 +155,7 @@ impl Tap {
             Upstream::new(&config)?.context("tap mode needs upstream.address (or --upstream)")?;
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
-        let tracker_config = tracker_config(&config)?;
+        let tracker_config = events::tracker_config(&config.events)?;
         let auth = Authenticator::new(&config.users, config.access.allow_anonymous)?;
         let tls = match &config.tls {
             Some(tls) => Some((tls.listen, crate::tls::acceptor(tls)?)),
@@ -181,11 +181,15 @@ impl Tap {
         } else {
             (None, None)
         };
-        let dispatcher = Dispatcher {
-            mqtt: None,
-            upstream: upstream_queue.clone(),
-            kafka: kafka_queue,
-        };
+        // The Kafka sink's buffer first, as in embedded mode.
+        let mut queues: Vec<Box<dyn SinkQueue>> = Vec::new();
+        if let Some(queue) = kafka_queue {
+            queues.push(Box::new(queue));
+        }
+        if let Some(queue) = &upstream_queue {
+            queues.push(Box::new(queue.clone()));
+        }
+        let dispatcher = Dispatcher { mqtt: None, queues };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
 
         let shared = Arc::new(TapShared {

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Config, MAX_PACKET_SIZE_LIMIT};
-use crate::events::EventRecord;
+use crate::events::{EventRecord, SinkQueue};
 use crate::metrics::Metrics;
 
 use super::upstream::{Upstream, UpstreamStream};
@@ -42,9 +42,9 @@ pub struct UpstreamQueue {
     metrics: Arc<Metrics>,
 }
 
-impl UpstreamQueue {
+impl SinkQueue for UpstreamQueue {
     /// Queues `record` for the upstream broker; drops and counts it when the queue is full.
-    pub fn offer(&self, record: EventRecord) {
+    fn offer(&self, record: EventRecord) {
         self.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.try_send(record).is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -57,7 +57,9 @@ impl UpstreamQueue {
             }
         }
     }
+}
 
+impl UpstreamQueue {
     /// Events queued or being written now (0 once everything offered is on the socket).
     pub fn pending(&self) -> u64 {
         self.pending.load(Ordering::Acquire)
