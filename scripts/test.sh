@@ -33,8 +33,10 @@ command -v tansu >/dev/null || cargo install --locked tansu --version 0.6.0 --fe
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# No import cycles between adapter-tokio's top-level modules (issue 15).
-python3 scripts/check-imports.py adapter-tokio/src
+# No import cycles between the top-level modules of any crate (issue 15).
+for src in activity-core/src adapter-tokio/src adapter-embassy/src tests/src bench/src; do
+  python3 scripts/check-imports.py "$src"
+done
 
 step "activity-core builds for Cortex-M (no_std, no allocator), with and without defmt"
 cargo build --locked -p activity-core --target thumbv7em-none-eabihf
