@@ -43,7 +43,8 @@
 //! use activity_core::acks::FixedAckStore;
 //! use activity_core::event::Event;
 //! use activity_core::server::{
-//!     ConnectAnswer, Connection, FixedSessionStore, Output, Peer, Route, Routed, ServerConfig,
+//!     ConnectAnswer, Connection, Delivery, FixedSessionStore, Output, Peer, Route, Routed,
+//!     ServerConfig,
 //! };
 //!
 //! /// A router that accepts everything, and counts the events.
@@ -59,8 +60,9 @@
 //!         }
 //!         Routed::Accepted
 //!     }
-//!     fn event(&mut self, _event: &Event<'_>) {
+//!     fn event(&mut self, _event: &Event<'_>) -> Option<Delivery<'_>> {
 //!         self.events += 1;
+//!         None
 //!     }
 //! }
 //!
@@ -261,6 +263,15 @@ pub enum Route<'a> {
 pub enum Routed {
     /// Done (or queued).
     Accepted,
+    /// A [`Route::Publish`] was delivered to the other subscribers, and a subscription of this
+    /// connection's own client matches it at `subscription_qos`: the engine delivers it to its
+    /// client. A router that cannot reach the connection that is publishing (the gateway's
+    /// table, which runs inside that connection's call) answers this, so that the delivery
+    /// goes out in order with the connection's answers and gets its packet id from the engine.
+    DeliverToSender {
+        /// The QoS of the matching subscription.
+        subscription_qos: QoS,
+    },
     /// The router could not take it (a full table, a closed link).
     Refused,
 }
@@ -292,14 +303,20 @@ pub enum Counter {
     SubscriptionDenied,
     /// A SUBSCRIBE filter was refused by a limit or the router (SUBACK 0x80).
     SubscriptionRefused,
+    /// A delivery to this connection's own client (see [`Routed::DeliverToSender`] and
+    /// [`Output::event`]) found no room in `tx`: it is dropped.
+    DeliveryDropped,
 }
 
 /// Where the engine's outputs go; implemented by the driver.
 pub trait Output {
     /// Carries out `route` (see [`Route`]).
     fn route(&mut self, route: Route<'_>) -> Routed;
-    /// Publishes an activity event wherever events go.
-    fn event(&mut self, event: &Event<'_>);
+    /// Publishes an activity event wherever events go. When the client of this connection
+    /// receives it too and the router cannot reach this connection during the call (see
+    /// [`Routed::DeliverToSender`]), returns that delivery (the event's topic and encoded
+    /// payload, which may borrow the output), and the engine sends it.
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>>;
     /// Counts `counter` once.
     fn count(&mut self, counter: Counter) {
         let _ = counter;
@@ -534,19 +551,20 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// Closes the connection if its deadline (see [`Connection::poll_timeout`]) has passed at
     /// `now`; returns the bytes written to `tx`.
     pub fn handle_timeout(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
+        let mut tx = Tx::new(tx);
         match (self.state, self.poll_timeout()) {
             (State::AwaitConnect, Some(deadline)) if now >= deadline => {
                 out.count(Counter::ConnectTimeout);
                 debug!("server: no CONNECT within the connect timeout");
                 self.state = State::Closed;
-                0
             }
             (State::Connected, Some(deadline)) if now >= deadline => {
                 out.count(Counter::KeepAliveTimeout);
-                self.close(now, CloseCause::KeepAliveTimeout, tx, out)
+                self.close(now, CloseCause::KeepAliveTimeout, &mut tx, out);
             }
-            _ => 0,
+            _ => {}
         }
+        tx.len
     }
 
     /// Ends the connection for `cause` (the transport closed, a takeover, a shutdown): the last
@@ -559,7 +577,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut [u8],
         out: &mut impl Output,
     ) -> usize {
-        self.close(now, cause, tx, out)
+        let mut tx = Tx::new(tx);
+        self.close(now, cause, &mut tx, out);
+        tx.len
     }
 
     /// Reads the packets at the front of `input` (every byte not consumed yet) and acts on
@@ -573,33 +593,40 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut [u8],
         out: &mut impl Output,
     ) -> Progress {
-        let mut progress = Progress::default();
+        let mut tx = Tx::new(tx);
+        let consumed = self.input(now, input, &mut tx, out);
+        Progress {
+            consumed,
+            written: tx.len,
+        }
+    }
+
+    fn input(&mut self, now: u64, input: &[u8], tx: &mut Tx<'_>, out: &mut impl Output) -> usize {
+        let mut consumed = 0;
         self.blocked = false;
         if !input.is_empty() && self.state == State::Connected {
             self.last_input = now;
         }
         loop {
             if matches!(self.state, State::Authorizing | State::Closed) {
-                return progress;
+                return consumed;
             }
-            let rest = input.get(progress.consumed..).unwrap_or_default();
-            let tx_rest = tx.get_mut(progress.written..).unwrap_or_default();
-            if tx_rest.len() < self.answer_room() {
+            let rest = input.get(consumed..).unwrap_or_default();
+            if tx.room() < self.answer_room() {
                 self.blocked = !rest.is_empty();
-                return progress;
+                return consumed;
             }
             let (packet, len) = match codec::decode(rest, self.config.limits.max_packet_size) {
                 Ok(Some(decoded)) => decoded,
-                Ok(None) => return progress,
+                Ok(None) => return consumed,
                 Err(error) => {
                     let cause = match error {
                         DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
                         _ => CloseCause::ProtocolError,
                     };
                     warn!("server: undecodable bytes from the client, closing");
-                    progress.consumed = input.len();
-                    progress.written += self.fail(now, cause, tx_rest, out);
-                    return progress;
+                    self.fail(now, cause, tx, out);
+                    return input.len();
                 }
             };
             out.count(Counter::PacketIn);
@@ -608,18 +635,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                     debug!("server: first packet is not CONNECT");
                     out.count(Counter::ProtocolError);
                     self.state = State::Closed;
-                    progress.consumed = input.len();
-                    return progress;
+                    return input.len();
                 };
-                // The CONNECT stays unconsumed until the driver's answer.
-                if let Some(written) = self.handle_connect(connect, tx_rest, out) {
-                    progress.consumed += len;
-                    progress.written += written;
+                // The CONNECT stays unconsumed until the driver's answer, unless refused here.
+                if self.handle_connect(connect, tx, out) {
+                    consumed += len;
                 }
                 continue;
             }
-            progress.consumed += len;
-            progress.written += self.handle_packet(now, packet, tx_rest, out);
+            consumed += len;
+            self.handle_packet(now, packet, tx, out);
         }
     }
 
@@ -627,8 +652,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// [`Route::Connect`]: the CONNACK into `tx`, the `connected` event, and then whatever
     /// else `input` holds, as [`Connection::handle_input`] does.
     ///
-    /// Does nothing (zero progress) unless a [`Route::Connect`] awaits its answer and `input`
-    /// starts with that CONNECT.
+    /// Does nothing (zero progress) unless a [`Route::Connect`] awaits its answer, `input`
+    /// starts with that CONNECT and `tx` has [`Connection::answer_room`].
     pub fn handle_connect_answer(
         &mut self,
         now: u64,
@@ -637,7 +662,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut [u8],
         out: &mut impl Output,
     ) -> Progress {
-        if self.state != State::Authorizing {
+        let mut tx = Tx::new(tx);
+        if self.state != State::Authorizing || tx.room() < self.answer_room() {
             return Progress::default();
         }
         let Ok(Some((Packet::Connect(connect), len))) =
@@ -649,22 +675,18 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let client_id = self.effective_client_id(&connect, &mut id_buf);
         let session_present = match answer {
             ConnectAnswer::Refuse(reason) => {
-                let written = self.refuse(reason, tx, out);
+                self.refuse(reason, &mut tx, out);
                 return Progress {
                     consumed: len,
-                    written,
+                    written: tx.len,
                 };
             }
             ConnectAnswer::Accept { session_present } => session_present && !connect.clean_session,
         };
-        let connack = Packet::ConnAck(ConnAck {
+        tx.put(&Packet::ConnAck(ConnAck {
             session_present,
             code: codec::ConnectReturnCode::Accepted,
-        });
-        let Ok(written) = connack.encode(tx) else {
-            // The caller gave `tx` without the room of a CONNACK: refuse to go on half-way.
-            return Progress::default();
-        };
+        }));
         self.keep_alive = connect.keep_alive;
         self.clean_session = connect.clean_session;
         self.last_input = now;
@@ -680,26 +702,27 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             clean_session: connect.clean_session,
             peer,
         };
-        match self.tracker.handle_connect(now, info) {
-            Ok(Some(event)) => out.event(&event),
-            Ok(None) => {}
+        self.state = State::Connected;
+        let event = match self.tracker.handle_connect(now, info) {
+            Ok(event) => event,
             // The client-id rule passed before the driver was asked, and the tracker is new.
             Err(_) => {
                 self.state = State::Closed;
                 return Progress {
                     consumed: len,
-                    written,
+                    written: tx.len,
                 };
             }
+        };
+        if let Some(event) = event {
+            emit_with(&mut self.next_pkid, event, &mut tx, out);
         }
-        self.state = State::Connected;
         debug!("server: client connected");
         let rest = input.get(len..).unwrap_or_default();
-        let tx_rest = tx.get_mut(written..).unwrap_or_default();
-        let more = self.handle_input(now, rest, tx_rest, out);
+        let more = self.input(now, rest, &mut tx, out);
         Progress {
-            consumed: len + more.consumed,
-            written: written + more.written,
+            consumed: len + more,
+            written: tx.len,
         }
     }
 
@@ -714,29 +737,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         if self.state != State::Connected {
             return Err(DeliveryError::NotConnected);
         }
-        let qos = delivery.qos.min(delivery.subscription_qos);
-        let pkid = match qos {
-            QoS::AtMostOnce => None,
-            _ => Some(delivery.pkid.unwrap_or_else(|| self.allocate_pkid())),
-        };
-        let publish = Packet::Publish(Publish {
-            dup: delivery.dup && pkid.is_some(),
-            qos,
-            retain: delivery.retain,
-            topic: delivery.topic,
-            pkid,
-            payload: delivery.payload,
-        });
-        let needed = publish
-            .encoded_len()
-            .map_err(|_| DeliveryError::Unencodable)?;
-        let written = publish
-            .encode(tx)
-            .map_err(|_| DeliveryError::NoRoom { needed })?;
-        if let Some(pkid) = pkid {
+        let mut tx = Tx::new(tx);
+        let delivered = encode_delivery(&mut self.next_pkid, delivery, &mut tx)?;
+        if let Some(pkid) = delivered.pkid {
             let info = DeliveryInfo {
                 pkid,
-                qos,
+                qos: delivered.qos,
                 topic: delivery.topic,
                 payload: delivery.payload,
                 pub_client_id: delivery.publisher,
@@ -744,13 +750,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.tracker
                 .handle_delivery(info, |envelope| out.publisher_of(envelope));
         }
-        Ok(Delivered { written, qos, pkid })
-    }
-
-    /// The next packet id of the engine's own (1 to 65535, cycling).
-    fn allocate_pkid(&mut self) -> u16 {
-        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-        self.next_pkid
+        Ok(delivered)
     }
 
     /// The client id a CONNECT gets: its own, or the assigned one for an empty id.
@@ -778,26 +778,31 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     }
 
     /// The CONNECT rules the engine can apply alone (section 3.1.4); then the driver is asked.
-    /// `Some(written)` when the CONNECT was refused (and consumed).
+    /// True when the CONNECT was refused (and so consumed).
     fn handle_connect(
         &mut self,
         connect: Connect<'_>,
-        tx: &mut [u8],
+        tx: &mut Tx<'_>,
         out: &mut impl Output,
-    ) -> Option<usize> {
-        if connect.protocol_level != PROTOCOL_LEVEL {
-            return Some(self.refuse(ReasonCode::UnsupportedProtocolVersion, tx, out));
-        }
-        if check_client_id(connect.client_id, connect.clean_session).is_err() {
-            return Some(self.refuse(ReasonCode::ClientIdentifierNotValid, tx, out));
-        }
-        if let Some(will) = connect.will {
-            if self.config.tracker.topics.is_system_topic(will.topic) {
-                return Some(self.refuse(ReasonCode::NotAuthorized, tx, out));
+    ) -> bool {
+        let refusal = if connect.protocol_level != PROTOCOL_LEVEL {
+            Some(ReasonCode::UnsupportedProtocolVersion)
+        } else if check_client_id(connect.client_id, connect.clean_session).is_err() {
+            Some(ReasonCode::ClientIdentifierNotValid)
+        } else {
+            match connect.will {
+                Some(will) if self.config.tracker.topics.is_system_topic(will.topic) => {
+                    Some(ReasonCode::NotAuthorized)
+                }
+                Some(will) if self.store.set_will(&will).is_err() => {
+                    Some(ReasonCode::ServerUnavailable)
+                }
+                _ => None,
             }
-            if self.store.set_will(&will).is_err() {
-                return Some(self.refuse(ReasonCode::ServerUnavailable, tx, out));
-            }
+        };
+        if let Some(reason) = refusal {
+            self.refuse(reason, tx, out);
+            return true;
         }
         let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
         let client_id = self.effective_client_id(&connect, &mut id_buf);
@@ -812,49 +817,39 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         };
         self.state = State::Authorizing;
         let _ = out.route(Route::Connect(request));
-        None
+        false
     }
 
     /// Answers a CONNECT with a refusing CONNACK and closes (no event: the client never
     /// connected).
-    fn refuse(&mut self, reason: ReasonCode, tx: &mut [u8], out: &mut impl Output) -> usize {
+    fn refuse(&mut self, reason: ReasonCode, tx: &mut Tx<'_>, out: &mut impl Output) {
         debug!("server: CONNECT refused with {}", reason.as_u8());
         out.count(Counter::ConnectRefused(reason));
         self.state = State::Closed;
         self.store.clear();
-        let connack = Packet::ConnAck(ConnAck {
+        tx.put(&Packet::ConnAck(ConnAck {
             session_present: false,
             code: reason.connect_return_code(),
-        });
-        connack.encode(tx).unwrap_or(0)
+        }));
     }
 
     /// Closes for a fault of the client's, counting it.
-    fn fail(&mut self, now: u64, cause: CloseCause, tx: &mut [u8], out: &mut impl Output) -> usize {
+    fn fail(&mut self, now: u64, cause: CloseCause, tx: &mut Tx<'_>, out: &mut impl Output) {
         out.count(match cause {
             CloseCause::PacketTooLarge => Counter::PacketTooLarge,
             CloseCause::QuotaExceeded => Counter::QuotaExceeded,
             _ => Counter::ProtocolError,
         });
-        if self.state == State::Connected {
-            self.close(now, cause, tx, out)
-        } else {
-            self.state = State::Closed;
-            0
-        }
+        self.close(now, cause, tx, out);
     }
 
-    fn close(
-        &mut self,
-        now: u64,
-        cause: CloseCause,
-        _tx: &mut [u8],
-        out: &mut impl Output,
-    ) -> usize {
+    fn close(&mut self, now: u64, cause: CloseCause, _tx: &mut Tx<'_>, out: &mut impl Output) {
         if self.state != State::Connected {
             self.state = State::Closed;
-            return 0;
+            return;
         }
+        // Nothing more goes to this client: deliveries to it are not written.
+        self.state = State::Closed;
         if cause.publishes_will()
             && let Some(will) = self.store.will()
         {
@@ -864,20 +859,19 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 qos: will.qos,
                 retain: will.retain,
             };
-            route_publish(&mut self.tracker, now, info, true, out);
+            route_publish(&mut self.tracker, &mut self.next_pkid, None, now, info, out);
         }
         if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
-            out.event(&event);
+            // The client is gone: a delivery of its own `disconnected` has nowhere to go.
+            let _ = out.event(&event);
         }
         let _ = out.route(Route::End {
             clean_session: self.clean_session,
             cause,
         });
         debug!("server: client disconnected");
-        self.state = State::Closed;
         self.store.clear();
         // MQTT 3.1.1 has no server DISCONNECT: the transport closes.
-        0
     }
 
     /// One packet of a connected client.
@@ -885,46 +879,46 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         &mut self,
         now: u64,
         packet: Packet<'_>,
-        tx: &mut [u8],
+        tx: &mut Tx<'_>,
         out: &mut impl Output,
-    ) -> usize {
+    ) {
         match packet {
             Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
             Packet::PubAck(pkid) => {
                 if let Some(event) = self.tracker.handle_puback(now, pkid) {
-                    out.event(&event);
+                    emit_with(&mut self.next_pkid, event, tx, out);
                 }
                 let _ = out.route(Route::Acked {
                     pkid,
                     ack: Ack::PubAck,
                 });
-                0
             }
             Packet::PubRec(pkid) => {
+                tx.put(&Packet::PubRel(pkid));
                 if let Some(event) = self.tracker.handle_pubrec(now, pkid) {
-                    out.event(&event);
+                    emit_with(&mut self.next_pkid, event, tx, out);
                 }
                 let _ = out.route(Route::Acked {
                     pkid,
                     ack: Ack::PubRec,
                 });
-                answer(&Packet::PubRel(pkid), tx)
             }
             Packet::PubComp(pkid) => {
                 let _ = out.route(Route::Acked {
                     pkid,
                     ack: Ack::PubComp,
                 });
-                0
             }
             Packet::PubRel(pkid) => {
                 // Section 4.3.3: PUBCOMP even for an id no longer remembered.
                 self.store.remove_inbound_qos2(pkid);
-                answer(&Packet::PubComp(pkid), tx)
+                tx.put(&Packet::PubComp(pkid));
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(now, subscribe, tx, out),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(now, unsubscribe, tx, out),
-            Packet::PingReq => answer(&Packet::PingResp, tx),
+            Packet::PingReq => {
+                tx.put(&Packet::PingResp);
+            }
             Packet::Disconnect => self.close(now, CloseCause::ClientDisconnect, tx, out),
             // A second CONNECT (section 3.1.0) or a packet only a server sends.
             Packet::Connect(_)
@@ -933,31 +927,40 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             | Packet::UnsubAck(_)
             | Packet::PingResp => {
                 debug!("server: packet not allowed from a client");
-                self.fail(now, CloseCause::ProtocolError, tx, out)
+                self.fail(now, CloseCause::ProtocolError, tx, out);
             }
         }
     }
 
-    /// PUBLISH (section 3.3): the system-topic rule, QoS 2 duplicates, the route, the
-    /// `message` event, the acknowledgement.
+    /// PUBLISH (section 3.3): the system-topic rule, QoS 2 duplicates, the acknowledgement,
+    /// the route, the `message` event.
     fn handle_publish(
         &mut self,
         now: u64,
         publish: Publish<'_>,
-        tx: &mut [u8],
+        tx: &mut Tx<'_>,
         out: &mut impl Output,
-    ) -> usize {
+    ) {
         let pkid = publish.pkid.unwrap_or(0);
-        if publish.qos == QoS::ExactlyOnce {
-            if self.store.has_inbound_qos2(pkid) {
-                // Section 4.3.3: a resent PUBLISH before PUBREL is not delivered again.
-                return answer(&Packet::PubRec(pkid), tx);
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                tx.put(&Packet::PubAck(pkid));
             }
-            if self.store.inbound_qos2_count() >= self.config.limits.max_inbound_qos2
-                || self.store.insert_inbound_qos2(pkid).is_err()
-            {
-                warn!("server: too many QoS 2 publishes awaiting PUBREL");
-                return self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            QoS::ExactlyOnce => {
+                if self.store.has_inbound_qos2(pkid) {
+                    // Section 4.3.3: a resent PUBLISH before PUBREL is not delivered again.
+                    tx.put(&Packet::PubRec(pkid));
+                    return;
+                }
+                if self.store.inbound_qos2_count() >= self.config.limits.max_inbound_qos2
+                    || self.store.insert_inbound_qos2(pkid).is_err()
+                {
+                    warn!("server: too many QoS 2 publishes awaiting PUBREL");
+                    self.fail(now, CloseCause::QuotaExceeded, tx, out);
+                    return;
+                }
+                tx.put(&Packet::PubRec(pkid));
             }
         }
         let info = PublishInfo {
@@ -966,12 +969,14 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             qos: publish.qos,
             retain: publish.retain,
         };
-        route_publish(&mut self.tracker, now, info, false, out);
-        match publish.qos {
-            QoS::AtMostOnce => 0,
-            QoS::AtLeastOnce => answer(&Packet::PubAck(pkid), tx),
-            QoS::ExactlyOnce => answer(&Packet::PubRec(pkid), tx),
-        }
+        route_publish(
+            &mut self.tracker,
+            &mut self.next_pkid,
+            Some(tx),
+            now,
+            info,
+            out,
+        );
     }
 
     /// SUBSCRIBE (section 3.8): one SUBACK code per filter, then a `subscribed` event per
@@ -980,30 +985,31 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         &mut self,
         now: u64,
         subscribe: Subscribe<'_>,
-        tx: &mut [u8],
+        tx: &mut Tx<'_>,
         out: &mut impl Output,
-    ) -> usize {
+    ) {
         let count = subscribe.filters.len();
         if count > self.config.limits.max_filters_per_packet {
             warn!("server: too many filters in one SUBSCRIBE");
-            return self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            return;
         }
-        let Some((header, codes)) = suback_frame(tx, subscribe.pkid, count) else {
+        let Some(start) = tx.suback_frame(subscribe.pkid, count) else {
             // answer_room() was checked before decoding.
-            return self.fail(now, CloseCause::ProtocolError, tx, out);
+            self.fail(now, CloseCause::ProtocolError, tx, out);
+            return;
         };
-        for ((filter, requested), code) in subscribe.filters.iter().zip(codes.iter_mut()) {
-            *code = self.grant(filter, requested, out).as_u8();
+        for (at, (filter, requested)) in (start..).zip(subscribe.filters.iter()) {
+            let code = self.grant(filter, requested, out).as_u8();
+            tx.set(at, code);
         }
-        let written = header + count;
-        for ((filter, _), code) in subscribe.filters.iter().zip(tx[header..written].iter()) {
-            if let Some(SubAckCode::Success(qos)) = SubAckCode::from_u8(*code)
+        for (at, (filter, _)) in (start..).zip(subscribe.filters.iter()) {
+            if let Some(SubAckCode::Success(qos)) = tx.get(at).and_then(SubAckCode::from_u8)
                 && let Some(event) = self.tracker.handle_subscribe(now, filter, Some(qos))
             {
-                out.event(&event);
+                emit_with(&mut self.next_pkid, event, tx, out);
             }
         }
-        written
     }
 
     /// The SUBACK code for one filter: the access rule, the limit, the router.
@@ -1038,36 +1044,50 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         &mut self,
         now: u64,
         unsubscribe: Unsubscribe<'_>,
-        tx: &mut [u8],
+        tx: &mut Tx<'_>,
         out: &mut impl Output,
-    ) -> usize {
+    ) {
         if unsubscribe.filters.len() > self.config.limits.max_filters_per_packet {
             warn!("server: too many filters in one UNSUBSCRIBE");
-            return self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            return;
         }
+        tx.put(&Packet::UnsubAck(unsubscribe.pkid));
         for filter in unsubscribe.filters.iter() {
             if self.store.remove_subscription(filter) {
                 let _ = out.route(Route::Unsubscribe { filter });
                 if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
-                    out.event(&event);
+                    emit_with(&mut self.next_pkid, event, tx, out);
                 }
             }
         }
-        answer(&Packet::UnsubAck(unsubscribe.pkid), tx)
     }
 }
 
-/// Routes a publish of the client's (or its last will) unless the system-topic rule denies it,
-/// then gives its `message` event.
+/// Sends an event and, when the client receives it too, delivers it (a free function, so that
+/// the event may borrow the tracker while the packet id counter moves).
+fn emit_with(next_pkid: &mut u16, event: Event<'_>, tx: &mut Tx<'_>, out: &mut impl Output) {
+    let dropped = out
+        .event(&event)
+        .is_some_and(|own| encode_delivery(next_pkid, own, tx).is_err());
+    if dropped {
+        out.count(Counter::DeliveryDropped);
+    }
+}
+
+/// Routes a publish of the client's, or its last will (`tx` is `None`: the client is gone),
+/// unless the system-topic rule denies it (counted); delivers it back to the sender when the
+/// router asks for that; then gives the `message` event.
 fn route_publish<A: AckStore>(
     tracker: &mut Tracker<A>,
+    next_pkid: &mut u16,
+    mut tx: Option<&mut Tx<'_>>,
     now: u64,
     info: PublishInfo<'_>,
-    is_will: bool,
     out: &mut impl Output,
 ) {
-    // The rule is the tracker's (SystemTopics::may_publish); it is asked first so that the
-    // route can borrow the client id, which the `message` event borrows afterwards.
+    // The rule is the tracker's (SystemTopics::may_publish); it is asked before the route so
+    // that the route can borrow the client id, which the `message` event borrows afterwards.
     if tracker
         .config()
         .topics
@@ -1079,22 +1099,176 @@ fn route_publish<A: AckStore>(
             qos: info.qos,
             retain: info.retain,
             publisher: tracker.client_id(),
-            is_will,
+            is_will: tx.is_none(),
         };
-        if out.route(Route::Publish(routed)) == Routed::Refused {
-            out.count(Counter::PublishNotRouted);
+        match (out.route(Route::Publish(routed)), tx.as_deref_mut()) {
+            (Routed::Refused, _) => out.count(Counter::PublishNotRouted),
+            (Routed::DeliverToSender { subscription_qos }, Some(tx)) => {
+                let own = Delivery {
+                    topic: info.topic,
+                    payload: info.payload,
+                    qos: info.qos,
+                    subscription_qos,
+                    retain: false,
+                    dup: false,
+                    pkid: None,
+                    publisher: None,
+                };
+                deliver_to_sender(tracker, next_pkid, own, tx, out);
+            }
+            _ => {}
         }
     }
     match tracker.handle_publish(now, info) {
         PublishOutcome::Denied => out.count(Counter::PublishDenied),
-        PublishOutcome::Accepted(Some(event)) => out.event(&event),
+        PublishOutcome::Accepted(Some(event)) => match tx {
+            Some(tx) => emit_with(next_pkid, event, tx, out),
+            // The client is gone: its copy of the event has nowhere to go.
+            None => {
+                let _ = out.event(&event);
+            }
+        },
         PublishOutcome::Accepted(None) => {}
     }
 }
 
-/// Writes a small answer (room for it was checked before decoding).
-fn answer(packet: &Packet<'_>, tx: &mut [u8]) -> usize {
-    packet.encode(tx).unwrap_or(0)
+/// Writes the client's own publish back to it, remembered for `msgack` like any delivery.
+fn deliver_to_sender<A: AckStore>(
+    tracker: &mut Tracker<A>,
+    next_pkid: &mut u16,
+    own: Delivery<'_>,
+    tx: &mut Tx<'_>,
+    out: &mut impl Output,
+) {
+    match encode_delivery(next_pkid, own, tx) {
+        Ok(Delivered {
+            pkid: Some(pkid),
+            qos,
+            ..
+        }) => {
+            let mut publisher = heapless::String::<CLIENT_ID_CAPACITY>::new();
+            // Both hold at most CLIENT_ID_CAPACITY bytes.
+            let _ = publisher.push_str(tracker.client_id());
+            let info = DeliveryInfo {
+                pkid,
+                qos,
+                topic: own.topic,
+                payload: own.payload,
+                pub_client_id: Some(&publisher),
+            };
+            tracker.handle_delivery(info, |_| None);
+        }
+        Ok(_) => {}
+        Err(_) => out.count(Counter::DeliveryDropped),
+    }
+}
+
+/// Encodes a delivery at the lower of its QoS and the subscription's, with the router's packet
+/// id or the next of the engine's own (1 to 65535, cycling).
+fn encode_delivery(
+    next_pkid: &mut u16,
+    delivery: Delivery<'_>,
+    tx: &mut Tx<'_>,
+) -> Result<Delivered, DeliveryError> {
+    let qos = delivery.qos.min(delivery.subscription_qos);
+    let mut publish = Publish {
+        dup: false,
+        qos,
+        retain: delivery.retain,
+        topic: delivery.topic,
+        // A stand-in of the same size until the room is known (a packet id is 2 bytes).
+        pkid: (qos != QoS::AtMostOnce).then_some(1),
+        payload: delivery.payload,
+    };
+    let needed = Packet::Publish(publish)
+        .encoded_len()
+        .map_err(|_| DeliveryError::Unencodable)?;
+    if tx.room() < needed {
+        return Err(DeliveryError::NoRoom { needed });
+    }
+    if qos != QoS::AtMostOnce {
+        let pkid = delivery.pkid.unwrap_or_else(|| {
+            *next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+            *next_pkid
+        });
+        publish.pkid = Some(pkid);
+        publish.dup = delivery.dup;
+    }
+    let written = tx.put(&Packet::Publish(publish));
+    Ok(Delivered {
+        written,
+        qos,
+        pkid: publish.pkid,
+    })
+}
+
+/// The driver's transmit buffer and how much of it the engine has filled.
+struct Tx<'t> {
+    buf: &'t mut [u8],
+    len: usize,
+}
+
+impl<'t> Tx<'t> {
+    fn new(buf: &'t mut [u8]) -> Self {
+        Tx { buf, len: 0 }
+    }
+
+    /// The free bytes.
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Encodes `packet` after what is there; the bytes written (0 without room, which the
+    /// callers rule out by checking [`Connection::answer_room`] or [`Tx::room`] first).
+    fn put(&mut self, packet: &Packet<'_>) -> usize {
+        let written = self
+            .buf
+            .get_mut(self.len..)
+            .and_then(|rest| packet.encode(rest).ok())
+            .unwrap_or(0);
+        self.len += written;
+        written
+    }
+
+    /// Writes the fixed header and packet id of a SUBACK with `count` codes, and leaves room
+    /// for the codes; returns where the codes start, or `None` without room.
+    fn suback_frame(&mut self, pkid: u16, count: usize) -> Option<usize> {
+        let total = suback_len(count);
+        let frame = self.buf.get_mut(self.len..self.len.checked_add(total)?)?;
+        let mut remaining = 2 + count;
+        let mut at = 0;
+        frame[at] = 0x90;
+        at += 1;
+        loop {
+            let mut byte = u8::try_from(remaining % 128).unwrap_or(0);
+            remaining /= 128;
+            if remaining > 0 {
+                byte |= 0x80;
+            }
+            frame[at] = byte;
+            at += 1;
+            if remaining == 0 {
+                break;
+            }
+        }
+        frame[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
+        at += 2;
+        let start = self.len + at;
+        self.len += total;
+        Some(start)
+    }
+
+    /// Sets byte `at` (inside what was written).
+    fn set(&mut self, at: usize, byte: u8) {
+        if let Some(slot) = self.buf.get_mut(..self.len).and_then(|b| b.get_mut(at)) {
+            *slot = byte;
+        }
+    }
+
+    /// Byte `at` (inside what was written).
+    fn get(&self, at: usize) -> Option<u8> {
+        self.buf.get(..self.len)?.get(at).copied()
+    }
 }
 
 /// The length of a SUBACK with `count` codes (section 3.9).
@@ -1110,31 +1284,4 @@ const fn suback_len(count: usize) -> usize {
         4
     };
     1 + varint + remaining
-}
-
-/// Writes the fixed header and packet id of a SUBACK with `count` codes into `tx`; returns the
-/// header length and the `count` bytes for the codes, or `None` without room.
-fn suback_frame(tx: &mut [u8], pkid: u16, count: usize) -> Option<(usize, &mut [u8])> {
-    let total = suback_len(count);
-    let tx = tx.get_mut(..total)?;
-    let mut remaining = 2 + count;
-    let mut at = 0;
-    tx[at] = 0x90;
-    at += 1;
-    loop {
-        let mut byte = u8::try_from(remaining % 128).unwrap_or(0);
-        remaining /= 128;
-        if remaining > 0 {
-            byte |= 0x80;
-        }
-        tx[at] = byte;
-        at += 1;
-        if remaining == 0 {
-            break;
-        }
-    }
-    tx[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
-    at += 2;
-    let (_, codes) = tx.split_at_mut(at);
-    Some((at, codes))
 }

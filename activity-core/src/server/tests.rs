@@ -34,6 +34,12 @@ struct Rec {
     counts: Vec<Counter>,
     refuse: Vec<&'static str>,
     listed: Vec<&'static str>,
+    /// The sender's own subscriptions, for a router that cannot reach the sender.
+    own: Vec<(&'static str, QoS)>,
+    /// The last event's topic and JSON, when the sender receives events itself.
+    own_event: Option<(String, Vec<u8>)>,
+    /// Whether the sender subscribes to the events (its copies come back as deliveries).
+    own_events: bool,
 }
 
 impl Output for Rec {
@@ -45,7 +51,22 @@ impl Output for Rec {
                 c.assigned_id,
             ),
             Route::Publish(p) => {
-                R::Publish(p.topic.to_owned(), p.payload.to_vec(), p.qos, p.is_will)
+                self.routes.push(R::Publish(
+                    p.topic.to_owned(),
+                    p.payload.to_vec(),
+                    p.qos,
+                    p.is_will,
+                ));
+                return match self
+                    .own
+                    .iter()
+                    .find(|(f, _)| crate::topic::matches(f, p.topic))
+                {
+                    Some((_, qos)) => Routed::DeliverToSender {
+                        subscription_qos: *qos,
+                    },
+                    None => Routed::Accepted,
+                };
             }
             Route::Subscribe { filter, qos } => {
                 if self.refuse.contains(&filter) {
@@ -64,13 +85,29 @@ impl Output for Rec {
         Routed::Accepted
     }
 
-    fn event(&mut self, event: &Event<'_>) {
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
         let options = EncodeOptions::default();
         let mut buf = vec![0u8; encoded_len_bound(event, &options)];
         let n = encode(event, &options, &mut buf).expect("fits its bound");
-        let mut value: Value = serde_json::from_slice(&buf[..n]).expect("valid JSON");
+        buf.truncate(n);
+        let mut value: Value = serde_json::from_slice(&buf).expect("valid JSON");
         value.as_object_mut().expect("an object").remove("ts");
         self.events.push((event.kind(), value));
+        if !self.own_events {
+            return None;
+        }
+        let topic = crate::system::SystemTopics::default().topic(event.kind());
+        let (topic, json) = self.own_event.insert((topic.as_str().to_owned(), buf));
+        Some(Delivery {
+            topic,
+            payload: json,
+            qos: QoS::AtLeastOnce,
+            subscription_qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            pkid: None,
+            publisher: None,
+        })
     }
 
     fn count(&mut self, counter: Counter) {
@@ -839,9 +876,48 @@ fn suback_frames_match_the_codec() {
         let mut expected = vec![0u8; packet.encoded_len().expect("encodable")];
         packet.encode(&mut expected).expect("encodes");
         assert_eq!(suback_len(count), expected.len(), "{count}");
-        let mut tx = vec![0u8; 300];
-        let (header, out) = suback_frame(&mut tx, 0x1234, count).expect("room");
-        out[..count].fill(0x80);
-        assert_eq!(tx[..header + count], expected[..], "{count}");
+        let mut buf = vec![0u8; 300];
+        let mut tx = Tx::new(&mut buf);
+        tx.put(&Packet::PingResp);
+        let start = tx.suback_frame(0x1234, count).expect("room");
+        for at in start..start + count {
+            tx.set(at, 0x80);
+        }
+        assert_eq!(tx.len, 2 + expected.len());
+        assert_eq!(buf[2..2 + expected.len()], expected[..], "{count}");
     }
+}
+
+#[test]
+fn a_router_that_cannot_reach_the_sender_gets_its_copies_delivered_by_the_engine() {
+    let mut client = Client::connected(LOCAL, &connect("loop"));
+    client.out.own = vec![("echo/#", QoS::AtLeastOnce)];
+    client.out.own_events = true;
+    // QoS 1 publish: PUBACK, then the copy at QoS 1 with the engine's packet id, then the
+    // `message` event's copy (QoS 0 subscription).
+    let answer = client.send(&publish("echo/1", QoS::AtLeastOnce, Some(4), b"hi"));
+    let mut expected = vec![0x40, 2, 0, 4];
+    expected.extend(publish("echo/1", QoS::AtLeastOnce, Some(1), b"hi"));
+    let (topic, json) = client.out.own_event.clone().expect("the event's copy");
+    assert_eq!(topic, "SYSTEM/message");
+    let topic: &'static str = Box::leak(topic.into_boxed_str());
+    let json: &'static [u8] = Box::leak(json.into_boxed_slice());
+    expected.extend(publish(topic, QoS::AtMostOnce, None, json));
+    assert_eq!(answer, expected);
+    // The SUBACK comes before the copy of the client's own `subscribed` event.
+    let answer = client.send(&subscribe(2, &[("x", QoS::AtMostOnce)]));
+    let suback_bytes = suback(2, &[SubAckCode::Success(QoS::AtMostOnce)]);
+    assert_eq!(answer[..suback_bytes.len()], suback_bytes[..]);
+    assert_eq!(answer[suback_bytes.len()] & 0xF0, 0x30, "then a PUBLISH");
+    // A copy without room is dropped and counted.
+    client
+        .rx
+        .extend_from_slice(&publish("echo/2", QoS::AtMostOnce, None, &[7; 300]));
+    let room = client.conn.answer_room();
+    let mut tx = vec![0u8; room + 10];
+    let p = client
+        .conn
+        .handle_input(T0, &client.rx, &mut tx, &mut client.out);
+    assert_eq!(p.written, 0);
+    assert!(client.out.counts.contains(&Counter::DeliveryDropped));
 }
