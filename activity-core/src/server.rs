@@ -263,15 +263,11 @@ pub enum Route<'a> {
 pub enum Routed {
     /// Done (or queued).
     Accepted,
-    /// A [`Route::Publish`] was delivered to the other subscribers, and a subscription of this
-    /// connection's own client matches it at `subscription_qos`: the engine delivers it to its
-    /// client. A router that cannot reach the connection that is publishing (the gateway's
-    /// table, which runs inside that connection's call) answers this, so that the delivery
-    /// goes out in order with the connection's answers and gets its packet id from the engine.
-    DeliverToSender {
-        /// The QoS of the matching subscription.
-        subscription_qos: QoS,
-    },
+    /// A [`Route::Publish`] was delivered to every other subscriber, but the router cannot
+    /// reach this connection during the call (the gateway's table runs inside it): the engine
+    /// delivers the message to its own client when one of its subscriptions matches, in order
+    /// with its answers and with a packet id of its own.
+    ExceptSender,
     /// The router could not take it (a full table, a closed link).
     Refused,
 }
@@ -303,7 +299,7 @@ pub enum Counter {
     SubscriptionDenied,
     /// A SUBSCRIBE filter was refused by a limit or the router (SUBACK 0x80).
     SubscriptionRefused,
-    /// A delivery to this connection's own client (see [`Routed::DeliverToSender`] and
+    /// A delivery to this connection's own client (see [`Routed::ExceptSender`] and
     /// [`Output::event`]) found no room in `tx`: it is dropped.
     DeliveryDropped,
 }
@@ -312,10 +308,11 @@ pub enum Counter {
 pub trait Output {
     /// Carries out `route` (see [`Route`]).
     fn route(&mut self, route: Route<'_>) -> Routed;
-    /// Publishes an activity event wherever events go. When the client of this connection
-    /// receives it too and the router cannot reach this connection during the call (see
-    /// [`Routed::DeliverToSender`]), returns that delivery (the event's topic and encoded
-    /// payload, which may borrow the output), and the engine sends it.
+    /// Publishes an activity event wherever events go. A router that cannot reach this
+    /// connection during the call (see [`Routed::ExceptSender`]) returns the event as it
+    /// publishes it (topic, encoded payload, QoS; it may borrow the output), and the engine
+    /// delivers it to its own client when one of its subscriptions matches
+    /// (`subscription_qos` is ignored). Others return `None`.
     fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>>;
     /// Counts `counter` once.
     fn count(&mut self, counter: Counter) {
@@ -326,15 +323,6 @@ pub trait Output {
     fn is_system_subscriber(&self, client_id: &str, username: Option<&str>) -> bool {
         let _ = (client_id, username);
         false
-    }
-    /// The publisher of an envelope message delivered without one (see
-    /// [`Tracker::handle_delivery`]).
-    fn publisher_of(
-        &mut self,
-        envelope: &Envelope,
-    ) -> Option<heapless::String<CLIENT_ID_CAPACITY>> {
-        let _ = envelope;
-        None
     }
 }
 
@@ -715,7 +703,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             }
         };
         if let Some(event) = event {
-            emit_with(&mut self.next_pkid, event, &mut tx, out);
+            emit_with(
+                &mut Own {
+                    store: &self.store,
+                    next_pkid: &mut self.next_pkid,
+                },
+                event,
+                &mut tx,
+                out,
+            );
         }
         debug!("server: client connected");
         let rest = input.get(len..).unwrap_or_default();
@@ -727,13 +723,18 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     }
 
     /// Writes a message the router delivers into `tx`, at the lower of its QoS and the
-    /// subscription's, and remembers an envelope message for `msgack`.
-    pub fn handle_delivery(
+    /// subscription's, and remembers an envelope message for `msgack`. When the delivery does
+    /// not name its publisher, `lookup` is asked for the publisher of the envelope (see
+    /// [`Tracker::handle_delivery`]).
+    pub fn handle_delivery<F>(
         &mut self,
         delivery: Delivery<'_>,
         tx: &mut [u8],
-        out: &mut impl Output,
-    ) -> Result<Delivered, DeliveryError> {
+        lookup: F,
+    ) -> Result<Delivered, DeliveryError>
+    where
+        F: FnOnce(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
+    {
         if self.state != State::Connected {
             return Err(DeliveryError::NotConnected);
         }
@@ -747,8 +748,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 payload: delivery.payload,
                 pub_client_id: delivery.publisher,
             };
-            self.tracker
-                .handle_delivery(info, |envelope| out.publisher_of(envelope));
+            self.tracker.handle_delivery(info, lookup);
         }
         Ok(delivered)
     }
@@ -859,7 +859,11 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 qos: will.qos,
                 retain: will.retain,
             };
-            route_publish(&mut self.tracker, &mut self.next_pkid, None, now, info, out);
+            let mut own = Own {
+                store: &self.store,
+                next_pkid: &mut self.next_pkid,
+            };
+            route_publish(&mut self.tracker, &mut own, None, now, info, out);
         }
         if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
             // The client is gone: a delivery of its own `disconnected` has nowhere to go.
@@ -886,7 +890,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
             Packet::PubAck(pkid) => {
                 if let Some(event) = self.tracker.handle_puback(now, pkid) {
-                    emit_with(&mut self.next_pkid, event, tx, out);
+                    emit_with(
+                        &mut Own {
+                            store: &self.store,
+                            next_pkid: &mut self.next_pkid,
+                        },
+                        event,
+                        tx,
+                        out,
+                    );
                 }
                 let _ = out.route(Route::Acked {
                     pkid,
@@ -896,7 +908,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             Packet::PubRec(pkid) => {
                 tx.put(&Packet::PubRel(pkid));
                 if let Some(event) = self.tracker.handle_pubrec(now, pkid) {
-                    emit_with(&mut self.next_pkid, event, tx, out);
+                    emit_with(
+                        &mut Own {
+                            store: &self.store,
+                            next_pkid: &mut self.next_pkid,
+                        },
+                        event,
+                        tx,
+                        out,
+                    );
                 }
                 let _ = out.route(Route::Acked {
                     pkid,
@@ -969,14 +989,11 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             qos: publish.qos,
             retain: publish.retain,
         };
-        route_publish(
-            &mut self.tracker,
-            &mut self.next_pkid,
-            Some(tx),
-            now,
-            info,
-            out,
-        );
+        let mut own = Own {
+            store: &self.store,
+            next_pkid: &mut self.next_pkid,
+        };
+        route_publish(&mut self.tracker, &mut own, Some(tx), now, info, out);
     }
 
     /// SUBSCRIBE (section 3.8): one SUBACK code per filter, then a `subscribed` event per
@@ -1007,7 +1024,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             if let Some(SubAckCode::Success(qos)) = tx.get(at).and_then(SubAckCode::from_u8)
                 && let Some(event) = self.tracker.handle_subscribe(now, filter, Some(qos))
             {
-                emit_with(&mut self.next_pkid, event, tx, out);
+                emit_with(
+                    &mut Own {
+                        store: &self.store,
+                        next_pkid: &mut self.next_pkid,
+                    },
+                    event,
+                    tx,
+                    out,
+                );
             }
         }
     }
@@ -1057,22 +1082,52 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             if self.store.remove_subscription(filter) {
                 let _ = out.route(Route::Unsubscribe { filter });
                 if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
-                    emit_with(&mut self.next_pkid, event, tx, out);
+                    emit_with(
+                        &mut Own {
+                            store: &self.store,
+                            next_pkid: &mut self.next_pkid,
+                        },
+                        event,
+                        tx,
+                        out,
+                    );
                 }
             }
         }
     }
 }
 
-/// Sends an event and, when the client receives it too, delivers it (a free function, so that
-/// the event may borrow the tracker while the packet id counter moves).
-fn emit_with(next_pkid: &mut u16, event: Event<'_>, tx: &mut Tx<'_>, out: &mut impl Output) {
-    let dropped = out
-        .event(&event)
-        .is_some_and(|own| encode_delivery(next_pkid, own, tx).is_err());
+/// Sends an event and, when the router leaves this connection's own client to the engine and
+/// a subscription of it matches, delivers it (a free function, so that the event may borrow the
+/// tracker while the packet id counter moves).
+fn emit_with(
+    own: &mut Own<'_, impl SessionStore>,
+    event: Event<'_>,
+    tx: &mut Tx<'_>,
+    out: &mut impl Output,
+) {
+    let dropped = out.event(&event).is_some_and(|copy| {
+        own.store
+            .matching_qos(copy.topic)
+            .is_some_and(|subscription_qos| {
+                let copy = Delivery {
+                    subscription_qos,
+                    pkid: None,
+                    ..copy
+                };
+                encode_delivery(own.next_pkid, copy, tx).is_err()
+            })
+    });
     if dropped {
         out.count(Counter::DeliveryDropped);
     }
+}
+
+/// What a delivery to the connection's own client needs besides the tracker: its
+/// subscriptions and the packet id counter.
+struct Own<'c, S> {
+    store: &'c S,
+    next_pkid: &'c mut u16,
 }
 
 /// Routes a publish of the client's, or its last will (`tx` is `None`: the client is gone),
@@ -1080,7 +1135,7 @@ fn emit_with(next_pkid: &mut u16, event: Event<'_>, tx: &mut Tx<'_>, out: &mut i
 /// router asks for that; then gives the `message` event.
 fn route_publish<A: AckStore>(
     tracker: &mut Tracker<A>,
-    next_pkid: &mut u16,
+    own: &mut Own<'_, impl SessionStore>,
     mut tx: Option<&mut Tx<'_>>,
     now: u64,
     info: PublishInfo<'_>,
@@ -1103,18 +1158,20 @@ fn route_publish<A: AckStore>(
         };
         match (out.route(Route::Publish(routed)), tx.as_deref_mut()) {
             (Routed::Refused, _) => out.count(Counter::PublishNotRouted),
-            (Routed::DeliverToSender { subscription_qos }, Some(tx)) => {
-                let own = Delivery {
-                    topic: info.topic,
-                    payload: info.payload,
-                    qos: info.qos,
-                    subscription_qos,
-                    retain: false,
-                    dup: false,
-                    pkid: None,
-                    publisher: None,
-                };
-                deliver_to_sender(tracker, next_pkid, own, tx, out);
+            (Routed::ExceptSender, Some(tx)) => {
+                if let Some(subscription_qos) = own.store.matching_qos(info.topic) {
+                    let copy = Delivery {
+                        topic: info.topic,
+                        payload: info.payload,
+                        qos: info.qos,
+                        subscription_qos,
+                        retain: false,
+                        dup: false,
+                        pkid: None,
+                        publisher: None,
+                    };
+                    deliver_to_sender(tracker, own.next_pkid, copy, tx, out);
+                }
             }
             _ => {}
         }
@@ -1122,7 +1179,7 @@ fn route_publish<A: AckStore>(
     match tracker.handle_publish(now, info) {
         PublishOutcome::Denied => out.count(Counter::PublishDenied),
         PublishOutcome::Accepted(Some(event)) => match tx {
-            Some(tx) => emit_with(next_pkid, event, tx, out),
+            Some(tx) => emit_with(own, event, tx, out),
             // The client is gone: its copy of the event has nowhere to go.
             None => {
                 let _ = out.event(&event);

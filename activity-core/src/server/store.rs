@@ -32,6 +32,9 @@ pub trait SessionStore {
     fn remove_subscription(&mut self, filter: &str) -> bool;
     /// How many filters the client holds.
     fn subscription_count(&self) -> usize;
+    /// The highest QoS among the held filters that match topic name `topic` (section 3.3.5),
+    /// `None` when none matches.
+    fn matching_qos(&self, topic: &str) -> Option<QoS>;
     /// Whether a QoS 2 PUBLISH with `pkid` awaits its PUBREL.
     fn has_inbound_qos2(&self, pkid: u16) -> bool;
     /// Remembers a QoS 2 PUBLISH awaiting its PUBREL.
@@ -137,6 +140,14 @@ impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usiz
         self.subs.len()
     }
 
+    fn matching_qos(&self, topic: &str) -> Option<QoS> {
+        self.subs
+            .iter()
+            .filter(|(filter, _)| crate::topic::matches(filter, topic))
+            .map(|(_, qos)| *qos)
+            .max()
+    }
+
     fn has_inbound_qos2(&self, pkid: u16) -> bool {
         self.inbound_qos2.contains(&pkid)
     }
@@ -224,6 +235,12 @@ mod tests {
             store.insert_subscription("c", QoS::AtMostOnce),
             Err(StoreFull)
         );
+        store
+            .insert_subscription("a/+", QoS::AtMostOnce)
+            .unwrap_err();
+        assert_eq!(store.matching_qos("a/x"), Some(QoS::AtLeastOnce));
+        assert_eq!(store.matching_qos("b"), Some(QoS::AtMostOnce));
+        assert_eq!(store.matching_qos("c"), None);
         assert!(store.remove_subscription("a/#"));
         assert!(!store.remove_subscription("a/#"));
         assert_eq!(store.subscription_count(), 1);

@@ -34,12 +34,10 @@ struct Rec {
     counts: Vec<Counter>,
     refuse: Vec<&'static str>,
     listed: Vec<&'static str>,
-    /// The sender's own subscriptions, for a router that cannot reach the sender.
-    own: Vec<(&'static str, QoS)>,
-    /// The last event's topic and JSON, when the sender receives events itself.
+    /// Whether the router cannot reach the sender (the engine delivers its copies).
+    except_sender: bool,
+    /// The last event's topic and JSON, as published (kept when `except_sender`).
     own_event: Option<(String, Vec<u8>)>,
-    /// Whether the sender subscribes to the events (its copies come back as deliveries).
-    own_events: bool,
 }
 
 impl Output for Rec {
@@ -57,15 +55,10 @@ impl Output for Rec {
                     p.qos,
                     p.is_will,
                 ));
-                return match self
-                    .own
-                    .iter()
-                    .find(|(f, _)| crate::topic::matches(f, p.topic))
-                {
-                    Some((_, qos)) => Routed::DeliverToSender {
-                        subscription_qos: *qos,
-                    },
-                    None => Routed::Accepted,
+                return if self.except_sender {
+                    Routed::ExceptSender
+                } else {
+                    Routed::Accepted
                 };
             }
             Route::Subscribe { filter, qos } => {
@@ -93,7 +86,7 @@ impl Output for Rec {
         let mut value: Value = serde_json::from_slice(&buf).expect("valid JSON");
         value.as_object_mut().expect("an object").remove("ts");
         self.events.push((event.kind(), value));
-        if !self.own_events {
+        if !self.except_sender {
             return None;
         }
         let topic = crate::system::SystemTopics::default().topic(event.kind());
@@ -184,7 +177,7 @@ impl Client {
         let mut tx = [0u8; 1024];
         let d = self
             .conn
-            .handle_delivery(delivery, &mut tx, &mut self.out)
+            .handle_delivery(delivery, &mut tx, |_| None)
             .expect("delivered");
         tx[..d.written].to_vec()
     }
@@ -691,9 +684,7 @@ fn deliveries_go_at_the_lower_qos_and_acks_become_msgack() {
     client.close(CloseCause::TransportClosed);
     let mut tx = [0u8; 256];
     assert_eq!(
-        client
-            .conn
-            .handle_delivery(delivery, &mut tx, &mut client.out),
+        client.conn.handle_delivery(delivery, &mut tx, |_| None),
         Err(DeliveryError::NotConnected)
     );
 }
@@ -714,7 +705,7 @@ fn a_delivery_without_room_says_how_much_it_needs() {
             publisher: None,
         },
         &mut tx,
-        &mut client.out,
+        |_| None,
     );
     assert_eq!(result, Err(DeliveryError::NoRoom { needed: 15 }));
 }
@@ -891,8 +882,14 @@ fn suback_frames_match_the_codec() {
 #[test]
 fn a_router_that_cannot_reach_the_sender_gets_its_copies_delivered_by_the_engine() {
     let mut client = Client::connected(LOCAL, &connect("loop"));
-    client.out.own = vec![("echo/#", QoS::AtLeastOnce)];
-    client.out.own_events = true;
+    client.send(&subscribe(
+        1,
+        &[
+            ("echo/#", QoS::AtLeastOnce),
+            ("SYSTEM/message", QoS::AtMostOnce),
+        ],
+    ));
+    client.out.except_sender = true;
     // QoS 1 publish: PUBACK, then the copy at QoS 1 with the engine's packet id, then the
     // `message` event's copy (QoS 0 subscription).
     let answer = client.send(&publish("echo/1", QoS::AtLeastOnce, Some(4), b"hi"));
@@ -905,10 +902,18 @@ fn a_router_that_cannot_reach_the_sender_gets_its_copies_delivered_by_the_engine
     expected.extend(publish(topic, QoS::AtMostOnce, None, json));
     assert_eq!(answer, expected);
     // The SUBACK comes before the copy of the client's own `subscribed` event.
-    let answer = client.send(&subscribe(2, &[("x", QoS::AtMostOnce)]));
+    let answer = client.send(&subscribe(2, &[("SYSTEM/#", QoS::AtMostOnce)]));
     let suback_bytes = suback(2, &[SubAckCode::Success(QoS::AtMostOnce)]);
     assert_eq!(answer[..suback_bytes.len()], suback_bytes[..]);
     assert_eq!(answer[suback_bytes.len()] & 0xF0, 0x30, "then a PUBLISH");
+    // A topic the client does not subscribe to comes back only as its `message` event.
+    let answer = client.send(&publish("other", QoS::AtMostOnce, None, b"-"));
+    match codec::decode(&answer, 1024) {
+        Ok(Some((Packet::Publish(copy), len))) => {
+            assert_eq!((copy.topic, len), ("SYSTEM/message", answer.len()));
+        }
+        other => panic!("one PUBLISH of the event: {other:?}"),
+    }
     // A copy without room is dropped and counted.
     client
         .rx
