@@ -128,9 +128,9 @@ use crate::envelope::Envelope;
 use crate::event::Event;
 use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 
-/// The longest peer address kept for the `connected` event (an IPv6 address with zone and
-/// port fits).
-pub const PEER_CAPACITY: usize = 64;
+/// The longest peer address kept for the `connected` event (an IPv6 address in brackets with
+/// its port fits; a longer one, with a zone, is cut).
+pub const PEER_CAPACITY: usize = 48;
 
 /// The prefix of client ids the server assigns to clients that connect with an empty one
 /// (section 3.1.3.1), followed by 16 hex digits.
@@ -416,7 +416,10 @@ enum State {
 /// The sans-IO state machine of one MQTT server connection. See the [module docs](self).
 #[derive(Debug)]
 pub struct Connection<A: AckStore, S: SessionStore> {
-    config: ServerConfig,
+    /// The limits of [`ServerConfig`] (its tracker part is the tracker's).
+    limits: Limits,
+    connect_timeout_ms: u64,
+    loopback_may_subscribe_system: bool,
     tracker: Tracker<A>,
     store: S,
     state: State,
@@ -456,8 +459,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             }
         }
         Connection {
-            tracker: Tracker::new(config.tracker.clone(), acks),
-            config,
+            limits: config.limits,
+            connect_timeout_ms: config.connect_timeout_ms,
+            loopback_may_subscribe_system: config.loopback_may_subscribe_system,
+            tracker: Tracker::new(config.tracker, acks),
             store,
             state: State::AwaitConnect,
             blocked: false,
@@ -509,25 +514,22 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         &self.store
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
+    /// The per-connection limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The room in `tx` the engine needs before it decodes a packet: the largest answer to one
     /// packet (a SUBACK for [`Limits::max_filters_per_packet`] filters).
     pub fn answer_room(&self) -> usize {
-        suback_len(self.config.limits.max_filters_per_packet)
+        suback_len(self.limits.max_filters_per_packet)
     }
 
     /// When [`Connection::handle_timeout`] is due, in ms since the Unix epoch: the connect
     /// timeout before the CONNECT, 1.5 times the keep-alive after it (section 3.1.2.10).
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
-            State::AwaitConnect => Some(
-                self.opened_at
-                    .saturating_add(self.config.connect_timeout_ms),
-            ),
+            State::AwaitConnect => Some(self.opened_at.saturating_add(self.connect_timeout_ms)),
             State::Connected if self.keep_alive > 0 => Some(
                 self.last_input
                     .saturating_add(u64::from(self.keep_alive) * 1_500),
@@ -604,7 +606,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 self.blocked = !rest.is_empty();
                 return consumed;
             }
-            let (packet, len) = match codec::decode(rest, self.config.limits.max_packet_size) {
+            let (packet, len) = match codec::decode(rest, self.limits.max_packet_size) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => return consumed,
                 Err(error) => {
@@ -655,7 +657,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             return Progress::default();
         }
         let Ok(Some((Packet::Connect(connect), len))) =
-            codec::decode(input, self.config.limits.max_packet_size)
+            codec::decode(input, self.limits.max_packet_size)
         else {
             return Progress::default();
         };
@@ -678,8 +680,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         self.keep_alive = connect.keep_alive;
         self.clean_session = connect.clean_session;
         self.last_input = now;
-        self.may_subscribe_system = (self.config.loopback_may_subscribe_system
-            && self.peer_is_loopback)
+        self.may_subscribe_system = (self.loopback_may_subscribe_system && self.peer_is_loopback)
             || out.is_system_subscriber(client_id, connect.username);
         let peer = (!self.peer.is_empty()).then_some(self.peer.as_str());
         let info = ConnectInfo {
@@ -791,7 +792,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             Some(ReasonCode::ClientIdentifierNotValid)
         } else {
             match connect.will {
-                Some(will) if self.config.tracker.topics.is_system_topic(will.topic) => {
+                Some(will) if self.tracker.config().topics.is_system_topic(will.topic) => {
                     Some(ReasonCode::NotAuthorized)
                 }
                 Some(will) if self.store.set_will(&will).is_err() => {
@@ -973,7 +974,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                     tx.put(&Packet::PubRec(pkid));
                     return;
                 }
-                if self.store.inbound_qos2_count() >= self.config.limits.max_inbound_qos2
+                if self.store.inbound_qos2_count() >= self.limits.max_inbound_qos2
                     || self.store.insert_inbound_qos2(pkid).is_err()
                 {
                     warn!("server: too many QoS 2 publishes awaiting PUBREL");
@@ -1006,7 +1007,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         out: &mut impl Output,
     ) {
         let count = subscribe.filters.len();
-        if count > self.config.limits.max_filters_per_packet {
+        if count > self.limits.max_filters_per_packet {
             warn!("server: too many filters in one SUBSCRIBE");
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
@@ -1039,16 +1040,17 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
 
     /// The SUBACK code for one filter: the access rule, the limit, the router.
     fn grant(&mut self, filter: &str, requested: QoS, out: &mut impl Output) -> SubAckCode {
-        if self.config.tracker.topics.filter_receives_events(filter) && !self.may_subscribe_system {
+        if self.tracker.config().topics.filter_receives_events(filter) && !self.may_subscribe_system
+        {
             out.count(Counter::SubscriptionDenied);
             return SubAckCode::Failure;
         }
         let held = self.store.subscription(filter).is_some();
-        if !held && self.store.subscription_count() >= self.config.limits.max_subscriptions {
+        if !held && self.store.subscription_count() >= self.limits.max_subscriptions {
             out.count(Counter::SubscriptionRefused);
             return SubAckCode::Failure;
         }
-        let qos = requested.min(self.config.limits.max_qos);
+        let qos = requested.min(self.limits.max_qos);
         if self.store.insert_subscription(filter, qos).is_err() {
             out.count(Counter::SubscriptionRefused);
             return SubAckCode::Failure;
@@ -1072,7 +1074,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) {
-        if unsubscribe.filters.len() > self.config.limits.max_filters_per_packet {
+        if unsubscribe.filters.len() > self.limits.max_filters_per_packet {
             warn!("server: too many filters in one UNSUBSCRIBE");
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;

@@ -20,9 +20,14 @@
 //!
 //! # What the gateway does (MQTT 3.1.1)
 //!
+//! Every MQTT decision is made by the core's protocol engine
+//! ([`activity_core::server::Connection`], one per slot), the same one `activity-broker`
+//! runs; the gateway moves bytes between the sockets and the engines, and routes.
+//!
 //! - CONNECT: protocol level 4 only (else CONNACK 1); the client id `broker` is reserved for
-//!   the gateway's own events (CONNACK 2); an empty id gets `auto-<slot>-<n>`; a second
-//!   connection with the same id takes the first one over (`disconnected` with `takenover`).
+//!   the gateway's own events (CONNACK 2); an empty id gets `auto-` and 16 hex digits (the
+//!   slot and a connection serial); a second connection with the same id takes the first one
+//!   over (`disconnected` with `takenover`).
 //! - Credentials are checked only with [`Config::auth`]: then a wrong username or password
 //!   gets CONNACK 4 and a client without a username CONNACK 5 unless anonymous clients are
 //!   allowed (the rule of `activity-broker`).
@@ -33,7 +38,8 @@
 //! - SUBSCRIBE with wildcard filters; QoS 2 is granted as QoS 1. A filter that would receive
 //!   events is refused (0x80) unless the client id is in [`Config::system_subscribers`].
 //! - PUBLISH QoS 0, 1 and 2 from clients; delivery at `min(publish, subscription)` QoS, at
-//!   most QoS 1. QoS 2 is acknowledged with PUBREC / PUBCOMP. No retained messages are kept
+//!   most QoS 1. QoS 2 is acknowledged with PUBREC / PUBCOMP; a client with more than
+//!   [`QOS2_INFLIGHT`] QoS 2 publishes awaiting PUBREL is closed. No retained messages are kept
 //!   (the RETAIN flag is reported in the `message` event, deliveries carry RETAIN 0). Only the
 //!   gateway publishes on system topics: other clients' publishes there are dropped (and
 //!   still acknowledged).
@@ -53,7 +59,7 @@
 //!   `packet_too_large`).
 //! - per slot: a `QUEUE`-byte queue of packets waiting for the socket (a delivery that does not
 //!   fit is dropped and counted), `SUBS` subscriptions of up to [`FILTER_CAPACITY`] bytes, a
-//!   last will of up to [`WILL_TOPIC_CAPACITY`] + [`WILL_PAYLOAD_CAPACITY`] bytes and the
+//!   last will of up to [`WILL_CAPACITY`] bytes (topic and message) and the
 //!   tracker with [`ACK_ENTRIES`] pending `msgack` deliveries.
 //! - one `QUEUE`-byte event buffer (an event whose JSON is larger is dropped and counted) and
 //!   one `QUEUE`-byte uplink queue.
@@ -82,22 +88,21 @@
 #[macro_use]
 mod fmt;
 
-mod handler;
 mod queue;
 mod router;
 mod session;
 mod stats;
 mod uplink;
 
+use activity_core::server::ReasonCode;
 use activity_core::tracker::TrackerConfig;
 use embassy_futures::join::{join_array, join3};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Instant};
 
-pub use handler::MAX_FILTERS_PER_SUBSCRIBE;
 pub use router::{
-    ACK_ENTRIES, ACK_TEXT, FILTER_CAPACITY, QOS2_INFLIGHT, UPLINK_TOPIC_CAPACITY,
-    WILL_PAYLOAD_CAPACITY, WILL_TOPIC_CAPACITY,
+    ACK_ENTRIES, ACK_TEXT, FILTER_CAPACITY, MAX_FILTERS_PER_SUBSCRIBE, QOS2_INFLIGHT,
+    UPLINK_TOPIC_CAPACITY, WILL_CAPACITY,
 };
 pub use stats::GatewayStats;
 pub use uplink::{OFFLINE, ONLINE};
@@ -184,17 +189,16 @@ impl Auth<'_> {
         &self,
         username: Option<&str>,
         password: Option<&[u8]>,
-    ) -> Option<activity_core::codec::ConnectReturnCode> {
-        use activity_core::codec::ConnectReturnCode;
+    ) -> Option<ReasonCode> {
         let Some(username) = username else {
-            return (!self.allow_anonymous).then_some(ConnectReturnCode::NotAuthorized);
+            return (!self.allow_anonymous).then_some(ReasonCode::NotAuthorized);
         };
         let password = password.unwrap_or_default();
         // Every user is compared, so the time does not tell which one nearly matched.
         let known = self.users.iter().fold(false, |found, user| {
             found | (user.username == username && same_secret(user.password, password))
         });
-        (!known).then_some(ConnectReturnCode::BadUserNameOrPassword)
+        (!known).then_some(ReasonCode::BadUserNameOrPassword)
     }
 }
 

@@ -32,6 +32,7 @@ impl<const N: usize> PacketQueue<N> {
     }
 
     /// The free bytes.
+    #[cfg(test)]
     pub(crate) fn free(&self) -> usize {
         N - self.len
     }
@@ -57,6 +58,17 @@ impl<const N: usize> PacketQueue<N> {
             // the queue as one packet rather than panic.
             _ => self.len - pos,
         }
+    }
+
+    /// The free space after the queued bytes, for a writer of whole packets; then
+    /// [`PacketQueue::commit`] what it wrote.
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf[self.len..]
+    }
+
+    /// Adds `n` bytes written into [`PacketQueue::spare`] (whole packets) to the queue.
+    pub(crate) fn commit(&mut self, n: usize) {
+        self.len = (self.len + n).min(N);
     }
 
     /// Moves as many bytes as fit from the front of the queue into `out`; returns how many.

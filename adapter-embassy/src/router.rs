@@ -1,10 +1,16 @@
 //! The gateway's shared state and its routing (MQTT 3.1.1 sections 3.3.2, 3.8.4 and 4.7).
 //!
-//! One [`Core`] holds every client slot: its [`Tracker`], subscriptions, last will and queue of
-//! packets waiting for its socket. Everything that reaches other clients goes through here:
-//! application messages, last wills and the activity events (encoded once, with `"node"` set to
-//! the gateway id, into the event buffer). Nothing here awaits: the slot futures borrow the
-//! core only between awaits.
+//! One [`Core`] holds every client slot: the slot's protocol engine (an
+//! [`activity_core::server::Connection`], which makes every MQTT decision and keeps the
+//! client's subscriptions, will and pending acknowledgements) and its queue of packets waiting
+//! for the socket. Everything that reaches other clients goes through here: application
+//! messages, last wills and the activity events (encoded once, with `"node"` set to the gateway
+//! id, into the event buffer). Nothing here awaits: the slot futures borrow the core only
+//! between awaits.
+//!
+//! The engine of the slot that is being driven is borrowed during the call, so the routing
+//! table cannot reach it: it answers [`Routed::ExceptSender`] and returns each event from
+//! [`Output::event`], and the engine delivers its own client's copies itself.
 
 use core::cell::{Cell, RefCell};
 
@@ -12,12 +18,16 @@ use activity_core::QoS;
 use activity_core::acks::FixedAckStore;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
 use activity_core::codec::{Packet, Publish};
-use activity_core::event::{DisconnectReason, EncodeOptions, Event, EventKind, encode};
+use activity_core::event::{EncodeOptions, Event, EventKind, encode};
+use activity_core::server::{
+    CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, FixedSessionStore,
+    Limits, Output, Peer, ReasonCode, Route, Routed, ServerConfig, SessionStore,
+};
+use activity_core::system::TOPIC_CAPACITY;
 use activity_core::topic::matches;
-use activity_core::tracker::{DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
-use heapless::{String, Vec};
+use heapless::String;
 
 use crate::Config;
 use crate::queue::PacketQueue;
@@ -25,139 +35,95 @@ use crate::stats::{Counters, bump};
 
 /// The longest topic filter a subscription may have, in bytes; longer ones get SUBACK 0x80.
 pub const FILTER_CAPACITY: usize = 64;
-/// The longest last-will topic, in bytes; a longer one is refused with CONNACK 3.
-pub const WILL_TOPIC_CAPACITY: usize = 64;
-/// The longest last-will message, in bytes; a longer one is refused with CONNACK 3.
-pub const WILL_PAYLOAD_CAPACITY: usize = 64;
+/// The longest last will, topic and message together, in bytes; a longer one is refused with
+/// CONNACK 3.
+pub const WILL_CAPACITY: usize = 128;
 /// Deliveries of envelope messages per client remembered for `msgack` (see
 /// [`activity_core::acks`]).
 pub const ACK_ENTRIES: usize = 4;
 /// Text bytes per remembered delivery (topic, ids, publisher).
 pub const ACK_TEXT: usize = 96;
-/// QoS 2 publishes per client awaiting PUBREL that are remembered to drop duplicates.
+/// QoS 2 publishes per client awaiting PUBREL; one more closes the connection.
 pub const QOS2_INFLIGHT: usize = 4;
 /// The longest topic the uplink publishes on (its prefix, `/`, the local topic).
 pub const UPLINK_TOPIC_CAPACITY: usize = 128;
+/// The most topic filters one SUBSCRIBE or UNSUBSCRIBE may carry; more close the connection.
+pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 16;
 
 /// The per-connection acknowledgement store.
 pub(crate) type Acks = FixedAckStore<ACK_ENTRIES, ACK_TEXT>;
+/// The per-connection session store.
+pub(crate) type Store<const SUBS: usize> =
+    FixedSessionStore<SUBS, FILTER_CAPACITY, QOS2_INFLIGHT, WILL_CAPACITY>;
+/// One slot's protocol engine.
+pub(crate) type Conn<const SUBS: usize> = Connection<Acks, Store<SUBS>>;
 
-/// One granted subscription.
-pub(crate) struct Subscription {
-    pub(crate) filter: String<FILTER_CAPACITY>,
-    pub(crate) qos: QoS,
-}
-
-/// A stored last will (section 3.1.2.5).
-pub(crate) struct Will {
-    pub(crate) topic: String<WILL_TOPIC_CAPACITY>,
-    pub(crate) payload: Vec<u8, WILL_PAYLOAD_CAPACITY>,
-    pub(crate) qos: QoS,
-    /// The RETAIN flag the client asked for (reported in the `message` event; the gateway
-    /// keeps no retained messages).
-    pub(crate) retain: bool,
+/// The engine's policy for every slot: the gateway's limits (at most QoS 1, packets up to the
+/// slot's packet buffer), the configured system topics and events, and only listed clients
+/// receive events (loopback means nothing on a microcontroller's network).
+pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> ServerConfig {
+    ServerConfig {
+        tracker: config.tracker.clone(),
+        limits: Limits {
+            max_packet_size,
+            max_inbound_qos2: QOS2_INFLIGHT,
+            max_subscriptions: usize::MAX,
+            max_filters_per_packet: MAX_FILTERS_PER_SUBSCRIBE,
+            max_qos: QoS::AtLeastOnce,
+        },
+        connect_timeout_ms: config.connect_timeout.as_millis(),
+        loopback_may_subscribe_system: false,
+    }
 }
 
 /// One client slot.
 pub(crate) struct Client<const SUBS: usize, const QUEUE: usize> {
-    /// `Some` from an accepted CONNECT until the connection ends.
-    pub(crate) tracker: Option<Tracker<Acks>>,
-    pub(crate) may_subscribe_system: bool,
-    pub(crate) subs: Vec<Subscription, SUBS>,
+    /// The engine of the slot's connection, from its accept until the next one.
+    pub(crate) conn: Option<Conn<SUBS>>,
     pub(crate) out: PacketQueue<QUEUE>,
-    next_pkid: u16,
-    pub(crate) will: Option<Will>,
     /// Another connection took the client id over: the slot must close its socket.
     pub(crate) kicked: bool,
-    pub(crate) inbound_qos2: Vec<u16, QOS2_INFLIGHT>,
 }
 
 impl<const SUBS: usize, const QUEUE: usize> Client<SUBS, QUEUE> {
     const fn new() -> Self {
         Client {
-            tracker: None,
-            may_subscribe_system: false,
-            subs: Vec::new(),
+            conn: None,
             out: PacketQueue::new(),
-            next_pkid: 0,
-            will: None,
             kicked: false,
-            inbound_qos2: Vec::new(),
         }
-    }
-
-    /// Forgets everything of the previous connection.
-    pub(crate) fn reset(&mut self) {
-        *self = Self::new();
-    }
-
-    /// Whether the slot holds an accepted connection.
-    pub(crate) fn is_connected(&self) -> bool {
-        self.tracker.as_ref().is_some_and(|t| t.is_connected())
-    }
-
-    /// The next packet id for a delivery, 1..=65535 (section 2.3.1).
-    fn next_pkid(&mut self) -> u16 {
-        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-        self.next_pkid
     }
 
     /// Delivers a message if a subscription matches: at most once per client, at the highest
     /// matching subscription QoS, capped at the publish QoS (section 3.8.4).
-    fn deliver(&mut self, ctx: &Ctx<'_>, message: &Message<'_>, wake: &Signal<NoopRawMutex, ()>) {
-        if !self.is_connected()
-            || (!self.may_subscribe_system
-                && ctx.config.tracker.topics.is_system_topic(message.topic))
-        {
-            return;
-        }
-        let Some(sub_qos) = self
-            .subs
-            .iter()
-            .filter(|s| matches(&s.filter, message.topic))
-            .map(|s| s.qos)
-            .max()
-        else {
+    fn deliver(
+        &mut self,
+        counters: &Counters,
+        delivery: Delivery<'_>,
+        wake: &Signal<NoopRawMutex, ()>,
+    ) {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_connected()) else {
             return;
         };
-        let qos = message.qos.min(sub_qos);
-        let pkid = (qos != QoS::AtMostOnce).then(|| self.next_pkid());
-        let publish = Publish {
-            dup: false,
-            qos,
-            retain: false,
-            topic: message.topic,
-            pkid,
-            payload: message.payload,
-        };
-        if self.out.push(&Packet::Publish(publish)).is_err() {
-            bump(&ctx.counters.deliveries_dropped);
-            warn!("gateway: client queue full, delivery dropped");
+        let Some(subscription_qos) = conn.store().matching_qos(delivery.topic) else {
             return;
+        };
+        let delivery = Delivery {
+            subscription_qos,
+            ..delivery
+        };
+        match conn.handle_delivery(delivery, self.out.spare(), |_| None) {
+            Ok(delivered) => {
+                self.out.commit(delivered.written);
+                wake.signal(());
+            }
+            Err(DeliveryError::NotConnected) => {}
+            Err(_) => {
+                bump(&counters.deliveries_dropped);
+                warn!("gateway: client queue full, delivery dropped");
+            }
         }
-        if let Some(tracker) = self.tracker.as_mut() {
-            tracker.handle_delivery(
-                DeliveryInfo {
-                    pkid: pkid.unwrap_or(0),
-                    qos,
-                    topic: message.topic,
-                    payload: message.payload,
-                    pub_client_id: message.publisher,
-                },
-                |_| None,
-            );
-        }
-        wake.signal(());
     }
-}
-
-/// An application message on its way to subscribers.
-pub(crate) struct Message<'m> {
-    pub(crate) topic: &'m str,
-    pub(crate) payload: &'m [u8],
-    /// Already capped at QoS 1: the gateway never delivers at QoS 2.
-    pub(crate) qos: QoS,
-    pub(crate) publisher: Option<&'m str>,
 }
 
 /// What the routing code reads besides the core: the configuration, counters and wakers.
@@ -227,45 +193,17 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Shared<CLIENTS
 pub(crate) struct Core<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> {
     pub(crate) clients: [Client<SUBS, QUEUE>; CLIENTS],
     /// The JSON of the event being published.
-    pub(crate) scratch: [u8; QUEUE],
+    scratch: [u8; QUEUE],
     /// Packets for the upstream broker.
     pub(crate) uplink: PacketQueue<QUEUE>,
     uplink_topic: String<UPLINK_TOPIC_CAPACITY>,
 }
 
-/// Encodes an event into `scratch` with the gateway id as `"node"`.
-pub(crate) fn encode_event(
-    ctx: &Ctx<'_>,
-    event: Option<Event<'_>>,
-    scratch: &mut [u8],
-) -> Option<(EventKind, usize)> {
-    let event = event?;
-    let options = EncodeOptions {
-        node: Some(ctx.config.gateway_id),
-        ..EncodeOptions::default()
-    };
-    match encode(&event, &options, scratch) {
-        Ok(len) => Some((event.kind(), len)),
-        Err(_) => {
-            bump(&ctx.counters.events_dropped);
-            warn!("gateway: event too large for the event buffer, dropped");
-            None
-        }
-    }
+/// The driver's verdict on a CONNECT, taken while the engine asked.
+struct Verdict {
+    answer: ConnectAnswer,
+    client_id: String<CLIENT_ID_CAPACITY>,
 }
-
-/// Calls a [`Tracker`] method on slot `$i` and publishes the event it gives.
-macro_rules! emit {
-    ($core:expr, $ctx:expr, $i:expr, |$t:ident| $call:expr) => {{
-        let core = &mut *$core;
-        let encoded = match core.clients[$i].tracker.as_mut() {
-            Some($t) => $crate::router::encode_event($ctx, $call, &mut core.scratch),
-            None => None,
-        };
-        core.publish_event($ctx, encoded);
-    }};
-}
-pub(crate) use emit;
 
 impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, SUBS, QUEUE> {
     const fn new() -> Self {
@@ -277,98 +215,293 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         }
     }
 
-    /// Publishes the event in `scratch` to the allowed local subscribers and the uplink.
-    pub(crate) fn publish_event(&mut self, ctx: &Ctx<'_>, encoded: Option<(EventKind, usize)>) {
-        let Some((kind, len)) = encoded else {
-            return;
+    /// Slot `i` accepted a connection from `peer` at `now`: a fresh engine and queue.
+    pub(crate) fn open(
+        &mut self,
+        i: usize,
+        server: ServerConfig,
+        peer: &str,
+        now: u64,
+        nonce: u64,
+    ) {
+        let peer = Peer {
+            addr: (!peer.is_empty()).then_some(peer),
+            is_loopback: false,
         };
-        let topic = ctx.config.tracker.topics.topic(kind);
-        debug!("gateway: event {}", kind.name());
+        let client = &mut self.clients[i];
+        client.out.clear();
+        client.kicked = false;
+        client.conn = Some(Connection::new(
+            server,
+            Acks::new(),
+            Store::new(),
+            peer,
+            now,
+            nonce,
+        ));
+    }
+
+    /// Whether slot `i`'s connection is over (or never was).
+    pub(crate) fn is_closed(&self, i: usize) -> bool {
+        self.clients[i].conn.as_ref().is_none_or(|c| c.is_closed())
+    }
+
+    /// Whether slot `i`'s engine stopped reading for room in its queue.
+    pub(crate) fn is_blocked(&self, i: usize) -> bool {
+        self.clients[i]
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.is_blocked())
+    }
+
+    /// When slot `i`'s engine next needs [`Core::handle_timeout`], in Unix ms.
+    pub(crate) fn poll_timeout(&self, i: usize) -> Option<u64> {
+        self.clients[i].conn.as_ref()?.poll_timeout()
+    }
+
+    /// Runs `step` on slot `i`'s engine with the slot's queue as its transmit buffer and the
+    /// routing table as its output; `answering` says whether `step` answers a CONNECT (for the
+    /// counters). `None` when the slot has no engine.
+    fn drive<R>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        i: usize,
+        answering: bool,
+        step: impl FnOnce(
+            &mut Conn<SUBS>,
+            &mut [u8],
+            &mut SlotOutput<'_, '_, SUBS, QUEUE>,
+        ) -> (R, usize),
+    ) -> Option<(R, Option<Verdict>)> {
         let Core {
             clients,
             scratch,
             uplink,
             uplink_topic,
         } = self;
-        let message = Message {
-            topic: &topic,
-            payload: &scratch[..len],
-            qos: QoS::AtLeastOnce,
-            publisher: None,
+        let (before, rest) = clients.split_at_mut(i);
+        let (me, after) = rest.split_first_mut()?;
+        let conn = me.conn.as_mut()?;
+        let mut out = SlotOutput {
+            ctx,
+            index: i,
+            before,
+            after,
+            scratch,
+            uplink,
+            uplink_topic,
+            event_topic: String::new(),
+            verdict: None,
+            answering,
         };
-        for (client, wake) in clients.iter_mut().zip(ctx.wake) {
-            client.deliver(ctx, &message, wake);
+        let (result, written) = step(conn, me.out.spare(), &mut out);
+        me.out.commit(written);
+        if written > 0 {
+            ctx.wake[i].signal(());
         }
-        push_uplink(ctx, uplink, uplink_topic, &message);
+        Some((result, out.verdict))
     }
 
-    /// Routes an application message to the local subscribers and, when a forward filter
-    /// matches, to the uplink.
-    pub(crate) fn route_message(&mut self, ctx: &Ctx<'_>, message: &Message<'_>) {
-        for (client, wake) in self.clients.iter_mut().zip(ctx.wake) {
-            client.deliver(ctx, message, wake);
-        }
-        if let Some(uplink) = &ctx.config.uplink
-            && uplink.forward.iter().any(|f| matches(f, message.topic))
-        {
-            push_uplink(ctx, &mut self.uplink, &mut self.uplink_topic, message);
-        }
-    }
-
-    /// Ends slot `i`'s connection: the last will unless the client said DISCONNECT (section
-    /// 3.1.2.5), routed like a PUBLISH of the client with its `message` event, then the
-    /// `disconnected` event (the order `activity-broker` uses). Does nothing for a slot without
-    /// a connection.
-    pub(crate) fn close_client(
+    /// Hands slot `i`'s unconsumed bytes to its engine; returns how many it consumed. A
+    /// CONNECT is decided here (credentials, takeover of an older connection of the id) and
+    /// answered at once.
+    pub(crate) fn handle_input(
         &mut self,
         ctx: &Ctx<'_>,
         i: usize,
+        input: &[u8],
         now: u64,
-        reason: DisconnectReason,
-    ) {
-        let client = &mut self.clients[i];
-        let Some(mut tracker) = client.tracker.take() else {
-            return;
+    ) -> usize {
+        let Some((consumed, verdict)) = self.drive(ctx, i, false, |conn, tx, out| {
+            let progress = conn.handle_input(now, input, tx, out);
+            (progress.consumed, progress.written)
+        }) else {
+            return 0;
         };
-        let will = client.will.take();
-        client.subs.clear();
-        client.inbound_qos2.clear();
-        client.kicked = reason == DisconnectReason::Takenover;
-        info!("gateway: client closed: {}", reason.as_str());
-        if let Some(will) = will.filter(|_| reason != DisconnectReason::Normal) {
-            let info = PublishInfo {
-                topic: &will.topic,
-                payload: &will.payload,
-                qos: will.qos,
-                retain: will.retain,
-            };
-            // CONNECT refuses wills on system topics, so the tracker accepts this one.
-            if let PublishOutcome::Accepted(event) = tracker.handle_publish(now, info) {
-                let encoded = encode_event(ctx, event, &mut self.scratch);
-                self.route_message(
-                    ctx,
-                    &Message {
-                        topic: &will.topic,
-                        payload: &will.payload,
-                        qos: will.qos.min(QoS::AtLeastOnce),
-                        publisher: Some(tracker.client_id()),
-                    },
-                );
-                self.publish_event(ctx, encoded);
+        let Some(verdict) = verdict else {
+            return consumed;
+        };
+        if let ConnectAnswer::Accept { .. } = verdict.answer {
+            if let Some(old) = self.find_client(&verdict.client_id, i) {
+                self.close_client(ctx, old, now, CloseCause::TakenOver);
+                self.clients[old].kicked = true;
+                ctx.wake[old].signal(());
             }
+            bump(&ctx.counters.clients_connected);
+            info!("gateway: client connected");
         }
-        let encoded = encode_event(ctx, tracker.handle_close(now, reason), &mut self.scratch);
-        self.publish_event(ctx, encoded);
+        let rest = input.get(consumed..).unwrap_or_default();
+        let answered = self.drive(ctx, i, true, |conn, tx, out| {
+            let progress = conn.handle_connect_answer(now, verdict.answer, rest, tx, out);
+            (progress.consumed, progress.written)
+        });
+        consumed + answered.map_or(0, |(more, _)| more)
+    }
+
+    /// Closes slot `i`'s connection if its deadline has passed.
+    pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, i: usize, now: u64) {
+        self.drive(ctx, i, false, |conn, tx, out| {
+            ((), conn.handle_timeout(now, tx, out))
+        });
+    }
+
+    /// Ends slot `i`'s connection for `cause` (the engine publishes the will when due and
+    /// reports `disconnected`). Does nothing for a slot whose connection is over already.
+    pub(crate) fn close_client(&mut self, ctx: &Ctx<'_>, i: usize, now: u64, cause: CloseCause) {
+        self.drive(ctx, i, false, |conn, tx, out| {
+            ((), conn.handle_close(now, cause, tx, out))
+        });
     }
 
     /// The slot of the connected client with this id, other than `except`.
-    pub(crate) fn find_client(&self, client_id: &str, except: usize) -> Option<usize> {
+    fn find_client(&self, client_id: &str, except: usize) -> Option<usize> {
         self.clients.iter().enumerate().position(|(j, c)| {
             j != except
-                && c.tracker
+                && c.conn
                     .as_ref()
-                    .is_some_and(|t| t.is_connected() && t.client_id() == client_id)
+                    .is_some_and(|conn| conn.is_connected() && conn.client_id() == client_id)
         })
+    }
+}
+
+/// The routing table as slot `index`'s engine sees it: every other slot, the event buffer and
+/// the uplink.
+struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize> {
+    ctx: &'a Ctx<'c>,
+    index: usize,
+    before: &'a mut [Client<SUBS, QUEUE>],
+    after: &'a mut [Client<SUBS, QUEUE>],
+    scratch: &'a mut [u8; QUEUE],
+    uplink: &'a mut PacketQueue<QUEUE>,
+    uplink_topic: &'a mut String<UPLINK_TOPIC_CAPACITY>,
+    event_topic: String<TOPIC_CAPACITY>,
+    verdict: Option<Verdict>,
+    answering: bool,
+}
+
+/// Delivers to every slot of `before` and `after` (slot `index` sits between them).
+fn deliver_to_others<const SUBS: usize, const QUEUE: usize>(
+    ctx: &Ctx<'_>,
+    index: usize,
+    before: &mut [Client<SUBS, QUEUE>],
+    after: &mut [Client<SUBS, QUEUE>],
+    delivery: Delivery<'_>,
+) {
+    for (j, client) in before.iter_mut().enumerate() {
+        client.deliver(ctx.counters, delivery, &ctx.wake[j]);
+    }
+    for (k, client) in after.iter_mut().enumerate() {
+        client.deliver(ctx.counters, delivery, &ctx.wake[index + 1 + k]);
+    }
+}
+
+impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, QUEUE> {
+    fn route(&mut self, route: Route<'_>) -> Routed {
+        match route {
+            Route::Connect(request) => {
+                let refusal = self
+                    .ctx
+                    .config
+                    .auth
+                    .as_ref()
+                    .and_then(|auth| auth.check(request.username, request.password));
+                // Clean sessions only: a client asking for a persistent one gets a fresh
+                // session and is told so with session_present = 0 (section 3.2.2.2).
+                let answer = refusal.map_or(ConnectAnswer::accept(false), ConnectAnswer::Refuse);
+                let mut client_id = String::new();
+                // The engine gives ids of at most CLIENT_ID_CAPACITY bytes.
+                let _ = client_id.push_str(request.client_id);
+                self.verdict = Some(Verdict { answer, client_id });
+                Routed::Accepted
+            }
+            Route::Publish(publish) => {
+                let delivery = Delivery {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                    qos: publish.qos,
+                    subscription_qos: QoS::AtMostOnce,
+                    retain: false,
+                    dup: false,
+                    pkid: None,
+                    publisher: Some(publish.publisher),
+                };
+                deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
+                if let Some(uplink) = &self.ctx.config.uplink
+                    && uplink.forward.iter().any(|f| matches(f, publish.topic))
+                {
+                    push_uplink(
+                        self.ctx,
+                        self.uplink,
+                        self.uplink_topic,
+                        publish.topic,
+                        publish.payload,
+                    );
+                }
+                Routed::ExceptSender
+            }
+            // The subscriptions live in the engines' stores; nothing is kept past a
+            // connection (clean sessions only) and nothing is retransmitted.
+            _ => Routed::Accepted,
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        let options = EncodeOptions {
+            node: Some(self.ctx.config.gateway_id),
+            ..EncodeOptions::default()
+        };
+        let len = match encode(event, &options, &mut self.scratch[..]) {
+            Ok(len) => len,
+            Err(_) => {
+                bump(&self.ctx.counters.events_dropped);
+                warn!("gateway: event too large for the event buffer, dropped");
+                return None;
+            }
+        };
+        let kind: EventKind = event.kind();
+        debug!("gateway: event {}", kind.name());
+        self.event_topic = self.ctx.config.tracker.topics.topic(kind);
+        let delivery = Delivery {
+            topic: &self.event_topic,
+            payload: &self.scratch[..len],
+            qos: QoS::AtLeastOnce,
+            subscription_qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            pkid: None,
+            publisher: None,
+        };
+        deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
+        push_uplink(
+            self.ctx,
+            self.uplink,
+            self.uplink_topic,
+            &self.event_topic,
+            &self.scratch[..len],
+        );
+        Some(delivery)
+    }
+
+    fn count(&mut self, counter: Counter) {
+        let counters = self.ctx.counters;
+        let counter = match counter {
+            Counter::ConnectRefused(_) if self.answering => &counters.refused_auth,
+            Counter::ConnectRefused(ReasonCode::ServerUnavailable) => &counters.refused_no_buffer,
+            Counter::ConnectRefused(_) => &counters.refused_other,
+            Counter::ProtocolError | Counter::QuotaExceeded => &counters.protocol_errors,
+            Counter::PacketTooLarge => &counters.packets_too_large,
+            Counter::PublishDenied => &counters.publishes_denied,
+            Counter::SubscriptionDenied | Counter::SubscriptionRefused => {
+                &counters.subscriptions_refused
+            }
+            Counter::DeliveryDropped => &counters.deliveries_dropped,
+            _ => return,
+        };
+        bump(counter);
+    }
+
+    fn is_system_subscriber(&self, client_id: &str, _username: Option<&str>) -> bool {
+        self.ctx.config.system_subscribers.contains(&client_id)
     }
 }
 
@@ -376,37 +509,29 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
 fn push_uplink<const QUEUE: usize>(
     ctx: &Ctx<'_>,
     queue: &mut PacketQueue<QUEUE>,
-    topic: &mut String<UPLINK_TOPIC_CAPACITY>,
-    message: &Message<'_>,
+    uplink_topic: &mut String<UPLINK_TOPIC_CAPACITY>,
+    topic: &str,
+    payload: &[u8],
 ) {
     let Some(uplink) = &ctx.config.uplink else {
         return;
     };
-    topic.clear();
-    let composed = topic
+    uplink_topic.clear();
+    let composed = uplink_topic
         .push_str(uplink.prefix)
-        .and_then(|()| topic.push('/'))
-        .and_then(|()| topic.push_str(message.topic));
+        .and_then(|()| uplink_topic.push('/'))
+        .and_then(|()| uplink_topic.push_str(topic));
     let publish = Publish {
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
-        topic,
+        topic: uplink_topic,
         pkid: None,
-        payload: message.payload,
+        payload,
     };
     if composed.is_err() || queue.push(&Packet::Publish(publish)).is_err() {
         bump(&ctx.counters.uplink_dropped);
         return;
     }
     ctx.uplink_wake.signal(());
-}
-
-/// A client id the gateway assigns to a client that sent an empty one (section 3.1.3.1).
-pub(crate) fn assigned_client_id(slot: usize, serial: u32) -> String<CLIENT_ID_CAPACITY> {
-    use core::fmt::Write;
-    let mut id = String::new();
-    // "auto-" + two decimal u32/usize values fit 128 bytes.
-    let _ = write!(id, "auto-{slot}-{serial}");
-    id
 }

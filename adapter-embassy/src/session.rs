@@ -8,15 +8,13 @@
 
 use core::fmt::Write;
 
-use activity_core::codec::{DecodeError, decode};
-use activity_core::event::DisconnectReason;
+use activity_core::server::{CloseCause, PEER_CAPACITY};
 use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_net::Stack;
 use embassy_net::tcp::TcpSocket;
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 
-use crate::handler::{Flow, RESPONSE_RESERVE};
-use crate::router::Shared;
+use crate::router::{Ctx, Shared, server_config};
 use crate::stats::bump;
 use crate::{Config, SlotBuffers};
 
@@ -57,18 +55,30 @@ pub(crate) async fn run_slot<
         }
         socket.set_nagle_enabled(false);
         bump(&ctx.counters.connections_accepted);
-        shared.core.borrow_mut().clients[index].reset();
-        let mut peer = heapless::String::<48>::new();
-        if let Some(endpoint) = socket.remote_endpoint() {
-            // An IPv4 endpoint is at most 21 characters.
-            let _ = write!(peer, "{endpoint}");
+        {
+            // Not kept across an await: the engine copies what it needs.
+            let mut peer = heapless::String::<PEER_CAPACITY>::new();
+            if let Some(endpoint) = socket.remote_endpoint() {
+                // An IPv4 endpoint is at most 21 characters.
+                let _ = write!(peer, "{endpoint}");
+            }
+            // Unique among the gateway's connections: the slot and the connection serial.
+            let nonce = (u64::try_from(index).unwrap_or(0) << 32)
+                | u64::from(ctx.counters.connections_accepted.get());
+            let now = shared.status.now_ms();
+            let server = server_config(config, packet.len());
+            shared
+                .core
+                .borrow_mut()
+                .open(index, server, &peer, now, nonce);
         }
-        let reason = serve(&mut socket, shared, config, index, packet, &peer).await;
+        let cause = serve(&mut socket, shared, &ctx, index, packet).await;
         let now = shared.status.now_ms();
+        // Nothing happens if the engine closed the connection itself.
         shared
             .core
             .borrow_mut()
-            .close_client(&ctx, index, now, reason);
+            .close_client(&ctx, index, now, cause);
         // Send what is still queued (a refusing CONNACK, say), then close.
         let _ = with_timeout(LINGER, async {
             loop {
@@ -89,73 +99,48 @@ pub(crate) async fn run_slot<
     }
 }
 
-/// Reads, handles and writes for one connection until it ends; returns why.
+/// Moves bytes between the socket and the slot's engine until the connection ends; returns
+/// why, when the transport (not the engine) ended it.
 async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     socket: &mut TcpSocket<'_>,
     shared: &Shared<CLIENTS, SUBS, QUEUE>,
-    config: &Config<'_>,
+    ctx: &Ctx<'_>,
     index: usize,
     packet: &mut [u8],
-    peer: &str,
-) -> DisconnectReason {
-    let ctx = shared.ctx(config);
+) -> CloseCause {
     let (mut reader, mut writer) = socket.split();
     let mut have = 0usize;
-    let mut deadline = Instant::now() + config.connect_timeout;
-    let mut keep_alive: Option<Duration> = None;
     loop {
-        // Handle every complete packet, as long as an answer fits the queue.
+        // Hand the engine every byte not consumed yet.
         loop {
-            {
-                let core = shared.core.borrow();
-                let client = &core.clients[index];
-                if client.kicked {
-                    return DisconnectReason::Takenover;
-                }
-                if client.out.free() < RESPONSE_RESERVE {
-                    break;
-                }
+            if shared.core.borrow().clients[index].kicked {
+                return CloseCause::TakenOver;
             }
-            let (flow, used) = match decode(&packet[..have], packet.len()) {
-                Ok(Some((p, used))) => {
-                    let now = shared.status.now_ms();
-                    let peer = (!peer.is_empty()).then_some(peer);
-                    let flow = shared
-                        .core
-                        .borrow_mut()
-                        .handle_packet(&ctx, index, p, peer, now);
-                    (flow, used)
-                }
-                Ok(None) => break,
-                Err(DecodeError::PacketTooLarge { .. }) => {
-                    bump(&ctx.counters.packets_too_large);
-                    return DisconnectReason::PacketTooLarge;
-                }
-                Err(_) => {
-                    bump(&ctx.counters.protocol_errors);
-                    return DisconnectReason::ProtocolError;
-                }
-            };
-            packet.copy_within(used..have, 0);
-            have -= used;
-            match flow {
-                Flow::Continue => {}
-                Flow::Connected(seconds) => {
-                    keep_alive = (seconds > 0).then(|| {
-                        // 1.5 times the keep-alive (section 3.1.2.10), in ms.
-                        Duration::from_millis(u64::from(seconds) * 1500)
-                    });
-                }
-                Flow::Close(reason) => return reason,
+            let now = shared.status.now_ms();
+            let consumed = shared
+                .core
+                .borrow_mut()
+                .handle_input(ctx, index, &packet[..have], now);
+            packet.copy_within(consumed..have, 0);
+            have -= consumed;
+            if shared.core.borrow().is_closed(index) {
+                // The engine closed it and reported why; the cause is not used.
+                return CloseCause::ProtocolError;
             }
-            // Any control packet restarts the keep-alive clock.
-            if shared.core.borrow().clients[index].is_connected() {
-                deadline = keep_alive.map_or(Instant::MAX, |k| Instant::now() + k);
+            if consumed == 0 {
+                break;
             }
         }
-        let room = shared.core.borrow().clients[index].out.free() >= RESPONSE_RESERVE;
+        let (readable, deadline) = {
+            let core = shared.core.borrow();
+            let deadline = core.poll_timeout(index).map_or(Instant::MAX, |unix_ms| {
+                let offset = shared.status.epoch_offset_ms.get();
+                Instant::from_millis(unix_ms.saturating_sub(offset))
+            });
+            (!core.is_blocked(index) && have < packet.len(), deadline)
+        };
         let read = async {
-            if room && have < packet.len() {
+            if readable {
                 reader.read(&mut packet[have..]).await
             } else {
                 core::future::pending().await
@@ -184,11 +169,14 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         };
         match select3(read, write, Timer::at(deadline)).await {
             Either3::First(Ok(0) | Err(_)) | Either3::Second(Err(_)) => {
-                return DisconnectReason::TcpClosed;
+                return CloseCause::TransportClosed;
             }
             Either3::First(Ok(n)) => have += n,
             Either3::Second(Ok(_)) => {}
-            Either3::Third(()) => return DisconnectReason::KeepaliveTimeout,
+            Either3::Third(()) => {
+                let now = shared.status.now_ms();
+                shared.core.borrow_mut().handle_timeout(ctx, index, now);
+            }
         }
     }
 }
