@@ -2,7 +2,7 @@
 """Writes the hand-made seed files of the fuzz corpus (fuzz/corpus/<target>/seed-*).
 
 MQTT vectors follow the OASIS MQTT 3.1.1 examples (sections and figures cited) and the codec
-unit tests; envelope seeds are the cases of the envelope module docs. event_encode and tracker
+unit tests; envelope seeds are the cases of the envelope module docs. event_encode, tracker and server
 take `arbitrary`-shaped bytes, so their hand seeds are deterministic pseudo-random bytes; the
 fuzzer's own minimized finds (files named by their SHA-1) are committed next to them.
 
@@ -161,3 +161,8 @@ for i, size in enumerate([4, 16, 32, 64, 128, 256, 512, 1024]):
     write("event_encode", f"random-{i}", bytes(rng.randrange(256) for _ in range(size)))
 for i, size in enumerate([8, 32, 64, 128, 256, 512, 1024, 2048]):
     write("tracker", f"random-{i}", bytes(rng.randrange(256) for _ in range(size)))
+
+# The protocol engine's seeds: their own generator, so that the seeds above stay as they were.
+rng = random.Random(20261206)
+for i, size in enumerate([8, 32, 64, 128, 256, 512, 1024, 2048]):
+    write("server", f"random-{i}", bytes(rng.randrange(256) for _ in range(size)))

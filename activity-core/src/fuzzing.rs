@@ -13,6 +13,7 @@
 //! | [`envelope`] | [`parse_envelope`] | no panic; agrees with [`reference_envelope`] |
 //! | [`event_encode`] | [`event::encode`], [`event::encoded_len_bound`] | valid JSON of exactly the bound's length, with the documented fields in order |
 //! | [`tracker`] | [`Tracker`] with [`FixedAckStore`] | matches a model: `msgack` only for delivered, unacknowledged envelopes; one `disconnected` after a `connected` |
+//! | [`server()`] | [`crate::server::Connection`] | no panic; only whole, valid server packets within the transmit buffer; one verdict, one `connected` after an accepting one, one `disconnected` and end, nothing after the close |
 
 use core::cell::Cell;
 use core::fmt;
@@ -43,6 +44,10 @@ use crate::tracker::{
     ConnectError, ConnectInfo, DeliveryInfo, EventKinds, PublishInfo, PublishOutcome, Tracker,
     TrackerConfig, TrackerStats,
 };
+
+mod server;
+
+pub use server::server;
 
 // ---- mqtt_decode ------------------------------------------------------------------------------
 

@@ -53,3 +53,8 @@ fn event_encode_corpus() {
 fn tracker_corpus() {
     replay("tracker", fuzzing::tracker);
 }
+
+#[test]
+fn server_corpus() {
+    replay("server", fuzzing::server);
+}

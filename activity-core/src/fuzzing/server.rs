@@ -1,0 +1,442 @@
+//! The fuzz body of the protocol engine ([`crate::server::Connection`]).
+
+use std::string::{String, ToString};
+use std::vec;
+use std::vec::Vec;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::QoS;
+use crate::acks::FixedAckStore;
+use crate::codec::{self, Packet};
+use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
+use crate::server::{
+    CloseCause, ConnectAnswer, Connection, Delivery, DeliveryError, FixedSessionStore, Limits,
+    Output, Peer, ReasonCode, Route, Routed, ServerConfig,
+};
+
+type FuzzConnection = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 4, 64>>;
+
+/// What the fuzzer does next to the connection.
+#[derive(Arbitrary, Debug)]
+enum Step {
+    /// Bytes from the client (appended to the unconsumed ones).
+    Input(Vec<u8>),
+    /// A well-formed packet from the client, to get past the decoder more often.
+    Packet(ClientPacket),
+    /// The driver's verdict on a CONNECT.
+    Answer(Verdict),
+    /// A delivery from the router.
+    Deliver {
+        topic: String,
+        payload: Vec<u8>,
+        qos: u8,
+        subscription_qos: u8,
+        pkid: Option<u16>,
+        envelope: bool,
+    },
+    /// Time passes, then the deadline is checked.
+    Advance(u32),
+    /// The driver ends the connection.
+    Close(u8),
+    /// The driver's transmit buffer shrinks or grows.
+    TxSize(u16),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Verdict {
+    Accept(bool),
+    Refuse(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+enum ClientPacket {
+    Connect {
+        client_id: String,
+        clean: bool,
+        keep_alive: u16,
+        will: Option<(String, Vec<u8>, u8)>,
+        level: bool,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: u8,
+        pkid: u16,
+    },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+    Ack {
+        kind: u8,
+        pkid: u16,
+    },
+    Ping,
+    Disconnect,
+}
+
+fn qos(byte: u8) -> QoS {
+    QoS::from_u8(byte % 3).unwrap_or(QoS::AtMostOnce)
+}
+
+impl ClientPacket {
+    /// The packet's bytes, or nothing when the codec refuses to encode it (an invalid topic,
+    /// say): the engine is fuzzed with raw bytes too.
+    fn bytes(&self) -> Vec<u8> {
+        let filters_owned: Vec<(&str, QoS)>;
+        let unsub_owned: Vec<&str>;
+        let packet = match self {
+            ClientPacket::Connect {
+                client_id,
+                clean,
+                keep_alive,
+                will,
+                level,
+            } => Packet::Connect(codec::Connect {
+                protocol_level: if *level { 4 } else { 5 },
+                client_id,
+                clean_session: *clean,
+                keep_alive: *keep_alive,
+                username: None,
+                password: None,
+                will: will.as_ref().map(|(topic, message, q)| codec::LastWill {
+                    topic,
+                    message,
+                    qos: qos(*q),
+                    retain: false,
+                }),
+            }),
+            ClientPacket::Publish {
+                topic,
+                payload,
+                qos: q,
+                pkid,
+            } => {
+                let q = qos(*q);
+                Packet::Publish(codec::Publish {
+                    dup: false,
+                    qos: q,
+                    retain: false,
+                    topic,
+                    pkid: (q != QoS::AtMostOnce).then_some((*pkid).max(1)),
+                    payload,
+                })
+            }
+            ClientPacket::Subscribe { pkid, filters } => {
+                filters_owned = filters.iter().map(|(f, q)| (f.as_str(), qos(*q))).collect();
+                Packet::Subscribe(codec::Subscribe {
+                    pkid: (*pkid).max(1),
+                    filters: codec::SubscribeFilters::from_slice(&filters_owned),
+                })
+            }
+            ClientPacket::Unsubscribe { pkid, filters } => {
+                unsub_owned = filters.iter().map(String::as_str).collect();
+                Packet::Unsubscribe(codec::Unsubscribe {
+                    pkid: (*pkid).max(1),
+                    filters: codec::UnsubscribeFilters::from_slice(&unsub_owned),
+                })
+            }
+            ClientPacket::Ack { kind, pkid } => {
+                let pkid = (*pkid).max(1);
+                match kind % 4 {
+                    0 => Packet::PubAck(pkid),
+                    1 => Packet::PubRec(pkid),
+                    2 => Packet::PubRel(pkid),
+                    _ => Packet::PubComp(pkid),
+                }
+            }
+            ClientPacket::Ping => Packet::PingReq,
+            ClientPacket::Disconnect => Packet::Disconnect,
+        };
+        let Ok(len) = packet.encoded_len() else {
+            return Vec::new();
+        };
+        let mut bytes = vec![0u8; len];
+        match packet.encode(&mut bytes) {
+            Ok(_) => bytes,
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Records what the engine hands out and checks the order of it.
+#[derive(Default)]
+struct Recorder {
+    connect_routes: usize,
+    connected: usize,
+    disconnected: usize,
+    ends: usize,
+    after_end: usize,
+    except_sender: bool,
+    event_copy: Option<(String, Vec<u8>)>,
+}
+
+impl Output for Recorder {
+    fn route(&mut self, route: Route<'_>) -> Routed {
+        if self.ends > 0 {
+            self.after_end += 1;
+        }
+        match route {
+            Route::Connect(request) => {
+                self.connect_routes += 1;
+                assert!(!request.client_id.is_empty(), "an empty id is assigned one");
+            }
+            Route::End { .. } => self.ends += 1,
+            Route::Publish(publish) => {
+                assert!(
+                    !publish.topic.starts_with("SYSTEM"),
+                    "a publish on a system topic is never routed"
+                );
+                if self.except_sender {
+                    return Routed::ExceptSender;
+                }
+            }
+            _ => {}
+        }
+        Routed::Accepted
+    }
+
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        match event.kind() {
+            EventKind::Connected => self.connected += 1,
+            EventKind::Disconnected => {
+                assert_eq!(self.connected, 1, "disconnected only after connected");
+                self.disconnected += 1;
+            }
+            _ => assert!(
+                self.connected == 1 && self.disconnected == 0,
+                "{:?} outside the session",
+                event.kind()
+            ),
+        }
+        let options = EncodeOptions::default();
+        let mut json = vec![0u8; encoded_len_bound(event, &options)];
+        let n = encode(event, &options, &mut json).expect("an event encodes within its bound");
+        json.truncate(n);
+        if !self.except_sender {
+            return None;
+        }
+        let topic = crate::system::SystemTopics::default()
+            .topic(event.kind())
+            .to_string();
+        let (topic, json) = self.event_copy.insert((topic, json));
+        Some(Delivery {
+            topic,
+            payload: json,
+            qos: QoS::AtLeastOnce,
+            subscription_qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            pkid: None,
+            publisher: None,
+        })
+    }
+}
+
+/// Checks that `bytes` are whole, valid packets a server may send.
+fn check_sent(bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match codec::decode(rest, usize::MAX) {
+            Ok(Some((packet, len))) => {
+                assert!(
+                    matches!(
+                        packet,
+                        Packet::ConnAck(_)
+                            | Packet::Publish(_)
+                            | Packet::PubAck(_)
+                            | Packet::PubRec(_)
+                            | Packet::PubRel(_)
+                            | Packet::PubComp(_)
+                            | Packet::SubAck(_)
+                            | Packet::UnsubAck(_)
+                            | Packet::PingResp
+                    ),
+                    "a server sent {packet:?}"
+                );
+                rest = &rest[len..];
+            }
+            other => panic!("the engine wrote {other:?} in {bytes:?}"),
+        }
+    }
+}
+
+/// Drives a [`Connection`] with arbitrary client bytes (raw and well-formed), driver verdicts,
+/// deliveries, clock steps, closes and transmit buffer sizes.
+///
+/// It must never panic; consume no more than it was given; write only whole, valid
+/// server-to-client packets within the transmit buffer it got; ask for a verdict at most once;
+/// emit `connected` at most once and only after an accepting verdict, session events only
+/// between `connected` and `disconnected`, at most one `disconnected` and one [`Route::End`],
+/// nothing after that; never route a publish on a system topic; and write no delivery once
+/// closed. Every event it emits must encode within its bound.
+pub fn server(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let (Ok(except_sender), Ok(loopback), Ok(small_limits)) = (
+        bool::arbitrary(&mut u),
+        bool::arbitrary(&mut u),
+        bool::arbitrary(&mut u),
+    ) else {
+        return;
+    };
+    let mut config = ServerConfig::default();
+    if small_limits {
+        config.limits = Limits {
+            max_packet_size: 96,
+            max_inbound_qos2: 2,
+            max_subscriptions: 2,
+            max_filters_per_packet: 3,
+            max_qos: QoS::AtLeastOnce,
+        };
+    }
+    let peer = Peer {
+        addr: Some("192.0.2.1:1883"),
+        is_loopback: loopback,
+    };
+    let mut now = 1_700_000_000_000u64;
+    let mut conn = FuzzConnection::new(
+        config,
+        FixedAckStore::new(),
+        FixedSessionStore::new(),
+        peer,
+        now,
+        7,
+    );
+    let mut out = Recorder {
+        except_sender,
+        ..Recorder::default()
+    };
+    let mut rx: Vec<u8> = Vec::new();
+    let mut tx = vec![0u8; 512];
+    let mut accepted = false;
+    for _ in 0..64 {
+        if u.is_empty() {
+            break;
+        }
+        let Ok(step) = Step::arbitrary(&mut u) else {
+            break;
+        };
+        let before = (out.connected, out.disconnected, out.ends);
+        let was_closed = conn.is_closed();
+        let written = match step {
+            Step::Input(bytes) => {
+                rx.extend_from_slice(&bytes);
+                let p = conn.handle_input(now, &rx, &mut tx, &mut out);
+                assert!(p.consumed <= rx.len());
+                rx.drain(..p.consumed);
+                p.written
+            }
+            Step::Packet(packet) => {
+                rx.extend_from_slice(&packet.bytes());
+                let p = conn.handle_input(now, &rx, &mut tx, &mut out);
+                assert!(p.consumed <= rx.len());
+                rx.drain(..p.consumed);
+                p.written
+            }
+            Step::Answer(verdict) => {
+                let authorizing = conn.is_authorizing();
+                let answer = match verdict {
+                    Verdict::Accept(present) => ConnectAnswer::accept(present),
+                    Verdict::Refuse(code) => ConnectAnswer::Refuse(match code % 4 {
+                        0 => ReasonCode::BadUserNameOrPassword,
+                        1 => ReasonCode::NotAuthorized,
+                        2 => ReasonCode::ServerBusy,
+                        _ => ReasonCode::ServerUnavailable,
+                    }),
+                };
+                let p = conn.handle_connect_answer(now, answer, &rx, &mut tx, &mut out);
+                assert!(p.consumed <= rx.len());
+                if !authorizing {
+                    assert_eq!(
+                        (p.consumed, p.written),
+                        (0, 0),
+                        "an answer nobody asked for"
+                    );
+                }
+                if authorizing && p.consumed > 0 && matches!(answer, ConnectAnswer::Accept { .. }) {
+                    accepted = true;
+                }
+                rx.drain(..p.consumed);
+                p.written
+            }
+            Step::Deliver {
+                topic,
+                payload,
+                qos: q,
+                subscription_qos,
+                pkid,
+                envelope,
+            } => {
+                let payload = if envelope {
+                    br#"{"product_id":"p","message_id":7}"#.to_vec()
+                } else {
+                    payload
+                };
+                let delivery = Delivery {
+                    topic: &topic,
+                    payload: &payload,
+                    qos: qos(q),
+                    subscription_qos: qos(subscription_qos),
+                    retain: false,
+                    dup: false,
+                    pkid,
+                    publisher: Some("pub"),
+                };
+                match conn.handle_delivery(delivery, &mut tx, |_| None) {
+                    Ok(delivered) => {
+                        assert!(conn.is_connected(), "a delivery while not connected");
+                        assert!(delivered.qos <= qos(q).min(qos(subscription_qos)));
+                        delivered.written
+                    }
+                    Err(DeliveryError::NotConnected) => {
+                        assert!(!conn.is_connected());
+                        0
+                    }
+                    Err(_) => 0,
+                }
+            }
+            Step::Advance(ms) => {
+                now = now.saturating_add(u64::from(ms));
+                conn.handle_timeout(now, &mut tx, &mut out)
+            }
+            Step::Close(cause) => {
+                let cause = match cause % 4 {
+                    0 => CloseCause::TransportClosed,
+                    1 => CloseCause::TakenOver,
+                    2 => CloseCause::ServerShutdown,
+                    _ => CloseCause::RouterClosed,
+                };
+                conn.handle_close(now, cause, &mut tx, &mut out)
+            }
+            Step::TxSize(size) => {
+                tx = vec![0u8; usize::from(size)];
+                0
+            }
+        };
+        assert!(written <= tx.len());
+        check_sent(&tx[..written]);
+        if was_closed {
+            assert_eq!(
+                (out.connected, out.disconnected, out.ends),
+                before,
+                "nothing happens after the close"
+            );
+            assert_eq!(written, 0, "nothing is written after the close");
+        }
+        assert!(out.connect_routes <= 1);
+        assert!(out.connected <= 1 && out.disconnected <= 1 && out.ends <= 1);
+        assert_eq!(out.after_end, 0, "no route after the session's end");
+        if out.connected == 1 {
+            assert!(accepted, "connected only after an accepting verdict");
+        }
+        assert_eq!(
+            out.disconnected, out.ends,
+            "a disconnected event with every end"
+        );
+    }
+}
