@@ -705,10 +705,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         };
         if let Some(event) = event {
             emit_with(
-                &mut Own {
-                    store: &self.store,
-                    next_pkid: &mut self.next_pkid,
-                },
+                &mut Own::of(&self.store, &mut self.next_pkid),
                 event,
                 &mut tx,
                 out,
@@ -860,10 +857,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 qos: will.qos,
                 retain: will.retain,
             };
-            let mut own = Own {
-                store: &self.store,
-                next_pkid: &mut self.next_pkid,
-            };
+            let mut own = Own::of(&self.store, &mut self.next_pkid);
             route_publish(&mut self.tracker, &mut own, None, now, info, out);
         }
         if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
@@ -889,47 +883,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     ) {
         match packet {
             Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
-            Packet::PubAck(pkid) => {
-                if let Some(event) = self.tracker.handle_puback(now, pkid) {
-                    emit_with(
-                        &mut Own {
-                            store: &self.store,
-                            next_pkid: &mut self.next_pkid,
-                        },
-                        event,
-                        tx,
-                        out,
-                    );
-                }
-                let _ = out.route(Route::Acked {
-                    pkid,
-                    ack: Ack::PubAck,
-                });
-            }
-            Packet::PubRec(pkid) => {
-                tx.put(&Packet::PubRel(pkid));
-                if let Some(event) = self.tracker.handle_pubrec(now, pkid) {
-                    emit_with(
-                        &mut Own {
-                            store: &self.store,
-                            next_pkid: &mut self.next_pkid,
-                        },
-                        event,
-                        tx,
-                        out,
-                    );
-                }
-                let _ = out.route(Route::Acked {
-                    pkid,
-                    ack: Ack::PubRec,
-                });
-            }
-            Packet::PubComp(pkid) => {
-                let _ = out.route(Route::Acked {
-                    pkid,
-                    ack: Ack::PubComp,
-                });
-            }
+            Packet::PubAck(pkid) => self.handle_ack(now, pkid, Ack::PubAck, tx, out),
+            Packet::PubRec(pkid) => self.handle_ack(now, pkid, Ack::PubRec, tx, out),
+            Packet::PubComp(pkid) => self.handle_ack(now, pkid, Ack::PubComp, tx, out),
             Packet::PubRel(pkid) => {
                 // Section 4.3.3: PUBCOMP even for an id no longer remembered.
                 self.store.remove_inbound_qos2(pkid);
@@ -951,6 +907,35 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 self.fail(now, CloseCause::ProtocolError, tx, out);
             }
         }
+    }
+
+    /// PUBACK, PUBREC or PUBCOMP for a delivery (sections 3.4, 3.5, 3.7): PUBREL for a PUBREC,
+    /// `msgack` for a tracked envelope (on PUBACK at QoS 1, on PUBREC at QoS 2), the router told.
+    fn handle_ack(
+        &mut self,
+        now: u64,
+        pkid: u16,
+        ack: Ack,
+        tx: &mut Tx<'_>,
+        out: &mut impl Output,
+    ) {
+        if ack == Ack::PubRec {
+            tx.put(&Packet::PubRel(pkid));
+        }
+        let event = match ack {
+            Ack::PubAck => self.tracker.handle_puback(now, pkid),
+            Ack::PubRec => self.tracker.handle_pubrec(now, pkid),
+            Ack::PubComp => None,
+        };
+        if let Some(event) = event {
+            emit_with(
+                &mut Own::of(&self.store, &mut self.next_pkid),
+                event,
+                tx,
+                out,
+            );
+        }
+        let _ = out.route(Route::Acked { pkid, ack });
     }
 
     /// PUBLISH (section 3.3): the system-topic rule, QoS 2 duplicates, the acknowledgement,
@@ -990,10 +975,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             qos: publish.qos,
             retain: publish.retain,
         };
-        let mut own = Own {
-            store: &self.store,
-            next_pkid: &mut self.next_pkid,
-        };
+        let mut own = Own::of(&self.store, &mut self.next_pkid);
         route_publish(&mut self.tracker, &mut own, Some(tx), now, info, out);
     }
 
@@ -1026,10 +1008,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 && let Some(event) = self.tracker.handle_subscribe(now, filter, Some(qos))
             {
                 emit_with(
-                    &mut Own {
-                        store: &self.store,
-                        next_pkid: &mut self.next_pkid,
-                    },
+                    &mut Own::of(&self.store, &mut self.next_pkid),
                     event,
                     tx,
                     out,
@@ -1085,10 +1064,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 let _ = out.route(Route::Unsubscribe { filter });
                 if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
                     emit_with(
-                        &mut Own {
-                            store: &self.store,
-                            next_pkid: &mut self.next_pkid,
-                        },
+                        &mut Own::of(&self.store, &mut self.next_pkid),
                         event,
                         tx,
                         out,
@@ -1130,6 +1106,13 @@ fn emit_with(
 struct Own<'c, S> {
     store: &'c S,
     next_pkid: &'c mut u16,
+}
+
+impl<'c, S> Own<'c, S> {
+    /// Borrows the two fields a self-delivery needs, leaving the tracker free for the event.
+    fn of(store: &'c S, next_pkid: &'c mut u16) -> Self {
+        Own { store, next_pkid }
+    }
 }
 
 /// Routes a publish of the client's, or its last will (`tx` is `None`: the client is gone),
