@@ -50,7 +50,6 @@ enum Item {
 struct Encoding {
     payload: event::PayloadMode,
     node: Option<String>,
-    enabled: [bool; 6],
 }
 
 /// The stack buffer [`EventSender::emit`] encodes into first; larger events get a heap buffer of
@@ -106,11 +105,11 @@ pub fn channel(
         PayloadMode::Omit => event::PayloadMode::Omit,
         PayloadMode::Truncate(n) => event::PayloadMode::Truncate(n),
     };
-    let enabled = EventKind::ALL.map(|kind| config.kind(kind).enabled);
+    // Which kinds are on is the trackers' fact (TrackerConfig::enabled, from
+    // `tracker_config`): a disabled kind never reaches `emit`.
     let encoding = Arc::new(Encoding {
         payload,
         node: config.node.clone(),
-        enabled,
     });
     (
         EventSender {
@@ -133,9 +132,6 @@ impl EventSender {
     /// Encodes `event` and queues it; drops and counts it when the queue is full.
     pub fn emit(&self, event: &Event<'_>) {
         let kind = event.kind();
-        if !self.encoding.enabled[kind as usize] {
-            return;
-        }
         if !self.wants(kind) {
             self.metrics.event_emitted(kind);
             self.metrics
