@@ -119,8 +119,7 @@ fn uplink_forwards_events_and_topics_and_reconnects() {
     };
     gateway_test::<2, _, _>(config, |stack, handle| async move {
         let mut upstream = accept_uplink(stack, (None, None)).await;
-        settle().await;
-        assert!(handle.is_uplink_up());
+        wait_until("the uplink is up", || handle.is_uplink_up()).await;
 
         // Events go upstream under the prefix, with the gateway as node.
         let mut dev = RawClient::connected(stack, GATEWAY, "dev").await;
@@ -200,8 +199,7 @@ fn uplink_sends_credentials_and_retries_when_refused() {
         assert!(!handle.is_uplink_up());
         // It tries again after its backoff, with the same credentials, and gets in.
         let upstream = accept_uplink(stack, (Some("gw-user"), Some(b"s3cret"))).await;
-        settle().await;
-        assert!(handle.is_uplink_up());
+        wait_until("the uplink is up", || handle.is_uplink_up()).await;
         // At least the refusal failed (a retry that finds no listener yet fails too).
         let stats = handle.stats();
         assert_eq!(stats.uplink_connects, 1);
@@ -216,8 +214,7 @@ fn uplink_never_sends_a_password_without_a_username() {
     let config = uplink_config(None, Some(b"orphan"));
     gateway_test::<2, _, _>(config, |stack, handle| async move {
         let upstream = accept_uplink(stack, (None, None)).await;
-        settle().await;
-        assert!(handle.is_uplink_up());
+        wait_until("the uplink is up", || handle.is_uplink_up()).await;
         upstream.close().await;
     });
 }

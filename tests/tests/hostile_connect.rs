@@ -130,9 +130,11 @@ async fn packets_before_connect_are_closed_without_events() {
 #[tokio::test]
 async fn slowloris_is_closed_at_the_connect_timeout() {
     let mut scene = Scene::start(hostile_config()).await;
-    let connect = connect_packet("slowloris", 60, 4);
-    // One byte every 100 ms: the CONNECT never completes within 0.5 s, and the bytes that do
-    // arrive must not extend the deadline.
+    // One byte every 100 ms: the CONNECT (over 100 bytes) would take more than 10 s, the
+    // connect timeout is 0.5 s, and the bytes that do arrive must not extend the deadline.
+    // The bound below is 10 times the timeout, so that a loaded machine's scheduling delays
+    // cannot fail the test while a deadline that moved with each byte still would.
+    let connect = connect_packet(&"slowloris-".repeat(10), 60, 4);
     let mut stream = TcpStream::connect(scene.addr).await.expect("TCP connect");
     let start = Instant::now();
     let mut closed_after = None;
@@ -163,14 +165,14 @@ async fn slowloris_is_closed_at_the_connect_timeout() {
         }
     };
     assert!(
-        elapsed <= Duration::from_millis(1_500),
-        "slowloris closed after {elapsed:?}, expected within 1.5 s"
+        elapsed <= Duration::from_secs(5),
+        "slowloris closed after {elapsed:?}, expected about 0.5 s (at most 5 s)"
     );
     // A socket that sends nothing at all.
     let mut silent = TcpStream::connect(scene.addr).await.expect("TCP connect");
     let start = Instant::now();
     assert_eq!(
-        read_to_close(&mut silent, Duration::from_millis(1_500)).await,
+        read_to_close(&mut silent, Duration::from_secs(5)).await,
         Some(Vec::new()),
         "silent socket closed without a byte"
     );

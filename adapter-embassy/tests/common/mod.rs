@@ -351,9 +351,17 @@ pub fn connect_with_will<'a>(
     }
 }
 
-/// Waits a little (lets the gateway route).
-pub async fn settle() {
-    Timer::after_millis(50).await;
+/// Waits until `condition` holds (the gateway runs meanwhile), or panics naming `what` after
+/// 10 s.
+pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = embassy_time::Instant::now() + embassy_time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            embassy_time::Instant::now() < deadline,
+            "{what} did not happen within 10 s"
+        );
+        Timer::after_millis(5).await;
+    }
 }
 
 /// Runs `test` with a gateway of `N` slots on stack A; `test` gets stack B and the handle.
