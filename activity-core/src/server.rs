@@ -160,12 +160,30 @@ pub struct ConnectRequest<'a> {
     pub username: Option<&'a str>,
     /// The password, if any.
     pub password: Option<&'a [u8]>,
-    /// Whether the session starts afresh and ends with the connection.
-    pub clean_session: bool,
+    /// Whether a session kept for the client id is discarded first (MQTT 3.1.1 clean session;
+    /// MQTT 5 clean start).
+    pub clean_start: bool,
+    /// How long the session outlives the connection, in seconds: 0 ends it with the
+    /// connection, [`SESSION_NEVER_EXPIRES`] keeps it (MQTT 3.1.1 gives one of the two by its
+    /// clean-session flag; MQTT 5 says it in a property).
+    pub session_expiry: u32,
     /// The keep-alive in seconds (0: none).
     pub keep_alive: u16,
     /// The protocol level (4: MQTT 3.1.1).
     pub protocol_level: u8,
+}
+
+/// A [`ConnectRequest::session_expiry`] of a session that never expires (MQTT 5.0 section
+/// 3.1.2.11.2), which an MQTT 3.1.1 persistent session is.
+pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
+
+/// The session expiry an MQTT 3.1.1 CONNECT asks for with its clean-session flag.
+const fn session_expiry_of(clean_session: bool) -> u32 {
+    if clean_session {
+        0
+    } else {
+        SESSION_NEVER_EXPIRES
+    }
 }
 
 /// The driver's verdict on a [`ConnectRequest`].
@@ -250,8 +268,9 @@ pub enum Route<'a> {
     },
     /// The session of an accepted connection ends; no other route follows.
     End {
-        /// Whether the session ends too (its subscriptions go), or persists.
-        clean_session: bool,
+        /// How long the session outlives the connection, in seconds (see
+        /// [`ConnectRequest::session_expiry`]); 0: it ends now, its subscriptions go.
+        session_expiry: u32,
         /// Why.
         cause: CloseCause,
     },
@@ -426,7 +445,8 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     /// Whether the last `handle_input` stopped for room in `tx`.
     blocked: bool,
     keep_alive: u16,
-    clean_session: bool,
+    /// Seconds the session outlives the connection.
+    session_expiry: u32,
     may_subscribe_system: bool,
     opened_at: u64,
     last_input: u64,
@@ -467,7 +487,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             state: State::AwaitConnect,
             blocked: false,
             keep_alive: 0,
-            clean_session: true,
+            session_expiry: 0,
             may_subscribe_system: false,
             opened_at: now,
             last_input: now,
@@ -678,7 +698,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             code: codec::ConnectReturnCode::Accepted,
         }));
         self.keep_alive = connect.keep_alive;
-        self.clean_session = connect.clean_session;
+        self.session_expiry = session_expiry_of(connect.clean_session);
         self.last_input = now;
         self.may_subscribe_system = (self.loopback_may_subscribe_system && self.peer_is_loopback)
             || out.is_system_subscriber(client_id, connect.username);
@@ -809,7 +829,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             assigned_id: connect.client_id.is_empty(),
             username: connect.username,
             password: connect.password,
-            clean_session: connect.clean_session,
+            clean_start: connect.clean_session,
+            session_expiry: session_expiry_of(connect.clean_session),
             keep_alive: connect.keep_alive,
             protocol_level: connect.protocol_level,
         };
@@ -865,7 +886,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             let _ = out.event(&event);
         }
         let _ = out.route(Route::End {
-            clean_session: self.clean_session,
+            session_expiry: self.session_expiry,
             cause,
         });
         debug!("server: client disconnected");

@@ -23,7 +23,7 @@ enum R {
     Subscribe(String, QoS),
     Unsubscribe(String),
     Acked(u16, Ack),
-    End(bool, CloseCause),
+    End(u32, CloseCause),
 }
 
 /// Records everything; refuses subscriptions to filters in `refuse`.
@@ -70,9 +70,9 @@ impl Output for Rec {
             Route::Unsubscribe { filter } => R::Unsubscribe(filter.to_owned()),
             Route::Acked { pkid, ack } => R::Acked(pkid, ack),
             Route::End {
-                clean_session,
+                session_expiry,
                 cause,
-            } => R::End(clean_session, cause),
+            } => R::End(session_expiry, cause),
         };
         self.routes.push(r);
         Routed::Accepted
@@ -430,10 +430,7 @@ fn keep_alive_counts_from_the_last_input() {
     assert!(client.conn.is_closed());
     assert_eq!(client.out.counts, [Counter::KeepAliveTimeout]);
     assert_eq!(client.out.events[0].1["reason"], "keepalive_timeout");
-    assert_eq!(
-        client.out.routes,
-        [R::End(true, CloseCause::KeepAliveTimeout)]
-    );
+    assert_eq!(client.out.routes, [R::End(0, CloseCause::KeepAliveTimeout)]);
     // Keep-alive 0 turns it off (section 3.1.2.10).
     let client = Client::connected(
         REMOTE,
@@ -740,7 +737,7 @@ fn the_will_is_published_unless_the_client_said_goodbye() {
                 true,
             ));
         }
-        expected.push(R::End(false, cause));
+        expected.push(R::End(SESSION_NEVER_EXPIRES, cause));
         assert_eq!(client.out.routes, expected, "{cause:?}");
         let mut kinds = Vec::new();
         if published {
@@ -762,10 +759,7 @@ fn disconnect_closes_normally() {
     assert_eq!(client.send(&[0xE0, 0, 0xC0, 0]), NOTHING);
     assert!(client.conn.is_closed());
     assert_eq!(client.out.events[0].1["reason"], "normal");
-    assert_eq!(
-        client.out.routes,
-        [R::End(true, CloseCause::ClientDisconnect)]
-    );
+    assert_eq!(client.out.routes, [R::End(0, CloseCause::ClientDisconnect)]);
 }
 
 #[test]
