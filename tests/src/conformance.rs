@@ -25,6 +25,7 @@ use activity_core::codec::{
     self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeFilters, Unsubscribe,
     UnsubscribeFilters,
 };
+use activity_core::server::Limits;
 use adapter_tokio::auth::hash_password;
 use adapter_tokio::broker::Broker;
 use adapter_tokio::config::{Config, UserConfig};
@@ -77,6 +78,27 @@ impl Kind {
             // outgoing QoS 2 state, so QoS 2 requests are granted (and delivered at) QoS 1.
             Kind::Gateway => QoS::AtLeastOnce,
             Kind::Broker | Kind::Tap => QoS::ExactlyOnce,
+        }
+    }
+
+    /// How many QoS 2 publishes of one client may await PUBREL; the engine's rule closes the
+    /// connection at one more. The tap relays and keeps no such count: it gets the limit it
+    /// will have on the engine.
+    pub fn max_inbound_qos2(self) -> usize {
+        match self {
+            Kind::Broker => adapter_tokio::connection::MAX_INBOUND_QOS2,
+            Kind::Tap => Limits::HOST.max_inbound_qos2,
+            Kind::Gateway => adapter_embassy::QOS2_INFLIGHT,
+        }
+    }
+
+    /// How many topic filters one SUBSCRIBE may carry; the engine's rule closes the connection
+    /// at one more. The broker and the tap do not count them: they get the limit they will
+    /// have on the engine.
+    pub fn max_filters_per_packet(self) -> usize {
+        match self {
+            Kind::Broker | Kind::Tap => Limits::HOST.max_filters_per_packet,
+            Kind::Gateway => adapter_embassy::MAX_FILTERS_PER_SUBSCRIBE,
         }
     }
 }
@@ -484,6 +506,25 @@ impl Wire {
             Next::Closed => {}
             Next::Packet(packet) => panic!("{}: expected a close ({why}), got {packet:?}", self.id),
             Next::Silent => panic!("{}: connection still open {WAIT:?} after {why}", self.id),
+        }
+    }
+
+    /// Reads until the server closes the connection, at most [`WAIT`]; the packets it sent
+    /// before. Panics if it stays open.
+    pub async fn packets_until_closed(&mut self, why: &str) -> Vec<Received> {
+        let deadline = Instant::now() + WAIT;
+        let mut packets = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Next::Packet(packet) => packets.push(packet),
+                Next::Closed => return packets,
+                Next::Silent => panic!(
+                    "{}: connection still open {WAIT:?} after {why} ({} packets before)",
+                    self.id,
+                    packets.len()
+                ),
+            }
         }
     }
 

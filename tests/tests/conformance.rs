@@ -571,18 +571,244 @@ async fn limits_and_bad_bytes(server: &mut Server) {
 
 /// A QoS 0 PUBLISH of `2 * MAX_PACKET` bytes of payload.
 fn oversized_publish() -> Vec<u8> {
-    let payload = vec![b'x'; 2 * MAX_PACKET];
+    publish_bytes("c9/big", QoS::AtMostOnce, 0, &vec![b'x'; 2 * MAX_PACKET])
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. an empty client id
+// ---------------------------------------------------------------------------------------------
+
+async fn empty_client_id(server: &mut Server) {
+    let addr = server.addr();
+    let mut monitor = server.monitor().await;
+
+    // Clean session: accepted, named `auto-` + 16 hex digits in the events (the engine's
+    // rule), the same name in `connected` and `disconnected`.
+    let (anon, ack) = Wire::connect(addr, connect("", 60)).await;
+    assert_eq!(
+        ack,
+        (false, 0),
+        "an empty id with a clean session is accepted"
+    );
+    let peer = anon.local_addr().to_string();
+    let ev = monitor
+        .wait_for(&format!("connected from {peer}"), |e| {
+            e.kind() == "connected" && e.json["peer"] == peer.as_str()
+        })
+        .await;
+    let id = ev.subject().expect("a client id").to_owned();
+    let hex = id.strip_prefix("auto-").unwrap_or("");
+    assert!(
+        hex.len() == 16
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "the generated id {id:?} is not `auto-` + 16 lowercase hex digits"
+    );
+    assert_event(
+        &ev,
+        json!({"client_id": id, "proto_ver": 4, "keepalive": 60, "clean_session": true,
+               "peer": peer}),
+        &[],
+    );
+    anon.disconnect().await;
+    disconnected(&mut monitor, &id, "normal", &ev).await;
+
+    // A persistent session needs an id: CONNACK 2 (MQTT 3.1.1 section 3.1.3.1), no event.
+    let (mut persistent, ack) = Wire::connect(
+        addr,
+        Connect {
+            clean_session: false,
+            ..connect("", 60)
+        },
+    )
+    .await;
+    assert_eq!(ack, (false, 2), "an empty id with a persistent session");
+    persistent.expect_closed("CONNACK 2").await;
+    let marker = Wire::connected(addr, "c10-marker").await;
+    connected(&mut monitor, &marker, 60).await;
+    monitor
+        .assert_none("about another generated id", QUIET, |e| {
+            e.kind().starts_with("connected")
+                && e.subject() != Some("c10-marker")
+                && e.subject() != Some(tests::conformance::MONITOR)
+        })
+        .await;
+    marker.disconnect().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. a will only for a client that vanished
+// ---------------------------------------------------------------------------------------------
+
+async fn will_only_when_vanished(server: &mut Server) {
+    let addr = server.addr();
+    let mut monitor = server.monitor().await;
+    let mut watcher = Wire::connected(addr, "c11-watch").await;
+    assert_eq!(
+        watcher.subscribe(1, &[("c11/#", QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    let will = |topic| LastWill {
+        topic,
+        message: b"gone",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    };
+
+    // DISCONNECT: no will (the engine's rule, and MQTT 3.1.1 section 3.1.2.5).
+    let (polite, ack) = Wire::connect(
+        addr,
+        connect_with_will("c11-polite", 60, will("c11/polite")),
+    )
+    .await;
+    assert_eq!(ack, (false, 0));
+    let polite_connected = connected(&mut monitor, &polite, 60).await;
+    polite.disconnect().await;
+    disconnected(&mut monitor, "c11-polite", "normal", &polite_connected).await;
+
+    // A socket closed without DISCONNECT: `tcp_closed`, and the will.
+    let (rude, ack) =
+        Wire::connect(addr, connect_with_will("c11-rude", 60, will("c11/rude"))).await;
+    assert_eq!(ack, (false, 0));
+    let rude_connected = connected(&mut monitor, &rude, 60).await;
+    drop(rude);
+    let gone = disconnected(&mut monitor, "c11-rude", "tcp_closed", &rude_connected).await;
+    // The first will the watcher gets is the rude client's: none came for the polite one.
+    let got = watcher.receive().await;
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_slice()),
+        ("c11/rude", &b"gone"[..]),
+        "only the client that vanished has its will published"
+    );
+    if server.is(Kind::Tap) {
+        known_divergence(
+            server,
+            "the will's `message` event",
+            "in a relay the upstream broker publishes the will, so the tap never sees it \
+             (README, Tap mode: what a tap cannot see)",
+        );
+    } else {
+        let message = monitor.next_event("message", "c11-rude").await;
+        assert_eq!(message.json["topic"], "c11/rude");
+        assert!(message.index < gone.index, "the will's message event first");
+    }
+    monitor
+        .assert_none("message of c11-polite", QUIET, |e| {
+            e.is("message", "c11-polite")
+        })
+        .await;
+    watcher.disconnect().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. QoS 2 publishes awaiting PUBREL
+// ---------------------------------------------------------------------------------------------
+
+async fn qos2_awaiting_pubrel_limit(server: &mut Server) {
+    let addr = server.addr();
+    let limit = server.kind().max_inbound_qos2();
+    let mut monitor = server.monitor().await;
+    let mut hoarder = Wire::connected(addr, "c12-hoarder").await;
+    let at = connected(&mut monitor, &hoarder, 60).await;
+
+    // `limit` QoS 2 publishes never released: each gets its PUBREC. One more: closed as
+    // `protocol_error` (the engine's rule).
+    let mut burst = Vec::new();
+    for pkid in 1..=u16::try_from(limit + 1).expect("limits are below 65535") {
+        burst.extend_from_slice(&publish_bytes("c12/q", QoS::ExactlyOnce, pkid, b"x"));
+    }
+    if server.is(Kind::Tap) {
+        known_divergence(
+            server,
+            "one QoS 2 publish too many closes the connection",
+            &format!("{TAP_NOT_ON_ENGINE}: it relays every one to mosquitto, which answers"),
+        );
+        hoarder.send_raw(&burst).await;
+        for pkid in 1..=u16::try_from(limit + 1).expect("below 65535") {
+            assert_eq!(hoarder.recv("PUBREC").await, Received::PubRec(pkid));
+        }
+        hoarder
+            .expect_open("one QoS 2 publish past the engine's limit")
+            .await;
+        hoarder.disconnect().await;
+        return;
+    }
+    hoarder.send_raw(&burst).await;
+    let answers = hoarder
+        .packets_until_closed(&format!("{} QoS 2 publishes without PUBREL", limit + 1))
+        .await;
+    let expected: Vec<Received> = (1..=u16::try_from(limit).expect("below 65535"))
+        .map(Received::PubRec)
+        .collect();
+    assert_eq!(
+        answers, expected,
+        "a PUBREC for each publish within the limit"
+    );
+    disconnected(&mut monitor, "c12-hoarder", "protocol_error", &at).await;
+}
+
+/// The bytes of one PUBLISH.
+fn publish_bytes(topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> Vec<u8> {
     let packet = Packet::Publish(activity_core::codec::Publish {
         dup: false,
-        qos: QoS::AtMostOnce,
+        qos,
         retain: false,
-        topic: "c9/big",
-        pkid: None,
-        payload: &payload,
+        topic,
+        pkid: (qos != QoS::AtMostOnce).then_some(pkid),
+        payload,
     });
     let mut out = vec![0u8; packet.encoded_len().expect("encodes")];
     packet.encode(&mut out).expect("sized by encoded_len");
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. topic filters per SUBSCRIBE
+// ---------------------------------------------------------------------------------------------
+
+async fn filters_per_subscribe_limit(server: &mut Server) {
+    let addr = server.addr();
+    let limit = server.kind().max_filters_per_packet();
+    let mut monitor = server.monitor().await;
+    let mut greedy = Wire::connected(addr, "c13-greedy").await;
+    let at = connected(&mut monitor, &greedy, 60).await;
+    let names: Vec<String> = (0..=limit).map(|i| format!("{i}")).collect();
+    let filters: Vec<(&str, QoS)> = names
+        .iter()
+        .map(|n| (n.as_str(), QoS::AtMostOnce))
+        .collect();
+
+    // `limit` filters in one SUBSCRIBE: one return code each.
+    let codes = greedy.subscribe(1, &filters[..limit]).await;
+    assert_eq!(codes.len(), limit, "one SUBACK return code per filter");
+
+    // One more: the connection closes as `protocol_error` (the engine's rule).
+    if !server.is(Kind::Gateway) {
+        known_divergence(
+            server,
+            "a SUBSCRIBE with too many filters closes the connection",
+            &format!(
+                "the {} does not drive the protocol engine yet (issue 15): it answers with a \
+                 SUBACK",
+                server.name()
+            ),
+        );
+        let codes = greedy.subscribe(2, &filters).await;
+        assert_eq!(codes.len(), limit + 1, "one SUBACK return code per filter");
+        greedy.disconnect().await;
+        return;
+    }
+    greedy
+        .send(Packet::Subscribe(activity_core::codec::Subscribe {
+            pkid: 2,
+            filters: activity_core::codec::SubscribeFilters::from_slice(&filters),
+        }))
+        .await;
+    greedy
+        .expect_closed(&format!("a SUBSCRIBE of {} filters", limit + 1))
+        .await;
+    disconnected(&mut monitor, "c13-greedy", "protocol_error", &at).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,4 +849,8 @@ conformance!(
     keepalive_and_will,
     takeover,
     limits_and_bad_bytes,
+    empty_client_id,
+    will_only_when_vanished,
+    qos2_awaiting_pubrel_limit,
+    filters_per_subscribe_limit,
 );
