@@ -26,7 +26,8 @@ use tests::{Ev, QUIET, connect_packet};
 /// Why the tap differs where the engine has one rule that the tap does not follow yet.
 const TAP_NOT_ON_ENGINE: &str = "the tap does not drive the protocol engine yet (issue 15)";
 
-/// The `connected` event of `client` on `wire`, checked field by field.
+/// The `connected` event of `wire`'s client (clean session, no username), checked field by
+/// field.
 async fn connected(monitor: &mut tests::Monitor, wire: &Wire, keepalive: u16) -> Ev {
     let ev = monitor.next_event("connected", &wire.id).await;
     assert_event(
@@ -38,7 +39,8 @@ async fn connected(monitor: &mut tests::Monitor, wire: &Wire, keepalive: u16) ->
     ev
 }
 
-/// The `disconnected` event of `client`, checked field by field.
+/// The `disconnected` event of `client` whose `connected` event was `at`, checked field by
+/// field.
 async fn disconnected(monitor: &mut tests::Monitor, client: &str, reason: &str, at: &Ev) -> Ev {
     let ev = monitor.next_event("disconnected", client).await;
     assert_event(
