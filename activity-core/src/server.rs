@@ -126,6 +126,7 @@ use crate::codec::{
 };
 use crate::envelope::Envelope;
 use crate::event::Event;
+use crate::topic::{is_server_filter, is_server_topic};
 use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 
 /// The longest peer address kept for the `connected` event (an IPv6 address in brackets with
@@ -1040,8 +1041,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
 
     /// The SUBACK code for one filter: the access rule, the limit, the router.
     fn grant(&mut self, filter: &str, requested: QoS, out: &mut impl Output) -> SubAckCode {
-        if self.tracker.config().topics.filter_receives_events(filter) && !self.may_subscribe_system
-        {
+        let events = self.tracker.config().topics.filter_receives_events(filter);
+        // Events go to allowed clients only; other `$` topics belong to the server, which
+        // serves none (section 4.7.2).
+        if (events && !self.may_subscribe_system) || (!events && is_server_filter(filter)) {
             out.count(Counter::SubscriptionDenied);
             return SubAckCode::Failure;
         }
@@ -1147,6 +1150,13 @@ fn route_publish<A: AckStore>(
     info: PublishInfo<'_>,
     out: &mut impl Output,
 ) {
+    // `$` topics belong to the server (section 4.7.2) and it serves none to clients besides the
+    // system topics (whose rule is the tracker's, below): dropped like a denied publish.
+    if is_server_topic(info.topic) && !tracker.config().topics.is_system_topic(info.topic) {
+        debug!("server: publish on a $ topic dropped");
+        out.count(Counter::PublishDenied);
+        return;
+    }
     // The rule is the tracker's (SystemTopics::may_publish); it is asked before the route so
     // that the route can borrow the client id, which the `message` event borrows afterwards.
     if tracker

@@ -107,6 +107,22 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// The prefix of shared subscriptions (`$share/<group>/<filter>`, MQTT 5.0 section 4.8.2),
+/// which a router serves although it starts with `$`.
+pub const SHARED_PREFIX: &str = "$share/";
+
+/// Whether topic name `topic` belongs to the server: it starts with `$` (section 4.7.2), so
+/// clients do not publish there.
+pub fn is_server_topic(topic: &str) -> bool {
+    topic.starts_with('$')
+}
+
+/// Whether topic filter `filter` names server topics (it starts with `$`, section 4.7.2), other
+/// than a shared subscription ([`SHARED_PREFIX`]).
+pub fn is_server_filter(filter: &str) -> bool {
+    filter.starts_with('$') && !filter.starts_with(SHARED_PREFIX)
+}
+
 /// Tells whether the topic filter `filter` matches the topic name `topic` (section 4.7).
 ///
 /// `+` matches exactly one level (possibly empty), `#` matches its parent level and every level

@@ -920,3 +920,47 @@ fn a_router_that_cannot_reach_the_sender_gets_its_copies_delivered_by_the_engine
     assert_eq!(p.written, 0);
     assert!(client.out.counts.contains(&Counter::DeliveryDropped));
 }
+
+#[test]
+fn dollar_topics_belong_to_the_server() {
+    let mut client = Client::connected(LOCAL, &connect("dollar"));
+    assert_eq!(
+        client.send(&publish("$internal/x", QoS::AtLeastOnce, Some(2), b"x")),
+        [0x40, 2, 0, 2]
+    );
+    assert!(client.out.routes.is_empty() && client.out.events.is_empty());
+    assert_eq!(client.out.counts, [Counter::PublishDenied]);
+    assert_eq!(
+        client.send(&subscribe(
+            3,
+            &[
+                ("$internal/#", QoS::AtMostOnce),
+                ("$share/g/a", QoS::AtMostOnce)
+            ]
+        )),
+        suback(
+            3,
+            &[SubAckCode::Failure, SubAckCode::Success(QoS::AtMostOnce)]
+        )
+    );
+    assert_eq!(
+        client.out.routes,
+        [R::Subscribe("$share/g/a".into(), QoS::AtMostOnce)]
+    );
+    assert!(client.conn.is_connected());
+    // With a `$` prefix the system topics keep their own rule: loopback may subscribe.
+    let config = ServerConfig {
+        tracker: crate::tracker::TrackerConfig {
+            topics: crate::system::SystemTopics::new("$SYS").expect("a valid prefix"),
+            ..crate::tracker::TrackerConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let mut client = Client::with_config(config, LOCAL);
+    client.send(&encoded(connect("sys")));
+    client.answer(ConnectAnswer::accept(false));
+    assert_eq!(
+        client.send(&subscribe(1, &[("$SYS/#", QoS::AtMostOnce)])),
+        suback(1, &[SubAckCode::Success(QoS::AtMostOnce)])
+    );
+}
