@@ -964,3 +964,79 @@ fn dollar_topics_belong_to_the_server() {
         suback(1, &[SubAckCode::Success(QoS::AtMostOnce)])
     );
 }
+
+/// A whole session as one byte stream: CONNECT, SUBSCRIBE, publishes at every QoS (one on a
+/// system topic, one resent), PUBREL, PINGREQ, UNSUBSCRIBE, DISCONNECT.
+fn session_stream() -> Vec<u8> {
+    let mut stream = encoded(Connect {
+        will: Some(LastWill {
+            topic: "w",
+            message: b"bye",
+            qos: QoS::AtMostOnce,
+            retain: false,
+        }),
+        ..connect("chunks")
+    });
+    stream.extend(subscribe(
+        1,
+        &[("a/#", QoS::AtLeastOnce), ("SYSTEM/#", QoS::AtMostOnce)],
+    ));
+    stream.extend(publish("a/0", QoS::AtMostOnce, None, b"zero"));
+    stream.extend(publish("a/1", QoS::AtLeastOnce, Some(10), b"one"));
+    stream.extend(publish("a/2", QoS::ExactlyOnce, Some(11), b"two"));
+    stream.extend(publish("a/2", QoS::ExactlyOnce, Some(11), b"two"));
+    stream.extend(publish("SYSTEM/message", QoS::AtLeastOnce, Some(12), b"no"));
+    stream.extend([0x62, 2, 0, 11, 0xC0, 0]);
+    stream.extend(encoded(Unsubscribe {
+        pkid: 2,
+        filters: crate::codec::UnsubscribeFilters::from_slice(&["a/#"]),
+    }));
+    stream.extend([0xE0, 0]);
+    stream
+}
+
+/// What a driver sees when `stream` arrives in pieces ending at `cuts` (sorted offsets):
+/// the bytes sent, the routes, the events and the counters.
+fn run_in_pieces(
+    stream: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, Vec<R>, Vec<(EventKind, Value)>, Vec<Counter>) {
+    let mut client = Client::new(LOCAL);
+    let mut from = 0;
+    for &to in cuts.iter().chain(core::iter::once(&stream.len())) {
+        let to = to.clamp(from, stream.len());
+        client.send(&stream[from..to]);
+        if client.conn.is_authorizing() {
+            client.answer(ConnectAnswer::accept(false));
+        }
+        from = to;
+    }
+    assert!(client.conn.is_closed(), "the DISCONNECT was read");
+    (
+        client.sent,
+        client.out.routes,
+        client.out.events,
+        client.out.counts,
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(crate::proptest_cases::config(proptest::test_runner::Config::default()))]
+
+    /// However TCP cuts the stream, the engine answers, routes, reports and counts the same.
+    #[test]
+    fn the_outputs_do_not_depend_on_how_the_bytes_arrive(
+        mut cuts in proptest::collection::vec(0usize..200, 0..24),
+    ) {
+        let stream = session_stream();
+        cuts.sort_unstable();
+        let whole = run_in_pieces(&stream, &[]);
+        let pieces = run_in_pieces(&stream, &cuts);
+        proptest::prop_assert_eq!(&pieces, &whole);
+        // And the whole run is what the rules say: a publish on a system topic is not routed,
+        // the resent QoS 2 publish is routed once, the DISCONNECT publishes no will.
+        let publishes = whole.1.iter().filter(|r| matches!(r, R::Publish(..))).count();
+        proptest::prop_assert_eq!(publishes, 3);
+        proptest::prop_assert_eq!(whole.3.clone(), vec![Counter::PublishDenied]);
+    }
+}
