@@ -995,12 +995,11 @@ fn session_stream() -> Vec<u8> {
     stream
 }
 
-/// What a driver sees when `stream` arrives in pieces ending at `cuts` (sorted offsets):
-/// the bytes sent, the routes, the events and the counters.
-fn run_in_pieces(
-    stream: &[u8],
-    cuts: &[usize],
-) -> (Vec<u8>, Vec<R>, Vec<(EventKind, Value)>, Vec<Counter>) {
+/// What a driver sees: the bytes sent, the routes, the events and the counters.
+type Seen = (Vec<u8>, Vec<R>, Vec<(EventKind, Value)>, Vec<Counter>);
+
+/// What a driver sees when `stream` arrives in pieces ending at `cuts` (sorted offsets).
+fn run_in_pieces(stream: &[u8], cuts: &[usize]) -> Seen {
     let mut client = Client::new(LOCAL);
     let mut from = 0;
     for &to in cuts.iter().chain(core::iter::once(&stream.len())) {
