@@ -19,8 +19,14 @@
 //!
 //! # The run loop
 //!
-//! An adapter owns the sockets and the clock. For each client connection it keeps one
-//! [`Tracker`](tracker::Tracker), reports what happens with `handle_*` calls (time in
+//! A server drives one [`server::Connection`] per client: bytes in with
+//! [`handle_input`](server::Connection::handle_input), answers out into its transmit buffer,
+//! routes and events out through its [`Output`](server::Output), deadlines from
+//! [`poll_timeout`](server::Connection::poll_timeout). The [`server`] module docs give the
+//! call order and that run loop as a doc test; the engine keeps a tracker inside.
+//!
+//! An adapter that only observes a session it does not serve (a relay) keeps one
+//! [`Tracker`](tracker::Tracker) per connection, reports what happens with `handle_*` calls (time in
 //! milliseconds since the Unix epoch as an argument), and sends each returned event wherever
 //! events go, encoded with [`event::encode`] into a buffer it owns:
 //!
