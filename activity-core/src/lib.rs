@@ -114,6 +114,8 @@
 //!
 //! | what | size |
 //! |---|---|
+//! | [`server::Connection`] without its stores | about 460 bytes: the tracker below, the [`server::PEER_CAPACITY`] (48) byte peer, limits, clocks |
+//! | [`FixedSessionStore<SUBS, FILTER, QOS2, WILL>`](server::FixedSessionStore) | about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 32` bytes |
 //! | [`Tracker`](tracker::Tracker) without its store | about 270 bytes: a [`client_id::CLIENT_ID_CAPACITY`] (128) byte id, the [`system::PREFIX_CAPACITY`] (48) byte prefix, counters |
 //! | [`FixedAckStore<N, TEXT>`](acks::FixedAckStore) | about `N * (TEXT + 64)` bytes; `TEXT` holds topic, string ids and publisher id of one delivery |
 //! | [`PublisherTable<N>`](publishers::PublisherTable) | about `N * 480` bytes (`N` a power of two) |

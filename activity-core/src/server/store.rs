@@ -56,7 +56,7 @@ pub trait SessionStore {
 /// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes, `QOS2`
 /// QoS 2 publishes awaiting PUBREL, and a will of at most `WILL` bytes of topic plus message.
 ///
-/// Its size is about `SUBS * (FILTER + 4) + QOS2 * 2 + WILL + 16` bytes.
+/// Its size is about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 32` bytes.
 #[derive(Debug)]
 pub struct FixedSessionStore<
     const SUBS: usize,

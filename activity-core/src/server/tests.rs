@@ -1039,3 +1039,18 @@ proptest::proptest! {
         proptest::prop_assert_eq!(whole.3.clone(), vec![Counter::PublishDenied]);
     }
 }
+
+#[test]
+fn memory_figures_in_the_crate_docs_hold() {
+    type Bare = Connection<FixedAckStore<0, 0>, FixedSessionStore<0, 0, 0, 0>>;
+    let engine = core::mem::size_of::<Bare>();
+    let tracker = core::mem::size_of::<crate::tracker::Tracker<FixedAckStore<0, 0>>>();
+    let per_subscription = core::mem::size_of::<FixedSessionStore<2, 64, 0, 0>>()
+        - core::mem::size_of::<FixedSessionStore<1, 64, 0, 0>>();
+    println!("engine {engine} B (tracker {tracker} B), subscription of 64 B: {per_subscription} B");
+    assert!(engine <= tracker + 200, "engine is {engine} bytes");
+    assert!(
+        per_subscription <= 64 + 16,
+        "subscription entry is {per_subscription} bytes"
+    );
+}
