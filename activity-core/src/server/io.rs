@@ -1,0 +1,291 @@
+//! What goes into and out of a [`Connection`](super::Connection): the driver's verdicts and
+//! deliveries, the routes and events it is handed, the counters, the progress of a call.
+
+use crate::QoS;
+use crate::event::Event;
+
+use super::{CloseCause, ReasonCode};
+
+/// Where a connection comes from, as the driver knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Peer<'a> {
+    /// The remote address as text (reported in `connected`); cut at [`PEER_CAPACITY`](super::PEER_CAPACITY) bytes.
+    pub addr: Option<&'a str>,
+    /// Whether the remote address is a loopback address (see
+    /// [`ServerConfig::loopback_may_subscribe_system`](super::ServerConfig::loopback_may_subscribe_system)).
+    pub is_loopback: bool,
+}
+
+/// A CONNECT that passed the engine's rules, for the driver to decide on (credentials, the
+/// connection limit, takeover of an older connection with the same client id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConnectRequest<'a> {
+    /// The client id: the CONNECT's, or the one assigned for an empty id.
+    pub client_id: &'a str,
+    /// Whether the server assigned the id.
+    pub assigned_id: bool,
+    /// The user name, if any.
+    pub username: Option<&'a str>,
+    /// The password, if any.
+    pub password: Option<&'a [u8]>,
+    /// Whether a session kept for the client id is discarded first (MQTT 3.1.1 clean session;
+    /// MQTT 5 clean start).
+    pub clean_start: bool,
+    /// How long the session outlives the connection, in seconds: 0 ends it with the
+    /// connection, [`SESSION_NEVER_EXPIRES`] keeps it (MQTT 3.1.1 gives one of the two by its
+    /// clean-session flag; MQTT 5 says it in a property).
+    pub session_expiry: u32,
+    /// The keep-alive in seconds (0: none).
+    pub keep_alive: u16,
+    /// The protocol level (4: MQTT 3.1.1).
+    pub protocol_level: u8,
+}
+
+/// A [`ConnectRequest::session_expiry`] of a session that never expires (MQTT 5.0 section
+/// 3.1.2.11.2), which an MQTT 3.1.1 persistent session is.
+pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
+
+/// The session expiry an MQTT 3.1.1 CONNECT asks for with its clean-session flag.
+pub(super) const fn session_expiry_of(clean_session: bool) -> u32 {
+    if clean_session {
+        0
+    } else {
+        SESSION_NEVER_EXPIRES
+    }
+}
+
+/// The driver's verdict on a [`ConnectRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConnectAnswer {
+    /// Accept the connection.
+    Accept {
+        /// Whether the router found a session for the client id (CONNACK session present).
+        session_present: bool,
+    },
+    /// Refuse it: [`ReasonCode::BadUserNameOrPassword`], [`ReasonCode::NotAuthorized`],
+    /// [`ReasonCode::ServerBusy`] (the connection limit) or [`ReasonCode::ServerUnavailable`].
+    Refuse(ReasonCode),
+}
+
+impl ConnectAnswer {
+    /// Accept, with `session_present` as the router says.
+    pub const fn accept(session_present: bool) -> Self {
+        ConnectAnswer::Accept { session_present }
+    }
+}
+
+/// An application message for the router to deliver to the subscribers of its topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RoutedPublish<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag.
+    pub retain: bool,
+    /// The publisher's client id.
+    pub publisher: &'a str,
+    /// Whether this is the client's last will, published by the server for it.
+    pub is_will: bool,
+}
+
+/// An acknowledgement of a delivery, from the client (sections 3.4, 3.5, 3.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Ack {
+    /// PUBACK: a QoS 1 delivery is done.
+    PubAck,
+    /// PUBREC: a QoS 2 delivery arrived (the engine has answered PUBREL).
+    PubRec,
+    /// PUBCOMP: a QoS 2 delivery is done.
+    PubComp,
+}
+
+/// What the engine asks of whatever routes messages (rumqttd's router, an upstream broker, the
+/// gateway's table) or of the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Route<'a> {
+    /// Decide on this CONNECT, then call [`Connection::handle_connect_answer`](super::Connection::handle_connect_answer).
+    Connect(ConnectRequest<'a>),
+    /// Deliver an application message.
+    Publish(RoutedPublish<'a>),
+    /// Add (or update) a subscription of this client. [`Routed::Refused`] gives SUBACK 0x80.
+    Subscribe {
+        /// The topic filter.
+        filter: &'a str,
+        /// The QoS granted.
+        qos: QoS,
+    },
+    /// Remove a subscription this client held.
+    Unsubscribe {
+        /// The topic filter.
+        filter: &'a str,
+    },
+    /// The client acknowledged the delivery with packet id `pkid`.
+    Acked {
+        /// The packet id.
+        pkid: u16,
+        /// Which acknowledgement.
+        ack: Ack,
+    },
+    /// The session of an accepted connection ends; no other route follows.
+    End {
+        /// How long the session outlives the connection, in seconds (see
+        /// [`ConnectRequest::session_expiry`]); 0: it ends now, its subscriptions go.
+        session_expiry: u32,
+        /// Why.
+        cause: CloseCause,
+    },
+}
+
+/// What became of a [`Route`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Routed {
+    /// Done (or queued).
+    Accepted,
+    /// A [`Route::Publish`] was delivered to every other subscriber, but the router cannot
+    /// reach this connection during the call (the gateway's table runs inside it): the engine
+    /// delivers the message to its own client when one of its subscriptions matches, in order
+    /// with its answers and with a packet id of its own.
+    ExceptSender,
+    /// The router could not take it (a full table, a closed link).
+    Refused,
+}
+
+/// Things a server counts; the engine decides what is counted, the driver keeps the numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Counter {
+    /// A packet from the client was decoded.
+    PacketIn,
+    /// A CONNECT was refused with this reason (the CONNACK carries its code).
+    ConnectRefused(ReasonCode),
+    /// No CONNECT came within the connect timeout.
+    ConnectTimeout,
+    /// A connection was closed at its keep-alive deadline.
+    KeepAliveTimeout,
+    /// A connection was closed for a protocol error (malformed bytes included).
+    ProtocolError,
+    /// A connection was closed for a packet over the size limit.
+    PacketTooLarge,
+    /// A connection was closed for exceeding a per-connection limit.
+    QuotaExceeded,
+    /// A PUBLISH on a system topic by an ordinary client was dropped (the client stays).
+    PublishDenied,
+    /// The router refused a PUBLISH or a last will: that message is lost.
+    PublishNotRouted,
+    /// A SUBSCRIBE filter was refused by the access rules (SUBACK 0x80).
+    SubscriptionDenied,
+    /// A SUBSCRIBE filter was refused by a limit or the router (SUBACK 0x80).
+    SubscriptionRefused,
+    /// A delivery to this connection's own client (see [`Routed::ExceptSender`] and
+    /// [`Output::event`]) found no room in `tx`: it is dropped.
+    DeliveryDropped,
+}
+
+/// Where the engine's outputs go; implemented by the driver.
+pub trait Output {
+    /// Carries out `route` (see [`Route`]).
+    fn route(&mut self, route: Route<'_>) -> Routed;
+    /// Publishes an activity event wherever events go. A router that cannot reach this
+    /// connection during the call (see [`Routed::ExceptSender`]) returns the event as it
+    /// publishes it (topic, encoded payload, QoS; it may borrow the output), and the engine
+    /// delivers it to its own client when one of its subscriptions matches
+    /// (`subscription_qos` is ignored). Others return `None`.
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>>;
+    /// Counts `counter` once.
+    fn count(&mut self, counter: Counter) {
+        let _ = counter;
+    }
+    /// Whether `client_id` (with `username`) is listed as allowed to subscribe to the activity
+    /// events from anywhere (not only from loopback).
+    fn is_system_subscriber(&self, client_id: &str, username: Option<&str>) -> bool {
+        let _ = (client_id, username);
+        false
+    }
+}
+
+/// What a `handle_*` call did with the input and the transmit buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Progress {
+    /// Bytes of the input done with: drop them from the front.
+    pub consumed: usize,
+    /// Bytes written to the front of `tx`: send them.
+    pub written: usize,
+}
+
+/// A message the router delivers to this client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Delivery<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application message.
+    pub payload: &'a [u8],
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The QoS of the subscription it matched; the delivery goes at the lower of the two
+    /// (section 3.8.4).
+    pub subscription_qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Whether it is a resend (DUP, section 3.3.1.1).
+    pub dup: bool,
+    /// The packet id the router chose, or `None` for the engine to choose one.
+    pub pkid: Option<u16>,
+    /// The publisher's client id, when the router knows it (for `msgack`).
+    pub publisher: Option<&'a str>,
+}
+
+/// A delivery was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Delivered {
+    /// Bytes written to the front of `tx`.
+    pub written: usize,
+    /// The QoS it went out with.
+    pub qos: QoS,
+    /// Its packet id (QoS 1 and 2).
+    pub pkid: Option<u16>,
+}
+
+/// Why [`Connection::handle_delivery`](super::Connection::handle_delivery) wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The connection is not (or no longer) connected: nothing is sent.
+    NotConnected,
+    /// `tx` has less room than the packet needs: send what is there and try again.
+    NoRoom {
+        /// The packet's size.
+        needed: usize,
+    },
+    /// The message cannot go on the wire (a topic or payload too long for MQTT).
+    Unencodable,
+}
+
+impl core::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeliveryError::NotConnected => f.write_str("the connection is not connected"),
+            DeliveryError::NoRoom { needed } => {
+                write!(f, "the transmit buffer has no room for {needed} bytes")
+            }
+            DeliveryError::Unencodable => f.write_str("the message cannot be encoded"),
+        }
+    }
+}
+
+impl core::error::Error for DeliveryError {}

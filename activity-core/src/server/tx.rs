@@ -1,0 +1,129 @@
+//! Writing into the driver's transmit buffer: deliveries and SUBACK frames.
+
+use crate::QoS;
+use crate::codec::{Packet, Publish};
+
+use super::{Delivered, Delivery, DeliveryError};
+
+/// Encodes a delivery at the lower of its QoS and the subscription's, with the router's packet
+/// id or the next of the engine's own (1 to 65535, cycling).
+pub(super) fn encode_delivery(
+    next_pkid: &mut u16,
+    delivery: Delivery<'_>,
+    tx: &mut Tx<'_>,
+) -> Result<Delivered, DeliveryError> {
+    let qos = delivery.qos.min(delivery.subscription_qos);
+    let mut publish = Publish {
+        dup: false,
+        qos,
+        retain: delivery.retain,
+        topic: delivery.topic,
+        // A stand-in of the same size until the room is known (a packet id is 2 bytes).
+        pkid: (qos != QoS::AtMostOnce).then_some(1),
+        payload: delivery.payload,
+    };
+    let needed = Packet::Publish(publish)
+        .encoded_len()
+        .map_err(|_| DeliveryError::Unencodable)?;
+    if tx.room() < needed {
+        return Err(DeliveryError::NoRoom { needed });
+    }
+    if qos != QoS::AtMostOnce {
+        let pkid = delivery.pkid.unwrap_or_else(|| {
+            *next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+            *next_pkid
+        });
+        publish.pkid = Some(pkid);
+        publish.dup = delivery.dup;
+    }
+    let written = tx.put(&Packet::Publish(publish));
+    Ok(Delivered {
+        written,
+        qos,
+        pkid: publish.pkid,
+    })
+}
+
+/// The driver's transmit buffer and how much of it the engine has filled.
+pub(super) struct Tx<'t> {
+    buf: &'t mut [u8],
+    pub(super) len: usize,
+}
+
+impl<'t> Tx<'t> {
+    pub(super) fn new(buf: &'t mut [u8]) -> Self {
+        Tx { buf, len: 0 }
+    }
+
+    /// The free bytes.
+    pub(super) fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Encodes `packet` after what is there; the bytes written (0 without room, which the
+    /// callers rule out by checking [`Connection::answer_room`](super::Connection::answer_room) or [`Tx::room`] first).
+    pub(super) fn put(&mut self, packet: &Packet<'_>) -> usize {
+        let written = self
+            .buf
+            .get_mut(self.len..)
+            .and_then(|rest| packet.encode(rest).ok())
+            .unwrap_or(0);
+        self.len += written;
+        written
+    }
+
+    /// Writes the fixed header and packet id of a SUBACK with `count` codes, and leaves room
+    /// for the codes; returns where the codes start, or `None` without room.
+    pub(super) fn suback_frame(&mut self, pkid: u16, count: usize) -> Option<usize> {
+        let total = suback_len(count);
+        let frame = self.buf.get_mut(self.len..self.len.checked_add(total)?)?;
+        let mut remaining = 2 + count;
+        let mut at = 0;
+        frame[at] = 0x90;
+        at += 1;
+        loop {
+            let mut byte = u8::try_from(remaining % 128).unwrap_or(0);
+            remaining /= 128;
+            if remaining > 0 {
+                byte |= 0x80;
+            }
+            frame[at] = byte;
+            at += 1;
+            if remaining == 0 {
+                break;
+            }
+        }
+        frame[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
+        at += 2;
+        let start = self.len + at;
+        self.len += total;
+        Some(start)
+    }
+
+    /// Sets byte `at` (inside what was written).
+    pub(super) fn set(&mut self, at: usize, byte: u8) {
+        if let Some(slot) = self.buf.get_mut(..self.len).and_then(|b| b.get_mut(at)) {
+            *slot = byte;
+        }
+    }
+
+    /// Byte `at` (inside what was written).
+    pub(super) fn get(&self, at: usize) -> Option<u8> {
+        self.buf.get(..self.len)?.get(at).copied()
+    }
+}
+
+/// The length of a SUBACK with `count` codes (section 3.9).
+pub(super) const fn suback_len(count: usize) -> usize {
+    let remaining = 2 + count;
+    let varint = if remaining < 128 {
+        1
+    } else if remaining < 16_384 {
+        2
+    } else if remaining < 2_097_152 {
+        3
+    } else {
+        4
+    };
+    1 + varint + remaining
+}
