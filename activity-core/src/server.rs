@@ -902,14 +902,8 @@ fn route_publish<A: AckStore>(
             (Routed::ExceptSender, Some(tx)) => {
                 if let Some(subscription_qos) = own.store.matching_qos(info.topic) {
                     let copy = Delivery {
-                        topic: info.topic,
-                        payload: info.payload,
-                        qos: info.qos,
                         subscription_qos,
-                        retain: false,
-                        dup: false,
-                        pkid: None,
-                        publisher: None,
+                        ..Delivery::new(info.topic, info.payload, info.qos)
                     };
                     deliver_to_sender(tracker, own.next_pkid, copy, tx, out);
                 }

@@ -416,14 +416,8 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
             }
             Route::Publish(publish) => {
                 let delivery = Delivery {
-                    topic: publish.topic,
-                    payload: publish.payload,
-                    qos: publish.qos,
-                    subscription_qos: QoS::AtMostOnce,
-                    retain: false,
-                    dup: false,
-                    pkid: None,
                     publisher: Some(publish.publisher),
+                    ..Delivery::new(publish.topic, publish.payload, publish.qos)
                 };
                 deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
                 if let Some(uplink) = &self.ctx.config.uplink
@@ -461,16 +455,7 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
         let kind: EventKind = event.kind();
         debug!("gateway: event {}", kind.name());
         self.event_topic = self.ctx.config.tracker.topics.topic(kind);
-        let delivery = Delivery {
-            topic: &self.event_topic,
-            payload: &self.scratch[..len],
-            qos: QoS::AtLeastOnce,
-            subscription_qos: QoS::AtMostOnce,
-            retain: false,
-            dup: false,
-            pkid: None,
-            publisher: None,
-        };
+        let delivery = Delivery::new(&self.event_topic, &self.scratch[..len], QoS::AtLeastOnce);
         deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
         push_uplink(
             self.ctx,

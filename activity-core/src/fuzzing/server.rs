@@ -227,16 +227,7 @@ impl Output for Recorder {
             .topic(event.kind())
             .to_string();
         let (topic, json) = self.event_copy.insert((topic, json));
-        Some(Delivery {
-            topic,
-            payload: json,
-            qos: QoS::AtLeastOnce,
-            subscription_qos: QoS::AtMostOnce,
-            retain: false,
-            dup: false,
-            pkid: None,
-            publisher: None,
-        })
+        Some(Delivery::new(topic, json, QoS::AtLeastOnce))
     }
 }
 

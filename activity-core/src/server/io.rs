@@ -248,6 +248,24 @@ pub struct Delivery<'a> {
     pub publisher: Option<&'a str>,
 }
 
+impl<'a> Delivery<'a> {
+    /// A first delivery of a message published at `qos`: a subscription of that QoS (no
+    /// downgrade until one is known), no RETAIN, no DUP, a packet id of the engine's, no
+    /// publisher named. Set the rest with struct update syntax.
+    pub const fn new(topic: &'a str, payload: &'a [u8], qos: QoS) -> Self {
+        Delivery {
+            topic,
+            payload,
+            qos,
+            subscription_qos: qos,
+            retain: false,
+            dup: false,
+            pkid: None,
+            publisher: None,
+        }
+    }
+}
+
 /// A delivery was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

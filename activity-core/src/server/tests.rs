@@ -91,16 +91,7 @@ impl Output for Rec {
         }
         let topic = crate::system::SystemTopics::default().topic(event.kind());
         let (topic, json) = self.own_event.insert((topic.as_str().to_owned(), buf));
-        Some(Delivery {
-            topic,
-            payload: json,
-            qos: QoS::AtLeastOnce,
-            subscription_qos: QoS::AtMostOnce,
-            retain: false,
-            dup: false,
-            pkid: None,
-            publisher: None,
-        })
+        Some(Delivery::new(topic, json, QoS::AtLeastOnce))
     }
 
     fn count(&mut self, counter: Counter) {
