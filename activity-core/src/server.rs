@@ -164,7 +164,6 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     /// The limits of [`ServerConfig`] (its tracker part is the tracker's).
     limits: Limits,
     connect_timeout_ms: u64,
-    loopback_may_subscribe_system: bool,
     tracker: Tracker<A>,
     store: S,
     state: State,
@@ -173,11 +172,14 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     keep_alive: u16,
     /// Seconds the session outlives the connection.
     session_expiry: u32,
+    /// Whether the client may receive the activity events: from loopback when the
+    /// configuration trusts it (known at accept), or when the driver lists it (asked at the
+    /// verdict).
     may_subscribe_system: bool,
-    opened_at: u64,
-    last_input: u64,
+    /// When the deadline of [`Connection::poll_timeout`] counts from: the accept before the
+    /// CONNECT, the last input after it.
+    since: u64,
     peer: heapless::String<PEER_CAPACITY>,
-    peer_is_loopback: bool,
     /// The number behind an assigned client id (`auto-` and 16 hex digits).
     id_nonce: u64,
     next_pkid: u16,
@@ -207,18 +209,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         Connection {
             limits: config.limits,
             connect_timeout_ms: config.connect_timeout_ms,
-            loopback_may_subscribe_system: config.loopback_may_subscribe_system,
             tracker: Tracker::new(config.tracker, acks),
             store,
             state: State::AwaitConnect,
             blocked: false,
             keep_alive: 0,
             session_expiry: 0,
-            may_subscribe_system: false,
-            opened_at: now,
-            last_input: now,
+            may_subscribe_system: config.loopback_may_subscribe_system && peer.is_loopback,
+            since: now,
             peer: kept,
-            peer_is_loopback: peer.is_loopback,
             id_nonce,
             next_pkid: 0,
         }
@@ -275,9 +274,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// timeout before the CONNECT, 1.5 times the keep-alive after it (section 3.1.2.10).
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
-            State::AwaitConnect => Some(self.opened_at.saturating_add(self.connect_timeout_ms)),
+            State::AwaitConnect => Some(self.since.saturating_add(self.connect_timeout_ms)),
             State::Connected if self.keep_alive > 0 => Some(
-                self.last_input
+                self.since
                     .saturating_add(u64::from(self.keep_alive) * 1_500),
             ),
             _ => None,
@@ -341,7 +340,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let mut consumed = 0;
         self.blocked = false;
         if !input.is_empty() && self.state == State::Connected {
-            self.last_input = now;
+            self.since = now;
         }
         loop {
             if matches!(self.state, State::Authorizing | State::Closed) {
@@ -425,9 +424,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         }));
         self.keep_alive = connect.keep_alive;
         self.session_expiry = session_expiry_of(connect.clean_session);
-        self.last_input = now;
-        self.may_subscribe_system = (self.loopback_may_subscribe_system && self.peer_is_loopback)
-            || out.is_system_subscriber(client_id, connect.username);
+        self.since = now;
+        self.may_subscribe_system =
+            self.may_subscribe_system || out.is_system_subscriber(client_id, connect.username);
         let peer = (!self.peer.is_empty()).then_some(self.peer.as_str());
         let info = ConnectInfo {
             client_id,
