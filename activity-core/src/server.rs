@@ -28,8 +28,10 @@
 //!    driver's buffer: nothing is copied.
 //! 4. [`Connection::handle_delivery`] for each message the router delivers;
 //!    [`Connection::handle_timeout`] when [`Connection::poll_timeout`] has passed;
-//!    [`Connection::handle_close`] when the transport closes, the session is taken over or the
-//!    server shuts down.
+//!    [`Connection::handle_close`] when the transport closes or the session is taken over.
+//!    When the server shuts down, [`Connection::handle_shutdown`] reports the end at once and
+//!    leaves the transport open for what the router still delivers; `handle_close` follows
+//!    when the driver closes it.
 //! 5. Once [`Connection::is_closed`], send what is in `tx` and close the transport.
 //!
 //! Outputs that borrow the client's bytes (a routed publish, a `message` event) are handed to
@@ -154,6 +156,9 @@ enum State {
     Authorizing,
     /// Connected.
     Connected,
+    /// The server shuts down: the session has ended (reported, routed), input is no longer
+    /// read, and what the router still delivers is written until the driver closes.
+    Draining,
     /// Done; nothing more goes in or out.
     Closed,
 }
@@ -183,6 +188,8 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     /// The number behind an assigned client id (`auto-` and 16 hex digits).
     id_nonce: u64,
     next_pkid: u16,
+    /// Whether deliveries are remembered for `msgack` (see [`Connection::set_msgack_tracking`]).
+    tracks_msgack: bool,
 }
 
 impl<A: AckStore, S: SessionStore> Connection<A, S> {
@@ -220,7 +227,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             peer: kept,
             id_nonce,
             next_pkid: 0,
+            tracks_msgack: true,
         }
+    }
+
+    /// Whether deliveries are remembered for `msgack` (on from the start, and only when the
+    /// configuration enables `msgack`). A driver that knows no sink receives `msgack` events
+    /// now turns it off, so that deliveries are not parsed for an envelope only to report
+    /// nothing; acknowledgements of deliveries not remembered give no `msgack`.
+    pub fn set_msgack_tracking(&mut self, on: bool) {
+        self.tracks_msgack = on;
     }
 
     /// The client id (empty before the CONNECT is accepted).
@@ -241,6 +257,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// Whether the connection is over: send what is in `tx`, then close the transport.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// Whether [`Connection::handle_shutdown`] ended the session and the driver still writes
+    /// what the router delivers.
+    pub fn is_draining(&self) -> bool {
+        self.state == State::Draining
     }
 
     /// Whether the last [`Connection::handle_input`] stopped because `tx` had less than
@@ -317,6 +339,23 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx.len
     }
 
+    /// Ends the session because the server shuts down, but keeps the transport for what the
+    /// router still delivers (the shutdown events of the other clients among it): the
+    /// `disconnected` event (`server_shutdown`, no last will) and [`Route::End`] now; from
+    /// then on [`Connection::handle_input`] reads nothing (the driver stops reading) and
+    /// [`Connection::handle_delivery`] still writes, until [`Connection::handle_close`].
+    /// Returns the bytes written to `tx`. Only a connected session drains; otherwise this
+    /// closes like [`Connection::handle_close`].
+    pub fn handle_shutdown(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
+        let mut tx = Tx::new(tx);
+        let connected = self.state == State::Connected;
+        self.close(now, CloseCause::ServerShutdown, &mut tx, out);
+        if connected {
+            self.state = State::Draining;
+        }
+        tx.len
+    }
+
     /// Reads the packets at the front of `input` (every byte not consumed yet) and acts on
     /// them, writing answers into `tx`. Stops at an incomplete packet, when `tx` lacks
     /// [`Connection::answer_room`], after a CONNECT (see [`Route::Connect`]) and when the
@@ -343,7 +382,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.since = now;
         }
         loop {
-            if matches!(self.state, State::Authorizing | State::Closed) {
+            if matches!(
+                self.state,
+                State::Authorizing | State::Draining | State::Closed
+            ) {
                 return consumed;
             }
             let rest = input.get(consumed..).unwrap_or_default();
@@ -468,7 +510,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// Writes a message the router delivers into `tx`, at the lower of its QoS and the
     /// subscription's, and remembers an envelope message for `msgack`. When the delivery does
     /// not name its publisher, `lookup` is asked for the publisher of the envelope (see
-    /// [`Tracker::handle_delivery`]).
+    /// [`Tracker::handle_delivery`]). A draining connection (see
+    /// [`Connection::handle_shutdown`]) still writes, and remembers nothing.
     pub fn handle_delivery<F>(
         &mut self,
         delivery: Delivery<'_>,
@@ -478,12 +521,14 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     where
         F: FnOnce(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
     {
-        if self.state != State::Connected {
+        if !matches!(self.state, State::Connected | State::Draining) {
             return Err(DeliveryError::NotConnected);
         }
         let mut tx = Tx::new(tx);
-        let delivered = encode_delivery(&mut self.next_pkid, delivery, &mut tx)?;
-        if let Some(pkid) = delivered.pkid {
+        let mut delivered = encode_delivery(&mut self.next_pkid, delivery, &mut tx)?;
+        if let Some(pkid) = delivered.pkid
+            && self.tracks_msgack
+        {
             let info = DeliveryInfo {
                 pkid,
                 qos: delivered.qos,
@@ -491,7 +536,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 payload: delivery.payload,
                 pub_client_id: delivery.publisher,
             };
-            self.tracker.handle_delivery(info, lookup);
+            delivered.forgotten = self.tracker.handle_delivery(info, lookup);
         }
         Ok(delivered)
     }

@@ -338,7 +338,10 @@ impl<S: AckStore> Tracker<S> {
     /// When `delivery.pub_client_id` is `None`, `lookup` is asked for the publisher of the
     /// envelope (e.g. from a [`PublisherTable`](crate::publishers::PublisherTable)); `None` from
     /// it gives `"pub_client_id": null` in the `msgack`.
-    pub fn handle_delivery<F>(&mut self, delivery: DeliveryInfo<'_>, lookup: F)
+    ///
+    /// Returns whether a pending delivery was forgotten: the oldest, to make room in a full
+    /// store, or this one, too large for it (both counted in [`TrackerStats`] too).
+    pub fn handle_delivery<F>(&mut self, delivery: DeliveryInfo<'_>, lookup: F) -> bool
     where
         F: FnOnce(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
     {
@@ -346,10 +349,10 @@ impl<S: AckStore> Tracker<S> {
             || delivery.qos == QoS::AtMostOnce
             || self.config.topics.is_system_topic(delivery.topic)
         {
-            return;
+            return false;
         }
         let Some(envelope) = parse_envelope(delivery.payload) else {
-            return;
+            return false;
         };
         let looked_up;
         let pub_client_id = match delivery.pub_client_id {
@@ -372,11 +375,14 @@ impl<S: AckStore> Tracker<S> {
                 if stored == Stored::EvictedOldest {
                     self.stats.deliveries_evicted += 1;
                     warn!("tracker: ack store full, oldest pending delivery dropped");
+                    return true;
                 }
+                false
             }
             Err(_) => {
                 self.stats.deliveries_too_large += 1;
                 warn!("tracker: delivery too large for the ack store");
+                true
             }
         }
     }

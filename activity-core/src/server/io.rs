@@ -276,6 +276,9 @@ pub struct Delivered {
     pub qos: QoS,
     /// Its packet id (QoS 1 and 2).
     pub pkid: Option<u16>,
+    /// Whether remembering it for `msgack` forgot a pending delivery (the oldest, in a full
+    /// store, or this one, too large): that acknowledgement will give no `msgack`.
+    pub forgotten: bool,
 }
 
 /// Why [`Connection::handle_delivery`](super::Connection::handle_delivery) wrote nothing.

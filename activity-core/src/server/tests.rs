@@ -1045,3 +1045,81 @@ fn memory_figures_in_the_crate_docs_hold() {
         "subscription entry is {per_subscription} bytes"
     );
 }
+
+#[test]
+fn a_shutdown_reports_the_end_and_keeps_delivering_until_closed() {
+    let mut client = Client::connected(REMOTE, &connect("stayer"));
+    let mut tx = [0u8; 64];
+    let written = client
+        .conn
+        .handle_shutdown(client.now, &mut tx, &mut client.out);
+    assert_eq!(written, 0, "MQTT 3.1.1 has no server DISCONNECT");
+    assert!(client.conn.is_draining() && !client.conn.is_connected());
+    assert!(!client.conn.is_closed());
+    assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+    assert_eq!(
+        client.out.events[0].1,
+        json!({"client_id":"stayer","reason":"server_shutdown","connected_at":T0})
+    );
+    assert_eq!(client.out.routes, [R::End(0, CloseCause::ServerShutdown)]);
+    // Input is no longer read; deliveries (other clients' shutdown events) still go out.
+    assert_eq!(client.send(&[0xC0, 0]), NOTHING);
+    assert_eq!(client.rx, [0xC0, 0]);
+    let other = Delivery::new("SYSTEM/presence/disconnected", b"{}", QoS::AtMostOnce);
+    assert_eq!(
+        client.deliver(other),
+        publish("SYSTEM/presence/disconnected", QoS::AtMostOnce, None, b"{}")
+    );
+    assert_eq!(client.conn.poll_timeout(), None);
+    client.close(CloseCause::ServerShutdown);
+    assert!(client.conn.is_closed());
+    assert_eq!(client.out.events.len(), 1, "the end is reported once");
+    assert_eq!(client.out.routes.len(), 1, "and routed once");
+    let mut tx = [0u8; 64];
+    assert_eq!(
+        client.conn.handle_delivery(other, &mut tx, |_| None),
+        Err(DeliveryError::NotConnected)
+    );
+}
+
+#[test]
+fn a_shutdown_before_the_connect_closes_at_once() {
+    let mut client = Client::new(REMOTE);
+    let mut tx = [0u8; 64];
+    client
+        .conn
+        .handle_shutdown(client.now, &mut tx, &mut client.out);
+    assert!(client.conn.is_closed());
+    assert!(client.out.routes.is_empty() && client.out.events.is_empty());
+}
+
+#[test]
+fn msgack_tracking_can_be_turned_off_and_a_full_store_says_what_it_forgot() {
+    let mut client = Client::connected(REMOTE, &connect("dev"));
+    let envelope = Delivery {
+        publisher: Some("ctl"),
+        ..Delivery::new("cmd/dev", ENVELOPE, QoS::AtLeastOnce)
+    };
+    let mut tx = [0u8; 256];
+    // Off: delivered, not remembered, so its PUBACK gives no msgack.
+    client.conn.set_msgack_tracking(false);
+    let delivered = client
+        .conn
+        .handle_delivery(envelope, &mut tx, |_| None)
+        .expect("delivered");
+    assert_eq!(delivered.pkid, Some(1));
+    assert!(!delivered.forgotten);
+    assert_eq!(client.conn.tracker().pending_acks(), 0);
+    client.send(&[0x40, 2, 0, 1]);
+    assert!(client.out.events.is_empty());
+    // On again: the store (4 entries) fills, and the fifth delivery forgets the oldest.
+    client.conn.set_msgack_tracking(true);
+    for expected_forgotten in [false, false, false, false, true] {
+        let delivered = client
+            .conn
+            .handle_delivery(envelope, &mut tx, |_| None)
+            .expect("delivered");
+        assert_eq!(delivered.forgotten, expected_forgotten);
+    }
+    assert_eq!(client.conn.tracker().pending_acks(), 4);
+}

@@ -41,6 +41,7 @@ pub(super) fn encode_delivery(
         written,
         qos,
         pkid: publish.pkid,
+        forgotten: false,
     })
 }
 
