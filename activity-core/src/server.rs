@@ -321,7 +321,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             }
             _ => {}
         }
-        tx.len
+        tx.finish(out)
     }
 
     /// Ends the connection for `cause` (the transport closed, a takeover, a shutdown): the last
@@ -336,7 +336,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     ) -> usize {
         let mut tx = Tx::new(tx);
         self.close(now, cause, &mut tx, out);
-        tx.len
+        tx.finish(out)
     }
 
     /// Ends the session because the server shuts down, but keeps the transport for what the
@@ -353,7 +353,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         if connected {
             self.state = State::Draining;
         }
-        tx.len
+        tx.finish(out)
     }
 
     /// Reads the packets at the front of `input` (every byte not consumed yet) and acts on
@@ -371,7 +371,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let consumed = self.input(now, input, &mut tx, out);
         Progress {
             consumed,
-            written: tx.len,
+            written: tx.finish(out),
         }
     }
 
@@ -455,7 +455,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 self.refuse(reason, &mut tx, out);
                 return Progress {
                     consumed: len,
-                    written: tx.len,
+                    written: tx.finish(out),
                 };
             }
             ConnectAnswer::Accept { session_present } => session_present && !connect.clean_session,
@@ -486,7 +486,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 self.state = State::Closed;
                 return Progress {
                     consumed: len,
-                    written: tx.len,
+                    written: tx.finish(out),
                 };
             }
         };
@@ -503,7 +503,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let more = self.input(now, rest, &mut tx, out);
         Progress {
             consumed: len + more,
-            written: tx.len,
+            written: tx.finish(out),
         }
     }
 

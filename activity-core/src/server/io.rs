@@ -168,6 +168,9 @@ pub enum Routed {
 pub enum Counter {
     /// A packet from the client was decoded.
     PacketIn,
+    /// A packet for the client was written into `tx` by a `handle_*` call that takes an
+    /// [`Output`] (a driver counts what [`Connection::handle_delivery`](super::Connection::handle_delivery) writes itself).
+    PacketOut,
     /// A CONNECT was refused with this reason (the CONNACK carries its code).
     ConnectRefused(ReasonCode),
     /// No CONNECT came within the connect timeout.

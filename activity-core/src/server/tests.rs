@@ -38,6 +38,8 @@ struct Rec {
     except_sender: bool,
     /// The last event's topic and JSON, as published (kept when `except_sender`).
     own_event: Option<(String, Vec<u8>)>,
+    /// The packets the engine said it wrote.
+    packets_out: usize,
 }
 
 impl Output for Rec {
@@ -95,8 +97,10 @@ impl Output for Rec {
     }
 
     fn count(&mut self, counter: Counter) {
-        if counter != Counter::PacketIn {
-            self.counts.push(counter);
+        match counter {
+            Counter::PacketIn => {}
+            Counter::PacketOut => self.packets_out += 1,
+            _ => self.counts.push(counter),
         }
     }
 
@@ -468,6 +472,8 @@ fn publishes_are_routed_acknowledged_and_reported() {
         client.out.events[1].1,
         json!({"pub_client_id":"pub","topic":"a/b","payload":"1","payload_len":1,"qos":1,"retain":false})
     );
+    // CONNACK, PUBACK, PUBREC twice, PUBCOMP: each counted once.
+    assert_eq!(client.out.packets_out, 5);
 }
 
 #[test]

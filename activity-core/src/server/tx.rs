@@ -3,7 +3,7 @@
 use crate::QoS;
 use crate::codec::{Packet, Publish};
 
-use super::{Delivered, Delivery, DeliveryError};
+use super::{Counter, Delivered, Delivery, DeliveryError, Output};
 
 /// Encodes a delivery at the lower of its QoS and the subscription's, with the router's packet
 /// id or the next of the engine's own (1 to 65535, cycling).
@@ -49,11 +49,25 @@ pub(super) fn encode_delivery(
 pub(super) struct Tx<'t> {
     buf: &'t mut [u8],
     pub(super) len: usize,
+    /// The packets written.
+    packets: usize,
 }
 
 impl<'t> Tx<'t> {
     pub(super) fn new(buf: &'t mut [u8]) -> Self {
-        Tx { buf, len: 0 }
+        Tx {
+            buf,
+            len: 0,
+            packets: 0,
+        }
+    }
+
+    /// Counts the packets written ([`Counter::PacketOut`]) and returns the bytes written.
+    pub(super) fn finish(self, out: &mut impl Output) -> usize {
+        for _ in 0..self.packets {
+            out.count(Counter::PacketOut);
+        }
+        self.len
     }
 
     /// The free bytes.
@@ -70,6 +84,7 @@ impl<'t> Tx<'t> {
             .and_then(|rest| packet.encode(rest).ok())
             .unwrap_or(0);
         self.len += written;
+        self.packets += usize::from(written > 0);
         written
     }
 
@@ -98,6 +113,7 @@ impl<'t> Tx<'t> {
         at += 2;
         let start = self.len + at;
         self.len += total;
+        self.packets += 1;
         Some(start)
     }
 
