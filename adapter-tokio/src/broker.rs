@@ -136,7 +136,7 @@ impl Broker {
             metrics: metrics.clone(),
             registry: Registry::default(),
             auth,
-            tracker_config,
+            server: connection::server_config(&config, tracker_config),
             permits: Arc::new(Semaphore::new(config.max_connections)),
             phase: phase_rx,
             serial: AtomicU64::new(1),

@@ -259,9 +259,12 @@ impl AccessConfig {
         client_id: &str,
         peer: IpAddr,
     ) -> bool {
-        if self.loopback_may_subscribe && peer.to_canonical().is_loopback() {
-            return true;
-        }
+        (self.loopback_may_subscribe && peer.to_canonical().is_loopback())
+            || self.is_system_subscriber(username, client_id)
+    }
+
+    /// Whether `access.system_subscribers` lists the client, by its username or client id.
+    pub fn is_system_subscriber(&self, username: Option<&str>, client_id: &str) -> bool {
         self.system_subscribers
             .iter()
             .any(|entry| match Identity::parse(entry) {

@@ -131,13 +131,22 @@ impl EventSender {
 
     /// Encodes `event` and queues it; drops and counts it when the queue is full.
     pub fn emit(&self, event: &Event<'_>) {
+        if let Some(record) = self.record(event) {
+            self.send(record);
+        }
+    }
+
+    /// Encodes `event` for [`EventSender::send`], which may come later (a connection sends
+    /// what its router must see first, such as a new subscription, before its events).
+    /// `None` when no sink wants its kind now or it cannot be encoded (both counted).
+    pub fn record(&self, event: &Event<'_>) -> Option<EventRecord> {
         let kind = event.kind();
         if !self.wants(kind) {
             self.metrics.event_emitted(kind);
             self.metrics
                 .events_unobserved
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         let options = EncodeOptions {
             payload: self.encoding.payload,
@@ -170,15 +179,21 @@ impl EventSender {
                     .events_encode_failed
                     .fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, kind = kind.name(), "event encoding failed");
-                return;
+                return None;
             }
         };
-        let record = EventRecord {
+        Some(EventRecord {
             kind,
             subject: event.subject().to_owned(),
             ts: event.ts(),
             json,
-        };
+        })
+    }
+
+    /// Queues an event made by [`EventSender::record`]; drops and counts it when the queue is
+    /// full.
+    pub fn send(&self, record: EventRecord) {
+        let kind = record.kind;
         match self.tx.try_send(Item::Event(record)) {
             Ok(()) => self.metrics.event_emitted(kind),
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod ack_store;
+pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod config;
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod priority;
 pub mod qos_marker;
 pub mod sequencer;
+pub mod session_store;
 pub mod tap;
 pub mod tls;

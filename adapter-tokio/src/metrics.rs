@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use activity_core::event::EventKind;
+use activity_core::server::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -57,8 +58,12 @@ pub struct Metrics {
     pub publishes_denied: AtomicU64,
     /// Subscriptions to system topics by clients not allowed to, refused.
     pub subscriptions_denied: AtomicU64,
-    /// Deliveries to slow clients dropped because their outgoing queue was full.
+    /// Deliveries whose `msgack` was given up: the client's store of unacknowledged
+    /// deliveries was full (the oldest goes) or the delivery too large for it.
     pub deliveries_evicted: AtomicU64,
+    /// Messages lost on the way: a publish or last will the router refused, or a delivery to
+    /// a client with no room for it.
+    pub messages_lost: AtomicU64,
     /// Acknowledgements that matched no tracked message.
     pub acks_unmatched: AtomicU64,
     /// Connections closed for a protocol violation (malformed or unexpected packet).
@@ -133,6 +138,30 @@ impl Metrics {
     /// Counts one emitted event of `kind`.
     pub fn event_emitted(&self, kind: EventKind) {
         bump(&self.events_emitted[kind as usize]);
+    }
+
+    /// Counts what the engine counts (see [`Counter`]).
+    pub fn count(&self, counter: Counter) {
+        let field = match counter {
+            Counter::PacketIn => &self.packets_in,
+            Counter::PacketOut => &self.packets_out,
+            Counter::ConnectRefused(reason) => {
+                return self.connect_refused(reason.connect_return_code().as_u8());
+            }
+            Counter::ConnectTimeout => &self.connect_timeouts,
+            Counter::KeepAliveTimeout => &self.keepalive_timeouts,
+            Counter::PublishDenied => &self.publishes_denied,
+            Counter::SubscriptionDenied | Counter::SubscriptionRefused => {
+                &self.subscriptions_denied
+            }
+            Counter::PublishNotRouted | Counter::DeliveryDropped => &self.messages_lost,
+            Counter::ProtocolError | Counter::PacketTooLarge | Counter::QuotaExceeded => {
+                &self.protocol_errors
+            }
+            // `Counter` is non-exhaustive; a counter added to the engine gets its field here.
+            _ => return,
+        };
+        bump(field);
     }
 
     /// Counts one accepted connection, now open.
@@ -281,8 +310,14 @@ impl Metrics {
         r.single(
             "deliveries_evicted_total",
             "counter",
-            "Deliveries dropped because a client's outgoing queue was full.",
+            "Deliveries whose msgack was given up because the client's store of unacknowledged deliveries was full.",
             &self.deliveries_evicted,
+        );
+        r.single(
+            "messages_lost_total",
+            "counter",
+            "Publishes or last wills the router refused, and deliveries with no room.",
+            &self.messages_lost,
         );
         r.single(
             "acks_unmatched_total",

@@ -82,19 +82,16 @@ impl Kind {
     }
 
     /// How many QoS 2 publishes of one client may await PUBREL; the engine's rule closes the
-    /// connection at one more. The tap relays and keeps no such count: it gets the limit it
-    /// will have on the engine.
+    /// connection at one more.
     pub fn max_inbound_qos2(self) -> usize {
         match self {
-            Kind::Broker => adapter_tokio::connection::MAX_INBOUND_QOS2,
-            Kind::Tap => Limits::HOST.max_inbound_qos2,
+            Kind::Broker | Kind::Tap => Limits::HOST.max_inbound_qos2,
             Kind::Gateway => adapter_embassy::QOS2_INFLIGHT,
         }
     }
 
     /// How many topic filters one SUBSCRIBE may carry; the engine's rule closes the connection
-    /// at one more. The broker and the tap do not count them: they get the limit they will
-    /// have on the engine.
+    /// at one more.
     pub fn max_filters_per_packet(self) -> usize {
         match self {
             Kind::Broker | Kind::Tap => Limits::HOST.max_filters_per_packet,

@@ -1,9 +1,46 @@
-//! The CONNECT phase: read it within the connect timeout, apply every rule, refuse with the
-//! right CONNACK return code, take over an older session, build the router link.
+//! The tap's CONNECT phase: read it within the connect timeout, apply every rule, refuse with
+//! the right CONNACK return code. The broker's connections decide all of this in the engine;
+//! the tap relay uses these until it runs on the engine too.
 
-use super::session::Session;
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use activity_core::codec::{self, ConnAck, ConnectReturnCode, Packet as WirePacket};
 use activity_core::system::SystemTopics;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, timeout_at};
+use tracing::{debug, info};
+
+use super::Phase;
+use crate::auth::{AuthOutcome, Authenticator};
+use crate::metrics::Metrics;
+
+/// The parts of a CONNECT the tap keeps.
+pub(crate) struct ConnectRequest {
+    /// The protocol level (4 for MQTT 3.1.1).
+    pub(crate) level: u8,
+    /// The client id (an empty one is replaced by `auto-...` when the rules accept it).
+    pub(crate) client_id: String,
+    /// The clean-session flag.
+    pub(crate) clean_session: bool,
+    /// The keep-alive interval in seconds.
+    pub(crate) keep_alive: u16,
+    /// The user name, if any.
+    pub(crate) username: Option<String>,
+    /// The password, if any.
+    pub(crate) password: Option<Vec<u8>>,
+    /// The last will, if any.
+    pub(crate) will: Option<Will>,
+}
+
+/// The part of a last will the tap's rules look at (the upstream broker keeps the will).
+#[derive(Clone)]
+pub(crate) struct Will {
+    /// The will topic.
+    pub(crate) topic: Bytes,
+}
 
 /// Reads the first packet, which must be a CONNECT, before `deadline`: the request and the
 /// CONNECT's own bytes (taken off the front of `rbuf`). `None` when the socket closed, timed
@@ -30,9 +67,6 @@ where
                     password: c.password.map(<[u8]>::to_vec),
                     will: c.will.map(|w| Will {
                         topic: Bytes::copy_from_slice(w.topic.as_bytes()),
-                        payload: Bytes::copy_from_slice(w.message),
-                        qos: w.qos,
-                        retain: w.retain,
                     }),
                 };
                 let raw = rbuf.split_to(len).freeze();
@@ -101,147 +135,6 @@ where
         let _ = stream.flush().await;
     }
     let _ = stream.shutdown().await;
-}
-
-/// Applies every CONNECT rule, takes over an older session, builds the router link and sends
-/// CONNACK. `None` when the connection was refused (and closed).
-pub(super) async fn accept<S>(
-    stream: &mut S,
-    mut request: ConnectRequest,
-    peer: SocketAddr,
-    shared: &Arc<Shared>,
-) -> Option<Session>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
-    let rules = ConnectRules {
-        topics: &shared.tracker_config.topics,
-        auth: &shared.auth,
-        phase: &shared.phase,
-        permits: &shared.permits,
-        metrics: &shared.metrics,
-    };
-    let permit = apply_connect_rules(stream, &mut request, serial, &rules).await?;
-
-    // Takeover: the old connection reports `takenover` before this one reports `connected`.
-    let (kick_tx, kick_rx) = mpsc::channel::<Kick>(1);
-    if let Some(old) = shared.registry.insert(&request.client_id, serial, kick_tx) {
-        let (done_tx, done_rx) = oneshot::channel();
-        if old.send(done_tx).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
-        }
-    }
-
-    let factory = shared.link_factory.clone();
-    let router_id = router_client_id(&request.client_id);
-    let clean = request.clean_session;
-    let built = tokio::task::spawn_blocking(move || factory(&router_id, clean)).await;
-    let (link_tx, link_rx, connack) = match built {
-        Ok(Ok(link)) => link,
-        Ok(Err(e)) => {
-            warn!(error = %e, "router refused the link");
-            shared.registry.remove(&request.client_id, serial);
-            refuse(
-                stream,
-                ConnectReturnCode::ServerUnavailable,
-                "router refused",
-                &shared.metrics,
-            )
-            .await;
-            return None;
-        }
-        Err(e) => {
-            warn!(error = %e, "link builder failed");
-            shared.registry.remove(&request.client_id, serial);
-            refuse(
-                stream,
-                ConnectReturnCode::ServerUnavailable,
-                "router failed",
-                &shared.metrics,
-            )
-            .await;
-            return None;
-        }
-    };
-    shared
-        .interest
-        .session_started(&request.client_id, serial, clean);
-    let session_present = matches!(
-        Option::<Packet>::from(connack),
-        Some(Packet::ConnAck(ack, _)) if ack.session_present
-    );
-    let mut buf = [0u8; 4];
-    let ok = WirePacket::ConnAck(ConnAck {
-        session_present,
-        code: ConnectReturnCode::Accepted,
-    });
-    let written = match ok.encode(&mut buf) {
-        Ok(n) => stream.write_all(&buf[..n]).await.is_ok() && stream.flush().await.is_ok(),
-        Err(_) => false,
-    };
-    shared.metrics.packets_out.fetch_add(1, Ordering::Relaxed);
-
-    let mut tracker = Tracker::new(
-        shared.tracker_config.clone(),
-        HeapAckStore::new(ACK_STORE_CAPACITY),
-    );
-    let peer_text = peer.to_string();
-    let now = now_ms();
-    let info = ConnectInfo {
-        client_id: &request.client_id,
-        username: request.username.as_deref(),
-        proto_ver: request.level,
-        keepalive: request.keep_alive,
-        clean_session: request.clean_session,
-        peer: Some(&peer_text),
-    };
-    match tracker.handle_connect(now, info) {
-        Ok(Some(event)) => shared.events.emit(&event),
-        Ok(None) => {}
-        Err(ConnectError::Refused(e)) => {
-            // check_client_id ran above with the same input; kept as a guard.
-            warn!(error = %e, "tracker refused a checked client id");
-        }
-        Err(e) => warn!(error = %e, "tracker refused connect"),
-    }
-    if tracker.is_connected() {
-        // Matched by `Session::report_close`; shutdown waits for the count to reach zero.
-        shared.unreported.fetch_add(1, Ordering::AcqRel);
-    }
-    shared.metrics.connection_opened();
-    let may_subscribe_system = shared.config.access.may_subscribe_system(
-        request.username.as_deref(),
-        &request.client_id,
-        peer.ip(),
-    );
-    let mut session = Session {
-        shared: shared.clone(),
-        client_id: request.client_id,
-        serial,
-        keep_alive: request.keep_alive,
-        last_read: Instant::now(),
-        will: request.will,
-        may_subscribe_system,
-        clean_session: request.clean_session,
-        tracker,
-        link_tx,
-        link_rx,
-        kick_rx,
-        permit: Some(permit),
-        sequencer: AckSequencer::new(),
-        inbound_qos2: HashSet::new(),
-        subscriptions: HashMap::new(),
-        pending_subscribes: VecDeque::new(),
-        router_batch: Vec::new(),
-        router_acks: Vec::new(),
-        out: BytesMut::with_capacity(4096),
-    };
-    if !written {
-        session.finish(DisconnectReason::TcpClosed, None).await;
-        return None;
-    }
-    Some(session)
 }
 
 /// What the CONNECT rules of [`apply_connect_rules`] look at.

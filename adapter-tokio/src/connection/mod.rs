@@ -1,98 +1,69 @@
-//! The network front: one task per client connection, between the socket and the router.
+//! The network front: one task per client connection, between the socket, the engine and the
+//! router.
 //!
-//! Bytes from the client are decoded with the core's MQTT 3.1.1 codec (never trusting them),
-//! reported to the connection's [`Tracker`], and turned into rumqttd packets for the router.
-//! The router's notifications are encoded back for the client, and the deliveries among them
-//! are reported to the tracker too. The front owns what the router lacks:
+//! Every MQTT decision of a connection is the core's engine
+//! ([`activity_core::server::Connection`]): CONNECT rules and CONNACK, keep-alive, the QoS
+//! flows, SUBACK codes, the system-topic rules, limits, last wills and the activity events. The
+//! task is its driver ([`session`]): it reads the socket into the engine, writes what the
+//! engine answers, carries the engine's routes to rumqttd's router, and hands router deliveries
+//! back to the engine. What the driver adds is what the engine cannot see:
 //!
-//! - CONNECT handling: protocol level, the reserved id, authentication, the connection limit,
-//!   last wills on a system topic, each refused with its CONNACK return code;
-//! - keep-alive (1.5 x the client's interval; 0 turns it off, as MQTT 3.1.1 allows);
-//! - takeover: the old connection is closed with `takenover` and its `disconnected` event is
-//!   queued before the new connection's `connected`;
-//! - last wills, published by the front when a connection ends without DISCONNECT;
-//! - QoS: every client publish enters the router at QoS 0 with a marker of its real QoS, the
-//!   front acknowledges the client itself (PUBACK, or PUBREC/PUBCOMP with duplicate detection),
-//!   and deliveries go out at `min(publish QoS, subscription QoS)` (section 3.8.4), with the
-//!   [`AckSequencer`] completing the router's flow for downgraded ones;
-//! - access control: no publishing on system topics, subscribing to them only when allowed;
-//! - an UNSUBACK for every UNSUBSCRIBE and a SUBACK code per filter.
+//! - the questions of a CONNECT the engine asks the driver: credentials, the server's phase,
+//!   the connection limit ([`crate::admission`]), takeover of an older connection with the same
+//!   client id (it reports `takenover` before the new connection reports `connected`), the
+//!   router link and whether the router kept a session;
+//! - rumqttd's ways: every client publish enters the router at QoS 0 with a marker of its real
+//!   QoS ([`crate::qos_marker`]), so that deliveries go at `min(publish QoS, subscription QoS)`
+//!   (section 3.8.4) with the [`AckSequencer`] completing the router's flow; the publisher of a
+//!   message rides along in a user property, for `msgack`; client ids are escaped for the
+//!   router; the router's own SUBACK and PUBREL are not passed on (the engine answered);
+//! - a client that stops reading: a write may stall until the keep-alive deadline, or
+//!   [`WRITE_STALL_LIMIT`] without keep-alive, and then the connection closes as
+//!   `keepalive_timeout`;
+//! - shutdown: every connection reports `server_shutdown` at once and keeps delivering (the
+//!   others' shutdown events among it) until the broker closes the sockets.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use activity_core::QoS;
-use activity_core::codec::{
-    self, ConnAck, ConnectReturnCode, DecodeError, Packet as WirePacket, Publish as WirePublish,
-    SubAck, SubAckCode, SubAckCodes,
-};
-use activity_core::event::DisconnectReason;
-use activity_core::tracker::{
-    ConnectError, ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker, TrackerConfig,
-};
-use bytes::{Bytes, BytesMut};
+use activity_core::server::{Limits, ServerConfig};
+use activity_core::tracker::TrackerConfig;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, Filter, Packet, PubAck, PubAckReason, PubComp, PubCompReason,
-    PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe,
-    SubscribeReasonCode, Unsubscribe,
-};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-use tokio::time::{Instant, sleep_until, timeout_at};
-use tracing::{debug, info, warn};
 
-use crate::ack_store::HeapAckStore;
-use crate::auth::{AuthOutcome, Authenticator};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventSender;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
-use crate::qos_marker::QOS_MARKER_BASE;
-use crate::sequencer::{AckSequencer, RouterAck};
+
+pub use crate::admission::Phase;
 
 mod connect;
 mod session;
 
-use connect::accept;
 pub(crate) use connect::{ConnectRules, apply_connect_rules, read_connect, refuse};
 
-/// Most QoS 2 publishes from one client awaiting PUBREL; one more closes the connection as a
-/// protocol error (a client that never releases would otherwise grow this set).
-pub const MAX_INBOUND_QOS2: usize = 1024;
-
-/// Most SUBSCRIBEs of one connection waiting for the router's answer; one more closes the
-/// connection as a protocol error (a SUBSCRIBE flood).
+/// Most SUBSCRIBEs of one tap connection waiting for the upstream's answer; one more closes
+/// the connection as a protocol error (a SUBSCRIBE flood).
 pub const MAX_PENDING_SUBSCRIBES: usize = 64;
-
-/// Most topic filters one connection may hold; past it, new filters get SUBACK 0x80.
-pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
 /// How long a write to a client without keep-alive may stall (the client reads nothing)
 /// before the connection is closed as `keepalive_timeout`.
 pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(60);
 
-/// Most deliveries awaiting acknowledgement that one tracker remembers for `msgack`.
+/// Most deliveries awaiting acknowledgement that one connection remembers for `msgack`.
 pub const ACK_STORE_CAPACITY: usize = 128;
 
 /// Builds a router link for `(client_id, clean_session)`; blocking (run it off the runtime).
 pub type LinkFactory =
     Arc<dyn Fn(&str, bool) -> anyhow::Result<(LinkTx, LinkRx, Notification)> + Send + Sync>;
-
-/// Where the broker is in its life; connections watch it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Serving.
-    Running,
-    /// Shutting down: report `server_shutdown`, stop reading, keep delivering.
-    Draining,
-    /// Close every socket now.
-    Closing,
-}
 
 /// A request to end a connection because its client id connected again; answered once the
 /// old connection's `disconnected` event is queued.
@@ -148,8 +119,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Username/password checks.
     pub auth: Authenticator,
-    /// The trackers' configuration.
-    pub tracker_config: TrackerConfig,
+    /// The engine's policy, the same for every connection.
+    pub server: ServerConfig,
     /// One permit per allowed connection.
     pub permits: Arc<Semaphore>,
     /// The broker's phase.
@@ -162,7 +133,21 @@ pub struct Shared {
     pub interest: Arc<Interest>,
 }
 
-/// Milliseconds since the Unix epoch, the `ts` of events.
+/// The engine's policy for the broker's connections: the system topics and event kinds of
+/// `tracker`, the configured packet size and connect timeout, the access rule for loopback.
+pub fn server_config(config: &Config, tracker: TrackerConfig) -> ServerConfig {
+    ServerConfig {
+        tracker,
+        limits: Limits {
+            max_packet_size: config.max_packet_size,
+            ..Limits::HOST
+        },
+        connect_timeout_ms: u64::try_from(config.connect_timeout().as_millis()).unwrap_or(u64::MAX),
+        loopback_may_subscribe_system: config.access.loopback_may_subscribe,
+    }
+}
+
+/// Milliseconds since the Unix epoch, the `ts` of events and the engine's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -186,60 +171,12 @@ fn router_client_id(client_id: &str) -> String {
     out
 }
 
-fn reason_for(error: &DecodeError) -> DisconnectReason {
-    match error {
-        DecodeError::PacketTooLarge { .. } => DisconnectReason::PacketTooLarge,
-        _ => DisconnectReason::ProtocolError,
-    }
-}
-
-/// The parts of a CONNECT the connection keeps.
-pub(crate) struct ConnectRequest {
-    /// The protocol level (4 for MQTT 3.1.1).
-    pub(crate) level: u8,
-    /// The client id (an empty one is replaced by `auto-...` when the rules accept it).
-    pub(crate) client_id: String,
-    /// The clean-session flag.
-    pub(crate) clean_session: bool,
-    /// The keep-alive interval in seconds.
-    pub(crate) keep_alive: u16,
-    /// The user name, if any.
-    pub(crate) username: Option<String>,
-    /// The password, if any.
-    pub(crate) password: Option<Vec<u8>>,
-    /// The last will, if any.
-    pub(crate) will: Option<Will>,
-}
-
-/// A last will, as the CONNECT gave it.
-#[derive(Clone)]
-pub(crate) struct Will {
-    /// The will topic.
-    pub(crate) topic: Bytes,
-    /// The will message.
-    pub(crate) payload: Bytes,
-    /// The will QoS.
-    pub(crate) qos: QoS,
-    /// The will retain flag.
-    pub(crate) retain: bool,
-}
-
 /// Serves one client connection until it ends.
-pub async fn serve<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
+pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let max = shared.config.max_packet_size;
-    let mut rbuf = BytesMut::with_capacity(4096);
-    let deadline = Instant::now() + shared.config.connect_timeout();
-    let request = match read_connect(&mut stream, &mut rbuf, max, deadline, &shared.metrics).await {
-        Some((request, _)) => request,
-        None => return,
-    };
-    let Some(session) = accept(&mut stream, request, peer, &shared).await else {
-        return;
-    };
-    session.run(stream, rbuf).await;
+    session::serve(stream, peer, shared).await;
 }
 
 /// The user property that carries the publisher of an envelope message through the router.
@@ -250,14 +187,6 @@ fn rumqttd_qos(qos: QoS) -> rumqttd::protocol::QoS {
         QoS::AtMostOnce => rumqttd::protocol::QoS::AtMostOnce,
         QoS::AtLeastOnce => rumqttd::protocol::QoS::AtLeastOnce,
         QoS::ExactlyOnce => rumqttd::protocol::QoS::ExactlyOnce,
-    }
-}
-
-fn core_qos(qos: &rumqttd::protocol::QoS) -> QoS {
-    match qos {
-        rumqttd::protocol::QoS::AtMostOnce => QoS::AtMostOnce,
-        rumqttd::protocol::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        rumqttd::protocol::QoS::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 

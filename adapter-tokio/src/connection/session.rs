@@ -1,257 +1,326 @@
-//! One accepted connection: client packets to the router, router notifications to the client,
-//! both reported to the tracker.
+//! One client connection of the broker: the engine's driver between the socket and the router
+//! link (see the [module docs](super)).
 
-use super::*;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use bytes::Buf;
+use activity_core::QoS;
+use activity_core::event::{Event, EventKind};
+use activity_core::server::{
+    Ack, CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, Output, Peer,
+    ReasonCode, Route, Routed, RoutedPublish,
+};
+use bytes::{Buf, BytesMut};
+use rumqttd::Notification;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, Filter, Packet, PubAck, PubAckReason, PubComp, PubCompReason,
+    PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe, Unsubscribe,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tracing::{debug, info, warn};
 
-pub(super) struct PendingSubscribe {
-    pub(super) pkid: u16,
-    /// Per filter of the SUBSCRIBE: `None` when the front denied it, else the filter and the
-    /// QoS requested, to be granted by the router.
-    pub(super) filters: Vec<Option<(String, QoS)>>,
-}
+use super::{
+    ACK_STORE_CAPACITY, Kick, PUBLISHER_PROPERTY, Phase, Shared, WRITE_STALL_LIMIT, now_ms,
+    router_client_id, rumqttd_qos,
+};
+use crate::ack_store::HeapAckStore;
+use crate::admission::Admission;
+use crate::events::EventRecord;
+use crate::qos_marker::QOS_MARKER_BASE;
+use crate::sequencer::{AckSequencer, RouterAck};
+use crate::session_store::HeapSessionStore;
 
-/// How a connection ends.
-struct Exit {
-    reason: DisconnectReason,
-    kick: Option<Kick>,
-}
+/// The engine of one broker connection.
+type Engine = Connection<HeapAckStore, HeapSessionStore>;
 
-impl Exit {
-    fn new(reason: DisconnectReason) -> Self {
-        Exit { reason, kick: None }
+/// The room in the transmit buffer offered to the engine for the answers to one read.
+const TX_CHUNK: usize = 4096;
+
+/// Past this size the transmit buffer gives memory back once it is sent.
+const TX_KEEP: usize = 64 * 1024;
+
+/// A delivery's bytes besides its topic and payload: fixed header (at most 5), topic length
+/// (2), packet id (2).
+const DELIVERY_OVERHEAD: usize = 9;
+
+/// Below this much free space the read buffer grows before the next read.
+const READ_MIN_SPARE: usize = 1024;
+
+/// How much the read buffer grows by.
+const READ_GROW: usize = 32 * 1024;
+
+/// Most router notifications handled before the socket gets what they produced.
+const NOTIFICATION_BUDGET: usize = 1024;
+
+/// Serves one client connection until it ends.
+pub(super) async fn serve<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
+    let mut session = Session::new(shared, peer, serial);
+    if let Some(link) = session.connect(&mut stream).await {
+        session.run(&mut stream, link).await;
     }
+    let _ = stream.shutdown().await;
 }
 
-pub(super) struct Session {
-    pub(super) shared: Arc<Shared>,
-    pub(super) client_id: String,
-    pub(super) serial: u64,
-    pub(super) keep_alive: u16,
-    /// When bytes last came from the client (keep-alive counts from here).
-    pub(super) last_read: Instant,
-    pub(super) will: Option<Will>,
-    pub(super) may_subscribe_system: bool,
-    /// Whether the session ends with the connection (its subscriptions go too).
-    pub(super) clean_session: bool,
-    pub(super) tracker: Tracker<HeapAckStore>,
-    pub(super) link_tx: LinkTx,
-    pub(super) link_rx: LinkRx,
-    pub(super) kick_rx: mpsc::Receiver<Kick>,
-    /// The connection-limit permit; released before the `disconnected` event goes out, so that a
-    /// client reconnecting as soon as it sees the event finds its slot free.
-    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    pub(super) sequencer: AckSequencer,
-    pub(super) inbound_qos2: HashSet<u16>,
-    pub(super) subscriptions: HashMap<String, QoS>,
-    pub(super) pending_subscribes: VecDeque<PendingSubscribe>,
-    pub(super) router_batch: Vec<Packet>,
-    pub(super) router_acks: Vec<RouterAck>,
-    pub(super) out: BytesMut,
+/// The bytes for the client: the engine writes into the spare room, the socket takes what is
+/// written. Grows only when the engine needs more room than is spare (zeroed once), so that a
+/// busy connection reuses it.
+#[derive(Default)]
+struct TxBuf {
+    buf: Vec<u8>,
+    len: usize,
 }
 
-impl Session {
-    fn keepalive_deadline(&self) -> Option<Instant> {
-        (self.keep_alive > 0)
-            .then(|| Instant::now() + Duration::from_millis(u64::from(self.keep_alive) * 1500))
-    }
-
-    pub(super) async fn run<S>(mut self, mut stream: S, mut rbuf: BytesMut)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let mut phase = self.shared.phase.clone();
-        let mut deadline = self.keepalive_deadline();
-        // Bytes that arrived together with the CONNECT.
-        let mut exit = self.handle_input(&mut rbuf);
-        if exit.is_none() {
-            exit = self.flush(&mut stream).await.err();
+impl TxBuf {
+    /// At least `min` free bytes after what is written.
+    fn spare(&mut self, min: usize) -> &mut [u8] {
+        let needed = self.len.saturating_add(min);
+        if self.buf.len() < needed {
+            self.buf.resize(needed.max(TX_CHUNK), 0);
         }
-        let exit = match exit {
-            Some(exit) => exit,
-            None => loop {
-                reserve_read_space(&mut rbuf);
-                let keepalive = async {
-                    match deadline {
-                        Some(d) => sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let step = tokio::select! {
-                    read = stream.read_buf(&mut rbuf) => match read {
-                        Ok(0) | Err(_) => Err(Exit::new(DisconnectReason::TcpClosed)),
-                        Ok(n) => {
-                            self.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                            self.last_read = Instant::now();
-                            deadline = self.keepalive_deadline();
-                            match self.handle_input(&mut rbuf) {
-                                Some(exit) => Err(exit),
-                                None => Ok(()),
-                            }
-                        }
-                    },
-                    notification = self.link_rx.next() => match notification {
-                        Ok(first) => self.handle_notifications(first).await,
-                        Err(e) => {
-                            warn!(client_id = %self.client_id, error = %e, "router dropped the link");
-                            Err(Exit::new(DisconnectReason::ProtocolError))
-                        }
-                    },
-                    () = keepalive => {
-                        self.shared.metrics.keepalive_timeouts.fetch_add(1, Ordering::Relaxed);
-                        Err(Exit::new(DisconnectReason::KeepaliveTimeout))
-                    }
-                    kick = self.kick_rx.recv() => Err(Exit {
-                        reason: DisconnectReason::Takenover,
-                        kick,
-                    }),
-                    changed = phase.changed() => {
-                        if changed.is_err() || *phase.borrow() != Phase::Running {
-                            Err(Exit::new(DisconnectReason::ServerShutdown))
-                        } else {
-                            Ok(())
-                        }
-                    }
-                };
-                let step = match step {
-                    Ok(()) => self.flush(&mut stream).await,
-                    Err(exit) => {
-                        // Send what is already encoded (e.g. the PUBACK before a DISCONNECT).
-                        let _ = self.flush(&mut stream).await;
-                        Err(exit)
-                    }
-                };
-                if let Err(exit) = step {
-                    break exit;
-                }
-            },
-        };
-        if exit.reason == DisconnectReason::ServerShutdown {
-            self.drain(&mut stream, phase).await;
-        }
-        self.finish(exit.reason, exit.kick).await;
-        let _ = stream.shutdown().await;
+        self.buf.get_mut(self.len..).unwrap_or_default()
     }
 
-    /// Shutdown: report `server_shutdown` now, keep delivering (the events of everybody's
-    /// shutdown among them) until the broker closes every socket.
-    async fn drain<S>(&mut self, stream: &mut S, mut phase: watch::Receiver<Phase>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        self.report_close(DisconnectReason::ServerShutdown);
-        loop {
-            if *phase.borrow() == Phase::Closing {
-                return;
+    /// `n` bytes of the spare room were written.
+    fn commit(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.buf.len());
+    }
+
+    fn written(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    /// Everything written was sent.
+    fn clear(&mut self) {
+        self.len = 0;
+        if self.buf.len() > TX_KEEP {
+            self.buf.truncate(TX_KEEP);
+            self.buf.shrink_to(TX_KEEP);
+        }
+    }
+}
+
+/// The router link of an accepted connection, and how an older connection's takeover reaches
+/// it.
+struct Link {
+    tx: LinkTx,
+    rx: LinkRx,
+    kick: mpsc::Receiver<Kick>,
+}
+
+/// What the engine asked about a CONNECT, for [`Session::admit`].
+struct ConnectQuestion {
+    username: Option<String>,
+    password: Option<Vec<u8>>,
+}
+
+/// The engine's [`Output`]: routes become router packets (sent after the engine call, in
+/// order), events are encoded (and queued after the router packets, so that a subscription is
+/// in the router before the event of it is published), counters go to the metrics.
+struct Side {
+    shared: Arc<Shared>,
+    serial: u64,
+    /// The client id, once the engine asked about the CONNECT.
+    client_id: String,
+    clean_start: bool,
+    question: Option<ConnectQuestion>,
+    /// Packets for the router.
+    batch: Vec<Packet>,
+    /// Events, queued after `batch` is sent.
+    events: Vec<EventRecord>,
+    sequencer: AckSequencer,
+    router_acks: Vec<RouterAck>,
+    /// The connection-limit permit; released when the session ends, before its `disconnected`
+    /// event is queued, so that a client reconnecting as soon as it sees the event finds its
+    /// slot free.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Whether the connection counts in `Shared::unreported` (until its session ends).
+    unreported: bool,
+    /// Whether `msgack` events would reach a sink now (see [`Side::refresh`]).
+    tracks_msgack: bool,
+    /// Packet ids of the SUBSCRIBEs and UNSUBSCRIBEs sent to the router (it answers them; the
+    /// engine has answered the client).
+    router_pkid: u16,
+}
+
+impl Output for Side {
+    fn route(&mut self, route: Route<'_>) -> Routed {
+        match route {
+            Route::Connect(request) => {
+                self.client_id = request.client_id.to_owned();
+                self.clean_start = request.clean_start;
+                self.question = Some(ConnectQuestion {
+                    username: request.username.map(str::to_owned),
+                    password: request.password.map(<[u8]>::to_vec),
+                });
             }
-            let step = tokio::select! {
-                notification = self.link_rx.next() => match notification {
-                    Ok(first) => self.handle_notifications(first).await,
-                    Err(_) => return,
-                },
-                changed = phase.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    Ok(())
-                }
-            };
-            if step.is_err() || self.flush(stream).await.is_err() {
-                return;
+            Route::Publish(publish) => {
+                let packet = self.router_publish(&publish);
+                self.batch.push(packet);
             }
+            Route::Subscribe { filter, qos } => {
+                self.shared
+                    .interest
+                    .subscribe(&self.client_id, self.serial, filter);
+                self.router_subscribe(filter, qos);
+            }
+            Route::Unsubscribe { filter } => {
+                self.shared.interest.unsubscribe(&self.client_id, filter);
+                self.router_unsubscribe(filter);
+            }
+            Route::Acked { pkid, ack } => {
+                let known = match ack {
+                    Ack::PubAck => {
+                        self.sequencer
+                            .on_client_ack(pkid, QoS::AtLeastOnce, &mut self.router_acks)
+                    }
+                    Ack::PubRec => {
+                        self.sequencer
+                            .on_client_ack(pkid, QoS::ExactlyOnce, &mut self.router_acks)
+                    }
+                    Ack::PubComp => self
+                        .sequencer
+                        .on_client_pubcomp(pkid, &mut self.router_acks),
+                };
+                if known.is_err() {
+                    self.shared
+                        .metrics
+                        .acks_unmatched
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Route::End { cause, .. } => {
+                self.permit.take();
+                if std::mem::take(&mut self.unreported) {
+                    // Matched in `Session::connect`; shutdown waits for the count to reach zero.
+                    self.shared.unreported.fetch_sub(1, Ordering::AcqRel);
+                }
+                info!(client_id = %self.client_id, reason = cause.reason().as_str(), "client disconnected");
+            }
+            _ => return Routed::Refused,
         }
+        Routed::Accepted
     }
 
-    /// Reports the end, publishes the will when due, and tells the router.
-    pub(super) async fn finish(&mut self, reason: DisconnectReason, kick: Option<Kick>) {
-        self.permit.take();
-        let will = match reason {
-            DisconnectReason::Normal | DisconnectReason::ServerShutdown => None,
-            _ => self.will.take(),
-        };
-        if let Some(will) = will {
-            // The will is a publish on the client's behalf: it gets its `message` event.
-            if let Ok(topic) = std::str::from_utf8(&will.topic) {
-                let info = PublishInfo {
-                    topic,
-                    payload: &will.payload,
-                    qos: will.qos,
-                    retain: will.retain,
-                };
-                if let PublishOutcome::Accepted(Some(event)) =
-                    self.tracker.handle_publish(now_ms(), info)
-                {
-                    self.shared.events.emit(&event);
-                }
-            }
-            let properties = self.routed_properties(will.qos, &will.payload);
-            let publish = Publish::new(will.topic, will.payload, will.retain);
-            self.router_batch
-                .push(Packet::Publish(publish, Some(properties)));
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        if let Some(record) = self.shared.events.record(event) {
+            self.events.push(record);
         }
-        self.report_close(reason);
-        info!(client_id = %self.client_id, reason = reason.as_str(), "client disconnected");
-        // DISCONNECT makes the router drop the connection and keep a persistent session.
-        self.router_batch.push(Packet::Disconnect(
-            Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            },
-            None,
-        ));
-        let _ = self.send_to_router().await;
-        // Before the registry: once the client id is gone, its clean session's filters are.
+        None
+    }
+
+    fn count(&mut self, counter: Counter) {
+        self.shared.metrics.count(counter);
+    }
+
+    fn is_system_subscriber(&self, client_id: &str, username: Option<&str>) -> bool {
         self.shared
-            .interest
-            .session_ended(&self.client_id, self.serial, self.clean_session);
-        self.shared.registry.remove(&self.client_id, self.serial);
-        self.shared.metrics.connection_closed();
-        if let Some(kick) = kick {
-            let _ = kick.send(());
-        }
+            .config
+            .access
+            .is_system_subscriber(username, client_id)
+    }
+}
+
+impl Side {
+    /// Whether `msgack` events are on and would reach a sink now (with the router as the only
+    /// sink: some subscription receives them, see [`crate::interest`]). When not, deliveries
+    /// are not remembered (the engine would parse every envelope, only to report nothing) and
+    /// publishes carry no publisher.
+    fn refresh(&mut self, conn: &mut Engine) {
+        let enabled = self
+            .shared
+            .server
+            .tracker
+            .enabled
+            .contains(EventKind::MsgAck);
+        self.tracks_msgack = enabled && self.shared.events.wants(EventKind::MsgAck);
+        conn.set_msgack_tracking(self.tracks_msgack);
     }
 
-    /// The internal properties of a publish this client sends into the router: its real QoS
-    /// as a marker (it enters the router at QoS 0) and, when `msgack` is on and a QoS 1 or 2
-    /// payload may be an envelope (see [`may_be_envelope`]), its publisher, since the router
-    /// does not say who published a delivery and `msgack` needs it.
-    fn routed_properties(&self, qos: QoS, payload: &[u8]) -> PublishProperties {
+    /// A client publish (or its will) for the router: at QoS 0 with its real QoS as a marker
+    /// and, when `msgack` is tracked and a QoS 1 or 2 payload may be an envelope (see
+    /// [`may_be_envelope`]), its publisher, since the router does not say who published a
+    /// delivery. Topic and payload are copied once, into one buffer.
+    fn router_publish(&self, publish: &RoutedPublish<'_>) -> Packet {
         let mut properties = PublishProperties {
-            payload_format_indicator: Some(QOS_MARKER_BASE + qos.as_u8()),
+            payload_format_indicator: Some(QOS_MARKER_BASE + publish.qos.as_u8()),
             ..PublishProperties::default()
         };
         // A QoS 0 publish is delivered at QoS 0, which gets no acknowledgement and no `msgack`.
-        if qos != QoS::AtMostOnce && self.tracks_msgack() && may_be_envelope(payload) {
+        if publish.qos != QoS::AtMostOnce && self.tracks_msgack && may_be_envelope(publish.payload)
+        {
             properties
                 .user_properties
-                .push((PUBLISHER_PROPERTY.to_owned(), self.client_id.clone()));
+                .push((PUBLISHER_PROPERTY.to_owned(), publish.publisher.to_owned()));
         }
-        properties
+        let mut bytes = BytesMut::with_capacity(publish.topic.len() + publish.payload.len());
+        bytes.extend_from_slice(publish.topic.as_bytes());
+        bytes.extend_from_slice(publish.payload);
+        let mut topic = bytes.freeze();
+        let payload = topic.split_off(publish.topic.len());
+        Packet::Publish(
+            Publish::new(topic, payload, publish.retain),
+            Some(properties),
+        )
     }
 
-    /// Whether `msgack` events are on and would reach a sink now (with the router as the only
-    /// sink: some subscription receives them, see [`crate::interest`]). When not, deliveries
-    /// are not reported to the tracker (it would parse every envelope and remember it, only to
-    /// report nothing) and publishes carry no publisher.
-    fn tracks_msgack(&self) -> bool {
-        let msgack = activity_core::event::EventKind::MsgAck;
-        self.shared.tracker_config.enabled.contains(msgack) && self.shared.events.wants(msgack)
+    fn next_router_pkid(&mut self) -> u16 {
+        self.router_pkid = self.router_pkid.checked_add(1).unwrap_or(1);
+        self.router_pkid
     }
 
-    /// Queues the `disconnected` event, once per session.
-    fn report_close(&mut self, reason: DisconnectReason) {
-        if !self.tracker.is_connected() {
+    /// Adds `filter` to the SUBSCRIBE at the end of the batch, or starts one.
+    fn router_subscribe(&mut self, filter: &str, qos: QoS) {
+        let filter = Filter {
+            path: filter.to_owned(),
+            qos: rumqttd_qos(qos),
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+        };
+        if let Some(Packet::Subscribe(subscribe, _)) = self.batch.last_mut() {
+            subscribe.filters.push(filter);
             return;
         }
-        if let Some(event) = self.tracker.handle_close(now_ms(), reason) {
-            self.shared.events.emit(&event);
-        }
-        self.shared.unreported.fetch_sub(1, Ordering::AcqRel);
+        let pkid = self.next_router_pkid();
+        self.batch.push(Packet::Subscribe(
+            Subscribe {
+                pkid,
+                filters: vec![filter],
+            },
+            None,
+        ));
     }
 
-    async fn send_to_router(&mut self) -> Result<(), Exit> {
+    /// Adds `filter` to the UNSUBSCRIBE at the end of the batch, or starts one.
+    fn router_unsubscribe(&mut self, filter: &str) {
+        if let Some(Packet::Unsubscribe(unsubscribe, _)) = self.batch.last_mut() {
+            unsubscribe.filters.push(filter.to_owned());
+            return;
+        }
+        let pkid = self.next_router_pkid();
+        self.batch.push(Packet::Unsubscribe(
+            Unsubscribe {
+                pkid,
+                filters: vec![filter.to_owned()],
+            },
+            None,
+        ));
+    }
+
+    /// Sends the router what the engine asked for (and the acks the sequencer released), then
+    /// queues the events.
+    async fn send(&mut self, link: &mut LinkTx) -> Result<(), CloseCause> {
         for ack in self.router_acks.drain(..) {
-            self.router_batch.push(match ack {
+            self.batch.push(match ack {
                 RouterAck::PubAck(pkid) => Packet::PubAck(
                     PubAck {
                         pkid,
@@ -275,396 +344,390 @@ impl Session {
                 ),
             });
         }
-        let Some(last) = self.router_batch.pop() else {
-            return Ok(());
+        let sent = match self.batch.pop() {
+            Some(last) => {
+                link.buffer().extend(self.batch.drain(..));
+                link.send(last).await.map(|_| ()).map_err(|e| {
+                    warn!(client_id = %self.client_id, error = %e, "router link failed");
+                    CloseCause::RouterClosed
+                })
+            }
+            None => Ok(()),
         };
-        self.link_tx.buffer().extend(self.router_batch.drain(..));
-        self.link_tx.send(last).await.map(|_| ()).map_err(|e| {
-            warn!(client_id = %self.client_id, error = %e, "router link failed");
-            Exit::new(DisconnectReason::ProtocolError)
-        })
+        for record in self.events.drain(..) {
+            self.shared.events.send(record);
+        }
+        sent
+    }
+}
+
+/// One connection: the engine, its outputs, the socket buffers.
+struct Session {
+    conn: Engine,
+    side: Side,
+    rbuf: BytesMut,
+    tx: TxBuf,
+    /// The takeover that ended this connection, answered once its events are queued.
+    kick: Option<Kick>,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, peer: SocketAddr, serial: u64) -> Self {
+        let addr = peer.to_string();
+        let peer = Peer {
+            addr: Some(&addr),
+            is_loopback: peer.ip().to_canonical().is_loopback(),
+        };
+        let conn = Connection::new(
+            shared.server.clone(),
+            HeapAckStore::new(ACK_STORE_CAPACITY),
+            HeapSessionStore::new(),
+            peer,
+            now_ms(),
+            serial,
+        );
+        Session {
+            conn,
+            side: Side {
+                shared,
+                serial,
+                client_id: String::new(),
+                clean_start: true,
+                question: None,
+                batch: Vec::new(),
+                events: Vec::new(),
+                sequencer: AckSequencer::new(),
+                router_acks: Vec::new(),
+                permit: None,
+                unreported: false,
+                tracks_msgack: false,
+                router_pkid: 0,
+            },
+            rbuf: BytesMut::with_capacity(4096),
+            tx: TxBuf::default(),
+            kick: None,
+        }
     }
 
-    /// Sends the router what the input produced, then the client what is encoded.
-    async fn flush<S>(&mut self, stream: &mut S) -> Result<(), Exit>
+    /// When the engine's next deadline is due, on tokio's clock; far away without one.
+    fn deadline(&self) -> Instant {
+        match self.conn.poll_timeout() {
+            Some(at) => Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())),
+            None => Instant::now() + Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Hands every unconsumed byte to the engine, with room for its answers.
+    fn input(&mut self) {
+        self.side.refresh(&mut self.conn);
+        loop {
+            let room = self.conn.answer_room().max(TX_CHUNK);
+            let progress =
+                self.conn
+                    .handle_input(now_ms(), &self.rbuf, self.tx.spare(room), &mut self.side);
+            self.tx.commit(progress.written);
+            self.rbuf.advance(progress.consumed);
+            if !self.conn.is_blocked() {
+                return;
+            }
+        }
+    }
+
+    fn timeout(&mut self) {
+        let written = self
+            .conn
+            .handle_timeout(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
+        self.tx.commit(written);
+    }
+
+    fn close(&mut self, cause: CloseCause) {
+        let written =
+            self.conn
+                .handle_close(now_ms(), cause, self.tx.spare(TX_CHUNK), &mut self.side);
+        self.tx.commit(written);
+    }
+
+    /// Writes what the engine wrote for the client. A write may stall until the engine's
+    /// deadline (the keep-alive), or [`WRITE_STALL_LIMIT`] without one: a client that stops
+    /// reading must not hold this task (and with it takeovers and shutdown) forever.
+    async fn write<S>(&mut self, stream: &mut S) -> Result<(), CloseCause>
     where
         S: AsyncWrite + Unpin,
     {
-        self.send_to_router().await?;
-        if !self.out.is_empty() {
-            let n = self.out.len();
-            // A client that stops reading must not hold this task (and with it the keep-alive
-            // timer, takeovers and shutdown) forever: the write gets until the keep-alive
-            // deadline, or WRITE_STALL_LIMIT without keep-alive.
-            let limit = if self.keep_alive > 0 {
-                self.last_read + Duration::from_millis(u64::from(self.keep_alive) * 1500)
-            } else {
-                Instant::now() + WRITE_STALL_LIMIT
-            };
-            let result = timeout_at(limit, async {
-                stream.write_all(&self.out).await?;
-                stream.flush().await
-            })
-            .await;
-            self.out.clear();
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Exit::new(DisconnectReason::TcpClosed)),
-                Err(_) => {
-                    debug!(client_id = %self.client_id, "client stopped reading: closing");
-                    self.shared
-                        .metrics
-                        .keepalive_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(Exit::new(DisconnectReason::KeepaliveTimeout));
-                }
-            }
-            self.shared
-                .metrics
-                .bytes_out
-                .fetch_add(n as u64, Ordering::Relaxed);
+        let n = self.tx.written().len();
+        if n == 0 {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn write(&mut self, packet: &WirePacket<'_>) {
-        let len = match packet.encoded_len() {
-            Ok(len) => len,
-            Err(e) => {
-                warn!(error = %e, "cannot encode a packet for the client");
-                return;
-            }
+        let limit = match self.conn.poll_timeout() {
+            Some(_) => self.deadline(),
+            None => Instant::now() + WRITE_STALL_LIMIT,
         };
-        let start = self.out.len();
-        self.out.resize(start + len, 0);
-        match packet.encode(&mut self.out[start..]) {
-            Ok(n) => {
-                self.out.truncate(start + n);
-                self.shared
+        let result = timeout_at(limit, async {
+            stream.write_all(self.tx.written()).await?;
+            stream.flush().await
+        })
+        .await;
+        self.tx.clear();
+        match result {
+            Ok(Ok(())) => {
+                self.side
+                    .shared
                     .metrics
-                    .packets_out
-                    .fetch_add(1, Ordering::Relaxed);
+                    .bytes_out
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                Ok(())
             }
-            Err(e) => {
-                self.out.truncate(start);
-                warn!(error = %e, "cannot encode a packet for the client");
+            Ok(Err(_)) => Err(CloseCause::TransportClosed),
+            Err(_) => {
+                debug!(client_id = %self.side.client_id, "client stopped reading: closing");
+                // The transport's rule, counted with the engine's keep-alive closes.
+                self.side.count(Counter::KeepAliveTimeout);
+                Err(CloseCause::KeepAliveTimeout)
             }
         }
     }
 
-    /// Decodes every complete packet in `rbuf` and handles it.
-    fn handle_input(&mut self, rbuf: &mut BytesMut) -> Option<Exit> {
-        let max = self.shared.config.max_packet_size;
-        loop {
-            let header = match codec::fixed_header(rbuf) {
-                Ok(Some(header)) => header,
-                Ok(None) => return None,
-                Err(e) => return Some(self.protocol_error(&e)),
-            };
-            let len = header.packet_len();
-            if len > max {
-                return Some(self.protocol_error(&DecodeError::PacketTooLarge { size: len, max }));
-            }
-            if rbuf.len() < len {
-                rbuf.reserve(len - rbuf.len());
+    /// Sends the router its packets, queues the events, writes the client its bytes.
+    async fn flush<S>(&mut self, stream: &mut S, link: &mut LinkTx) -> Result<(), CloseCause>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        self.side.send(link).await?;
+        self.write(stream).await
+    }
+
+    /// Reads until the engine asks about the CONNECT, answers it, and returns the router link
+    /// of the accepted connection. `None` when it ended first (refused, timed out, closed).
+    async fn connect<S>(&mut self, stream: &mut S) -> Option<Link>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        while !self.conn.is_authorizing() {
+            if self.conn.is_closed() {
+                let _ = self.write(stream).await;
                 return None;
             }
-            // Decoded in place: the buffer stays unshared and is reused, and only a routed
-            // publish is copied out (see `handle_publish`).
-            let frame = rbuf.get(..len).unwrap_or_default();
-            self.shared
-                .metrics
-                .packets_in
-                .fetch_add(1, Ordering::Relaxed);
-            let packet = match codec::decode(frame, max) {
-                Ok(Some((packet, _))) => packet,
-                Ok(None) => {
-                    return Some(self.protocol_error(&DecodeError::Truncated));
-                }
-                Err(e) => return Some(self.protocol_error(&e)),
-            };
-            let exit = self.handle_packet(packet, frame);
-            rbuf.advance(len);
-            if exit.is_some() {
-                return exit;
-            }
-        }
-    }
-
-    fn protocol_error(&self, error: &DecodeError) -> Exit {
-        debug!(client_id = %self.client_id, error = %error, "protocol error: closing");
-        self.shared
-            .metrics
-            .protocol_errors
-            .fetch_add(1, Ordering::Relaxed);
-        Exit::new(reason_for(error))
-    }
-
-    fn violation(&self, what: &str) -> Exit {
-        debug!(client_id = %self.client_id, what, "protocol violation: closing");
-        self.shared
-            .metrics
-            .protocol_errors
-            .fetch_add(1, Ordering::Relaxed);
-        Exit::new(DisconnectReason::ProtocolError)
-    }
-
-    fn handle_packet(&mut self, packet: WirePacket<'_>, frame: &[u8]) -> Option<Exit> {
-        let now = now_ms();
-        match packet {
-            WirePacket::Publish(publish) => return self.handle_publish(now, publish, frame),
-            WirePacket::PubAck(pkid) => self.handle_ack(now, pkid, QoS::AtLeastOnce),
-            WirePacket::PubRec(pkid) => self.handle_ack(now, pkid, QoS::ExactlyOnce),
-            WirePacket::PubRel(pkid) => {
-                self.inbound_qos2.remove(&pkid);
-                self.write(&WirePacket::PubComp(pkid));
-            }
-            WirePacket::PubComp(pkid) => {
-                if self
-                    .sequencer
-                    .on_client_pubcomp(pkid, &mut self.router_acks)
-                    .is_err()
-                {
-                    self.shared
-                        .metrics
-                        .acks_unmatched
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            WirePacket::Subscribe(subscribe) => {
-                let filters: Vec<(&str, QoS)> = subscribe.filters.iter().collect();
-                return self.handle_subscribe(subscribe.pkid, &filters);
-            }
-            WirePacket::Unsubscribe(unsubscribe) => {
-                let filters: Vec<&str> = unsubscribe.filters.iter().collect();
-                self.handle_unsubscribe(now, unsubscribe.pkid, &filters);
-            }
-            WirePacket::PingReq => self.write(&WirePacket::PingResp),
-            WirePacket::Disconnect => return Some(Exit::new(DisconnectReason::Normal)),
-            WirePacket::Connect(_) => return Some(self.violation("second CONNECT")),
-            WirePacket::ConnAck(_)
-            | WirePacket::SubAck(_)
-            | WirePacket::UnsubAck(_)
-            | WirePacket::PingResp => {
-                return Some(self.violation("server-only packet from a client"));
-            }
-        }
-        None
-    }
-
-    fn handle_publish(&mut self, now: u64, publish: WirePublish<'_>, frame: &[u8]) -> Option<Exit> {
-        let pkid = publish.pkid.unwrap_or(0);
-        let duplicate = publish.qos == QoS::ExactlyOnce && self.inbound_qos2.contains(&pkid);
-        if publish.topic.starts_with('$') {
-            // `$` topics belong to the server (MQTT 3.1.1 section 4.7.2) and the router serves
-            // none: the publish is acknowledged and dropped, like one on a system topic.
-            self.shared
-                .metrics
-                .publishes_denied
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(client_id = %self.client_id, topic = publish.topic, "publish on a $ topic dropped");
-        } else if !duplicate {
-            let info = PublishInfo {
-                topic: publish.topic,
-                payload: publish.payload,
-                qos: publish.qos,
-                retain: publish.retain,
-            };
-            match self.tracker.handle_publish(now, info) {
-                PublishOutcome::Denied => {
-                    self.shared
-                        .metrics
-                        .publishes_denied
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                PublishOutcome::Accepted(event) => {
-                    if let Some(event) = event {
-                        self.shared.events.emit(&event);
+            reserve_read_space(&mut self.rbuf);
+            let deadline = self.deadline();
+            tokio::select! {
+                read = stream.read_buf(&mut self.rbuf) => match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => {
+                        self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        self.input();
                     }
-                    let properties = self.routed_properties(publish.qos, publish.payload);
-                    // One copy of the frame for the router; topic and payload are slices of it.
-                    let owned = Bytes::copy_from_slice(frame);
-                    let slice_of = |part: &[u8]| {
-                        // `part` borrows from `frame`: its offset there is its offset in `owned`.
-                        let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
-                        match start.checked_add(part.len()) {
-                            Some(end) if end <= owned.len() => owned.slice(start..end),
-                            _ => Bytes::copy_from_slice(part),
-                        }
-                    };
-                    let routed = Publish::new(
-                        slice_of(publish.topic.as_bytes()),
-                        slice_of(publish.payload),
-                        publish.retain,
-                    );
-                    self.router_batch
-                        .push(Packet::Publish(routed, Some(properties)));
-                }
+                },
+                () = sleep_until(deadline) => self.timeout(),
             }
         }
-        match publish.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.write(&WirePacket::PubAck(pkid)),
-            QoS::ExactlyOnce => {
-                if !duplicate {
-                    if self.inbound_qos2.len() >= MAX_INBOUND_QOS2 {
-                        return Some(self.violation("too many QoS 2 publishes without PUBREL"));
-                    }
-                    self.inbound_qos2.insert(pkid);
-                }
-                self.write(&WirePacket::PubRec(pkid));
-            }
-        }
-        None
-    }
-
-    fn handle_ack(&mut self, now: u64, pkid: u16, qos: QoS) {
-        if self
-            .sequencer
-            .on_client_ack(pkid, qos, &mut self.router_acks)
-            .is_err()
-        {
-            self.shared
-                .metrics
-                .acks_unmatched
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let event = match qos {
-            QoS::ExactlyOnce => self.tracker.handle_pubrec(now, pkid),
-            _ => self.tracker.handle_puback(now, pkid),
+        let (answer, link) = match self.admit().await {
+            Ok((session_present, link)) => (ConnectAnswer::accept(session_present), Some(link)),
+            Err(reason) => (ConnectAnswer::Refuse(reason), None),
         };
-        if let Some(event) = event {
-            self.shared.events.emit(&event);
+        if link.is_some() {
+            // Counted before the answer: the input after the CONNECT may end the session
+            // within the same call. Matched when the session ends.
+            self.side.unreported = true;
+            self.side.shared.unreported.fetch_add(1, Ordering::AcqRel);
+            self.side.shared.metrics.connection_opened();
+        }
+        self.side.refresh(&mut self.conn);
+        let progress = self.conn.handle_connect_answer(
+            now_ms(),
+            answer,
+            &self.rbuf,
+            self.tx.spare(TX_CHUNK),
+            &mut self.side,
+        );
+        self.tx.commit(progress.written);
+        self.rbuf.advance(progress.consumed);
+        if self.conn.is_blocked() {
+            self.input();
+        }
+        match link {
+            Some(link) => Some(link),
+            None => {
+                let _ = self.write(stream).await;
+                None
+            }
         }
     }
 
-    fn handle_subscribe(&mut self, pkid: u16, filters: &[(&str, QoS)]) -> Option<Exit> {
-        let topics = &self.shared.tracker_config.topics;
-        let mut decided = Vec::with_capacity(filters.len());
-        let mut routed = Vec::new();
-        for (filter, qos) in filters {
-            let denied_system = topics.filter_receives_events(filter) && !self.may_subscribe_system;
-            let over_limit = !self.subscriptions.contains_key(*filter)
-                && self.subscriptions.len() + routed.len() >= MAX_SUBSCRIPTIONS;
-            // The router serves no `$` topics and drops a link that subscribes to one.
-            let dollar = is_dollar_filter(filter);
-            if denied_system || over_limit || dollar {
-                self.shared
-                    .metrics
-                    .subscriptions_denied
-                    .fetch_add(1, Ordering::Relaxed);
-                debug!(client_id = %self.client_id, filter, denied_system, over_limit, "subscription refused");
-                decided.push(None);
-            } else {
-                self.shared
-                    .interest
-                    .subscribe(&self.client_id, self.serial, filter);
-                decided.push(Some(((*filter).to_owned(), *qos)));
-                routed.push(Filter {
-                    path: (*filter).to_owned(),
-                    qos: rumqttd_qos(*qos),
-                    nolocal: false,
-                    preserve_retain: false,
-                    retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-                });
+    /// The driver's part of a CONNECT: [`Admission`], takeover of an older connection with the
+    /// same client id (its `disconnected` event is queued before this one's `connected`), the
+    /// router link and whether the router kept a session.
+    async fn admit(&mut self) -> Result<(bool, Link), ReasonCode> {
+        let question = self.side.question.take().ok_or(ReasonCode::ProtocolError)?;
+        let shared = self.side.shared.clone();
+        let admission = Admission {
+            auth: &shared.auth,
+            phase: &shared.phase,
+            permits: &shared.permits,
+        };
+        let permit = admission
+            .admit(question.username.as_deref(), question.password.as_deref())
+            .await?;
+        let client_id = self.side.client_id.clone();
+        let serial = self.side.serial;
+        let (kick_tx, kick) = mpsc::channel::<Kick>(1);
+        if let Some(old) = shared.registry.insert(&client_id, serial, kick_tx) {
+            let (done_tx, done_rx) = oneshot::channel();
+            if old.send(done_tx).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
             }
         }
-        if routed.is_empty() {
-            // Nothing for the router: answer at once.
-            let codes: Vec<SubAckCode> = decided.iter().map(|_| SubAckCode::Failure).collect();
-            self.write(&WirePacket::SubAck(SubAck {
-                pkid,
-                codes: SubAckCodes::from_slice(&codes),
-            }));
-            return None;
+        let factory = shared.link_factory.clone();
+        let router_id = router_client_id(&client_id);
+        let clean = self.side.clean_start;
+        let built = tokio::task::spawn_blocking(move || factory(&router_id, clean)).await;
+        let (tx, rx, connack) = match built {
+            Ok(Ok(link)) => link,
+            Ok(Err(e)) => {
+                warn!(error = %e, "router refused the link");
+                shared.registry.remove(&client_id, serial);
+                return Err(ReasonCode::ServerUnavailable);
+            }
+            Err(e) => {
+                warn!(error = %e, "link builder failed");
+                shared.registry.remove(&client_id, serial);
+                return Err(ReasonCode::ServerUnavailable);
+            }
+        };
+        self.side.permit = Some(permit);
+        shared.interest.session_started(&client_id, serial, clean);
+        let session_present = matches!(
+            Option::<Packet>::from(connack),
+            Some(Packet::ConnAck(ack, _)) if ack.session_present
+        );
+        Ok((session_present, Link { tx, rx, kick }))
+    }
+
+    /// The accepted connection, until it ends.
+    async fn run<S>(&mut self, stream: &mut S, mut link: Link)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut phase = self.side.shared.phase.clone();
+        let mut exit = self.flush(stream, &mut link.tx).await.err();
+        while exit.is_none() && !self.conn.is_closed() {
+            reserve_read_space(&mut self.rbuf);
+            let deadline = self.deadline();
+            let step = tokio::select! {
+                read = stream.read_buf(&mut self.rbuf) => match read {
+                    Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
+                    Ok(n) => {
+                        self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        self.input();
+                        Ok(())
+                    }
+                },
+                notification = link.rx.next() => match notification {
+                    Ok(first) => self.handle_notifications(first, &mut link.rx).await,
+                    Err(e) => {
+                        warn!(client_id = %self.side.client_id, error = %e, "router dropped the link");
+                        Err(CloseCause::RouterClosed)
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    self.timeout();
+                    Ok(())
+                }
+                kick = link.kick.recv() => {
+                    self.kick = kick;
+                    Err(CloseCause::TakenOver)
+                }
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() != Phase::Running {
+                        Err(CloseCause::ServerShutdown)
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            exit = match step {
+                Ok(()) => self.flush(stream, &mut link.tx).await.err(),
+                Err(cause) => Some(cause),
+            };
         }
-        if self.pending_subscribes.len() >= MAX_PENDING_SUBSCRIBES {
-            return Some(self.violation("too many SUBSCRIBEs awaiting SUBACK"));
+        match exit {
+            Some(CloseCause::ServerShutdown) => {
+                let written =
+                    self.conn
+                        .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
+                self.tx.commit(written);
+                self.drain(stream, &mut link, phase).await;
+                self.close(CloseCause::ServerShutdown);
+            }
+            // The engine ended the session itself (DISCONNECT, keep-alive, a protocol error).
+            None => {}
+            Some(cause) => self.close(cause),
         }
-        self.pending_subscribes.push_back(PendingSubscribe {
-            pkid,
-            filters: decided,
-        });
-        self.router_batch.push(Packet::Subscribe(
-            Subscribe {
-                pkid,
-                filters: routed,
+        // What the end produced: the will for the router, the events, bytes for the client.
+        let _ = self.flush(stream, &mut link.tx).await;
+        self.finish(link).await;
+    }
+
+    /// Shutdown: the end is reported; keep delivering (the events of everybody's shutdown among
+    /// it) until the broker closes every socket.
+    async fn drain<S>(&mut self, stream: &mut S, link: &mut Link, mut phase: watch::Receiver<Phase>)
+    where
+        S: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.flush(stream, &mut link.tx).await.is_err() || *phase.borrow() == Phase::Closing
+            {
+                return;
+            }
+            let step = tokio::select! {
+                notification = link.rx.next() => match notification {
+                    Ok(first) => self.handle_notifications(first, &mut link.rx).await,
+                    Err(_) => return,
+                },
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    Ok(())
+                }
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Tells the router the connection is gone, and everything else that kept it.
+    async fn finish(&mut self, mut link: Link) {
+        let side = &mut self.side;
+        // DISCONNECT makes the router drop the connection and keep a persistent session.
+        side.batch.push(Packet::Disconnect(
+            Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
             },
             None,
         ));
-        None
+        let _ = side.send(&mut link.tx).await;
+        // Before the registry: once the client id is gone, its clean session's filters are.
+        side.shared
+            .interest
+            .session_ended(&side.client_id, side.serial, side.clean_start);
+        side.shared.registry.remove(&side.client_id, side.serial);
+        side.shared.metrics.connection_closed();
+        if let Some(kick) = self.kick.take() {
+            let _ = kick.send(());
+        }
     }
 
-    /// The router answered a SUBSCRIBE: merge its codes with the front's refusals.
-    fn handle_router_suback(&mut self, pkid: u16, router_codes: &[SubscribeReasonCode]) {
-        let Some(i) = self.pending_subscribes.iter().position(|p| p.pkid == pkid) else {
-            debug!(pkid, "SUBACK from the router for no pending SUBSCRIBE");
-            return;
-        };
-        let Some(pending) = self.pending_subscribes.remove(i) else {
-            return;
-        };
-        let now = now_ms();
-        let mut router_codes = router_codes.iter();
-        let mut codes = Vec::with_capacity(pending.filters.len());
-        for filter in &pending.filters {
-            let granted = match filter {
-                None => None,
-                Some((path, requested)) => {
-                    let granted = match router_codes.next() {
-                        Some(SubscribeReasonCode::Success(q)) => Some(core_qos(q)),
-                        Some(SubscribeReasonCode::QoS0) => Some(QoS::AtMostOnce),
-                        Some(SubscribeReasonCode::QoS1) => Some(QoS::AtLeastOnce),
-                        Some(SubscribeReasonCode::QoS2) => Some(QoS::ExactlyOnce),
-                        _ => None,
-                    }
-                    .map(|q| q.min(*requested));
-                    if let Some(q) = granted {
-                        self.subscriptions.insert(path.clone(), q);
-                    }
-                    if let Some(event) = self.tracker.handle_subscribe(now, path, granted) {
-                        self.shared.events.emit(&event);
-                    }
-                    granted
-                }
-            };
-            codes.push(granted.map_or(SubAckCode::Failure, SubAckCode::Success));
-        }
-        self.write(&WirePacket::SubAck(SubAck {
-            pkid,
-            codes: SubAckCodes::from_slice(&codes),
-        }));
-    }
-
-    fn handle_unsubscribe(&mut self, now: u64, pkid: u16, filters: &[&str]) {
-        let mut routed = Vec::new();
-        for filter in filters {
-            if self.subscriptions.remove(*filter).is_some() {
-                self.shared.interest.unsubscribe(&self.client_id, filter);
-                routed.push((*filter).to_owned());
-                if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
-                    self.shared.events.emit(&event);
-                }
-            }
-        }
-        if !routed.is_empty() {
-            self.router_batch.push(Packet::Unsubscribe(
-                Unsubscribe {
-                    pkid,
-                    filters: routed,
-                },
-                None,
-            ));
-        }
-        // The router answers nothing for a filter never subscribed: the front always answers.
-        self.write(&WirePacket::UnsubAck(pkid));
-    }
-
-    /// Handles `first` and every notification already queued behind it.
-    async fn handle_notifications(&mut self, first: Option<Notification>) -> Result<(), Exit> {
+    /// Handles `first` and every notification already queued behind it, up to
+    /// [`NOTIFICATION_BUDGET`].
+    async fn handle_notifications(
+        &mut self,
+        first: Option<Notification>,
+        rx: &mut LinkRx,
+    ) -> Result<(), CloseCause> {
+        self.side.refresh(&mut self.conn);
         let mut next = first;
-        let mut budget = 1024;
+        let mut budget = NOTIFICATION_BUDGET;
         let mut wake = false;
         while let Some(notification) = next {
             if matches!(notification, Notification::Unschedule) {
@@ -677,14 +740,14 @@ impl Session {
             if budget == 0 {
                 break;
             }
-            next = match futures_util::FutureExt::now_or_never(self.link_rx.next()) {
+            next = match futures_util::FutureExt::now_or_never(rx.next()) {
                 Some(Ok(n)) => n,
-                Some(Err(_)) => return Err(Exit::new(DisconnectReason::ProtocolError)),
+                Some(Err(_)) => return Err(CloseCause::RouterClosed),
                 None => None,
             };
         }
-        if wake && self.link_rx.wake().await.is_err() {
-            return Err(Exit::new(DisconnectReason::ProtocolError));
+        if wake && rx.wake().await.is_err() {
+            return Err(CloseCause::RouterClosed);
         }
         Ok(())
     }
@@ -698,33 +761,33 @@ impl Session {
             }
             other => Option::<Packet>::from(other),
         };
-        let Some(packet) = packet else {
-            return;
-        };
         match packet {
-            Packet::SubAck(suback, _) => {
-                self.handle_router_suback(suback.pkid, &suback.return_codes)
+            // The engine sent PUBREL when the client sent PUBREC; the router's is the
+            // sequencer's business only.
+            Some(Packet::PubRel(pubrel, _)) => {
+                let _ = self.side.sequencer.on_router_pubrel(pubrel.pkid);
             }
-            Packet::PubRel(pubrel, _) => {
-                if self.sequencer.on_router_pubrel(pubrel.pkid) {
-                    self.write(&WirePacket::PubRel(pubrel.pkid));
-                }
+            // SUBACK, UNSUBACK: the engine answered the client. PUBACK/PUBREC/PUBCOMP: every
+            // publish enters the router at QoS 0, so none are due. PINGRESP: the engine
+            // answers PINGREQ.
+            Some(
+                Packet::SubAck(..)
+                | Packet::UnsubAck(..)
+                | Packet::PubAck(..)
+                | Packet::PubRec(..)
+                | Packet::PubComp(..)
+                | Packet::PingResp(..),
+            )
+            | None => {}
+            Some(Packet::Disconnect(..)) => {
+                debug!(client_id = %self.side.client_id, "router asked to disconnect");
             }
-            // UNSUBACK: the front already answered. PUBACK/PUBREC/PUBCOMP: every publish enters
-            // the router at QoS 0, so none are due; PINGRESP: the front answers PINGREQ.
-            Packet::UnsubAck(..)
-            | Packet::PubAck(..)
-            | Packet::PubRec(..)
-            | Packet::PubComp(..)
-            | Packet::PingResp(..) => {}
-            Packet::Disconnect(..) => {
-                debug!(client_id = %self.client_id, "router asked to disconnect");
-            }
-            other => debug!(?other, "unexpected packet from the router"),
+            Some(other) => debug!(?other, "unexpected packet from the router"),
         }
     }
 
-    /// One delivery from the router: at `min(publish QoS, subscription QoS)` to the client.
+    /// One delivery from the router: the engine writes it at `min(publish QoS, subscription
+    /// QoS)`, the sequencer completes the router's flow for a downgraded one.
     fn deliver(&mut self, mut publish: Publish, properties: Option<&PublishProperties>) {
         let marker = properties
             .and_then(|p| p.payload_format_indicator)
@@ -745,46 +808,43 @@ impl Session {
         let Ok(topic) = std::str::from_utf8(&topic) else {
             return;
         };
-        let client_qos = marker.map_or(router_qos, |m| m.min(router_qos));
-        self.sequencer
-            .on_delivery(pkid, router_qos, client_qos, &mut self.router_acks);
-        self.write(&WirePacket::Publish(WirePublish {
-            dup: dup && client_qos != QoS::AtMostOnce,
-            qos: client_qos,
-            retain: publish.retain,
-            topic,
-            pkid: (client_qos != QoS::AtMostOnce).then_some(pkid),
-            payload: &payload,
-        }));
-        if !self.tracks_msgack() {
-            return;
-        }
-        let delivery = DeliveryInfo {
+        let qos = marker.unwrap_or(router_qos);
+        self.side.sequencer.on_delivery(
             pkid,
-            qos: client_qos,
-            topic,
-            payload: &payload,
-            pub_client_id: publisher,
+            router_qos,
+            qos.min(router_qos),
+            &mut self.side.router_acks,
+        );
+        let delivery = Delivery {
+            subscription_qos: router_qos,
+            retain: publish.retain,
+            dup,
+            pkid: Some(pkid),
+            publisher,
+            ..Delivery::new(topic, &payload, qos)
         };
-        let before = self.tracker.stats();
-        self.tracker.handle_delivery(delivery, |_| None);
-        let after = self.tracker.stats();
-        let evicted = after.deliveries_evicted - before.deliveries_evicted
-            + (after.deliveries_too_large - before.deliveries_too_large);
-        if evicted > 0 {
-            self.shared
-                .metrics
-                .deliveries_evicted
-                .fetch_add(evicted, Ordering::Relaxed);
+        let room = topic.len() + payload.len() + DELIVERY_OVERHEAD;
+        let metrics = &self.side.shared.metrics;
+        match self
+            .conn
+            .handle_delivery(delivery, self.tx.spare(room), |_| None)
+        {
+            Ok(delivered) => {
+                self.tx.commit(delivered.written);
+                metrics.packets_out.fetch_add(1, Ordering::Relaxed);
+                if delivered.forgotten {
+                    metrics.deliveries_evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // The session ended: the router keeps what a persistent one still needs.
+            Err(DeliveryError::NotConnected) => {}
+            Err(e) => {
+                warn!(client_id = %self.side.client_id, error = %e, "delivery not written");
+                metrics.messages_lost.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
-
-/// Below this much free space the read buffer grows before the next read.
-const READ_MIN_SPARE: usize = 1024;
-
-/// How much the read buffer grows by.
-const READ_GROW: usize = 32 * 1024;
 
 /// Makes room in the read buffer before a read, in steps of [`READ_GROW`].
 ///
@@ -822,15 +882,10 @@ fn router_flags(publish: &Publish) -> Option<(QoS, u16, bool)> {
     Some((qos, pkid, flags & 0b1000 != 0))
 }
 
-/// Whether `filter` names `$` topics, which the router refuses (shared subscriptions,
-/// `$share/...`, are the router's own and pass).
-fn is_dollar_filter(filter: &str) -> bool {
-    filter.starts_with('$') && !filter.starts_with("$share/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn envelope_candidates_start_with_a_brace() {
@@ -859,5 +914,21 @@ mod tests {
             publish.payload = Bytes::new();
             assert_eq!(router_flags(&publish), Some(expected));
         }
+    }
+
+    #[test]
+    fn the_transmit_buffer_grows_on_demand_and_gives_memory_back() {
+        let mut tx = TxBuf::default();
+        assert!(tx.spare(10).len() >= TX_CHUNK);
+        tx.spare(10)[..3].copy_from_slice(b"abc");
+        tx.commit(3);
+        assert_eq!(tx.written(), b"abc");
+        // A large delivery: the room grows past what is written.
+        assert!(tx.spare(TX_KEEP * 2).len() >= TX_KEEP * 2);
+        assert_eq!(tx.written(), b"abc");
+        tx.commit(TX_KEEP * 2);
+        tx.clear();
+        assert!(tx.written().is_empty());
+        assert!(tx.buf.capacity() <= TX_KEEP, "memory given back once sent");
     }
 }
