@@ -544,6 +544,10 @@ impl Session {
         if self.conn.is_blocked() {
             self.input();
         }
+        if !self.conn.is_connected() && std::mem::take(&mut self.side.unreported) {
+            // Not connected, and no session end came to match the count.
+            self.side.shared.unreported.fetch_sub(1, Ordering::AcqRel);
+        }
         match link {
             Some(link) => Some(link),
             None => {
