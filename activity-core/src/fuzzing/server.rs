@@ -41,6 +41,10 @@ enum Step {
     Close(u8),
     /// The driver's transmit buffer shrinks or grows.
     TxSize(u16),
+    /// The server shuts down: the session ends, deliveries still go out.
+    Shutdown,
+    /// The driver turns `msgack` tracking on or off.
+    Tracking(bool),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -316,11 +320,19 @@ pub fn server(data: &[u8]) {
         };
         let before = (out.connected, out.disconnected, out.ends);
         let was_closed = conn.is_closed();
+        let was_draining = conn.is_draining();
         let written = match step {
             Step::Input(bytes) => {
                 rx.extend_from_slice(&bytes);
                 let p = conn.handle_input(now, &rx, &mut tx, &mut out);
                 assert!(p.consumed <= rx.len());
+                if was_draining {
+                    assert_eq!(
+                        (p.consumed, p.written),
+                        (0, 0),
+                        "a draining connection reads nothing"
+                    );
+                }
                 rx.drain(..p.consumed);
                 p.written
             }
@@ -382,12 +394,15 @@ pub fn server(data: &[u8]) {
                 };
                 match conn.handle_delivery(delivery, &mut tx, |_| None) {
                     Ok(delivered) => {
-                        assert!(conn.is_connected(), "a delivery while not connected");
+                        assert!(
+                            conn.is_connected() || conn.is_draining(),
+                            "a delivery while not connected"
+                        );
                         assert!(delivered.qos <= qos(q).min(qos(subscription_qos)));
                         delivered.written
                     }
                     Err(DeliveryError::NotConnected) => {
-                        assert!(!conn.is_connected());
+                        assert!(!conn.is_connected() && !conn.is_draining());
                         0
                     }
                     Err(_) => 0,
@@ -410,7 +425,26 @@ pub fn server(data: &[u8]) {
                 tx = vec![0u8; usize::from(size)];
                 0
             }
+            Step::Shutdown => {
+                let connected = conn.is_connected();
+                let written = conn.handle_shutdown(now, &mut tx, &mut out);
+                assert_eq!(conn.is_draining(), connected, "only a session drains");
+                assert!(conn.is_draining() || conn.is_closed());
+                written
+            }
+            Step::Tracking(on) => {
+                conn.set_msgack_tracking(on);
+                0
+            }
         };
+        if was_draining && !conn.is_closed() {
+            assert!(conn.is_draining(), "a draining connection only closes");
+            assert_eq!(
+                (out.connected, out.disconnected, out.ends),
+                before,
+                "a draining connection reports nothing more"
+            );
+        }
         assert!(written <= tx.len());
         check_sent(&tx[..written]);
         if was_closed {
