@@ -53,6 +53,30 @@ pub enum DecodeError {
     Truncated,
     /// Bytes are left over inside the declared remaining length after the last field.
     TrailingBytes,
+    /// A Variable Byte Integer does not end within 4 bytes (MQTT 5.0 section 1.5.5).
+    MalformedVarInt,
+    /// An MQTT 5 property identifier that table 2-4 does not define (section 2.2.2.2).
+    UnknownProperty(u8),
+    /// An MQTT 5 property in a packet that may not carry it (table 2-4).
+    PropertyNotAllowed(u8),
+    /// An MQTT 5 property given twice where the spec allows it once (a Protocol Error).
+    DuplicateProperty(u8),
+    /// An MQTT 5 property with a value out of its range, such as Receive Maximum 0 (a
+    /// Protocol Error).
+    InvalidPropertyValue(u8),
+}
+
+impl DecodeError {
+    /// Whether MQTT 5 calls this a Protocol Error (reason code 0x82) rather than a Malformed
+    /// Packet (0x81): the bytes have the right form but break a rule (sections 2.2.2.2, 4.13).
+    pub const fn is_protocol_error(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::DuplicateProperty(_)
+                | DecodeError::InvalidPropertyValue(_)
+                | DecodeError::ZeroPacketId
+        )
+    }
 }
 
 impl fmt::Display for DecodeError {
@@ -78,6 +102,15 @@ impl fmt::Display for DecodeError {
             DecodeError::EmptySubscription => f.write_str("no topic filter or return code"),
             DecodeError::Truncated => f.write_str("field runs past the remaining length"),
             DecodeError::TrailingBytes => f.write_str("unexpected bytes after the last field"),
+            DecodeError::MalformedVarInt => f.write_str("malformed variable byte integer"),
+            DecodeError::UnknownProperty(id) => write!(f, "unknown property {id:#04x}"),
+            DecodeError::PropertyNotAllowed(id) => {
+                write!(f, "property {id:#04x} not allowed in this packet")
+            }
+            DecodeError::DuplicateProperty(id) => write!(f, "property {id:#04x} given twice"),
+            DecodeError::InvalidPropertyValue(id) => {
+                write!(f, "property {id:#04x} has an invalid value")
+            }
         }
     }
 }

@@ -51,6 +51,7 @@ mod connack;
 mod connect;
 mod error;
 mod header;
+mod properties;
 mod publish;
 mod suback;
 mod subscribe;
@@ -64,6 +65,9 @@ pub use connack::{ConnAck, ConnectReturnCode};
 pub use connect::{Connect, LastWill, PROTOCOL_LEVEL};
 pub use error::{DecodeError, EncodeError};
 pub use header::{FixedHeader, PacketType, fixed_header};
+pub use properties::{
+    Context, MAX_VAR_INT, Properties, PropertiesIter, Property, encode_properties, properties_len,
+};
 pub use publish::Publish;
 pub use suback::{SubAck, SubAckCode, SubAckCodes, SubAckCodesIter};
 pub use subscribe::{Subscribe, SubscribeFilters, SubscribeFiltersIter};

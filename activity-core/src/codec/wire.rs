@@ -49,6 +49,30 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes(*head))
     }
 
+    /// A big-endian four-byte integer (MQTT 5.0 section 1.5.3).
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
+        let (head, tail) = self
+            .buf
+            .split_first_chunk::<4>()
+            .ok_or(DecodeError::Truncated)?;
+        self.buf = tail;
+        Ok(u32::from_be_bytes(*head))
+    }
+
+    /// A Variable Byte Integer (MQTT 5.0 section 1.5.5): at most four bytes. Non-minimal
+    /// encodings are accepted, as for the remaining length.
+    pub(super) fn var_int(&mut self) -> Result<u32, DecodeError> {
+        let mut value: u32 = 0;
+        for shift in [0u32, 7, 14, 21] {
+            let byte = self.u8()?;
+            value |= u32::from(byte & 0x7F) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::MalformedVarInt)
+    }
+
     /// A non-zero packet identifier (section 2.3.1).
     pub(super) fn packet_id(&mut self) -> Result<u16, DecodeError> {
         match self.u16()? {
@@ -166,6 +190,11 @@ impl<'a> Writer<'a> {
     /// A string with its two-byte length prefix.
     pub(super) fn string(&mut self, s: &str) -> Result<(), EncodeError> {
         self.binary(s.as_bytes())
+    }
+
+    /// A Variable Byte Integer (MQTT 5.0 section 1.5.5).
+    pub(super) fn var_int(&mut self, value: u32) -> Result<(), EncodeError> {
+        self.remaining_length(usize::try_from(value).map_err(|_| EncodeError::PacketTooLarge)?)
     }
 
     /// A remaining length in the variable-length encoding (section 2.2.3).
