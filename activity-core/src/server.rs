@@ -111,6 +111,7 @@
 mod config;
 mod io;
 mod reason;
+mod relay;
 mod store;
 mod tx;
 
@@ -123,6 +124,7 @@ pub use io::{
     Progress, Route, Routed, RoutedPublish, SESSION_NEVER_EXPIRES,
 };
 pub use reason::{CloseCause, ReasonCode};
+pub use relay::{FixedRequestStore, Relay, RelayOutput, Relayed, RequestStore};
 pub use store::{FixedSessionStore, SessionStore, StoreFull};
 
 use io::session_expiry_of;
@@ -448,8 +450,6 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         else {
             return Progress::default();
         };
-        let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
-        let client_id = self.effective_client_id(&connect, &mut id_buf);
         let session_present = match answer {
             ConnectAnswer::Refuse(reason) => {
                 self.refuse(reason, &mut tx, out);
@@ -464,6 +464,31 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             session_present,
             code: codec::ConnectReturnCode::Accepted,
         }));
+        if !self.admit(now, &connect, &mut tx, out) {
+            return Progress {
+                consumed: len,
+                written: tx.finish(out),
+            };
+        }
+        let rest = input.get(len..).unwrap_or_default();
+        let more = self.input(now, rest, &mut tx, out);
+        Progress {
+            consumed: len + more,
+            written: tx.finish(out),
+        }
+    }
+
+    /// Makes an accepted `connect` the connection's session: its keep-alive, session expiry and
+    /// permissions, then the `connected` event. False when the tracker refused it (closed).
+    fn admit(
+        &mut self,
+        now: u64,
+        connect: &Connect<'_>,
+        tx: &mut Tx<'_>,
+        out: &mut impl Output,
+    ) -> bool {
+        let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
+        let client_id = self.effective_client_id(connect, &mut id_buf);
         self.keep_alive = connect.keep_alive;
         self.session_expiry = session_expiry_of(connect.clean_session);
         self.since = now;
@@ -484,27 +509,19 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             // The client-id rule passed before the driver was asked, and the tracker is new.
             Err(_) => {
                 self.state = State::Closed;
-                return Progress {
-                    consumed: len,
-                    written: tx.finish(out),
-                };
+                return false;
             }
         };
         if let Some(event) = event {
             emit_with(
                 &mut Own::of(&self.store, &mut self.next_pkid),
                 event,
-                &mut tx,
+                tx,
                 out,
             );
         }
         debug!("server: client connected");
-        let rest = input.get(len..).unwrap_or_default();
-        let more = self.input(now, rest, &mut tx, out);
-        Progress {
-            consumed: len + more,
-            written: tx.finish(out),
-        }
+        true
     }
 
     /// Writes a message the router delivers into `tx`, at the lower of its QoS and the
@@ -808,12 +825,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         }
     }
 
+    /// Whether the access rule refuses `filter`: events go to allowed clients only; other `$`
+    /// topics belong to the server, which serves none (section 4.7.2).
+    fn is_denied_filter(&self, filter: &str) -> bool {
+        let events = self.tracker.config().topics.filter_receives_events(filter);
+        (events && !self.may_subscribe_system) || (!events && is_server_filter(filter))
+    }
+
     /// The SUBACK code for one filter: the access rule, the limit, the router.
     fn grant(&mut self, filter: &str, requested: QoS, out: &mut impl Output) -> SubAckCode {
-        let events = self.tracker.config().topics.filter_receives_events(filter);
-        // Events go to allowed clients only; other `$` topics belong to the server, which
-        // serves none (section 4.7.2).
-        if (events && !self.may_subscribe_system) || (!events && is_server_filter(filter)) {
+        if self.is_denied_filter(filter) {
             out.count(Counter::SubscriptionDenied);
             return SubAckCode::Failure;
         }

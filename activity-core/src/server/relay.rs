@@ -1,0 +1,921 @@
+//! Relay mode: the engine in front of an upstream MQTT broker that routes the messages (MQTT
+//! 3.1.1 chapters 3 and 4, as a transparent proxy).
+//!
+//! A [`Relay`] is a [`Connection`] whose router is another MQTT server reached over its own
+//! connection: the tap of `adapter-tokio`. The client's packets go upstream byte for byte and the
+//! upstream's come back byte for byte, so the upstream answers the client (the accepting
+//! CONNACK, SUBACK codes, PUBACK / PUBREC / PUBCOMP of the client's publishes, PINGRESP) and
+//! delivers to it with its own packet ids. The engine still makes every decision: it reads each
+//! packet of both directions and tells the driver what to do with it.
+//!
+//! | from the client | the engine |
+//! |---|---|
+//! | CONNECT | its rules ([`Route::Connect`] asks the driver, as in every mode), then [`RelayOutput::forward`] once the driver accepts; a refusal is answered here |
+//! | PUBLISH on a system or `$` topic | dropped and counted; QoS 1 / 2 answered here (PUBACK, PUBREC, and PUBCOMP at its PUBREL), since the upstream never saw it; the client stays |
+//! | QoS 2 PUBLISH past [`Limits::max_inbound_qos2`] awaiting PUBREL | closes the connection (quota exceeded) |
+//! | SUBSCRIBE with a filter the access rule or a limit refuses | answered here with SUBACK 0x80 for every filter, not forwarded (see below) |
+//! | SUBSCRIBE / UNSUBSCRIBE past [`Limits::max_filters_per_packet`] filters, or past the [`RequestStore`]'s room | closes the connection |
+//! | a packet only a server sends, a second CONNECT, bad bytes | closes the connection |
+//! | anything else | forwarded (and reported: `message`, `msgack`, `normal` at DISCONNECT) |
+//!
+//! | from the upstream | the engine |
+//! |---|---|
+//! | CONNACK 0 | [`RelayOutput::upstream_accepted`] (the driver takes an older connection of the id over), `connected`, forwarded |
+//! | a refusing CONNACK | forwarded and counted; the connection closes without an event |
+//! | anything but a CONNACK first, no CONNACK within the answer timeout, the upstream gone before it | CONNACK 3 (server unavailable) written here; closes without an event |
+//! | SUBACK | a `subscribed` event per granted filter, forwarded |
+//! | UNSUBACK | an `unsubscribed` event per filter the client held, forwarded |
+//! | PUBLISH (a delivery) | remembered for `msgack`, forwarded |
+//! | a packet only a client sends, bad bytes, a packet over [`Limits::max_packet_size`] | closes the connection (`upstream_closed`, `packet_too_large`), not forwarded |
+//! | anything else | forwarded |
+//!
+//! A SUBSCRIBE is answered whole or forwarded whole: forwarding only its allowed filters would
+//! mean re-encoding the packet and merging two SUBACKs, and a relay passes the client's bytes
+//! unchanged. The client may send its allowed filters again in another SUBSCRIBE.
+//!
+//! What the engine must remember of a forwarded request until the upstream answers it (the
+//! CONNECT until its CONNACK, for the `connected` event; a SUBSCRIBE or UNSUBSCRIBE until its
+//! SUBACK or UNSUBACK, for the events of its filters), and the QoS 2 publishes it answered
+//! itself until their PUBREL, is kept in a [`RequestStore`], the driver's memory.
+//!
+//! The last will is the upstream's: it publishes it, so a relay publishes none and reports no
+//! `message` event for it. Keep-alive is the engine's as in every mode: the client's PINGREQ
+//! goes upstream (keeping the upstream's own timer fed) and the upstream's PINGRESP comes back.
+//!
+//! # Call order
+//!
+//! As for a [`Connection`], with the upstream in place of a router:
+//!
+//! 1. [`Relay::new`] around a new [`Connection`] when the client's transport is accepted.
+//! 2. [`Relay::handle_input`] with the client's unconsumed bytes; what the driver's
+//!    [`RelayOutput::forward`] got goes to the upstream, `tx` to the client.
+//! 3. At [`Route::Connect`] the driver checks what it checks in every mode, opens the upstream
+//!    connection, and calls [`Relay::handle_connect_answer`]: a refusal is answered at once, an
+//!    acceptance forwards the CONNECT ([`Relay::is_awaiting_upstream`] from then on). A driver
+//!    that cannot reach the upstream refuses with [`ReasonCode::ServerUnavailable`].
+//! 4. [`Relay::handle_upstream_input`] with the upstream's unconsumed bytes: send the
+//!    `forward` first bytes to the client unchanged, then what the call wrote into `tx`. Once
+//!    the upstream's CONNACK made the connection [`Relay::is_connected`], call
+//!    [`Relay::handle_input`] again with the client bytes that waited.
+//! 5. [`Relay::handle_timeout`] when [`Relay::poll_timeout`] has passed;
+//!    [`Relay::handle_close`] when the client's transport closes, the session is taken over, the
+//!    server shuts down, or the upstream connection ends ([`CloseCause::RouterClosed`]).
+//! 6. Once [`Relay::is_closed`], send what is in `tx` and close both transports (the upstream's
+//!    without DISCONNECT unless the client sent one, so that the upstream publishes the will).
+//!
+//! In relay mode the [`Output`] gets [`Route::Connect`], [`Route::Publish`] (the message a
+//! forwarded PUBLISH carries, for a driver that remembers publishers; what it answers does not
+//! matter) and [`Route::End`]; no `Subscribe`, `Unsubscribe` or `Acked`: the forwarded packets
+//! are those. A [`Delivery`](super::Delivery) returned from [`Output::event`] is ignored: the
+//! upstream delivers the events to the client.
+//!
+//! ```
+//! use activity_core::acks::FixedAckStore;
+//! use activity_core::event::Event;
+//! use activity_core::server::{
+//!     ConnectAnswer, Connection, Delivery, FixedRequestStore, FixedSessionStore, Output, Peer,
+//!     Relay, RelayOutput, Route, Routed, ServerConfig,
+//! };
+//!
+//! /// Collects what goes upstream, and counts the events.
+//! #[derive(Default)]
+//! struct Driver {
+//!     upstream: Vec<u8>,
+//!     events: usize,
+//! }
+//!
+//! impl Output for Driver {
+//!     fn route(&mut self, _route: Route<'_>) -> Routed {
+//!         Routed::Accepted
+//!     }
+//!     fn event(&mut self, _event: &Event<'_>) -> Option<Delivery<'_>> {
+//!         self.events += 1;
+//!         None
+//!     }
+//! }
+//!
+//! impl RelayOutput for Driver {
+//!     fn forward(&mut self, packet: &[u8]) {
+//!         self.upstream.extend_from_slice(packet);
+//!     }
+//! }
+//!
+//! let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false };
+//! let conn = Connection::new(ServerConfig::default(), FixedAckStore::<4, 96>::new(),
+//!     FixedSessionStore::<4, 32, 4, 64>::new(), peer, 0, 1);
+//! let mut relay = Relay::new(conn, FixedRequestStore::<4, 64>::new(), 5_000);
+//! let mut driver = Driver::default();
+//! let mut tx = [0u8; 512];
+//! let now = 1_700_000_000_000;
+//!
+//! // CONNECT (client id "c1"): the driver is asked, then accepts; the CONNECT goes upstream.
+//! let connect = [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'c', b'1'];
+//! let progress = relay.handle_input(now, &connect, &mut tx, &mut driver);
+//! assert_eq!(progress.consumed, 0);
+//! let progress =
+//!     relay.handle_connect_answer(now, ConnectAnswer::accept(false), &connect, &mut tx, &mut driver);
+//! assert_eq!((progress.consumed, progress.written), (connect.len(), 0));
+//! assert_eq!(driver.upstream, connect);
+//!
+//! // The upstream accepts: its CONNACK goes to the client unchanged, and `connected` is reported.
+//! let connack = [0x20, 2, 0, 0];
+//! let relayed = relay.handle_upstream_input(now, &connack, &mut tx, &mut driver, |_| None);
+//! assert_eq!(relayed.forward, 4);
+//! assert!(relay.is_connected());
+//! assert_eq!(driver.events, 1);
+//!
+//! // A publish on a system topic: dropped, and its PUBACK is the engine's.
+//! driver.upstream.clear();
+//! let forged = [0x32, 19, 0, 14, b'S', b'Y', b'S', b'T', b'E', b'M', b'/', b'm', b'e', b's',
+//!     b's', b'a', b'g', b'e', 0, 7, b'x'];
+//! let progress = relay.handle_input(now, &forged, &mut tx, &mut driver);
+//! assert_eq!(&tx[..progress.written], [0x40, 2, 0, 7]);
+//! assert!(driver.upstream.is_empty());
+//! ```
+
+use crate::QoS;
+use crate::acks::AckStore;
+use crate::client_id::CLIENT_ID_CAPACITY;
+use crate::codec::{
+    self, ConnectReturnCode, DecodeError, Packet, Publish, SubAckCode, Subscribe, Unsubscribe,
+};
+use crate::envelope::Envelope;
+use crate::tracker::{DeliveryInfo, PublishInfo, PublishOutcome};
+
+use super::tx::Tx;
+use super::{
+    CloseCause, ConnectAnswer, Connection, Counter, Output, Progress, ReasonCode, Route,
+    RoutedPublish, SessionStore, State, StoreFull,
+};
+use crate::topic::is_server_topic;
+
+#[cfg(test)]
+mod tests;
+
+/// The key of the CONNECT in a [`RequestStore`]: 0 is no packet id (section 2.3.1).
+const CONNECT_KEY: u16 = 0;
+
+/// Where a [`Relay`]'s outputs go: an [`Output`] that also reaches the upstream broker.
+pub trait RelayOutput: Output {
+    /// Writes `packet`, one whole packet of the client's, unchanged, to the upstream broker.
+    fn forward(&mut self, packet: &[u8]);
+
+    /// The upstream broker accepted the client: an older connection with `client_id` is taken
+    /// over now (the driver closes it with [`CloseCause::TakenOver`]), so that its
+    /// `disconnected` event comes before this connection's `connected`.
+    fn upstream_accepted(&mut self, client_id: &str) {
+        let _ = client_id;
+    }
+}
+
+/// What a [`Relay`] remembers of the client's requests until the upstream answers them, keyed
+/// by packet id (0 for the CONNECT): the bytes of a forwarded CONNECT, SUBSCRIBE or
+/// UNSUBSCRIBE, or no bytes for a QoS 2 PUBLISH the engine answered itself, until its PUBREL.
+///
+/// A full store hands the request back as [`StoreFull`]: the engine then closes the
+/// connection (quota exceeded), so its capacity is the most requests a client may have
+/// awaiting an answer.
+pub trait RequestStore {
+    /// Keeps `packet` under `id`, replacing what was kept under it.
+    fn keep(&mut self, id: u16, packet: &[u8]) -> Result<(), StoreFull>;
+    /// What is kept under `id`.
+    fn request(&self, id: u16) -> Option<&[u8]>;
+    /// Forgets `id`; whether something was kept under it.
+    fn remove(&mut self, id: u16) -> bool;
+    /// Forgets everything (the connection ends).
+    fn clear(&mut self);
+}
+
+/// A [`RequestStore`] with no heap: up to `N` requests of at most `BYTES` bytes each.
+///
+/// Its size is about `N * (BYTES + 16)` bytes.
+#[derive(Debug)]
+pub struct FixedRequestStore<const N: usize, const BYTES: usize> {
+    entries: heapless::Vec<(u16, heapless::Vec<u8, BYTES>), N>,
+}
+
+impl<const N: usize, const BYTES: usize> FixedRequestStore<N, BYTES> {
+    /// An empty store.
+    pub const fn new() -> Self {
+        FixedRequestStore {
+            entries: heapless::Vec::new(),
+        }
+    }
+}
+
+impl<const N: usize, const BYTES: usize> Default for FixedRequestStore<N, BYTES> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize, const BYTES: usize> RequestStore for FixedRequestStore<N, BYTES> {
+    fn keep(&mut self, id: u16, packet: &[u8]) -> Result<(), StoreFull> {
+        let bytes = heapless::Vec::from_slice(packet).map_err(|_| StoreFull)?;
+        match self.entries.iter_mut().find(|(key, _)| *key == id) {
+            Some((_, kept)) => *kept = bytes,
+            None => self.entries.push((id, bytes)).map_err(|_| StoreFull)?,
+        }
+        Ok(())
+    }
+
+    fn request(&self, id: u16) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(key, _)| *key == id)
+            .map(|(_, bytes)| bytes.as_slice())
+    }
+
+    fn remove(&mut self, id: u16) -> bool {
+        match self.entries.iter().position(|(key, _)| *key == id) {
+            Some(at) => {
+                self.entries.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// What [`Relay::handle_upstream_input`] did with the upstream's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Relayed {
+    /// Bytes of the input done with: drop them from the front.
+    pub consumed: usize,
+    /// The first bytes of the input (at most `consumed`): send them to the client unchanged,
+    /// before `tx`.
+    pub forward: usize,
+    /// Bytes written to the front of `tx`: send them after the forwarded ones.
+    pub written: usize,
+}
+
+/// One client connection relayed to an upstream broker. See the [module docs](self).
+#[derive(Debug)]
+pub struct Relay<A: AckStore, S: SessionStore, R: RequestStore> {
+    conn: Connection<A, S>,
+    requests: R,
+    /// How long the upstream may take to answer the CONNECT, in ms.
+    answer_timeout_ms: u64,
+    /// The CONNECT went upstream and its CONNACK has not come back.
+    awaiting_upstream: bool,
+}
+
+impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
+    /// Relays `conn`, a connection no byte was handed to yet, keeping its requests in
+    /// `requests`; the upstream gets `answer_timeout_ms` to answer the CONNECT.
+    pub fn new(conn: Connection<A, S>, requests: R, answer_timeout_ms: u64) -> Self {
+        Relay {
+            conn,
+            requests,
+            answer_timeout_ms,
+            awaiting_upstream: false,
+        }
+    }
+
+    /// The engine (its client id, tracker, store and limits).
+    pub fn connection(&self) -> &Connection<A, S> {
+        &self.conn
+    }
+
+    /// See [`Connection::set_msgack_tracking`].
+    pub fn set_msgack_tracking(&mut self, on: bool) {
+        self.conn.set_msgack_tracking(on);
+    }
+
+    /// The client id (empty before the upstream accepted the CONNECT).
+    pub fn client_id(&self) -> &str {
+        self.conn.client_id()
+    }
+
+    /// Whether the upstream accepted the CONNECT and the connection is not closed.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+
+    /// Whether a [`Route::Connect`] awaits [`Relay::handle_connect_answer`].
+    pub fn is_authorizing(&self) -> bool {
+        self.conn.is_authorizing() && !self.awaiting_upstream
+    }
+
+    /// Whether the CONNECT went upstream and its CONNACK has not come back.
+    pub fn is_awaiting_upstream(&self) -> bool {
+        self.awaiting_upstream
+    }
+
+    /// Whether the connection is over: send what is in `tx`, then close both transports.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// See [`Connection::is_blocked`].
+    pub fn is_blocked(&self) -> bool {
+        self.conn.is_blocked()
+    }
+
+    /// When [`Relay::handle_timeout`] is due, in ms since the Unix epoch: the connect timeout,
+    /// the upstream's answer timeout, then 1.5 times the keep-alive.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.awaiting_upstream {
+            return Some(self.conn.since.saturating_add(self.answer_timeout_ms));
+        }
+        self.conn.poll_timeout()
+    }
+
+    /// Acts on a deadline (see [`Relay::poll_timeout`]) that has passed at `now`: an upstream
+    /// that did not answer the CONNECT gets the client a CONNACK 3; returns the bytes written
+    /// to `tx`.
+    pub fn handle_timeout(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
+        match self.poll_timeout() {
+            Some(deadline) if self.awaiting_upstream && now >= deadline => {
+                let mut tx = Tx::new(tx);
+                debug!("relay: no CONNACK from the upstream in time");
+                self.unavailable(&mut tx, out);
+                tx.finish(out)
+            }
+            _ => self.conn.handle_timeout(now, tx, out),
+        }
+    }
+
+    /// Ends the connection for `cause`, as [`Connection::handle_close`] does; an upstream that
+    /// closes before it answered the CONNECT ([`CloseCause::RouterClosed`]) gets the client a
+    /// CONNACK 3. Returns the bytes written to `tx`.
+    pub fn handle_close(
+        &mut self,
+        now: u64,
+        cause: CloseCause,
+        tx: &mut [u8],
+        out: &mut impl Output,
+    ) -> usize {
+        if self.awaiting_upstream && cause == CloseCause::RouterClosed {
+            let mut tx = Tx::new(tx);
+            debug!("relay: the upstream closed before its CONNACK");
+            self.unavailable(&mut tx, out);
+            return tx.finish(out);
+        }
+        self.awaiting_upstream = false;
+        self.requests.clear();
+        self.conn.handle_close(now, cause, tx, out)
+    }
+
+    /// Reads the client's packets at the front of `input` and acts on them: forwards what
+    /// goes upstream through [`RelayOutput::forward`], writes the engine's own answers into
+    /// `tx`. Stops where [`Connection::handle_input`] stops, and while the upstream has not
+    /// answered the CONNECT.
+    pub fn handle_input(
+        &mut self,
+        now: u64,
+        input: &[u8],
+        tx: &mut [u8],
+        out: &mut impl RelayOutput,
+    ) -> Progress {
+        match self.conn.state {
+            // The CONNECT rules are the same in every mode.
+            State::AwaitConnect => self.conn.handle_input(now, input, tx, out),
+            State::Connected => {
+                let mut tx = Tx::new(tx);
+                let consumed = self.input(now, input, &mut tx, out);
+                Progress {
+                    consumed,
+                    written: tx.finish(out),
+                }
+            }
+            _ => Progress::default(),
+        }
+    }
+
+    /// Finishes the CONNECT at the front of `input` with the driver's `answer`: a refusal is
+    /// answered as [`Connection::handle_connect_answer`] does; an acceptance forwards the
+    /// CONNECT upstream and waits for the upstream's CONNACK
+    /// ([`Relay::handle_upstream_input`]). Does nothing unless a [`Route::Connect`] awaits its
+    /// answer, `input` starts with that CONNECT and `tx` has
+    /// [`Connection::answer_room`].
+    pub fn handle_connect_answer(
+        &mut self,
+        now: u64,
+        answer: ConnectAnswer,
+        input: &[u8],
+        tx: &mut [u8],
+        out: &mut impl RelayOutput,
+    ) -> Progress {
+        if !self.is_authorizing() {
+            return Progress::default();
+        }
+        if let ConnectAnswer::Refuse(_) = answer {
+            return self.conn.handle_connect_answer(now, answer, input, tx, out);
+        }
+        let mut tx = Tx::new(tx);
+        if tx.room() < self.conn.answer_room() {
+            return Progress::default();
+        }
+        let Ok(Some((Packet::Connect(_), len))) =
+            codec::decode(input, self.conn.limits.max_packet_size)
+        else {
+            return Progress::default();
+        };
+        let connect = input.get(..len).unwrap_or_default();
+        if self.requests.keep(CONNECT_KEY, connect).is_err() {
+            warn!("relay: no room to keep the CONNECT");
+            self.conn
+                .refuse(ReasonCode::ServerUnavailable, &mut tx, out);
+        } else {
+            // The upstream publishes the will, not the engine.
+            self.conn.store.clear_will();
+            out.forward(connect);
+            self.awaiting_upstream = true;
+            self.conn.since = now;
+        }
+        Progress {
+            consumed: len,
+            written: tx.finish(out),
+        }
+    }
+
+    /// Reads the upstream's packets at the front of `input` and acts on them (see the
+    /// [module docs](self)). Send the first [`Relayed::forward`] bytes to the client unchanged,
+    /// then what the call wrote into `tx`. A delivery that does not name its publisher asks
+    /// `lookup` for the publisher of its envelope (see
+    /// [`Tracker::handle_delivery`](crate::tracker::Tracker::handle_delivery)).
+    pub fn handle_upstream_input<F>(
+        &mut self,
+        now: u64,
+        input: &[u8],
+        tx: &mut [u8],
+        out: &mut impl RelayOutput,
+        mut lookup: F,
+    ) -> Relayed
+    where
+        F: FnMut(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
+    {
+        let mut tx = Tx::new(tx);
+        let mut consumed = 0;
+        while self.awaiting_upstream || self.conn.state == State::Connected {
+            if tx.room() < self.conn.answer_room() {
+                break;
+            }
+            let rest = input.get(consumed..).unwrap_or_default();
+            let (packet, len) = match codec::decode(rest, self.conn.limits.max_packet_size) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(error) => {
+                    warn!("relay: undecodable bytes from the upstream, closing");
+                    let cause = match error {
+                        DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
+                        _ => CloseCause::RouterClosed,
+                    };
+                    self.upstream_failed(now, cause, &mut tx, out);
+                    return Relayed {
+                        consumed: input.len(),
+                        forward: consumed,
+                        written: tx.finish(out),
+                    };
+                }
+            };
+            if !self.upstream_packet(now, packet, &mut tx, out, &mut lookup) {
+                return Relayed {
+                    consumed: input.len(),
+                    forward: consumed,
+                    written: tx.finish(out),
+                };
+            }
+            out.count(Counter::PacketOut);
+            consumed += len;
+        }
+        Relayed {
+            consumed,
+            forward: consumed,
+            written: tx.finish(out),
+        }
+    }
+
+    /// The client's packets once connected (see [`Connection::handle_input`]).
+    fn input(
+        &mut self,
+        now: u64,
+        input: &[u8],
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) -> usize {
+        let mut consumed = 0;
+        self.conn.blocked = false;
+        if !input.is_empty() {
+            self.conn.since = now;
+        }
+        while self.conn.state == State::Connected {
+            let rest = input.get(consumed..).unwrap_or_default();
+            if tx.room() < self.conn.answer_room() {
+                self.conn.blocked = !rest.is_empty();
+                break;
+            }
+            let (packet, len) = match codec::decode(rest, self.conn.limits.max_packet_size) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(error) => {
+                    let cause = match error {
+                        DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
+                        _ => CloseCause::ProtocolError,
+                    };
+                    warn!("relay: undecodable bytes from the client, closing");
+                    self.fail(now, cause, tx, out);
+                    return input.len();
+                }
+            };
+            out.count(Counter::PacketIn);
+            consumed += len;
+            let bytes = rest.get(..len).unwrap_or_default();
+            self.client_packet(now, packet, bytes, tx, out);
+        }
+        consumed
+    }
+
+    /// One packet of a connected client, whose bytes are `bytes`.
+    fn client_packet(
+        &mut self,
+        now: u64,
+        packet: Packet<'_>,
+        bytes: &[u8],
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) {
+        match packet {
+            Packet::Publish(publish) => self.client_publish(now, publish, bytes, tx, out),
+            Packet::PubAck(pkid) => {
+                out.forward(bytes);
+                if let Some(event) = self.conn.tracker.handle_puback(now, pkid) {
+                    let _ = out.event(&event);
+                }
+            }
+            Packet::PubRec(pkid) => {
+                out.forward(bytes);
+                if let Some(event) = self.conn.tracker.handle_pubrec(now, pkid) {
+                    let _ = out.event(&event);
+                }
+            }
+            Packet::PubRel(pkid) => {
+                self.conn.store.remove_inbound_qos2(pkid);
+                if self.requests.request(pkid).is_some_and(<[u8]>::is_empty) {
+                    // A publish the engine dropped: the upstream never saw it (section 4.3.3).
+                    self.requests.remove(pkid);
+                    tx.put(&Packet::PubComp(pkid));
+                } else {
+                    out.forward(bytes);
+                }
+            }
+            Packet::PubComp(_) | Packet::PingReq => out.forward(bytes),
+            Packet::Subscribe(subscribe) => self.client_subscribe(now, subscribe, bytes, tx, out),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.client_unsubscribe(now, unsubscribe, bytes, tx, out);
+            }
+            Packet::Disconnect => {
+                out.forward(bytes);
+                self.requests.clear();
+                self.conn.close(now, CloseCause::ClientDisconnect, tx, out);
+            }
+            // A second CONNECT (section 3.1.0) or a packet only a server sends.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
+                debug!("relay: packet not allowed from a client");
+                self.fail(now, CloseCause::ProtocolError, tx, out);
+            }
+        }
+    }
+
+    /// PUBLISH (section 3.3): the system-topic and `$` rules, the QoS 2 limit, then forwarded
+    /// with its `message` event, or dropped and answered here.
+    fn client_publish(
+        &mut self,
+        now: u64,
+        publish: Publish<'_>,
+        bytes: &[u8],
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) {
+        let pkid = publish.pkid.unwrap_or(0);
+        let topics = &self.conn.tracker.config().topics;
+        let server_topic = is_server_topic(publish.topic) && !topics.is_system_topic(publish.topic);
+        let allowed = !server_topic && topics.may_publish(self.conn.client_id(), publish.topic);
+        // A resent QoS 2 PUBLISH before its PUBREL: the same answer, no second `message`.
+        let resent = publish.qos == QoS::ExactlyOnce && self.conn.store.has_inbound_qos2(pkid);
+        if publish.qos == QoS::ExactlyOnce && !resent {
+            let full = self.conn.store.inbound_qos2_count() >= self.conn.limits.max_inbound_qos2
+                || self.conn.store.insert_inbound_qos2(pkid).is_err()
+                || (!allowed && self.requests.keep(pkid, &[]).is_err());
+            if full {
+                warn!("relay: too many QoS 2 publishes awaiting PUBREL");
+                self.fail(now, CloseCause::QuotaExceeded, tx, out);
+                return;
+            }
+        }
+        if !allowed {
+            if !resent {
+                debug!("relay: publish on a system or $ topic dropped");
+                if !server_topic {
+                    // The tracker keeps its own count of denied publishes.
+                    let _ = self.conn.tracker.handle_publish(now, info_of(&publish));
+                }
+                out.count(Counter::PublishDenied);
+            }
+            match publish.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    tx.put(&Packet::PubAck(pkid));
+                }
+                QoS::ExactlyOnce => {
+                    tx.put(&Packet::PubRec(pkid));
+                }
+            }
+            return;
+        }
+        out.forward(bytes);
+        if resent {
+            return;
+        }
+        let routed = RoutedPublish {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            publisher: self.conn.client_id(),
+            is_will: false,
+        };
+        let _ = out.route(Route::Publish(routed));
+        match self.conn.tracker.handle_publish(now, info_of(&publish)) {
+            PublishOutcome::Accepted(Some(event)) => {
+                let _ = out.event(&event);
+            }
+            // `allowed` asked the tracker's own rule.
+            PublishOutcome::Accepted(None) | PublishOutcome::Denied => {}
+        }
+    }
+
+    /// SUBSCRIBE (section 3.8): answered here with SUBACK 0x80 for every filter when the
+    /// access rule or the subscription limit refuses one of them, forwarded otherwise.
+    fn client_subscribe(
+        &mut self,
+        now: u64,
+        subscribe: Subscribe<'_>,
+        bytes: &[u8],
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) {
+        let count = subscribe.filters.len();
+        if count > self.conn.limits.max_filters_per_packet {
+            warn!("relay: too many filters in one SUBSCRIBE");
+            self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            return;
+        }
+        let store = &self.conn.store;
+        let new = subscribe
+            .filters
+            .iter()
+            .filter(|(filter, _)| store.subscription(filter).is_none())
+            .count();
+        let over_limit =
+            store.subscription_count().saturating_add(new) > self.conn.limits.max_subscriptions;
+        let denied = subscribe
+            .filters
+            .iter()
+            .filter(|(filter, _)| self.conn.is_denied_filter(filter))
+            .count();
+        if denied > 0 || over_limit {
+            debug!("relay: SUBSCRIBE refused whole");
+            for _ in 0..denied {
+                out.count(Counter::SubscriptionDenied);
+            }
+            for _ in denied..count {
+                out.count(Counter::SubscriptionRefused);
+            }
+            let Some(start) = tx.suback_frame(subscribe.pkid, count) else {
+                // answer_room() was checked before decoding.
+                self.fail(now, CloseCause::ProtocolError, tx, out);
+                return;
+            };
+            for at in start..start + count {
+                tx.set(at, SubAckCode::Failure.as_u8());
+            }
+            return;
+        }
+        self.forward_request(now, subscribe.pkid, bytes, tx, out);
+    }
+
+    /// UNSUBSCRIBE (section 3.10): forwarded; its events come with the upstream's UNSUBACK.
+    fn client_unsubscribe(
+        &mut self,
+        now: u64,
+        unsubscribe: Unsubscribe<'_>,
+        bytes: &[u8],
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) {
+        if unsubscribe.filters.len() > self.conn.limits.max_filters_per_packet {
+            warn!("relay: too many filters in one UNSUBSCRIBE");
+            self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            return;
+        }
+        self.forward_request(now, unsubscribe.pkid, bytes, tx, out);
+    }
+
+    /// Keeps a SUBSCRIBE or UNSUBSCRIBE until the upstream answers it, and forwards it; closes
+    /// when the store is full.
+    fn forward_request(
+        &mut self,
+        now: u64,
+        pkid: u16,
+        bytes: &[u8],
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) {
+        if self.requests.keep(pkid, bytes).is_err() {
+            warn!("relay: too many requests awaiting the upstream's answer");
+            self.fail(now, CloseCause::QuotaExceeded, tx, out);
+            return;
+        }
+        out.forward(bytes);
+    }
+
+    /// One packet of the upstream's; false when it is not forwarded (the connection closed).
+    fn upstream_packet<F>(
+        &mut self,
+        now: u64,
+        packet: Packet<'_>,
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+        lookup: &mut F,
+    ) -> bool
+    where
+        F: FnMut(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
+    {
+        if self.awaiting_upstream {
+            return match packet {
+                Packet::ConnAck(connack) => self.upstream_connack(now, connack.code, tx, out),
+                _ => {
+                    warn!("relay: the upstream's answer to CONNECT is not a CONNACK");
+                    self.unavailable(tx, out);
+                    false
+                }
+            };
+        }
+        match packet {
+            Packet::Publish(publish) => {
+                if let Some(pkid) = publish.pkid
+                    && self.conn.tracks_msgack
+                {
+                    let info = DeliveryInfo {
+                        pkid,
+                        qos: publish.qos,
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        pub_client_id: None,
+                    };
+                    self.conn.tracker.handle_delivery(info, &mut *lookup);
+                }
+            }
+            Packet::SubAck(suback) => {
+                if let Some(Ok(Some((Packet::Subscribe(subscribe), _)))) = self
+                    .requests
+                    .request(suback.pkid)
+                    .map(|bytes| codec::decode(bytes, usize::MAX))
+                {
+                    for ((filter, _), code) in subscribe.filters.iter().zip(suback.codes.iter()) {
+                        let SubAckCode::Success(qos) = code else {
+                            continue;
+                        };
+                        // A full store only costs the `unsubscribed` event of this filter.
+                        let _ = self.conn.store.insert_subscription(filter, qos);
+                        if let Some(event) =
+                            self.conn.tracker.handle_subscribe(now, filter, Some(qos))
+                        {
+                            let _ = out.event(&event);
+                        }
+                    }
+                    self.requests.remove(suback.pkid);
+                }
+            }
+            Packet::UnsubAck(pkid) => {
+                if let Some(Ok(Some((Packet::Unsubscribe(unsubscribe), _)))) = self
+                    .requests
+                    .request(pkid)
+                    .map(|bytes| codec::decode(bytes, usize::MAX))
+                {
+                    for filter in unsubscribe.filters.iter() {
+                        if self.conn.store.remove_subscription(filter)
+                            && let Some(event) = self.conn.tracker.handle_unsubscribe(now, filter)
+                        {
+                            let _ = out.event(&event);
+                        }
+                    }
+                    self.requests.remove(pkid);
+                }
+            }
+            Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+            | Packet::PingResp => {}
+            // A second CONNACK, or a packet only a client sends: the upstream is broken.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq
+            | Packet::Disconnect => {
+                warn!("relay: packet not allowed from the upstream, closing");
+                self.upstream_failed(now, CloseCause::RouterClosed, tx, out);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The upstream's CONNACK: the connection is accepted (forwarded, `connected`) or refused
+    /// (forwarded, counted, closed). True: forward it.
+    fn upstream_connack(
+        &mut self,
+        now: u64,
+        code: ConnectReturnCode,
+        tx: &mut Tx<'_>,
+        out: &mut impl RelayOutput,
+    ) -> bool {
+        self.awaiting_upstream = false;
+        let kept = self
+            .requests
+            .request(CONNECT_KEY)
+            .map(|bytes| codec::decode(bytes, usize::MAX));
+        let Some(Ok(Some((Packet::Connect(connect), _)))) = kept else {
+            // The CONNECT was kept when it was forwarded.
+            self.unavailable(tx, out);
+            return false;
+        };
+        if code != ConnectReturnCode::Accepted {
+            debug!("relay: the upstream refused the CONNECT");
+            out.count(Counter::ConnectRefused(reason_of(code)));
+            self.conn.state = State::Closed;
+            self.conn.store.clear();
+            self.requests.clear();
+            return true;
+        }
+        let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
+        out.upstream_accepted(self.conn.effective_client_id(&connect, &mut id_buf));
+        let admitted = self.conn.admit(now, &connect, tx, out);
+        self.requests.remove(CONNECT_KEY);
+        admitted
+    }
+
+    /// The upstream did not answer the CONNECT with a CONNACK: CONNACK 3, closed.
+    fn unavailable(&mut self, tx: &mut Tx<'_>, out: &mut impl Output) {
+        self.awaiting_upstream = false;
+        self.requests.clear();
+        self.conn.refuse(ReasonCode::ServerUnavailable, tx, out);
+    }
+
+    /// The upstream broke the protocol: the connection ends with `cause`.
+    fn upstream_failed(
+        &mut self,
+        now: u64,
+        cause: CloseCause,
+        tx: &mut Tx<'_>,
+        out: &mut impl Output,
+    ) {
+        if self.awaiting_upstream {
+            self.unavailable(tx, out);
+            return;
+        }
+        self.requests.clear();
+        self.conn.close(now, cause, tx, out);
+    }
+
+    /// Closes for a fault of the client's (see [`Connection::handle_input`]).
+    fn fail(&mut self, now: u64, cause: CloseCause, tx: &mut Tx<'_>, out: &mut impl Output) {
+        self.requests.clear();
+        self.conn.fail(now, cause, tx, out);
+    }
+}
+
+/// The tracker's view of a client's publish.
+fn info_of<'a>(publish: &Publish<'a>) -> PublishInfo<'a> {
+    PublishInfo {
+        topic: publish.topic,
+        payload: publish.payload,
+        qos: publish.qos,
+        retain: publish.retain,
+    }
+}
+
+/// The reason code of an MQTT 3.1.1 refusing CONNACK (section 3.2.2.3).
+fn reason_of(code: ConnectReturnCode) -> ReasonCode {
+    match code {
+        ConnectReturnCode::Accepted => ReasonCode::Success,
+        ConnectReturnCode::UnacceptableProtocolVersion => ReasonCode::UnsupportedProtocolVersion,
+        ConnectReturnCode::IdentifierRejected => ReasonCode::ClientIdentifierNotValid,
+        ConnectReturnCode::BadUserNameOrPassword => ReasonCode::BadUserNameOrPassword,
+        ConnectReturnCode::NotAuthorized => ReasonCode::NotAuthorized,
+        ConnectReturnCode::ServerUnavailable => ReasonCode::ServerUnavailable,
+    }
+}
