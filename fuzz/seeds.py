@@ -166,3 +166,8 @@ for i, size in enumerate([8, 32, 64, 128, 256, 512, 1024, 2048]):
 rng = random.Random(20261206)
 for i, size in enumerate([8, 32, 64, 128, 256, 512, 1024, 2048]):
     write("server", f"random-{i}", bytes(rng.randrange(256) for _ in range(size)))
+
+# The relay mode's seeds (the engine in front of an upstream broker): their own generator too.
+rng = random.Random(20261207)
+for i, size in enumerate([8, 32, 64, 128, 256, 512, 1024, 2048]):
+    write("relay", f"random-{i}", bytes(rng.randrange(256) for _ in range(size)))

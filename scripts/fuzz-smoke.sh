@@ -21,7 +21,7 @@ step "cargo-fuzz and the nightly toolchain"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
-targets=(mqtt_decode envelope event_encode tracker server)
+targets=(mqtt_decode envelope event_encode tracker server relay)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -14,6 +14,7 @@
 //! | [`event_encode`] | [`event::encode`], [`event::encoded_len_bound`] | valid JSON of exactly the bound's length, with the documented fields in order |
 //! | [`tracker`] | [`Tracker`] with [`FixedAckStore`] | matches a model: `msgack` only for delivered, unacknowledged envelopes; one `disconnected` after a `connected` |
 //! | [`server()`] | [`crate::server::Connection`] | no panic; only whole, valid server packets within the transmit buffer; one verdict, one `connected` after an accepting one, one `disconnected` and end, nothing after the close |
+//! | [`relay()`] | [`crate::server::Relay`] | the same, and: only whole client packets go upstream (the CONNECT first, after an accepting verdict; no publish on a system or `$` topic), the upstream's bytes forwarded as a prefix of what was consumed, `connected` only after the upstream accepted |
 
 use core::cell::Cell;
 use core::fmt;
@@ -47,7 +48,7 @@ use crate::tracker::{
 
 mod server;
 
-pub use server::server;
+pub use server::{relay, server};
 
 // ---- mqtt_decode ------------------------------------------------------------------------------
 

@@ -58,3 +58,8 @@ fn tracker_corpus() {
 fn server_corpus() {
     replay("server", fuzzing::server);
 }
+
+#[test]
+fn relay_corpus() {
+    replay("relay", fuzzing::relay);
+}

@@ -1,4 +1,5 @@
-//! The fuzz body of the protocol engine ([`crate::server::Connection`]).
+//! The fuzz bodies of the protocol engine: [`crate::server::Connection`], and in relay mode
+//! [`crate::server::Relay`].
 
 use std::string::{String, ToString};
 use std::vec;
@@ -11,8 +12,9 @@ use crate::acks::FixedAckStore;
 use crate::codec::{self, Packet};
 use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
 use crate::server::{
-    CloseCause, ConnectAnswer, Connection, Delivery, DeliveryError, FixedSessionStore, Limits,
-    Output, Peer, ReasonCode, Route, Routed, ServerConfig,
+    CloseCause, ConnectAnswer, Connection, Delivery, DeliveryError, FixedRequestStore,
+    FixedSessionStore, Limits, Output, Peer, ReasonCode, Relay, RelayOutput, Route, Routed,
+    ServerConfig,
 };
 
 type FuzzConnection = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 4, 64>>;
@@ -463,6 +465,341 @@ pub fn server(data: &[u8]) {
         }
         assert_eq!(
             out.disconnected, out.ends,
+            "a disconnected event with every end"
+        );
+    }
+}
+
+// ---- relay mode -------------------------------------------------------------------------------
+
+type FuzzRelay =
+    Relay<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 4, 64>, FixedRequestStore<4, 128>>;
+
+/// What the fuzzer does next to a relayed connection.
+#[derive(Arbitrary, Debug)]
+enum RelayStep {
+    /// Bytes from the client.
+    Input(Vec<u8>),
+    /// A well-formed packet from the client.
+    Packet(ClientPacket),
+    /// The driver's verdict on a CONNECT.
+    Answer(Verdict),
+    /// Bytes from the upstream broker.
+    UpstreamInput(Vec<u8>),
+    /// A well-formed packet from the upstream broker.
+    Upstream(UpstreamPacket),
+    /// Time passes, then the deadline is checked.
+    Advance(u32),
+    /// The driver ends the connection.
+    Close(u8),
+    /// The driver's transmit buffer shrinks or grows.
+    TxSize(u16),
+}
+
+#[derive(Arbitrary, Debug)]
+enum UpstreamPacket {
+    ConnAck(u8),
+    SubAck {
+        pkid: u16,
+        codes: Vec<u8>,
+    },
+    UnsubAck(u16),
+    Publish {
+        topic: String,
+        qos: u8,
+        pkid: u16,
+        envelope: bool,
+    },
+    Ack {
+        kind: u8,
+        pkid: u16,
+    },
+    PingResp,
+}
+
+impl UpstreamPacket {
+    /// The packet's bytes, or nothing when the codec refuses to encode it.
+    fn bytes(&self) -> Vec<u8> {
+        let codes_owned: Vec<codec::SubAckCode>;
+        let packet = match self {
+            UpstreamPacket::ConnAck(code) => Packet::ConnAck(codec::ConnAck {
+                session_present: false,
+                code: codec::ConnectReturnCode::from_u8(code % 6)
+                    .unwrap_or(codec::ConnectReturnCode::Accepted),
+            }),
+            UpstreamPacket::SubAck { pkid, codes } => {
+                codes_owned = codes
+                    .iter()
+                    .map(|c| match c % 4 {
+                        3 => codec::SubAckCode::Failure,
+                        q => codec::SubAckCode::Success(qos(q)),
+                    })
+                    .collect();
+                Packet::SubAck(codec::SubAck {
+                    pkid: (*pkid).max(1),
+                    codes: codec::SubAckCodes::from_slice(&codes_owned),
+                })
+            }
+            UpstreamPacket::UnsubAck(pkid) => Packet::UnsubAck((*pkid).max(1)),
+            UpstreamPacket::Publish {
+                topic,
+                qos: q,
+                pkid,
+                envelope,
+            } => {
+                let q = qos(*q);
+                Packet::Publish(codec::Publish {
+                    dup: false,
+                    qos: q,
+                    retain: false,
+                    topic,
+                    pkid: (q != QoS::AtMostOnce).then_some((*pkid).max(1)),
+                    payload: if *envelope {
+                        br#"{"product_id":"p","message_id":7}"#
+                    } else {
+                        b"x"
+                    },
+                })
+            }
+            UpstreamPacket::Ack { kind, pkid } => {
+                let pkid = (*pkid).max(1);
+                match kind % 4 {
+                    0 => Packet::PubAck(pkid),
+                    1 => Packet::PubRec(pkid),
+                    2 => Packet::PubRel(pkid),
+                    _ => Packet::PubComp(pkid),
+                }
+            }
+            UpstreamPacket::PingResp => Packet::PingResp,
+        };
+        let Ok(len) = packet.encoded_len() else {
+            return Vec::new();
+        };
+        let mut bytes = vec![0u8; len];
+        match packet.encode(&mut bytes) {
+            Ok(_) => bytes,
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// A [`Recorder`] that also records what goes upstream.
+#[derive(Default)]
+struct RelayRecorder {
+    inner: Recorder,
+    upstream: Vec<u8>,
+    accepted: usize,
+}
+
+impl Output for RelayRecorder {
+    fn route(&mut self, route: Route<'_>) -> Routed {
+        assert!(
+            matches!(
+                route,
+                Route::Connect(_) | Route::Publish(_) | Route::End { .. }
+            ),
+            "no {route:?} in relay mode"
+        );
+        self.inner.route(route)
+    }
+
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        if event.kind() == EventKind::Connected {
+            assert_eq!(
+                self.accepted, 1,
+                "connected only after the upstream accepted"
+            );
+        }
+        self.inner.event(event)
+    }
+}
+
+impl RelayOutput for RelayRecorder {
+    fn forward(&mut self, packet: &[u8]) {
+        assert_eq!(self.inner.ends, 0, "nothing goes upstream after the end");
+        match codec::decode(packet, usize::MAX) {
+            Ok(Some((decoded, len))) => {
+                assert_eq!(len, packet.len(), "one whole packet");
+                if self.upstream.is_empty() {
+                    assert!(matches!(decoded, Packet::Connect(_)), "the CONNECT first");
+                } else {
+                    assert!(
+                        !matches!(
+                            decoded,
+                            Packet::Connect(_)
+                                | Packet::ConnAck(_)
+                                | Packet::SubAck(_)
+                                | Packet::UnsubAck(_)
+                                | Packet::PingResp
+                        ),
+                        "forwarded {decoded:?}"
+                    );
+                }
+                if let Packet::Publish(publish) = decoded {
+                    assert!(
+                        !crate::system::SystemTopics::default().is_system_topic(publish.topic)
+                            && !publish.topic.starts_with('$'),
+                        "a publish on a system or `$` topic went upstream: {:?}",
+                        publish.topic
+                    );
+                }
+            }
+            other => panic!("forwarded {other:?}"),
+        }
+        self.upstream.extend_from_slice(packet);
+    }
+
+    fn upstream_accepted(&mut self, client_id: &str) {
+        assert!(!client_id.is_empty());
+        self.accepted += 1;
+    }
+}
+
+/// Drives a [`Relay`] with arbitrary client and upstream bytes (raw and well-formed), driver
+/// verdicts, clock steps, closes and transmit buffer sizes.
+///
+/// Besides what [`server()`] checks: only whole client packets go upstream, the CONNECT first
+/// and only after an accepting verdict, never a packet only a server sends nor a publish on a
+/// system or `$` topic; the upstream's bytes are forwarded as a prefix of what was consumed;
+/// `connected` comes only after the upstream accepted, which happens at most once.
+pub fn relay(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let (Ok(loopback), Ok(small_limits)) = (bool::arbitrary(&mut u), bool::arbitrary(&mut u))
+    else {
+        return;
+    };
+    let mut config = ServerConfig::default();
+    if small_limits {
+        config.limits = Limits {
+            max_packet_size: 96,
+            max_inbound_qos2: 2,
+            max_subscriptions: 2,
+            max_filters_per_packet: 3,
+            max_qos: QoS::AtLeastOnce,
+        };
+    }
+    let peer = Peer {
+        addr: Some("192.0.2.1:1883"),
+        is_loopback: loopback,
+    };
+    let mut now = 1_700_000_000_000u64;
+    let conn = Connection::new(
+        config,
+        FixedAckStore::new(),
+        FixedSessionStore::new(),
+        peer,
+        now,
+        7,
+    );
+    let mut relay: FuzzRelay = Relay::new(conn, FixedRequestStore::new(), 5_000);
+    let mut out = RelayRecorder::default();
+    let mut rx: Vec<u8> = Vec::new();
+    let mut up: Vec<u8> = Vec::new();
+    let mut tx = vec![0u8; 512];
+    let mut accepted = false;
+    for _ in 0..64 {
+        if u.is_empty() {
+            break;
+        }
+        let Ok(step) = RelayStep::arbitrary(&mut u) else {
+            break;
+        };
+        let before = (out.inner.connected, out.inner.disconnected, out.inner.ends);
+        let forwarded_before = out.upstream.len();
+        let was_closed = relay.is_closed();
+        let mut upstream =
+            |relay: &mut FuzzRelay, out: &mut RelayRecorder, tx: &mut [u8], bytes: &[u8]| {
+                up.extend_from_slice(bytes);
+                let r = relay.handle_upstream_input(now, &up, tx, out, |_| None);
+                assert!(r.forward <= r.consumed && r.consumed <= up.len());
+                check_sent(&up[..r.forward]);
+                up.drain(..r.consumed);
+                r.written
+            };
+        let written = match step {
+            RelayStep::Input(bytes) => {
+                rx.extend_from_slice(&bytes);
+                let p = relay.handle_input(now, &rx, &mut tx, &mut out);
+                assert!(p.consumed <= rx.len());
+                rx.drain(..p.consumed);
+                p.written
+            }
+            RelayStep::Packet(packet) => {
+                rx.extend_from_slice(&packet.bytes());
+                let p = relay.handle_input(now, &rx, &mut tx, &mut out);
+                assert!(p.consumed <= rx.len());
+                rx.drain(..p.consumed);
+                p.written
+            }
+            RelayStep::Answer(verdict) => {
+                let authorizing = relay.is_authorizing();
+                let answer = match verdict {
+                    Verdict::Accept(present) => ConnectAnswer::accept(present),
+                    Verdict::Refuse(code) => ConnectAnswer::Refuse(match code % 4 {
+                        0 => ReasonCode::BadUserNameOrPassword,
+                        1 => ReasonCode::NotAuthorized,
+                        2 => ReasonCode::ServerBusy,
+                        _ => ReasonCode::ServerUnavailable,
+                    }),
+                };
+                let p = relay.handle_connect_answer(now, answer, &rx, &mut tx, &mut out);
+                assert!(p.consumed <= rx.len());
+                if !authorizing {
+                    assert_eq!((p.consumed, p.written), (0, 0), "an unasked answer");
+                }
+                if authorizing && p.consumed > 0 && matches!(answer, ConnectAnswer::Accept { .. }) {
+                    accepted = true;
+                }
+                rx.drain(..p.consumed);
+                p.written
+            }
+            RelayStep::UpstreamInput(bytes) => upstream(&mut relay, &mut out, &mut tx, &bytes),
+            RelayStep::Upstream(packet) => upstream(&mut relay, &mut out, &mut tx, &packet.bytes()),
+            RelayStep::Advance(ms) => {
+                now = now.saturating_add(u64::from(ms));
+                relay.handle_timeout(now, &mut tx, &mut out)
+            }
+            RelayStep::Close(cause) => {
+                let cause = match cause % 4 {
+                    0 => CloseCause::TransportClosed,
+                    1 => CloseCause::TakenOver,
+                    2 => CloseCause::ServerShutdown,
+                    _ => CloseCause::RouterClosed,
+                };
+                relay.handle_close(now, cause, &mut tx, &mut out)
+            }
+            RelayStep::TxSize(size) => {
+                tx = vec![0u8; usize::from(size)];
+                0
+            }
+        };
+        assert!(written <= tx.len());
+        check_sent(&tx[..written]);
+        if was_closed {
+            assert_eq!(
+                (out.inner.connected, out.inner.disconnected, out.inner.ends),
+                before,
+                "nothing happens after the close"
+            );
+            assert_eq!(written, 0, "nothing is written after the close");
+            assert_eq!(
+                out.upstream.len(),
+                forwarded_before,
+                "nothing goes upstream"
+            );
+        }
+        if !out.upstream.is_empty() {
+            assert!(
+                accepted,
+                "nothing goes upstream before an accepting verdict"
+            );
+        }
+        let inner = &out.inner;
+        assert!(inner.connect_routes <= 1 && out.accepted <= 1);
+        assert!(inner.connected <= 1 && inner.disconnected <= 1 && inner.ends <= 1);
+        assert_eq!(inner.after_end, 0, "no route after the session's end");
+        assert_eq!(
+            inner.disconnected, inner.ends,
             "a disconnected event with every end"
         );
     }
