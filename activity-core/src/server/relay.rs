@@ -263,6 +263,9 @@ pub struct Relay<A: AckStore, S: SessionStore, R: RequestStore> {
     answer_timeout_ms: u64,
     /// The CONNECT went upstream and its CONNACK has not come back.
     awaiting_upstream: bool,
+    /// Answers the upstream owes the client: for forwarded QoS 1 and 2 publishes, PUBRELs,
+    /// SUBSCRIBEs, UNSUBSCRIBEs and PINGREQs.
+    owed: u32,
 }
 
 impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
@@ -274,6 +277,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             requests,
             answer_timeout_ms,
             awaiting_upstream: false,
+            owed: 0,
         }
     }
 
@@ -312,6 +316,13 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         self.conn.is_closed()
     }
 
+    /// Whether the engine ended the session for a fault of the client's and waits for the
+    /// answers the upstream still owes the client (see [`Relay::handle_upstream_input`]):
+    /// stop reading the client, keep relaying the upstream until [`Relay::is_closed`].
+    pub fn is_draining(&self) -> bool {
+        self.conn.is_draining()
+    }
+
     /// See [`Connection::is_blocked`].
     pub fn is_blocked(&self) -> bool {
         self.conn.is_blocked()
@@ -320,7 +331,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     /// When [`Relay::handle_timeout`] is due, in ms since the Unix epoch: the connect timeout,
     /// the upstream's answer timeout, then 1.5 times the keep-alive.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.awaiting_upstream {
+        if self.awaiting_upstream || self.is_draining() {
             return Some(self.conn.since.saturating_add(self.answer_timeout_ms));
         }
         self.conn.poll_timeout()
@@ -336,6 +347,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 debug!("relay: no CONNACK from the upstream in time");
                 self.unavailable(&mut tx, out);
                 tx.finish(out)
+            }
+            Some(deadline) if self.is_draining() && now >= deadline => {
+                debug!("relay: the upstream's last answers did not come in time");
+                self.conn.state = State::Closed;
+                0
             }
             _ => self.conn.handle_timeout(now, tx, out),
         }
@@ -453,7 +469,13 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     {
         let mut tx = Tx::new(tx);
         let mut consumed = 0;
-        while self.awaiting_upstream || self.conn.state == State::Connected {
+        while self.awaiting_upstream
+            || matches!(self.conn.state, State::Connected | State::Draining)
+        {
+            if self.is_draining() && self.owed == 0 {
+                self.conn.state = State::Closed;
+                break;
+            }
             if tx.room() < self.conn.answer_room() {
                 break;
             }
@@ -562,10 +584,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                     self.requests.remove(pkid);
                     tx.put(&Packet::PubComp(pkid));
                 } else {
-                    out.forward(bytes);
+                    self.forward_owing(bytes, out);
                 }
             }
-            Packet::PubComp(_) | Packet::PingReq => out.forward(bytes),
+            Packet::PubComp(_) => out.forward(bytes),
+            Packet::PingReq => self.forward_owing(bytes, out),
             Packet::Subscribe(subscribe) => self.client_subscribe(now, subscribe, bytes, tx, out),
             Packet::Unsubscribe(unsubscribe) => {
                 self.client_unsubscribe(now, unsubscribe, bytes, tx, out);
@@ -633,7 +656,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             }
             return;
         }
-        out.forward(bytes);
+        if publish.qos == QoS::AtMostOnce {
+            out.forward(bytes);
+        } else {
+            self.forward_owing(bytes, out);
+        }
         if resent {
             return;
         }
@@ -737,7 +764,13 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
         }
+        self.forward_owing(bytes, out);
+    }
+
+    /// Forwards a request the upstream will answer.
+    fn forward_owing(&mut self, bytes: &[u8], out: &mut impl RelayOutput) {
         out.forward(bytes);
+        self.owed = self.owed.saturating_add(1);
     }
 
     /// One packet of the upstream's; false when it is not forwarded (the connection closed).
@@ -762,10 +795,22 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 }
             };
         }
+        if matches!(
+            packet,
+            Packet::PubAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubComp(_)
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_)
+                | Packet::PingResp
+        ) {
+            self.owed = self.owed.saturating_sub(1);
+        }
         match packet {
             Packet::Publish(publish) => {
                 if let Some(pkid) = publish.pkid
                     && self.conn.tracks_msgack
+                    && self.conn.state == State::Connected
                 {
                     let info = DeliveryInfo {
                         pkid,
@@ -891,10 +936,18 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         self.conn.close(now, cause, tx, out);
     }
 
-    /// Closes for a fault of the client's (see [`Connection::handle_input`]).
+    /// Ends the session for a fault of the client's (see [`Connection::handle_input`]). What
+    /// the upstream was sent before the fault is still answered, as the engine answers what
+    /// came before a fault in every mode: the connection drains until the upstream owes the
+    /// client nothing (or the answer timeout passes), then closes.
     fn fail(&mut self, now: u64, cause: CloseCause, tx: &mut Tx<'_>, out: &mut impl Output) {
         self.requests.clear();
+        let connected = self.conn.is_connected();
         self.conn.fail(now, cause, tx, out);
+        if connected && self.owed > 0 {
+            self.conn.state = State::Draining;
+            self.conn.since = now;
+        }
     }
 }
 

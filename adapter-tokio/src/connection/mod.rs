@@ -45,14 +45,7 @@ use crate::metrics::Metrics;
 
 pub use crate::admission::Phase;
 
-mod connect;
 mod session;
-
-pub(crate) use connect::{ConnectRules, apply_connect_rules, read_connect, refuse};
-
-/// Most SUBSCRIBEs of one tap connection waiting for the upstream's answer; one more closes
-/// the connection as a protocol error (a SUBSCRIBE flood).
-pub const MAX_PENDING_SUBSCRIBES: usize = 64;
 
 /// How long a write to a client without keep-alive may stall (the client reads nothing)
 /// before the connection is closed as `keepalive_timeout`.

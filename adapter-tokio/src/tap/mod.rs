@@ -2,32 +2,32 @@
 //!
 //! With `[upstream] address` (or `--upstream host:port`) the binary runs no router of its own:
 //! every client connection is relayed to the upstream broker over its own TCP connection, byte
-//! for byte (what passes is never re-encoded), while both directions are decoded with the
-//! core's MQTT 3.1.1 codec and fed to one [`Tracker`](activity_core::tracker::Tracker) per
-//! connection. Its events go through the same [`crate::events`] pipeline as in embedded
-//! mode: to Kafka as configured, and over MQTT by [`publisher`], one connection of the reserved
-//! client `broker` to the upstream broker.
+//! for byte (what passes is never re-encoded), through the core's protocol engine in relay mode
+//! ([`activity_core::server::Relay`]), which reads both directions, makes every MQTT decision
+//! and reports the events. The relay module is its driver. The events go through the same
+//! [`crate::events`] pipeline as in embedded mode: to Kafka as configured, and over MQTT by
+//! [`publisher`], one connection of the reserved client `broker` to the upstream broker.
 //!
-//! The tap enforces the rules of embedded mode (the relay module checks them) and answers what it refuses
-//! itself; what it refuses never reaches the upstream broker.
+//! The engine enforces the rules of embedded mode and answers what it refuses itself; what it
+//! refuses never reaches the upstream broker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use activity_core::publishers::PublisherTable;
-use activity_core::tracker::TrackerConfig;
+use activity_core::server::ServerConfig;
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::admission::Phase;
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
-use crate::connection::Phase;
 use crate::events::{self, Dispatcher, EventSender, SinkQueue};
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 
 pub mod publisher;
 mod relay;
+mod requests;
 mod upstream;
 
 pub use publisher::UpstreamQueue;
@@ -51,17 +52,18 @@ pub const PUBLISHER_TABLE_CAPACITY: usize = 1024;
 /// are in transit between upstream, tap and client. The store allocates per pending delivery.
 pub const TAP_ACK_STORE_CAPACITY: usize = 1024;
 
-/// A request to end a connection because its client id connected again through this tap;
-/// answered once the old connection's `disconnected` event is queued.
-type Kick = oneshot::Sender<()>;
+pub use requests::MAX_PENDING_REQUESTS;
 
 /// One client id connected through this tap.
 struct Entry {
     serial: u64,
+    /// The connection's engine: a newer connection of the id closes it as taken over.
+    conn: Weak<Mutex<relay::Conn>>,
     /// Set when a new connection with the same id is being relayed: the upstream broker will
     /// close this one, which is then a takeover rather than `upstream_closed`.
     superseded: Arc<AtomicBool>,
-    kick: mpsc::Sender<Kick>,
+    /// Wakes the connection's task once its engine was closed by a newer connection.
+    wake: Arc<Notify>,
 }
 
 /// The client ids connected through this tap, to label takeovers.
@@ -84,10 +86,9 @@ impl Registry {
         Some(entry.superseded.clone())
     }
 
-    fn insert(&self, client_id: &str, entry: Entry) -> Option<mpsc::Sender<Kick>> {
-        self.lock()
-            .insert(client_id.to_owned(), entry)
-            .map(|old| old.kick)
+    /// Enters `entry` for `client_id`; gives the entry it replaces.
+    fn insert(&self, client_id: &str, entry: Entry) -> Option<Entry> {
+        self.lock().insert(client_id.to_owned(), entry)
     }
 
     fn remove(&self, client_id: &str, serial: u64) {
@@ -111,12 +112,11 @@ struct TapShared {
     metrics: Arc<Metrics>,
     registry: Registry,
     auth: Authenticator,
-    tracker_config: TrackerConfig,
+    /// The engine's policy, the same for every connection.
+    server: ServerConfig,
     permits: Arc<Semaphore>,
     phase: watch::Receiver<Phase>,
     serial: AtomicU64,
-    /// Connections that have not reported their `disconnected` event yet.
-    unreported: AtomicU64,
     /// Who published the envelope messages that went through this tap.
     publishers: Mutex<Box<PublisherTable<PUBLISHER_TABLE_CAPACITY>>>,
 }
@@ -155,7 +155,8 @@ impl Tap {
             Upstream::new(&config)?.context("tap mode needs upstream.address (or --upstream)")?;
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::default());
-        let tracker_config = events::tracker_config(&config.events)?;
+        let server =
+            crate::connection::server_config(&config, events::tracker_config(&config.events)?);
         let auth = Authenticator::new(&config.users, config.access.allow_anonymous)?;
         let tls = match &config.tls {
             Some(tls) => Some((tls.listen, crate::tls::acceptor(tls)?)),
@@ -168,7 +169,7 @@ impl Tap {
             let (queue, task) = publisher::start(
                 &config,
                 upstream.clone(),
-                &tracker_config.topics,
+                &server.tracker.topics,
                 metrics.clone(),
             );
             (Some(queue), Some(task))
@@ -199,11 +200,10 @@ impl Tap {
             metrics: metrics.clone(),
             registry: Registry::default(),
             auth,
-            tracker_config,
+            server,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             phase: phase_rx,
             serial: AtomicU64::new(1),
-            unreported: AtomicU64::new(0),
             publishers: Mutex::new(Box::default()),
         });
 
@@ -314,17 +314,16 @@ impl Drop for Tap {
 mod tests {
     use super::*;
 
-    fn entry(serial: u64) -> (Entry, Arc<AtomicBool>, mpsc::Receiver<Kick>) {
+    fn entry(serial: u64) -> (Entry, Arc<AtomicBool>) {
         let flag = Arc::new(AtomicBool::new(false));
-        let (kick, rx) = mpsc::channel(1);
         (
             Entry {
                 serial,
+                conn: Weak::new(),
                 superseded: flag.clone(),
-                kick,
+                wake: Arc::new(Notify::new()),
             },
             flag,
-            rx,
         )
     }
 
@@ -332,15 +331,19 @@ mod tests {
     fn a_second_connection_supersedes_and_replaces_the_first() {
         let registry = Registry::default();
         assert!(registry.supersede("a").is_none(), "nobody to supersede");
-        let (first, first_flag, _rx1) = entry(1);
+        let (first, first_flag) = entry(1);
         assert!(registry.insert("a", first).is_none());
         let flag = registry.supersede("a").expect("the first connection");
         assert!(first_flag.load(Ordering::Acquire));
         // A refused takeover clears the mark again.
         flag.store(false, Ordering::Release);
         assert!(!first_flag.load(Ordering::Acquire));
-        let (second, _, _rx2) = entry(2);
-        assert!(registry.insert("a", second).is_some(), "the old kick");
+        let (second, _) = entry(2);
+        assert_eq!(
+            registry.insert("a", second).map(|old| old.serial),
+            Some(1),
+            "the old entry"
+        );
         // The first connection ending does not remove the second.
         registry.remove("a", 1);
         assert_eq!(registry.len(), 1);

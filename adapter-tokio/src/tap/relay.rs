@@ -1,91 +1,213 @@
-//! One relayed client connection: the CONNECT phase, then two directions of byte-for-byte
-//! relaying, each decoded with the core's codec to feed the connection's tracker.
+//! One relayed client connection: the driver of the core's engine in relay mode
+//! ([`activity_core::server::Relay`]) between the client's socket and its own connection to the
+//! upstream broker.
 //!
-//! Rules, each answered by the tap itself and never forwarded:
+//! Every MQTT decision is the engine's: the CONNECT rules, which client packets go upstream
+//! unchanged and which it drops or answers itself (a publish on a system topic, a SUBSCRIBE the
+//! access rule refuses), keep-alive, the limits, and the events, read off both directions. The
+//! driver moves bytes: client bytes into the engine and what it forwards to the upstream; the
+//! upstream's bytes into the engine and what it forwards to the client, with the engine's own
+//! answers. What it adds is what the engine cannot see:
 //!
-//! - CONNECT (section 3.1): the rules of embedded mode (protocol level 4, the client-id rule and
-//!   the reserved id `broker`, here also `broker/<node>`, the ids of the taps' publishers; no
-//!   last will on a system topic, credentials, connection limit), refused with their CONNACK
-//!   return code. An unreachable upstream broker gives CONNACK 3
-//!   (server unavailable): the tap never sends CONNACK 0 itself, it forwards the upstream's.
-//! - PUBLISH on a system topic (section 3.3): the connection is closed (`not_authorized`).
-//! - SUBSCRIBE (section 3.8) with a filter that receives events, from a client not allowed to
-//!   read them: the whole SUBSCRIBE is refused with SUBACK 0x80 for every filter (a SUBACK
-//!   has one code per filter in order, so refusing the whole packet keeps the upstream's packet
-//!   ids and codes untouched; the client may subscribe to its other filters again).
+//! - the questions of a CONNECT: the ids of the taps' event publishers (`broker/<node>`,
+//!   reserved here besides the engine's `broker`), credentials, the server's phase and the
+//!   connection limit ([`crate::admission`]), and whether the upstream can be reached at all;
+//! - takeover within this tap: when the upstream accepts a client id that an older connection
+//!   through this tap holds, the older one is closed as `takenover` (its `disconnected` event
+//!   before the new `connected`); when the upstream closes the older one first, that close is
+//!   labelled `takenover` too, not `upstream_closed`;
+//! - who published the envelope messages that went through this tap, for `msgack`;
+//! - a client that stops reading: a write to it may stall for [`WRITE_STALL_LIMIT`].
 //!
-//! Disconnect reasons: `normal` (client DISCONNECT), `tcp_closed` (client socket), keep-alive
-//! expiry seen by the tap (`keepalive_timeout`), `upstream_closed`, `takenover` (the same client
-//! id connected again through this tap), `server_shutdown` (this tap stops), and
-//! `protocol_error` / `packet_too_large` for bad client bytes.
+//! The two directions run concurrently (a relay that waited on one could deadlock with an
+//! upstream that waits on the other) and share the engine behind a mutex, held only during an
+//! engine call.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use activity_core::QoS;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
-use activity_core::codec::{
-    self, ConnectReturnCode, DecodeError, Packet as WirePacket, SubAck, SubAckCode, SubAckCodes,
+use activity_core::envelope::{Envelope, parse_envelope};
+use activity_core::event::{Event, EventKind};
+use activity_core::server::{
+    CloseCause, ConnectAnswer, Connection, Counter, Delivery, Output, Peer, ReasonCode, Relay,
+    RelayOutput, Route, Routed,
 };
-use activity_core::envelope::parse_envelope;
-use activity_core::event::DisconnectReason;
-use activity_core::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
+use super::requests::{HeapRequestStore, MAX_PENDING_REQUESTS};
 use super::upstream::UpstreamStream;
-use super::{Entry, Kick, TapShared};
+use super::{Entry, TapShared};
 use crate::ack_store::HeapAckStore;
-use crate::connection::{
-    ConnectRules, MAX_PENDING_SUBSCRIBES, Phase, WRITE_STALL_LIMIT, apply_connect_rules, now_ms,
-    read_connect, refuse,
-};
+use crate::admission::{Admission, Phase};
+use crate::connection::{WRITE_STALL_LIMIT, now_ms};
+use crate::session_store::HeapSessionStore;
 
-/// What the two directions of one connection share: the tracker and the SUBSCRIBEs and
-/// UNSUBSCRIBEs waiting for the upstream's answer (their filters give the events).
-struct State {
-    tracker: Tracker<HeapAckStore>,
-    subscribes: HashMap<u16, Vec<(String, QoS)>>,
-    unsubscribes: HashMap<u16, Vec<String>>,
+/// The engine of one relayed connection.
+type Engine = Relay<HeapAckStore, HeapSessionStore, HeapRequestStore>;
+
+/// The room offered to the engine for its own answers in one call.
+const TX_ROOM: usize = 4096;
+
+/// One relayed connection: the engine and what ends with it. Its two directions share it, and
+/// so does a later connection of the same client id through this tap, which closes it.
+pub(super) struct Conn {
+    relay: Engine,
+    serial: u64,
+    /// The client id, once the engine asked about the CONNECT.
+    client_id: String,
+    /// The credentials of the CONNECT, for the admission.
+    question: Option<(Option<String>, Option<Vec<u8>>)>,
+    /// The connection-limit permit, released when the session ends, before its `disconnected`
+    /// event, so that a client reconnecting as soon as it sees the event finds its slot free.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Whether the connection was counted as open (until its session ends).
+    open: bool,
+    /// The registry entry to insert when the upstream accepts the client.
+    entry: Option<Entry>,
 }
 
-/// What a relay needs besides its sockets.
-struct Ctx<'a> {
+/// The engine of a connection, locked.
+fn lock(conn: &Mutex<Conn>) -> MutexGuard<'_, Conn> {
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine's [`RelayOutput`] during one call: the engine's outputs of the connection `conn`
+/// (borrowed apart from its engine).
+struct Side<'a> {
     shared: &'a TapShared,
-    client_id: &'a str,
-    may_subscribe_system: bool,
-    state: Mutex<State>,
+    serial: u64,
+    client_id: &'a mut String,
+    question: &'a mut Option<(Option<String>, Option<Vec<u8>>)>,
+    permit: &'a mut Option<OwnedSemaphorePermit>,
+    open: &'a mut bool,
+    entry: &'a mut Option<Entry>,
+    /// What goes upstream.
+    upstream: &'a mut Vec<u8>,
 }
 
-impl Ctx<'_> {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+impl Conn {
+    /// Runs `call` on the engine with its outputs; what it forwards is appended to `upstream`.
+    fn drive<R>(
+        &mut self,
+        shared: &TapShared,
+        upstream: &mut Vec<u8>,
+        call: impl FnOnce(&mut Engine, &mut Side<'_>) -> R,
+    ) -> R {
+        let Conn {
+            relay,
+            serial,
+            client_id,
+            question,
+            permit,
+            open,
+            entry,
+        } = self;
+        let mut side = Side {
+            shared,
+            serial: *serial,
+            client_id,
+            question,
+            permit,
+            open,
+            entry,
+            upstream,
+        };
+        call(relay, &mut side)
+    }
+}
+
+impl Side<'_> {
+    /// The session ended: its permit and registry entry go, before its `disconnected` event.
+    fn release(&mut self) {
+        self.permit.take();
+        if std::mem::take(self.open) {
+            self.shared.registry.remove(self.client_id, self.serial);
+            self.shared.metrics.connection_closed();
+        }
+    }
+}
+
+impl Output for Side<'_> {
+    fn route(&mut self, route: Route<'_>) -> Routed {
+        match route {
+            Route::Connect(request) => {
+                *self.client_id = request.client_id.to_owned();
+                *self.question = Some((
+                    request.username.map(str::to_owned),
+                    request.password.map(<[u8]>::to_vec),
+                ));
+            }
+            Route::Publish(publish) => {
+                // For `msgack` of its deliveries through any connection of this tap.
+                if let Some(envelope) = parse_envelope(publish.payload) {
+                    let mut table = self
+                        .shared
+                        .publishers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    table.record(&envelope, publish.publisher);
+                }
+            }
+            Route::End { cause, .. } => {
+                self.release();
+                info!(client_id = %self.client_id, reason = cause.reason().as_str(), "client disconnected");
+            }
+            _ => {}
+        }
+        Routed::Accepted
     }
 
-    /// Keeps a SUBSCRIBE's or UNSUBSCRIBE's filters (`what`) until the upstream acknowledges
-    /// packet `pkid`; ends the relay when [`MAX_PENDING_SUBSCRIBES`] already wait.
-    fn await_ack<T>(
-        &self,
-        pending: &mut HashMap<u16, T>,
-        pkid: u16,
-        filters: T,
-        what: &str,
-    ) -> Verdict {
-        if pending.len() >= MAX_PENDING_SUBSCRIBES {
-            warn!(
-                client_id = self.client_id,
-                "too many {what}s awaiting acknowledgement: closing"
-            );
-            return Verdict::End(DisconnectReason::ProtocolError);
+    fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        if event.kind() == EventKind::Disconnected {
+            self.release();
         }
-        pending.insert(pkid, filters);
-        Verdict::Forward
+        self.shared.events.emit(event);
+        None
+    }
+
+    fn count(&mut self, counter: Counter) {
+        self.shared.metrics.count(counter);
+    }
+
+    fn is_system_subscriber(&self, client_id: &str, username: Option<&str>) -> bool {
+        self.shared
+            .config
+            .access
+            .is_system_subscriber(username, client_id)
+    }
+}
+
+impl RelayOutput for Side<'_> {
+    fn forward(&mut self, packet: &[u8]) {
+        self.upstream.extend_from_slice(packet);
+    }
+
+    /// Takeover within this tap: the older connection of the client id is closed now, in this
+    /// call, so that its `disconnected` event comes before this one's `connected`.
+    fn upstream_accepted(&mut self, client_id: &str) {
+        *self.open = true;
+        self.shared.metrics.connection_opened();
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let Some(old) = self.shared.registry.insert(client_id, entry) else {
+            return;
+        };
+        if let Some(conn) = old.conn.upgrade() {
+            let mut tx = [0u8; 16];
+            let mut ignored = Vec::new();
+            lock(&conn).drive(self.shared, &mut ignored, |relay, side| {
+                relay.handle_close(now_ms(), CloseCause::TakenOver, &mut tx, side)
+            });
+        }
+        old.wake.notify_one();
     }
 }
 
@@ -94,390 +216,459 @@ pub(super) async fn serve<S>(mut client: S, peer: SocketAddr, shared: Arc<TapSha
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let max = shared.config.max_packet_size;
-    let mut cbuf = BytesMut::with_capacity(4096);
-    let deadline = Instant::now() + shared.config.connect_timeout();
-    let Some((mut request, raw_connect)) =
-        read_connect(&mut client, &mut cbuf, max, deadline, &shared.metrics).await
-    else {
-        return;
-    };
     let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
-    let rules = ConnectRules {
-        topics: &shared.tracker_config.topics,
-        auth: &shared.auth,
-        phase: &shared.phase,
-        permits: &shared.permits,
-        metrics: &shared.metrics,
-    };
-    let Some(permit) = apply_connect_rules(&mut client, &mut request, serial, &rules).await else {
-        return;
-    };
-    if super::publisher::is_reserved(&request.client_id) {
-        refuse(
-            &mut client,
-            ConnectReturnCode::IdentifierRejected,
-            "client id reserved for the taps' event publishers",
-            &shared.metrics,
-        )
-        .await;
-        return;
-    }
-
-    // The upstream connection, and its answer to the client's own CONNECT bytes.
-    let superseded = shared.registry.supersede(&request.client_id);
-    let upstream = connect_upstream(&shared, &raw_connect, deadline).await;
-    let (mut upstream, raw_connack, code, mut ubuf) = match upstream {
-        Ok(answer) => answer,
-        Err(why) => {
-            if let Some(flag) = superseded {
-                flag.store(false, Ordering::Release);
-            }
-            shared
-                .metrics
-                .upstream_unreachable
-                .fetch_add(1, Ordering::Relaxed);
-            warn!(upstream = %shared.upstream.address, client_id = %request.client_id, why = %format!("{why:#}"), "upstream broker unreachable: CONNECT refused");
-            refuse(
-                &mut client,
-                ConnectReturnCode::ServerUnavailable,
-                "upstream broker unreachable",
-                &shared.metrics,
-            )
-            .await;
-            return;
-        }
-    };
-    if code != ConnectReturnCode::Accepted {
-        if let Some(flag) = superseded {
-            flag.store(false, Ordering::Release);
-        }
-        info!(code = code.as_u8(), client_id = %request.client_id, "upstream refused CONNECT");
-        shared.metrics.connect_refused(code.as_u8());
-        let _ = client.write_all(&raw_connack).await;
-        let _ = client.shutdown().await;
-        return;
-    }
-
-    // Takeover within this tap: the old connection reports `takenover` before this one
-    // reports `connected`.
-    let (kick_tx, mut kick_rx) = mpsc::channel::<Kick>(1);
-    let my_flag = Arc::new(AtomicBool::new(false));
-    let entry = Entry {
-        serial,
-        superseded: my_flag.clone(),
-        kick: kick_tx,
-    };
-    if let Some(old) = shared.registry.insert(&request.client_id, entry) {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        if old.send(done_tx).await.is_ok() {
-            let _ = timeout(Duration::from_secs(5), done_rx).await;
-        }
-    }
-
-    let mut tracker = Tracker::new(
-        shared.tracker_config.clone(),
+    let addr = peer.to_string();
+    let engine = Connection::new(
+        shared.server.clone(),
         HeapAckStore::new(super::TAP_ACK_STORE_CAPACITY),
+        HeapSessionStore::new(),
+        Peer {
+            addr: Some(&addr),
+            is_loopback: peer.ip().to_canonical().is_loopback(),
+        },
+        now_ms(),
+        serial,
     );
-    let peer_text = peer.to_string();
-    let info = ConnectInfo {
-        client_id: &request.client_id,
-        username: request.username.as_deref(),
-        proto_ver: request.level,
-        keepalive: request.keep_alive,
-        clean_session: request.clean_session,
-        peer: Some(&peer_text),
-    };
-    match tracker.handle_connect(now_ms(), info) {
-        Ok(Some(event)) => shared.events.emit(&event),
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "tracker refused a checked CONNECT"),
-    }
-    shared.unreported.fetch_add(1, Ordering::AcqRel);
-    shared.metrics.connection_opened();
-    let ctx = Ctx {
+    let mut relay = Relay::new(
+        engine,
+        HeapRequestStore::default(),
+        u64::try_from(shared.config.upstream.connect_timeout().as_millis()).unwrap_or(u64::MAX),
+    );
+    relay.set_msgack_tracking(shared.server.tracker.enabled.contains(EventKind::MsgAck));
+    let conn = Arc::new(Mutex::new(Conn {
+        relay,
+        serial,
+        client_id: String::new(),
+        question: None,
+        permit: None,
+        open: false,
+        entry: None,
+    }));
+    let wake = Arc::new(Notify::new());
+    let superseded = Arc::new(AtomicBool::new(false));
+    let mut relayed = Relayed {
         shared: &shared,
-        client_id: &request.client_id,
-        may_subscribe_system: shared.config.access.may_subscribe_system(
-            request.username.as_deref(),
-            &request.client_id,
-            peer.ip(),
-        ),
-        state: Mutex::new(State {
-            tracker,
-            subscribes: HashMap::new(),
-            unsubscribes: HashMap::new(),
-        }),
+        conn: &conn,
+        cbuf: BytesMut::with_capacity(4096),
+        ubuf: BytesMut::with_capacity(4096),
     };
-
-    let mut kicked = None;
-    let reason = if client.write_all(&raw_connack).await.is_err() {
-        DisconnectReason::TcpClosed
-    } else {
-        shared.metrics.packets_out.fetch_add(1, Ordering::Relaxed);
-        let keep_alive = match request.keep_alive {
-            0 => None,
-            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
-        };
-        let (mut client_rx, mut client_tx) = tokio::io::split(&mut client);
-        let (mut upstream_rx, mut upstream_tx) = tokio::io::split(&mut upstream);
-        let (replies_tx, mut replies_rx) = mpsc::channel::<Bytes>(MAX_PENDING_SUBSCRIBES);
-        let up = client_to_upstream(
-            &mut client_rx,
-            &mut upstream_tx,
-            &mut cbuf,
-            keep_alive,
-            &replies_tx,
-            &ctx,
-        );
-        let down = upstream_to_client(
-            &mut upstream_rx,
-            &mut client_tx,
-            &mut ubuf,
-            &mut replies_rx,
-            &my_flag,
-            &ctx,
-        );
-        tokio::pin!(up, down);
-        let mut phase = shared.phase.clone();
-        loop {
-            if *phase.borrow_and_update() != Phase::Running {
-                break DisconnectReason::ServerShutdown;
-            }
-            tokio::select! {
-                reason = &mut up => break reason,
-                reason = &mut down => break reason,
-                Some(kick) = kick_rx.recv() => {
-                    kicked = Some(kick);
-                    break DisconnectReason::Takenover;
-                }
-                changed = phase.changed() => {
-                    if changed.is_err() {
-                        break DisconnectReason::ServerShutdown;
-                    }
-                }
-            }
-        }
-    };
-
-    // Report first (the permit goes before the event, so that a client reconnecting as soon as
-    // it sees the event finds its slot free), then close both sockets.
-    shared.registry.remove(&request.client_id, serial);
-    drop(permit);
-    {
-        let mut state = ctx.state();
-        if let Some(event) = state.tracker.handle_close(now_ms(), reason) {
-            shared.events.emit(&event);
-        }
+    if let Some(mut upstream) = relayed.connect(&mut client, &wake, &superseded).await {
+        relayed
+            .run(&mut client, &mut upstream, &wake, &superseded)
+            .await;
+        let _ = timeout(Duration::from_secs(1), upstream.shutdown()).await;
     }
-    shared.unreported.fetch_sub(1, Ordering::AcqRel);
-    shared.metrics.connection_closed();
-    debug!(client_id = %request.client_id, reason = reason.as_str(), "relay ended");
-    if let Some(done) = kicked {
-        let _ = done.send(());
-    }
-    let _ = timeout(Duration::from_secs(1), upstream.shutdown()).await;
     let _ = timeout(Duration::from_secs(1), client.shutdown()).await;
 }
 
-/// Connects to the upstream broker, writes the client's CONNECT unchanged and reads the answer
-/// before `deadline` (or the upstream connect timeout): the stream, the CONNACK's bytes, its
-/// return code, and what the upstream sent after it.
-async fn connect_upstream(
-    shared: &TapShared,
-    raw_connect: &[u8],
-    deadline: Instant,
-) -> anyhow::Result<(UpstreamStream, Bytes, ConnectReturnCode, BytesMut)> {
-    let connect_timeout = shared.config.upstream.connect_timeout();
-    let mut stream = shared.upstream.connect().await?;
-    if stream.write_all(raw_connect).await.is_err() {
-        anyhow::bail!("write CONNECT failed");
-    }
-    let deadline = deadline.max(Instant::now() + connect_timeout);
-    let mut ubuf = BytesMut::with_capacity(4096);
-    loop {
-        match codec::decode(&ubuf, 16) {
-            Ok(Some((WirePacket::ConnAck(ack), len))) => {
-                let raw = ubuf.split_to(len).freeze();
-                return Ok((stream, raw, ack.code, ubuf));
-            }
-            Ok(Some(_)) | Err(_) => anyhow::bail!("the answer to CONNECT is not a CONNACK"),
-            Ok(None) => {}
-        }
-        match timeout_at(deadline, stream.read_buf(&mut ubuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => anyhow::bail!("closed before CONNACK"),
-            Ok(Ok(_)) => {}
-            Err(_) => anyhow::bail!("no CONNACK in time"),
+/// A connection's engine and its two read buffers.
+struct Relayed<'a> {
+    shared: &'a TapShared,
+    conn: &'a Arc<Mutex<Conn>>,
+    /// The client's bytes not consumed yet.
+    cbuf: BytesMut,
+    /// The upstream's bytes not consumed yet.
+    ubuf: BytesMut,
+}
+
+/// What one engine call produced: bytes for the upstream and for the client.
+#[derive(Default)]
+struct Produced {
+    upstream: Vec<u8>,
+    client: Vec<u8>,
+}
+
+impl Relayed<'_> {
+    /// When the engine's next deadline is due, on tokio's clock; far away without one.
+    fn deadline(&self) -> Instant {
+        match lock(self.conn).relay.poll_timeout() {
+            Some(at) => Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())),
+            None => Instant::now() + Duration::from_secs(24 * 3600),
         }
     }
-}
 
-fn reason_for(error: &DecodeError) -> DisconnectReason {
-    match error {
-        DecodeError::PacketTooLarge { .. } => DisconnectReason::PacketTooLarge,
-        _ => DisconnectReason::ProtocolError,
+    fn is_closed(&self) -> bool {
+        lock(self.conn).relay.is_closed()
     }
-}
 
-/// What to do with one packet from the client.
-enum Verdict {
-    /// Pass it on.
-    Forward,
-    /// Do not pass it on; answer the client with these bytes.
-    Answer(Bytes),
-    /// Pass it on, then end the connection with this reason (DISCONNECT).
-    ForwardAndEnd(DisconnectReason),
-    /// End the connection now, without passing it on.
-    End(DisconnectReason),
-}
-
-/// Relays client bytes to the upstream broker until the connection ends; gives the reason.
-async fn client_to_upstream<R, W>(
-    client: &mut R,
-    upstream: &mut W,
-    buf: &mut BytesMut,
-    keep_alive: Option<Duration>,
-    replies: &mpsc::Sender<Bytes>,
-    ctx: &Ctx<'_>,
-) -> DisconnectReason
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let metrics = &ctx.shared.metrics;
-    let max = ctx.shared.config.max_packet_size;
-    loop {
-        // Every complete packet: forwarded runs are written as they are, refused packets cut.
-        let mut pos = 0;
-        let mut run_start = 0;
-        let mut end = None;
+    /// Hands the client's unconsumed bytes to the engine.
+    fn client_input(&mut self) -> Produced {
+        let mut produced = Produced::default();
+        let mut tx = vec![0u8; TX_ROOM];
+        let mut conn = lock(self.conn);
         loop {
-            let verdict = match codec::decode(&buf[pos..], max) {
-                Ok(Some((packet, len))) => {
-                    let verdict = ctx.handle_client_packet(&packet);
-                    metrics.packets_in.fetch_add(1, Ordering::Relaxed);
-                    (verdict, len)
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(error = %e, client_id = ctx.client_id, "bad packet from client");
-                    metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    end = Some(reason_for(&e));
-                    break;
-                }
-            };
-            match verdict {
-                (Verdict::Forward, len) => pos += len,
-                (Verdict::ForwardAndEnd(reason), len) => {
-                    pos += len;
-                    end = Some(reason);
-                    break;
-                }
-                (Verdict::End(reason), _) => {
-                    end = Some(reason);
-                    break;
-                }
-                (Verdict::Answer(answer), len) => {
-                    if pos > run_start && upstream.write_all(&buf[run_start..pos]).await.is_err() {
-                        return DisconnectReason::UpstreamClosed;
-                    }
-                    pos += len;
-                    run_start = pos;
-                    if replies.send(answer).await.is_err() {
-                        return DisconnectReason::TcpClosed;
-                    }
-                }
+            let progress = conn.drive(self.shared, &mut produced.upstream, |relay, side| {
+                relay.handle_input(now_ms(), &self.cbuf, &mut tx, side)
+            });
+            produced.client.extend_from_slice(&tx[..progress.written]);
+            self.cbuf.advance(progress.consumed);
+            if !conn.relay.is_blocked() {
+                return produced;
             }
         }
-        if pos > run_start && upstream.write_all(&buf[run_start..pos]).await.is_err() {
-            return DisconnectReason::UpstreamClosed;
-        }
-        buf.advance(pos);
-        if let Some(reason) = end {
-            let _ = upstream.flush().await;
-            return reason;
-        }
-        let read = match keep_alive {
-            Some(limit) => match timeout(limit, client.read_buf(buf)).await {
-                Ok(read) => read,
-                Err(_) => {
-                    metrics.keepalive_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return DisconnectReason::KeepaliveTimeout;
-                }
-            },
-            None => client.read_buf(buf).await,
+    }
+
+    /// Hands the upstream's unconsumed bytes to the engine: the bytes for the client, the
+    /// forwarded ones first.
+    fn upstream_input(&mut self) -> (BytesMut, usize) {
+        let mut tx = vec![0u8; TX_ROOM];
+        let mut ignored = Vec::new();
+        let shared = self.shared;
+        let lookup = |envelope: &Envelope| {
+            let table = shared.publishers.lock().unwrap_or_else(|e| e.into_inner());
+            let id = table.lookup(envelope.product_id.as_id(), envelope.message_id.as_id())?;
+            heapless::String::<CLIENT_ID_CAPACITY>::try_from(id).ok()
         };
-        match read {
-            Ok(0) | Err(_) => return DisconnectReason::TcpClosed,
-            Ok(n) => {
-                metrics
-                    .bytes_in
-                    .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let relayed = lock(self.conn).drive(shared, &mut ignored, |relay, side| {
+            relay.handle_upstream_input(now_ms(), &self.ubuf, &mut tx, side, lookup)
+        });
+        let mut out = self.ubuf.split_to(relayed.forward);
+        self.ubuf.advance(relayed.consumed - relayed.forward);
+        out.extend_from_slice(&tx[..relayed.written]);
+        (out, relayed.forward)
+    }
+
+    /// Acts on a passed deadline; the bytes for the client.
+    fn timeout(&mut self) -> Vec<u8> {
+        let mut tx = vec![0u8; TX_ROOM];
+        let mut ignored = Vec::new();
+        let written = lock(self.conn).drive(self.shared, &mut ignored, |relay, side| {
+            relay.handle_timeout(now_ms(), &mut tx, side)
+        });
+        tx.truncate(written);
+        tx
+    }
+
+    /// Ends the connection for `cause` (nothing when the engine ended it already); the bytes
+    /// for the client.
+    fn close(&mut self, cause: CloseCause) -> Vec<u8> {
+        let mut tx = vec![0u8; TX_ROOM];
+        let mut ignored = Vec::new();
+        let written = lock(self.conn).drive(self.shared, &mut ignored, |relay, side| {
+            relay.handle_close(now_ms(), cause, &mut tx, side)
+        });
+        tx.truncate(written);
+        tx
+    }
+
+    /// The CONNECT phase: reads until the engine asks about the CONNECT, answers it (after
+    /// opening the upstream connection), and waits for the upstream's answer. Returns the
+    /// upstream connection of an accepted client (its CONNACK relayed); `None` when the
+    /// connection ended first.
+    async fn connect<S>(
+        &mut self,
+        client: &mut S,
+        wake: &Arc<Notify>,
+        superseded: &Arc<AtomicBool>,
+    ) -> Option<UpstreamStream>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let metrics = &self.shared.metrics;
+        while !lock(self.conn).relay.is_authorizing() {
+            if self.is_closed() {
+                return None;
+            }
+            let deadline = self.deadline();
+            tokio::select! {
+                read = client.read_buf(&mut self.cbuf) => match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => {
+                        metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        // Nothing goes upstream before the verdict.
+                        let produced = self.client_input();
+                        if !write_to_client(client, &produced.client, metrics).await {
+                            return None;
+                        }
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    let answer = self.timeout();
+                    let _ = write_to_client(client, &answer, metrics).await;
+                }
+            }
+        }
+        let (answer, upstream, older) = match self.admit().await {
+            Ok((upstream, older)) => (ConnectAnswer::accept(false), Some(upstream), older),
+            Err(reason) => (ConnectAnswer::Refuse(reason), None, None),
+        };
+        let mut produced = Produced::default();
+        let mut tx = vec![0u8; TX_ROOM];
+        let progress = lock(self.conn).drive(self.shared, &mut produced.upstream, |relay, side| {
+            relay.handle_connect_answer(now_ms(), answer, &self.cbuf, &mut tx, side)
+        });
+        self.cbuf.advance(progress.consumed);
+        let mut upstream = match upstream {
+            Some(upstream) if !self.is_closed() => upstream,
+            _ => {
+                if let Some(flag) = older {
+                    flag.store(false, Ordering::Release);
+                }
+                let _ = write_to_client(client, &tx[..progress.written], metrics).await;
+                return None;
+            }
+        };
+        // The CONNECT goes upstream; the registry entry waits for the upstream's CONNACK.
+        let client_id = {
+            let mut conn = lock(self.conn);
+            conn.entry = Some(Entry {
+                serial: conn.serial,
+                conn: Arc::downgrade(self.conn),
+                superseded: superseded.clone(),
+                wake: wake.clone(),
+            });
+            conn.client_id.clone()
+        };
+        let sent = upstream.write_all(&produced.upstream).await.is_ok();
+        let mut unreachable = !sent;
+        while sent && lock(self.conn).relay.is_awaiting_upstream() {
+            let deadline = self.deadline();
+            let to_client = tokio::select! {
+                read = upstream.read_buf(&mut self.ubuf) => match read {
+                    Ok(0) | Err(_) => {
+                        unreachable = true;
+                        self.close(CloseCause::RouterClosed)
+                    }
+                    Ok(_) => {
+                        let (out, forwarded) = self.upstream_input();
+                        // Closed with nothing relayed: the engine answered CONNACK 3 itself.
+                        unreachable = self.is_closed() && forwarded == 0;
+                        out.to_vec()
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    unreachable = true;
+                    self.timeout()
+                }
+            };
+            if !write_to_client(client, &to_client, metrics).await {
+                self.close(CloseCause::TransportClosed);
+            }
+        }
+        if !sent {
+            let answer = self.close(CloseCause::RouterClosed);
+            let _ = write_to_client(client, &answer, metrics).await;
+        }
+        if lock(self.conn).relay.is_connected() {
+            return Some(upstream);
+        }
+        // Refused by the upstream, or it could not answer: an older connection of the id stays.
+        if let Some(flag) = older {
+            flag.store(false, Ordering::Release);
+        }
+        if unreachable {
+            metrics.upstream_unreachable.fetch_add(1, Ordering::Relaxed);
+            warn!(upstream = %self.shared.upstream.address, client_id = %client_id, "upstream broker did not answer the CONNECT: refused");
+        } else {
+            info!(client_id = %client_id, "upstream refused CONNECT");
+        }
+        None
+    }
+
+    /// The driver's part of a CONNECT: the ids reserved for the taps' publishers,
+    /// [`Admission`], and the upstream connection. An older connection of the client id through
+    /// this tap is marked as superseded (its flag is returned, to clear if the upstream refuses),
+    /// so that the upstream closing it is a takeover.
+    async fn admit(&mut self) -> Result<(UpstreamStream, Option<Arc<AtomicBool>>), ReasonCode> {
+        let (client_id, question) = {
+            let mut conn = lock(self.conn);
+            (conn.client_id.clone(), conn.question.take())
+        };
+        let (username, password) = question.ok_or(ReasonCode::ProtocolError)?;
+        if super::publisher::is_reserved(&client_id) {
+            info!(client_id = %client_id, "CONNECT refused: client id reserved for the taps' event publishers");
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        let shared = self.shared;
+        let admission = Admission {
+            auth: &shared.auth,
+            phase: &shared.phase,
+            permits: &shared.permits,
+        };
+        let permit = admission
+            .admit(username.as_deref(), password.as_deref())
+            .await?;
+        let older = shared.registry.supersede(&client_id);
+        match shared.upstream.connect().await {
+            Ok(upstream) => {
+                lock(self.conn).permit = Some(permit);
+                Ok((upstream, older))
+            }
+            Err(why) => {
+                if let Some(flag) = older {
+                    flag.store(false, Ordering::Release);
+                }
+                shared
+                    .metrics
+                    .upstream_unreachable
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(upstream = %shared.upstream.address, client_id = %client_id, why = %format!("{why:#}"), "upstream broker unreachable: CONNECT refused");
+                Err(ReasonCode::ServerUnavailable)
             }
         }
     }
-}
 
-/// Relays upstream bytes (and the tap's own answers) to the client until the connection ends.
-async fn upstream_to_client<R, W>(
-    upstream: &mut R,
-    client: &mut W,
-    buf: &mut BytesMut,
-    replies: &mut mpsc::Receiver<Bytes>,
-    superseded: &AtomicBool,
-    ctx: &Ctx<'_>,
-) -> DisconnectReason
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let metrics = &ctx.shared.metrics;
-    let max = ctx.shared.config.max_packet_size;
-    let upstream_closed = || {
-        if superseded.load(Ordering::Acquire) {
-            DisconnectReason::Takenover
-        } else {
-            DisconnectReason::UpstreamClosed
+    /// The accepted connection: both directions until one of them, a takeover or the shutdown
+    /// ends it.
+    async fn run<S>(
+        &mut self,
+        client: &mut S,
+        upstream: &mut UpstreamStream,
+        wake: &Notify,
+        superseded: &AtomicBool,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let shared = self.shared;
+        let conn = self.conn;
+        let mut to_upstream = Relayed {
+            shared,
+            conn,
+            cbuf: std::mem::take(&mut self.cbuf),
+            ubuf: BytesMut::new(),
+        };
+        let mut to_client = Relayed {
+            shared,
+            conn,
+            cbuf: BytesMut::new(),
+            ubuf: std::mem::take(&mut self.ubuf),
+        };
+        let (mut client_rx, mut client_tx) = tokio::io::split(client);
+        let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
+        let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(MAX_PENDING_REQUESTS);
+        let up = to_upstream.client_to_upstream(&mut client_rx, &mut upstream_tx, &answers_tx);
+        let down = to_client.upstream_to_client(
+            &mut upstream_rx,
+            &mut client_tx,
+            &mut answers_rx,
+            superseded,
+        );
+        tokio::pin!(up, down);
+        let mut phase = shared.phase.clone();
+        let mut reading = true;
+        let cause = loop {
+            if *phase.borrow_and_update() != Phase::Running {
+                break Some(CloseCause::ServerShutdown);
+            }
+            tokio::select! {
+                cause = &mut up, if reading => {
+                    // The engine ended the session; a draining one still relays the
+                    // upstream's last answers.
+                    if cause.is_some() || !lock(conn).relay.is_draining() {
+                        break cause;
+                    }
+                    reading = false;
+                }
+                cause = &mut down => break cause,
+                () = wake.notified() => break None,
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        break Some(CloseCause::ServerShutdown);
+                    }
+                }
+            }
+        };
+        if let Some(cause) = cause {
+            // Nothing for an MQTT 3.1.1 client: the engine has no server DISCONNECT for it.
+            let _ = self.close(cause);
         }
-    };
-    loop {
-        let mut pos = 0;
-        let mut failed = None;
+        debug!(client_id = %lock(conn).client_id, "relay ended");
+    }
+
+    /// Relays the client's bytes through the engine to the upstream until the connection ends;
+    /// the cause, when it is the driver's to report (`None`: the engine ended it).
+    async fn client_to_upstream<R, W>(
+        &mut self,
+        client: &mut R,
+        upstream: &mut W,
+        answers: &mpsc::Sender<Vec<u8>>,
+    ) -> Option<CloseCause>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let metrics = &self.shared.metrics;
         loop {
-            match codec::decode(&buf[pos..], max) {
-                Ok(Some((packet, len))) => {
-                    ctx.handle_upstream_packet(&packet);
-                    metrics.packets_out.fetch_add(1, Ordering::Relaxed);
-                    pos += len;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+            let produced = self.client_input();
+            if !produced.upstream.is_empty()
+                && upstream.write_all(&produced.upstream).await.is_err()
+            {
+                return Some(CloseCause::RouterClosed);
             }
-        }
-        if pos > 0 {
-            let chunk = buf.split_to(pos);
-            if !write_to_client(client, &chunk, metrics).await {
-                return DisconnectReason::TcpClosed;
+            if !produced.client.is_empty() && answers.send(produced.client).await.is_err() {
+                return Some(CloseCause::TransportClosed);
             }
-        }
-        if let Some(e) = failed {
-            warn!(error = %e, client_id = ctx.client_id, "bad packet from the upstream broker: closing");
-            return match e {
-                DecodeError::PacketTooLarge { .. } => DisconnectReason::PacketTooLarge,
-                _ => DisconnectReason::UpstreamClosed,
+            let ended = {
+                let conn = lock(self.conn);
+                conn.relay.is_closed() || conn.relay.is_draining()
             };
+            if ended {
+                let _ = upstream.flush().await;
+                return None;
+            }
+            let deadline = self.deadline();
+            tokio::select! {
+                read = client.read_buf(&mut self.cbuf) => match read {
+                    Ok(0) | Err(_) => return Some(CloseCause::TransportClosed),
+                    Ok(n) => {
+                        metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    let answer = self.timeout();
+                    if !answer.is_empty() {
+                        let _ = answers.send(answer).await;
+                    }
+                }
+            }
         }
-        tokio::select! {
-            read = upstream.read_buf(buf) => match read {
-                Ok(0) | Err(_) => return upstream_closed(),
-                Ok(_) => {}
-            },
-            Some(answer) = replies.recv() => {
-                if !write_to_client(client, &answer, metrics).await {
-                    return DisconnectReason::TcpClosed;
+    }
+
+    /// Relays the upstream's bytes through the engine (and the engine's own answers) to the
+    /// client until the connection ends; the cause, when it is the driver's to report.
+    async fn upstream_to_client<R, W>(
+        &mut self,
+        upstream: &mut R,
+        client: &mut W,
+        answers: &mut mpsc::Receiver<Vec<u8>>,
+        superseded: &AtomicBool,
+    ) -> Option<CloseCause>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let metrics = &self.shared.metrics;
+        loop {
+            if !self.ubuf.is_empty() {
+                let (out, _) = self.upstream_input();
+                if !write_to_client(client, &out, metrics).await {
+                    return Some(CloseCause::TransportClosed);
+                }
+            }
+            if self.is_closed() {
+                return None;
+            }
+            // The keep-alive is the other direction's; this one watches a draining end.
+            let draining = lock(self.conn).relay.is_draining();
+            let deadline = self.deadline();
+            tokio::select! {
+                () = sleep_until(deadline), if draining => {
+                    let _ = self.timeout();
+                }
+                read = upstream.read_buf(&mut self.ubuf) => match read {
+                    Ok(0) | Err(_) => {
+                        return Some(if superseded.load(Ordering::Acquire) {
+                            CloseCause::TakenOver
+                        } else {
+                            CloseCause::RouterClosed
+                        });
+                    }
+                    Ok(_) => {}
+                },
+                Some(answer) = answers.recv() => {
+                    if !write_to_client(client, &answer, metrics).await {
+                        return Some(CloseCause::TransportClosed);
+                    }
                 }
             }
         }
@@ -490,7 +681,15 @@ async fn write_to_client<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     metrics: &crate::metrics::Metrics,
 ) -> bool {
-    match timeout(WRITE_STALL_LIMIT, client.write_all(bytes)).await {
+    if bytes.is_empty() {
+        return true;
+    }
+    match timeout(WRITE_STALL_LIMIT, async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    })
+    .await
+    {
         Ok(Ok(())) => {
             metrics.bytes_out.fetch_add(
                 u64::try_from(bytes.len()).unwrap_or(u64::MAX),
@@ -500,187 +699,4 @@ async fn write_to_client<W: AsyncWrite + Unpin>(
         }
         _ => false,
     }
-}
-
-impl Ctx<'_> {
-    /// Applies the rules to a packet from the client and reports it to the tracker.
-    fn handle_client_packet(&self, packet: &WirePacket<'_>) -> Verdict {
-        let shared = self.shared;
-        let now = now_ms();
-        match packet {
-            WirePacket::Publish(publish) => {
-                let info = PublishInfo {
-                    topic: publish.topic,
-                    payload: publish.payload,
-                    qos: publish.qos,
-                    retain: publish.retain,
-                };
-                let mut state = self.state();
-                match state.tracker.handle_publish(now, info) {
-                    PublishOutcome::Denied => {
-                        shared
-                            .metrics
-                            .publishes_denied
-                            .fetch_add(1, Ordering::Relaxed);
-                        info!(
-                            client_id = self.client_id,
-                            topic = publish.topic,
-                            "PUBLISH on a system topic refused: closing"
-                        );
-                        return Verdict::End(DisconnectReason::NotAuthorized);
-                    }
-                    PublishOutcome::Accepted(event) => {
-                        if let Some(event) = event {
-                            shared.events.emit(&event);
-                        }
-                    }
-                }
-                drop(state);
-                if let Some(envelope) = parse_envelope(publish.payload) {
-                    let mut table = shared.publishers.lock().unwrap_or_else(|e| e.into_inner());
-                    table.record(&envelope, self.client_id);
-                }
-                Verdict::Forward
-            }
-            WirePacket::Subscribe(subscribe) => {
-                let topics = &shared.tracker_config.topics;
-                let denied = !self.may_subscribe_system
-                    && subscribe
-                        .filters
-                        .iter()
-                        .any(|(filter, _)| topics.filter_receives_events(filter));
-                if denied {
-                    let n = subscribe.filters.len();
-                    shared
-                        .metrics
-                        .subscriptions_denied
-                        .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-                    info!(
-                        client_id = self.client_id,
-                        "SUBSCRIBE to system topics refused"
-                    );
-                    let codes = vec![SubAckCode::Failure; n];
-                    let suback = WirePacket::SubAck(SubAck {
-                        pkid: subscribe.pkid,
-                        codes: SubAckCodes::from_slice(&codes),
-                    });
-                    return match encode(&suback) {
-                        Some(bytes) => Verdict::Answer(bytes),
-                        None => Verdict::End(DisconnectReason::ProtocolError),
-                    };
-                }
-                let filters = subscribe
-                    .filters
-                    .iter()
-                    .map(|(f, q)| (f.to_owned(), q))
-                    .collect();
-                let mut state = self.state();
-                self.await_ack(&mut state.subscribes, subscribe.pkid, filters, "SUBSCRIBE")
-            }
-            WirePacket::Unsubscribe(unsubscribe) => {
-                let filters = unsubscribe.filters.iter().map(str::to_owned).collect();
-                let mut state = self.state();
-                self.await_ack(
-                    &mut state.unsubscribes,
-                    unsubscribe.pkid,
-                    filters,
-                    "UNSUBSCRIBE",
-                )
-            }
-            WirePacket::PubAck(id) => {
-                if let Some(event) = self.state().tracker.handle_puback(now, *id) {
-                    shared.events.emit(&event);
-                }
-                Verdict::Forward
-            }
-            WirePacket::PubRec(id) => {
-                if let Some(event) = self.state().tracker.handle_pubrec(now, *id) {
-                    shared.events.emit(&event);
-                }
-                Verdict::Forward
-            }
-            WirePacket::PubRel(_) | WirePacket::PubComp(_) | WirePacket::PingReq => {
-                Verdict::Forward
-            }
-            WirePacket::Disconnect => Verdict::ForwardAndEnd(DisconnectReason::Normal),
-            WirePacket::Connect(_)
-            | WirePacket::ConnAck(_)
-            | WirePacket::SubAck(_)
-            | WirePacket::UnsubAck(_)
-            | WirePacket::PingResp => {
-                debug!(
-                    client_id = self.client_id,
-                    "client sent a packet only a server sends: closing"
-                );
-                shared
-                    .metrics
-                    .protocol_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                Verdict::End(DisconnectReason::ProtocolError)
-            }
-        }
-    }
-
-    /// Reports a packet from the upstream broker to the tracker (it is always forwarded).
-    fn handle_upstream_packet(&self, packet: &WirePacket<'_>) {
-        let shared = self.shared;
-        match packet {
-            WirePacket::Publish(publish) => {
-                let Some(pkid) = publish.pkid else {
-                    return;
-                };
-                let delivery = DeliveryInfo {
-                    pkid,
-                    qos: publish.qos,
-                    topic: publish.topic,
-                    payload: publish.payload,
-                    pub_client_id: None,
-                };
-                let lookup = |envelope: &activity_core::envelope::Envelope| {
-                    let table = shared.publishers.lock().unwrap_or_else(|e| e.into_inner());
-                    let id =
-                        table.lookup(envelope.product_id.as_id(), envelope.message_id.as_id())?;
-                    heapless::String::<CLIENT_ID_CAPACITY>::try_from(id).ok()
-                };
-                self.state().tracker.handle_delivery(delivery, lookup);
-            }
-            WirePacket::SubAck(suback) => {
-                let now = now_ms();
-                let mut state = self.state();
-                let Some(filters) = state.subscribes.remove(&suback.pkid) else {
-                    return;
-                };
-                for ((filter, _), code) in filters.iter().zip(suback.codes.iter()) {
-                    let granted = match code {
-                        SubAckCode::Success(qos) => Some(qos),
-                        SubAckCode::Failure => None,
-                    };
-                    if let Some(event) = state.tracker.handle_subscribe(now, filter, granted) {
-                        shared.events.emit(&event);
-                    }
-                }
-            }
-            WirePacket::UnsubAck(pkid) => {
-                let now = now_ms();
-                let mut state = self.state();
-                let Some(filters) = state.unsubscribes.remove(pkid) else {
-                    return;
-                };
-                for filter in &filters {
-                    if let Some(event) = state.tracker.handle_unsubscribe(now, filter) {
-                        shared.events.emit(&event);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Encodes a packet the tap answers with.
-fn encode(packet: &WirePacket<'_>) -> Option<Bytes> {
-    let mut out = vec![0u8; packet.encoded_len().ok()?];
-    let n = packet.encode(&mut out).ok()?;
-    out.truncate(n);
-    Some(Bytes::from(out))
 }

@@ -440,7 +440,6 @@ fn one_qos2_publish_past_the_limit_closes_the_connection() {
     assert!(client.relay.is_connected());
     let third = publish("t", QoS::ExactlyOnce, Some(3), b"x");
     assert_eq!(client.send(&third), NOTHING);
-    assert!(client.relay.is_closed());
     assert!(
         !client.out.upstream.ends_with(&third),
         "the publish past the limit did not go upstream"
@@ -449,6 +448,17 @@ fn one_qos2_publish_past_the_limit_closes_the_connection() {
     let (_, disconnected) = client.out.events.last().expect("disconnected");
     assert_eq!(disconnected["reason"], "protocol_error");
     assert!(client.out.counts.contains(&Counter::QuotaExceeded));
+    // The session is over, but the upstream still owes the PUBREC of the first publish, as the
+    // engine answers what came before a fault in every mode: relayed, then the connection
+    // closes. The client is no longer read.
+    assert!(client.relay.is_draining());
+    assert_eq!(client.relay.poll_timeout(), Some(T0 + 5_000));
+    client.rx.clear();
+    client.out.upstream.clear();
+    client.send(&publish("t", QoS::AtLeastOnce, Some(4), b"x"));
+    assert!(client.out.upstream.is_empty(), "nothing more goes upstream");
+    assert_eq!(client.upstream(&[0x50, 2, 0, 1]), (vec![0x50, 2, 0, 1], 4));
+    assert!(client.relay.is_closed());
 }
 
 #[test]
@@ -547,8 +557,30 @@ fn limits_on_filters_and_requests_close_the_connection() {
     }
     assert!(client.relay.is_connected());
     client.send(&unsubscribe(4, &["a"]));
-    assert!(client.relay.is_closed());
     assert_eq!(client.out.ends, [CloseCause::QuotaExceeded]);
+    // The three SUBSCRIBEs before it still get the upstream's SUBACKs; one is enough here,
+    // the answer timeout ends the wait for the others.
+    assert!(client.relay.is_draining());
+    let answer = suback(1, &[SubAckCode::Success(QoS::AtMostOnce)]);
+    assert_eq!(client.upstream(&answer).1, answer.len());
+    assert!(client.relay.is_draining());
+    let mut tx = [0u8; 16];
+    client
+        .relay
+        .handle_timeout(T0 + 4_999, &mut tx, &mut client.out);
+    assert!(client.relay.is_draining());
+    client
+        .relay
+        .handle_timeout(T0 + 5_000, &mut tx, &mut client.out);
+    assert!(client.relay.is_closed());
+    assert!(
+        client
+            .out
+            .kinds()
+            .iter()
+            .all(|k| *k != EventKind::Subscribed),
+        "the session is over"
+    );
 }
 
 #[test]
