@@ -12,7 +12,7 @@
 //! | [`envelope`] | the `product_id` / `message_id` envelope that `msgack` reports |
 //! | [`client_id`] | the reserved client id `broker` and the other CONNECT id rules |
 //! | [`system`] | the system topics under their prefix, and the loop guard |
-//! | [`server`] | one MQTT server connection, sans-IO: bytes in; answers, routes and events out (the protocol engine the servers are moving onto) |
+//! | [`server`] | one MQTT server connection, sans-IO: bytes in; answers, routes and events out (the protocol engine of every server; in relay mode, [`server::Relay`], for one in front of another MQTT server) |
 //! | [`tracker`] | the per-connection state machine: happenings in, events out |
 //! | [`acks`] | deliveries awaiting acknowledgement (the `msgack` correlation) |
 //! | [`publishers`] | who published an envelope message, for servers that cannot tell |
@@ -23,9 +23,12 @@
 //! [`handle_input`](server::Connection::handle_input), answers out into its transmit buffer,
 //! routes and events out through its [`Output`](server::Output), deadlines from
 //! [`poll_timeout`](server::Connection::poll_timeout). The [`server`] module docs give the
-//! call order and that run loop as a doc test; the engine keeps a tracker inside.
+//! call order and that run loop as a doc test; the engine keeps a tracker inside. A server in
+//! front of another MQTT server (a relay, whose router is that server) drives a
+//! [`server::Relay`] instead, which reads the packets of both directions; its module docs give
+//! its call order.
 //!
-//! An adapter that only observes a session it does not serve (a relay) keeps one
+//! An adapter that only observes a session it neither serves nor relays keeps one
 //! [`Tracker`](tracker::Tracker) per connection, reports what happens with `handle_*` calls (time in
 //! milliseconds since the Unix epoch as an argument), and sends each returned event wherever
 //! events go, encoded with [`event::encode`] into a buffer it owns:
@@ -116,6 +119,7 @@
 //! |---|---|
 //! | [`server::Connection`] without its stores | about 460 bytes: the tracker below, the [`server::PEER_CAPACITY`] (48) byte peer, limits, clocks |
 //! | [`FixedSessionStore<SUBS, FILTER, QOS2, WILL>`](server::FixedSessionStore) | about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 32` bytes |
+//! | [`FixedRequestStore<N, BYTES>`](server::FixedRequestStore) (relay mode) | about `N * (BYTES + 16)` bytes |
 //! | [`Tracker`](tracker::Tracker) without its store | about 270 bytes: a [`client_id::CLIENT_ID_CAPACITY`] (128) byte id, the [`system::PREFIX_CAPACITY`] (48) byte prefix, counters |
 //! | [`FixedAckStore<N, TEXT>`](acks::FixedAckStore) | about `N * (TEXT + 64)` bytes; `TEXT` holds topic, string ids and publisher id of one delivery |
 //! | [`PublisherTable<N>`](publishers::PublisherTable) | about `N * 480` bytes (`N` a power of two) |

@@ -5,7 +5,10 @@
 //! the CONNACK, keep-alive, the QoS 1 and 2 flows in both directions, SUBACK codes, the
 //! system-topic rules, per-connection limits, last wills and the activity events (its
 //! [`Tracker`] is part of it). A driver (the tokio broker, the tap, the embassy gateway) owns
-//! the socket, the clock and whatever routes messages, and only moves things between them:
+//! the socket, the clock and whatever routes messages, and only moves things between them. A
+//! relay, whose router is another MQTT server over its own connection (the tap), drives a
+//! [`Relay`] around the connection instead: see it for what it forwards, drops and answers,
+//! and its own call order.
 //!
 //! | into the engine | out of the engine |
 //! |---|---|

@@ -1,137 +1,5 @@
 //! Relay mode: the engine in front of an upstream MQTT broker that routes the messages (MQTT
-//! 3.1.1 chapters 3 and 4, as a transparent proxy).
-//!
-//! A [`Relay`] is a [`Connection`] whose router is another MQTT server reached over its own
-//! connection: the tap of `adapter-tokio`. The client's packets go upstream byte for byte and the
-//! upstream's come back byte for byte, so the upstream answers the client (the accepting
-//! CONNACK, SUBACK codes, PUBACK / PUBREC / PUBCOMP of the client's publishes, PINGRESP) and
-//! delivers to it with its own packet ids. The engine still makes every decision: it reads each
-//! packet of both directions and tells the driver what to do with it.
-//!
-//! | from the client | the engine |
-//! |---|---|
-//! | CONNECT | its rules ([`Route::Connect`] asks the driver, as in every mode), then [`RelayOutput::forward`] once the driver accepts; a refusal is answered here |
-//! | PUBLISH on a system or `$` topic | dropped and counted; QoS 1 / 2 answered here (PUBACK, PUBREC, and PUBCOMP at its PUBREL), since the upstream never saw it; the client stays |
-//! | QoS 2 PUBLISH past [`Limits::max_inbound_qos2`] awaiting PUBREL | closes the connection (quota exceeded) |
-//! | SUBSCRIBE with a filter the access rule or a limit refuses | answered here with SUBACK 0x80 for every filter, not forwarded (see below) |
-//! | SUBSCRIBE / UNSUBSCRIBE past [`Limits::max_filters_per_packet`] filters, or past the [`RequestStore`]'s room | closes the connection |
-//! | a packet only a server sends, a second CONNECT, bad bytes | closes the connection |
-//! | anything else | forwarded (and reported: `message`, `msgack`, `normal` at DISCONNECT) |
-//!
-//! | from the upstream | the engine |
-//! |---|---|
-//! | CONNACK 0 | [`RelayOutput::upstream_accepted`] (the driver takes an older connection of the id over), `connected`, forwarded |
-//! | a refusing CONNACK | forwarded and counted; the connection closes without an event |
-//! | anything but a CONNACK first, no CONNACK within the answer timeout, the upstream gone before it | CONNACK 3 (server unavailable) written here; closes without an event |
-//! | SUBACK | a `subscribed` event per granted filter, forwarded |
-//! | UNSUBACK | an `unsubscribed` event per filter the client held, forwarded |
-//! | PUBLISH (a delivery) | remembered for `msgack`, forwarded |
-//! | a packet only a client sends, bad bytes, a packet over [`Limits::max_packet_size`] | closes the connection (`upstream_closed`, `packet_too_large`), not forwarded |
-//! | anything else | forwarded |
-//!
-//! A SUBSCRIBE is answered whole or forwarded whole: forwarding only its allowed filters would
-//! mean re-encoding the packet and merging two SUBACKs, and a relay passes the client's bytes
-//! unchanged. The client may send its allowed filters again in another SUBSCRIBE.
-//!
-//! What the engine must remember of a forwarded request until the upstream answers it (the
-//! CONNECT until its CONNACK, for the `connected` event; a SUBSCRIBE or UNSUBSCRIBE until its
-//! SUBACK or UNSUBACK, for the events of its filters), and the QoS 2 publishes it answered
-//! itself until their PUBREL, is kept in a [`RequestStore`], the driver's memory.
-//!
-//! The last will is the upstream's: it publishes it, so a relay publishes none and reports no
-//! `message` event for it. Keep-alive is the engine's as in every mode: the client's PINGREQ
-//! goes upstream (keeping the upstream's own timer fed) and the upstream's PINGRESP comes back.
-//!
-//! # Call order
-//!
-//! As for a [`Connection`], with the upstream in place of a router:
-//!
-//! 1. [`Relay::new`] around a new [`Connection`] when the client's transport is accepted.
-//! 2. [`Relay::handle_input`] with the client's unconsumed bytes; what the driver's
-//!    [`RelayOutput::forward`] got goes to the upstream, `tx` to the client.
-//! 3. At [`Route::Connect`] the driver checks what it checks in every mode, opens the upstream
-//!    connection, and calls [`Relay::handle_connect_answer`]: a refusal is answered at once, an
-//!    acceptance forwards the CONNECT ([`Relay::is_awaiting_upstream`] from then on). A driver
-//!    that cannot reach the upstream refuses with [`ReasonCode::ServerUnavailable`].
-//! 4. [`Relay::handle_upstream_input`] with the upstream's unconsumed bytes: send the
-//!    `forward` first bytes to the client unchanged, then what the call wrote into `tx`. Once
-//!    the upstream's CONNACK made the connection [`Relay::is_connected`], call
-//!    [`Relay::handle_input`] again with the client bytes that waited.
-//! 5. [`Relay::handle_timeout`] when [`Relay::poll_timeout`] has passed;
-//!    [`Relay::handle_close`] when the client's transport closes, the session is taken over, the
-//!    server shuts down, or the upstream connection ends ([`CloseCause::RouterClosed`]).
-//! 6. Once [`Relay::is_closed`], send what is in `tx` and close both transports (the upstream's
-//!    without DISCONNECT unless the client sent one, so that the upstream publishes the will).
-//!
-//! In relay mode the [`Output`] gets [`Route::Connect`], [`Route::Publish`] (the message a
-//! forwarded PUBLISH carries, for a driver that remembers publishers; what it answers does not
-//! matter) and [`Route::End`]; no `Subscribe`, `Unsubscribe` or `Acked`: the forwarded packets
-//! are those. A [`Delivery`](super::Delivery) returned from [`Output::event`] is ignored: the
-//! upstream delivers the events to the client.
-//!
-//! ```
-//! use activity_core::acks::FixedAckStore;
-//! use activity_core::event::Event;
-//! use activity_core::server::{
-//!     ConnectAnswer, Connection, Delivery, FixedRequestStore, FixedSessionStore, Output, Peer,
-//!     Relay, RelayOutput, Route, Routed, ServerConfig,
-//! };
-//!
-//! /// Collects what goes upstream, and counts the events.
-//! #[derive(Default)]
-//! struct Driver {
-//!     upstream: Vec<u8>,
-//!     events: usize,
-//! }
-//!
-//! impl Output for Driver {
-//!     fn route(&mut self, _route: Route<'_>) -> Routed {
-//!         Routed::Accepted
-//!     }
-//!     fn event(&mut self, _event: &Event<'_>) -> Option<Delivery<'_>> {
-//!         self.events += 1;
-//!         None
-//!     }
-//! }
-//!
-//! impl RelayOutput for Driver {
-//!     fn forward(&mut self, packet: &[u8]) {
-//!         self.upstream.extend_from_slice(packet);
-//!     }
-//! }
-//!
-//! let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false };
-//! let conn = Connection::new(ServerConfig::default(), FixedAckStore::<4, 96>::new(),
-//!     FixedSessionStore::<4, 32, 4, 64>::new(), peer, 0, 1);
-//! let mut relay = Relay::new(conn, FixedRequestStore::<4, 64>::new(), 5_000);
-//! let mut driver = Driver::default();
-//! let mut tx = [0u8; 512];
-//! let now = 1_700_000_000_000;
-//!
-//! // CONNECT (client id "c1"): the driver is asked, then accepts; the CONNECT goes upstream.
-//! let connect = [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'c', b'1'];
-//! let progress = relay.handle_input(now, &connect, &mut tx, &mut driver);
-//! assert_eq!(progress.consumed, 0);
-//! let progress =
-//!     relay.handle_connect_answer(now, ConnectAnswer::accept(false), &connect, &mut tx, &mut driver);
-//! assert_eq!((progress.consumed, progress.written), (connect.len(), 0));
-//! assert_eq!(driver.upstream, connect);
-//!
-//! // The upstream accepts: its CONNACK goes to the client unchanged, and `connected` is reported.
-//! let connack = [0x20, 2, 0, 0];
-//! let relayed = relay.handle_upstream_input(now, &connack, &mut tx, &mut driver, |_| None);
-//! assert_eq!(relayed.forward, 4);
-//! assert!(relay.is_connected());
-//! assert_eq!(driver.events, 1);
-//!
-//! // A publish on a system topic: dropped, and its PUBACK is the engine's.
-//! driver.upstream.clear();
-//! let forged = [0x32, 19, 0, 14, b'S', b'Y', b'S', b'T', b'E', b'M', b'/', b'm', b'e', b's',
-//!     b's', b'a', b'g', b'e', 0, 7, b'x'];
-//! let progress = relay.handle_input(now, &forged, &mut tx, &mut driver);
-//! assert_eq!(&tx[..progress.written], [0x40, 2, 0, 7]);
-//! assert!(driver.upstream.is_empty());
-//! ```
+//! 3.1.1 chapters 3 and 4, as a transparent proxy). See [`Relay`].
 
 use crate::QoS;
 use crate::acks::AckStore;
@@ -254,7 +122,140 @@ pub struct Relayed {
     pub written: usize,
 }
 
-/// One client connection relayed to an upstream broker. See the [module docs](self).
+/// One client connection relayed to an upstream MQTT broker that routes its messages (MQTT
+/// 3.1.1 chapters 3 and 4, as a transparent proxy): the engine's relay mode.
+///
+/// A `Relay` is a [`Connection`] whose router is another MQTT server reached over its own
+/// connection: the tap of `adapter-tokio`. The client's packets go upstream byte for byte and the
+/// upstream's come back byte for byte, so the upstream answers the client (the accepting
+/// CONNACK, SUBACK codes, PUBACK / PUBREC / PUBCOMP of the client's publishes, PINGRESP) and
+/// delivers to it with its own packet ids. The engine still makes every decision: it reads each
+/// packet of both directions and tells the driver what to do with it.
+///
+/// | from the client | the engine |
+/// |---|---|
+/// | CONNECT | its rules ([`Route::Connect`] asks the driver, as in every mode), then [`RelayOutput::forward`] once the driver accepts; a refusal is answered here |
+/// | PUBLISH on a system or `$` topic | dropped and counted; QoS 1 / 2 answered here (PUBACK, PUBREC, and PUBCOMP at its PUBREL), since the upstream never saw it; the client stays |
+/// | QoS 2 PUBLISH past [`Limits::max_inbound_qos2`](super::Limits::max_inbound_qos2) awaiting PUBREL | closes the connection (quota exceeded) |
+/// | SUBSCRIBE with a filter the access rule or a limit refuses | answered here with SUBACK 0x80 for every filter, not forwarded (see below) |
+/// | SUBSCRIBE / UNSUBSCRIBE past [`Limits::max_filters_per_packet`](super::Limits::max_filters_per_packet) filters, or past the [`RequestStore`]'s room | closes the connection |
+/// | a packet only a server sends, a second CONNECT, bad bytes | closes the connection |
+/// | anything else | forwarded (and reported: `message`, `msgack`, `normal` at DISCONNECT) |
+///
+/// | from the upstream | the engine |
+/// |---|---|
+/// | CONNACK 0 | [`RelayOutput::upstream_accepted`] (the driver takes an older connection of the id over), `connected`, forwarded |
+/// | a refusing CONNACK | forwarded and counted; the connection closes without an event |
+/// | anything but a CONNACK first, no CONNACK within the answer timeout, the upstream gone before it | CONNACK 3 (server unavailable) written here; closes without an event |
+/// | SUBACK | a `subscribed` event per granted filter, forwarded |
+/// | UNSUBACK | an `unsubscribed` event per filter the client held, forwarded |
+/// | PUBLISH (a delivery) | remembered for `msgack`, forwarded |
+/// | a packet only a client sends, bad bytes, a packet over [`Limits::max_packet_size`](super::Limits::max_packet_size) | closes the connection (`upstream_closed`, `packet_too_large`), not forwarded |
+/// | anything else | forwarded |
+///
+/// A SUBSCRIBE is answered whole or forwarded whole: forwarding only its allowed filters would
+/// mean re-encoding the packet and merging two SUBACKs, and a relay passes the client's bytes
+/// unchanged. The client may send its allowed filters again in another SUBSCRIBE.
+///
+/// What the engine must remember of a forwarded request until the upstream answers it (the
+/// CONNECT until its CONNACK, for the `connected` event; a SUBSCRIBE or UNSUBSCRIBE until its
+/// SUBACK or UNSUBACK, for the events of its filters), and the QoS 2 publishes it answered
+/// itself until their PUBREL, is kept in a [`RequestStore`], the driver's memory.
+///
+/// The last will is the upstream's: it publishes it, so a relay publishes none and reports no
+/// `message` event for it. Keep-alive is the engine's as in every mode: the client's PINGREQ
+/// goes upstream (keeping the upstream's own timer fed) and the upstream's PINGRESP comes back.
+///
+/// # Call order
+///
+/// As for a [`Connection`], with the upstream in place of a router:
+///
+/// 1. [`Relay::new`] around a new [`Connection`] when the client's transport is accepted.
+/// 2. [`Relay::handle_input`] with the client's unconsumed bytes; what the driver's
+///    [`RelayOutput::forward`] got goes to the upstream, `tx` to the client.
+/// 3. At [`Route::Connect`] the driver checks what it checks in every mode, opens the upstream
+///    connection, and calls [`Relay::handle_connect_answer`]: a refusal is answered at once, an
+///    acceptance forwards the CONNECT ([`Relay::is_awaiting_upstream`] from then on). A driver
+///    that cannot reach the upstream refuses with [`ReasonCode::ServerUnavailable`].
+/// 4. [`Relay::handle_upstream_input`] with the upstream's unconsumed bytes: send the
+///    `forward` first bytes to the client unchanged, then what the call wrote into `tx`. Once
+///    the upstream's CONNACK made the connection [`Relay::is_connected`], call
+///    [`Relay::handle_input`] again with the client bytes that waited.
+/// 5. [`Relay::handle_timeout`] when [`Relay::poll_timeout`] has passed;
+///    [`Relay::handle_close`] when the client's transport closes, the session is taken over, the
+///    server shuts down, or the upstream connection ends ([`CloseCause::RouterClosed`]).
+/// 6. Once [`Relay::is_closed`], send what is in `tx` and close both transports (the upstream's
+///    without DISCONNECT unless the client sent one, so that the upstream publishes the will).
+///
+/// In relay mode the [`Output`] gets [`Route::Connect`], [`Route::Publish`] (the message a
+/// forwarded PUBLISH carries, for a driver that remembers publishers; what it answers does not
+/// matter) and [`Route::End`]; no `Subscribe`, `Unsubscribe` or `Acked`: the forwarded packets
+/// are those. A [`Delivery`](super::Delivery) returned from [`Output::event`] is ignored: the
+/// upstream delivers the events to the client.
+///
+/// ```
+/// use activity_core::acks::FixedAckStore;
+/// use activity_core::event::Event;
+/// use activity_core::server::{
+///     ConnectAnswer, Connection, Delivery, FixedRequestStore, FixedSessionStore, Output, Peer,
+///     Relay, RelayOutput, Route, Routed, ServerConfig,
+/// };
+///
+/// /// Collects what goes upstream, and counts the events.
+/// #[derive(Default)]
+/// struct Driver {
+///     upstream: Vec<u8>,
+///     events: usize,
+/// }
+///
+/// impl Output for Driver {
+///     fn route(&mut self, _route: Route<'_>) -> Routed {
+///         Routed::Accepted
+///     }
+///     fn event(&mut self, _event: &Event<'_>) -> Option<Delivery<'_>> {
+///         self.events += 1;
+///         None
+///     }
+/// }
+///
+/// impl RelayOutput for Driver {
+///     fn forward(&mut self, packet: &[u8]) {
+///         self.upstream.extend_from_slice(packet);
+///     }
+/// }
+///
+/// let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false };
+/// let conn = Connection::new(ServerConfig::default(), FixedAckStore::<4, 96>::new(),
+///     FixedSessionStore::<4, 32, 4, 64>::new(), peer, 0, 1);
+/// let mut relay = Relay::new(conn, FixedRequestStore::<4, 64>::new(), 5_000);
+/// let mut driver = Driver::default();
+/// let mut tx = [0u8; 512];
+/// let now = 1_700_000_000_000;
+///
+/// // CONNECT (client id "c1"): the driver is asked, then accepts; the CONNECT goes upstream.
+/// let connect = [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'c', b'1'];
+/// let progress = relay.handle_input(now, &connect, &mut tx, &mut driver);
+/// assert_eq!(progress.consumed, 0);
+/// let progress =
+///     relay.handle_connect_answer(now, ConnectAnswer::accept(false), &connect, &mut tx, &mut driver);
+/// assert_eq!((progress.consumed, progress.written), (connect.len(), 0));
+/// assert_eq!(driver.upstream, connect);
+///
+/// // The upstream accepts: its CONNACK goes to the client unchanged, and `connected` is reported.
+/// let connack = [0x20, 2, 0, 0];
+/// let relayed = relay.handle_upstream_input(now, &connack, &mut tx, &mut driver, |_| None);
+/// assert_eq!(relayed.forward, 4);
+/// assert!(relay.is_connected());
+/// assert_eq!(driver.events, 1);
+///
+/// // A publish on a system topic: dropped, and its PUBACK is the engine's.
+/// driver.upstream.clear();
+/// let forged = [0x32, 19, 0, 14, b'S', b'Y', b'S', b'T', b'E', b'M', b'/', b'm', b'e', b's',
+///     b's', b'a', b'g', b'e', 0, 7, b'x'];
+/// let progress = relay.handle_input(now, &forged, &mut tx, &mut driver);
+/// assert_eq!(&tx[..progress.written], [0x40, 2, 0, 7]);
+/// assert!(driver.upstream.is_empty());
+/// ```
 #[derive(Debug)]
 pub struct Relay<A: AckStore, S: SessionStore, R: RequestStore> {
     conn: Connection<A, S>,
@@ -452,7 +453,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     }
 
     /// Reads the upstream's packets at the front of `input` and acts on them (see the
-    /// [module docs](self)). Send the first [`Relayed::forward`] bytes to the client unchanged,
+    /// [`Relay`] docs). Send the first [`Relayed::forward`] bytes to the client unchanged,
     /// then what the call wrote into `tx`. A delivery that does not name its publisher asks
     /// `lookup` for the publisher of its envelope (see
     /// [`Tracker::handle_delivery`](crate::tracker::Tracker::handle_delivery)).

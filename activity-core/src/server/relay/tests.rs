@@ -693,3 +693,18 @@ fn the_request_store_replaces_forgets_and_hands_back_what_does_not_fit() {
     store.clear();
     assert_eq!(store.request(2), None);
 }
+
+#[test]
+fn the_relays_memory_figures_in_the_crate_docs_hold() {
+    type Bare = Relay<FixedAckStore<0, 0>, FixedSessionStore<0, 0, 0, 0>, FixedRequestStore<0, 0>>;
+    type BareConnection = Connection<FixedAckStore<0, 0>, FixedSessionStore<0, 0, 0, 0>>;
+    let extra = core::mem::size_of::<Bare>() - core::mem::size_of::<BareConnection>();
+    let per_request = core::mem::size_of::<FixedRequestStore<2, 128>>()
+        - core::mem::size_of::<FixedRequestStore<1, 128>>();
+    println!("relay: {extra} B over its connection, a request of 128 B: {per_request} B");
+    assert!(extra <= 32, "a relay adds {extra} bytes to its connection");
+    assert!(
+        per_request <= 128 + 16,
+        "a request entry is {per_request} bytes"
+    );
+}
