@@ -492,6 +492,8 @@ enum RelayStep {
     Advance(u32),
     /// The driver ends the connection.
     Close(u8),
+    /// The server shuts down (the upstream is still relayed until a close).
+    Shutdown,
     /// The driver's transmit buffer shrinks or grows.
     TxSize(u16),
 }
@@ -768,6 +770,7 @@ pub fn relay(data: &[u8]) {
                 };
                 relay.handle_close(now, cause, &mut tx, &mut out)
             }
+            RelayStep::Shutdown => relay.handle_shutdown(now, &mut tx, &mut out),
             RelayStep::TxSize(size) => {
                 tx = vec![0u8; usize::from(size)];
                 0

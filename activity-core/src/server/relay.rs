@@ -182,9 +182,13 @@ pub struct Relayed {
 ///    the upstream's CONNACK made the connection [`Relay::is_connected`], call
 ///    [`Relay::handle_input`] again with the client bytes that waited.
 /// 5. [`Relay::handle_timeout`] when [`Relay::poll_timeout`] has passed;
-///    [`Relay::handle_close`] when the client's transport closes, the session is taken over, the
-///    server shuts down, or the upstream connection ends ([`CloseCause::RouterClosed`]).
-/// 6. Once [`Relay::is_closed`], send what is in `tx` and close both transports (the upstream's
+///    [`Relay::handle_close`] when the client's transport closes, the session is taken over, or
+///    the upstream connection ends ([`CloseCause::RouterClosed`]). When the server shuts down,
+///    [`Relay::handle_shutdown`] reports the end at once and the upstream is still relayed
+///    until `handle_close`.
+/// 6. While [`Relay::is_draining`] (after a shutdown, or a fault of the client's while the
+///    upstream still owes it answers), read only the upstream.
+/// 7. Once [`Relay::is_closed`], send what is in `tx` and close both transports (the upstream's
 ///    without DISCONNECT unless the client sent one, so that the upstream publishes the will).
 ///
 /// In relay mode the [`Output`] gets [`Route::Connect`], [`Route::Publish`] (the message a
@@ -267,6 +271,9 @@ pub struct Relay<A: AckStore, S: SessionStore, R: RequestStore> {
     /// Answers the upstream owes the client: for forwarded QoS 1 and 2 publishes, PUBRELs,
     /// SUBSCRIBEs, UNSUBSCRIBEs and PINGREQs.
     owed: u32,
+    /// The server shuts down: a draining connection relays until the driver closes it, not
+    /// only the answers owed.
+    shutting_down: bool,
 }
 
 impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
@@ -279,6 +286,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             answer_timeout_ms,
             awaiting_upstream: false,
             owed: 0,
+            shutting_down: false,
         }
     }
 
@@ -317,9 +325,10 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         self.conn.is_closed()
     }
 
-    /// Whether the engine ended the session for a fault of the client's and waits for the
-    /// answers the upstream still owes the client (see [`Relay::handle_upstream_input`]):
-    /// stop reading the client, keep relaying the upstream until [`Relay::is_closed`].
+    /// Whether the session has ended but the upstream is still relayed to the client: after a
+    /// fault of the client's, until the upstream owes it no answer; after
+    /// [`Relay::handle_shutdown`], until [`Relay::handle_close`]. Stop reading the client, keep
+    /// relaying the upstream until [`Relay::is_closed`].
     pub fn is_draining(&self) -> bool {
         self.conn.is_draining()
     }
@@ -332,7 +341,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     /// When [`Relay::handle_timeout`] is due, in ms since the Unix epoch: the connect timeout,
     /// the upstream's answer timeout, then 1.5 times the keep-alive.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.awaiting_upstream || self.is_draining() {
+        if self.awaiting_upstream || (self.is_draining() && !self.shutting_down) {
             return Some(self.conn.since.saturating_add(self.answer_timeout_ms));
         }
         self.conn.poll_timeout()
@@ -349,7 +358,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 self.unavailable(&mut tx, out);
                 tx.finish(out)
             }
-            Some(deadline) if self.is_draining() && now >= deadline => {
+            Some(deadline) if self.is_draining() && !self.shutting_down && now >= deadline => {
                 debug!("relay: the upstream's last answers did not come in time");
                 self.conn.state = State::Closed;
                 0
@@ -377,6 +386,20 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         self.awaiting_upstream = false;
         self.requests.clear();
         self.conn.handle_close(now, cause, tx, out)
+    }
+
+    /// Ends the session because the server shuts down, as [`Connection::handle_shutdown`] does:
+    /// the `disconnected` event (`server_shutdown`) and [`Route::End`] now; the client is no
+    /// longer read, and what the upstream sends is still relayed (the shutdown events of the
+    /// other clients among it) until [`Relay::handle_close`]. Returns the bytes written to
+    /// `tx`.
+    pub fn handle_shutdown(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
+        if !self.conn.is_connected() {
+            return self.handle_close(now, CloseCause::ServerShutdown, tx, out);
+        }
+        self.shutting_down = true;
+        self.requests.clear();
+        self.conn.handle_shutdown(now, tx, out)
     }
 
     /// Reads the client's packets at the front of `input` and acts on them: forwards what
@@ -473,7 +496,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         while self.awaiting_upstream
             || matches!(self.conn.state, State::Connected | State::Draining)
         {
-            if self.is_draining() && self.owed == 0 {
+            if self.is_draining() && !self.shutting_down && self.owed == 0 {
                 self.conn.state = State::Closed;
                 break;
             }

@@ -247,9 +247,10 @@ impl Tap {
         self.shared.registry.len()
     }
 
-    /// Stops accepting, closes every client (and its upstream connection) with
-    /// `server_shutdown`, gives the events up to `shutdown_grace_ms` (at least 100 ms) to reach
-    /// the sinks, then stops them.
+    /// Stops accepting; every connection reports `server_shutdown` at once and keeps relaying
+    /// what the upstream sends it (the other clients' shutdown events among it) while the events
+    /// reach the sinks, for `shutdown_grace_ms` (at least 100 ms); then every client (and its
+    /// upstream connection) is closed and the sinks stop.
     pub async fn shutdown(mut self) {
         self.listeners.stop_accepting();
         let grace = self
@@ -257,24 +258,34 @@ impl Tap {
             .config
             .shutdown_grace()
             .max(Duration::from_millis(100));
-        let _ = self.phase.send(Phase::Closing);
-        self.listeners.join_connections().await;
-        if let Some(events) = self.events.take() {
+        let _ = self.phase.send(Phase::Draining);
+        // Every connection reports its end as it sees the phase change, and leaves the registry.
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.shared.registry.len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(events) = &self.events {
             let flushed = events.flush(grace).await;
             debug!(flushed, "event queue flushed into the sinks");
         }
-        // The events are in the publisher's queue now: wait until they are on its socket.
-        if let Some(queue) = self.upstream_queue.take() {
-            let deadline = tokio::time::Instant::now() + grace;
-            while queue.pending() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if queue.pending() > 0 {
-                warn!(
-                    pending = queue.pending(),
-                    "events not handed to the upstream broker before shutdown"
-                );
-            }
+        self.wait_publisher(grace).await;
+        // Let the upstream deliver the last events to subscribers still connected.
+        tokio::time::sleep(grace).await;
+        let _ = self.phase.send(Phase::Closing);
+        self.listeners.join_connections().await;
+        // Events of the last connections to close go out too.
+        if let Some(events) = self.events.take() {
+            let flushed = events.flush(grace).await;
+            debug!(flushed, "final flush of the event queue");
+        }
+        self.wait_publisher(grace).await;
+        if let Some(queue) = self.upstream_queue.take()
+            && queue.pending() > 0
+        {
+            warn!(
+                pending = queue.pending(),
+                "events not handed to the upstream broker before shutdown"
+            );
         }
         if let Some(sink) = self.sink.take() {
             sink.abort();
@@ -294,6 +305,19 @@ impl Tap {
                 .await;
         }
         info!("tap stopped");
+    }
+}
+
+impl Tap {
+    /// Waits up to `grace` until the event publisher has handed its queue to the upstream.
+    async fn wait_publisher(&self, grace: Duration) {
+        let Some(queue) = &self.upstream_queue else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        while queue.pending() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

@@ -546,9 +546,26 @@ impl Relayed<'_> {
         tokio::pin!(up, down);
         let mut phase = shared.phase.clone();
         let mut reading = true;
+        let mut drained = false;
         let cause = loop {
-            if *phase.borrow_and_update() != Phase::Running {
-                break Some(CloseCause::ServerShutdown);
+            match *phase.borrow_and_update() {
+                Phase::Running => {}
+                // The end is reported now; the upstream is still relayed (the other clients'
+                // shutdown events among it) until the tap closes every connection.
+                Phase::Draining if !drained => {
+                    drained = true;
+                    reading = false;
+                    let mut tx = vec![0u8; TX_ROOM];
+                    let mut ignored = Vec::new();
+                    lock(conn).drive(shared, &mut ignored, |relay, side| {
+                        relay.handle_shutdown(now_ms(), &mut tx, side)
+                    });
+                    if self.is_closed() {
+                        break None;
+                    }
+                }
+                Phase::Draining => {}
+                Phase::Closing => break Some(CloseCause::ServerShutdown),
             }
             tokio::select! {
                 cause = &mut up, if reading => {

@@ -708,3 +708,41 @@ fn the_relays_memory_figures_in_the_crate_docs_hold() {
         "a request entry is {per_request} bytes"
     );
 }
+
+#[test]
+fn a_shutdown_reports_the_end_and_relays_the_upstream_until_closed() {
+    let mut client = Client::connected("stayer");
+    client.send(&subscribe(1, &[("SYSTEM/#", QoS::AtMostOnce)]));
+    let mut tx = [0u8; 64];
+    let written = client
+        .relay
+        .handle_shutdown(client.now, &mut tx, &mut client.out);
+    assert_eq!(written, 0, "MQTT 3.1.1 has no server DISCONNECT");
+    assert!(client.relay.is_draining());
+    assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+    assert_eq!(client.out.ends, [CloseCause::ServerShutdown]);
+    assert_eq!(
+        client.relay.poll_timeout(),
+        None,
+        "the driver decides how long"
+    );
+    // The client is no longer read; the upstream's packets (the SUBACK owed, then the others'
+    // shutdown events) still reach it, with no event of their own.
+    client.out.upstream.clear();
+    client.send(&[0xC0, 0]);
+    assert!(client.out.upstream.is_empty());
+    let answer = suback(1, &[SubAckCode::Success(QoS::AtMostOnce)]);
+    assert_eq!(client.upstream(&answer).1, answer.len());
+    let event = publish("SYSTEM/presence/disconnected", QoS::AtMostOnce, None, b"{}");
+    assert_eq!(client.upstream(&event).1, event.len());
+    assert!(client.relay.is_draining());
+    assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+    client.relay.handle_close(
+        client.now,
+        CloseCause::ServerShutdown,
+        &mut tx,
+        &mut client.out,
+    );
+    assert!(client.relay.is_closed());
+    assert_eq!(client.out.ends.len(), 1, "one end");
+}
