@@ -251,6 +251,8 @@ where
         conn: &conn,
         cbuf: BytesMut::with_capacity(4096),
         ubuf: BytesMut::with_capacity(4096),
+        tx: vec![0; TX_ROOM],
+        forwarded: Vec::new(),
     };
     if let Some(mut upstream) = relayed.connect(&mut client, &wake, &superseded).await {
         relayed
@@ -269,13 +271,10 @@ struct Relayed<'a> {
     cbuf: BytesMut,
     /// The upstream's bytes not consumed yet.
     ubuf: BytesMut,
-}
-
-/// What one engine call produced: bytes for the upstream and for the client.
-#[derive(Default)]
-struct Produced {
-    upstream: Vec<u8>,
-    client: Vec<u8>,
+    /// The room for the engine's own answers, reused by every call.
+    tx: Vec<u8>,
+    /// What the engine forwarded to the upstream in the last call.
+    forwarded: Vec<u8>,
 }
 
 impl Relayed<'_> {
@@ -291,19 +290,20 @@ impl Relayed<'_> {
         lock(self.conn).relay.is_closed()
     }
 
-    /// Hands the client's unconsumed bytes to the engine.
-    fn client_input(&mut self) -> Produced {
-        let mut produced = Produced::default();
-        let mut tx = vec![0u8; TX_ROOM];
+    /// Hands the client's unconsumed bytes to the engine: what goes upstream is in
+    /// `self.forwarded`, the engine's answers for the client are returned.
+    fn client_input(&mut self) -> Vec<u8> {
+        let mut answers = Vec::new();
+        self.forwarded.clear();
         let mut conn = lock(self.conn);
         loop {
-            let progress = conn.drive(self.shared, &mut produced.upstream, |relay, side| {
-                relay.handle_input(now_ms(), &self.cbuf, &mut tx, side)
+            let progress = conn.drive(self.shared, &mut self.forwarded, |relay, side| {
+                relay.handle_input(now_ms(), &self.cbuf, &mut self.tx, side)
             });
-            produced.client.extend_from_slice(&tx[..progress.written]);
+            answers.extend_from_slice(&self.tx[..progress.written]);
             self.cbuf.advance(progress.consumed);
             if !conn.relay.is_blocked() {
-                return produced;
+                return answers;
             }
         }
     }
@@ -311,7 +311,7 @@ impl Relayed<'_> {
     /// Hands the upstream's unconsumed bytes to the engine: the bytes for the client, the
     /// forwarded ones first.
     fn upstream_input(&mut self) -> (BytesMut, usize) {
-        let mut tx = vec![0u8; TX_ROOM];
+        let tx = &mut self.tx;
         let mut ignored = Vec::new();
         let shared = self.shared;
         let lookup = |envelope: &Envelope| {
@@ -320,7 +320,7 @@ impl Relayed<'_> {
             heapless::String::<CLIENT_ID_CAPACITY>::try_from(id).ok()
         };
         let relayed = lock(self.conn).drive(shared, &mut ignored, |relay, side| {
-            relay.handle_upstream_input(now_ms(), &self.ubuf, &mut tx, side, lookup)
+            relay.handle_upstream_input(now_ms(), &self.ubuf, tx, side, lookup)
         });
         let mut out = self.ubuf.split_to(relayed.forward);
         self.ubuf.advance(relayed.consumed - relayed.forward);
@@ -330,25 +330,21 @@ impl Relayed<'_> {
 
     /// Acts on a passed deadline; the bytes for the client.
     fn timeout(&mut self) -> Vec<u8> {
-        let mut tx = vec![0u8; TX_ROOM];
         let mut ignored = Vec::new();
         let written = lock(self.conn).drive(self.shared, &mut ignored, |relay, side| {
-            relay.handle_timeout(now_ms(), &mut tx, side)
+            relay.handle_timeout(now_ms(), &mut self.tx, side)
         });
-        tx.truncate(written);
-        tx
+        self.tx[..written].to_vec()
     }
 
     /// Ends the connection for `cause` (nothing when the engine ended it already); the bytes
     /// for the client.
     fn close(&mut self, cause: CloseCause) -> Vec<u8> {
-        let mut tx = vec![0u8; TX_ROOM];
         let mut ignored = Vec::new();
         let written = lock(self.conn).drive(self.shared, &mut ignored, |relay, side| {
-            relay.handle_close(now_ms(), cause, &mut tx, side)
+            relay.handle_close(now_ms(), cause, &mut self.tx, side)
         });
-        tx.truncate(written);
-        tx
+        self.tx[..written].to_vec()
     }
 
     /// The CONNECT phase: reads until the engine asks about the CONNECT, answers it (after
@@ -376,8 +372,8 @@ impl Relayed<'_> {
                     Ok(n) => {
                         metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         // Nothing goes upstream before the verdict.
-                        let produced = self.client_input();
-                        if !write_to_client(client, &produced.client, metrics).await {
+                        let answers = self.client_input();
+                        if !write_to_client(client, &answers, metrics).await {
                             return None;
                         }
                     }
@@ -392,10 +388,9 @@ impl Relayed<'_> {
             Ok((upstream, older)) => (ConnectAnswer::accept(false), Some(upstream), older),
             Err(reason) => (ConnectAnswer::Refuse(reason), None, None),
         };
-        let mut produced = Produced::default();
-        let mut tx = vec![0u8; TX_ROOM];
-        let progress = lock(self.conn).drive(self.shared, &mut produced.upstream, |relay, side| {
-            relay.handle_connect_answer(now_ms(), answer, &self.cbuf, &mut tx, side)
+        self.forwarded.clear();
+        let progress = lock(self.conn).drive(self.shared, &mut self.forwarded, |relay, side| {
+            relay.handle_connect_answer(now_ms(), answer, &self.cbuf, &mut self.tx, side)
         });
         self.cbuf.advance(progress.consumed);
         let mut upstream = match upstream {
@@ -404,7 +399,7 @@ impl Relayed<'_> {
                 if let Some(flag) = older {
                     flag.store(false, Ordering::Release);
                 }
-                let _ = write_to_client(client, &tx[..progress.written], metrics).await;
+                let _ = write_to_client(client, &self.tx[..progress.written], metrics).await;
                 return None;
             }
         };
@@ -419,7 +414,7 @@ impl Relayed<'_> {
             });
             conn.client_id.clone()
         };
-        let sent = upstream.write_all(&produced.upstream).await.is_ok();
+        let sent = upstream.write_all(&self.forwarded).await.is_ok();
         let mut unreachable = !sent;
         while sent && lock(self.conn).relay.is_awaiting_upstream() {
             let deadline = self.deadline();
@@ -526,12 +521,16 @@ impl Relayed<'_> {
             conn,
             cbuf: std::mem::take(&mut self.cbuf),
             ubuf: BytesMut::new(),
+            tx: vec![0; TX_ROOM],
+            forwarded: Vec::new(),
         };
         let mut to_client = Relayed {
             shared,
             conn,
             cbuf: BytesMut::new(),
             ubuf: std::mem::take(&mut self.ubuf),
+            tx: vec![0; TX_ROOM],
+            forwarded: Vec::new(),
         };
         let (mut client_rx, mut client_tx) = tokio::io::split(client);
         let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
@@ -555,10 +554,9 @@ impl Relayed<'_> {
                 Phase::Draining if !drained => {
                     drained = true;
                     reading = false;
-                    let mut tx = vec![0u8; TX_ROOM];
                     let mut ignored = Vec::new();
                     lock(conn).drive(shared, &mut ignored, |relay, side| {
-                        relay.handle_shutdown(now_ms(), &mut tx, side)
+                        relay.handle_shutdown(now_ms(), &mut self.tx, side)
                     });
                     if self.is_closed() {
                         break None;
@@ -598,7 +596,7 @@ impl Relayed<'_> {
         &mut self,
         client: &mut R,
         upstream: &mut W,
-        answers: &mpsc::Sender<Vec<u8>>,
+        to_client: &mpsc::Sender<Vec<u8>>,
     ) -> Option<CloseCause>
     where
         R: AsyncRead + Unpin,
@@ -606,13 +604,11 @@ impl Relayed<'_> {
     {
         let metrics = &self.shared.metrics;
         loop {
-            let produced = self.client_input();
-            if !produced.upstream.is_empty()
-                && upstream.write_all(&produced.upstream).await.is_err()
-            {
+            let answers = self.client_input();
+            if !self.forwarded.is_empty() && upstream.write_all(&self.forwarded).await.is_err() {
                 return Some(CloseCause::RouterClosed);
             }
-            if !produced.client.is_empty() && answers.send(produced.client).await.is_err() {
+            if !answers.is_empty() && to_client.send(answers).await.is_err() {
                 return Some(CloseCause::TransportClosed);
             }
             let ended = {
@@ -634,7 +630,7 @@ impl Relayed<'_> {
                 () = sleep_until(deadline) => {
                     let answer = self.timeout();
                     if !answer.is_empty() {
-                        let _ = answers.send(answer).await;
+                        let _ = to_client.send(answer).await;
                     }
                 }
             }
