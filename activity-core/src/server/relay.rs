@@ -153,6 +153,13 @@ pub struct Relayed {
 /// | a packet only a client sends, bad bytes, a packet over [`Limits::max_packet_size`](super::Limits::max_packet_size) | closes the connection (`upstream_closed`, `packet_too_large`), not forwarded |
 /// | anything else | forwarded |
 ///
+/// Where the engine closes for a fault of the client's (a limit, bad bytes, a packet only a
+/// server sends), the session ends at once (`disconnected`, [`Route::End`]) but the connection
+/// drains ([`Relay::is_draining`]): the client is no longer read, and the upstream's answers to
+/// what was forwarded before the fault still reach the client, until the upstream owes none or
+/// the answer timeout passes. In the other modes the engine answers all that itself before the
+/// fault; a relay that closed at once would cut those answers off.
+///
 /// A SUBSCRIBE is answered whole or forwarded whole: forwarding only its allowed filters would
 /// mean re-encoding the packet and merging two SUBACKs, and a relay passes the client's bytes
 /// unchanged. The client may send its allowed filters again in another SUBSCRIBE.
