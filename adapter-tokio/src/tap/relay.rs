@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use activity_core::QoS;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
 use activity_core::envelope::{Envelope, parse_envelope};
 use activity_core::event::{Event, EventKind};
@@ -146,7 +147,16 @@ impl Output for Side<'_> {
             }
             Route::Publish(publish) => {
                 // For `msgack` of its deliveries through any connection of this tap.
-                if let Some(envelope) = parse_envelope(publish.payload) {
+                let msgack = self
+                    .shared
+                    .server
+                    .tracker
+                    .enabled
+                    .contains(EventKind::MsgAck);
+                if publish.qos != QoS::AtMostOnce
+                    && msgack
+                    && let Some(envelope) = parse_envelope(publish.payload)
+                {
                     let mut table = self
                         .shared
                         .publishers
