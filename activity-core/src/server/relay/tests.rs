@@ -8,7 +8,7 @@ use super::*;
 use crate::acks::FixedAckStore;
 use crate::codec::{Connect, LastWill, SubAck, SubAckCodes, SubscribeFilters, UnsubscribeFilters};
 use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
-use crate::server::{Delivery, FixedSessionStore, Limits, Peer, Routed, ServerConfig};
+use crate::server::{Delivery, FixedSessionStore, Limits, Peer, Routed, ServerConfig, StoreFull};
 
 type Under =
     Relay<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 2, 64>, FixedRequestStore<3, 128>>;
