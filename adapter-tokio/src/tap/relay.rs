@@ -424,7 +424,7 @@ impl Relayed<'_> {
             });
             conn.client_id.clone()
         };
-        let sent = upstream.write_all(&self.forwarded).await.is_ok();
+        let sent = write_to_upstream(&mut upstream, &self.forwarded).await;
         let mut unreachable = !sent;
         while sent && lock(self.conn).relay.is_awaiting_upstream() {
             let deadline = self.deadline();
@@ -615,7 +615,7 @@ impl Relayed<'_> {
         let metrics = &self.shared.metrics;
         loop {
             let answers = self.client_input();
-            if !self.forwarded.is_empty() && upstream.write_all(&self.forwarded).await.is_err() {
+            if !write_to_upstream(upstream, &self.forwarded).await {
                 return Some(CloseCause::RouterClosed);
             }
             if !answers.is_empty() && to_client.send(answers).await.is_err() {
@@ -626,7 +626,6 @@ impl Relayed<'_> {
                 conn.relay.is_closed() || conn.relay.is_draining()
             };
             if ended {
-                let _ = upstream.flush().await;
                 return None;
             }
             let deadline = self.deadline();
@@ -696,6 +695,12 @@ impl Relayed<'_> {
             }
         }
     }
+}
+
+/// Writes what the engine forwarded to the upstream (flushed: a TLS upstream gets its records
+/// now); false when the upstream connection failed.
+async fn write_to_upstream<W: AsyncWrite + Unpin>(upstream: &mut W, bytes: &[u8]) -> bool {
+    bytes.is_empty() || (upstream.write_all(bytes).await.is_ok() && upstream.flush().await.is_ok())
 }
 
 /// Writes to the client, giving up after [`WRITE_STALL_LIMIT`] (a client that reads nothing).
