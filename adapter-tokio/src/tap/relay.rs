@@ -17,7 +17,9 @@
 //!   before the new `connected`); when the upstream closes the older one first, that close is
 //!   labelled `takenover` too, not `upstream_closed`;
 //! - who published the envelope messages that went through this tap, for `msgack`;
-//! - a client that stops reading: a write to it may stall for [`WRITE_STALL_LIMIT`].
+//! - a client that stops reading: a write to it may stall for [`WRITE_STALL_LIMIT`];
+//! - shutdown: every connection reports `server_shutdown` at once and keeps relaying the
+//!   upstream (the other clients' shutdown events among it) until the tap closes it.
 //!
 //! The two directions run concurrently (a relay that waited on one could deadlock with an
 //! upstream that waits on the other) and share the engine behind a mutex, held only during an
