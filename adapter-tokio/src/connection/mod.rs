@@ -4,7 +4,7 @@
 //! Every MQTT decision of a connection is the core's engine
 //! ([`activity_core::server::Connection`]): CONNECT rules and CONNACK, keep-alive, the QoS
 //! flows, SUBACK codes, the system-topic rules, limits, last wills and the activity events. The
-//! task is its driver ([`session`]): it reads the socket into the engine, writes what the
+//! task is its driver (`session.rs`): it reads the socket into the engine, writes what the
 //! engine answers, carries the engine's routes to rumqttd's router, and hands router deliveries
 //! back to the engine. What the driver adds is what the engine cannot see:
 //!
@@ -14,7 +14,7 @@
 //!   router link and whether the router kept a session;
 //! - rumqttd's ways: every client publish enters the router at QoS 0 with a marker of its real
 //!   QoS ([`crate::qos_marker`]), so that deliveries go at `min(publish QoS, subscription QoS)`
-//!   (section 3.8.4) with the [`AckSequencer`] completing the router's flow; the publisher of a
+//!   (section 3.8.4) with the [`AckSequencer`](crate::sequencer::AckSequencer) completing the router's flow; the publisher of a
 //!   message rides along in a user property, for `msgack`; client ids are escaped for the
 //!   router; the router's own SUBACK and PUBREL are not passed on (the engine answered);
 //! - a client that stops reading: a write may stall until the keep-alive deadline, or
