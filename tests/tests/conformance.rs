@@ -300,7 +300,8 @@ async fn msgack(server: &mut Server) {
         })
         .await;
 
-    sub.send(Packet::PubAck(pkid)).await;
+    sub.send(Packet::PubAck(activity_core::codec::Ack::new(pkid)))
+        .await;
     let ack = monitor.next_event("msgack", "c4-sub").await;
     assert_event(
         &ack,
@@ -444,6 +445,7 @@ async fn keepalive_and_will(server: &mut Server) {
     );
 
     let will = LastWill {
+        properties: activity_core::codec::Properties::EMPTY,
         topic: "c7/will",
         message: b"gone",
         qos: QoS::AtLeastOnce,
@@ -652,6 +654,7 @@ async fn will_only_when_vanished(server: &mut Server) {
         [1]
     );
     let will = |topic| LastWill {
+        properties: activity_core::codec::Properties::EMPTY,
         topic,
         message: b"gone",
         qos: QoS::AtLeastOnce,
@@ -753,6 +756,7 @@ async fn qos2_awaiting_pubrel_limit(server: &mut Server) {
 /// The bytes of one PUBLISH.
 fn publish_bytes(topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> Vec<u8> {
     let packet = Packet::Publish(activity_core::codec::Publish {
+        properties: activity_core::codec::Properties::EMPTY,
         dup: false,
         qos,
         retain: false,
@@ -799,6 +803,7 @@ async fn filters_per_subscribe_limit(server: &mut Server) {
     }
     greedy
         .send(Packet::Subscribe(activity_core::codec::Subscribe {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid: 2,
             filters: activity_core::codec::SubscribeFilters::from_slice(&filters),
         }))

@@ -102,6 +102,7 @@ impl ClientPacket {
                 will,
                 level,
             } => Packet::Connect(codec::Connect {
+                properties: crate::codec::Properties::EMPTY,
                 protocol_level: if *level { 4 } else { 5 },
                 client_id,
                 clean_session: *clean,
@@ -109,6 +110,7 @@ impl ClientPacket {
                 username: None,
                 password: None,
                 will: will.as_ref().map(|(topic, message, q)| codec::LastWill {
+                    properties: crate::codec::Properties::EMPTY,
                     topic,
                     message,
                     qos: qos(*q),
@@ -123,6 +125,7 @@ impl ClientPacket {
             } => {
                 let q = qos(*q);
                 Packet::Publish(codec::Publish {
+                    properties: crate::codec::Properties::EMPTY,
                     dup: false,
                     qos: q,
                     retain: false,
@@ -134,6 +137,7 @@ impl ClientPacket {
             ClientPacket::Subscribe { pkid, filters } => {
                 filters_owned = filters.iter().map(|(f, q)| (f.as_str(), qos(*q))).collect();
                 Packet::Subscribe(codec::Subscribe {
+                    properties: crate::codec::Properties::EMPTY,
                     pkid: (*pkid).max(1),
                     filters: codec::SubscribeFilters::from_slice(&filters_owned),
                 })
@@ -141,6 +145,7 @@ impl ClientPacket {
             ClientPacket::Unsubscribe { pkid, filters } => {
                 unsub_owned = filters.iter().map(String::as_str).collect();
                 Packet::Unsubscribe(codec::Unsubscribe {
+                    properties: crate::codec::Properties::EMPTY,
                     pkid: (*pkid).max(1),
                     filters: codec::UnsubscribeFilters::from_slice(&unsub_owned),
                 })
@@ -148,14 +153,14 @@ impl ClientPacket {
             ClientPacket::Ack { kind, pkid } => {
                 let pkid = (*pkid).max(1);
                 match kind % 4 {
-                    0 => Packet::PubAck(pkid),
-                    1 => Packet::PubRec(pkid),
-                    2 => Packet::PubRel(pkid),
-                    _ => Packet::PubComp(pkid),
+                    0 => Packet::PubAck(crate::codec::Ack::new(pkid)),
+                    1 => Packet::PubRec(crate::codec::Ack::new(pkid)),
+                    2 => Packet::PubRel(crate::codec::Ack::new(pkid)),
+                    _ => Packet::PubComp(crate::codec::Ack::new(pkid)),
                 }
             }
             ClientPacket::Ping => Packet::PingReq,
-            ClientPacket::Disconnect => Packet::Disconnect,
+            ClientPacket::Disconnect => Packet::Disconnect(crate::codec::Disconnect::NORMAL),
         };
         let Ok(len) = packet.encoded_len() else {
             return Vec::new();

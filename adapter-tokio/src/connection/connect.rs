@@ -114,7 +114,8 @@ fn packet_name(packet: &WirePacket<'_>) -> &'static str {
         WirePacket::UnsubAck(_) => "UNSUBACK",
         WirePacket::PingReq => "PINGREQ",
         WirePacket::PingResp => "PINGRESP",
-        WirePacket::Disconnect => "DISCONNECT",
+        WirePacket::Disconnect(_) => "DISCONNECT",
+        WirePacket::Auth(_) => "AUTH",
     }
 }
 
@@ -127,8 +128,9 @@ where
     metrics.connect_refused(code.as_u8());
     let mut buf = [0u8; 4];
     let packet = WirePacket::ConnAck(ConnAck {
+        properties: activity_core::codec::Properties::EMPTY,
         session_present: false,
-        code,
+        code: code.as_u8(),
     });
     if let Ok(n) = packet.encode(&mut buf) {
         let _ = stream.write_all(&buf[..n]).await;

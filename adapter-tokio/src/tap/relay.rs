@@ -298,8 +298,11 @@ async fn connect_upstream(
     loop {
         match codec::decode(&ubuf, 16) {
             Ok(Some((WirePacket::ConnAck(ack), len))) => {
+                let Some(code) = ack.return_code() else {
+                    anyhow::bail!("a CONNACK code MQTT 3.1.1 does not define");
+                };
                 let raw = ubuf.split_to(len).freeze();
-                return Ok((stream, raw, ack.code, ubuf));
+                return Ok((stream, raw, code, ubuf));
             }
             Ok(Some(_)) | Err(_) => anyhow::bail!("the answer to CONNECT is not a CONNACK"),
             Ok(None) => {}
@@ -561,6 +564,7 @@ impl Ctx<'_> {
                     );
                     let codes = vec![SubAckCode::Failure; n];
                     let suback = WirePacket::SubAck(SubAck {
+                        properties: activity_core::codec::Properties::EMPTY,
                         pkid: subscribe.pkid,
                         codes: SubAckCodes::from_slice(&codes),
                     });
@@ -588,13 +592,13 @@ impl Ctx<'_> {
                 )
             }
             WirePacket::PubAck(id) => {
-                if let Some(event) = self.state().tracker.handle_puback(now, *id) {
+                if let Some(event) = self.state().tracker.handle_puback(now, id.pkid) {
                     shared.events.emit(&event);
                 }
                 Verdict::Forward
             }
             WirePacket::PubRec(id) => {
-                if let Some(event) = self.state().tracker.handle_pubrec(now, *id) {
+                if let Some(event) = self.state().tracker.handle_pubrec(now, id.pkid) {
                     shared.events.emit(&event);
                 }
                 Verdict::Forward
@@ -602,12 +606,13 @@ impl Ctx<'_> {
             WirePacket::PubRel(_) | WirePacket::PubComp(_) | WirePacket::PingReq => {
                 Verdict::Forward
             }
-            WirePacket::Disconnect => Verdict::ForwardAndEnd(DisconnectReason::Normal),
+            WirePacket::Disconnect(_) => Verdict::ForwardAndEnd(DisconnectReason::Normal),
             WirePacket::Connect(_)
             | WirePacket::ConnAck(_)
             | WirePacket::SubAck(_)
             | WirePacket::UnsubAck(_)
-            | WirePacket::PingResp => {
+            | WirePacket::PingResp
+            | WirePacket::Auth(_) => {
                 debug!(
                     client_id = self.client_id,
                     "client sent a packet only a server sends: closing"
@@ -653,17 +658,17 @@ impl Ctx<'_> {
                 for ((filter, _), code) in filters.iter().zip(suback.codes.iter()) {
                     let granted = match code {
                         SubAckCode::Success(qos) => Some(qos),
-                        SubAckCode::Failure => None,
+                        SubAckCode::Failure | SubAckCode::Refused(_) => None,
                     };
                     if let Some(event) = state.tracker.handle_subscribe(now, filter, granted) {
                         shared.events.emit(&event);
                     }
                 }
             }
-            WirePacket::UnsubAck(pkid) => {
+            WirePacket::UnsubAck(unsuback) => {
                 let now = now_ms();
                 let mut state = self.state();
-                let Some(filters) = state.unsubscribes.remove(pkid) else {
+                let Some(filters) = state.unsubscribes.remove(&unsuback.pkid) else {
                     return;
                 };
                 for filter in &filters {
