@@ -130,6 +130,7 @@ fn bench_envelope(c: &mut Criterion) {
 fn bench_codec(c: &mut Criterion) {
     let payload = [0x5au8; 100];
     let publish = Packet::Publish(Publish {
+        properties: activity_core::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: false,

@@ -463,10 +463,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             }
             ConnectAnswer::Accept { session_present } => session_present && !connect.clean_session,
         };
-        tx.put(&Packet::ConnAck(ConnAck {
+        tx.put(&Packet::ConnAck(ConnAck::new(
             session_present,
-            code: codec::ConnectReturnCode::Accepted,
-        }));
+            codec::ConnectReturnCode::Accepted.as_u8(),
+        )));
         if !self.admit(now, &connect, &mut tx, out) {
             return Progress {
                 consumed: len,
@@ -636,10 +636,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         out.count(Counter::ConnectRefused(reason));
         self.state = State::Closed;
         self.store.clear();
-        tx.put(&Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: reason.connect_return_code(),
-        }));
+        tx.put(&Packet::ConnAck(ConnAck::new(
+            false,
+            reason.connect_return_code().as_u8(),
+        )));
     }
 
     /// Closes for a fault of the client's, counting it.
@@ -694,26 +694,27 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     ) {
         match packet {
             Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
-            Packet::PubAck(pkid) => self.handle_ack(now, pkid, Ack::PubAck, tx, out),
-            Packet::PubRec(pkid) => self.handle_ack(now, pkid, Ack::PubRec, tx, out),
-            Packet::PubComp(pkid) => self.handle_ack(now, pkid, Ack::PubComp, tx, out),
-            Packet::PubRel(pkid) => {
+            Packet::PubAck(ack) => self.handle_ack(now, ack.pkid, Ack::PubAck, tx, out),
+            Packet::PubRec(ack) => self.handle_ack(now, ack.pkid, Ack::PubRec, tx, out),
+            Packet::PubComp(ack) => self.handle_ack(now, ack.pkid, Ack::PubComp, tx, out),
+            Packet::PubRel(ack) => {
                 // Section 4.3.3: PUBCOMP even for an id no longer remembered.
-                self.store.remove_inbound_qos2(pkid);
-                tx.put(&Packet::PubComp(pkid));
+                self.store.remove_inbound_qos2(ack.pkid);
+                tx.put(&Packet::PubComp(codec::Ack::new(ack.pkid)));
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(now, subscribe, tx, out),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(now, unsubscribe, tx, out),
             Packet::PingReq => {
                 tx.put(&Packet::PingResp);
             }
-            Packet::Disconnect => self.close(now, CloseCause::ClientDisconnect, tx, out),
+            Packet::Disconnect(_) => self.close(now, CloseCause::ClientDisconnect, tx, out),
             // A second CONNECT (section 3.1.0) or a packet only a server sends.
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp => {
+            | Packet::PingResp
+            | Packet::Auth(_) => {
                 debug!("server: packet not allowed from a client");
                 self.fail(now, CloseCause::ProtocolError, tx, out);
             }
@@ -731,7 +732,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         out: &mut impl Output,
     ) {
         if ack == Ack::PubRec {
-            tx.put(&Packet::PubRel(pkid));
+            tx.put(&Packet::PubRel(codec::Ack::new(pkid)));
         }
         let event = match ack {
             Ack::PubAck => self.tracker.handle_puback(now, pkid),
@@ -762,12 +763,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         match publish.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                tx.put(&Packet::PubAck(pkid));
+                tx.put(&Packet::PubAck(codec::Ack::new(pkid)));
             }
             QoS::ExactlyOnce => {
                 if self.store.has_inbound_qos2(pkid) {
                     // Section 4.3.3: a resent PUBLISH before PUBREL is not delivered again.
-                    tx.put(&Packet::PubRec(pkid));
+                    tx.put(&Packet::PubRec(codec::Ack::new(pkid)));
                     return;
                 }
                 if self.store.inbound_qos2_count() >= self.limits.max_inbound_qos2
@@ -777,7 +778,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                     self.fail(now, CloseCause::QuotaExceeded, tx, out);
                     return;
                 }
-                tx.put(&Packet::PubRec(pkid));
+                tx.put(&Packet::PubRec(codec::Ack::new(pkid)));
             }
         }
         let info = PublishInfo {
@@ -875,7 +876,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
         }
-        tx.put(&Packet::UnsubAck(unsubscribe.pkid));
+        tx.put(&Packet::UnsubAck(codec::UnsubAck::new(unsubscribe.pkid)));
         for filter in unsubscribe.filters.iter() {
             if self.store.remove_subscription(filter) {
                 let _ = out.route(Route::Unsubscribe { filter });

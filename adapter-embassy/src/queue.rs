@@ -124,6 +124,7 @@ mod tests {
 
     fn publish(topic: &str) -> Packet<'_> {
         Packet::Publish(Publish {
+            properties: activity_core::codec::Properties::EMPTY,
             dup: false,
             qos: QoS::AtMostOnce,
             retain: false,

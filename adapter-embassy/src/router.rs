@@ -507,6 +507,7 @@ fn push_uplink<const QUEUE: usize>(
         .and_then(|()| uplink_topic.push('/'))
         .and_then(|()| uplink_topic.push_str(topic));
     let publish = Publish {
+        properties: activity_core::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,

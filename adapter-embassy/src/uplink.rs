@@ -104,6 +104,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     }
     socket.set_nagle_enabled(false);
     let connect = Packet::Connect(activity_core::codec::Connect {
+        properties: activity_core::codec::Properties::EMPTY,
         protocol_level: PROTOCOL_LEVEL,
         client_id: config.gateway_id,
         clean_session: true,
@@ -112,6 +113,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         // MQTT 3.1.1 allows a password only with a username (section 3.1.2.9).
         password: uplink.password.filter(|_| uplink.username.is_some()),
         will: Some(LastWill {
+            properties: activity_core::codec::Properties::EMPTY,
             topic: state_topic,
             message: OFFLINE,
             qos: QoS::AtLeastOnce,
@@ -131,10 +133,10 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         loop {
             match decode(&packet[..have], packet.len()) {
                 Ok(Some((Packet::ConnAck(connack), _))) => {
-                    if connack.code != ConnectReturnCode::Accepted {
+                    if connack.code != ConnectReturnCode::Accepted.as_u8() {
                         warn!("uplink: refused, CONNACK {}", connack.code.as_u8());
                     }
-                    return connack.code == ConnectReturnCode::Accepted;
+                    return connack.code == ConnectReturnCode::Accepted.as_u8();
                 }
                 Ok(None) => {}
                 Ok(Some(_)) | Err(_) => return false,
@@ -152,6 +154,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     bump(&shared.status.counters.uplink_connects);
     info!("uplink: connected");
     let online = Packet::Publish(Publish {
+        properties: activity_core::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtMostOnce,
         retain: true,

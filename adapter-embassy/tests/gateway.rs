@@ -102,7 +102,10 @@ fn all_six_events_field_by_field() {
         );
 
         // msgack: dev-1 acknowledges the envelope delivery
-        dev1.send(Packet::PubAck(pkid.unwrap())).await;
+        dev1.send(Packet::PubAck(activity_core::codec::Ack::new(
+            pkid.unwrap(),
+        )))
+        .await;
         let msgack = monitor.event("msgack").await;
         let ts = assert_ts(&msgack);
         assert_eq!(
@@ -115,6 +118,7 @@ fn all_six_events_field_by_field() {
         // unsubscribed (UNSUBACK always, event only for a filter that was held)
         let filters = ["sensors/+/temp", "never/subscribed"];
         dev1.send(Packet::Unsubscribe(Unsubscribe {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid: 8,
             filters: UnsubscribeFilters::from_slice(&filters),
         }))
@@ -128,7 +132,8 @@ fn all_six_events_field_by_field() {
         );
 
         // disconnected, normal
-        dev1.send(Packet::Disconnect).await;
+        dev1.send(Packet::Disconnect(activity_core::codec::Disconnect::NORMAL))
+            .await;
         dev1.expect_closed().await;
         let disconnected = monitor.event("presence/disconnected").await;
         let ts = assert_ts(&disconnected);
@@ -178,6 +183,7 @@ fn connect_refusals_and_persistent_sessions() {
         // A will on a system topic: CONNACK 5.
         let mut bad = RawClient::open(stack, GATEWAY).await;
         let will = LastWill {
+            properties: activity_core::codec::Properties::EMPTY,
             topic: "SYSTEM/message",
             message: b"x",
             qos: QoS::AtMostOnce,
@@ -250,6 +256,7 @@ fn qos2_publish_is_acknowledged_and_delivered_at_qos1() {
         // A resent PUBLISH before PUBREL is not delivered twice.
         publisher
             .send(Packet::Publish(activity_core::codec::Publish {
+                properties: activity_core::codec::Properties::EMPTY,
                 dup: true,
                 qos: QoS::ExactlyOnce,
                 retain: false,
@@ -259,7 +266,9 @@ fn qos2_publish_is_acknowledged_and_delivered_at_qos1() {
             }))
             .await;
         assert_eq!(publisher.recv().await, Received::PubRec(77));
-        publisher.send(Packet::PubRel(77)).await;
+        publisher
+            .send(Packet::PubRel(activity_core::codec::Ack::new(77)))
+            .await;
         assert_eq!(publisher.recv().await, Received::PubComp(77));
         match sub.recv().await {
             Received::Publish { topic, qos, .. } => {
@@ -295,6 +304,7 @@ fn keepalive_expiry_publishes_the_will() {
 
         let mut sleepy = RawClient::open(stack, GATEWAY).await;
         let will = LastWill {
+            properties: activity_core::codec::Properties::EMPTY,
             topic: "status/sleepy",
             message: b"gone",
             qos: QoS::AtLeastOnce,

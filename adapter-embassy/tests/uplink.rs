@@ -55,8 +55,9 @@ async fn answer_uplink(
     }
     upstream
         .send(Packet::ConnAck(ConnAck {
+            properties: activity_core::codec::Properties::EMPTY,
             session_present: false,
-            code,
+            code: code.as_u8(),
         }))
         .await;
     upstream
@@ -152,7 +153,8 @@ fn uplink_forwards_events_and_topics_and_reconnects() {
         upstream.close().await;
         Timer::after_millis(100).await;
         assert!(!handle.is_uplink_up());
-        dev.send(Packet::Disconnect).await;
+        dev.send(Packet::Disconnect(activity_core::codec::Disconnect::NORMAL))
+            .await;
         dev.expect_closed().await;
         let mut upstream = accept_uplink(stack, (None, None)).await;
         let (topic, payload) = forwarded(&mut upstream).await;

@@ -93,6 +93,7 @@ impl SessionStore for HeapSessionStore {
 
     fn will(&self) -> Option<LastWill<'_>> {
         self.will.as_ref().map(|will| LastWill {
+            properties: activity_core::codec::Properties::EMPTY,
             topic: &will.topic,
             message: &will.message,
             qos: will.qos,
@@ -136,6 +137,7 @@ mod tests {
         assert!(!store.remove_inbound_qos2(9));
 
         let will = LastWill {
+            properties: activity_core::codec::Properties::EMPTY,
             topic: "status/x",
             message: b"gone",
             qos: QoS::AtLeastOnce,

@@ -345,7 +345,10 @@ async fn subscriber_loop(
                 }
                 if let Some(pkid) = p.pkid {
                     // A PUBACK is 4 bytes and always encodes.
-                    let _ = push_packet(&mut acks, &Packet::PubAck(pkid));
+                    let _ = push_packet(
+                        &mut acks,
+                        &Packet::PubAck(activity_core::codec::Ack::new(pkid)),
+                    );
                 }
             }
         })?;
@@ -458,6 +461,7 @@ async fn publisher_loop(
                 Some(pkid)
             };
             let publish = Packet::Publish(Publish {
+                properties: activity_core::codec::Properties::EMPTY,
                 dup: false,
                 qos,
                 retain: false,
@@ -569,7 +573,10 @@ async fn event_counter(
             if let Packet::Publish(p) = packet {
                 got += 1;
                 if let Some(pkid) = p.pkid {
-                    let _ = push_packet(&mut acks, &Packet::PubAck(pkid));
+                    let _ = push_packet(
+                        &mut acks,
+                        &Packet::PubAck(activity_core::codec::Ack::new(pkid)),
+                    );
                 }
             }
         })?;

@@ -135,6 +135,7 @@ pub async fn connect(
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let connect = Packet::Connect(Connect {
+        properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id,
         clean_session: true,
@@ -157,7 +158,7 @@ pub async fn connect(
     .await
     .context("no CONNACK in time")??;
     match answer {
-        Some(ConnectReturnCode::Accepted) => Ok((stream, reader)),
+        Some(code) if code == ConnectReturnCode::Accepted.as_u8() => Ok((stream, reader)),
         Some(code) => bail!("CONNACK refused the connection: {code:?}"),
         None => bail!("the first packet from the broker was not a CONNACK"),
     }
@@ -172,6 +173,7 @@ pub async fn subscribe(
 ) -> anyhow::Result<()> {
     let filters = [(filter, qos)];
     let subscribe = Packet::Subscribe(Subscribe {
+        properties: activity_core::codec::Properties::EMPTY,
         pkid: 1,
         filters: SubscribeFilters::from_slice(&filters),
     });

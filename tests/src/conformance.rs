@@ -339,7 +339,7 @@ impl Received {
         match packet {
             Packet::ConnAck(c) => Received::ConnAck {
                 session_present: c.session_present,
-                code: c.code.as_u8(),
+                code: c.code,
             },
             Packet::Publish(p) => Received::Publish(Delivery {
                 topic: p.topic.to_owned(),
@@ -348,15 +348,15 @@ impl Received {
                 pkid: p.pkid,
                 retain: p.retain,
             }),
-            Packet::PubAck(id) => Received::PubAck(id),
-            Packet::PubRec(id) => Received::PubRec(id),
-            Packet::PubRel(id) => Received::PubRel(id),
-            Packet::PubComp(id) => Received::PubComp(id),
+            Packet::PubAck(id) => Received::PubAck(id.pkid),
+            Packet::PubRec(id) => Received::PubRec(id.pkid),
+            Packet::PubRel(id) => Received::PubRel(id.pkid),
+            Packet::PubComp(id) => Received::PubComp(id.pkid),
             Packet::SubAck(s) => Received::SubAck {
                 pkid: s.pkid,
                 codes: s.codes.iter().map(|c| c.as_u8()).collect(),
             },
-            Packet::UnsubAck(id) => Received::UnsubAck(id),
+            Packet::UnsubAck(id) => Received::UnsubAck(id.pkid),
             Packet::PingResp => Received::PingResp,
             other => Received::Other(format!("{other:?}")),
         }
@@ -377,6 +377,7 @@ pub enum Next {
 /// A CONNECT with a clean session and no will, username or password.
 pub fn connect(client_id: &str, keep_alive: u16) -> Connect<'_> {
     Connect {
+        properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id,
         clean_session: true,
@@ -537,6 +538,7 @@ impl Wire {
     /// Subscribes and returns the SUBACK's return codes.
     pub async fn subscribe(&mut self, pkid: u16, filters: &[(&str, QoS)]) -> Vec<u8> {
         self.send(Packet::Subscribe(Subscribe {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid,
             filters: SubscribeFilters::from_slice(filters),
         }))
@@ -553,6 +555,7 @@ impl Wire {
     /// Unsubscribes and waits for the UNSUBACK.
     pub async fn unsubscribe(&mut self, pkid: u16, filters: &[&str]) {
         self.send(Packet::Unsubscribe(Unsubscribe {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid,
             filters: UnsubscribeFilters::from_slice(filters),
         }))
@@ -571,6 +574,7 @@ impl Wire {
         payload: &[u8],
     ) {
         self.send(Packet::Publish(Publish {
+            properties: activity_core::codec::Properties::EMPTY,
             dup: false,
             qos,
             retain,
@@ -601,7 +605,8 @@ impl Wire {
             QoS::ExactlyOnce => {
                 let got = self.recv("PUBREC").await;
                 assert_eq!(got, Received::PubRec(pkid), "{}: PUBREC", self.id);
-                self.send(Packet::PubRel(pkid)).await;
+                self.send(Packet::PubRel(activity_core::codec::Ack::new(pkid)))
+                    .await;
                 let got = self.recv("PUBCOMP").await;
                 assert_eq!(got, Received::PubComp(pkid), "{}: PUBCOMP", self.id);
             }
@@ -622,12 +627,17 @@ impl Wire {
         let delivery = self.delivery().await;
         match (delivery.qos, delivery.pkid) {
             (QoS::AtMostOnce, None) => {}
-            (QoS::AtLeastOnce, Some(pkid)) => self.send(Packet::PubAck(pkid)).await,
+            (QoS::AtLeastOnce, Some(pkid)) => {
+                self.send(Packet::PubAck(activity_core::codec::Ack::new(pkid)))
+                    .await
+            }
             (QoS::ExactlyOnce, Some(pkid)) => {
-                self.send(Packet::PubRec(pkid)).await;
+                self.send(Packet::PubRec(activity_core::codec::Ack::new(pkid)))
+                    .await;
                 let got = self.recv("PUBREL").await;
                 assert_eq!(got, Received::PubRel(pkid), "{}: PUBREL", self.id);
-                self.send(Packet::PubComp(pkid)).await;
+                self.send(Packet::PubComp(activity_core::codec::Ack::new(pkid)))
+                    .await;
             }
             _ => panic!(
                 "{}: packet id does not match the QoS: {delivery:?}",
@@ -639,7 +649,8 @@ impl Wire {
 
     /// Sends DISCONNECT and waits until the server closes the connection.
     pub async fn disconnect(mut self) {
-        self.send(Packet::Disconnect).await;
+        self.send(Packet::Disconnect(activity_core::codec::Disconnect::NORMAL))
+            .await;
         self.expect_closed("DISCONNECT").await;
     }
 }

@@ -285,7 +285,8 @@ async fn msgack(server: &mut Server) {
         })
         .await;
 
-    sub.send(Packet::PubAck(pkid)).await;
+    sub.send(Packet::PubAck(activity_core::codec::Ack::new(pkid)))
+        .await;
     let ack = monitor.next_event("msgack", "c4-sub").await;
     assert_event(
         &ack,
@@ -389,7 +390,8 @@ async fn system_topics(server: &mut Server) {
             Received::PubAck(9) if !acked => acked = true,
             Received::Publish(delivery) if got.is_none() => {
                 let pkid = delivery.pkid.expect("a QoS 1 delivery");
-                dev.send(Packet::PubAck(pkid)).await;
+                dev.send(Packet::PubAck(activity_core::codec::Ack::new(pkid)))
+                    .await;
                 got = Some(delivery);
             }
             other => panic!("c6-dev: expected PUBACK 9 and one delivery, got {other:?}"),
@@ -429,6 +431,7 @@ async fn keepalive_and_will(server: &mut Server) {
     );
 
     let will = LastWill {
+        properties: activity_core::codec::Properties::EMPTY,
         topic: "c7/will",
         message: b"gone",
         qos: QoS::AtLeastOnce,
@@ -637,6 +640,7 @@ async fn will_only_when_vanished(server: &mut Server) {
         [1]
     );
     let will = |topic| LastWill {
+        properties: activity_core::codec::Properties::EMPTY,
         topic,
         message: b"gone",
         qos: QoS::AtLeastOnce,
@@ -722,6 +726,7 @@ async fn qos2_awaiting_pubrel_limit(server: &mut Server) {
 /// The bytes of one PUBLISH.
 fn publish_bytes(topic: &str, qos: QoS, pkid: u16, payload: &[u8]) -> Vec<u8> {
     let packet = Packet::Publish(activity_core::codec::Publish {
+        properties: activity_core::codec::Properties::EMPTY,
         dup: false,
         qos,
         retain: false,
@@ -757,6 +762,7 @@ async fn filters_per_subscribe_limit(server: &mut Server) {
     // One more: the connection closes as `protocol_error` (the engine's rule).
     greedy
         .send(Packet::Subscribe(activity_core::codec::Subscribe {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid: 2,
             filters: activity_core::codec::SubscribeFilters::from_slice(&filters),
         }))

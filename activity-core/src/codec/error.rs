@@ -64,6 +64,11 @@ pub enum DecodeError {
     /// An MQTT 5 property with a value out of its range, such as Receive Maximum 0 (a
     /// Protocol Error).
     InvalidPropertyValue(u8),
+    /// An MQTT 5 reason code the packet type does not define (the tables of section 3).
+    InvalidReasonCode(u8),
+    /// MQTT 5 subscription options that break a rule: Retain Handling 3, or No Local on a
+    /// shared subscription (5.0 section 3.8.3.1; a Protocol Error).
+    InvalidSubscriptionOptions,
 }
 
 impl DecodeError {
@@ -74,6 +79,7 @@ impl DecodeError {
             self,
             DecodeError::DuplicateProperty(_)
                 | DecodeError::InvalidPropertyValue(_)
+                | DecodeError::InvalidSubscriptionOptions
                 | DecodeError::ZeroPacketId
         )
     }
@@ -110,6 +116,10 @@ impl fmt::Display for DecodeError {
             DecodeError::DuplicateProperty(id) => write!(f, "property {id:#04x} given twice"),
             DecodeError::InvalidPropertyValue(id) => {
                 write!(f, "property {id:#04x} has an invalid value")
+            }
+            DecodeError::InvalidSubscriptionOptions => f.write_str("invalid subscription options"),
+            DecodeError::InvalidReasonCode(code) => {
+                write!(f, "reason code {code:#04x} not defined for this packet")
             }
         }
     }
@@ -153,6 +163,9 @@ pub enum EncodeError {
     /// Flags that cannot go together: DUP on a QoS 0 PUBLISH (3.3.1.1), or a CONNECT password
     /// without a user name (3.1.2.9).
     InvalidFlags,
+    /// The packet holds what the protocol version it is encoded for cannot carry: an AUTH or
+    /// a failure reason code before MQTT 5, or a reason code the packet type does not define.
+    NotInVersion,
 }
 
 impl fmt::Display for EncodeError {
@@ -170,6 +183,9 @@ impl fmt::Display for EncodeError {
             EncodeError::InvalidTopic(e) => write!(f, "invalid topic: {e}"),
             EncodeError::EmptySubscription => f.write_str("no topic filter or return code"),
             EncodeError::InvalidFlags => f.write_str("inconsistent flags"),
+            EncodeError::NotInVersion => {
+                f.write_str("not expressible in the protocol version encoded for")
+            }
         }
     }
 }

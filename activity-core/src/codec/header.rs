@@ -36,11 +36,14 @@ pub enum PacketType {
     PingResp = 13,
     /// Client is disconnecting (0xE, section 3.14).
     Disconnect = 14,
+    /// AUTH: enhanced authentication exchange (MQTT 5.0 section 3.15); reserved in MQTT 3.1.1.
+    Auth = 15,
 }
 
 impl PacketType {
     /// The packet type for a wire value (the high nibble of byte 1), or `None` for the reserved
-    /// values 0 and 15 and anything above.
+    /// value 0 and anything above 15 (15 is AUTH, which only MQTT 5 allows: the packet decoder
+    /// refuses it for the other versions).
     pub const fn from_u8(value: u8) -> Option<PacketType> {
         Some(match value {
             1 => PacketType::Connect,
@@ -57,6 +60,7 @@ impl PacketType {
             12 => PacketType::PingReq,
             13 => PacketType::PingResp,
             14 => PacketType::Disconnect,
+            15 => PacketType::Auth,
             _ => return None,
         })
     }

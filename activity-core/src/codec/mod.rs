@@ -1,14 +1,18 @@
-//! Zero-copy MQTT 3.1.1 codec for all 14 control packets (OASIS MQTT 3.1.1, chapters 1-3).
+//! Zero-copy MQTT codec for MQTT 3.1, 3.1.1 and 5.0: every control packet, MQTT 5
+//! properties and reason codes included (OASIS MQTT 3.1.1 chapters 1-3, OASIS MQTT 5.0
+//! chapters 1-3; MQTT 3.1 differs from 3.1.1 only in its CONNECT).
 //!
-//! [`decode`] reads one packet from the front of a byte slice; the decoded [`Packet`] borrows
-//! its strings and payloads from that slice. [`Packet::encode`] writes a packet into a caller
-//! buffer. Nothing allocates, nothing panics on any input.
+//! [`decode_with`] reads one packet of a connection speaking a [`Version`] from the front of a
+//! byte slice ([`decode`] is MQTT 3.1.1); the decoded [`Packet`] borrows its strings, payloads
+//! and property blocks from that slice. [`Packet::encode_with`] writes a packet into a caller
+//! buffer ([`Packet::encode`] for MQTT 3.1.1). Nothing allocates, nothing panics on any input.
 //!
 //! One file per packet type, each citing its section: `connect` (3.1), `connack` (3.2),
-//! `publish` (3.3), `ack` (PUBACK, PUBREC, PUBREL, PUBCOMP and UNSUBACK, which carry only a
-//! packet identifier: 3.4-3.7, 3.11), `subscribe` (3.8), `suback` (3.9), `unsubscribe` (3.10).
-//! PINGREQ, PINGRESP and DISCONNECT (3.12-3.14) are a fixed header alone and live here; the
-//! fixed header (2.2) is in `header`, the data representations (1.5) in `wire`.
+//! `publish` (3.3), `ack` (PUBACK, PUBREC, PUBREL, PUBCOMP and UNSUBACK: 3.4-3.7, 3.11),
+//! `subscribe` (3.8), `suback` (3.9), `unsubscribe` (3.10), `disconnect` (3.14), `auth`
+//! (MQTT 5.0 3.15). PINGREQ and PINGRESP (3.12-3.13) are a fixed header alone and live here;
+//! the fixed header (2.2) is in `header`, MQTT 5 properties (5.0 2.2.2) in `properties`, the
+//! data representations (1.5) in `wire`.
 //!
 //! # Decisions
 //!
@@ -18,14 +22,23 @@
 //! - Non-minimal remaining-length encodings are accepted (see [`fixed_header`]).
 //! - Strings must be well-formed UTF-8 without U+0000 (section 1.5.3); other control
 //!   characters and non-characters are accepted (the spec only says "SHOULD NOT").
-//! - A CONNECT with protocol name `MQTT` and a level other than 4 decodes (see [`Connect`]) so
-//!   that a server can answer CONNACK 0x01; any other protocol name, `MQIsdp` included, is
-//!   [`DecodeError::InvalidProtocolName`].
+//! - A CONNECT names its version: `MQIsdp` level 3, `MQTT` level 4 or 5. A known name with
+//!   another level decodes (see [`Connect`]) so that a server can answer CONNACK 0x01; any
+//!   other name is [`DecodeError::InvalidProtocolName`].
+//! - MQTT 5 property blocks are checked when decoded (table 2-4: known identifier, allowed in
+//!   the packet, value in range, no forbidden repeat) and read in place afterwards; reason
+//!   codes are checked against the table of their packet type.
+//!   [`DecodeError::is_protocol_error`] separates MQTT 5's Protocol Errors from Malformed
+//!   Packets.
 //! - Encoding refuses what decoding would refuse, so a successfully encoded packet decodes to
-//!   an equal packet (except a CONNECT whose level is not 4: its payload is not decoded).
+//!   an equal packet (except a CONNECT whose level is not one of the three: its payload is not
+//!   decoded, and properties, which an MQTT 3.1.1 encoding leaves out).
 //!
 //! ```
-//! use activity_core::codec::{decode, Packet, Publish};
+//! use activity_core::codec::{
+//!     Context, Packet, Properties, Property, Publish, Version, decode, decode_with,
+//!     encode_properties,
+//! };
 //! use activity_core::QoS;
 //!
 //! let publish = Packet::Publish(Publish {
@@ -35,6 +48,7 @@
 //!     topic: "a/b",
 //!     pkid: Some(10),
 //!     payload: b"hi",
+//!     properties: Properties::EMPTY,
 //! });
 //! let mut buf = [0u8; 64];
 //! let len = publish.encode(&mut buf)?;
@@ -43,12 +57,26 @@
 //! // A prefix is not an error, just not a packet yet.
 //! assert_eq!(decode(&buf[..len - 1], 1024)?, None);
 //! assert_eq!(decode(&buf[..len], 1024)?, Some((publish, len)));
+//!
+//! // The same message for an MQTT 5 connection, with a user property.
+//! let mut raw = [0u8; 16];
+//! let n = encode_properties(&[Property::UserProperty("k", "v")], &mut raw)?;
+//! let properties = Properties::parse(&raw[..n], Context::Publish)?;
+//! let Packet::Publish(p) = publish else { unreachable!() };
+//! let v5 = Packet::Publish(Publish { properties, ..p });
+//! let len = v5.encode_with(&mut buf, Version::V5)?;
+//! let Some((Packet::Publish(back), _)) = decode_with(&buf[..len], 1024, Version::V5)? else {
+//!     panic!("a PUBLISH");
+//! };
+//! assert_eq!(back.properties.user_property("k"), Some("v"));
 //! # Ok::<(), Box<dyn core::error::Error>>(())
 //! ```
 
 mod ack;
+mod auth;
 mod connack;
 mod connect;
+mod disconnect;
 mod error;
 mod header;
 mod properties;
@@ -61,8 +89,11 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use ack::{Ack, UnsubAck};
+pub use auth::Auth;
 pub use connack::{ConnAck, ConnectReturnCode};
 pub use connect::{Connect, LastWill, PROTOCOL_LEVEL};
+pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError};
 pub use header::{FixedHeader, PacketType, fixed_header};
 pub use properties::{
@@ -70,56 +101,112 @@ pub use properties::{
 };
 pub use publish::Publish;
 pub use suback::{SubAck, SubAckCode, SubAckCodes, SubAckCodesIter};
-pub use subscribe::{Subscribe, SubscribeFilters, SubscribeFiltersIter};
+pub use subscribe::{
+    RetainHandling, Subscribe, SubscribeFilters, SubscribeFiltersIter, SubscriptionOptions,
+};
 pub use unsubscribe::{Unsubscribe, UnsubscribeFilters, UnsubscribeFiltersIter};
 pub use wire::MAX_REMAINING_LENGTH;
 
 use wire::{Reader, Writer};
 
-/// One MQTT 3.1.1 control packet, borrowing its strings and payloads (section 2.2.1).
+/// The protocol version a connection speaks, from its CONNECT (MQTT 5.0 section 3.1.2.2).
+///
+/// MQTT 3.1 and 3.1.1 share every packet layout after the CONNECT; MQTT 5 adds properties and
+/// reason codes to most packets, and the AUTH packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum Version {
+    /// MQTT 3.1 (protocol name `MQIsdp`, level 3).
+    V3_1 = 3,
+    /// MQTT 3.1.1 (protocol name `MQTT`, level 4).
+    V3_1_1 = 4,
+    /// MQTT 5.0 (protocol name `MQTT`, level 5).
+    V5 = 5,
+}
+
+impl Version {
+    /// The version of protocol level `level`, if it is one this codec speaks.
+    pub const fn from_level(level: u8) -> Option<Version> {
+        match level {
+            3 => Some(Version::V3_1),
+            4 => Some(Version::V3_1_1),
+            5 => Some(Version::V5),
+            _ => None,
+        }
+    }
+
+    /// The protocol level byte (section 3.1.2.2).
+    pub const fn level(self) -> u8 {
+        self as u8
+    }
+
+    /// Whether packets carry MQTT 5 properties and reason codes.
+    pub const fn is_v5(self) -> bool {
+        matches!(self, Version::V5)
+    }
+}
+
+/// One MQTT control packet of any version, borrowing its strings and payloads (section 2.2.1).
+///
+/// The MQTT 5 parts (properties, reason codes) are empty or "success" in a packet of MQTT 3.1
+/// or 3.1.1, and encoding for those versions leaves them out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Packet<'a> {
     /// CONNECT: client request to connect (section 3.1).
     Connect(Connect<'a>),
     /// CONNACK: connect acknowledgement (section 3.2).
-    ConnAck(ConnAck),
+    ConnAck(ConnAck<'a>),
     /// PUBLISH: an application message (section 3.3).
     Publish(Publish<'a>),
-    /// PUBACK with its packet identifier (section 3.4).
-    PubAck(u16),
-    /// PUBREC with its packet identifier (section 3.5).
-    PubRec(u16),
-    /// PUBREL with its packet identifier (section 3.6).
-    PubRel(u16),
-    /// PUBCOMP with its packet identifier (section 3.7).
-    PubComp(u16),
+    /// PUBACK: a QoS 1 publish is done (section 3.4).
+    PubAck(Ack<'a>),
+    /// PUBREC: a QoS 2 publish arrived (section 3.5).
+    PubRec(Ack<'a>),
+    /// PUBREL: a QoS 2 publish is released (section 3.6).
+    PubRel(Ack<'a>),
+    /// PUBCOMP: a QoS 2 publish is done (section 3.7).
+    PubComp(Ack<'a>),
     /// SUBSCRIBE: subscribe request (section 3.8).
     Subscribe(Subscribe<'a>),
     /// SUBACK: subscribe acknowledgement (section 3.9).
     SubAck(SubAck<'a>),
     /// UNSUBSCRIBE: unsubscribe request (section 3.10).
     Unsubscribe(Unsubscribe<'a>),
-    /// UNSUBACK with its packet identifier (section 3.11).
-    UnsubAck(u16),
+    /// UNSUBACK: unsubscribe acknowledgement (section 3.11).
+    UnsubAck(UnsubAck<'a>),
     /// PINGREQ, `0xC0 0x00` (section 3.12).
     PingReq,
     /// PINGRESP, `0xD0 0x00` (section 3.13).
     PingResp,
-    /// DISCONNECT, `0xE0 0x00` (section 3.14).
-    Disconnect,
+    /// DISCONNECT (section 3.14): `0xE0 0x00` before MQTT 5.
+    Disconnect(Disconnect<'a>),
+    /// AUTH: enhanced authentication (MQTT 5.0 section 3.15).
+    Auth(Auth<'a>),
 }
 
-/// Decodes one packet from the front of `buf`.
+/// Decodes one MQTT 3.1.1 packet from the front of `buf`: [`decode_with`] for
+/// [`Version::V3_1_1`] (which MQTT 3.1 shares after the CONNECT).
+pub fn decode(
+    buf: &[u8],
+    max_packet_size: usize,
+) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
+    decode_with(buf, max_packet_size, Version::V3_1_1)
+}
+
+/// Decodes one packet of a connection speaking `version` from the front of `buf` (a CONNECT
+/// decodes whatever its own level says).
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a complete packet, or the packet and the
 /// number of bytes it took. Returns [`DecodeError::PacketTooLarge`] as soon as the fixed header
 /// declares a packet (header included) longer than `max_packet_size`, before its body arrives,
 /// and another error for bytes that can never become a valid packet (see [`DecodeError`]).
 /// Errors after the fixed header are reported once the whole packet has arrived. Never panics.
-pub fn decode(
+pub fn decode_with(
     buf: &[u8],
     max_packet_size: usize,
+    version: Version,
 ) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
     let Some(header) = fixed_header(buf)? else {
         return Ok(None);
@@ -134,7 +221,7 @@ pub fn decode(
     let Some(body) = buf.get(header.header_len()..size) else {
         return Ok(None);
     };
-    let packet = Packet::decode_body(header, body)?;
+    let packet = Packet::decode_body(header, body, version)?;
     trace!(
         "decoded packet type {} of {} bytes",
         header.packet_type().as_u8(),
@@ -160,28 +247,37 @@ impl<'a> Packet<'a> {
             Packet::UnsubAck(_) => PacketType::UnsubAck,
             Packet::PingReq => PacketType::PingReq,
             Packet::PingResp => PacketType::PingResp,
-            Packet::Disconnect => PacketType::Disconnect,
+            Packet::Disconnect(_) => PacketType::Disconnect,
+            Packet::Auth(_) => PacketType::Auth,
         }
     }
 
     /// Decodes the body (everything after the fixed header) of a packet of type `header`.
-    fn decode_body(header: FixedHeader, body: &'a [u8]) -> Result<Self, DecodeError> {
+    fn decode_body(
+        header: FixedHeader,
+        body: &'a [u8],
+        version: Version,
+    ) -> Result<Self, DecodeError> {
+        let v = version;
         Ok(match header.packet_type() {
             PacketType::Connect => Packet::Connect(Connect::decode(body)?),
-            PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(body)?),
-            PacketType::Publish => Packet::Publish(Publish::decode(header.flags(), body)?),
-            PacketType::PubAck => Packet::PubAck(ack::decode(body)?),
-            PacketType::PubRec => Packet::PubRec(ack::decode(body)?),
-            PacketType::PubRel => Packet::PubRel(ack::decode(body)?),
-            PacketType::PubComp => Packet::PubComp(ack::decode(body)?),
-            PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(body)?),
-            PacketType::SubAck => Packet::SubAck(SubAck::decode(body)?),
-            PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(body)?),
-            PacketType::UnsubAck => Packet::UnsubAck(ack::decode(body)?),
-            // Sections 3.12-3.14: no variable header, no payload.
+            PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(body, v)?),
+            PacketType::Publish => Packet::Publish(Publish::decode(header.flags(), body, v)?),
+            PacketType::PubAck => Packet::PubAck(Ack::decode(body, v, ack::PUBACK)?),
+            PacketType::PubRec => Packet::PubRec(Ack::decode(body, v, ack::PUBACK)?),
+            PacketType::PubRel => Packet::PubRel(Ack::decode(body, v, ack::PUBREL)?),
+            PacketType::PubComp => Packet::PubComp(Ack::decode(body, v, ack::PUBREL)?),
+            PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(body, v)?),
+            PacketType::SubAck => Packet::SubAck(SubAck::decode(body, v)?),
+            PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(body, v)?),
+            PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(body, v)?),
+            // Sections 3.12-3.13: no variable header, no payload.
             PacketType::PingReq => empty(body, Packet::PingReq)?,
             PacketType::PingResp => empty(body, Packet::PingResp)?,
-            PacketType::Disconnect => empty(body, Packet::Disconnect)?,
+            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(body, v)?),
+            PacketType::Auth if v.is_v5() => Packet::Auth(Auth::decode(body)?),
+            // Reserved before MQTT 5 (3.1.1 section 2.2.1).
+            PacketType::Auth => return Err(DecodeError::InvalidPacketType(15)),
         })
     }
 
@@ -195,44 +291,49 @@ impl<'a> Packet<'a> {
     }
 
     /// The remaining length, after checking that every field can go on the wire.
-    fn body_len(&self) -> Result<usize, EncodeError> {
+    fn body_len(&self, v: Version) -> Result<usize, EncodeError> {
         match self {
             Packet::Connect(connect) => connect.body_len(),
-            Packet::ConnAck(_) => Ok(2),
-            Packet::Publish(publish) => publish.body_len(),
-            Packet::PubAck(id)
-            | Packet::PubRec(id)
-            | Packet::PubRel(id)
-            | Packet::PubComp(id)
-            | Packet::UnsubAck(id) => ack::body_len(*id),
-            Packet::Subscribe(subscribe) => subscribe.body_len(),
-            Packet::SubAck(suback) => suback.body_len(),
-            Packet::Unsubscribe(unsubscribe) => unsubscribe.body_len(),
-            Packet::PingReq | Packet::PingResp | Packet::Disconnect => Ok(0),
+            Packet::ConnAck(connack) => connack.body_len(v),
+            Packet::Publish(publish) => publish.body_len(v),
+            Packet::PubAck(ack)
+            | Packet::PubRec(ack)
+            | Packet::PubRel(ack)
+            | Packet::PubComp(ack) => ack.body_len(v),
+            Packet::Subscribe(subscribe) => subscribe.body_len(v),
+            Packet::SubAck(suback) => suback.body_len(v),
+            Packet::Unsubscribe(unsubscribe) => unsubscribe.body_len(v),
+            Packet::UnsubAck(unsuback) => unsuback.body_len(v),
+            Packet::PingReq | Packet::PingResp => Ok(0),
+            Packet::Disconnect(disconnect) => disconnect.body_len(v),
+            Packet::Auth(auth) if v.is_v5() => auth.body_len(),
+            Packet::Auth(_) => Err(EncodeError::NotInVersion),
         }
     }
 
     /// Writes the body; [`Packet::body_len`] has checked the fields.
-    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+    fn write_body(&self, w: &mut Writer<'_>, v: Version) -> Result<(), EncodeError> {
         match self {
             Packet::Connect(connect) => connect.write_body(w),
-            Packet::ConnAck(connack) => connack.write_body(w),
-            Packet::Publish(publish) => publish.write_body(w),
-            Packet::PubAck(id)
-            | Packet::PubRec(id)
-            | Packet::PubRel(id)
-            | Packet::PubComp(id)
-            | Packet::UnsubAck(id) => w.u16(*id),
-            Packet::Subscribe(subscribe) => subscribe.write_body(w),
-            Packet::SubAck(suback) => suback.write_body(w),
-            Packet::Unsubscribe(unsubscribe) => unsubscribe.write_body(w),
-            Packet::PingReq | Packet::PingResp | Packet::Disconnect => Ok(()),
+            Packet::ConnAck(connack) => connack.write_body(w, v),
+            Packet::Publish(publish) => publish.write_body(w, v),
+            Packet::PubAck(ack)
+            | Packet::PubRec(ack)
+            | Packet::PubRel(ack)
+            | Packet::PubComp(ack) => ack.write_body(w, v),
+            Packet::Subscribe(subscribe) => subscribe.write_body(w, v),
+            Packet::SubAck(suback) => suback.write_body(w, v),
+            Packet::Unsubscribe(unsubscribe) => unsubscribe.write_body(w, v),
+            Packet::UnsubAck(unsuback) => unsuback.write_body(w, v),
+            Packet::PingReq | Packet::PingResp => Ok(()),
+            Packet::Disconnect(disconnect) => disconnect.write_body(w, v),
+            Packet::Auth(auth) => auth.write_body(w),
         }
     }
 
     /// The remaining length and the whole packet's length.
-    fn lengths(&self) -> Result<(usize, usize), EncodeError> {
-        let body_len = self.body_len()?;
+    fn lengths(&self, v: Version) -> Result<(usize, usize), EncodeError> {
+        let body_len = self.body_len(v)?;
         if body_len > MAX_REMAINING_LENGTH {
             return Err(EncodeError::PacketTooLarge);
         }
@@ -245,29 +346,42 @@ impl<'a> Packet<'a> {
 
     /// The number of bytes [`Packet::encode`] writes, or why the packet cannot be encoded.
     pub fn encoded_len(&self) -> Result<usize, EncodeError> {
-        self.lengths().map(|(_, len)| len)
+        self.encoded_len_with(Version::V3_1_1)
     }
 
-    /// Encodes the packet into the front of `out` and returns the number of bytes written.
+    /// The number of bytes [`Packet::encode_with`] writes for `version`.
+    pub fn encoded_len_with(&self, version: Version) -> Result<usize, EncodeError> {
+        self.lengths(version).map(|(_, len)| len)
+    }
+
+    /// Encodes the packet for MQTT 3.1.1 (and 3.1): [`Packet::encode_with`] for
+    /// [`Version::V3_1_1`].
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        self.encode_with(out, Version::V3_1_1)
+    }
+
+    /// Encodes the packet into the front of `out` as a connection speaking `version` sends it
+    /// (a CONNECT as its own level says), and returns the number of bytes written.
     ///
     /// Fails with [`EncodeError::BufferTooSmall`] before writing anything when `out` is too
     /// short, and with another [`EncodeError`] for a value the wire cannot carry or that
-    /// [`decode`] would reject.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
-        let (body_len, len) = self.lengths()?;
+    /// [`decode_with`] would reject. For MQTT 3.1 and 3.1.1, properties are left out, and a
+    /// reason code those versions cannot carry is [`EncodeError::NotInVersion`].
+    pub fn encode_with(&self, out: &mut [u8], version: Version) -> Result<usize, EncodeError> {
+        let (body_len, len) = self.lengths(version)?;
         let out = out
             .get_mut(..len)
             .ok_or(EncodeError::BufferTooSmall { needed: len })?;
         let mut w = Writer::new(out);
         w.u8(self.first_byte())?;
         w.remaining_length(body_len)?;
-        self.write_body(&mut w)?;
+        self.write_body(&mut w, version)?;
         debug_assert_eq!(w.position(), len, "encoded_len disagrees with encode");
         Ok(len)
     }
 }
 
-/// Checks that a packet made of a fixed header alone has an empty body (sections 3.12-3.14).
+/// Checks that a packet made of a fixed header alone has an empty body (sections 3.12-3.13).
 fn empty<'a>(body: &[u8], packet: Packet<'a>) -> Result<Packet<'a>, DecodeError> {
     Reader::new(body).finish()?;
     Ok(packet)
@@ -279,8 +393,8 @@ impl<'a> From<Connect<'a>> for Packet<'a> {
     }
 }
 
-impl From<ConnAck> for Packet<'_> {
-    fn from(connack: ConnAck) -> Self {
+impl<'a> From<ConnAck<'a>> for Packet<'a> {
+    fn from(connack: ConnAck<'a>) -> Self {
         Packet::ConnAck(connack)
     }
 }

@@ -405,9 +405,6 @@ impl<'a> Properties<'a> {
     }
 
     /// Reads a block (its length, then the properties) from the front of `r`.
-    // The MQTT 5 packets (issue 16) read and write their blocks with these; until they land,
-    // only the tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn decode(r: &mut Reader<'a>, context: Context) -> Result<Self, DecodeError> {
         let len = r.var_int()?;
         let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
@@ -529,7 +526,6 @@ impl<'a> Properties<'a> {
     }
 
     /// Writes the block: its length, then the properties.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn write(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         w.var_int(u32::try_from(self.raw.len()).map_err(|_| EncodeError::PacketTooLarge)?)?;
         w.bytes(self.raw)

@@ -3,11 +3,15 @@
 //! Fixed header `0x90`. Variable header: the packet identifier of the SUBSCRIBE (3.9.2).
 //! Payload (3.9.3): one return code per topic filter, in order: 0x00, 0x01 or 0x02 for the
 //! granted QoS, 0x80 for failure; other values are reserved.
+//!
+//! MQTT 5.0 puts properties after the packet identifier (5.0 3.9.2.1) and has more failure
+//! codes (5.0 3.9.3).
 
 use core::fmt;
 
+use super::properties::{Context, Properties};
 use super::wire::add;
-use super::{DecodeError, EncodeError, Reader, Writer};
+use super::{DecodeError, EncodeError, Reader, Version, Writer};
 use crate::QoS;
 
 /// One SUBACK return code (section 3.9.3).
@@ -18,6 +22,8 @@ pub enum SubAckCode {
     Success(QoS),
     /// The subscription is refused (0x80).
     Failure,
+    /// An MQTT 5 failure with its reason code (0x83 and above, section 3.9.3 of MQTT 5.0).
+    Refused(u8),
 }
 
 impl SubAckCode {
@@ -25,6 +31,10 @@ impl SubAckCode {
     pub const fn from_u8(value: u8) -> Option<SubAckCode> {
         match value {
             0x80 => Some(SubAckCode::Failure),
+            // MQTT 5.0 section 3.9.3.
+            0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2 => {
+                Some(SubAckCode::Refused(value))
+            }
             _ => match QoS::from_u8(value) {
                 Some(qos) => Some(SubAckCode::Success(qos)),
                 None => None,
@@ -37,6 +47,7 @@ impl SubAckCode {
         match self {
             SubAckCode::Success(qos) => qos.as_u8(),
             SubAckCode::Failure => 0x80,
+            SubAckCode::Refused(code) => code,
         }
     }
 }
@@ -49,46 +60,71 @@ pub struct SubAck<'a> {
     pub pkid: u16,
     /// One return code per topic filter of the SUBSCRIBE, so at least one (3.9.3).
     pub codes: SubAckCodes<'a>,
+    /// The MQTT 5 properties; empty before MQTT 5.
+    pub properties: Properties<'a>,
 }
 
 impl<'a> SubAck<'a> {
     /// Decodes and validates the body; the codes are kept as wire bytes.
-    pub(super) fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+    pub(super) fn decode(body: &'a [u8], v: Version) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let pkid = r.packet_id()?;
+        let properties = if v.is_v5() {
+            Properties::decode(&mut r, Context::SubAck)?
+        } else {
+            Properties::EMPTY
+        };
         let payload = r.rest();
         if payload.is_empty() {
             return Err(DecodeError::EmptySubscription);
         }
-        if let Some(&bad) = payload
-            .iter()
-            .find(|&&code| SubAckCode::from_u8(code).is_none())
-        {
+        if let Some(&bad) = payload.iter().find(|&&code| !is_code_of(code, v)) {
             return Err(DecodeError::InvalidSubAckCode(bad));
         }
         Ok(SubAck {
             pkid,
             codes: SubAckCodes(Repr::Wire(payload)),
+            properties,
         })
     }
 
     /// The remaining length, after checking every field.
-    pub(super) fn body_len(&self) -> Result<usize, EncodeError> {
+    pub(super) fn body_len(&self, v: Version) -> Result<usize, EncodeError> {
         if self.pkid == 0 {
             return Err(EncodeError::InvalidPacketId);
         }
         if self.codes.is_empty() {
             return Err(EncodeError::EmptySubscription);
         }
-        add(2, self.codes.len())
+        if self.codes.iter().any(|code| !is_code_of(code.as_u8(), v)) {
+            return Err(EncodeError::NotInVersion);
+        }
+        let len = add(2, self.codes.len())?;
+        if v.is_v5() {
+            add(len, self.properties.encoded_len()?)
+        } else {
+            Ok(len)
+        }
     }
 
-    pub(super) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+    pub(super) fn write_body(&self, w: &mut Writer<'_>, v: Version) -> Result<(), EncodeError> {
         w.u16(self.pkid)?;
+        if v.is_v5() {
+            self.properties.write(w)?;
+        }
         match self.codes.0 {
             Repr::Wire(bytes) => w.bytes(bytes),
             Repr::Slice(codes) => codes.iter().try_for_each(|code| w.u8(code.as_u8())),
         }
+    }
+}
+
+/// Whether `code` is a SUBACK code of version `v`.
+fn is_code_of(code: u8, v: Version) -> bool {
+    match SubAckCode::from_u8(code) {
+        Some(SubAckCode::Refused(_)) => v.is_v5(),
+        Some(_) => true,
+        None => false,
     }
 }
 

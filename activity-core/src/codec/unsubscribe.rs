@@ -1,12 +1,14 @@
 //! UNSUBSCRIBE, a client's request to drop subscriptions (MQTT 3.1.1 section 3.10).
 //!
 //! Fixed header `0xA2` (flags 0b0010, 3.10.1). Variable header: a non-zero packet identifier
-//! (3.10.2). Payload (3.10.3): one or more topic filters.
+//! (3.10.2). Payload (3.10.3): one or more topic filters. MQTT 5.0 puts properties after the
+//! packet identifier (5.0 3.10.2.1).
 
 use core::fmt;
 
+use super::properties::{Context, Properties};
 use super::wire::{add, string_len};
-use super::{DecodeError, EncodeError, Reader, Writer};
+use super::{DecodeError, EncodeError, Reader, Version, Writer};
 use crate::topic::validate_topic_filter;
 
 /// An UNSUBSCRIBE packet (section 3.10).
@@ -17,13 +19,20 @@ pub struct Unsubscribe<'a> {
     pub pkid: u16,
     /// The topic filters, at least one (3.10.3).
     pub filters: UnsubscribeFilters<'a>,
+    /// The MQTT 5 properties (user properties); empty before MQTT 5.
+    pub properties: Properties<'a>,
 }
 
 impl<'a> Unsubscribe<'a> {
     /// Decodes and validates the body; the filters are kept as wire bytes.
-    pub(super) fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+    pub(super) fn decode(body: &'a [u8], v: Version) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let pkid = r.packet_id()?;
+        let properties = if v.is_v5() {
+            Properties::decode(&mut r, Context::Unsubscribe)?
+        } else {
+            Properties::EMPTY
+        };
         let payload = r.rest();
         let mut r = Reader::new(payload);
         if r.is_empty() {
@@ -36,15 +45,19 @@ impl<'a> Unsubscribe<'a> {
         Ok(Unsubscribe {
             pkid,
             filters: UnsubscribeFilters(Repr::Wire(payload)),
+            properties,
         })
     }
 
     /// The remaining length, after checking every field.
-    pub(super) fn body_len(&self) -> Result<usize, EncodeError> {
+    pub(super) fn body_len(&self, v: Version) -> Result<usize, EncodeError> {
         if self.pkid == 0 {
             return Err(EncodeError::InvalidPacketId);
         }
         let mut len = 2;
+        if v.is_v5() {
+            len = add(len, self.properties.encoded_len()?)?;
+        }
         let mut count = 0usize;
         for filter in self.filters {
             validate_topic_filter(filter).map_err(EncodeError::InvalidTopic)?;
@@ -57,8 +70,11 @@ impl<'a> Unsubscribe<'a> {
         Ok(len)
     }
 
-    pub(super) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+    pub(super) fn write_body(&self, w: &mut Writer<'_>, v: Version) -> Result<(), EncodeError> {
         w.u16(self.pkid)?;
+        if v.is_v5() {
+            self.properties.write(w)?;
+        }
         for filter in self.filters {
             w.string(filter)?;
         }

@@ -104,6 +104,7 @@ impl ClientPacket {
                 will,
                 level,
             } => Packet::Connect(codec::Connect {
+                properties: crate::codec::Properties::EMPTY,
                 protocol_level: if *level { 4 } else { 5 },
                 client_id,
                 clean_session: *clean,
@@ -111,6 +112,7 @@ impl ClientPacket {
                 username: None,
                 password: None,
                 will: will.as_ref().map(|(topic, message, q)| codec::LastWill {
+                    properties: crate::codec::Properties::EMPTY,
                     topic,
                     message,
                     qos: qos(*q),
@@ -125,6 +127,7 @@ impl ClientPacket {
             } => {
                 let q = qos(*q);
                 Packet::Publish(codec::Publish {
+                    properties: crate::codec::Properties::EMPTY,
                     dup: false,
                     qos: q,
                     retain: false,
@@ -136,6 +139,7 @@ impl ClientPacket {
             ClientPacket::Subscribe { pkid, filters } => {
                 filters_owned = filters.iter().map(|(f, q)| (f.as_str(), qos(*q))).collect();
                 Packet::Subscribe(codec::Subscribe {
+                    properties: crate::codec::Properties::EMPTY,
                     pkid: (*pkid).max(1),
                     filters: codec::SubscribeFilters::from_slice(&filters_owned),
                 })
@@ -143,6 +147,7 @@ impl ClientPacket {
             ClientPacket::Unsubscribe { pkid, filters } => {
                 unsub_owned = filters.iter().map(String::as_str).collect();
                 Packet::Unsubscribe(codec::Unsubscribe {
+                    properties: crate::codec::Properties::EMPTY,
                     pkid: (*pkid).max(1),
                     filters: codec::UnsubscribeFilters::from_slice(&unsub_owned),
                 })
@@ -150,14 +155,14 @@ impl ClientPacket {
             ClientPacket::Ack { kind, pkid } => {
                 let pkid = (*pkid).max(1);
                 match kind % 4 {
-                    0 => Packet::PubAck(pkid),
-                    1 => Packet::PubRec(pkid),
-                    2 => Packet::PubRel(pkid),
-                    _ => Packet::PubComp(pkid),
+                    0 => Packet::PubAck(crate::codec::Ack::new(pkid)),
+                    1 => Packet::PubRec(crate::codec::Ack::new(pkid)),
+                    2 => Packet::PubRel(crate::codec::Ack::new(pkid)),
+                    _ => Packet::PubComp(crate::codec::Ack::new(pkid)),
                 }
             }
             ClientPacket::Ping => Packet::PingReq,
-            ClientPacket::Disconnect => Packet::Disconnect,
+            ClientPacket::Disconnect => Packet::Disconnect(crate::codec::Disconnect::NORMAL),
         };
         let Ok(len) = packet.encoded_len() else {
             return Vec::new();
@@ -525,9 +530,9 @@ impl UpstreamPacket {
         let codes_owned: Vec<codec::SubAckCode>;
         let packet = match self {
             UpstreamPacket::ConnAck(code) => Packet::ConnAck(codec::ConnAck {
+                properties: crate::codec::Properties::EMPTY,
                 session_present: false,
-                code: codec::ConnectReturnCode::from_u8(code % 6)
-                    .unwrap_or(codec::ConnectReturnCode::Accepted),
+                code: code % 6,
             }),
             UpstreamPacket::SubAck { pkid, codes } => {
                 codes_owned = codes
@@ -538,11 +543,14 @@ impl UpstreamPacket {
                     })
                     .collect();
                 Packet::SubAck(codec::SubAck {
+                    properties: crate::codec::Properties::EMPTY,
                     pkid: (*pkid).max(1),
                     codes: codec::SubAckCodes::from_slice(&codes_owned),
                 })
             }
-            UpstreamPacket::UnsubAck(pkid) => Packet::UnsubAck((*pkid).max(1)),
+            UpstreamPacket::UnsubAck(pkid) => {
+                Packet::UnsubAck(crate::codec::UnsubAck::new((*pkid).max(1)))
+            }
             UpstreamPacket::Publish {
                 topic,
                 qos: q,
@@ -551,6 +559,7 @@ impl UpstreamPacket {
             } => {
                 let q = qos(*q);
                 Packet::Publish(codec::Publish {
+                    properties: crate::codec::Properties::EMPTY,
                     dup: false,
                     qos: q,
                     retain: false,
@@ -566,10 +575,10 @@ impl UpstreamPacket {
             UpstreamPacket::Ack { kind, pkid } => {
                 let pkid = (*pkid).max(1);
                 match kind % 4 {
-                    0 => Packet::PubAck(pkid),
-                    1 => Packet::PubRec(pkid),
-                    2 => Packet::PubRel(pkid),
-                    _ => Packet::PubComp(pkid),
+                    0 => Packet::PubAck(crate::codec::Ack::new(pkid)),
+                    1 => Packet::PubRec(crate::codec::Ack::new(pkid)),
+                    2 => Packet::PubRel(crate::codec::Ack::new(pkid)),
+                    _ => Packet::PubComp(crate::codec::Ack::new(pkid)),
                 }
             }
             UpstreamPacket::PingResp => Packet::PingResp,

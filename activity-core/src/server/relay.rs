@@ -526,24 +526,24 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     ) {
         match packet {
             Packet::Publish(publish) => self.client_publish(now, publish, bytes, tx, out),
-            Packet::PubAck(pkid) => {
+            Packet::PubAck(codec::Ack { pkid, .. }) => {
                 out.forward(bytes);
                 if let Some(event) = self.conn.tracker.handle_puback(now, pkid) {
                     let _ = out.event(&event);
                 }
             }
-            Packet::PubRec(pkid) => {
+            Packet::PubRec(codec::Ack { pkid, .. }) => {
                 out.forward(bytes);
                 if let Some(event) = self.conn.tracker.handle_pubrec(now, pkid) {
                     let _ = out.event(&event);
                 }
             }
-            Packet::PubRel(pkid) => {
+            Packet::PubRel(codec::Ack { pkid, .. }) => {
                 self.conn.store.remove_inbound_qos2(pkid);
                 if self.requests.request(pkid).is_some_and(<[u8]>::is_empty) {
                     // A publish the engine dropped: the upstream never saw it (section 4.3.3).
                     self.requests.remove(pkid);
-                    tx.put(&Packet::PubComp(pkid));
+                    tx.put(&Packet::PubComp(codec::Ack::new(pkid)));
                 } else {
                     self.forward_owing(bytes, out);
                 }
@@ -554,7 +554,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             Packet::Unsubscribe(unsubscribe) => {
                 self.client_unsubscribe(now, unsubscribe, bytes, tx, out);
             }
-            Packet::Disconnect => {
+            Packet::Disconnect(_) => {
                 out.forward(bytes);
                 self.requests.clear();
                 self.conn.close(now, CloseCause::ClientDisconnect, tx, out);
@@ -564,7 +564,8 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp => {
+            | Packet::PingResp
+            | Packet::Auth(_) => {
                 debug!("relay: packet not allowed from a client");
                 self.fail(now, CloseCause::ProtocolError, tx, out);
             }
@@ -609,10 +610,10 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             match publish.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => {
-                    tx.put(&Packet::PubAck(pkid));
+                    tx.put(&Packet::PubAck(crate::codec::Ack::new(pkid)));
                 }
                 QoS::ExactlyOnce => {
-                    tx.put(&Packet::PubRec(pkid));
+                    tx.put(&Packet::PubRec(crate::codec::Ack::new(pkid)));
                 }
             }
             return;
@@ -804,7 +805,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                     self.requests.remove(suback.pkid);
                 }
             }
-            Packet::UnsubAck(pkid) => {
+            Packet::UnsubAck(codec::UnsubAck { pkid, .. }) => {
                 if let Some(Ok(Some((Packet::Unsubscribe(unsubscribe), _)))) = self
                     .requests
                     .request(pkid)
@@ -831,7 +832,8 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq
-            | Packet::Disconnect => {
+            | Packet::Disconnect(_)
+            | Packet::Auth(_) => {
                 warn!("relay: packet not allowed from the upstream, closing");
                 self.upstream_failed(now, CloseCause::RouterClosed, tx, out);
                 return false;
@@ -845,7 +847,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     fn upstream_connack(
         &mut self,
         now: u64,
-        code: ConnectReturnCode,
+        code: u8,
         tx: &mut Tx<'_>,
         out: &mut impl RelayOutput,
     ) -> bool {
@@ -859,7 +861,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             self.unavailable(tx, out);
             return false;
         };
-        if code != ConnectReturnCode::Accepted {
+        if code != ConnectReturnCode::Accepted.as_u8() {
             debug!("relay: the upstream refused the CONNECT");
             out.count(Counter::ConnectRefused(reason_of(code)));
             self.conn.state = State::Closed;
@@ -923,7 +925,10 @@ fn info_of<'a>(publish: &Publish<'a>) -> PublishInfo<'a> {
 }
 
 /// The reason code of an MQTT 3.1.1 refusing CONNACK (section 3.2.2.3).
-fn reason_of(code: ConnectReturnCode) -> ReasonCode {
+fn reason_of(code: u8) -> ReasonCode {
+    let Some(code) = ConnectReturnCode::from_u8(code) else {
+        return ReasonCode::UnspecifiedError;
+    };
     match code {
         ConnectReturnCode::Accepted => ReasonCode::Success,
         ConnectReturnCode::UnacceptableProtocolVersion => ReasonCode::UnsupportedProtocolVersion,

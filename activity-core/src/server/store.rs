@@ -199,6 +199,7 @@ impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usiz
             message,
             qos: will.qos,
             retain: will.retain,
+            properties: crate::codec::Properties::EMPTY,
         })
     }
 
@@ -263,6 +264,7 @@ mod tests {
     fn the_will_is_kept_whole_or_refused() {
         let mut store = Store::new();
         let will = LastWill {
+            properties: crate::codec::Properties::EMPTY,
             topic: "w/t",
             message: b"gone",
             qos: QoS::AtLeastOnce,

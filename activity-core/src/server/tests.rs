@@ -205,6 +205,7 @@ fn encoded(packet: impl Into<Packet<'static>> + Copy) -> Vec<u8> {
 
 fn connect(client_id: &'static str) -> Connect<'static> {
     Connect {
+        properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id,
         clean_session: true,
@@ -227,6 +228,7 @@ const LOCAL: Peer<'static> = Peer {
 
 fn publish(topic: &'static str, qos: QoS, pkid: Option<u16>, payload: &'static [u8]) -> Vec<u8> {
     encoded(Publish {
+        properties: crate::codec::Properties::EMPTY,
         dup: false,
         qos,
         retain: false,
@@ -238,6 +240,7 @@ fn publish(topic: &'static str, qos: QoS, pkid: Option<u16>, payload: &'static [
 
 fn subscribe(pkid: u16, filters: &'static [(&'static str, QoS)]) -> Vec<u8> {
     encoded(Subscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid,
         filters: crate::codec::SubscribeFilters::from_slice(filters),
     })
@@ -245,6 +248,7 @@ fn subscribe(pkid: u16, filters: &'static [(&'static str, QoS)]) -> Vec<u8> {
 
 fn suback(pkid: u16, codes: &'static [SubAckCode]) -> Vec<u8> {
     encoded(SubAck {
+        properties: crate::codec::Properties::EMPTY,
         pkid,
         codes: SubAckCodes::from_slice(codes),
     })
@@ -291,6 +295,7 @@ fn session_present_only_for_a_persistent_session_the_router_kept() {
 #[test]
 fn engine_refusals_answer_connack_with_their_code_and_emit_nothing() {
     let will = |topic: &'static str, message: &'static [u8]| LastWill {
+        properties: crate::codec::Properties::EMPTY,
         topic,
         message,
         qos: QoS::AtMostOnce,
@@ -355,6 +360,7 @@ fn driver_refusals_map_to_v3_return_codes() {
         let mut client = Client::new(REMOTE);
         let mut c = connect("w");
         c.will = Some(LastWill {
+            properties: crate::codec::Properties::EMPTY,
             topic: "w",
             message: b"x",
             qos: QoS::AtMostOnce,
@@ -610,6 +616,7 @@ fn unsubscribe_reports_only_filters_that_were_held() {
     client.out.routes.clear();
     client.out.events.clear();
     let unsubscribe = encoded(Unsubscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 2,
         filters: crate::codec::UnsubscribeFilters::from_slice(&["a", "never"]),
     });
@@ -708,6 +715,7 @@ fn a_delivery_without_room_says_how_much_it_needs() {
 fn the_will_is_published_unless_the_client_said_goodbye() {
     let will = Connect {
         will: Some(LastWill {
+            properties: crate::codec::Properties::EMPTY,
             topic: "status/w",
             message: b"offline",
             qos: QoS::AtLeastOnce,
@@ -852,6 +860,7 @@ fn suback_frames_match_the_codec() {
     for count in [1, 125, 126, 127, 200] {
         let codes = vec![SubAckCode::Failure; count];
         let packet = Packet::SubAck(SubAck {
+            properties: crate::codec::Properties::EMPTY,
             pkid: 0x1234,
             codes: SubAckCodes::from_slice(&codes),
         });
@@ -967,6 +976,7 @@ fn dollar_topics_belong_to_the_server() {
 fn session_stream() -> Vec<u8> {
     let mut stream = encoded(Connect {
         will: Some(LastWill {
+            properties: crate::codec::Properties::EMPTY,
             topic: "w",
             message: b"bye",
             qos: QoS::AtMostOnce,
@@ -985,6 +995,7 @@ fn session_stream() -> Vec<u8> {
     stream.extend(publish("SYSTEM/message", QoS::AtLeastOnce, Some(12), b"no"));
     stream.extend([0x62, 2, 0, 11, 0xC0, 0]);
     stream.extend(encoded(Unsubscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 2,
         filters: crate::codec::UnsubscribeFilters::from_slice(&["a/#"]),
     }));

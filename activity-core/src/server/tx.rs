@@ -21,6 +21,7 @@ pub(super) fn encode_delivery(
         // A stand-in of the same size until the room is known (a packet id is 2 bytes).
         pkid: (qos != QoS::AtMostOnce).then_some(1),
         payload: delivery.payload,
+        properties: crate::codec::Properties::EMPTY,
     };
     let needed = Packet::Publish(publish)
         .encoded_len()

@@ -142,7 +142,7 @@ fn own(packet: Packet<'_>) -> Received {
     match packet {
         Packet::ConnAck(c) => Received::ConnAck {
             session_present: c.session_present,
-            code: c.code.as_u8(),
+            code: c.code,
         },
         Packet::Publish(p) => Received::Publish {
             topic: p.topic.to_owned(),
@@ -155,10 +155,10 @@ fn own(packet: Packet<'_>) -> Received {
             pkid: s.pkid,
             codes: s.codes.iter().map(|c| c.as_u8()).collect(),
         },
-        Packet::UnsubAck(id) => Received::UnsubAck(id),
-        Packet::PubAck(id) => Received::PubAck(id),
-        Packet::PubRec(id) => Received::PubRec(id),
-        Packet::PubComp(id) => Received::PubComp(id),
+        Packet::UnsubAck(id) => Received::UnsubAck(id.pkid),
+        Packet::PubAck(id) => Received::PubAck(id.pkid),
+        Packet::PubRec(id) => Received::PubRec(id.pkid),
+        Packet::PubComp(id) => Received::PubComp(id.pkid),
         Packet::PingResp => Received::PingResp,
         Packet::Connect(c) => Received::Connect {
             client_id: c.client_id.to_owned(),
@@ -269,6 +269,7 @@ impl RawClient {
     pub async fn subscribe(&mut self, pkid: u16, filter: &str, qos: QoS) -> u8 {
         let filters = [(filter, qos)];
         self.send(Packet::Subscribe(Subscribe {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid,
             filters: SubscribeFilters::from_slice(&filters),
         }))
@@ -286,6 +287,7 @@ impl RawClient {
     /// Publishes (no waiting for an acknowledgement).
     pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, pkid: Option<u16>) {
         self.send(Packet::Publish(Publish {
+            properties: activity_core::codec::Properties::EMPTY,
             dup: false,
             qos,
             retain: false,
@@ -308,7 +310,10 @@ impl RawClient {
             } => {
                 assert_eq!(topic, format!("SYSTEM/{suffix}"), "event topic");
                 if qos == QoS::AtLeastOnce {
-                    self.send(Packet::PubAck(pkid.unwrap())).await;
+                    self.send(Packet::PubAck(activity_core::codec::Ack::new(
+                        pkid.unwrap(),
+                    )))
+                    .await;
                 }
                 serde_json::from_slice(&payload).expect("event JSON")
             }
@@ -328,6 +333,7 @@ impl RawClient {
 /// A clean-session CONNECT with keep-alive 60.
 pub fn connect(client_id: &str) -> Connect<'_> {
     Connect {
+        properties: activity_core::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id,
         clean_session: true,

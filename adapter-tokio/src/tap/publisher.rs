@@ -156,6 +156,7 @@ async fn session(
 ) -> anyhow::Result<()> {
     let mut stream = target.upstream.connect().await?;
     let connect = WirePacket::Connect(codec::Connect {
+        properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id: &target.client_id,
         clean_session: true,
@@ -221,13 +222,13 @@ async fn session(
                     .context("upstream sent a malformed packet")?
                 {
                     let pubrel = match packet {
-                        WirePacket::PubRec(id) => Some(id),
+                        WirePacket::PubRec(ack) => Some(ack.pkid),
                         _ => None,
                     };
                     rbuf.advance(len);
                     if let Some(id) = pubrel {
                         let mut buf = [0u8; 4];
-                        let n = WirePacket::PubRel(id).encode(&mut buf).context("PUBREL")?;
+                        let n = WirePacket::PubRel(codec::Ack::new(id)).encode(&mut buf).context("PUBREL")?;
                         writer.write_all(&buf[..n]).await.context("write PUBREL")?;
                     }
                 }
@@ -242,6 +243,7 @@ async fn session(
 /// Appends one PUBLISH of `json` on `topic` to `out`.
 fn encode_publish(out: &mut BytesMut, topic: &str, qos: QoS, pkid: Option<u16>, json: &[u8]) {
     let packet = WirePacket::Publish(WirePublish {
+        properties: activity_core::codec::Properties::EMPTY,
         dup: false,
         qos,
         retain: false,
@@ -275,8 +277,10 @@ async fn read_connack(
             let WirePacket::ConnAck(ack) = packet else {
                 bail!("the answer to CONNECT is not a CONNACK");
             };
+            let code = ConnectReturnCode::from_u8(ack.code)
+                .context("a CONNACK code MQTT 3.1.1 does not define")?;
             rbuf.advance(len);
-            return Ok(ack.code);
+            return Ok(code);
         }
         if stream.read_buf(rbuf).await.context("read CONNACK")? == 0 {
             bail!("upstream closed the connection before CONNACK");

@@ -19,6 +19,7 @@ fn connect_fig_3_6_bytes() -> Vec<u8> {
 #[test]
 fn connect_spec_example() {
     let packet = Packet::Connect(Connect {
+        properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id: "c",
         clean_session: true,
@@ -26,6 +27,7 @@ fn connect_spec_example() {
         username: Some("u"),
         password: Some(b"p"),
         will: Some(LastWill {
+            properties: crate::codec::Properties::EMPTY,
             topic: "w",
             message: b"bye",
             qos: QoS::AtLeastOnce,
@@ -40,6 +42,7 @@ fn connect_minimal() {
     // Empty client id, no flags but clean session: the server decides about it (3.1.3.1).
     let wire = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 0];
     let connect = Connect {
+        properties: crate::codec::Properties::EMPTY,
         protocol_level: PROTOCOL_LEVEL,
         client_id: "",
         clean_session: true,
@@ -61,6 +64,7 @@ fn connect_minimal() {
 #[test]
 fn connect_will_retain_qos2_and_username_only() {
     let connect = Connect {
+        properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id: "id",
         clean_session: false,
@@ -68,6 +72,7 @@ fn connect_will_retain_qos2_and_username_only() {
         username: Some("user"),
         password: None,
         will: Some(LastWill {
+            properties: crate::codec::Properties::EMPTY,
             topic: "a/b",
             message: b"",
             qos: QoS::ExactlyOnce,
@@ -96,13 +101,14 @@ fn connect_will_retain_qos2_and_username_only() {
 #[test]
 fn connect_other_protocol_level() {
     // Section 3.1.2.2: a server answers CONNACK 0x01, so the level must reach it. The payload
-    // (here an MQTT 5 property length and garbage) is skipped.
+    // of a level this codec does not speak (here 6, and garbage) is skipped.
     let mut body = vec![
-        0, 4, b'M', b'Q', b'T', b'T', 5, 0xC2, 0, 30, 0x00, 0xFF, 0xFE,
+        0, 4, b'M', b'Q', b'T', b'T', 6, 0xC2, 0, 30, 0x00, 0xFF, 0xFE,
     ];
     let wire = frame(0x10, &body);
     let expected = Connect {
-        protocol_level: 5,
+        properties: crate::codec::Properties::EMPTY,
+        protocol_level: 6,
         client_id: "",
         clean_session: true,
         keep_alive: 30,
@@ -111,20 +117,22 @@ fn connect_other_protocol_level() {
         will: None,
     };
     assert_eq!(decode_all(&wire), Ok(Packet::Connect(expected)));
+    assert_eq!(expected.version(), None);
+    // Level 3 belongs to `MQIsdp`: with the name `MQTT` it is another protocol too.
     body[6] = 3;
     let wire = frame(0x10, &body);
     let Packet::Connect(c) = decode_all(&wire).unwrap() else {
         panic!()
     };
-    assert_eq!(c.protocol_level, 3);
+    assert_eq!((c.protocol_level, c.client_id), (3, ""));
     // Still truncated if the variable header is incomplete.
     assert_eq!(decode_err(&frame(0x10, &body[..9])), DecodeError::Truncated);
 }
 
 #[test]
 fn connect_protocol_name_errors() {
-    // Section 3.1.2.1. MQTT 3.1's `MQIsdp` is another protocol name.
-    let mut body = field(b"MQIsdp");
+    // Section 3.1.2.1: `MQTT`, or MQTT 3.1's `MQIsdp` (see the v5 tests); nothing else.
+    let mut body = field(b"MQIsd");
     body.extend_from_slice(&[3, 0x02, 0, 60]);
     body.extend(field(b"c"));
     assert_eq!(
@@ -244,6 +252,7 @@ fn connect_payload_errors() {
 #[test]
 fn connect_encode_errors() {
     let base = Connect {
+        properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id: "c",
         clean_session: true,
@@ -261,6 +270,7 @@ fn connect_encode_errors() {
         Err(EncodeError::InvalidFlags)
     );
     let will = LastWill {
+        properties: crate::codec::Properties::EMPTY,
         topic: "+",
         message: b"",
         qos: QoS::AtMostOnce,
@@ -319,14 +329,16 @@ fn connack_all_codes() {
         let rc = ConnectReturnCode::from_u8(code).unwrap();
         assert_eq!(rc.as_u8(), code);
         let packet = Packet::ConnAck(ConnAck {
+            properties: crate::codec::Properties::EMPTY,
             session_present: false,
-            code: rc,
+            code: rc.as_u8(),
         });
         check_wire(packet, &[0x20, 0x02, 0x00, code]);
     }
     let packet = Packet::ConnAck(ConnAck {
+        properties: crate::codec::Properties::EMPTY,
         session_present: true,
-        code: ConnectReturnCode::Accepted,
+        code: ConnectReturnCode::Accepted.as_u8(),
     });
     check_wire(packet, &[0x20, 0x02, 0x01, 0x00]);
 }

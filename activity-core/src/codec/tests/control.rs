@@ -9,7 +9,7 @@ fn header_only_packets() {
     for (packet, first) in [
         (Packet::PingReq, 0xC0),
         (Packet::PingResp, 0xD0),
-        (Packet::Disconnect, 0xE0),
+        (Packet::Disconnect(Disconnect::NORMAL), 0xE0),
     ] {
         check_wire(packet, &[first, 0x00]);
         assert_eq!(decode_err(&[first, 0x01, 0x00]), DecodeError::TrailingBytes);
@@ -38,6 +38,7 @@ fn errors_display_and_source() {
 #[test]
 fn packet_conversions() {
     let p = Publish {
+        properties: crate::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtMostOnce,
         retain: false,
@@ -48,8 +49,9 @@ fn packet_conversions() {
     assert_eq!(Packet::from(p), Packet::Publish(p));
     assert_eq!(Packet::from(p).packet_type(), PacketType::Publish);
     let c = ConnAck {
+        properties: crate::codec::Properties::EMPTY,
         session_present: false,
-        code: ConnectReturnCode::NotAuthorized,
+        code: ConnectReturnCode::NotAuthorized.as_u8(),
     };
     assert_eq!(Packet::from(c).packet_type(), PacketType::ConnAck);
 }

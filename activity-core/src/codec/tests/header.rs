@@ -66,7 +66,7 @@ fn non_minimal_remaining_length_is_accepted() {
     );
     assert_eq!(
         decode(&[0x40, 0x82, 0x80, 0x00, 0x00, 0x07], 16),
-        Ok(Some((Packet::PubAck(7), 6)))
+        Ok(Some((Packet::PubAck(Ack::new(7)), 6)))
     );
 }
 

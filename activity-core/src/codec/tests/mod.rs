@@ -12,6 +12,7 @@ mod header;
 mod proptests;
 mod publish;
 mod subscribe;
+mod v5;
 
 /// Decodes a whole packet, asserting it took every byte.
 fn decode_all(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {

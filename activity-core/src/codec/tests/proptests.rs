@@ -41,6 +41,7 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
             password,
             will,
         } => f(Packet::Connect(Connect {
+            properties: crate::codec::Properties::EMPTY,
             protocol_level: 4,
             client_id,
             clean_session: *clean_session,
@@ -52,6 +53,7 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
                 None
             },
             will: will.as_ref().map(|(topic, message, qos, retain)| LastWill {
+                properties: crate::codec::Properties::EMPTY,
                 topic,
                 message,
                 qos: *qos,
@@ -59,8 +61,9 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
             }),
         })),
         Owned::ConnAck(session_present, code) => f(Packet::ConnAck(ConnAck {
+            properties: crate::codec::Properties::EMPTY,
             session_present: *session_present,
-            code: ConnectReturnCode::from_u8(*code).unwrap(),
+            code: *code,
         })),
         Owned::Publish {
             dup,
@@ -72,6 +75,7 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
         } => {
             let at_least_once = *qos != QoS::AtMostOnce;
             f(Packet::Publish(Publish {
+                properties: crate::codec::Properties::EMPTY,
                 dup: *dup && at_least_once,
                 qos: *qos,
                 retain: *retain,
@@ -81,26 +85,29 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
             }))
         }
         Owned::Id(kind, id) => f(match kind % 5 {
-            0 => Packet::PubAck(*id),
-            1 => Packet::PubRec(*id),
-            2 => Packet::PubRel(*id),
-            3 => Packet::PubComp(*id),
-            _ => Packet::UnsubAck(*id),
+            0 => Packet::PubAck(crate::codec::Ack::new(*id)),
+            1 => Packet::PubRec(crate::codec::Ack::new(*id)),
+            2 => Packet::PubRel(crate::codec::Ack::new(*id)),
+            3 => Packet::PubComp(crate::codec::Ack::new(*id)),
+            _ => Packet::UnsubAck(crate::codec::UnsubAck::new(*id)),
         }),
         Owned::Subscribe(pkid, filters) => {
             let pairs: Vec<(&str, QoS)> = filters.iter().map(|(s, q)| (s.as_str(), *q)).collect();
             f(Packet::Subscribe(Subscribe {
+                properties: crate::codec::Properties::EMPTY,
                 pkid: *pkid,
                 filters: SubscribeFilters::from_slice(&pairs),
             }))
         }
         Owned::SubAck(pkid, codes) => f(Packet::SubAck(SubAck {
+            properties: crate::codec::Properties::EMPTY,
             pkid: *pkid,
             codes: SubAckCodes::from_slice(codes),
         })),
         Owned::Unsubscribe(pkid, filters) => {
             let names: Vec<&str> = filters.iter().map(String::as_str).collect();
             f(Packet::Unsubscribe(Unsubscribe {
+                properties: crate::codec::Properties::EMPTY,
                 pkid: *pkid,
                 filters: UnsubscribeFilters::from_slice(&names),
             }))
@@ -108,7 +115,7 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
         Owned::Empty(kind) => f(match kind % 3 {
             0 => Packet::PingReq,
             1 => Packet::PingResp,
-            _ => Packet::Disconnect,
+            _ => Packet::Disconnect(Disconnect::NORMAL),
         }),
     }
 }

@@ -8,6 +8,7 @@ use super::*;
 fn publish_spec_example() {
     // Section 3.3.2.3, figure 3.11: topic "a/b", packet identifier 10.
     let packet = Packet::Publish(Publish {
+        properties: crate::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: false,
@@ -24,6 +25,7 @@ fn publish_spec_example() {
 #[test]
 fn publish_variants() {
     let qos0 = Publish {
+        properties: crate::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtMostOnce,
         retain: true,
@@ -110,6 +112,7 @@ fn publish_decode_errors() {
 #[test]
 fn publish_encode_errors() {
     let p = Publish {
+        properties: crate::codec::Properties::EMPTY,
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: false,
@@ -183,11 +186,14 @@ fn publish_encode_errors() {
 #[test]
 fn packet_id_only_packets() {
     let cases = [
-        (Packet::PubAck as fn(u16) -> Packet<'static>, 0x40),
-        (Packet::PubRec, 0x50),
-        (Packet::PubRel, 0x62),
-        (Packet::PubComp, 0x70),
-        (Packet::UnsubAck, 0xB0),
+        (
+            (|id| Packet::PubAck(Ack::new(id))) as fn(u16) -> Packet<'static>,
+            0x40,
+        ),
+        (|id| Packet::PubRec(Ack::new(id)), 0x50),
+        (|id| Packet::PubRel(Ack::new(id)), 0x62),
+        (|id| Packet::PubComp(Ack::new(id)), 0x70),
+        (|id| Packet::UnsubAck(UnsubAck::new(id)), 0xB0),
     ];
     for (make, first) in cases {
         check_wire(make(10), &[first, 0x02, 0x00, 0x0A]);

@@ -14,6 +14,7 @@ fn subscribe_spec_example() {
     ];
     let filters = [("a/b", QoS::AtLeastOnce), ("c/d", QoS::ExactlyOnce)];
     let packet = Packet::Subscribe(Subscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 10,
         filters: SubscribeFilters::from_slice(&filters),
     });
@@ -81,6 +82,7 @@ fn subscribe_errors() {
     // Encoding checks the same rules.
     let enc = |pkid, filters: &[(&str, QoS)]| {
         Packet::Subscribe(Subscribe {
+            properties: crate::codec::Properties::EMPTY,
             pkid,
             filters: SubscribeFilters::from_slice(filters),
         })
@@ -122,6 +124,7 @@ fn suback_spec_example() {
         SubAckCode::Failure,
     ];
     let packet = Packet::SubAck(SubAck {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 10,
         codes: SubAckCodes::from_slice(&codes),
     });
@@ -165,6 +168,7 @@ fn suback_errors() {
     );
     let enc = |pkid, codes: &[SubAckCode]| {
         Packet::SubAck(SubAck {
+            properties: crate::codec::Properties::EMPTY,
             pkid,
             codes: SubAckCodes::from_slice(codes),
         })
@@ -187,6 +191,7 @@ fn unsubscribe_spec_example() {
     ];
     let filters = ["a/b", "c/d"];
     let packet = Packet::Unsubscribe(Unsubscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 10,
         filters: UnsubscribeFilters::from_slice(&filters),
     });
@@ -228,6 +233,7 @@ fn unsubscribe_errors() {
     );
     let enc = |pkid, filters: &[&str]| {
         Packet::Unsubscribe(Unsubscribe {
+            properties: crate::codec::Properties::EMPTY,
             pkid,
             filters: UnsubscribeFilters::from_slice(filters),
         })

@@ -180,6 +180,7 @@ fn encoded(packet: impl Into<Packet<'static>> + Copy) -> Vec<u8> {
 
 fn connect(client_id: &'static str) -> Connect<'static> {
     Connect {
+        properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id,
         clean_session: true,
@@ -192,6 +193,7 @@ fn connect(client_id: &'static str) -> Connect<'static> {
 
 fn publish(topic: &'static str, qos: QoS, pkid: Option<u16>, payload: &'static [u8]) -> Vec<u8> {
     encoded(Publish {
+        properties: crate::codec::Properties::EMPTY,
         dup: false,
         qos,
         retain: false,
@@ -203,6 +205,7 @@ fn publish(topic: &'static str, qos: QoS, pkid: Option<u16>, payload: &'static [
 
 fn subscribe(pkid: u16, filters: &'static [(&'static str, QoS)]) -> Vec<u8> {
     encoded(Subscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid,
         filters: SubscribeFilters::from_slice(filters),
     })
@@ -210,6 +213,7 @@ fn subscribe(pkid: u16, filters: &'static [(&'static str, QoS)]) -> Vec<u8> {
 
 fn unsubscribe(pkid: u16, filters: &'static [&'static str]) -> Vec<u8> {
     encoded(Unsubscribe {
+        properties: crate::codec::Properties::EMPTY,
         pkid,
         filters: UnsubscribeFilters::from_slice(filters),
     })
@@ -217,6 +221,7 @@ fn unsubscribe(pkid: u16, filters: &'static [&'static str]) -> Vec<u8> {
 
 fn suback(pkid: u16, codes: &'static [SubAckCode]) -> Vec<u8> {
     encoded(SubAck {
+        properties: crate::codec::Properties::EMPTY,
         pkid,
         codes: SubAckCodes::from_slice(codes),
     })
@@ -229,6 +234,7 @@ fn the_connect_goes_upstream_and_the_upstreams_connack_connects() {
     c.username = Some("alice");
     c.password = Some(b"secret");
     c.will = Some(LastWill {
+        properties: crate::codec::Properties::EMPTY,
         topic: "w/t",
         message: b"gone",
         qos: QoS::AtLeastOnce,

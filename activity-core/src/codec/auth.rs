@@ -1,0 +1,58 @@
+//! AUTH, the enhanced authentication exchange (MQTT 5.0 section 3.15; no such packet before).
+//!
+//! Fixed header `0xF0`. Variable header: a reason code and properties, both left out when the
+//! reason is 0x00 (success) and there are no properties (3.15.2.1).
+
+use super::ack::reason_in;
+use super::properties::{Context, Properties};
+use super::wire::add;
+use super::{DecodeError, EncodeError, Reader, Writer};
+
+/// The reason codes of AUTH (MQTT 5.0 section 3.15.2.1).
+const AUTH: &[u8] = &[0x00, 0x18, 0x19];
+
+/// An AUTH packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Auth<'a> {
+    /// 0x00 success, 0x18 continue authentication, 0x19 re-authenticate.
+    pub reason: u8,
+    /// The authentication method and data, reason string, user properties.
+    pub properties: Properties<'a>,
+}
+
+impl<'a> Auth<'a> {
+    pub(super) fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let mut auth = Auth {
+            reason: 0,
+            properties: Properties::EMPTY,
+        };
+        if !r.is_empty() {
+            auth.reason = reason_in(r.u8()?, AUTH)?;
+            if !r.is_empty() {
+                auth.properties = Properties::decode(&mut r, Context::Auth)?;
+            }
+        }
+        r.finish()?;
+        Ok(auth)
+    }
+
+    pub(super) fn body_len(&self) -> Result<usize, EncodeError> {
+        if !AUTH.contains(&self.reason) {
+            return Err(EncodeError::NotInVersion);
+        }
+        if self.reason == 0 && self.properties.is_empty() {
+            return Ok(0);
+        }
+        add(1, self.properties.encoded_len()?)
+    }
+
+    pub(super) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        if self.reason == 0 && self.properties.is_empty() {
+            return Ok(());
+        }
+        w.u8(self.reason)?;
+        self.properties.write(w)
+    }
+}
