@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use crate::QoS;
 use crate::acks::FixedAckStore;
 use crate::client_id::{CLIENT_ID_CAPACITY, ClientIdError, RESERVED_CLIENT_ID};
-use crate::codec::{self, DecodeError, EncodeError, Packet};
+use crate::codec::{self, DecodeError, EncodeError, Packet, Version};
 use crate::envelope::{Envelope, ID_CAPACITY, MAX_DEPTH, OwnedId, parse_envelope};
 use crate::event::{
     self, Connected, DisconnectReason, Disconnected, EncodeOptions, Event, EventKind, Id, Message,
@@ -52,65 +52,72 @@ pub use server::{relay, server};
 
 // ---- mqtt_decode ------------------------------------------------------------------------------
 
-/// Decodes `data` as a stream of MQTT packets and checks each one round-trips.
+/// Decodes `data` as a stream of MQTT packets, once as MQTT 3.1.1 (which MQTT 3.1 shares after
+/// the CONNECT) and once as MQTT 5, and checks each packet round-trips in its version.
 ///
-/// For every packet [`codec::decode`] returns: it re-encodes with [`Packet::encode`] into a
-/// buffer of exactly [`Packet::encoded_len`] bytes (one byte less is `BufferTooSmall`), the
-/// bytes decode to an equal packet of the same length, and every strict prefix of both the
-/// original and the re-encoded bytes is "incomplete" (`Ok(None)`). A limit one byte below the
-/// packet's size gives `PacketTooLarge`. Stops at the first error or incomplete packet.
+/// For every packet [`codec::decode_with`] returns: it re-encodes with [`Packet::encode_with`]
+/// into a buffer of exactly [`Packet::encoded_len_with`] bytes (one byte less is
+/// `BufferTooSmall`), the bytes decode to an equal packet of the same length, and every strict
+/// prefix of both the original and the re-encoded bytes is "incomplete" (`Ok(None)`). A limit
+/// one byte below the packet's size gives `PacketTooLarge`. Stops at the first error or
+/// incomplete packet.
 pub fn mqtt_decode(data: &[u8]) {
+    for version in [Version::V3_1_1, Version::V5] {
+        mqtt_decode_as(data, version);
+    }
+}
+
+fn mqtt_decode_as(data: &[u8], version: Version) {
     let mut rest = data;
-    while let Ok(Some((packet, used))) = codec::decode(rest, usize::MAX) {
+    while let Ok(Some((packet, used))) = codec::decode_with(rest, usize::MAX, version) {
         assert!(
             used > 0 && used <= rest.len(),
             "decode took {used} of {} bytes",
             rest.len()
         );
         let original = &rest[..used];
-        check_incomplete_prefixes(original);
+        check_incomplete_prefixes(original, version);
         assert_eq!(
-            codec::decode(original, used - 1),
+            codec::decode_with(original, used - 1, version),
             Err(DecodeError::PacketTooLarge {
                 size: used,
                 max: used - 1
             }),
             "limit below the packet size"
         );
-        check_round_trip(&packet, original);
+        check_round_trip(&packet, original, version);
         rest = &rest[used..];
     }
 }
 
-fn check_incomplete_prefixes(packet: &[u8]) {
+fn check_incomplete_prefixes(packet: &[u8], version: Version) {
     for end in 0..packet.len() {
         assert_eq!(
-            codec::decode(&packet[..end], usize::MAX),
+            codec::decode_with(&packet[..end], usize::MAX, version),
             Ok(None),
             "prefix of {end} bytes of {packet:02x?}"
         );
     }
 }
 
-fn check_round_trip(packet: &Packet<'_>, original: &[u8]) {
+fn check_round_trip(packet: &Packet<'_>, original: &[u8], version: Version) {
     let len = packet
-        .encoded_len()
+        .encoded_len_with(version)
         .unwrap_or_else(|e| panic!("decoded packet does not encode ({e}): {packet:?}"));
     let mut buf = vec![0u8; len];
     assert_eq!(
-        packet.encode(&mut buf[..len - 1]),
+        packet.encode_with(&mut buf[..len - 1], version),
         Err(EncodeError::BufferTooSmall { needed: len }),
         "one byte short: {packet:?}"
     );
     let written = packet
-        .encode(&mut buf)
+        .encode_with(&mut buf, version)
         .unwrap_or_else(|e| panic!("decoded packet does not encode ({e}): {packet:?}"));
     assert_eq!(written, len, "encode and encoded_len disagree: {packet:?}");
     // A CONNECT of another protocol level keeps only its variable header, so it re-encodes with
     // an empty client id that the original may not have had; every other packet re-encodes to
     // the same body, with a remaining length that is minimal and so never longer.
-    let is_foreign_connect =
-        matches!(packet, Packet::Connect(c) if c.protocol_level != codec::PROTOCOL_LEVEL);
+    let is_foreign_connect = matches!(packet, Packet::Connect(c) if c.version().is_none());
     if !is_foreign_connect {
         assert!(
             written <= original.len(),
@@ -118,14 +125,14 @@ fn check_round_trip(packet: &Packet<'_>, original: &[u8]) {
             original.len()
         );
     }
-    match codec::decode(&buf, usize::MAX) {
+    match codec::decode_with(&buf, usize::MAX, version) {
         Ok(Some((again, used))) => {
             assert_eq!(used, len, "re-encoded packet length: {packet:?}");
             assert_eq!(again, *packet, "re-encoded bytes {buf:02x?}");
         }
         other => panic!("re-encoded bytes {buf:02x?} of {packet:?} decode to {other:?}"),
     }
-    check_incomplete_prefixes(&buf);
+    check_incomplete_prefixes(&buf, version);
 }
 
 // ---- envelope ---------------------------------------------------------------------------------

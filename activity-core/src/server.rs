@@ -137,8 +137,8 @@ use crate::QoS;
 use crate::acks::AckStore;
 use crate::client_id::{CLIENT_ID_CAPACITY, check_client_id};
 use crate::codec::{
-    self, ConnAck, Connect, DecodeError, PROTOCOL_LEVEL, Packet, Publish, SubAckCode, Subscribe,
-    Unsubscribe,
+    self, ConnAck, Connect, DecodeError, Packet, Publish, SubAckCode, Subscribe, Unsubscribe,
+    Version,
 };
 use crate::envelope::Envelope;
 use crate::event::Event;
@@ -593,7 +593,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) -> bool {
-        let refusal = if connect.protocol_level != PROTOCOL_LEVEL {
+        let refusal = if connect.version() != Some(Version::V3_1_1) {
             Some(ReasonCode::UnsupportedProtocolVersion)
         } else if check_client_id(connect.client_id, connect.clean_session).is_err() {
             Some(ReasonCode::ClientIdentifierNotValid)

@@ -104,6 +104,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     }
     socket.set_nagle_enabled(false);
     let connect = Packet::Connect(activity_core::codec::Connect {
+        protocol_name: activity_core::codec::ProtocolName::Mqtt,
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: PROTOCOL_LEVEL,
         client_id: config.gateway_id,

@@ -135,6 +135,7 @@ pub async fn connect(
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let connect = Packet::Connect(Connect {
+        protocol_name: activity_core::codec::ProtocolName::Mqtt,
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id,

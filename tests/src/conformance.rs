@@ -377,6 +377,7 @@ pub enum Next {
 /// A CONNECT with a clean session and no will, username or password.
 pub fn connect(client_id: &str, keep_alive: u16) -> Connect<'_> {
     Connect {
+        protocol_name: activity_core::codec::ProtocolName::Mqtt,
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id,

@@ -14,11 +14,25 @@ use super::{DecodeError, EncodeError, Reader, Version, Writer};
 use crate::QoS;
 use crate::topic::validate_topic_name;
 
-/// The protocol name of MQTT 3.1.1 and 5.0 (section 3.1.2.1).
-const PROTOCOL_NAME: &[u8] = b"MQTT";
+/// The protocol name of a CONNECT (section 3.1.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ProtocolName {
+    /// `MQTT`: MQTT 3.1.1 (level 4) and 5.0 (level 5).
+    Mqtt,
+    /// `MQIsdp`: MQTT 3.1 (level 3; MQTT V3.1 Protocol Specification, "Variable header").
+    MqIsdp,
+}
 
-/// The protocol name of MQTT 3.1 (MQTT V3.1 Protocol Specification, "Variable header").
-const PROTOCOL_NAME_V3_1: &[u8] = b"MQIsdp";
+impl ProtocolName {
+    /// The name's bytes.
+    pub const fn as_bytes(self) -> &'static [u8] {
+        match self {
+            ProtocolName::Mqtt => b"MQTT",
+            ProtocolName::MqIsdp => b"MQIsdp",
+        }
+    }
+}
 
 /// The protocol level of MQTT 3.1.1 (section 3.1.2.2).
 pub const PROTOCOL_LEVEL: u8 = 4;
@@ -60,6 +74,8 @@ pub struct LastWill<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Connect<'a> {
+    /// The protocol name (section 3.1.2.1).
+    pub protocol_name: ProtocolName,
     /// The protocol level: 3 for MQTT 3.1, 4 for MQTT 3.1.1, 5 for MQTT 5.0 (section 3.1.2.2).
     pub protocol_level: u8,
     /// The client identifier (3.1.3.1). May be empty: whether to accept that (only with a
@@ -85,30 +101,28 @@ impl<'a> Connect<'a> {
     /// Decodes the variable header and payload.
     pub(super) fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let name = r.binary()?;
-        if name != PROTOCOL_NAME && name != PROTOCOL_NAME_V3_1 {
-            return Err(DecodeError::InvalidProtocolName);
-        }
+        let protocol_name = match r.binary()? {
+            b"MQTT" => ProtocolName::Mqtt,
+            b"MQIsdp" => ProtocolName::MqIsdp,
+            _ => return Err(DecodeError::InvalidProtocolName),
+        };
         let protocol_level = r.u8()?;
         let flags = r.u8()?;
         let keep_alive = r.u16()?;
         let clean_session = flags & CLEAN_SESSION != 0;
-        let version = match Version::from_level(protocol_level) {
-            Some(Version::V3_1) if name == PROTOCOL_NAME_V3_1 => Version::V3_1,
-            Some(version) if version != Version::V3_1 && name == PROTOCOL_NAME => version,
+        let Some(version) = version_of(protocol_name, protocol_level) else {
             // Another protocol version: the server only needs the level to refuse it.
-            _ => {
-                return Ok(Connect {
-                    protocol_level,
-                    client_id: "",
-                    clean_session,
-                    keep_alive,
-                    username: None,
-                    password: None,
-                    will: None,
-                    properties: Properties::EMPTY,
-                });
-            }
+            return Ok(Connect {
+                protocol_name,
+                protocol_level,
+                client_id: "",
+                clean_session,
+                keep_alive,
+                username: None,
+                password: None,
+                will: None,
+                properties: Properties::EMPTY,
+            });
         };
 
         // Section 3.1.2.3: reserved bit 0. 3.1.2.6, 3.1.2.7: no will QoS or retain without a
@@ -160,6 +174,7 @@ impl<'a> Connect<'a> {
         };
         r.finish()?;
         Ok(Connect {
+            protocol_name,
             protocol_level,
             client_id,
             clean_session,
@@ -173,7 +188,7 @@ impl<'a> Connect<'a> {
 
     /// The version the CONNECT's name and level say, if this codec speaks it.
     pub fn version(&self) -> Option<Version> {
-        Version::from_level(self.protocol_level)
+        version_of(self.protocol_name, self.protocol_level)
     }
 
     /// The version whose layout encoding writes: the CONNECT's, or 3.1.1's for a level this
@@ -209,8 +224,8 @@ impl<'a> Connect<'a> {
         if !v.is_v5() && self.password.is_some() && self.username.is_none() {
             return Err(EncodeError::InvalidFlags);
         }
-        // Protocol name (2 + 4, or 2 + 6 for MQIsdp), level, flags, keep alive.
-        let mut len = if v == Version::V3_1 { 12 } else { 10 };
+        // Protocol name, level, flags, keep alive.
+        let mut len = 2 + self.protocol_name.as_bytes().len() + 4;
         if v.is_v5() {
             len = add(len, self.properties.encoded_len()?)?;
         }
@@ -234,11 +249,7 @@ impl<'a> Connect<'a> {
 
     pub(super) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
         let v = self.layout();
-        w.binary(if v == Version::V3_1 {
-            PROTOCOL_NAME_V3_1
-        } else {
-            PROTOCOL_NAME
-        })?;
+        w.binary(self.protocol_name.as_bytes())?;
         w.u8(self.protocol_level)?;
         w.u8(self.flags())?;
         w.u16(self.keep_alive)?;
@@ -260,5 +271,15 @@ impl<'a> Connect<'a> {
             w.binary(password)?;
         }
         Ok(())
+    }
+}
+
+/// The version of a CONNECT with `name` and `level`, if this codec speaks it.
+const fn version_of(name: ProtocolName, level: u8) -> Option<Version> {
+    match (name, Version::from_level(level)) {
+        (ProtocolName::MqIsdp, Some(Version::V3_1)) => Some(Version::V3_1),
+        (ProtocolName::Mqtt, Some(Version::V3_1_1)) => Some(Version::V3_1_1),
+        (ProtocolName::Mqtt, Some(Version::V5)) => Some(Version::V5),
+        _ => None,
     }
 }

@@ -92,7 +92,7 @@ mod tests;
 pub use ack::{Ack, UnsubAck};
 pub use auth::Auth;
 pub use connack::{ConnAck, ConnectReturnCode};
-pub use connect::{Connect, LastWill, PROTOCOL_LEVEL};
+pub use connect::{Connect, LastWill, PROTOCOL_LEVEL, ProtocolName};
 pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError};
 pub use header::{FixedHeader, PacketType, fixed_header};

@@ -104,6 +104,7 @@ impl ClientPacket {
                 will,
                 level,
             } => Packet::Connect(codec::Connect {
+                protocol_name: crate::codec::ProtocolName::Mqtt,
                 properties: crate::codec::Properties::EMPTY,
                 protocol_level: if *level { 4 } else { 5 },
                 client_id,

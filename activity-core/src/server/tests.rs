@@ -205,6 +205,7 @@ fn encoded(packet: impl Into<Packet<'static>> + Copy) -> Vec<u8> {
 
 fn connect(client_id: &'static str) -> Connect<'static> {
     Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id,
@@ -301,11 +302,20 @@ fn engine_refusals_answer_connack_with_their_code_and_emit_nothing() {
         qos: QoS::AtMostOnce,
         retain: false,
     };
-    let cases: [(Connect<'static>, u8, ReasonCode); 5] = [
+    let cases: [(Connect<'static>, u8, ReasonCode); 6] = [
         (
             Connect {
                 protocol_level: 5,
                 ..connect("v5")
+            },
+            0x01,
+            ReasonCode::UnsupportedProtocolVersion,
+        ),
+        // Level 4 under MQTT 3.1's name is no version at all (its payload was not decoded).
+        (
+            Connect {
+                protocol_name: crate::codec::ProtocolName::MqIsdp,
+                ..connect("mixed")
             },
             0x01,
             ReasonCode::UnsupportedProtocolVersion,

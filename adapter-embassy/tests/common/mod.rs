@@ -333,6 +333,7 @@ impl RawClient {
 /// A clean-session CONNECT with keep-alive 60.
 pub fn connect(client_id: &str) -> Connect<'_> {
     Connect {
+        protocol_name: activity_core::codec::ProtocolName::Mqtt,
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id,

@@ -156,6 +156,7 @@ async fn session(
 ) -> anyhow::Result<()> {
     let mut stream = target.upstream.connect().await?;
     let connect = WirePacket::Connect(codec::Connect {
+        protocol_name: activity_core::codec::ProtocolName::Mqtt,
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id: &target.client_id,

@@ -19,6 +19,7 @@ fn connect_fig_3_6_bytes() -> Vec<u8> {
 #[test]
 fn connect_spec_example() {
     let packet = Packet::Connect(Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id: "c",
@@ -42,6 +43,7 @@ fn connect_minimal() {
     // Empty client id, no flags but clean session: the server decides about it (3.1.3.1).
     let wire = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 0];
     let connect = Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: PROTOCOL_LEVEL,
         client_id: "",
@@ -64,6 +66,7 @@ fn connect_minimal() {
 #[test]
 fn connect_will_retain_qos2_and_username_only() {
     let connect = Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id: "id",
@@ -107,6 +110,7 @@ fn connect_other_protocol_level() {
     ];
     let wire = frame(0x10, &body);
     let expected = Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: 6,
         client_id: "",
@@ -125,6 +129,9 @@ fn connect_other_protocol_level() {
         panic!()
     };
     assert_eq!((c.protocol_level, c.client_id), (3, ""));
+    assert_eq!(c.version(), None, "MQTT 3.1 is `MQIsdp` level 3");
+    // The name is kept: the header re-encodes as it came.
+    assert_eq!(c.protocol_name, ProtocolName::Mqtt);
     // Still truncated if the variable header is incomplete.
     assert_eq!(decode_err(&frame(0x10, &body[..9])), DecodeError::Truncated);
 }
@@ -252,6 +259,7 @@ fn connect_payload_errors() {
 #[test]
 fn connect_encode_errors() {
     let base = Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id: "c",

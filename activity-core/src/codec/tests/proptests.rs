@@ -41,6 +41,7 @@ fn with_packet<R>(owned: &Owned, f: impl FnOnce(Packet<'_>) -> R) -> R {
             password,
             will,
         } => f(Packet::Connect(Connect {
+            protocol_name: crate::codec::ProtocolName::Mqtt,
             properties: crate::codec::Properties::EMPTY,
             protocol_level: 4,
             client_id,

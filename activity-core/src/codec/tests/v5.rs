@@ -132,6 +132,8 @@ fn mqtt_3_1_connects_with_mqisdp_level_3() {
         panic!()
     };
     assert_eq!((other.protocol_level, other.client_id), (4, ""));
+    assert_eq!(other.version(), None);
+    assert_eq!(other.protocol_name, ProtocolName::MqIsdp);
 }
 
 #[test]

@@ -180,6 +180,7 @@ fn encoded(packet: impl Into<Packet<'static>> + Copy) -> Vec<u8> {
 
 fn connect(client_id: &'static str) -> Connect<'static> {
     Connect {
+        protocol_name: crate::codec::ProtocolName::Mqtt,
         properties: crate::codec::Properties::EMPTY,
         protocol_level: 4,
         client_id,
