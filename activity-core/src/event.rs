@@ -104,6 +104,9 @@ impl fmt::Display for EventKind {
 pub enum DisconnectReason {
     /// The client sent DISCONNECT (MQTT 3.1.1 section 3.14).
     Normal,
+    /// The client sent an MQTT 5 DISCONNECT asking for its will to be published (reason 0x04,
+    /// MQTT 5.0 section 3.14.2.1).
+    DisconnectWithWill,
     /// The transport closed without a DISCONNECT.
     TcpClosed,
     /// Nothing arrived within 1.5 times the keep-alive (MQTT 3.1.1 section 3.1.2.10).
@@ -127,6 +130,7 @@ impl DisconnectReason {
     pub const fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::Normal => "normal",
+            DisconnectReason::DisconnectWithWill => "disconnect_with_will",
             DisconnectReason::TcpClosed => "tcp_closed",
             DisconnectReason::KeepaliveTimeout => "keepalive_timeout",
             DisconnectReason::Takenover => "takenover",

@@ -131,19 +131,22 @@ pub use relay::{FixedRequestStore, Relay, RelayOutput, Relayed, RequestStore};
 pub use store::{FixedSessionStore, SessionStore, StoreFull};
 
 use io::session_expiry_of;
-use tx::{Tx, encode_delivery, suback_len};
+use tx::{Tx, codes_len, encode_delivery};
 
 use crate::QoS;
 use crate::acks::AckStore;
 use crate::client_id::{CLIENT_ID_CAPACITY, check_client_id};
 use crate::codec::{
-    self, ConnAck, Connect, DecodeError, Packet, Publish, SubAckCode, Subscribe, Unsubscribe,
-    Version,
+    self, ConnAck, Connect, Context, DecodeError, Packet, Properties, Property, Publish,
+    SubAckCode, Subscribe, SubscriptionOptions, Unsubscribe, Version,
 };
 use crate::envelope::Envelope;
 use crate::event::Event;
 use crate::topic::{is_server_filter, is_server_topic};
 use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
+
+/// Room for the properties of an accepting MQTT 5 CONNACK (see `Connection::put_connack`).
+const CONNACK_PROPERTIES: usize = 64;
 
 /// The longest peer address kept for the `connected` event (an IPv6 address in brackets with
 /// its port fits; a longer one, with a zone, is cut).
@@ -195,6 +198,8 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     next_pkid: u16,
     /// Whether deliveries are remembered for `msgack` (see [`Connection::set_msgack_tracking`]).
     tracks_msgack: bool,
+    /// The protocol version the client's CONNECT chose (3.1.1 until then).
+    pub(super) version: Version,
 }
 
 impl<A: AckStore, S: SessionStore> Connection<A, S> {
@@ -233,6 +238,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             id_nonce,
             next_pkid: 0,
             tracks_msgack: true,
+            version: Version::V3_1_1,
         }
     }
 
@@ -242,6 +248,11 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// nothing; acknowledgements of deliveries not remembered give no `msgack`.
     pub fn set_msgack_tracking(&mut self, on: bool) {
         self.tracks_msgack = on;
+    }
+
+    /// The protocol version the client speaks (MQTT 3.1.1 until its CONNECT says otherwise).
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// The client id (empty before the CONNECT is accepted).
@@ -294,7 +305,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// The room in `tx` the engine needs before it decodes a packet: the largest answer to one
     /// packet (a SUBACK for [`Limits::max_filters_per_packet`] filters).
     pub fn answer_room(&self) -> usize {
-        suback_len(self.limits.max_filters_per_packet)
+        codes_len(self.limits.max_filters_per_packet, true)
     }
 
     /// When [`Connection::handle_timeout`] is due, in ms since the Unix epoch: the connect
@@ -313,7 +324,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// Closes the connection if its deadline (see [`Connection::poll_timeout`]) has passed at
     /// `now`; returns the bytes written to `tx`.
     pub fn handle_timeout(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.version);
         match (self.state, self.poll_timeout()) {
             (State::AwaitConnect, Some(deadline)) if now >= deadline => {
                 out.count(Counter::ConnectTimeout);
@@ -339,7 +350,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut [u8],
         out: &mut impl Output,
     ) -> usize {
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.version);
         self.close(now, cause, &mut tx, out);
         tx.finish(out)
     }
@@ -352,9 +363,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// Returns the bytes written to `tx`. Only a connected session drains; otherwise this
     /// closes like [`Connection::handle_close`].
     pub fn handle_shutdown(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
-        let mut tx = Tx::new(tx);
+        let tx = Tx::new(tx, self.version);
         let connected = self.state == State::Connected;
-        self.close(now, CloseCause::ServerShutdown, &mut tx, out);
+        // The MQTT 5 DISCONNECT waits for the close: deliveries still follow.
+        self.end(now, CloseCause::ServerShutdown, out);
         if connected {
             self.state = State::Draining;
         }
@@ -372,7 +384,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut [u8],
         out: &mut impl Output,
     ) -> Progress {
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.version);
         let consumed = self.input(now, input, &mut tx, out);
         Progress {
             consumed,
@@ -398,13 +410,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 self.blocked = !rest.is_empty();
                 return consumed;
             }
-            let (packet, len) = match codec::decode(rest, self.limits.max_packet_size) {
+            let decoded = codec::decode_with(rest, self.limits.max_packet_size, self.version);
+            let (packet, len) = match decoded {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => return consumed,
                 Err(error) => {
                     let cause = match error {
                         DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
-                        _ => CloseCause::ProtocolError,
+                        error if error.is_protocol_error() => CloseCause::ProtocolError,
+                        _ => CloseCause::MalformedPacket,
                     };
                     warn!("server: undecodable bytes from the client, closing");
                     self.fail(now, cause, tx, out);
@@ -444,12 +458,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut [u8],
         out: &mut impl Output,
     ) -> Progress {
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.version);
         if self.state != State::Authorizing || tx.room() < self.answer_room() {
             return Progress::default();
         }
         let Ok(Some((Packet::Connect(connect), len))) =
-            codec::decode(input, self.limits.max_packet_size)
+            codec::decode_with(input, self.limits.max_packet_size, self.version)
         else {
             return Progress::default();
         };
@@ -461,12 +475,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                     written: tx.finish(out),
                 };
             }
-            ConnectAnswer::Accept { session_present } => session_present && !connect.clean_session,
+            // MQTT 3.1 has no session-present flag (its byte is reserved).
+            ConnectAnswer::Accept { session_present } => {
+                session_present && !connect.clean_session && self.version != Version::V3_1
+            }
         };
-        tx.put(&Packet::ConnAck(ConnAck::new(
-            session_present,
-            codec::ConnectReturnCode::Accepted.as_u8(),
-        )));
+        self.put_connack(session_present, &connect, &mut tx);
         if !self.admit(now, &connect, &mut tx, out) {
             return Progress {
                 consumed: len,
@@ -493,7 +507,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
         let client_id = self.effective_client_id(connect, &mut id_buf);
         self.keep_alive = connect.keep_alive;
-        self.session_expiry = session_expiry_of(connect.clean_session);
+        self.session_expiry = session_expiry_of(connect);
         self.since = now;
         self.may_subscribe_system =
             self.may_subscribe_system || out.is_system_subscriber(client_id, connect.username);
@@ -544,7 +558,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         if !matches!(self.state, State::Connected | State::Draining) {
             return Err(DeliveryError::NotConnected);
         }
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.version);
         let mut delivered = encode_delivery(&mut self.next_pkid, delivery, &mut tx)?;
         if let Some(pkid) = delivered.pkid
             && self.tracks_msgack
@@ -585,6 +599,37 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         buf.as_str()
     }
 
+    /// The accepting CONNACK: MQTT 5 adds what the server assigned and the limits the client
+    /// must keep (5.0 section 3.2.2.3).
+    fn put_connack(&self, session_present: bool, connect: &Connect<'_>, tx: &mut Tx<'_>) {
+        let mut connack = ConnAck::new(session_present, 0);
+        let mut raw = [0u8; CONNACK_PROPERTIES];
+        if self.version.is_v5() {
+            let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
+            let assigned = self.effective_client_id(connect, &mut id_buf);
+            let max_packet_size = u32::try_from(self.limits.max_packet_size).unwrap_or(u32::MAX);
+            let mut list: heapless::Vec<Property<'_>, 5> = heapless::Vec::new();
+            // Capacity 5: at most five pushes below.
+            let _ = list.push(Property::MaximumPacketSize(max_packet_size));
+            let _ = list.push(Property::SubscriptionIdentifierAvailable(0));
+            let _ = list.push(Property::SharedSubscriptionAvailable(0));
+            if self.limits.max_qos < QoS::ExactlyOnce {
+                let _ = list.push(Property::MaximumQoS(self.limits.max_qos.as_u8()));
+            }
+            if connect.client_id.is_empty() {
+                let _ = list.push(Property::AssignedClientIdentifier(assigned));
+            }
+            // The block fits CONNACK_PROPERTIES (an assigned id is 21 bytes), and the engine
+            // wrote only properties a CONNACK may carry.
+            connack.properties = codec::encode_properties(&list, &mut raw)
+                .ok()
+                .and_then(|n| raw.get(..n))
+                .and_then(|bytes| Properties::parse(bytes, Context::ConnAck).ok())
+                .unwrap_or_default();
+        }
+        tx.put(&Packet::ConnAck(connack));
+    }
+
     /// The CONNECT rules the engine can apply alone (section 3.1.4); then the driver is asked.
     /// True when the CONNECT was refused (and so consumed).
     fn handle_connect(
@@ -593,9 +638,23 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) -> bool {
-        let refusal = if connect.version() != Some(Version::V3_1_1) {
+        if let Some(version) = connect.version() {
+            self.version = version;
+            tx.version = version;
+        }
+        // MQTT 5 may assign an id whatever Clean Start says (5.0 section 3.1.3.1); MQTT 3.1 may
+        // not assign one at all (its client id is 1 to 23 characters; longer ones, up to the
+        // reserved-id rule's limit, are accepted as most brokers do).
+        let may_assign = match self.version {
+            Version::V5 => true,
+            Version::V3_1 => false,
+            Version::V3_1_1 => connect.clean_session,
+        };
+        let refusal = if connect.version().is_none() {
             Some(ReasonCode::UnsupportedProtocolVersion)
-        } else if check_client_id(connect.client_id, connect.clean_session).is_err() {
+        } else if check_client_id(connect.client_id, may_assign).is_err()
+            || (self.version == Version::V3_1 && connect.client_id.is_empty())
+        {
             Some(ReasonCode::ClientIdentifierNotValid)
         } else {
             match connect.will {
@@ -620,7 +679,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             username: connect.username,
             password: connect.password,
             clean_start: connect.clean_session,
-            session_expiry: session_expiry_of(connect.clean_session),
+            session_expiry: session_expiry_of(&connect),
             keep_alive: connect.keep_alive,
             protocol_level: connect.protocol_level,
         };
@@ -636,10 +695,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         out.count(Counter::ConnectRefused(reason));
         self.state = State::Closed;
         self.store.clear();
-        tx.put(&Packet::ConnAck(ConnAck::new(
-            false,
-            reason.connect_return_code().as_u8(),
-        )));
+        let code = if self.version.is_v5() {
+            reason.as_u8()
+        } else {
+            reason.connect_return_code().as_u8()
+        };
+        tx.put(&Packet::ConnAck(ConnAck::new(false, code)));
     }
 
     /// Closes for a fault of the client's, counting it.
@@ -652,7 +713,17 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         self.close(now, cause, tx, out);
     }
 
-    fn close(&mut self, now: u64, cause: CloseCause, _tx: &mut Tx<'_>, out: &mut impl Output) {
+    /// Ends the connection for `cause`, telling an MQTT 5 client why.
+    fn close(&mut self, now: u64, cause: CloseCause, tx: &mut Tx<'_>, out: &mut impl Output) {
+        if matches!(self.state, State::Connected | State::Draining) {
+            self.put_disconnect(cause, tx);
+        }
+        self.end(now, cause, out);
+    }
+
+    /// Ends the session of a connected client for `cause` (the will when due, the
+    /// `disconnected` event, [`Route::End`]); any other state just becomes closed.
+    fn end(&mut self, now: u64, cause: CloseCause, out: &mut impl Output) {
         if self.state != State::Connected {
             self.state = State::Closed;
             return;
@@ -681,7 +752,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         });
         debug!("server: client disconnected");
         self.store.clear();
-        // MQTT 3.1.1 has no server DISCONNECT: the transport closes.
+    }
+
+    /// MQTT 5: the server's DISCONNECT with the reason of `cause` (5.0 section 3.14), when the
+    /// server ends the connection. MQTT 3.1.1 has none: the transport closes.
+    fn put_disconnect(&self, cause: CloseCause, tx: &mut Tx<'_>) {
+        if let (true, Some(reason)) = (self.version.is_v5(), cause.reason_code()) {
+            tx.put(&Packet::Disconnect(codec::Disconnect::with_reason(
+                reason.as_u8(),
+            )));
+        }
     }
 
     /// One packet of a connected client.
@@ -695,19 +775,32 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         match packet {
             Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
             Packet::PubAck(ack) => self.handle_ack(now, ack.pkid, Ack::PubAck, tx, out),
+            // MQTT 5.0 section 4.3.3: a PUBREC with a failure ends the flow, no PUBREL.
+            Packet::PubRec(ack) if ack.reason >= 0x80 => {
+                self.handle_ack(now, ack.pkid, Ack::PubAck, tx, out);
+                let _ = out.route(Route::Acked {
+                    pkid: ack.pkid,
+                    ack: Ack::PubComp,
+                });
+            }
             Packet::PubRec(ack) => self.handle_ack(now, ack.pkid, Ack::PubRec, tx, out),
             Packet::PubComp(ack) => self.handle_ack(now, ack.pkid, Ack::PubComp, tx, out),
             Packet::PubRel(ack) => {
-                // Section 4.3.3: PUBCOMP even for an id no longer remembered.
-                self.store.remove_inbound_qos2(ack.pkid);
-                tx.put(&Packet::PubComp(codec::Ack::new(ack.pkid)));
+                // Section 4.3.3: PUBCOMP even for an id no longer remembered; MQTT 5 says so
+                // with 0x92 (packet identifier not found).
+                let known = self.store.remove_inbound_qos2(ack.pkid);
+                let mut pubcomp = codec::Ack::new(ack.pkid);
+                if !known && self.version.is_v5() {
+                    pubcomp.reason = 0x92;
+                }
+                tx.put(&Packet::PubComp(pubcomp));
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(now, subscribe, tx, out),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(now, unsubscribe, tx, out),
             Packet::PingReq => {
                 tx.put(&Packet::PingResp);
             }
-            Packet::Disconnect(_) => self.close(now, CloseCause::ClientDisconnect, tx, out),
+            Packet::Disconnect(disconnect) => self.handle_disconnect(now, disconnect, tx, out),
             // A second CONNECT (section 3.1.0) or a packet only a server sends.
             Packet::Connect(_)
             | Packet::ConnAck(_)
@@ -719,6 +812,30 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 self.fail(now, CloseCause::ProtocolError, tx, out);
             }
         }
+    }
+
+    /// DISCONNECT from the client (section 3.14): MQTT 5 may ask for the will (0x04) and change
+    /// the session expiry, but not from 0 to more (5.0 section 3.14.2.2.2).
+    fn handle_disconnect(
+        &mut self,
+        now: u64,
+        disconnect: codec::Disconnect<'_>,
+        tx: &mut Tx<'_>,
+        out: &mut impl Output,
+    ) {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval() {
+            if self.session_expiry == 0 && expiry != 0 {
+                self.fail(now, CloseCause::ProtocolError, tx, out);
+                return;
+            }
+            self.session_expiry = expiry;
+        }
+        let cause = if disconnect.reason == 0x04 {
+            CloseCause::ClientDisconnectWithWill
+        } else {
+            CloseCause::ClientDisconnect
+        };
+        self.close(now, cause, tx, out);
     }
 
     /// PUBACK, PUBREC or PUBCOMP for a delivery (sections 3.4, 3.5, 3.7): PUBREL for a PUBREC,
@@ -806,14 +923,19 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
         }
-        let Some(start) = tx.suback_frame(subscribe.pkid, count) else {
+        let Some(start) = tx.codes_frame(0x90, subscribe.pkid, count) else {
             // answer_room() was checked before decoding.
             self.fail(now, CloseCause::ProtocolError, tx, out);
             return;
         };
-        for (at, (filter, requested)) in (start..).zip(subscribe.filters.iter()) {
-            let code = self.grant(filter, requested, out).as_u8();
-            tx.set(at, code);
+        for (at, (filter, options)) in (start..).zip(subscribe.filters.iter_options()) {
+            let code = match self.grant(filter, options, out) {
+                // Before MQTT 5 every refusal is 0x80 (MQTT 3.1 has no such code; 0x80 is what
+                // brokers send it anyway).
+                SubAckCode::Refused(_) if !self.version.is_v5() => SubAckCode::Failure,
+                code => code,
+            };
+            tx.set(at, code.as_u8());
         }
         for (at, (filter, _)) in (start..).zip(subscribe.filters.iter()) {
             if let Some(SubAckCode::Success(qos)) = tx.get(at).and_then(SubAckCode::from_u8)
@@ -836,23 +958,30 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         (events && !self.may_subscribe_system) || (!events && is_server_filter(filter))
     }
 
-    /// The SUBACK code for one filter: the access rule, the limit, the router.
-    fn grant(&mut self, filter: &str, requested: QoS, out: &mut impl Output) -> SubAckCode {
+    /// The SUBACK code for one filter: the access rule (MQTT 5: 0x87 not authorized), the
+    /// limit (0x97 quota exceeded), the router (0x80).
+    fn grant(
+        &mut self,
+        filter: &str,
+        requested: SubscriptionOptions,
+        out: &mut impl Output,
+    ) -> SubAckCode {
         if self.is_denied_filter(filter) {
             out.count(Counter::SubscriptionDenied);
-            return SubAckCode::Failure;
+            return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
         }
         let held = self.store.subscription(filter).is_some();
         if !held && self.store.subscription_count() >= self.limits.max_subscriptions {
             out.count(Counter::SubscriptionRefused);
-            return SubAckCode::Failure;
+            return SubAckCode::Refused(ReasonCode::QuotaExceeded.as_u8());
         }
-        let qos = requested.min(self.limits.max_qos);
+        let qos = requested.qos.min(self.limits.max_qos);
         if self.store.insert_subscription(filter, qos).is_err() {
             out.count(Counter::SubscriptionRefused);
-            return SubAckCode::Failure;
+            return SubAckCode::Refused(ReasonCode::QuotaExceeded.as_u8());
         }
-        if out.route(Route::Subscribe { filter, qos }) == Routed::Refused {
+        let options = SubscriptionOptions { qos, ..requested };
+        if out.route(Route::Subscribe { filter, options }) == Routed::Refused {
             if !held {
                 self.store.remove_subscription(filter);
             }
@@ -876,9 +1005,19 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
         }
-        tx.put(&Packet::UnsubAck(codec::UnsubAck::new(unsubscribe.pkid)));
-        for filter in unsubscribe.filters.iter() {
-            if self.store.remove_subscription(filter) {
+        // MQTT 5: one reason per filter, 0x00 or 0x11 (no subscription existed, 5.0 3.11.3).
+        let codes = if self.version.is_v5() {
+            tx.codes_frame(0xB0, unsubscribe.pkid, unsubscribe.filters.len())
+        } else {
+            tx.put(&Packet::UnsubAck(codec::UnsubAck::new(unsubscribe.pkid)));
+            None
+        };
+        for (index, filter) in unsubscribe.filters.iter().enumerate() {
+            let held = self.store.remove_subscription(filter);
+            if let Some(start) = codes {
+                tx.set(start + index, if held { 0x00 } else { 0x11 });
+            }
+            if held {
                 let _ = out.route(Route::Unsubscribe { filter });
                 if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
                     emit_with(

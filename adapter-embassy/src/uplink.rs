@@ -135,7 +135,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
             match decode(&packet[..have], packet.len()) {
                 Ok(Some((Packet::ConnAck(connack), _))) => {
                     if connack.code != ConnectReturnCode::Accepted.as_u8() {
-                        warn!("uplink: refused, CONNACK {}", connack.code.as_u8());
+                        warn!("uplink: refused, CONNACK {}", connack.code);
                     }
                     return connack.code == ConnectReturnCode::Accepted.as_u8();
                 }

@@ -311,25 +311,26 @@ async fn refusals(server: &mut Server) {
     assert_eq!(ack, (false, 2), "client id `broker` gets CONNACK 2");
     reserved.expect_closed("CONNACK 2").await;
 
-    // Protocol level 5: CONNACK 1 (unacceptable protocol version), in MQTT 3.1.1's form.
-    let mut v5 = Wire::open(addr, "c5-v5").await;
-    v5.send_raw(&connect_packet("c5-v5", 60, 5)).await;
+    // A protocol level no server speaks (6): CONNACK 1 (unacceptable protocol version), in
+    // MQTT 3.1.1's form.
+    let mut v6 = Wire::open(addr, "c5-v6").await;
+    v6.send_raw(&connect_packet("c5-v6", 60, 6)).await;
     assert_eq!(
-        v5.recv("CONNACK").await,
+        v6.recv("CONNACK").await,
         Received::ConnAck {
             session_present: false,
             code: 1
         },
-        "protocol level 5 gets CONNACK 1"
+        "protocol level 6 gets CONNACK 1"
     );
-    v5.expect_closed("CONNACK 1").await;
+    v6.expect_closed("CONNACK 1").await;
 
     // No event for either: a later client's `connected` event proves the pipeline caught up.
     let marker = Wire::connected(addr, "c5-marker").await;
     connected(&mut monitor, &marker, 60).await;
     monitor
         .assert_none("about a refused client", QUIET, |e| {
-            matches!(e.subject(), Some("broker" | "c5-v5"))
+            matches!(e.subject(), Some("broker" | "c5-v6"))
         })
         .await;
     marker.disconnect().await;

@@ -162,6 +162,28 @@ fn mosquitto_clients_through_a_tap_device() {
                 &["ts"],
             );
 
+            // MQTT 5 and MQTT 3.1 publishers (mosquitto_pub -V): the gateway speaks both.
+            for (version, id, level) in [("mqttv5", "mosq-v5", 5), ("mqttv31", "mosq-v31", 3)] {
+                let out = mosquitto_pub(
+                    GATEWAY_ADDR,
+                    &["-i", id, "-V", version, "-t", "sensors/t2", "-m", version],
+                )
+                .await;
+                assert!(
+                    out.status.success(),
+                    "mosquitto_pub -V {version}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(sub.next_line().await, format!("sensors/t2 {version}"));
+                let mut three = events.next_n(3).await;
+                let connected = take(&mut three, "connected", id);
+                assert_eq!(connected.json["proto_ver"], level, "{version}");
+                let message = take(&mut three, "message", id);
+                assert_eq!(message.json["payload"], version);
+                let disconnected = take(&mut three, "disconnected", id);
+                assert_eq!(disconnected.json["reason"], "normal", "{version}");
+            }
+
             // SIGKILL: the kernel closes the socket (FIN), no DISCONNECT.
             sub.kill().await;
             let gone = events.next().await;

@@ -2,6 +2,7 @@
 //! deliveries, the routes and events it is handed, the counters, the progress of a call.
 
 use crate::QoS;
+use crate::codec::SubscriptionOptions;
 use crate::event::Event;
 
 use super::{CloseCause, ReasonCode};
@@ -47,9 +48,12 @@ pub struct ConnectRequest<'a> {
 /// 3.1.2.11.2), which an MQTT 3.1.1 persistent session is.
 pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
 
-/// The session expiry an MQTT 3.1.1 CONNECT asks for with its clean-session flag.
-pub(super) const fn session_expiry_of(clean_session: bool) -> u32 {
-    if clean_session {
+/// The session expiry a CONNECT asks for: MQTT 5 says it in a property (absent: 0), MQTT 3.1
+/// and 3.1.1 with the clean-session flag.
+pub(super) fn session_expiry_of(connect: &crate::codec::Connect<'_>) -> u32 {
+    if connect.version().is_some_and(crate::codec::Version::is_v5) {
+        connect.properties.session_expiry_interval().unwrap_or(0)
+    } else if connect.clean_session {
         0
     } else {
         SESSION_NEVER_EXPIRES
@@ -121,8 +125,9 @@ pub enum Route<'a> {
     Subscribe {
         /// The topic filter.
         filter: &'a str,
-        /// The QoS granted.
-        qos: QoS,
+        /// Its options: the QoS granted, and MQTT 5's No Local, Retain As Published and Retain
+        /// Handling (defaults before MQTT 5), which the router applies.
+        options: SubscriptionOptions,
     },
     /// Remove a subscription this client held.
     Unsubscribe {

@@ -85,14 +85,18 @@ impl ReasonCode {
 pub enum CloseCause {
     /// The client sent DISCONNECT.
     ClientDisconnect,
+    /// The client sent an MQTT 5 DISCONNECT asking for its will (reason 0x04).
+    ClientDisconnectWithWill,
     /// The transport closed or failed (driver).
     TransportClosed,
     /// Nothing came from the client within 1.5 times its keep-alive (engine).
     KeepAliveTimeout,
     /// Another connection took the client id over (driver, from its registry of ids).
     TakenOver,
-    /// The client broke the protocol or sent bytes that are no MQTT packet (engine).
+    /// The client broke the protocol (engine).
     ProtocolError,
+    /// The client sent bytes that are no MQTT packet (engine).
+    MalformedPacket,
     /// The client sent a packet larger than the server's limit (engine).
     PacketTooLarge,
     /// The client exceeded a per-connection limit (engine).
@@ -108,10 +112,11 @@ impl CloseCause {
     pub const fn reason(self) -> DisconnectReason {
         match self {
             CloseCause::ClientDisconnect => DisconnectReason::Normal,
+            CloseCause::ClientDisconnectWithWill => DisconnectReason::DisconnectWithWill,
             CloseCause::TransportClosed => DisconnectReason::TcpClosed,
             CloseCause::KeepAliveTimeout => DisconnectReason::KeepaliveTimeout,
             CloseCause::TakenOver => DisconnectReason::Takenover,
-            CloseCause::ProtocolError | CloseCause::QuotaExceeded => {
+            CloseCause::ProtocolError | CloseCause::MalformedPacket | CloseCause::QuotaExceeded => {
                 DisconnectReason::ProtocolError
             }
             CloseCause::PacketTooLarge => DisconnectReason::PacketTooLarge,
@@ -124,10 +129,13 @@ impl CloseCause {
     /// (the client left, or its transport is gone).
     pub const fn reason_code(self) -> Option<ReasonCode> {
         match self {
-            CloseCause::ClientDisconnect | CloseCause::TransportClosed => None,
+            CloseCause::ClientDisconnect
+            | CloseCause::ClientDisconnectWithWill
+            | CloseCause::TransportClosed => None,
             CloseCause::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             CloseCause::TakenOver => Some(ReasonCode::SessionTakenOver),
             CloseCause::ProtocolError => Some(ReasonCode::ProtocolError),
+            CloseCause::MalformedPacket => Some(ReasonCode::MalformedPacket),
             CloseCause::PacketTooLarge => Some(ReasonCode::PacketTooLarge),
             CloseCause::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
             CloseCause::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
@@ -136,7 +144,7 @@ impl CloseCause {
     }
 
     /// Whether the session's last will is published (MQTT 3.1.1 section 3.1.2.5: on every end
-    /// but a DISCONNECT from the client). A server shutdown publishes none: the server, not the
+    /// but a DISCONNECT from the client, unless an MQTT 5 one asks for it). A server shutdown publishes none: the server, not the
     /// client, ended the connection, and the will's subscribers are going away with it.
     pub const fn publishes_will(self) -> bool {
         !matches!(

@@ -290,7 +290,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     pub fn handle_timeout(&mut self, now: u64, tx: &mut [u8], out: &mut impl Output) -> usize {
         match self.poll_timeout() {
             Some(deadline) if self.awaiting_upstream && now >= deadline => {
-                let mut tx = Tx::new(tx);
+                let mut tx = Tx::new(tx, self.conn.version);
                 debug!("relay: no CONNACK from the upstream in time");
                 self.unavailable(&mut tx, out);
                 tx.finish(out)
@@ -315,7 +315,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         out: &mut impl Output,
     ) -> usize {
         if self.awaiting_upstream && cause == CloseCause::RouterClosed {
-            let mut tx = Tx::new(tx);
+            let mut tx = Tx::new(tx, self.conn.version);
             debug!("relay: the upstream closed before its CONNACK");
             self.unavailable(&mut tx, out);
             return tx.finish(out);
@@ -354,7 +354,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             // The CONNECT rules are the same in every mode.
             State::AwaitConnect => self.conn.handle_input(now, input, tx, out),
             State::Connected => {
-                let mut tx = Tx::new(tx);
+                let mut tx = Tx::new(tx, self.conn.version);
                 let consumed = self.input(now, input, &mut tx, out);
                 Progress {
                     consumed,
@@ -385,12 +385,12 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         if let ConnectAnswer::Refuse(_) = answer {
             return self.conn.handle_connect_answer(now, answer, input, tx, out);
         }
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.conn.version);
         if tx.room() < self.conn.answer_room() {
             return Progress::default();
         }
         let Ok(Some((Packet::Connect(_), len))) =
-            codec::decode(input, self.conn.limits.max_packet_size)
+            codec::decode_with(input, self.conn.limits.max_packet_size, self.conn.version)
         else {
             return Progress::default();
         };
@@ -428,7 +428,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     where
         F: FnMut(&Envelope) -> Option<heapless::String<CLIENT_ID_CAPACITY>>,
     {
-        let mut tx = Tx::new(tx);
+        let mut tx = Tx::new(tx, self.conn.version);
         let mut consumed = 0;
         while self.awaiting_upstream
             || matches!(self.conn.state, State::Connected | State::Draining)
@@ -441,23 +441,25 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 break;
             }
             let rest = input.get(consumed..).unwrap_or_default();
-            let (packet, len) = match codec::decode(rest, self.conn.limits.max_packet_size) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => break,
-                Err(error) => {
-                    warn!("relay: undecodable bytes from the upstream, closing");
-                    let cause = match error {
-                        DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
-                        _ => CloseCause::RouterClosed,
-                    };
-                    self.upstream_failed(now, cause, &mut tx, out);
-                    return Relayed {
-                        consumed: input.len(),
-                        forward: consumed,
-                        written: tx.finish(out),
-                    };
-                }
-            };
+            let (packet, len) =
+                match codec::decode_with(rest, self.conn.limits.max_packet_size, self.conn.version)
+                {
+                    Ok(Some(decoded)) => decoded,
+                    Ok(None) => break,
+                    Err(error) => {
+                        warn!("relay: undecodable bytes from the upstream, closing");
+                        let cause = match error {
+                            DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
+                            _ => CloseCause::RouterClosed,
+                        };
+                        self.upstream_failed(now, cause, &mut tx, out);
+                        return Relayed {
+                            consumed: input.len(),
+                            forward: consumed,
+                            written: tx.finish(out),
+                        };
+                    }
+                };
             if !self.upstream_packet(now, packet, &mut tx, out, &mut lookup) {
                 return Relayed {
                     consumed: input.len(),
@@ -494,19 +496,21 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 self.conn.blocked = !rest.is_empty();
                 break;
             }
-            let (packet, len) = match codec::decode(rest, self.conn.limits.max_packet_size) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => break,
-                Err(error) => {
-                    let cause = match error {
-                        DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
-                        _ => CloseCause::ProtocolError,
-                    };
-                    warn!("relay: undecodable bytes from the client, closing");
-                    self.fail(now, cause, tx, out);
-                    return input.len();
-                }
-            };
+            let (packet, len) =
+                match codec::decode_with(rest, self.conn.limits.max_packet_size, self.conn.version)
+                {
+                    Ok(Some(decoded)) => decoded,
+                    Ok(None) => break,
+                    Err(error) => {
+                        let cause = match error {
+                            DecodeError::PacketTooLarge { .. } => CloseCause::PacketTooLarge,
+                            _ => CloseCause::ProtocolError,
+                        };
+                        warn!("relay: undecodable bytes from the client, closing");
+                        self.fail(now, cause, tx, out);
+                        return input.len();
+                    }
+                };
             out.count(Counter::PacketIn);
             consumed += len;
             let bytes = rest.get(..len).unwrap_or_default();
@@ -681,7 +685,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             for _ in denied..count {
                 out.count(Counter::SubscriptionRefused);
             }
-            let Some(start) = tx.suback_frame(subscribe.pkid, count) else {
+            let Some(start) = tx.codes_frame(0x90, subscribe.pkid, count) else {
                 // answer_room() was checked before decoding.
                 self.fail(now, CloseCause::ProtocolError, tx, out);
                 return;
@@ -788,7 +792,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 if let Some(Ok(Some((Packet::Subscribe(subscribe), _)))) = self
                     .requests
                     .request(suback.pkid)
-                    .map(|bytes| codec::decode(bytes, usize::MAX))
+                    .map(|bytes| codec::decode_with(bytes, usize::MAX, self.conn.version))
                 {
                     for ((filter, _), code) in subscribe.filters.iter().zip(suback.codes.iter()) {
                         let SubAckCode::Success(qos) = code else {
@@ -809,7 +813,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 if let Some(Ok(Some((Packet::Unsubscribe(unsubscribe), _)))) = self
                     .requests
                     .request(pkid)
-                    .map(|bytes| codec::decode(bytes, usize::MAX))
+                    .map(|bytes| codec::decode_with(bytes, usize::MAX, self.conn.version))
                 {
                     for filter in unsubscribe.filters.iter() {
                         if self.conn.store.remove_subscription(filter)
@@ -855,7 +859,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         let kept = self
             .requests
             .request(CONNECT_KEY)
-            .map(|bytes| codec::decode(bytes, usize::MAX));
+            .map(|bytes| codec::decode_with(bytes, usize::MAX, self.conn.version));
         let Some(Ok(Some((Packet::Connect(connect), _)))) = kept else {
             // The CONNECT was kept when it was forwarded.
             self.unavailable(tx, out);

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+mod v5;
+
 use super::*;
 use crate::acks::FixedAckStore;
 use crate::codec::{LastWill, SubAck, SubAckCodes};
@@ -63,11 +65,11 @@ impl Output for Rec {
                     Routed::Accepted
                 };
             }
-            Route::Subscribe { filter, qos } => {
+            Route::Subscribe { filter, options } => {
                 if self.refuse.contains(&filter) {
                     return Routed::Refused;
                 }
-                R::Subscribe(filter.to_owned(), qos)
+                R::Subscribe(filter.to_owned(), options.qos)
             }
             Route::Unsubscribe { filter } => R::Unsubscribe(filter.to_owned()),
             Route::Acked { pkid, ack } => R::Acked(pkid, ack),
@@ -305,8 +307,8 @@ fn engine_refusals_answer_connack_with_their_code_and_emit_nothing() {
     let cases: [(Connect<'static>, u8, ReasonCode); 6] = [
         (
             Connect {
-                protocol_level: 5,
-                ..connect("v5")
+                protocol_level: 6,
+                ..connect("v6")
             },
             0x01,
             ReasonCode::UnsupportedProtocolVersion,
@@ -866,26 +868,45 @@ fn a_full_transmit_buffer_stops_decoding() {
 }
 
 #[test]
-fn suback_frames_match_the_codec() {
-    for count in [1, 125, 126, 127, 200] {
-        let codes = vec![SubAckCode::Failure; count];
-        let packet = Packet::SubAck(SubAck {
-            properties: crate::codec::Properties::EMPTY,
-            pkid: 0x1234,
-            codes: SubAckCodes::from_slice(&codes),
-        });
-        let mut expected = vec![0u8; packet.encoded_len().expect("encodable")];
-        packet.encode(&mut expected).expect("encodes");
-        assert_eq!(suback_len(count), expected.len(), "{count}");
-        let mut buf = vec![0u8; 300];
-        let mut tx = Tx::new(&mut buf);
-        tx.put(&Packet::PingResp);
-        let start = tx.suback_frame(0x1234, count).expect("room");
-        for at in start..start + count {
-            tx.set(at, 0x80);
+fn suback_and_unsuback_frames_match_the_codec() {
+    for version in [Version::V3_1_1, Version::V5] {
+        for count in [1, 124, 125, 126, 127, 200] {
+            let codes = vec![SubAckCode::Failure; count];
+            let suback = Packet::SubAck(SubAck {
+                properties: crate::codec::Properties::EMPTY,
+                pkid: 0x1234,
+                codes: SubAckCodes::from_slice(&codes),
+            });
+            let reasons = vec![0x11; count];
+            let unsuback = Packet::UnsubAck(crate::codec::UnsubAck {
+                pkid: 0x1234,
+                reasons: &reasons,
+                properties: crate::codec::Properties::EMPTY,
+            });
+            let mut frames = vec![(0x90, 0x80, suback)];
+            if version.is_v5() {
+                frames.push((0xB0, 0x11, unsuback));
+            }
+            for (first, code, packet) in frames {
+                let len = packet.encoded_len_with(version).expect("encodable");
+                let mut expected = vec![0u8; len];
+                packet.encode_with(&mut expected, version).expect("encodes");
+                assert_eq!(codes_len(count, version.is_v5()), len, "{count}");
+                let mut buf = vec![0u8; 300];
+                let mut tx = Tx::new(&mut buf, version);
+                tx.put(&Packet::PingResp);
+                let start = tx.codes_frame(first, 0x1234, count).expect("room");
+                for at in start..start + count {
+                    tx.set(at, code);
+                }
+                assert_eq!(tx.len, 2 + len);
+                assert_eq!(
+                    buf[2..2 + len],
+                    expected[..],
+                    "{version:?} {first:#x} {count}"
+                );
+            }
         }
-        assert_eq!(tx.len, 2 + expected.len());
-        assert_eq!(buf[2..2 + expected.len()], expected[..], "{count}");
     }
 }
 

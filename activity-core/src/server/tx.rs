@@ -1,7 +1,7 @@
 //! Writing into the driver's transmit buffer: deliveries and SUBACK frames.
 
 use crate::QoS;
-use crate::codec::{Packet, Publish};
+use crate::codec::{Packet, Properties, Publish, Version};
 
 use super::{Counter, Delivered, Delivery, DeliveryError, Output};
 
@@ -21,10 +21,10 @@ pub(super) fn encode_delivery(
         // A stand-in of the same size until the room is known (a packet id is 2 bytes).
         pkid: (qos != QoS::AtMostOnce).then_some(1),
         payload: delivery.payload,
-        properties: crate::codec::Properties::EMPTY,
+        properties: Properties::EMPTY,
     };
     let needed = Packet::Publish(publish)
-        .encoded_len()
+        .encoded_len_with(tx.version)
         .map_err(|_| DeliveryError::Unencodable)?;
     if tx.room() < needed {
         return Err(DeliveryError::NoRoom { needed });
@@ -50,15 +50,18 @@ pub(super) fn encode_delivery(
 pub(super) struct Tx<'t> {
     buf: &'t mut [u8],
     pub(super) len: usize,
+    /// The version packets are encoded for.
+    pub(super) version: Version,
     /// The packets written.
     packets: usize,
 }
 
 impl<'t> Tx<'t> {
-    pub(super) fn new(buf: &'t mut [u8]) -> Self {
+    pub(super) fn new(buf: &'t mut [u8], version: Version) -> Self {
         Tx {
             buf,
             len: 0,
+            version,
             packets: 0,
         }
     }
@@ -82,21 +85,23 @@ impl<'t> Tx<'t> {
         let written = self
             .buf
             .get_mut(self.len..)
-            .and_then(|rest| packet.encode(rest).ok())
+            .and_then(|rest| packet.encode_with(rest, self.version).ok())
             .unwrap_or(0);
         self.len += written;
         self.packets += usize::from(written > 0);
         written
     }
 
-    /// Writes the fixed header and packet id of a SUBACK with `count` codes, and leaves room
-    /// for the codes; returns where the codes start, or `None` without room.
-    pub(super) fn suback_frame(&mut self, pkid: u16, count: usize) -> Option<usize> {
-        let total = suback_len(count);
+    /// Writes the fixed header, packet id and (MQTT 5) empty properties of a SUBACK (`first`
+    /// 0x90) or an MQTT 5 UNSUBACK (0xB0) with `count` codes, and leaves room for the codes;
+    /// returns where the codes start, or `None` without room.
+    pub(super) fn codes_frame(&mut self, first: u8, pkid: u16, count: usize) -> Option<usize> {
+        let v5 = self.version.is_v5();
+        let total = codes_len(count, v5);
         let frame = self.buf.get_mut(self.len..self.len.checked_add(total)?)?;
-        let mut remaining = 2 + count;
+        let mut remaining = 2 + usize::from(v5) + count;
         let mut at = 0;
-        frame[at] = 0x90;
+        frame[at] = first;
         at += 1;
         loop {
             let mut byte = u8::try_from(remaining % 128).unwrap_or(0);
@@ -112,6 +117,11 @@ impl<'t> Tx<'t> {
         }
         frame[at..at + 2].copy_from_slice(&pkid.to_be_bytes());
         at += 2;
+        if v5 {
+            // An empty property block.
+            frame[at] = 0;
+            at += 1;
+        }
         let start = self.len + at;
         self.len += total;
         self.packets += 1;
@@ -131,9 +141,10 @@ impl<'t> Tx<'t> {
     }
 }
 
-/// The length of a SUBACK with `count` codes (section 3.9).
-pub(super) const fn suback_len(count: usize) -> usize {
-    let remaining = 2 + count;
+/// The length of a SUBACK (or MQTT 5 UNSUBACK) with `count` codes and, when `v5`, an empty
+/// property block (section 3.9; MQTT 5.0 sections 3.9, 3.11).
+pub(super) const fn codes_len(count: usize, v5: bool) -> usize {
+    let remaining = 2 + v5 as usize + count;
     let varint = if remaining < 128 {
         1
     } else if remaining < 16_384 {

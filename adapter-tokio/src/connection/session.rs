@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use activity_core::QoS;
+use activity_core::codec::{RetainHandling, SubscriptionOptions};
 use activity_core::event::{Event, EventKind};
 use activity_core::server::{
     Ack, CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, Output, Peer,
@@ -166,11 +167,11 @@ impl Output for Side {
                 let packet = self.router_publish(&publish);
                 self.batch.push(packet);
             }
-            Route::Subscribe { filter, qos } => {
+            Route::Subscribe { filter, options } => {
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);
-                self.router_subscribe(filter, qos);
+                self.router_subscribe(filter, options);
             }
             Route::Unsubscribe { filter } => {
                 self.shared.interest.unsubscribe(&self.client_id, filter);
@@ -278,13 +279,20 @@ impl Side {
     }
 
     /// Adds `filter` to the SUBSCRIBE at the end of the batch, or starts one.
-    fn router_subscribe(&mut self, filter: &str, qos: QoS) {
+    ///
+    /// The MQTT 5 options go to the router as they are; rumqttd 0.20 parses them but does not
+    /// apply No Local, Retain As Published or Retain Handling (README, MQTT 5).
+    fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions) {
         let filter = Filter {
             path: filter.to_owned(),
-            qos: rumqttd_qos(qos),
-            nolocal: false,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            qos: rumqttd_qos(options.qos),
+            nolocal: options.no_local,
+            preserve_retain: options.retain_as_published,
+            retain_forward_rule: match options.retain_handling {
+                RetainHandling::OnSubscribe => RetainForwardRule::OnEverySubscribe,
+                RetainHandling::OnNewSubscribe => RetainForwardRule::OnNewSubscribe,
+                RetainHandling::Never => RetainForwardRule::Never,
+            },
         };
         if let Some(Packet::Subscribe(subscribe, _)) = self.batch.last_mut() {
             subscribe.filters.push(filter);
