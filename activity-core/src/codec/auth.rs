@@ -1,7 +1,8 @@
 //! AUTH, the enhanced authentication exchange (MQTT 5.0 section 3.15; no such packet before).
 //!
 //! Fixed header `0xF0`. Variable header: a reason code and properties, both left out when the
-//! reason is 0x00 (success) and there are no properties (3.15.2.1).
+//! reason is 0x00 (success) and there are no properties (3.15.2.1); a reason alone is one byte,
+//! as in the other acknowledgements.
 
 use super::ack::reason_in;
 use super::properties::{Context, Properties};
@@ -42,17 +43,21 @@ impl<'a> Auth<'a> {
         if !AUTH.contains(&self.reason) {
             return Err(EncodeError::NotInVersion);
         }
-        if self.reason == 0 && self.properties.is_empty() {
-            return Ok(0);
+        match (self.reason, self.properties.is_empty()) {
+            (0, true) => Ok(0),
+            (_, true) => Ok(1),
+            (_, false) => add(1, self.properties.encoded_len()?),
         }
-        add(1, self.properties.encoded_len()?)
     }
 
     pub(super) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
-        if self.reason == 0 && self.properties.is_empty() {
-            return Ok(());
+        match (self.reason, self.properties.is_empty()) {
+            (0, true) => Ok(()),
+            (reason, true) => w.u8(reason),
+            (reason, false) => {
+                w.u8(reason)?;
+                self.properties.write(w)
+            }
         }
-        w.u8(self.reason)?;
-        self.properties.write(w)
     }
 }
