@@ -652,6 +652,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         };
         let refusal = if connect.version().is_none() {
             Some(ReasonCode::UnsupportedProtocolVersion)
+        } else if connect.properties.authentication_method().is_some() {
+            // MQTT 5 enhanced authentication (5.0 section 4.12): no method is offered.
+            Some(ReasonCode::BadAuthenticationMethod)
         } else if check_client_id(connect.client_id, may_assign).is_err()
             || (self.version == Version::V3_1 && connect.client_id.is_empty())
         {

@@ -37,6 +37,8 @@ pub enum ReasonCode {
     ServerBusy = 0x89,
     /// 0x8B: server shutting down.
     ServerShuttingDown = 0x8B,
+    /// 0x8C: bad authentication method (enhanced authentication is not offered).
+    BadAuthenticationMethod = 0x8C,
     /// 0x8D: keep alive timeout.
     KeepAliveTimeout = 0x8D,
     /// 0x8E: session taken over.

@@ -68,6 +68,22 @@ fn v5_refusals_carry_v5_reason_codes() {
         (v5("broker"), None, 0x85),
         (v5("ok"), Some(ReasonCode::BadUserNameOrPassword), 0x86),
         (v5("ok"), Some(ReasonCode::ServerBusy), 0x89),
+        // Enhanced authentication (method "SCRAM-SHA-1"): not offered.
+        (
+            Connect {
+                properties: Properties::parse(
+                    &[
+                        0x15, 0, 11, b'S', b'C', b'R', b'A', b'M', b'-', b'S', b'H', b'A', b'-',
+                        b'1',
+                    ],
+                    Context::Connect,
+                )
+                .unwrap(),
+                ..v5("scram")
+            },
+            None,
+            0x8C,
+        ),
     ] {
         let mut client = Client::new(REMOTE);
         let mut bytes = client.send(&encoded(connect));
