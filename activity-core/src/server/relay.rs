@@ -6,6 +6,7 @@ use crate::acks::AckStore;
 use crate::client_id::CLIENT_ID_CAPACITY;
 use crate::codec::{
     self, ConnectReturnCode, DecodeError, Packet, Publish, SubAckCode, Subscribe, Unsubscribe,
+    Version,
 };
 use crate::envelope::Envelope;
 use crate::tracker::{DeliveryInfo, PublishInfo, PublishOutcome};
@@ -323,6 +324,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         self.awaiting_upstream = false;
         self.requests.clear();
         self.conn.handle_close(now, cause, tx, out)
+    }
+
+    /// The protocol version the client speaks (see [`Connection::version`]).
+    pub fn version(&self) -> Version {
+        self.conn.version()
     }
 
     /// Ends the session because the server shuts down, as [`Connection::handle_shutdown`] does:
