@@ -23,7 +23,7 @@ pub use assert::{assert_fields, assert_loopback_peer, assert_ts_recent, peer_add
 pub use broker::{start_broker, start_default_broker, test_config};
 pub use client::{Client, ConnectFailure, options};
 pub use monitor::{Ev, Monitor};
-pub use mosquitto::{MosquittoSub, mosquitto_pub};
+pub use mosquitto::{MosquittoSub, mosquitto_pub, mosquitto_speaks_mqtt5_and_mqtt31};
 pub use raw::{RawClient, connect_packet};
 pub use time::{QUIET, WAIT, now_ms};
 

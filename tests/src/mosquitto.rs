@@ -85,3 +85,47 @@ impl MosquittoSub {
         self.child.kill().await.expect("SIGKILL mosquitto_sub");
     }
 }
+
+/// Debian's `mosquitto_sub -V mqttv5` subscribes to `PREFIX/#` on `addr`, then `mosquitto_pub`
+/// publishes one message as MQTT 5 and one as MQTT 3.1; checks that the subscriber receives
+/// both, and that `monitor` (which receives the events of `addr`) reports each client with its
+/// `proto_ver`, its `message` and a normal `disconnected`. Client ids start with `prefix`.
+pub async fn mosquitto_speaks_mqtt5_and_mqtt31(
+    addr: SocketAddr,
+    monitor: &mut crate::Monitor,
+    prefix: &str,
+) {
+    let sub_id = format!("{prefix}-sub-v5");
+    let filter = format!("{prefix}/#");
+    let topic = format!("{prefix}/x");
+    let mut sub = MosquittoSub::spawn(
+        addr,
+        &[
+            "-i", &sub_id, "-V", "mqttv5", "-q", "1", "-t", &filter, "-v",
+        ],
+    );
+    let connected = monitor.next_event("connected", &sub_id).await;
+    assert_eq!(connected.json["proto_ver"], 5);
+    let subscribed = monitor.next_event("subscribed", &sub_id).await;
+    assert_eq!(subscribed.json["topic"], filter.as_str());
+
+    for (version, level, message) in [("mqttv5", 5, "five"), ("mqttv31", 3, "three-one")] {
+        let id = format!("{prefix}-pub-{version}");
+        let out = mosquitto_pub(
+            addr,
+            &[
+                "-i", &id, "-V", version, "-q", "1", "-t", &topic, "-m", message,
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "mosquitto_pub -V {version}: {out:?}");
+        assert_eq!(sub.next_line().await, format!("{topic} {message}"));
+        let connected = monitor.next_event("connected", &id).await;
+        assert_eq!(connected.json["proto_ver"], level, "{version}");
+        let message_event = monitor.next_event("message", &id).await;
+        assert_eq!(message_event.json["payload"], message);
+        let gone = monitor.next_event("disconnected", &id).await;
+        assert_eq!(gone.json["reason"], "normal", "{version}");
+    }
+    sub.kill().await;
+}

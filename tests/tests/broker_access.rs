@@ -104,59 +104,7 @@ async fn mosquitto_clients_speak_mqtt_5_and_mqtt_3_1() {
     let broker = start_default_broker().await;
     let addr = broker.local_addr();
     let mut monitor = Monitor::start(addr).await;
-
-    // Debian's mosquitto_sub as an MQTT 5 subscriber.
-    let mut sub = MosquittoSub::spawn(
-        addr,
-        &[
-            "-i",
-            "sub-v5",
-            "-V",
-            "mqttv5",
-            "-q",
-            "1",
-            "-t",
-            "versions/#",
-            "-v",
-        ],
-    );
-    let connected = monitor.next_event("connected", "sub-v5").await;
-    assert_eq!(connected.json["proto_ver"], 5);
-    let subscribed = monitor.next_event("subscribed", "sub-v5").await;
-    assert_eq!(subscribed.json["topic"], "versions/#");
-
-    // An MQTT 5 publisher and an MQTT 3.1 publisher reach it.
-    for (version, id, message) in [
-        ("mqttv5", "pub-v5", "five"),
-        ("mqttv31", "pub-v31", "three-one"),
-    ] {
-        let out = mosquitto_pub(
-            addr,
-            &[
-                "-i",
-                id,
-                "-V",
-                version,
-                "-q",
-                "1",
-                "-t",
-                "versions/x",
-                "-m",
-                message,
-            ],
-        )
-        .await;
-        assert!(out.status.success(), "mosquitto_pub -V {version}: {out:?}");
-        assert_eq!(sub.next_line().await, format!("versions/x {message}"));
-        let connected = monitor.next_event("connected", id).await;
-        let level = if version == "mqttv5" { 5 } else { 3 };
-        assert_eq!(connected.json["proto_ver"], level, "{version}");
-        let message_event = monitor.next_event("message", id).await;
-        assert_eq!(message_event.json["payload"], message);
-        let gone = monitor.next_event("disconnected", id).await;
-        assert_eq!(gone.json["reason"], "normal", "{version}");
-    }
-    sub.kill().await;
+    tests::mosquitto_speaks_mqtt5_and_mqtt31(addr, &mut monitor, "versions").await;
 }
 
 #[tokio::test]

@@ -256,57 +256,5 @@ async fn mosquitto_clients_speak_mqtt_5_and_mqtt_3_1_through_the_tap() {
     wait_publisher(&tap).await;
     let addr = tap.local_addr();
     let mut monitor = Monitor::start(mosquitto.addr).await;
-
-    // Debian's mosquitto_sub as an MQTT 5 subscriber through the tap; mosquitto speaks MQTT 5
-    // upstream, and the tap relays its bytes unchanged.
-    let mut sub = MosquittoSub::spawn(
-        addr,
-        &[
-            "-i",
-            "tsub-v5",
-            "-V",
-            "mqttv5",
-            "-q",
-            "1",
-            "-t",
-            "tversions/#",
-            "-v",
-        ],
-    );
-    let connected = monitor.next_event("connected", "tsub-v5").await;
-    assert_eq!(connected.json["proto_ver"], 5);
-    let subscribed = monitor.next_event("subscribed", "tsub-v5").await;
-    assert_eq!(subscribed.json["topic"], "tversions/#");
-
-    for (version, id, message) in [
-        ("mqttv5", "tpub-v5", "five"),
-        ("mqttv31", "tpub-v31", "three-one"),
-    ] {
-        let out = mosquitto_pub(
-            addr,
-            &[
-                "-i",
-                id,
-                "-V",
-                version,
-                "-q",
-                "1",
-                "-t",
-                "tversions/x",
-                "-m",
-                message,
-            ],
-        )
-        .await;
-        assert!(out.status.success(), "mosquitto_pub -V {version}: {out:?}");
-        assert_eq!(sub.next_line().await, format!("tversions/x {message}"));
-        let connected = monitor.next_event("connected", id).await;
-        let level = if version == "mqttv5" { 5 } else { 3 };
-        assert_eq!(connected.json["proto_ver"], level, "{version}");
-        let message_event = monitor.next_event("message", id).await;
-        assert_eq!(message_event.json["payload"], message);
-        let gone = monitor.next_event("disconnected", id).await;
-        assert_eq!(gone.json["reason"], "normal", "{version}");
-    }
-    sub.kill().await;
+    tests::mosquitto_speaks_mqtt5_and_mqtt31(addr, &mut monitor, "tversions").await;
 }

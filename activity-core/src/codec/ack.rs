@@ -31,6 +31,36 @@ pub(super) fn reason_in(code: u8, table: &[u8]) -> Result<u8, DecodeError> {
     }
 }
 
+/// The length of an MQTT 5 reason code and property block that are left out when the reason
+/// is 0x00 and there are no properties, and where a reason alone needs no empty block (PUBACK
+/// to PUBCOMP, DISCONNECT, AUTH: 5.0 sections 3.4.2.1, 3.14.2.1, 3.15.2.1).
+pub(super) fn reason_and_properties_len(
+    reason: u8,
+    properties: &Properties<'_>,
+) -> Result<usize, EncodeError> {
+    match (reason, properties.is_empty()) {
+        (0, true) => Ok(0),
+        (_, true) => Ok(1),
+        (_, false) => add(1, properties.encoded_len()?),
+    }
+}
+
+/// Writes what [`reason_and_properties_len`] counts.
+pub(super) fn write_reason_and_properties(
+    w: &mut Writer<'_>,
+    reason: u8,
+    properties: &Properties<'_>,
+) -> Result<(), EncodeError> {
+    match (reason, properties.is_empty()) {
+        (0, true) => Ok(()),
+        (reason, true) => w.u8(reason),
+        (reason, false) => {
+            w.u8(reason)?;
+            properties.write(w)
+        }
+    }
+}
+
 /// PUBACK, PUBREC, PUBREL or PUBCOMP (the [`Packet`](super::Packet) variant says which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -80,11 +110,7 @@ impl<'a> Ack<'a> {
                 Err(EncodeError::NotInVersion)
             };
         }
-        match (self.reason, self.properties.is_empty()) {
-            (0, true) => Ok(2),
-            (_, true) => Ok(3),
-            (_, false) => add(3, self.properties.encoded_len()?),
-        }
+        add(2, reason_and_properties_len(self.reason, &self.properties)?)
     }
 
     pub(super) fn write_body(&self, w: &mut Writer<'_>, v: Version) -> Result<(), EncodeError> {
@@ -92,14 +118,7 @@ impl<'a> Ack<'a> {
         if !v.is_v5() {
             return Ok(());
         }
-        match (self.reason, self.properties.is_empty()) {
-            (0, true) => Ok(()),
-            (reason, true) => w.u8(reason),
-            (reason, false) => {
-                w.u8(reason)?;
-                self.properties.write(w)
-            }
-        }
+        write_reason_and_properties(w, self.reason, &self.properties)
     }
 }
 

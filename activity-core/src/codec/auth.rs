@@ -4,9 +4,8 @@
 //! reason is 0x00 (success) and there are no properties (3.15.2.1); a reason alone is one byte,
 //! as in the other acknowledgements.
 
-use super::ack::reason_in;
+use super::ack::{reason_and_properties_len, reason_in, write_reason_and_properties};
 use super::properties::{Context, Properties};
-use super::wire::add;
 use super::{DecodeError, EncodeError, Reader, Writer};
 
 /// The reason codes of AUTH (MQTT 5.0 section 3.15.2.1).
@@ -43,21 +42,10 @@ impl<'a> Auth<'a> {
         if !AUTH.contains(&self.reason) {
             return Err(EncodeError::NotInVersion);
         }
-        match (self.reason, self.properties.is_empty()) {
-            (0, true) => Ok(0),
-            (_, true) => Ok(1),
-            (_, false) => add(1, self.properties.encoded_len()?),
-        }
+        reason_and_properties_len(self.reason, &self.properties)
     }
 
     pub(super) fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
-        match (self.reason, self.properties.is_empty()) {
-            (0, true) => Ok(()),
-            (reason, true) => w.u8(reason),
-            (reason, false) => {
-                w.u8(reason)?;
-                self.properties.write(w)
-            }
-        }
+        write_reason_and_properties(w, self.reason, &self.properties)
     }
 }

@@ -5,9 +5,8 @@
 //! (normal disconnection) and there are no properties (3.14.2.1: a remaining length of 0 means
 //! 0x00; of 1, no properties).
 
-use super::ack::reason_in;
+use super::ack::{reason_and_properties_len, reason_in, write_reason_and_properties};
 use super::properties::{Context, Properties};
-use super::wire::add;
 use super::{DecodeError, EncodeError, Reader, Version, Writer};
 
 /// The reason codes of DISCONNECT (MQTT 5.0 section 3.14.2.1).
@@ -69,24 +68,13 @@ impl<'a> Disconnect<'a> {
         if !DISCONNECT.contains(&self.reason) {
             return Err(EncodeError::NotInVersion);
         }
-        match (self.reason, self.properties.is_empty()) {
-            (0, true) => Ok(0),
-            (_, true) => Ok(1),
-            (_, false) => add(1, self.properties.encoded_len()?),
-        }
+        reason_and_properties_len(self.reason, &self.properties)
     }
 
     pub(super) fn write_body(&self, w: &mut Writer<'_>, v: Version) -> Result<(), EncodeError> {
         if !v.is_v5() {
             return Ok(());
         }
-        match (self.reason, self.properties.is_empty()) {
-            (0, true) => Ok(()),
-            (reason, true) => w.u8(reason),
-            (reason, false) => {
-                w.u8(reason)?;
-                self.properties.write(w)
-            }
-        }
+        write_reason_and_properties(w, self.reason, &self.properties)
     }
 }
