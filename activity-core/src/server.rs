@@ -743,7 +743,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 retain: will.retain,
             };
             let mut own = Own::of(&self.store, &mut self.next_pkid);
-            route_publish(&mut self.tracker, &mut own, None, now, info, out);
+            // The will's own properties are not kept yet (MQTT 5 will properties).
+            route_publish(
+                &mut self.tracker,
+                &mut own,
+                None,
+                now,
+                info,
+                Properties::EMPTY,
+                out,
+            );
         }
         if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
             // The client is gone: a delivery of its own `disconnected` has nowhere to go.
@@ -879,6 +888,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) {
+        // MQTT 5.0 section 3.3.2.3: the server accepts no topic alias (Topic Alias Maximum 0,
+        // by its absence in the CONNACK), and a client never sends a subscription identifier.
+        if publish.properties.topic_alias().is_some() {
+            self.fail(now, CloseCause::TopicAliasInvalid, tx, out);
+            return;
+        }
+        if publish.properties.subscription_identifier().is_some() {
+            self.fail(now, CloseCause::ProtocolError, tx, out);
+            return;
+        }
         let pkid = publish.pkid.unwrap_or(0);
         match publish.qos {
             QoS::AtMostOnce => {}
@@ -908,7 +927,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             retain: publish.retain,
         };
         let mut own = Own::of(&self.store, &mut self.next_pkid);
-        route_publish(&mut self.tracker, &mut own, Some(tx), now, info, out);
+        route_publish(
+            &mut self.tracker,
+            &mut own,
+            Some(tx),
+            now,
+            info,
+            publish.properties,
+            out,
+        );
     }
 
     /// SUBSCRIBE (section 3.8): one SUBACK code per filter, then a `subscribed` event per
@@ -1084,6 +1111,7 @@ fn route_publish<A: AckStore>(
     mut tx: Option<&mut Tx<'_>>,
     now: u64,
     info: PublishInfo<'_>,
+    properties: Properties<'_>,
     out: &mut impl Output,
 ) {
     // `$` topics belong to the server (section 4.7.2) and it serves none to clients besides the
@@ -1107,6 +1135,7 @@ fn route_publish<A: AckStore>(
             retain: info.retain,
             publisher: tracker.client_id(),
             is_will: tx.is_none(),
+            properties,
         };
         match (out.route(Route::Publish(routed)), tx.as_deref_mut()) {
             (Routed::Refused, _) => out.count(Counter::PublishNotRouted),
@@ -1114,6 +1143,7 @@ fn route_publish<A: AckStore>(
                 if let Some(subscription_qos) = own.store.matching_qos(info.topic) {
                     let copy = Delivery {
                         subscription_qos,
+                        properties,
                         ..Delivery::new(info.topic, info.payload, info.qos)
                     };
                     deliver_to_sender(tracker, own.next_pkid, copy, tx, out);

@@ -417,6 +417,7 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
             Route::Publish(publish) => {
                 let delivery = Delivery {
                     publisher: Some(publish.publisher),
+                    properties: publish.properties,
                     ..Delivery::new(publish.topic, publish.payload, publish.qos)
                 };
                 deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::config::{EventsConfig, PayloadMode};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
-use crate::qos_marker::QOS_MARKER_BASE;
+use crate::qos_marker::marker;
 
 /// One encoded event on its way to the sinks.
 #[derive(Clone, Debug)]
@@ -256,7 +256,8 @@ impl MqttSink {
         // The router delivers at the subscription's QoS; the marker carries the event's QoS so
         // that the front delivers at the lower of the two (see `qos_marker`).
         let properties = PublishProperties {
-            payload_format_indicator: Some(QOS_MARKER_BASE + self.qos[i].as_u8()),
+            // Events are JSON: UTF-8 (MQTT 5 subscribers are told so).
+            payload_format_indicator: Some(marker(self.qos[i], 1)),
             ..PublishProperties::default()
         };
         Packet::Publish(publish, Some(properties))

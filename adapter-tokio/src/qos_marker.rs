@@ -2,9 +2,46 @@
 //!
 //! Every publish enters the router at QoS 0, from a client (through [`crate::connection`]) or
 //! from the event sink ([`crate::events::MqttSink`]); its real QoS travels in the (MQTT 5)
-//! payload format indicator property as [`QOS_MARKER_BASE`]` + qos`. The front reads it back
-//! from each delivery and delivers at `min(publish QoS, subscription QoS)` (MQTT 3.1.1 section
-//! 3.8.4). v4 clients never see properties: the front strips them before writing.
+//! payload format indicator property, together with the publisher's own indicator (MQTT 5:
+//! whether the payload is UTF-8), as [`marker`]. The front reads both back from each delivery
+//! ([`read_marker`]), delivers at `min(publish QoS, subscription QoS)` (MQTT 3.1.1 section
+//! 3.8.4), and gives an MQTT 5 subscriber the publisher's indicator. MQTT 3.1.1 clients never
+//! see properties.
 
-/// The payload format indicator of a routed publish is `QOS_MARKER_BASE + qos`.
+use activity_core::QoS;
+
+/// The smallest marker: `QOS_MARKER_BASE + qos * 2 + payload format indicator`.
 pub const QOS_MARKER_BASE: u8 = 0xA0;
+
+/// The payload format indicator of a routed publish of `qos` whose publisher said
+/// `payload_format` (0: unspecified bytes, 1: UTF-8; anything else counts as 0).
+pub const fn marker(qos: QoS, payload_format: u8) -> u8 {
+    QOS_MARKER_BASE + (qos.as_u8() << 1) + (payload_format & 1)
+}
+
+/// The QoS and the publisher's payload format indicator a [`marker`] carries; `None` for a
+/// value that is no marker.
+pub fn read_marker(value: u8) -> Option<(QoS, u8)> {
+    let bits = value.checked_sub(QOS_MARKER_BASE)?;
+    Some((QoS::from_u8(bits >> 1)?, bits & 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_carry_the_qos_and_the_payload_format() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for format in [0, 1] {
+                assert_eq!(read_marker(marker(qos, format)), Some((qos, format)));
+            }
+        }
+        assert_eq!(
+            read_marker(1),
+            None,
+            "a client's own indicator is no marker"
+        );
+        assert_eq!(read_marker(QOS_MARKER_BASE + 6), None, "QoS 3");
+    }
+}

@@ -87,8 +87,8 @@ impl MosquittoSub {
 }
 
 /// Debian's `mosquitto_sub -V mqttv5` subscribes to `PREFIX/#` on `addr`, then `mosquitto_pub`
-/// publishes one message as MQTT 5 and one as MQTT 3.1; checks that the subscriber receives
-/// both, and that `monitor` (which receives the events of `addr`) reports each client with its
+/// publishes one message as MQTT 5 (with a user property) and one as MQTT 3.1; checks that the
+/// subscriber receives both, the MQTT 5 one with its user property, and that `monitor` (which receives the events of `addr`) reports each client with its
 /// `proto_ver`, its `message` and a normal `disconnected`. Client ids start with `prefix`.
 pub async fn mosquitto_speaks_mqtt5_and_mqtt31(
     addr: SocketAddr,
@@ -101,7 +101,16 @@ pub async fn mosquitto_speaks_mqtt5_and_mqtt31(
     let mut sub = MosquittoSub::spawn(
         addr,
         &[
-            "-i", &sub_id, "-V", "mqttv5", "-q", "1", "-t", &filter, "-v",
+            "-i",
+            &sub_id,
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            &filter,
+            "-F",
+            "%t [%P] %p",
         ],
     );
     let connected = monitor.next_event("connected", &sub_id).await;
@@ -109,17 +118,28 @@ pub async fn mosquitto_speaks_mqtt5_and_mqtt31(
     let subscribed = monitor.next_event("subscribed", &sub_id).await;
     assert_eq!(subscribed.json["topic"], filter.as_str());
 
-    for (version, level, message) in [("mqttv5", 5, "five"), ("mqttv31", 3, "three-one")] {
+    for (version, level, message, extra, shown) in [
+        (
+            "mqttv5",
+            5,
+            "five",
+            &["-D", "publish", "user-property", "origin", "mqtt5"][..],
+            "origin:mqtt5",
+        ),
+        ("mqttv31", 3, "three-one", &[][..], ""),
+    ] {
         let id = format!("{prefix}-pub-{version}");
-        let out = mosquitto_pub(
-            addr,
-            &[
-                "-i", &id, "-V", version, "-q", "1", "-t", &topic, "-m", message,
-            ],
-        )
-        .await;
+        let mut args = vec![
+            "-i", &id, "-V", version, "-q", "1", "-t", &topic, "-m", message,
+        ];
+        args.extend_from_slice(extra);
+        let out = mosquitto_pub(addr, &args).await;
         assert!(out.status.success(), "mosquitto_pub -V {version}: {out:?}");
-        assert_eq!(sub.next_line().await, format!("{topic} {message}"));
+        assert_eq!(
+            sub.next_line().await,
+            format!("{topic} [{shown}] {message}"),
+            "{version}: the user property passes through"
+        );
         let connected = monitor.next_event("connected", &id).await;
         assert_eq!(connected.json["proto_ver"], level, "{version}");
         let message_event = monitor.next_event("message", &id).await;

@@ -391,6 +391,7 @@ pub fn server(data: &[u8]) {
                     payload
                 };
                 let delivery = Delivery {
+                    properties: crate::codec::Properties::EMPTY,
                     topic: &topic,
                     payload: &payload,
                     qos: qos(q),

@@ -2,7 +2,7 @@
 //! deliveries, the routes and events it is handed, the counters, the progress of a call.
 
 use crate::QoS;
-use crate::codec::SubscriptionOptions;
+use crate::codec::{Properties, SubscriptionOptions};
 use crate::event::Event;
 
 use super::{CloseCause, ReasonCode};
@@ -97,6 +97,10 @@ pub struct RoutedPublish<'a> {
     pub publisher: &'a str,
     /// Whether this is the client's last will, published by the server for it.
     pub is_will: bool,
+    /// The MQTT 5 properties the client gave it (payload format, message expiry, content
+    /// type, response topic, correlation data, user properties), to pass on to subscribers;
+    /// empty from MQTT 3.1.1 clients.
+    pub properties: Properties<'a>,
 }
 
 /// An acknowledgement of a delivery, from the client (sections 3.4, 3.5, 3.7).
@@ -254,6 +258,9 @@ pub struct Delivery<'a> {
     pub pkid: Option<u16>,
     /// The publisher's client id, when the router knows it (for `msgack`).
     pub publisher: Option<&'a str>,
+    /// The MQTT 5 properties to send with it (see [`RoutedPublish::properties`]); an MQTT
+    /// 3.1.1 client gets none.
+    pub properties: Properties<'a>,
 }
 
 impl<'a> Delivery<'a> {
@@ -270,6 +277,7 @@ impl<'a> Delivery<'a> {
             dup: false,
             pkid: None,
             publisher: None,
+            properties: Properties::EMPTY,
         }
     }
 }

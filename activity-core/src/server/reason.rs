@@ -43,6 +43,8 @@ pub enum ReasonCode {
     KeepAliveTimeout = 0x8D,
     /// 0x8E: session taken over.
     SessionTakenOver = 0x8E,
+    /// 0x94: topic alias invalid.
+    TopicAliasInvalid = 0x94,
     /// 0x95: packet too large.
     PacketTooLarge = 0x95,
     /// 0x97: quota exceeded (a bounded table is full).
@@ -103,6 +105,8 @@ pub enum CloseCause {
     PacketTooLarge,
     /// The client exceeded a per-connection limit (engine).
     QuotaExceeded,
+    /// The client used a topic alias the server did not offer (MQTT 5, engine).
+    TopicAliasInvalid,
     /// The server shuts down (driver).
     ServerShutdown,
     /// The router behind the connection is gone (driver: the upstream broker of a tap, say).
@@ -118,9 +122,10 @@ impl CloseCause {
             CloseCause::TransportClosed => DisconnectReason::TcpClosed,
             CloseCause::KeepAliveTimeout => DisconnectReason::KeepaliveTimeout,
             CloseCause::TakenOver => DisconnectReason::Takenover,
-            CloseCause::ProtocolError | CloseCause::MalformedPacket | CloseCause::QuotaExceeded => {
-                DisconnectReason::ProtocolError
-            }
+            CloseCause::ProtocolError
+            | CloseCause::MalformedPacket
+            | CloseCause::QuotaExceeded
+            | CloseCause::TopicAliasInvalid => DisconnectReason::ProtocolError,
             CloseCause::PacketTooLarge => DisconnectReason::PacketTooLarge,
             CloseCause::ServerShutdown => DisconnectReason::ServerShutdown,
             CloseCause::RouterClosed => DisconnectReason::UpstreamClosed,
@@ -140,6 +145,7 @@ impl CloseCause {
             CloseCause::MalformedPacket => Some(ReasonCode::MalformedPacket),
             CloseCause::PacketTooLarge => Some(ReasonCode::PacketTooLarge),
             CloseCause::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
+            CloseCause::TopicAliasInvalid => Some(ReasonCode::TopicAliasInvalid),
             CloseCause::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
             CloseCause::RouterClosed => Some(ReasonCode::ServerUnavailable),
         }

@@ -643,6 +643,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             retain: publish.retain,
             publisher: self.conn.client_id(),
             is_will: false,
+            properties: publish.properties,
         };
         let _ = out.route(Route::Publish(routed));
         match self.conn.tracker.handle_publish(now, info_of(&publish)) {

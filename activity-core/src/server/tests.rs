@@ -647,6 +647,7 @@ fn unsubscribe_reports_only_filters_that_were_held() {
 fn deliveries_go_at_the_lower_qos_and_acks_become_msgack() {
     let mut client = Client::connected(REMOTE, &connect("dev"));
     let delivery = Delivery {
+        properties: crate::codec::Properties::EMPTY,
         topic: "cmd/dev",
         payload: ENVELOPE,
         qos: QoS::ExactlyOnce,
@@ -708,6 +709,7 @@ fn a_delivery_without_room_says_how_much_it_needs() {
     let mut tx = [0u8; 8];
     let result = client.conn.handle_delivery(
         Delivery {
+            properties: crate::codec::Properties::EMPTY,
             topic: "t",
             payload: b"0123456789",
             qos: QoS::AtMostOnce,

@@ -1,7 +1,7 @@
 //! Writing into the driver's transmit buffer: deliveries and SUBACK frames.
 
 use crate::QoS;
-use crate::codec::{Packet, Properties, Publish, Version};
+use crate::codec::{Packet, Publish, Version};
 
 use super::{Counter, Delivered, Delivery, DeliveryError, Output};
 
@@ -21,7 +21,7 @@ pub(super) fn encode_delivery(
         // A stand-in of the same size until the room is known (a packet id is 2 bytes).
         pkid: (qos != QoS::AtMostOnce).then_some(1),
         payload: delivery.payload,
-        properties: Properties::EMPTY,
+        properties: delivery.properties,
     };
     let needed = Packet::Publish(publish)
         .encoded_len_with(tx.version)

@@ -45,6 +45,7 @@ use crate::metrics::Metrics;
 
 pub use crate::admission::Phase;
 
+mod properties;
 mod session;
 
 /// How long a write to a client without keep-alive may stall (the client reads nothing)

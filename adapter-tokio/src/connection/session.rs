@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use activity_core::QoS;
-use activity_core::codec::{RetainHandling, SubscriptionOptions};
+use activity_core::codec::{Properties, RetainHandling, SubscriptionOptions};
 use activity_core::event::{Event, EventKind};
 use activity_core::server::{
     Ack, CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, Output, Peer,
@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, info, warn};
 
+use super::properties;
 use super::{
     ACK_STORE_CAPACITY, Kick, PUBLISHER_PROPERTY, Phase, Shared, WRITE_STALL_LIMIT, now_ms,
     router_client_id, rumqttd_qos,
@@ -32,7 +33,7 @@ use super::{
 use crate::ack_store::HeapAckStore;
 use crate::admission::Admission;
 use crate::events::EventRecord;
-use crate::qos_marker::QOS_MARKER_BASE;
+use crate::qos_marker::read_marker;
 use crate::sequencer::{AckSequencer, RouterAck};
 use crate::session_store::HeapSessionStore;
 
@@ -45,9 +46,9 @@ const TX_CHUNK: usize = 4096;
 /// Past this size the transmit buffer gives memory back once it is sent.
 const TX_KEEP: usize = 64 * 1024;
 
-/// A delivery's bytes besides its topic and payload: fixed header (at most 5), topic length
-/// (2), packet id (2).
-const DELIVERY_OVERHEAD: usize = 9;
+/// A delivery's bytes besides its topic, payload and properties: fixed header (at most 5),
+/// topic length (2), packet id (2), the property block's length (MQTT 5, at most 4).
+const DELIVERY_OVERHEAD: usize = 13;
 
 /// Below this much free space the read buffer grows before the next read.
 const READ_MIN_SPARE: usize = 1024;
@@ -251,10 +252,7 @@ impl Side {
     /// [`may_be_envelope`]), its publisher, since the router does not say who published a
     /// delivery. Topic and payload are copied once, into one buffer.
     fn router_publish(&self, publish: &RoutedPublish<'_>) -> Packet {
-        let mut properties = PublishProperties {
-            payload_format_indicator: Some(QOS_MARKER_BASE + publish.qos.as_u8()),
-            ..PublishProperties::default()
-        };
+        let mut properties = properties::to_router(publish.qos, &publish.properties);
         // A QoS 0 publish is delivered at QoS 0, which gets no acknowledgement and no `msgack`.
         if publish.qos != QoS::AtMostOnce && self.tracks_msgack && may_be_envelope(publish.payload)
         {
@@ -377,6 +375,8 @@ struct Session {
     tx: TxBuf,
     /// The takeover that ended this connection, answered once its events are queued.
     kick: Option<Kick>,
+    /// Where the property block of a delivery to an MQTT 5 client is written.
+    properties_buf: Vec<u8>,
 }
 
 impl Session {
@@ -414,6 +414,7 @@ impl Session {
             rbuf: BytesMut::with_capacity(4096),
             tx: TxBuf::default(),
             kick: None,
+            properties_buf: Vec::new(),
         }
     }
 
@@ -803,8 +804,8 @@ impl Session {
     fn deliver(&mut self, mut publish: Publish, properties: Option<&PublishProperties>) {
         let marker = properties
             .and_then(|p| p.payload_format_indicator)
-            .and_then(|m| m.checked_sub(QOS_MARKER_BASE))
-            .and_then(QoS::from_u8);
+            .and_then(read_marker)
+            .map(|(qos, _)| qos);
         let publisher = properties.and_then(|p| {
             p.user_properties
                 .iter()
@@ -827,15 +828,23 @@ impl Session {
             qos.min(router_qos),
             &mut self.side.router_acks,
         );
+        // Only an MQTT 5 subscriber gets properties: the work is skipped for the others.
+        let v5_properties = match properties {
+            Some(routed) if self.conn.version().is_v5() => {
+                properties::from_router(routed, &mut self.properties_buf)
+            }
+            _ => Properties::EMPTY,
+        };
         let delivery = Delivery {
             subscription_qos: router_qos,
             retain: publish.retain,
             dup,
             pkid: Some(pkid),
             publisher,
+            properties: v5_properties,
             ..Delivery::new(topic, &payload, qos)
         };
-        let room = topic.len() + payload.len() + DELIVERY_OVERHEAD;
+        let room = topic.len() + payload.len() + v5_properties.as_bytes().len() + DELIVERY_OVERHEAD;
         let metrics = &self.side.shared.metrics;
         match self
             .conn

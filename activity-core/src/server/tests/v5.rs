@@ -290,3 +290,61 @@ fn mqtt_3_1_connects_and_never_has_a_session_present() {
     }));
     assert_eq!(bytes, [0x20, 2, 0, 0x02]);
 }
+
+#[test]
+fn publish_properties_are_routed_and_delivered_to_v5_clients_only() {
+    let mut client = connected5(REMOTE, "props");
+    // PUBLISH QoS 0 "t" with a user property k=v.
+    let props = [0x26, 0, 1, b'k', 0, 1, b'v'];
+    let mut publish = vec![0x30, 0, 0, 1, b't', 7];
+    publish.extend_from_slice(&props);
+    publish.extend_from_slice(b"x");
+    publish[1] = u8::try_from(publish.len() - 2).unwrap();
+    assert_eq!(client.send(&publish), NOTHING);
+    assert_eq!(
+        client.out.routes,
+        [R::Publish(
+            "t".into(),
+            b"x".to_vec(),
+            QoS::AtMostOnce,
+            false
+        )]
+    );
+    // A delivery with properties: an MQTT 5 client gets them, an MQTT 3.1.1 client does not.
+    let properties = Properties::parse(&props, Context::Publish).unwrap();
+    let delivery = Delivery {
+        properties,
+        ..Delivery::new("t", b"x", QoS::AtMostOnce)
+    };
+    let bytes = client.deliver(delivery);
+    let Packet::Publish(got) = decode5(&bytes) else {
+        panic!()
+    };
+    assert_eq!(got.properties.user_property("k"), Some("v"));
+    let mut old = Client::connected(REMOTE, &connect("old"));
+    assert_eq!(
+        old.deliver(delivery),
+        publish_bytes_v3("t", b"x"),
+        "MQTT 3.1.1 has no properties"
+    );
+}
+
+fn publish_bytes_v3(topic: &'static str, payload: &'static [u8]) -> Vec<u8> {
+    publish(topic, QoS::AtMostOnce, None, payload)
+}
+
+#[test]
+fn topic_aliases_and_subscription_identifiers_from_a_client_are_refused() {
+    // The server offers no topic alias (no Topic Alias Maximum in its CONNACK): 0x94.
+    let mut client = connected5(REMOTE, "alias");
+    assert_eq!(
+        client.send(&[0x30, 8, 0, 1, b't', 3, 0x23, 0, 1, b'x']),
+        [0xE0, 1, 0x94]
+    );
+    // A client never sends a subscription identifier: 0x82.
+    let mut client = connected5(REMOTE, "subid");
+    assert_eq!(
+        client.send(&[0x30, 7, 0, 1, b't', 2, 0x0B, 5, b'x']),
+        [0xE0, 1, 0x82]
+    );
+}

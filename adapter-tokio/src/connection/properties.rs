@@ -1,0 +1,124 @@
+//! MQTT 5 publish properties across rumqttd's router: the engine's property block of a client's
+//! PUBLISH becomes rumqttd's `PublishProperties`, and a delivery's `PublishProperties` become a
+//! property block for an MQTT 5 subscriber again.
+//!
+//! What passes: payload format indicator (inside the [QoS marker](crate::qos_marker)), message
+//! expiry interval (rumqttd counts it down while a message waits), content type, response
+//! topic, correlation data, user properties (5.0 section 3.3.2.3). The router's own additions
+//! (subscription identifiers) and the broker's internal user property
+//! ([`PUBLISHER_PROPERTY`](super::PUBLISHER_PROPERTY)) do not reach clients.
+
+use activity_core::QoS;
+use activity_core::codec::{Context, Properties, Property, encode_properties, properties_len};
+use bytes::Bytes;
+use rumqttd::protocol::PublishProperties;
+
+use super::PUBLISHER_PROPERTY;
+use crate::qos_marker::{marker, read_marker};
+
+/// The router's properties for a publish at `qos` with the client's `properties`.
+pub(super) fn to_router(qos: QoS, properties: &Properties<'_>) -> PublishProperties {
+    let mut routed = PublishProperties::default();
+    let mut payload_format = 0;
+    for property in properties.iter() {
+        match property {
+            Property::PayloadFormatIndicator(value) => payload_format = value,
+            Property::MessageExpiryInterval(seconds) => {
+                routed.message_expiry_interval = Some(seconds);
+            }
+            Property::ContentType(value) => routed.content_type = Some(value.to_owned()),
+            Property::ResponseTopic(value) => routed.response_topic = Some(value.to_owned()),
+            Property::CorrelationData(data) => {
+                routed.correlation_data = Some(Bytes::copy_from_slice(data));
+            }
+            Property::UserProperty(name, value) => {
+                routed
+                    .user_properties
+                    .push((name.to_owned(), value.to_owned()));
+            }
+            // A PUBLISH from a client carries nothing else (the engine refused the rest).
+            _ => {}
+        }
+    }
+    routed.payload_format_indicator = Some(marker(qos, payload_format));
+    routed
+}
+
+/// The property block of a delivery for an MQTT 5 subscriber, written into `buf` (reused
+/// between deliveries); empty when the publish had none.
+pub(super) fn from_router<'b>(routed: &PublishProperties, buf: &'b mut Vec<u8>) -> Properties<'b> {
+    let payload_format = routed
+        .payload_format_indicator
+        .and_then(read_marker)
+        .map_or(0, |(_, format)| format);
+    let mut list: Vec<Property<'_>> = Vec::new();
+    if payload_format == 1 {
+        list.push(Property::PayloadFormatIndicator(1));
+    }
+    if let Some(seconds) = routed.message_expiry_interval {
+        list.push(Property::MessageExpiryInterval(seconds));
+    }
+    if let Some(value) = &routed.content_type {
+        list.push(Property::ContentType(value));
+    }
+    if let Some(value) = &routed.response_topic {
+        list.push(Property::ResponseTopic(value));
+    }
+    if let Some(data) = &routed.correlation_data {
+        list.push(Property::CorrelationData(data));
+    }
+    for (name, value) in &routed.user_properties {
+        if name != PUBLISHER_PROPERTY {
+            list.push(Property::UserProperty(name, value));
+        }
+    }
+    if list.is_empty() {
+        return Properties::EMPTY;
+    }
+    // The values came from a checked block (or the broker), so they encode; a block that does
+    // not (a string over 65535 bytes cannot come from MQTT) is left out.
+    let Ok(len) = properties_len(&list) else {
+        return Properties::EMPTY;
+    };
+    buf.clear();
+    buf.resize(len, 0);
+    match encode_properties(&list, buf) {
+        Ok(n) => Properties::parse(&buf[..n], Context::Publish).unwrap_or_default(),
+        Err(_) => Properties::EMPTY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_properties_cross_the_router_and_come_back() {
+        let mut raw = [0u8; 128];
+        let sent = [
+            Property::PayloadFormatIndicator(1),
+            Property::MessageExpiryInterval(60),
+            Property::ContentType("text/plain"),
+            Property::ResponseTopic("reply/1"),
+            Property::CorrelationData(b"id-7"),
+            Property::UserProperty("k", "v"),
+        ];
+        let n = encode_properties(&sent, &mut raw).unwrap();
+        let properties = Properties::parse(&raw[..n], Context::Publish).unwrap();
+        let mut routed = to_router(QoS::AtLeastOnce, &properties);
+        assert_eq!(
+            routed.payload_format_indicator.and_then(read_marker),
+            Some((QoS::AtLeastOnce, 1))
+        );
+        // The broker's internal publisher property never reaches a client.
+        routed
+            .user_properties
+            .push((PUBLISHER_PROPERTY.to_owned(), "pub".to_owned()));
+        let mut buf = Vec::new();
+        let back = from_router(&routed, &mut buf);
+        assert_eq!(back.iter().collect::<Vec<_>>(), sent);
+        // A publish without properties: nothing comes back but the marker's QoS.
+        let bare = to_router(QoS::ExactlyOnce, &Properties::EMPTY);
+        assert!(from_router(&bare, &mut buf).is_empty());
+    }
+}
