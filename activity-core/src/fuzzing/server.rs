@@ -93,7 +93,7 @@ fn qos(byte: u8) -> QoS {
 impl ClientPacket {
     /// The packet's bytes, or nothing when the codec refuses to encode it (an invalid topic,
     /// say): the engine is fuzzed with raw bytes too.
-    fn bytes(&self) -> Vec<u8> {
+    fn bytes(&self, version: codec::Version) -> Vec<u8> {
         let filters_owned: Vec<(&str, QoS)>;
         let unsub_owned: Vec<&str>;
         let packet = match self {
@@ -107,6 +107,7 @@ impl ClientPacket {
                 protocol_name: crate::codec::ProtocolName::Mqtt,
                 properties: crate::codec::Properties::EMPTY,
                 protocol_level: if *level { 4 } else { 5 },
+                // (Level 5 makes the connection MQTT 5: later packets are encoded for it.)
                 client_id,
                 clean_session: *clean,
                 keep_alive: *keep_alive,
@@ -165,11 +166,11 @@ impl ClientPacket {
             ClientPacket::Ping => Packet::PingReq,
             ClientPacket::Disconnect => Packet::Disconnect(crate::codec::Disconnect::NORMAL),
         };
-        let Ok(len) = packet.encoded_len() else {
+        let Ok(len) = packet.encoded_len_with(version) else {
             return Vec::new();
         };
         let mut bytes = vec![0u8; len];
-        match packet.encode(&mut bytes) {
+        match packet.encode_with(&mut bytes, version) {
             Ok(_) => bytes,
             Err(_) => Vec::new(),
         }
@@ -345,7 +346,7 @@ pub fn server(data: &[u8]) {
                 p.written
             }
             Step::Packet(packet) => {
-                rx.extend_from_slice(&packet.bytes());
+                rx.extend_from_slice(&packet.bytes(conn.version()));
                 let p = conn.handle_input(now, &rx, &mut tx, &mut out);
                 assert!(p.consumed <= rx.len());
                 rx.drain(..p.consumed);
@@ -528,7 +529,7 @@ enum UpstreamPacket {
 
 impl UpstreamPacket {
     /// The packet's bytes, or nothing when the codec refuses to encode it.
-    fn bytes(&self) -> Vec<u8> {
+    fn bytes(&self, version: codec::Version) -> Vec<u8> {
         let codes_owned: Vec<codec::SubAckCode>;
         let packet = match self {
             UpstreamPacket::ConnAck(code) => Packet::ConnAck(codec::ConnAck {
@@ -585,11 +586,11 @@ impl UpstreamPacket {
             }
             UpstreamPacket::PingResp => Packet::PingResp,
         };
-        let Ok(len) = packet.encoded_len() else {
+        let Ok(len) = packet.encoded_len_with(version) else {
             return Vec::new();
         };
         let mut bytes = vec![0u8; len];
-        match packet.encode(&mut bytes) {
+        match packet.encode_with(&mut bytes, version) {
             Ok(_) => bytes,
             Err(_) => Vec::new(),
         }
@@ -602,6 +603,8 @@ struct RelayRecorder {
     inner: Recorder,
     upstream: Vec<u8>,
     accepted: usize,
+    /// The version of the forwarded CONNECT (what the forwarded packets after it speak).
+    version: Option<codec::Version>,
 }
 
 impl Output for RelayRecorder {
@@ -630,11 +633,15 @@ impl Output for RelayRecorder {
 impl RelayOutput for RelayRecorder {
     fn forward(&mut self, packet: &[u8]) {
         assert_eq!(self.inner.ends, 0, "nothing goes upstream after the end");
-        match codec::decode(packet, usize::MAX) {
+        let version = self.version.unwrap_or(codec::Version::V3_1_1);
+        match codec::decode_with(packet, usize::MAX, version) {
             Ok(Some((decoded, len))) => {
                 assert_eq!(len, packet.len(), "one whole packet");
                 if self.upstream.is_empty() {
-                    assert!(matches!(decoded, Packet::Connect(_)), "the CONNECT first");
+                    let Packet::Connect(connect) = decoded else {
+                        panic!("the CONNECT first, not {decoded:?}");
+                    };
+                    self.version = connect.version();
                 } else {
                     assert!(
                         !matches!(
@@ -738,7 +745,7 @@ pub fn relay(data: &[u8]) {
                 p.written
             }
             RelayStep::Packet(packet) => {
-                rx.extend_from_slice(&packet.bytes());
+                rx.extend_from_slice(&packet.bytes(relay.version()));
                 let p = relay.handle_input(now, &rx, &mut tx, &mut out);
                 assert!(p.consumed <= rx.len());
                 rx.drain(..p.consumed);
@@ -767,7 +774,10 @@ pub fn relay(data: &[u8]) {
                 p.written
             }
             RelayStep::UpstreamInput(bytes) => upstream(&mut relay, &mut out, &mut tx, &bytes),
-            RelayStep::Upstream(packet) => upstream(&mut relay, &mut out, &mut tx, &packet.bytes()),
+            RelayStep::Upstream(packet) => {
+                let version = relay.version();
+                upstream(&mut relay, &mut out, &mut tx, &packet.bytes(version))
+            }
             RelayStep::Advance(ms) => {
                 now = now.saturating_add(u64::from(ms));
                 relay.handle_timeout(now, &mut tx, &mut out)
