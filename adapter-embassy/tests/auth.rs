@@ -94,19 +94,6 @@ fn wrong_credentials_get_connack_4_and_anonymous_clients_connack_5() {
 }
 
 #[test]
-fn anonymous_clients_may_connect_when_allowed_but_usernames_are_still_checked() {
-    gateway_test::<4, _, _>(config(true), |stack, handle| async move {
-        assert_eq!(connack(stack, connect("anon")).await, 0);
-        let wrong = login("dev", "alice", Some(b"nope"));
-        assert_eq!(connack(stack, wrong).await, 4);
-        let right = login("dev", "alice", Some(b"secret"));
-        assert_eq!(connack(stack, right).await, 0);
-        let stats = handle.stats();
-        assert_eq!((stats.refused_auth, stats.clients_connected), (1, 2));
-    });
-}
-
-#[test]
 fn without_auth_nothing_is_checked() {
     let config = Config::new("gw-open");
     gateway_test::<4, _, _>(config, |stack, handle| async move {

@@ -18,6 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use activity_core::QoS;
@@ -29,6 +30,7 @@ use activity_core::server::Limits;
 use adapter_tokio::auth::hash_password;
 use adapter_tokio::broker::Broker;
 use adapter_tokio::config::{Config, UserConfig};
+use adapter_tokio::metrics::Metrics;
 use adapter_tokio::tap::Tap;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,6 +100,25 @@ impl Kind {
             Kind::Gateway => adapter_embassy::MAX_FILTERS_PER_SUBSCRIBE,
         }
     }
+}
+
+/// A count a server keeps of what its engine decided; [`Server::counter`] maps it to the
+/// server's own counters (`adapter_tokio::metrics::Metrics` for the broker and the tap,
+/// `adapter_embassy::GatewayStats` for the gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// CONNECTs refused with a non-zero CONNACK, for any reason.
+    RefusedConnects,
+    /// CONNECTs refused with CONNACK 4 (bad username or password).
+    RefusedCredentials,
+    /// PUBLISHes on a system topic by an ordinary client, dropped.
+    PublishesDenied,
+    /// Topic filters refused with SUBACK 0x80.
+    SubscriptionsDenied,
+    /// Connections closed for bad bytes or a packet over the size limit.
+    ProtocolErrors,
+    /// Connections closed at the keep-alive deadline.
+    KeepaliveTimeouts,
 }
 
 /// What runs behind a [`Server`]; boxed, as the variants differ much in size.
@@ -208,6 +229,107 @@ impl Server {
         self.addr
     }
 
+    /// The broker's or the tap's metrics; `None` for the gateway.
+    fn metrics(&self) -> Option<&Metrics> {
+        match &self.running {
+            Running::Broker(broker) => Some(broker.metrics().as_ref()),
+            Running::Tap(running) => Some(running.0.metrics().as_ref()),
+            Running::Gateway(_) => None,
+        }
+    }
+
+    /// The value of `counter` now, or `None` where the server does not count it (the gateway
+    /// has no keep-alive counter).
+    pub fn counter(&self, counter: Counter) -> Option<u64> {
+        if let Some(m) = self.metrics() {
+            let value = match counter {
+                Counter::RefusedConnects => &m.connections_refused,
+                Counter::RefusedCredentials => &m.refused_bad_credentials,
+                Counter::PublishesDenied => &m.publishes_denied,
+                Counter::SubscriptionsDenied => &m.subscriptions_denied,
+                Counter::ProtocolErrors => &m.protocol_errors,
+                Counter::KeepaliveTimeouts => &m.keepalive_timeouts,
+            };
+            return Some(value.load(Ordering::Relaxed));
+        }
+        let Running::Gateway(gateway) = &self.running else {
+            unreachable!("only the gateway has no adapter-tokio metrics")
+        };
+        let s = gateway.stats();
+        let value = match counter {
+            Counter::RefusedConnects => {
+                s.refused_no_slot + s.refused_no_buffer + s.refused_auth + s.refused_other
+            }
+            Counter::RefusedCredentials => s.refused_auth,
+            Counter::PublishesDenied => s.publishes_denied,
+            Counter::SubscriptionsDenied => s.subscriptions_refused,
+            Counter::ProtocolErrors => s.protocol_errors + s.packets_too_large,
+            Counter::KeepaliveTimeouts => return None,
+        };
+        Some(u64::from(value))
+    }
+
+    /// Waits until `counter` is `want` (the gateway's counters are copied every few
+    /// milliseconds); panics after [`WAIT`] with the last value. A counter the server does not
+    /// keep is reported as skipped.
+    pub async fn expect_counter(&self, counter: Counter, want: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let Some(got) = self.counter(counter) else {
+                skipped(
+                    self,
+                    &format!("the counter {counter:?}"),
+                    "this server keeps none",
+                );
+                return;
+            };
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: counter {counter:?} is {got}, expected {want}",
+                self.name()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// How many clients the server holds now; `None` for the gateway (its slots are not
+    /// visible from outside its thread).
+    pub fn connected_clients(&self) -> Option<usize> {
+        match &self.running {
+            Running::Broker(broker) => Some(broker.connected_clients()),
+            Running::Tap(running) => Some(running.0.connected_clients()),
+            Running::Gateway(_) => None,
+        }
+    }
+
+    /// Waits until the server holds `want` clients (a connection's slot is freed right after
+    /// its `disconnected` event); skipped for the gateway.
+    pub async fn expect_connected_clients(&self, want: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let Some(got) = self.connected_clients() else {
+                skipped(
+                    self,
+                    "the count of connected clients",
+                    "not visible from outside",
+                );
+                return;
+            };
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {got} connected clients, expected {want}",
+                self.name()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A `SYSTEM/#` subscriber, connected as [`MONITOR`] (the only client allowed to read the
     /// events).
     pub async fn monitor(&self) -> Monitor {
@@ -271,13 +393,20 @@ pub fn skipped(server: &Server, what: &str, reason: &str) {
 }
 
 /// Asserts that `ev` has exactly `fields` plus `"node": NODE`, and `ts` (recent) and the
-/// names in `unchecked`.
+/// names in `unchecked`, and that it was published at QoS 1 (the monitor's subscription QoS,
+/// and every server's event QoS here).
 pub fn assert_event(ev: &Ev, mut fields: Value, unchecked: &[&str]) {
     fields["node"] = json!(NODE);
     let mut names = vec!["ts"];
     names.extend_from_slice(unchecked);
     assert_fields(ev, fields, &names);
     assert_ts_recent(ev);
+    assert_eq!(
+        ev.qos,
+        rumqttc::QoS::AtLeastOnce,
+        "events are published at QoS 1: {}",
+        ev.json
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,11 +11,12 @@
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use adapter_embassy::GatewayResources;
-use embassy_futures::join::join;
+use adapter_embassy::{GatewayResources, GatewayStats};
+use embassy_futures::join::join3;
 use embassy_futures::select::select;
 use embassy_net::{Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_net_tuntap::TunTapDevice;
@@ -163,13 +164,20 @@ fn set_up_interfaces() {
 pub struct TapGateway {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<GatewayStats>>,
 }
 
+/// How often the gateway's thread copies its counters for [`TapGateway::stats`] (the counters
+/// are `Cell`s: only that thread may read them).
+const STATS_EVERY: Duration = Duration::from_millis(5);
+
 impl TapGateway {
-    /// Starts a gateway of 4 client slots with `config` on [`GATEWAY_IP`], its event clock set
+    /// Starts a gateway of 8 client slots with `config` on [`GATEWAY_IP`], its event clock set
     /// to the Unix time, and waits until its port accepts TCP connections.
     pub fn start(config: adapter_embassy::Config<'static>) -> TapGateway {
         let (stop, stopped) = oneshot::channel::<()>();
+        let stats = Arc::new(Mutex::new(GatewayStats::default()));
+        let copy = Arc::clone(&stats);
         let thread = std::thread::spawn(move || {
             let device = TunTapDevice::new(TAP).expect("open tap0");
             let net_config = embassy_net::Config::ipv4_static(StaticConfigV4 {
@@ -177,17 +185,24 @@ impl TapGateway {
                 gateway: None,
                 dns_servers: Default::default(),
             });
-            let stack_resources = Box::leak(Box::new(StackResources::<8>::new()));
+            // Room for the 8 client slots, the refuser and the uplink (`CLIENTS + 2`).
+            let stack_resources = Box::leak(Box::new(StackResources::<12>::new()));
             let (stack, mut net) = embassy_net::new(device, net_config, stack_resources, 0x5eed);
-            let resources = Box::leak(Box::new(GatewayResources::<4, 1024, 1024, 4, 2048>::new()));
+            let resources = Box::leak(Box::new(GatewayResources::<8, 1024, 1024, 4, 2048>::new()));
             let (handle, mut gateway) = adapter_embassy::new(stack, resources, config);
             handle.set_unix_time_ms(now_ms());
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
                 .expect("a current-thread runtime");
+            let copy_stats = async {
+                loop {
+                    *copy.lock().expect("the stats lock") = handle.stats();
+                    tokio::time::sleep(STATS_EVERY).await;
+                }
+            };
             // Stopping drops the sockets without FIN or RST, like a board losing power.
-            runtime.block_on(select(join(net.run(), gateway.run()), stopped));
+            runtime.block_on(select(join3(net.run(), gateway.run(), copy_stats), stopped));
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -204,7 +219,13 @@ impl TapGateway {
         TapGateway {
             stop: Some(stop),
             thread: Some(thread),
+            stats,
         }
+    }
+
+    /// The gateway's counters as its thread last copied them (at most a few milliseconds old).
+    pub fn stats(&self) -> GatewayStats {
+        *self.stats.lock().expect("the stats lock")
     }
 
     /// Stops the gateway at once (its connections are not closed: their peers find out by

@@ -70,36 +70,6 @@ async fn reserved_client_id_broker_is_refused_with_connack_2() {
 }
 
 #[tokio::test]
-async fn an_unknown_protocol_level_is_refused_with_connack_1() {
-    let broker = start_default_broker().await;
-    let addr = broker.local_addr();
-    let mut monitor = Monitor::start(addr).await;
-
-    let (mut raw, connack) = RawClient::connect(addr, &connect_packet("v6-client", 10, 6)).await;
-    assert_eq!(
-        connack,
-        [0x20, 0x02, 0x00, 0x01],
-        "CONNACK unacceptable protocol version"
-    );
-    assert!(
-        raw.closed_within(tests::WAIT).await,
-        "then the socket closes"
-    );
-
-    // Level 3 (MQTT 3.1 uses the name MQIsdp, but a level-3 "MQTT" is just as unacceptable).
-    let (_, connack) = RawClient::connect(addr, &connect_packet("v3-client", 10, 3)).await;
-    assert_eq!(connack, [0x20, 0x02, 0x00, 0x01]);
-
-    let _after = Client::connect(addr, "after-v6").await;
-    monitor.next_event("connected", "after-v6").await;
-    monitor
-        .assert_none("connected of a refused level", QUIET, |e| {
-            e.kind() == "connected" && e.subject() != Some("after-v6")
-        })
-        .await;
-}
-
-#[tokio::test]
 async fn mosquitto_clients_speak_mqtt_5_and_mqtt_3_1() {
     let broker = start_default_broker().await;
     let addr = broker.local_addr();

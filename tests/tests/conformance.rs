@@ -18,7 +18,7 @@ use activity_core::QoS;
 use activity_core::codec::{Connect, LastWill, Packet};
 use serde_json::{Value, json};
 use tests::conformance::{
-    Kind, MAX_PACKET, PASSWORD, Received, Server, USER, Wire, assert_event, connect,
+    Counter, Kind, MAX_PACKET, PASSWORD, Received, Server, USER, Wire, assert_event, connect,
     connect_with_will, known_divergence, run, skipped,
 };
 use tests::{Ev, QUIET, connect_packet};
@@ -44,6 +44,10 @@ async fn disconnected(monitor: &mut tests::Monitor, client: &str, reason: &str, 
         &ev,
         json!({"client_id": client, "reason": reason, "connected_at": at.ts()}),
         &[],
+    );
+    assert!(
+        ev.ts() >= at.ts() && ev.index > at.index,
+        "{client}: disconnected after its connected"
     );
     ev
 }
@@ -105,6 +109,8 @@ async fn connect_and_disconnect(server: &mut Server) {
     disconnected(&mut monitor, "c1-alice", "normal", &alice_connected).await;
     plain.disconnect().await;
     disconnected(&mut monitor, "c1-plain", "normal", &plain_connected).await;
+    // Only the monitor is left.
+    server.expect_connected_clients(1).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -135,12 +141,9 @@ async fn subscribe_and_unsubscribe(server: &mut Server) {
     let codes = sub.subscribe(1, &filters).await;
     let granted: Vec<u8> = filters.iter().map(|(_, q)| (*q).min(max).as_u8()).collect();
     assert_eq!(codes, granted, "SUBACK return codes");
+    // One event per filter, in the SUBSCRIBE's order.
     for (topic, qos) in filters {
-        let ev = monitor
-            .wait_for(&format!("subscribed to {topic}"), |e| {
-                e.is("subscribed", "c2-sub") && e.json["topic"] == topic
-            })
-            .await;
+        let ev = monitor.next_event("subscribed", "c2-sub").await;
         assert_event(
             &ev,
             json!({"client_id": "c2-sub", "topic": topic, "qos": qos.min(max).as_u8()}),
@@ -171,10 +174,31 @@ async fn subscribe_and_unsubscribe(server: &mut Server) {
             e.is("subscribed", "c2-sub") && e.json["topic"] == "c2/marker"
         })
         .await;
-    let never = |e: &Ev| e.is("unsubscribed", "c2-sub") && e.json["topic"] == "c2/never";
+    // Exactly one event per filter: no more `subscribed`, no `unsubscribed` for c2/never.
+    let stray = |e: &Ev| {
+        e.is("subscribed", "c2-sub")
+            || (e.is("unsubscribed", "c2-sub") && e.json["topic"] == "c2/never")
+    };
     monitor
-        .assert_none("unsubscribed from a filter not held", QUIET, never)
+        .assert_none("a stray subscription event", QUIET, stray)
         .await;
+
+    // Nothing is delivered on the filters given up: a publish on c2/a (matched by no filter
+    // held now) is not delivered; one on c2/b/x (c2/b/+ is still held) is, and comes first.
+    let mut publisher = Wire::connected(addr, "c2-pub").await;
+    publisher
+        .publish_flow("c2/a", QoS::AtLeastOnce, 1, false, b"gone")
+        .await;
+    publisher
+        .publish_flow("c2/b/x", QoS::AtLeastOnce, 2, false, b"held")
+        .await;
+    let got = sub.receive().await;
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_slice()),
+        ("c2/b/x", &b"held"[..]),
+        "no delivery on an unsubscribed filter"
+    );
+    publisher.disconnect().await;
     sub.disconnect().await;
 }
 
@@ -191,6 +215,9 @@ async fn publish_qos_0_1_2(server: &mut Server) {
         sub.subscribe(1, &[("c3/#", QoS::ExactlyOnce)]).await,
         [max.as_u8()]
     );
+    // A QoS 0 subscription: every delivery comes down to QoS 0.
+    let mut low = Wire::connected(addr, "c3-low").await;
+    assert_eq!(low.subscribe(1, &[("c3/#", QoS::AtMostOnce)]).await, [0]);
     let mut publisher = Wire::connected(addr, "c3-pub").await;
     if max < QoS::ExactlyOnce {
         skipped(
@@ -200,16 +227,16 @@ async fn publish_qos_0_1_2(server: &mut Server) {
         );
     }
 
-    // Binary at QoS 0 (base64 in the event), text at QoS 1 and 2 (PUBACK; PUBREC, PUBREL,
-    // PUBCOMP), then a retained one.
-    let binary: &[u8] = &[0xFF, 0x00, 0x01];
+    // Binary at QoS 0 (base64 in the event, padded), text at QoS 1 and 2 (PUBACK; PUBREC,
+    // PUBREL, PUBCOMP), then a retained one.
+    let binary: &[u8] = &[0xFF, 0x00, 0x80, 0x41];
     let sends: [(&str, QoS, bool, &[u8], Value); 4] = [
         (
             "c3/zero",
             QoS::AtMostOnce,
             false,
             binary,
-            json!({"payload": "/wAB", "payload_encoding": "base64"}),
+            json!({"payload": "/wCAQQ==", "payload_encoding": "base64"}),
         ),
         (
             "c3/one",
@@ -234,14 +261,46 @@ async fn publish_qos_0_1_2(server: &mut Server) {
         ),
     ];
     for (pkid, (topic, qos, retain, payload, shown)) in (10..).zip(sends) {
-        publisher
-            .publish_flow(topic, qos, pkid, retain, payload)
-            .await;
+        if qos == QoS::ExactlyOnce {
+            // The same PUBLISH sent again (DUP) before its PUBREL: PUBREC again, and neither
+            // delivered nor reported twice (MQTT 3.1.1 section 4.3.3).
+            publisher.publish(topic, qos, pkid, retain, payload).await;
+            assert_eq!(publisher.recv("PUBREC").await, Received::PubRec(pkid));
+            publisher
+                .send(Packet::Publish(activity_core::codec::Publish {
+                    properties: activity_core::codec::Properties::EMPTY,
+                    dup: true,
+                    qos,
+                    retain,
+                    topic,
+                    pkid: Some(pkid),
+                    payload,
+                }))
+                .await;
+            assert_eq!(
+                publisher.recv("PUBREC of the DUP").await,
+                Received::PubRec(pkid)
+            );
+            publisher
+                .send(Packet::PubRel(activity_core::codec::Ack::new(pkid)))
+                .await;
+            assert_eq!(publisher.recv("PUBCOMP").await, Received::PubComp(pkid));
+        } else {
+            publisher
+                .publish_flow(topic, qos, pkid, retain, payload)
+                .await;
+        }
         let got = sub.receive().await;
         assert_eq!(
             (got.topic.as_str(), got.payload.as_slice(), got.qos),
             (topic, payload, qos.min(max)),
             "the subscriber receives {topic} at min(publish QoS, granted QoS)"
+        );
+        let got = low.receive().await;
+        assert_eq!(
+            (got.topic.as_str(), got.payload.as_slice(), got.qos),
+            (topic, payload, QoS::AtMostOnce),
+            "the QoS 0 subscriber receives {topic} at QoS 0"
         );
         let ev = message_on(&mut monitor, "c3-pub", topic).await;
         let mut fields = json!({"pub_client_id": "c3-pub", "topic": topic,
@@ -252,8 +311,49 @@ async fn publish_qos_0_1_2(server: &mut Server) {
         }
         assert_event(&ev, fields, &[]);
     }
-    publisher.disconnect().await;
+    // The QoS 2 publish sent twice was reported once (the later c3/kept event, from the same
+    // connection, proves the pipeline caught up).
+    monitor
+        .assert_none("a second message event of c3/two", QUIET, |e| {
+            e.is("message", "c3-pub") && e.json["topic"] == "c3/two"
+        })
+        .await;
+
+    low.disconnect().await;
     sub.disconnect().await;
+
+    // A later subscriber of the retained topic receives the retained message, RETAIN set.
+    let mut late = Wire::connected(addr, "c3-late").await;
+    assert_eq!(
+        late.subscribe(1, &[("c3/kept", QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    if server.is(Kind::Gateway) {
+        known_divergence(
+            server,
+            "a retained message for a later subscriber",
+            "the gateway keeps no retained messages (no memory for them; adapter-embassy's \
+             crate docs), so a later subscriber gets only what is published after",
+        );
+        publisher
+            .publish_flow("c3/kept", QoS::AtMostOnce, 0, false, b"fresh")
+            .await;
+        let got = late.receive().await;
+        assert_eq!(
+            (got.payload.as_slice(), got.retain),
+            (&b"fresh"[..], false),
+            "the first delivery is the fresh publish, nothing retained"
+        );
+    } else {
+        let got = late.receive().await;
+        assert_eq!(
+            (got.topic.as_str(), got.payload.as_slice(), got.retain),
+            ("c3/kept", &b"kept"[..], true),
+            "the retained message, RETAIN set"
+        );
+    }
+    late.disconnect().await;
+    publisher.disconnect().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,9 +362,23 @@ async fn publish_qos_0_1_2(server: &mut Server) {
 
 async fn msgack(server: &mut Server) {
     let addr = server.addr();
+    let max = server.kind().max_qos();
     let mut monitor = server.monitor().await;
     let mut sub = Wire::connected(addr, "c4-sub").await;
-    assert_eq!(sub.subscribe(1, &[("c4/#", QoS::AtLeastOnce)]).await, [1]);
+    // Deliveries at QoS 1 on c4/#, at QoS 0 on c4low/# (never acknowledged), at QoS 2 on
+    // c4two/# (acknowledged by the PUBREC).
+    assert_eq!(
+        sub.subscribe(
+            1,
+            &[
+                ("c4/#", QoS::AtLeastOnce),
+                ("c4low/#", QoS::AtMostOnce),
+                ("c4two/#", QoS::ExactlyOnce),
+            ]
+        )
+        .await,
+        [1, 0, max.as_u8()]
+    );
     let mut publisher = Wire::connected(addr, "c4-pub").await;
 
     let envelope = br#"{"product_id":"p1","message_id":42,"data":"on"}"#;
@@ -294,6 +408,90 @@ async fn msgack(server: &mut Server) {
                "message_id": 42, "topic": "c4/dev/7", "qos": 1}),
         &[],
     );
+
+    // Ids of any JSON type but a fraction are echoed as they came (numbers stay numbers);
+    // other fields do not matter.
+    let numbers = br#"{"message_id":-42,"product_id":7,"extra":[1,{"a":null}]}"#;
+    publisher
+        .publish_flow("c4/num", QoS::AtLeastOnce, 6, false, numbers)
+        .await;
+    assert_eq!(sub.receive().await.topic, "c4/num");
+    let ack = monitor.next_event("msgack", "c4-sub").await;
+    assert_event(
+        &ack,
+        json!({"pub_client_id": "c4-pub", "ack_client_id": "c4-sub", "product_id": 7,
+               "message_id": -42, "topic": "c4/num", "qos": 1}),
+        &[],
+    );
+
+    // Payloads that are not envelopes: delivered and acknowledged, no msgack.
+    let plain: [&[u8]; 5] = [
+        b"not json",
+        br#"{"product_id":"p1"}"#,
+        br#"{"product_id":"p1","message_id":1.5}"#,
+        br#"[{"product_id":"p1","message_id":"m"}]"#,
+        &[0xFF, 0xFE],
+    ];
+    for (pkid, payload) in (20..).zip(plain) {
+        publisher
+            .publish_flow("c4/plain", QoS::AtLeastOnce, pkid, false, payload)
+            .await;
+        let got = sub.receive().await;
+        assert_eq!(got.payload, payload, "delivered unchanged");
+    }
+
+    // An envelope delivered at QoS 0: nothing to acknowledge, no msgack.
+    publisher
+        .publish_flow("c4low/1", QoS::AtLeastOnce, 29, false, envelope)
+        .await;
+    let got = sub.receive().await;
+    assert_eq!((got.topic.as_str(), got.qos), ("c4low/1", QoS::AtMostOnce));
+
+    // At QoS 2 the PUBREC acknowledges the delivery: the msgack says QoS 2, and the PUBCOMP
+    // makes no second one.
+    publisher
+        .publish_flow("c4two/1", QoS::ExactlyOnce, 30, false, envelope)
+        .await;
+    let delivery = sub.delivery().await;
+    let pkid = delivery.pkid.expect("QoS 1 or 2 has a packet id");
+    assert_eq!(
+        (delivery.topic.as_str(), delivery.qos),
+        ("c4two/1", max),
+        "delivered at the granted QoS"
+    );
+    if max < QoS::ExactlyOnce {
+        skipped(
+            server,
+            "a msgack at the PUBREC of a QoS 2 delivery",
+            "this server grants at most QoS 1: the PUBACK acknowledges the delivery",
+        );
+        sub.send(Packet::PubAck(activity_core::codec::Ack::new(pkid)))
+            .await;
+    } else {
+        sub.send(Packet::PubRec(activity_core::codec::Ack::new(pkid)))
+            .await;
+    }
+    let ack = monitor.next_event("msgack", "c4-sub").await;
+    assert_event(
+        &ack,
+        json!({"pub_client_id": "c4-pub", "ack_client_id": "c4-sub", "product_id": "p1",
+               "message_id": 42, "topic": "c4two/1", "qos": max.as_u8()}),
+        &[],
+    );
+    if max == QoS::ExactlyOnce {
+        assert_eq!(sub.recv("PUBREL").await, Received::PubRel(pkid));
+        sub.send(Packet::PubComp(activity_core::codec::Ack::new(pkid)))
+            .await;
+    }
+
+    // One msgack per acknowledged envelope, none else: the subscriber's own publish after its
+    // acknowledgements marks where its events are.
+    sub.publish_flow("c4marker", QoS::AtLeastOnce, 40, false, b"m")
+        .await;
+    message_on(&mut monitor, "c4-sub", "c4marker").await;
+    monitor
+        .assert_none("another msgack", QUIET, |e| e.kind() == "msgack")
+        .await;
     publisher.disconnect().await;
     sub.disconnect().await;
 }
@@ -310,6 +508,8 @@ async fn refusals(server: &mut Server) {
     let (mut reserved, ack) = Wire::connect(addr, connect("broker", 60)).await;
     assert_eq!(ack, (false, 2), "client id `broker` gets CONNACK 2");
     reserved.expect_closed("CONNACK 2").await;
+    // Each refused socket is closed on this side too, so that the gateway's slot listens again.
+    drop(reserved);
 
     // A protocol level no server speaks (6): CONNACK 1 (unacceptable protocol version), in
     // MQTT 3.1.1's form.
@@ -324,15 +524,70 @@ async fn refusals(server: &mut Server) {
         "protocol level 6 gets CONNACK 1"
     );
     v6.expect_closed("CONNACK 1").await;
+    drop(v6);
+    // Level 3 under the name "MQTT" (MQTT 3.1 calls itself MQIsdp): CONNACK 1 too.
+    let mut v3 = Wire::open(addr, "c5-v3").await;
+    v3.send_raw(&connect_packet("c5-v3", 60, 3)).await;
+    assert_eq!(
+        v3.recv("CONNACK").await,
+        Received::ConnAck {
+            session_present: false,
+            code: 1
+        },
+        "protocol level 3 gets CONNACK 1"
+    );
+    v3.expect_closed("CONNACK 1").await;
+    drop(v3);
 
-    // No event for either: a later client's `connected` event proves the pipeline caught up.
+    // A wrong password, and an unknown user: CONNACK 4 (bad username or password).
+    for (client, username, password) in [
+        ("c5-wrong", USER, &b"wrong"[..]),
+        ("c5-mallory", "mallory", PASSWORD.as_bytes()),
+    ] {
+        let login = Connect {
+            username: Some(username),
+            password: Some(password),
+            ..connect(client, 60)
+        };
+        let (mut wire, ack) = Wire::connect(addr, login).await;
+        assert_eq!(ack, (false, 4), "{client}: CONNACK 4");
+        wire.expect_closed("CONNACK 4").await;
+    }
+
+    // A will on a system topic: CONNACK 5 (not authorized).
+    let will = LastWill {
+        properties: activity_core::codec::Properties::EMPTY,
+        topic: "SYSTEM/message",
+        message: b"forged",
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    let (mut sneaky, ack) = Wire::connect(addr, connect_with_will("c5-sneaky", 60, will)).await;
+    assert_eq!(ack, (false, 5), "a will on a system topic gets CONNACK 5");
+    sneaky.expect_closed("CONNACK 5").await;
+    drop(sneaky);
+
+    // Any packet before CONNECT: closed without an answer.
+    let mut early = Wire::open(addr, "c5-early").await;
+    early.send(Packet::PingReq).await;
+    early.expect_closed("a PINGREQ before CONNECT").await;
+    drop(early);
+
+    // No event for any of them: a later client's `connected` event proves the pipeline caught
+    // up.
     let marker = Wire::connected(addr, "c5-marker").await;
     connected(&mut monitor, &marker, 60).await;
     monitor
         .assert_none("about a refused client", QUIET, |e| {
-            matches!(e.subject(), Some("broker" | "c5-v6"))
+            matches!(
+                e.subject(),
+                Some("broker" | "c5-v6" | "c5-v3" | "c5-wrong" | "c5-mallory" | "c5-sneaky")
+            )
         })
         .await;
+    // Counted: six refused CONNECTs, two of them for credentials.
+    server.expect_counter(Counter::RefusedConnects, 6).await;
+    server.expect_counter(Counter::RefusedCredentials, 2).await;
     marker.disconnect().await;
 }
 
@@ -415,6 +670,9 @@ async fn system_topics(server: &mut Server) {
                         .is_some_and(|t| t.starts_with("SYSTEM/")))
         })
         .await;
+    // Counted: the three publishes dropped, the two filters refused.
+    server.expect_counter(Counter::PublishesDenied, 3).await;
+    server.expect_counter(Counter::SubscriptionsDenied, 2).await;
     dev.disconnect().await;
 }
 
@@ -431,12 +689,18 @@ async fn keepalive_and_will(server: &mut Server) {
         [1]
     );
 
+    // Keep-alive 0: never timed out (MQTT 3.1.1 section 3.1.2.10).
+    let (mut forever, ack) = Wire::connect(addr, connect("c7-forever", 0)).await;
+    assert_eq!(ack, (false, 0), "keep-alive 0 is accepted");
+    connected(&mut monitor, &forever, 0).await;
+
+    // A retained will: its `message` event says so.
     let will = LastWill {
         properties: activity_core::codec::Properties::EMPTY,
         topic: "c7/will",
         message: b"gone",
         qos: QoS::AtLeastOnce,
-        retain: false,
+        retain: true,
     };
     let started = Instant::now();
     let (mut sleepy, ack) = Wire::connect(addr, connect_with_will("c7-sleepy", 1, will)).await;
@@ -463,6 +727,13 @@ async fn keepalive_and_will(server: &mut Server) {
         &sleepy_connected,
     )
     .await;
+    // The event times say about 1.5 s too (the bounds leave room for a loaded machine).
+    let gap = gone.ts() - sleepy_connected.ts();
+    assert!(
+        (1_400..=2_900).contains(&gap),
+        "ts gap {gap} ms between connected and disconnected, expected about 1,500"
+    );
+    server.expect_counter(Counter::KeepaliveTimeouts, 1).await;
 
     // The will reaches the subscriber.
     let got = watcher.receive().await;
@@ -490,7 +761,7 @@ async fn keepalive_and_will(server: &mut Server) {
         assert_event(
             &message,
             json!({"pub_client_id": "c7-sleepy", "topic": "c7/will", "payload": "gone",
-                   "payload_len": 4, "qos": 1, "retain": false}),
+                   "payload_len": 4, "qos": 1, "retain": true}),
             &[],
         );
         assert!(
@@ -500,6 +771,17 @@ async fn keepalive_and_will(server: &mut Server) {
             gone.index
         );
     }
+
+    // The keep-alive 0 client, silent all along, is still connected.
+    forever
+        .expect_open("more than 1.5 s of silence with keep-alive 0")
+        .await;
+    monitor
+        .assert_none("disconnected of the keep-alive 0 client", QUIET, |e| {
+            e.is("disconnected", "c7-forever")
+        })
+        .await;
+    forever.disconnect().await;
     watcher.disconnect().await;
 }
 
@@ -524,6 +806,8 @@ async fn takeover(server: &mut Server) {
         second_connected.index
     );
     second.expect_open("the takeover").await;
+    // The new connection is the only one of its client id: the monitor and it.
+    server.expect_connected_clients(2).await;
     second.disconnect().await;
     disconnected(&mut monitor, "c8-twin", "normal", &second_connected).await;
 }
@@ -535,9 +819,11 @@ async fn takeover(server: &mut Server) {
 async fn limits_and_bad_bytes(server: &mut Server) {
     let addr = server.addr();
     let mut monitor = server.monitor().await;
-    let attacks: [(&str, Vec<u8>, &str); 3] = [
+    let attacks: [(&str, Vec<u8>, &str); 4] = [
         // A PUBLISH twice the largest packet the server accepts.
         ("c9-big", oversized_publish(), "packet_too_large"),
+        // Only the fixed header of a PUBLISH of 4,000 bytes: closed at the header.
+        ("c9-header", vec![0x30, 0xA0, 0x1F], "packet_too_large"),
         // Packet type 0 is reserved (MQTT 3.1.1 section 2.2.1).
         ("c9-type0", vec![0x00, 0x00], "protocol_error"),
         // A remaining length continued past 4 bytes (section 2.2.3).
@@ -554,6 +840,7 @@ async fn limits_and_bad_bytes(server: &mut Server) {
         wire.expect_closed(reason).await;
         disconnected(&mut monitor, client, reason, &at).await;
     }
+    server.expect_counter(Counter::ProtocolErrors, 4).await;
     // The server still serves.
     let after = Wire::connected(addr, "c9-after").await;
     connected(&mut monitor, &after, 60).await;
@@ -640,18 +927,18 @@ async fn will_only_when_vanished(server: &mut Server) {
         watcher.subscribe(1, &[("c11/#", QoS::AtLeastOnce)]).await,
         [1]
     );
-    let will = |topic| LastWill {
+    let will = |topic, qos| LastWill {
         properties: activity_core::codec::Properties::EMPTY,
         topic,
         message: b"gone",
-        qos: QoS::AtLeastOnce,
+        qos,
         retain: false,
     };
 
     // DISCONNECT: no will (the engine's rule, and MQTT 3.1.1 section 3.1.2.5).
     let (polite, ack) = Wire::connect(
         addr,
-        connect_with_will("c11-polite", 60, will("c11/polite")),
+        connect_with_will("c11-polite", 60, will("c11/polite", QoS::AtLeastOnce)),
     )
     .await;
     assert_eq!(ack, (false, 0));
@@ -659,9 +946,12 @@ async fn will_only_when_vanished(server: &mut Server) {
     polite.disconnect().await;
     disconnected(&mut monitor, "c11-polite", "normal", &polite_connected).await;
 
-    // A socket closed without DISCONNECT: `tcp_closed`, and the will.
-    let (rude, ack) =
-        Wire::connect(addr, connect_with_will("c11-rude", 60, will("c11/rude"))).await;
+    // A socket closed without DISCONNECT: `tcp_closed`, and the will (at its QoS 0).
+    let (rude, ack) = Wire::connect(
+        addr,
+        connect_with_will("c11-rude", 60, will("c11/rude", QoS::AtMostOnce)),
+    )
+    .await;
     assert_eq!(ack, (false, 0));
     let rude_connected = connected(&mut monitor, &rude, 60).await;
     drop(rude);
@@ -669,9 +959,9 @@ async fn will_only_when_vanished(server: &mut Server) {
     // The first will the watcher gets is the rude client's: none came for the polite one.
     let got = watcher.receive().await;
     assert_eq!(
-        (got.topic.as_str(), got.payload.as_slice()),
-        ("c11/rude", &b"gone"[..]),
-        "only the client that vanished has its will published"
+        (got.topic.as_str(), got.payload.as_slice(), got.qos),
+        ("c11/rude", &b"gone"[..], QoS::AtMostOnce),
+        "only the client that vanished has its will published, at the will's QoS"
     );
     if server.is(Kind::Tap) {
         known_divergence(
@@ -682,7 +972,12 @@ async fn will_only_when_vanished(server: &mut Server) {
         );
     } else {
         let message = monitor.next_event("message", "c11-rude").await;
-        assert_eq!(message.json["topic"], "c11/rude");
+        assert_event(
+            &message,
+            json!({"pub_client_id": "c11-rude", "topic": "c11/rude", "payload": "gone",
+                   "payload_len": 4, "qos": 0, "retain": false}),
+            &[],
+        );
         assert!(message.index < gone.index, "the will's message event first");
     }
     monitor

@@ -1,5 +1,7 @@
-//! End-to-end, tap mode: how relayed connections end (each disconnect reason a tap can see),
-//! an unreachable upstream broker, and TLS terminated at the tap.
+//! End-to-end, tap mode: what only a tap has: its shutdown, an upstream broker that dies, is
+//! unreachable or speaks TLS, TLS terminated at the tap, its connect timeout and connection
+//! limit. Takeover, keep-alive expiry and bad client bytes are the conformance suite's
+//! (`tests/conformance.rs`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,67 +15,8 @@ use tests::kafka::{Tansu, kafka_config};
 use tests::ports::free_port;
 use tests::tap::{Mosquitto, start_default_tap, start_tap, tap_config, wait_publisher};
 use tests::{
-    Client, ConnectFailure, Monitor, RawClient, WAIT, assert_fields, connect_packet, mosquitto_pub,
-    options,
+    Client, ConnectFailure, Monitor, RawClient, WAIT, assert_fields, mosquitto_pub, options,
 };
-use tokio::io::AsyncWriteExt;
-
-#[tokio::test]
-async fn a_client_id_connecting_again_through_the_tap_is_a_takeover() {
-    let mosquitto = Mosquitto::start().await;
-    let tap = start_default_tap(mosquitto.addr).await;
-    wait_publisher(&tap).await;
-    let mut monitor = Monitor::start(mosquitto.addr).await;
-
-    let mut first = Client::connect(tap.local_addr(), "twin").await;
-    let first_connected = monitor.next_event("connected", "twin").await;
-    let _second = Client::connect(tap.local_addr(), "twin").await;
-    let gone = monitor.next_event("disconnected", "twin").await;
-    assert_fields(
-        &gone,
-        json!({"client_id": "twin", "reason": "takenover", "connected_at": first_connected.ts()}),
-        &["ts"],
-    );
-    let second_connected = monitor.next_event("connected", "twin").await;
-    assert!(
-        gone.index < second_connected.index,
-        "the old connection's end comes before the new one's start"
-    );
-    assert!(
-        first.wait_closed(WAIT).await.is_some(),
-        "the old client is closed"
-    );
-    assert_eq!(tap.connected_clients(), 1);
-}
-
-#[tokio::test]
-async fn a_silent_client_is_closed_at_one_and_a_half_keep_alives() {
-    let mosquitto = Mosquitto::start().await;
-    let tap = start_default_tap(mosquitto.addr).await;
-    wait_publisher(&tap).await;
-    let mut monitor = Monitor::start(mosquitto.addr).await;
-
-    let (mut raw, connack) =
-        RawClient::connect(tap.local_addr(), &connect_packet("sleepy", 1, 4)).await;
-    assert_eq!(
-        connack,
-        [0x20, 0x02, 0x00, 0x00],
-        "mosquitto's CONNACK, relayed"
-    );
-    let connected = monitor.next_event("connected", "sleepy").await;
-    assert!(raw.closed_within(Duration::from_secs(10)).await, "closed");
-    let gone = monitor.next_event("disconnected", "sleepy").await;
-    assert_fields(
-        &gone,
-        json!({"client_id": "sleepy", "reason": "keepalive_timeout", "connected_at": connected.ts()}),
-        &["ts"],
-    );
-    assert!(
-        gone.ts() - connected.ts() >= 1_500,
-        "not before 1.5 x keep-alive"
-    );
-    assert_eq!(tap.metrics().keepalive_timeouts.load(Ordering::Relaxed), 1);
-}
 
 #[tokio::test]
 async fn tap_shutdown_reports_server_shutdown_upstream() {
@@ -201,36 +144,6 @@ async fn tls_from_clients_is_terminated_at_the_tap() {
     );
     let gone = monitor.next_event("disconnected", "tls-pub").await;
     assert_eq!(gone.json["reason"], "normal");
-}
-
-#[tokio::test]
-async fn bad_client_bytes_close_with_protocol_error_or_packet_too_large() {
-    let mosquitto = Mosquitto::start().await;
-    let mut config = tap_config(mosquitto.addr);
-    config.max_packet_size = 1024;
-    let tap = start_tap(config).await;
-    wait_publisher(&tap).await;
-    let mut monitor = Monitor::start(mosquitto.addr).await;
-
-    // A reserved packet type (0) after CONNECT: never forwarded, the tap closes.
-    let (mut raw, _) =
-        RawClient::connect(tap.local_addr(), &connect_packet("garbler", 30, 4)).await;
-    raw.stream.write_all(&[0x00, 0x00]).await.expect("write");
-    assert!(raw.closed_within(WAIT).await, "closed");
-    let gone = monitor.next_event("disconnected", "garbler").await;
-    assert_eq!(gone.json["reason"], "protocol_error");
-
-    // A PUBLISH declaring 4,000 bytes against max_packet_size 1,024: closed at its header.
-    let (mut raw, _) =
-        RawClient::connect(tap.local_addr(), &connect_packet("bigmouth", 30, 4)).await;
-    raw.stream
-        .write_all(&[0x30, 0xA0, 0x1F])
-        .await
-        .expect("write");
-    assert!(raw.closed_within(WAIT).await, "closed");
-    let gone = monitor.next_event("disconnected", "bigmouth").await;
-    assert_eq!(gone.json["reason"], "packet_too_large");
-    assert_eq!(tap.metrics().protocol_errors.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]
