@@ -11,8 +11,10 @@
 //! owns all memory in a [`GatewayResources`] and drives one future, [`GatewayRunner::run`]:
 //!
 //! ```ignore
-//! static RESOURCES: StaticCell<GatewayResources<4, 1024, 1024, 4, 1024>> = StaticCell::new();
-//! let resources = RESOURCES.init(GatewayResources::new());
+//! // All zero bits: the static goes to .bss, with nothing to store in flash or copy at boot.
+//! static RESOURCES: ConstStaticCell<GatewayResources<4, 1024, 1024, 4, 1024>> =
+//!     ConstStaticCell::new(GatewayResources::new());
+//! let resources = RESOURCES.take();
 //! let (handle, mut runner) = adapter_embassy::new(stack, resources, Config::new("gw-1"));
 //! spawner.spawn(gateway_task(runner)); // a task that awaits runner.run()
 //! handle.set_unix_time_ms(ntp_time);   // event timestamps follow
@@ -300,7 +302,12 @@ impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, 
 impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
     GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>
 {
-    /// Zeroed resources; usable in a `static` initializer.
+    /// Zeroed resources (all zero bits); usable in a `static` initializer.
+    ///
+    /// Put them in a `static` with a constant initializer (`static_cell::ConstStaticCell`, as
+    /// the firmware example does): being all zeros, they go to `.bss` and cost no flash.
+    /// `StaticCell::init(GatewayResources::new())` works too, but builds them on the stack
+    /// and copies them, and the code for that costs flash.
     ///
     /// Fails to compile when `QUEUE` is below 64 bytes or `RX` below 32 bytes.
     pub const fn new() -> Self {

@@ -113,9 +113,6 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     loop {
         // Hand the engine every byte not consumed yet.
         loop {
-            if shared.core.borrow().clients[index].kicked {
-                return CloseCause::TakenOver;
-            }
             let now = shared.status.now_ms();
             let consumed = shared
                 .core
@@ -124,7 +121,8 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
             packet.copy_within(consumed..have, 0);
             have -= consumed;
             if shared.core.borrow().is_closed(index) {
-                // The engine closed it and reported why; the cause is not used.
+                // The engine closed it and reported why (or another connection took the
+                // client id over); the cause is not used.
                 return CloseCause::ProtocolError;
             }
             if consumed == 0 {
@@ -150,11 +148,11 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
             loop {
                 {
                     let core = shared.core.borrow();
-                    let client = &core.clients[index];
-                    if client.kicked {
+                    if core.is_closed(index) {
+                        // Taken over: back to the loop above, which returns.
                         return Ok(0);
                     }
-                    if !client.out.is_empty() {
+                    if !core.clients[index].out.is_empty() {
                         break;
                     }
                 }

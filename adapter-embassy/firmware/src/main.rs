@@ -19,7 +19,7 @@ use embassy_stm32::rng::Rng;
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{bind_interrupts, eth, rng};
 use embassy_time::Timer;
-use static_cell::StaticCell;
+use static_cell::ConstStaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
 /// Client slots (one listening socket each).
@@ -87,11 +87,11 @@ async fn main(spawner: Spawner) -> ! {
     rng.fill_bytes(&mut seed);
     let seed = u64::from_le_bytes(seed);
 
-    static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
+    static PACKETS: ConstStaticCell<PacketQueue<4, 4>> = ConstStaticCell::new(PacketQueue::new());
     let mac = [0x02, 0x00, 0x4D, 0x51, 0x54, 0x54];
     // NUCLEO-F429ZI RMII pins (UM1974, table 12).
     let device = Ethernet::new(
-        PACKETS.init(PacketQueue::new()),
+        PACKETS.take(),
         p.ETH,
         Irqs,
         p.PA1,
@@ -113,13 +113,15 @@ async fn main(spawner: Spawner) -> ! {
         dns_servers: Default::default(),
     });
     // The gateway needs CLIENTS + 2 sockets (the refusing one and the uplink).
-    static STACK: StaticCell<StackResources<{ CLIENTS + 2 }>> = StaticCell::new();
-    let (stack, net_runner) =
-        embassy_net::new(device, net_config, STACK.init(StackResources::new()), seed);
+    static STACK: ConstStaticCell<StackResources<{ CLIENTS + 2 }>> =
+        ConstStaticCell::new(StackResources::new());
+    let (stack, net_runner) = embassy_net::new(device, net_config, STACK.take(), seed);
     spawner.spawn(unwrap!(net_task(net_runner)));
     wait_for_link(stack).await;
 
-    static GATEWAY: StaticCell<GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>> = StaticCell::new();
+    // All zero bits: in .bss, nothing to copy at boot.
+    static GATEWAY: ConstStaticCell<GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>> =
+        ConstStaticCell::new(GatewayResources::new());
     let config = Config {
         system_subscribers: &["monitor"],
         uplink: Some(UplinkConfig {
@@ -131,8 +133,7 @@ async fn main(spawner: Spawner) -> ! {
         }),
         ..Config::new("nucleo-gw")
     };
-    let (handle, runner) =
-        adapter_embassy::new(stack, GATEWAY.init(GatewayResources::new()), config);
+    let (handle, runner) = adapter_embassy::new(stack, GATEWAY.take(), config);
     spawner.spawn(unwrap!(gateway_task(runner)));
     info!("gateway listening on 1883");
 
