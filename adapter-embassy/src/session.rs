@@ -6,13 +6,12 @@
 //! takes a connection only when every slot is busy and answers it with CONNACK 3, *server
 //! unavailable*.
 
-use core::fmt::Write;
-
 use activity_core::server::{CloseCause, PEER_CAPACITY};
 use embassy_futures::select::{Either, Either3, select, select3};
-use embassy_net::Stack;
 use embassy_net::tcp::TcpSocket;
+use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
+use heapless::String;
 
 use crate::router::{Ctx, Shared, server_config};
 use crate::stats::bump;
@@ -57,11 +56,7 @@ pub(crate) async fn run_slot<
         bump(&ctx.counters.connections_accepted);
         {
             // Not kept across an await: the engine copies what it needs.
-            let mut peer = heapless::String::<PEER_CAPACITY>::new();
-            if let Some(endpoint) = socket.remote_endpoint() {
-                // An IPv4 endpoint is at most 21 characters.
-                let _ = write!(peer, "{endpoint}");
-            }
+            let peer = socket.remote_endpoint().map(peer_text).unwrap_or_default();
             // Unique among the gateway's connections: the slot and the connection serial.
             let nonce = (u64::try_from(index).unwrap_or(0) << 32)
                 | u64::from(ctx.counters.connections_accepted.get());
@@ -97,6 +92,43 @@ pub(crate) async fn run_slot<
         shared.core.borrow_mut().clients[index].out.clear();
         close_socket(&mut socket).await;
     }
+}
+
+/// The peer's address for the `connected` event, as `Display` writes it (`a.b.c.d:port`).
+///
+/// Written by hand: `core::fmt`'s integer and padding code would cost about 1 KB of flash for
+/// this one use.
+fn peer_text(endpoint: IpEndpoint) -> String<PEER_CAPACITY> {
+    let mut text = String::new();
+    // An IPv4 endpoint is at most 21 characters: every push fits.
+    match endpoint.addr {
+        IpAddress::Ipv4(addr) => {
+            for (i, octet) in addr.octets().into_iter().enumerate() {
+                if i > 0 {
+                    let _ = text.push('.');
+                }
+                push_decimal(&mut text, u16::from(octet));
+            }
+        }
+        // Only with embassy-net's `proto-ipv6`, which the gateway does not enable.
+        #[allow(unreachable_patterns)]
+        _ => {
+            use core::fmt::Write;
+            let _ = write!(text, "{endpoint}");
+            return text;
+        }
+    }
+    let _ = text.push(':');
+    push_decimal(&mut text, endpoint.port);
+    text
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(text: &mut String<PEER_CAPACITY>, n: u16) {
+    if n >= 10 {
+        push_decimal(text, n / 10);
+    }
+    let _ = text.push(char::from(b'0' + u8::try_from(n % 10).unwrap_or(0)));
 }
 
 /// Moves bytes between the socket and the slot's engine until the connection ends; returns
@@ -211,5 +243,30 @@ pub(crate) async fn run_refuser(
             socket.abort();
         }
         close_socket(&mut socket).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::fmt::Write;
+
+    use embassy_net::Ipv4Address;
+
+    use super::*;
+
+    #[test]
+    fn peer_text_is_what_display_writes() {
+        for (octets, port) in [
+            ([192, 0, 2, 1], 1883),
+            ([0, 0, 0, 0], 0),
+            ([10, 9, 100, 255], 9),
+            ([255, 255, 255, 255], 65535),
+        ] {
+            let [a, b, c, d] = octets;
+            let endpoint = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(a, b, c, d)), port);
+            let mut expected = String::<PEER_CAPACITY>::new();
+            write!(expected, "{endpoint}").unwrap();
+            assert_eq!(peer_text(endpoint), expected);
+        }
     }
 }
