@@ -45,14 +45,14 @@ impl<const N: usize> PacketQueue<N> {
 
     /// Encodes `packet` at the end of the queue, or leaves the queue as it was.
     pub(crate) fn push(&mut self, packet: &Packet<'_>) -> Result<(), EncodeError> {
-        let written = packet.encode(&mut self.buf[self.len..])?;
+        let written = packet.encode(self.spare())?;
         self.len += written;
         Ok(())
     }
 
     /// The length of the packet that starts at `pos` (every queued packet is complete).
     fn packet_len_at(&self, pos: usize) -> usize {
-        match fixed_header(&self.buf[pos..self.len]) {
+        match fixed_header(self.buf.get(pos..self.len).unwrap_or_default()) {
             Ok(Some(header)) => header.packet_len().min(self.len - pos),
             // Cannot happen: `push` only stores packets the codec encoded. Treat the rest of
             // the queue as one packet rather than panic.
@@ -63,7 +63,7 @@ impl<const N: usize> PacketQueue<N> {
     /// The free space after the queued bytes, for a writer of whole packets; then
     /// [`PacketQueue::commit`] what it wrote.
     pub(crate) fn spare(&mut self) -> &mut [u8] {
-        &mut self.buf[self.len..]
+        self.buf.get_mut(self.len..).unwrap_or_default()
     }
 
     /// Adds `n` bytes written into [`PacketQueue::spare`] (whole packets) to the queue.
@@ -97,8 +97,10 @@ impl<const N: usize> PacketQueue<N> {
         } else {
             front - (n - consumed)
         };
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf.copy_within(n..self.len, 0);
+        if let (Some(out), Some(queued)) = (out.get_mut(..n), self.buf.get_mut(..self.len)) {
+            out.copy_from_slice(queued.get(..n).unwrap_or_default());
+            queued.copy_within(n.., 0);
+        }
         self.len -= n;
         n
     }
@@ -109,7 +111,9 @@ impl<const N: usize> PacketQueue<N> {
             return false;
         }
         let rest = self.partial.min(self.len);
-        self.buf.copy_within(rest..self.len, 0);
+        if let Some(queued) = self.buf.get_mut(..self.len) {
+            queued.copy_within(rest.., 0);
+        }
         self.len -= rest;
         self.partial = 0;
         true

@@ -12,7 +12,7 @@
 //! table cannot reach it: it answers [`Routed::ExceptSender`] and returns each event from
 //! [`Output::event`], and the engine delivers its own client's copies itself.
 
-use core::cell::{Cell, RefCell};
+use core::cell::{Cell, RefCell, RefMut};
 
 use activity_core::QoS;
 use activity_core::acks::FixedAckStore;
@@ -155,6 +155,15 @@ pub(crate) struct Ctx<'a> {
     pub(crate) uplink_wake: &'a Signal<NoopRawMutex, ()>,
 }
 
+impl Ctx<'_> {
+    /// Wakes the future of slot `i`.
+    fn wake(&self, i: usize) {
+        if let Some(wake) = self.wake.get(i) {
+            wake.signal(());
+        }
+    }
+}
+
 /// The state every slot future, the uplink and the handle share.
 pub(crate) struct Status {
     pub(crate) counters: Counters,
@@ -183,7 +192,7 @@ impl Status {
 
 /// Everything the runner's futures share, inside the caller's resources.
 pub(crate) struct Shared<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> {
-    pub(crate) core: RefCell<Core<CLIENTS, SUBS, QUEUE>>,
+    core: RefCell<Core<CLIENTS, SUBS, QUEUE>>,
     pub(crate) wake: [Signal<NoopRawMutex, ()>; CLIENTS],
     pub(crate) uplink_wake: Signal<NoopRawMutex, ()>,
     pub(crate) status: Status,
@@ -197,6 +206,20 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Shared<CLIENTS
             uplink_wake: Signal::new(),
             status: Status::new(),
         }
+    }
+
+    /// The core, borrowed by one future between two awaits (so never twice at once).
+    ///
+    /// Not inlined: one borrow check for every use, instead of a check and a panic location
+    /// at each.
+    #[inline(never)]
+    pub(crate) fn core(&self) -> RefMut<'_, Core<CLIENTS, SUBS, QUEUE>> {
+        self.core.borrow_mut()
+    }
+
+    /// What wakes the future of slot `i` (new bytes in its queue, or its engine closed).
+    pub(crate) fn slot_wake(&self, i: usize) -> Option<&Signal<NoopRawMutex, ()>> {
+        self.wake.get(i)
     }
 
     /// The routing context for `config`.
@@ -249,28 +272,51 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             addr: (!peer.is_empty()).then_some(peer),
             is_loopback: false,
         };
-        let client = &mut self.clients[i];
-        client.out.clear();
-        client.engine = Some(Engine {
-            conn: Connection::new(server, Acks::new(), Store::new(), peer, now, nonce),
-            _nonzero: NonZero::One,
-        });
+        if let Some(client) = self.clients.get_mut(i) {
+            client.out.clear();
+            client.engine = Some(Engine {
+                conn: Connection::new(server, Acks::new(), Store::new(), peer, now, nonce),
+                _nonzero: NonZero::One,
+            });
+        }
     }
 
     /// Whether slot `i`'s connection is over (or never was): the engine closed it, or the
     /// driver did (the transport closed, or another connection took the client id over).
     pub(crate) fn is_closed(&self, i: usize) -> bool {
-        self.clients[i].conn().is_none_or(|c| c.is_closed())
+        self.conn(i).is_none_or(|c| c.is_closed())
     }
 
     /// Whether slot `i`'s engine stopped reading for room in its queue.
     pub(crate) fn is_blocked(&self, i: usize) -> bool {
-        self.clients[i].conn().is_some_and(|c| c.is_blocked())
+        self.conn(i).is_some_and(|c| c.is_blocked())
     }
 
     /// When slot `i`'s engine next needs [`Core::handle_timeout`], in Unix ms.
     pub(crate) fn poll_timeout(&self, i: usize) -> Option<u64> {
-        self.clients[i].conn()?.poll_timeout()
+        self.conn(i)?.poll_timeout()
+    }
+
+    /// Slot `i`'s engine, if it ever had a connection.
+    fn conn(&self, i: usize) -> Option<&Conn<SUBS>> {
+        self.clients.get(i)?.conn()
+    }
+
+    /// Whether slot `i` has bytes queued for its socket.
+    pub(crate) fn has_queued(&self, i: usize) -> bool {
+        self.clients.get(i).is_some_and(|c| !c.out.is_empty())
+    }
+
+    /// Moves what fits of slot `i`'s queue into `buf`; returns how many bytes.
+    pub(crate) fn drain_into(&mut self, i: usize, buf: &mut [u8]) -> usize {
+        self.clients.get_mut(i).map_or(0, |c| c.out.drain_into(buf))
+    }
+
+    /// Drops what is queued for slot `i` (its socket is gone).
+    pub(crate) fn clear_queue(&mut self, i: usize) {
+        if let Some(client) = self.clients.get_mut(i) {
+            client.out.clear();
+        }
     }
 
     /// Runs `step` on slot `i`'s engine with the slot's queue as its transmit buffer and the
@@ -293,7 +339,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             uplink,
             uplink_topic,
         } = self;
-        let (before, rest) = clients.split_at_mut(i);
+        let (before, rest) = clients.split_at_mut_checked(i)?;
         let (me, after) = rest.split_first_mut()?;
         let Engine { conn, .. } = me.engine.as_mut()?;
         let mut out = SlotOutput {
@@ -311,7 +357,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         let (result, written) = step(conn, me.out.spare(), &mut out);
         me.out.commit(written);
         if written > 0 {
-            ctx.wake[i].signal(());
+            ctx.wake(i);
         }
         Some((result, out.verdict))
     }
@@ -339,7 +385,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             if let Some(old) = self.find_client(&verdict.client_id, i) {
                 // Its slot sees the engine closed and closes the socket.
                 self.close_client(ctx, old, now, CloseCause::TakenOver);
-                ctx.wake[old].signal(());
+                ctx.wake(old);
             }
             bump(&ctx.counters.clients_connected);
             info!("gateway: client connected");
@@ -400,11 +446,12 @@ fn deliver_to_others<const SUBS: usize, const QUEUE: usize>(
     after: &mut [Client<SUBS, QUEUE>],
     delivery: Delivery<'_>,
 ) {
-    for (j, client) in before.iter_mut().enumerate() {
-        client.deliver(ctx.counters, delivery, &ctx.wake[j]);
+    let wakes_after = ctx.wake.get(index + 1..).unwrap_or_default();
+    for (client, wake) in before.iter_mut().zip(ctx.wake) {
+        client.deliver(ctx.counters, delivery, wake);
     }
-    for (k, client) in after.iter_mut().enumerate() {
-        client.deliver(ctx.counters, delivery, &ctx.wake[index + 1 + k]);
+    for (client, wake) in after.iter_mut().zip(wakes_after) {
+        client.deliver(ctx.counters, delivery, wake);
     }
 }
 
@@ -469,14 +516,15 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
         let kind: EventKind = event.kind();
         debug!("gateway: event {}", kind.name());
         self.event_topic = self.ctx.config.tracker.topics.topic(kind);
-        let delivery = Delivery::new(&self.event_topic, &self.scratch[..len], QoS::AtLeastOnce);
+        let json = self.scratch.get(..len).unwrap_or_default();
+        let delivery = Delivery::new(&self.event_topic, json, QoS::AtLeastOnce);
         deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
         push_uplink(
             self.ctx,
             self.uplink,
             self.uplink_topic,
             &self.event_topic,
-            &self.scratch[..len],
+            json,
         );
         Some(delivery)
     }

@@ -62,24 +62,18 @@ pub(crate) async fn run_slot<
                 | u64::from(ctx.counters.connections_accepted.get());
             let now = shared.status.now_ms();
             let server = server_config(config, packet.len());
-            shared
-                .core
-                .borrow_mut()
-                .open(index, server, &peer, now, nonce);
+            shared.core().open(index, server, &peer, now, nonce);
         }
         let cause = serve(&mut socket, shared, &ctx, index, packet).await;
         let now = shared.status.now_ms();
         // Nothing happens if the engine closed the connection itself.
-        shared
-            .core
-            .borrow_mut()
-            .close_client(&ctx, index, now, cause);
+        shared.core().close_client(&ctx, index, now, cause);
         // Send what is still queued (a refusing CONNACK, say), then close.
         let _ = with_timeout(LINGER, async {
             loop {
                 let drained = socket
                     .write_with(|buf| {
-                        let n = shared.core.borrow_mut().clients[index].out.drain_into(buf);
+                        let n = shared.core().drain_into(index, buf);
                         (n, n)
                     })
                     .await;
@@ -89,7 +83,7 @@ pub(crate) async fn run_slot<
             }
         })
         .await;
-        shared.core.borrow_mut().clients[index].out.clear();
+        shared.core().clear_queue(index);
         close_socket(&mut socket).await;
     }
 }
@@ -131,6 +125,18 @@ fn push_decimal(text: &mut String<PEER_CAPACITY>, n: u16) {
     let _ = text.push(char::from(b'0' + u8::try_from(n % 10).unwrap_or(0)));
 }
 
+/// Drops the first `n` of the `have` bytes at the front of `buf`; returns how many are left.
+pub(crate) fn consume(buf: &mut [u8], have: usize, n: usize) -> usize {
+    match buf.get_mut(..have) {
+        Some(held) if n <= held.len() => {
+            held.copy_within(n.., 0);
+            have - n
+        }
+        // Cannot happen: nobody consumes more than it was given.
+        _ => 0,
+    }
+}
+
 /// Moves bytes between the socket and the slot's engine until the connection ends; returns
 /// why, when the transport (not the engine) ended it.
 async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
@@ -146,13 +152,10 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         // Hand the engine every byte not consumed yet.
         loop {
             let now = shared.status.now_ms();
-            let consumed = shared
-                .core
-                .borrow_mut()
-                .handle_input(ctx, index, &packet[..have], now);
-            packet.copy_within(consumed..have, 0);
-            have -= consumed;
-            if shared.core.borrow().is_closed(index) {
+            let input = packet.get(..have).unwrap_or_default();
+            let consumed = shared.core().handle_input(ctx, index, input, now);
+            have = consume(packet, have, consumed);
+            if shared.core().is_closed(index) {
                 // The engine closed it and reported why (or another connection took the
                 // client id over); the cause is not used.
                 return CloseCause::ProtocolError;
@@ -162,7 +165,7 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
             }
         }
         let (readable, deadline) = {
-            let core = shared.core.borrow();
+            let core = shared.core();
             let deadline = core.poll_timeout(index).map_or(Instant::MAX, |unix_ms| {
                 let offset = shared.status.epoch_offset_ms.get();
                 Instant::from_millis(unix_ms.saturating_sub(offset))
@@ -171,7 +174,9 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         };
         let read = async {
             if readable {
-                reader.read(&mut packet[have..]).await
+                reader
+                    .read(packet.get_mut(have..).unwrap_or_default())
+                    .await
             } else {
                 core::future::pending().await
             }
@@ -179,20 +184,23 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         let write = async {
             loop {
                 {
-                    let core = shared.core.borrow();
+                    let core = shared.core();
                     if core.is_closed(index) {
                         // Taken over: back to the loop above, which returns.
                         return Ok(0);
                     }
-                    if !core.clients[index].out.is_empty() {
+                    if core.has_queued(index) {
                         break;
                     }
                 }
-                shared.wake[index].wait().await;
+                match shared.slot_wake(index) {
+                    Some(wake) => wake.wait().await,
+                    None => core::future::pending().await,
+                }
             }
             writer
                 .write_with(|buf| {
-                    let n = shared.core.borrow_mut().clients[index].out.drain_into(buf);
+                    let n = shared.core().drain_into(index, buf);
                     (n, n)
                 })
                 .await
@@ -205,7 +213,7 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
             Either3::Second(Ok(_)) => {}
             Either3::Third(()) => {
                 let now = shared.status.now_ms();
-                shared.core.borrow_mut().handle_timeout(ctx, index, now);
+                shared.core().handle_timeout(ctx, index, now);
             }
         }
     }

@@ -18,7 +18,7 @@ use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
 use crate::router::{Shared, UPLINK_TOPIC_CAPACITY};
-use crate::session::close_socket;
+use crate::session::{close_socket, consume};
 use crate::stats::bump;
 use crate::{Config, UplinkBuffers, UplinkConfig};
 
@@ -61,7 +61,7 @@ pub(crate) async fn run_uplink<
     loop {
         let was_up = session(&mut socket, shared, config, uplink, &state_topic, packet).await;
         shared.status.uplink_up.set(false);
-        if shared.core.borrow_mut().uplink.discard_partial() {
+        if shared.core().uplink.discard_partial() {
             bump(&shared.status.counters.uplink_dropped);
         }
         close_socket(&mut socket).await;
@@ -81,7 +81,7 @@ async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), (
     while !bytes.is_empty() {
         match socket.write(bytes).await {
             Ok(0) | Err(_) => return Err(()),
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
         }
     }
     Ok(())
@@ -125,14 +125,17 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         warn!("uplink: the CONNECT does not fit its packet buffer");
         return false;
     };
-    if write_all(socket, &packet[..len]).await.is_err() {
+    if write_all(socket, packet.get(..len).unwrap_or_default())
+        .await
+        .is_err()
+    {
         return false;
     }
     // Wait for the CONNACK.
     let mut have = 0;
     let accepted = with_timeout(CONNECT_TIMEOUT, async {
         loop {
-            match decode(&packet[..have], packet.len()) {
+            match decode(packet.get(..have).unwrap_or_default(), packet.len()) {
                 Ok(Some((Packet::ConnAck(connack), _))) => {
                     if connack.code != ConnectReturnCode::Accepted.as_u8() {
                         warn!("uplink: refused, CONNACK {}", connack.code);
@@ -142,7 +145,10 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
                 Ok(None) => {}
                 Ok(Some(_)) | Err(_) => return false,
             }
-            match socket.read(&mut packet[have..]).await {
+            match socket
+                .read(packet.get_mut(have..).unwrap_or_default())
+                .await
+            {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => have += n,
             }
@@ -166,7 +172,10 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     let Ok(len) = online.encode(packet) else {
         return true;
     };
-    if write_all(socket, &packet[..len]).await.is_err() {
+    if write_all(socket, packet.get(..len).unwrap_or_default())
+        .await
+        .is_err()
+    {
         return true;
     }
     shared.status.uplink_up.set(true);
@@ -190,10 +199,9 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         // The upstream broker only sends PINGRESP (nothing is subscribed); skip whatever
         // else arrives, packet by packet.
         loop {
-            match decode(&packet[..have], packet.len()) {
+            match decode(packet.get(..have).unwrap_or_default(), packet.len()) {
                 Ok(Some((_, used))) => {
-                    packet.copy_within(used..have, 0);
-                    have -= used;
+                    have = consume(packet, have, used);
                     last_rx = Instant::now();
                 }
                 Ok(None) => break,
@@ -204,17 +212,17 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
             warn!("uplink: no answer from the upstream broker");
             return;
         }
-        let read = reader.read(&mut packet[have..]);
+        let read = reader.read(packet.get_mut(have..).unwrap_or_default());
         let write = async {
             loop {
-                if !shared.core.borrow().uplink.is_empty() {
+                if !shared.core().uplink.is_empty() {
                     break;
                 }
                 shared.uplink_wake.wait().await;
             }
             writer
                 .write_with(|buf| {
-                    let n = shared.core.borrow_mut().uplink.drain_into(buf);
+                    let n = shared.core().uplink.drain_into(buf);
                     (n, n)
                 })
                 .await
