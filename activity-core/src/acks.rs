@@ -73,10 +73,12 @@ pub trait AckStore {
     fn clear(&mut self);
 }
 
+/// Where an envelope id is kept: a string's length in the entry's text, or an integer as its
+/// little-endian bytes (alignment 1: an `i64` here would pad each entry by 14 bytes).
 #[derive(Clone, Copy, Debug)]
 enum IdSlot {
     Str(u16),
-    Int(i64),
+    Int([u8; 8]),
 }
 
 #[derive(Debug)]
@@ -101,8 +103,8 @@ impl<const TEXT: usize> Slot<TEXT> {
         seq: 0,
         text: heapless::String::new(),
         topic_len: 0,
-        product_id: IdSlot::Int(0),
-        message_id: IdSlot::Int(0),
+        product_id: IdSlot::Int([0; 8]),
+        message_id: IdSlot::Int([0; 8]),
         publisher_len: None,
     };
 
@@ -121,7 +123,7 @@ impl<const TEXT: usize> Slot<TEXT> {
         ) -> Result<IdSlot, TooLarge> {
             Ok(match id {
                 Id::Str(s) => IdSlot::Str(push(text, s)?),
-                Id::Int(i) => IdSlot::Int(i),
+                Id::Int(i) => IdSlot::Int(i.to_le_bytes()),
             })
         }
         self.text.clear();
@@ -156,11 +158,11 @@ impl<const TEXT: usize> Slot<TEXT> {
         let topic = take(self.topic_len)?;
         let product_id = match self.product_id {
             IdSlot::Str(len) => Id::Str(take(len)?),
-            IdSlot::Int(i) => Id::Int(i),
+            IdSlot::Int(bytes) => Id::Int(i64::from_le_bytes(bytes)),
         };
         let message_id = match self.message_id {
             IdSlot::Str(len) => Id::Str(take(len)?),
-            IdSlot::Int(i) => Id::Int(i),
+            IdSlot::Int(bytes) => Id::Int(i64::from_le_bytes(bytes)),
         };
         let pub_client_id = match self.publisher_len {
             Some(len) => Some(take(len)?),
