@@ -2,6 +2,7 @@
 //! rules (protocol level, client id, last will) passed: the credentials, the server's phase and
 //! the connection limit. The broker and the tap ask the same questions in the same order.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use activity_core::server::ReasonCode;
@@ -9,6 +10,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::info;
 
 use crate::auth::{AuthOutcome, Authenticator};
+
+/// Whether a client at `peer` connects over loopback (an IPv4-mapped IPv6 loopback address
+/// included): the engine's `Peer::is_loopback`, the same for the broker and the tap.
+pub fn is_loopback(peer: IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
+}
 
 /// Where a server is in its life; connections watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,5 +68,19 @@ impl Admission<'_> {
             // MQTT 3.1.1 has no "server busy": the engine answers it as server unavailable (3).
             Err(_) => refused(ReasonCode::ServerBusy, "max_connections reached"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_peers_include_mapped_ipv6() {
+        for loopback in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            let ip: IpAddr = loopback.parse().unwrap();
+            assert!(is_loopback(ip), "{loopback}");
+        }
+        assert!(!is_loopback("192.0.2.1".parse().unwrap()));
     }
 }

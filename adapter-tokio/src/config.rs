@@ -250,20 +250,11 @@ impl Default for AccessConfig {
 }
 
 impl AccessConfig {
-    /// Whether a client may subscribe to system topics, by its username, client id and address.
+    /// Whether `access.system_subscribers` lists the client, by its username or client id (the
+    /// username is the one the client logged in with, already checked).
     ///
-    /// The username is the one the client logged in with (already checked).
-    pub fn may_subscribe_system(
-        &self,
-        username: Option<&str>,
-        client_id: &str,
-        peer: IpAddr,
-    ) -> bool {
-        (self.loopback_may_subscribe && peer.to_canonical().is_loopback())
-            || self.is_system_subscriber(username, client_id)
-    }
-
-    /// Whether `access.system_subscribers` lists the client, by its username or client id.
+    /// The engine lets a client read the system topics when it is listed, or connects over
+    /// loopback (`admission::is_loopback`) while `loopback_may_subscribe` is on.
     pub fn is_system_subscriber(&self, username: Option<&str>, client_id: &str) -> bool {
         self.system_subscribers
             .iter()
@@ -883,24 +874,19 @@ mod tests {
             system_subscribers: vec!["user:ops".into(), "client:monitor".into()],
             loopback_may_subscribe: true,
         };
-        let remote: IpAddr = "192.0.2.1".parse().unwrap();
-        for loopback in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
-            assert!(
-                access.may_subscribe_system(None, "x", loopback.parse().unwrap()),
-                "{loopback}"
-            );
-        }
-        assert!(access.may_subscribe_system(Some("ops"), "x", remote));
-        assert!(access.may_subscribe_system(None, "monitor", remote));
-        assert!(!access.may_subscribe_system(Some("monitor"), "ops", remote));
-        assert!(!access.may_subscribe_system(None, "x", remote));
+        assert!(access.is_system_subscriber(Some("ops"), "x"));
+        assert!(access.is_system_subscriber(None, "monitor"));
+        assert!(!access.is_system_subscriber(Some("monitor"), "ops"));
+        assert!(!access.is_system_subscriber(None, "x"));
 
+        // Without loopback trust the listing still holds (the loopback half is the engine's
+        // `ServerConfig::loopback_may_subscribe_system`, tested there).
         let strict = AccessConfig {
             loopback_may_subscribe: false,
             ..access
         };
-        assert!(!strict.may_subscribe_system(None, "x", "127.0.0.1".parse().unwrap()));
-        assert!(strict.may_subscribe_system(Some("ops"), "x", "::1".parse().unwrap()));
+        assert!(strict.is_system_subscriber(Some("ops"), "x"));
+        assert!(!strict.is_system_subscriber(None, "x"));
     }
 
     #[test]

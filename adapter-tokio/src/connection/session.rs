@@ -31,7 +31,7 @@ use super::{
     router_client_id, rumqttd_qos,
 };
 use crate::ack_store::HeapAckStore;
-use crate::admission::Admission;
+use crate::admission::{self, Admission};
 use crate::events::EventRecord;
 use crate::qos_marker::read_marker;
 use crate::sequencer::{AckSequencer, RouterAck};
@@ -384,7 +384,7 @@ impl Session {
         let addr = peer.to_string();
         let peer = Peer {
             addr: Some(&addr),
-            is_loopback: peer.ip().to_canonical().is_loopback(),
+            is_loopback: admission::is_loopback(peer.ip()),
         };
         let conn = Connection::new(
             shared.server.clone(),

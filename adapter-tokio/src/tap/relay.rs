@@ -48,7 +48,7 @@ use super::requests::{HeapRequestStore, MAX_PENDING_REQUESTS};
 use super::upstream::UpstreamStream;
 use super::{Entry, TapShared};
 use crate::ack_store::HeapAckStore;
-use crate::admission::{Admission, Phase};
+use crate::admission::{self, Admission, Phase};
 use crate::connection::{WRITE_STALL_LIMIT, now_ms};
 use crate::session_store::HeapSessionStore;
 
@@ -236,7 +236,7 @@ where
         HeapSessionStore::new(),
         Peer {
             addr: Some(&addr),
-            is_loopback: peer.ip().to_canonical().is_loopback(),
+            is_loopback: admission::is_loopback(peer.ip()),
         },
         now_ms(),
         serial,
