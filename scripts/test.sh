@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "free disk space (a fresh build of everything below needs about 6 GB)"
+df -h . | tail -n 1
+avail_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
+  echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
+fi
+
 step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
