@@ -9,7 +9,10 @@
 # BENCH_REPEATS [3] runs per throughput case (the median is reported), BENCH_CLIENTS [10000]
 # clients of the connect storm and of the idle test, BENCH_OUT [bench/results],
 # BENCH_SKIP_CRITERION [unset] skips the core's criterion benchmarks, BENCH_ONLY_KAFKA [unset]
-# runs only the Kafka sink measurement (kafka.md) and stops. CARGO_TARGET_DIR, when set, is
+# runs only the Kafka sink measurement (kafka.md) and stops, BENCH_PROTOCOLS ["4 5"] the MQTT
+# protocol levels the load clients speak in the throughput scenarios and the storm (each level
+# its own scenarios; level 5 labelled "MQTT 5", and case 1 then uses rumqttd's v5 listener;
+# the idle test speaks 3.1.1). CARGO_TARGET_DIR, when set, is
 # where the release binaries are built and run from.
 #
 # Cases: (1) rumqttd 0.20's own listener (bench/src/bin/rumqttd_baseline.rs);
@@ -23,6 +26,7 @@ OUT=${BENCH_OUT:-bench/results}
 DURATION=${BENCH_DURATION:-5}
 REPEATS=${BENCH_REPEATS:-3}
 CLIENTS=${BENCH_CLIENTS:-10000}
+PROTOCOLS=${BENCH_PROTOCOLS:-4 5}
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$OUT"
 RAW=$OUT/raw.csv
@@ -79,11 +83,11 @@ CASES=("1 rumqttd own listener" "2 events off" "3 events on" "4 events on + SYST
 [ -n "$MOSQUITTO" ] && CASES+=("6 mosquitto")
 [ -n "${BENCH_ONLY_KAFKA:-}" ] && CASES=()
 
-# broker_cmd CASE PORT: the broker command line of a case.
+# broker_cmd CASE PORT PROTOCOL: the broker command line of a case.
 broker_cmd() {
     local addr=127.0.0.1:$2
     case "$1" in
-        1*) echo "$BIN/rumqttd-baseline $addr" ;;
+        1*) if [ "$3" = 5 ]; then echo "$BIN/rumqttd-baseline $addr v5"; else echo "$BIN/rumqttd-baseline $addr v4"; fi ;;
         2*) echo "$BIN/activity-broker --config bench/configs/events-off.toml --listen $addr" ;;
         3* | 4*) echo "$BIN/activity-broker --config bench/configs/events-on.toml --listen $addr" ;;
         5*) echo "$BIN/activity-broker --config bench/configs/events-on.toml --listen $addr --kafka-brokers 127.0.0.1:$TANSU_PORT" ;;
@@ -96,18 +100,21 @@ header=--header
 # Below the kernel's ephemeral range (32768-60999 here): the storm's 10,000 client sockets,
 # lingering in TIME_WAIT, would otherwise collide with the next broker's port.
 port=22000
-# run MODE SCENARIO CASE RUN [TOOL ARGS...]: one tool run against a fresh broker.
+# run MODE SCENARIO CASE RUN [TOOL ARGS...]: one tool run against a fresh broker, speaking
+# MQTT level $proto (3.1.1 unless set).
+proto=4
 run() {
     local mode=$1 scenario=$2 case=$3 runno=$4
     shift 4
     port=$((port + 1))
+    [ "$proto" = 5 ] && scenario="$scenario, MQTT 5"
     local extra=()
     case "$case" in 4* | 5*) [ "$mode" = throughput ] && extra+=(--system-consumer) ;; esac
     case "$case" in 4* | 5*) [ "$mode" = storm ] && extra+=(--presence) ;; esac
     # shellcheck disable=SC2046
     if timeout 150 "$BIN/activity-bench" "$mode" --addr "127.0.0.1:$port" --scenario "$scenario" \
-        --case "$case" --run "$runno" $header --broker-log "$LOG" "$@" "${extra[@]}" \
-        -- $(broker_cmd "$case" "$port") >>"$RAW.tmp"; then
+        --case "$case" --run "$runno" $header --broker-log "$LOG" --protocol "$proto" "$@" \
+        "${extra[@]}" -- $(broker_cmd "$case" "$port" "$proto") >>"$RAW.tmp"; then
         header=
     else
         echo "   (run failed: $mode / $scenario / $case / $runno)" | tee -a "$OUT/machine.txt"
@@ -115,21 +122,26 @@ run() {
 }
 
 : >"$RAW.tmp"
-echo "== throughput: $REPEATS x ${DURATION}s per case"
+echo "== throughput: $REPEATS x ${DURATION}s per case, MQTT levels $PROTOCOLS"
 for runno in $(seq 1 "$REPEATS"); do
     for c in "${CASES[@]}"; do
-        run throughput "1 pub/1 sub QoS 1 100 B" "$c" "$runno" \
-            --publishers 1 --subscribers 1 --qos 1 --payload 100 --duration "$DURATION"
-        run throughput "10 pubs/10 subs QoS 0 100 B" "$c" "$runno" \
-            --publishers 10 --subscribers 10 --qos 0 --payload 100 --duration "$DURATION"
-        run throughput "fan-out 1 pub/100 subs QoS 0 100 B" "$c" "$runno" \
-            --publishers 1 --subscribers 100 --qos 0 --payload 100 --duration "$DURATION"
+        for proto in $PROTOCOLS; do
+            run throughput "1 pub/1 sub QoS 1 100 B" "$c" "$runno" \
+                --publishers 1 --subscribers 1 --qos 1 --payload 100 --duration "$DURATION"
+            run throughput "10 pubs/10 subs QoS 0 100 B" "$c" "$runno" \
+                --publishers 10 --subscribers 10 --qos 0 --payload 100 --duration "$DURATION"
+            run throughput "fan-out 1 pub/100 subs QoS 0 100 B" "$c" "$runno" \
+                --publishers 1 --subscribers 100 --qos 0 --payload 100 --duration "$DURATION"
+        done
     done
 done
-echo "== connect storm: $CLIENTS clients"
+echo "== connect storm: $CLIENTS clients, MQTT levels $PROTOCOLS"
 for c in "${CASES[@]}"; do
-    run storm "connect storm $CLIENTS clients" "$c" 1 --clients "$CLIENTS" --concurrency 200
+    for proto in $PROTOCOLS; do
+        run storm "connect storm $CLIENTS clients" "$c" 1 --clients "$CLIENTS" --concurrency 200
+    done
 done
+proto=4
 echo "== idle: $CLIENTS connections"
 for c in "${CASES[@]}"; do
     run idle "idle $CLIENTS connections" "$c" 1 --clients "$CLIENTS" --concurrency 200

@@ -1,4 +1,5 @@
-//! `activity-bench`: load any MQTT 3.1.1 broker on loopback and report what it sustained.
+//! `activity-bench`: load any MQTT broker (the clients speak 3.1.1, or 3.1 / 5.0 with
+//! `--protocol 3|5`) on loopback and report what it sustained.
 //!
 //! ```text
 //! activity-bench throughput --addr 127.0.0.1:1883 --publishers 1 --subscribers 1 --qos 1 \
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use activity_core::QoS;
-use activity_core::codec::{Packet, Publish};
+use activity_core::codec::{Packet, Publish, Version};
 use anyhow::{Context, bail};
 use bench::child::BrokerChild;
 use bench::payload;
@@ -91,9 +92,29 @@ struct Common {
     /// Append the started broker's stdout and stderr to this file (default: discard).
     #[arg(long)]
     broker_log: Option<String>,
+    /// MQTT protocol level of every load client: 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0).
+    #[arg(long, default_value_t = 4, value_parser = parse_protocol)]
+    protocol: u8,
     /// The broker command to start as a child process (after `--`).
     #[arg(last = true)]
     broker: Vec<String>,
+}
+
+impl Common {
+    /// The protocol version the load clients speak.
+    fn version(&self) -> Version {
+        // `parse_protocol` admits only levels the codec speaks.
+        Version::from_level(self.protocol).unwrap_or(Version::V3_1_1)
+    }
+}
+
+/// Parses `--protocol`: a level the codec speaks.
+fn parse_protocol(s: &str) -> Result<u8, String> {
+    let level: u8 = s.parse().map_err(|e| format!("{e}"))?;
+    match Version::from_level(level) {
+        Some(_) => Ok(level),
+        None => Err(format!("{level} is not 3, 4 or 5")),
+    }
 }
 
 /// Options of `throughput`.
@@ -313,6 +334,7 @@ async fn subscriber_loop(
 ) -> anyhow::Result<SubStats> {
     let mut stats = SubStats::default();
     let mut acks = Vec::with_capacity(4096);
+    let version = reader.version();
     let (mut rd, mut wr) = stream.split();
     loop {
         if expected.is_some_and(|e| stats.total >= e) {
@@ -348,6 +370,7 @@ async fn subscriber_loop(
                     let _ = push_packet(
                         &mut acks,
                         &Packet::PubAck(activity_core::codec::Ack::new(pkid)),
+                        version,
                     );
                 }
             }
@@ -403,6 +426,7 @@ async fn publisher_loop(
         count,
         fanout,
     } = plan;
+    let version = reader.version();
     let (mut rd, mut wr) = stream.into_split();
     let window = Arc::new(Semaphore::new(inflight.max(1)));
     let done = Arc::new(AtomicBool::new(false));
@@ -469,7 +493,7 @@ async fn publisher_loop(
                 pkid: id,
                 payload: &body,
             });
-            push_packet(&mut out, &publish)?;
+            push_packet(&mut out, &publish, version)?;
         }
         flow.due.fetch_add(batch as u64 * fanout, Ordering::Relaxed);
         wr.write_all(&out).await?;
@@ -545,6 +569,7 @@ async fn event_counter(
 ) -> anyhow::Result<EventCount> {
     let mut count = EventCount::default();
     let mut acks = Vec::with_capacity(4096);
+    let version = reader.version();
     let (mut rd, mut wr) = stream.split();
     let quiet = Duration::from_millis(1500);
     loop {
@@ -576,6 +601,7 @@ async fn event_counter(
                     let _ = push_packet(
                         &mut acks,
                         &Packet::PubAck(activity_core::codec::Ack::new(pkid)),
+                        version,
                     );
                 }
             }
@@ -609,7 +635,8 @@ async fn throughput(args: &ThroughputArgs, pid: Option<u32>) -> anyhow::Result<R
     // The event consumer and the subscribers first, each with its SUBACK.
     let expected_events = Arc::new(AtomicU64::new(0));
     let consumer = if args.system_consumer {
-        let (mut s, mut r) = wire::connect(&common.addr, "bench-system", KEEP_ALIVE).await?;
+        let (mut s, mut r) =
+            wire::connect(&common.addr, "bench-system", KEEP_ALIVE, common.version()).await?;
         wire::subscribe(&mut s, &mut r, "SYSTEM/#", qos_of(args.system_qos)?).await?;
         Some(tokio::spawn(event_counter(
             s,
@@ -635,9 +662,14 @@ async fn throughput(args: &ThroughputArgs, pid: Option<u32>) -> anyhow::Result<R
     });
     let mut subscribers = JoinSet::new();
     for (j, expected) in expected_per_sub.iter().enumerate() {
-        let (mut s, mut r) = wire::connect(&common.addr, &format!("bench-sub-{j}"), KEEP_ALIVE)
-            .await
-            .with_context(|| format!("subscriber {j}"))?;
+        let (mut s, mut r) = wire::connect(
+            &common.addr,
+            &format!("bench-sub-{j}"),
+            KEEP_ALIVE,
+            common.version(),
+        )
+        .await
+        .with_context(|| format!("subscriber {j}"))?;
         let topic = format!("bench/t{}", j % args.publishers);
         wire::subscribe(&mut s, &mut r, &topic, qos).await?;
         subscribers.spawn(subscriber_loop(
@@ -652,9 +684,14 @@ async fn throughput(args: &ThroughputArgs, pid: Option<u32>) -> anyhow::Result<R
     }
     let mut publisher_conns = Vec::new();
     for i in 0..args.publishers {
-        let conn = wire::connect(&common.addr, &format!("bench-pub-{i}"), KEEP_ALIVE)
-            .await
-            .with_context(|| format!("publisher {i}"))?;
+        let conn = wire::connect(
+            &common.addr,
+            &format!("bench-pub-{i}"),
+            KEEP_ALIVE,
+            common.version(),
+        )
+        .await
+        .with_context(|| format!("publisher {i}"))?;
         publisher_conns.push(conn);
     }
     // Let the router settle the subscriptions.
@@ -766,6 +803,7 @@ async fn throughput(args: &ThroughputArgs, pid: Option<u32>) -> anyhow::Result<R
 /// Returns how many connected and how many failed (the first error is printed).
 async fn connect_many<F, Fut>(
     addr: &str,
+    version: Version,
     prefix: &str,
     clients: usize,
     concurrency: usize,
@@ -787,7 +825,7 @@ where
         let id = format!("{prefix}-{i}");
         let f = f.clone();
         tasks.spawn(async move {
-            let result = timeout_at(deadline, wire::connect(&addr, &id, KEEP_ALIVE)).await;
+            let result = timeout_at(deadline, wire::connect(&addr, &id, KEEP_ALIVE, version)).await;
             let outcome = match result {
                 Ok(Ok((stream, _))) => {
                     f(stream).await;
@@ -844,7 +882,8 @@ async fn storm(args: &StormArgs, pid: Option<u32>) -> anyhow::Result<Row> {
     let stop = Arc::new(AtomicBool::new(false));
     let expected = Arc::new(AtomicU64::new(0));
     let presence = if args.presence {
-        let (mut s, mut r) = wire::connect(&common.addr, "bench-presence", KEEP_ALIVE).await?;
+        let (mut s, mut r) =
+            wire::connect(&common.addr, "bench-presence", KEEP_ALIVE, common.version()).await?;
         wire::subscribe(&mut s, &mut r, "SYSTEM/presence/#", QoS::AtMostOnce).await?;
         // Bounded: the storm's own deadline plus time for the last events.
         let events_deadline = deadline + Duration::from_secs(10);
@@ -863,6 +902,7 @@ async fn storm(args: &StormArgs, pid: Option<u32>) -> anyhow::Result<Row> {
     let start = Instant::now();
     let (ok, failed) = connect_many(
         &common.addr,
+        common.version(),
         "storm",
         args.clients,
         args.concurrency,
@@ -926,6 +966,7 @@ async fn idle(args: &IdleArgs, pid: Option<u32>) -> anyhow::Result<Row> {
         let held = held.clone();
         connect_many(
             &common.addr,
+            common.version(),
             "idle",
             args.clients,
             args.concurrency,

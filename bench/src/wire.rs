@@ -1,5 +1,6 @@
-//! A minimal MQTT 3.1.1 client on tokio sockets, encoding and decoding with
-//! [`activity_core::codec`] (MQTT 3.1.1 chapters 2-3).
+//! A minimal MQTT client on tokio sockets, speaking MQTT 3.1, 3.1.1 or 5.0 (chosen per
+//! connection), encoding and decoding with [`activity_core::codec`] (MQTT 3.1.1 chapters 2-3,
+//! MQTT 5.0 chapter 3).
 //!
 //! Only what the load tool needs: connect (3.1, 3.2), subscribe (3.8, 3.9), publish batches
 //! (3.3), acknowledgements (3.4) and disconnect (3.14). Every wait is bounded by a timeout.
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use activity_core::QoS;
 use activity_core::codec::{
-    self, ConnAck, Connect, ConnectReturnCode, Packet, Subscribe, SubscribeFilters,
+    self, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolName, Subscribe, SubscribeFilters,
+    Version,
 };
 use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -27,22 +29,23 @@ pub struct PacketReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-}
-
-impl Default for PacketReader {
-    fn default() -> Self {
-        Self::new()
-    }
+    version: Version,
 }
 
 impl PacketReader {
-    /// An empty reader with a 64 KiB buffer.
-    pub fn new() -> Self {
+    /// An empty reader with a 64 KiB buffer, for a connection speaking `version`.
+    pub fn new(version: Version) -> Self {
         PacketReader {
             buf: vec![0; 64 * 1024],
             start: 0,
             end: 0,
+            version,
         }
+    }
+
+    /// The protocol version of the connection.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// Reads more bytes from `r`; `Ok(false)` at end of stream.
@@ -70,7 +73,7 @@ impl PacketReader {
     /// Decodes every complete packet in the buffer, in order, and hands each to `f`.
     pub fn drain(&mut self, mut f: impl FnMut(Packet<'_>)) -> anyhow::Result<()> {
         loop {
-            match codec::decode(&self.buf[self.start..self.end], MAX_PACKET) {
+            match codec::decode_with(&self.buf[self.start..self.end], MAX_PACKET, self.version) {
                 Ok(Some((packet, len))) => {
                     f(packet);
                     self.start += len;
@@ -91,7 +94,7 @@ impl PacketReader {
         R: AsyncRead + Unpin,
     {
         loop {
-            match codec::decode(&self.buf[self.start..self.end], MAX_PACKET) {
+            match codec::decode_with(&self.buf[self.start..self.end], MAX_PACKET, self.version) {
                 Ok(Some((packet, len))) => {
                     let out = f(packet);
                     self.start += len;
@@ -108,26 +111,28 @@ impl PacketReader {
     }
 }
 
-/// Encodes `packet` at the end of `out`.
-pub fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>) -> anyhow::Result<()> {
+/// Encodes `packet` as a connection speaking `version` sends it, at the end of `out`.
+pub fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: Version) -> anyhow::Result<()> {
     let len = packet
-        .encoded_len()
+        .encoded_len_with(version)
         .map_err(|e| anyhow!("cannot encode: {e}"))?;
     let at = out.len();
     out.resize(at + len, 0);
     packet
-        .encode(&mut out[at..])
+        .encode_with(&mut out[at..], version)
         .map_err(|e| anyhow!("cannot encode: {e}"))?;
     Ok(())
 }
 
-/// Opens a TCP connection and completes CONNECT / CONNACK with a clean session.
+/// Opens a TCP connection and completes CONNECT / CONNACK with a clean session, speaking
+/// `version` (an MQTT 5 CONNECT carries no properties: the broker's defaults apply).
 ///
 /// Returns the stream and a reader holding whatever came after the CONNACK.
 pub async fn connect(
     addr: &str,
     client_id: &str,
     keep_alive: u16,
+    version: Version,
 ) -> anyhow::Result<(TcpStream, PacketReader)> {
     let mut stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
@@ -135,9 +140,12 @@ pub async fn connect(
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let connect = Packet::Connect(Connect {
-        protocol_name: activity_core::codec::ProtocolName::Mqtt,
+        protocol_name: match version {
+            Version::V3_1 => ProtocolName::MqIsdp,
+            _ => ProtocolName::Mqtt,
+        },
         properties: activity_core::codec::Properties::EMPTY,
-        protocol_level: codec::PROTOCOL_LEVEL,
+        protocol_level: version.level(),
         client_id,
         clean_session: true,
         keep_alive,
@@ -146,9 +154,9 @@ pub async fn connect(
         will: None,
     });
     let mut out = Vec::with_capacity(64);
-    push_packet(&mut out, &connect)?;
+    push_packet(&mut out, &connect, version)?;
     stream.write_all(&out).await?;
-    let mut reader = PacketReader::new();
+    let mut reader = PacketReader::new(version);
     let answer = timeout(
         HANDSHAKE_TIMEOUT,
         reader.next(&mut stream, |p| match p {
@@ -179,14 +187,17 @@ pub async fn subscribe(
         filters: SubscribeFilters::from_slice(&filters),
     });
     let mut out = Vec::with_capacity(64);
-    push_packet(&mut out, &subscribe)?;
+    push_packet(&mut out, &subscribe, reader.version())?;
     stream.write_all(&out).await?;
     let refused = timeout(
         HANDSHAKE_TIMEOUT,
         reader.next(stream, |p| match p {
-            Packet::SubAck(suback) => {
-                Some(suback.codes.iter().any(|c| c == codec::SubAckCode::Failure))
-            }
+            Packet::SubAck(suback) => Some(suback.codes.iter().any(|c| {
+                matches!(
+                    c,
+                    codec::SubAckCode::Failure | codec::SubAckCode::Refused(_)
+                )
+            })),
             _ => None,
         }),
     )

@@ -1,7 +1,8 @@
-//! `rumqttd-baseline`: rumqttd 0.20 with its own v4 TCP listener, the baseline of benchmark
+//! `rumqttd-baseline`: rumqttd 0.20 with its own TCP listener, the baseline of benchmark
 //! case 1.
 //!
-//! `rumqttd-baseline [ADDR]` (default `127.0.0.1:1883`) runs the same router that
+//! `rumqttd-baseline [ADDR] [v4|v5]` (default `127.0.0.1:1883`, `v4`: rumqttd's MQTT 3.1.1
+//! listener; `v5`: its MQTT 5 listener) runs the same router that
 //! activity-broker runs, with the same router settings (200 outgoing packets per batch, 4
 //! segments of 16 MiB per filter), but behind rumqttd's own network front instead of ours.
 //! It runs until killed.
@@ -24,11 +25,16 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or("127.0.0.1:1883")
         .parse()
         .context("the argument must be an address such as 127.0.0.1:1883")?;
+    let v5 = match std::env::args().nth(2).as_deref() {
+        None | Some("v4") => false,
+        Some("v5") => true,
+        Some(other) => anyhow::bail!("the second argument must be v4 or v5, not {other}"),
+    };
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("rumqttd-baseline: cannot raise the open-file limit: {e}");
     }
     let server = ServerSettings {
-        name: "v4-bench".to_owned(),
+        name: if v5 { "v5-bench" } else { "v4-bench" }.to_owned(),
         listen,
         tls: None,
         // No delay between accepted connections, so that the connect storm measures the broker.
@@ -51,7 +57,8 @@ fn main() -> anyhow::Result<()> {
             max_segment_count: 4,
             ..RouterConfig::default()
         },
-        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        v4: (!v5).then(|| HashMap::from([("1".to_owned(), server.clone())])),
+        v5: v5.then(|| HashMap::from([("1".to_owned(), server)])),
         ..Config::default()
     };
     let mut broker = Broker::new(config);
