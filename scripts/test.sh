@@ -22,11 +22,18 @@ command -v arm-none-eabi-size >/dev/null || need_apt+=(binutils-arm-none-eabi)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # `python3` runs scripts/check-imports.py (standard library only).
 command -v python3 >/dev/null || need_apt+=(python3)
+# pip installs paho-mqtt below (when python3 comes from Debian, so does its pip).
+{ command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; } || need_apt+=(python3-pip)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+step "Python packages (PyPI): paho-mqtt 2.x, the MQTT 5 / 3.1.1 / 3.1 client of tests/v5_clients.rs"
+python3 -c 'import paho.mqtt, sys; sys.exit(not paho.mqtt.__version__.startswith("2."))' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --break-system-packages 'paho-mqtt>=2.1,<3'
 
 step "rust toolchain components and targets"
 # rust-toolchain.toml pins the stable toolchain; make sure its parts are present.

@@ -842,12 +842,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             }
             self.session_expiry = expiry;
         }
-        let cause = if disconnect.reason == 0x04 {
-            CloseCause::ClientDisconnectWithWill
-        } else {
-            CloseCause::ClientDisconnect
-        };
-        self.close(now, cause, tx, out);
+        self.close(
+            now,
+            CloseCause::of_client_disconnect(disconnect.reason),
+            tx,
+            out,
+        );
     }
 
     /// PUBACK, PUBREC or PUBCOMP for a delivery (sections 3.4, 3.5, 3.7): PUBREL for a PUBREC,

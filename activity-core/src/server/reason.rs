@@ -114,6 +114,16 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
+    /// The cause of an end by the client's DISCONNECT with reason code `reason` (MQTT 5.0
+    /// section 3.14.2.1: 0x04 asks for the will; MQTT 3.1.1's DISCONNECT has none and means 0).
+    pub const fn of_client_disconnect(reason: u8) -> CloseCause {
+        if reason == 0x04 {
+            CloseCause::ClientDisconnectWithWill
+        } else {
+            CloseCause::ClientDisconnect
+        }
+    }
+
     /// The `reason` of the `disconnected` event.
     pub const fn reason(self) -> DisconnectReason {
         match self {

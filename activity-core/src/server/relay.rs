@@ -71,7 +71,7 @@ pub struct Relayed {
 /// | SUBSCRIBE with a filter the access rule or a limit refuses | answered here with SUBACK 0x80 for every filter, not forwarded (see below) |
 /// | SUBSCRIBE / UNSUBSCRIBE past [`Limits::max_filters_per_packet`](super::Limits::max_filters_per_packet) filters, or past the [`RequestStore`]'s room | closes the connection |
 /// | a packet only a server sends, a second CONNECT, bad bytes | closes the connection |
-/// | anything else | forwarded (and reported: `message`, `msgack`, `normal` at DISCONNECT) |
+/// | anything else | forwarded (and reported: `message`, `msgack`, `normal` or `disconnect_with_will` at DISCONNECT) |
 ///
 /// | from the upstream | the engine |
 /// |---|---|
@@ -564,10 +564,12 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             Packet::Unsubscribe(unsubscribe) => {
                 self.client_unsubscribe(now, unsubscribe, bytes, tx, out);
             }
-            Packet::Disconnect(_) => {
+            Packet::Disconnect(disconnect) => {
+                // Forwarded as sent: with reason 0x04 the upstream publishes the will.
                 out.forward(bytes);
                 self.requests.clear();
-                self.conn.close(now, CloseCause::ClientDisconnect, tx, out);
+                let cause = CloseCause::of_client_disconnect(disconnect.reason);
+                self.conn.close(now, cause, tx, out);
             }
             // A second CONNECT (section 3.1.0) or a packet only a server sends.
             Packet::Connect(_)

@@ -636,6 +636,32 @@ fn disconnect_goes_upstream_and_ends_normally() {
 }
 
 #[test]
+fn a_v5_disconnect_asking_for_the_will_goes_upstream_as_sent_and_is_reported() {
+    let mut c = connect("leaving");
+    c.protocol_level = 5;
+    let mut client = Client::new(ServerConfig::default());
+    assert_eq!(client.send(&encoded(c)), NOTHING);
+    assert_eq!(client.answer(ConnectAnswer::accept(false)), NOTHING);
+    assert_eq!(client.out.take_upstream(), encoded(c));
+    // An MQTT 5 CONNACK: flags, reason 0x00, no properties.
+    let connack = [0x20, 3, 0, 0, 0];
+    assert_eq!(client.upstream(&connack), (connack.to_vec(), 5));
+    assert!(client.relay.is_connected());
+    client.out = Rec::default();
+
+    client.send(&[0xE0, 1, 0x04]);
+    assert_eq!(
+        client.out.take_upstream(),
+        [0xE0, 1, 0x04],
+        "the upstream gets reason 0x04 and publishes the will"
+    );
+    assert!(client.relay.is_closed());
+    assert_eq!(client.out.ends, [CloseCause::ClientDisconnectWithWill]);
+    let (_, ev) = client.out.events.last().expect("disconnected");
+    assert_eq!(ev["reason"], "disconnect_with_will");
+}
+
+#[test]
 fn a_broken_upstream_or_client_closes_and_nothing_more_is_relayed() {
     // The upstream sends what only a client sends: what came before it is still relayed.
     let mut client = Client::connected("c");
