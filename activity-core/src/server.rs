@@ -111,8 +111,11 @@
 //! assert_eq!(driver.events, 2); // connected, disconnected (keepalive_timeout)
 //! ```
 
+mod alias;
 mod config;
+mod flow;
 mod io;
+mod outbound;
 mod reason;
 mod relay;
 mod store;
@@ -126,11 +129,14 @@ pub use io::{
     Ack, ConnectAnswer, ConnectRequest, Counter, Delivered, Delivery, DeliveryError, Output, Peer,
     Progress, Route, Routed, RoutedPublish, SESSION_NEVER_EXPIRES,
 };
+pub use outbound::MAX_SUBSCRIPTION_IDS;
 pub use reason::{CloseCause, ReasonCode};
 pub use relay::{FixedRequestStore, Relay, RelayOutput, Relayed, RequestStore};
-pub use store::{FixedSessionStore, SessionStore, StoreFull};
+pub use store::{AliasDirection, FixedSessionStore, SessionStore, StoreFull};
 
+use flow::ClientFlow;
 use io::session_expiry_of;
+use outbound::Additions;
 use tx::{Tx, codes_len, encode_delivery};
 
 use crate::QoS;
@@ -200,6 +206,8 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     tracks_msgack: bool,
     /// The protocol version the client's CONNECT chose (3.1.1 until then).
     pub(super) version: Version,
+    /// What the client accepts of deliveries (MQTT 5), and their state.
+    flow: ClientFlow,
 }
 
 impl<A: AckStore, S: SessionStore> Connection<A, S> {
@@ -239,6 +247,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             next_pkid: 0,
             tracks_msgack: true,
             version: Version::V3_1_1,
+            flow: ClientFlow::UNLIMITED,
         }
     }
 
@@ -248,6 +257,14 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// nothing; acknowledgements of deliveries not remembered give no `msgack`.
     pub fn set_msgack_tracking(&mut self, on: bool) {
         self.tracks_msgack = on;
+    }
+
+    /// Whether [`Connection::handle_delivery`] takes another delivery: false while the
+    /// client's Receive Maximum of QoS 1 and 2 deliveries is unacknowledged (MQTT 5.0 section
+    /// 4.9). A driver stops taking deliveries from its router meanwhile, and offers them again
+    /// once the client's acknowledgements (its input) make this true.
+    pub fn may_deliver(&self) -> bool {
+        self.flow.may_send()
     }
 
     /// The protocol version the client speaks (MQTT 3.1.1 until its CONNECT says otherwise).
@@ -508,6 +525,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let client_id = self.effective_client_id(connect, &mut id_buf);
         self.keep_alive = connect.keep_alive;
         self.session_expiry = session_expiry_of(connect);
+        if self.version.is_v5() {
+            self.flow = ClientFlow::of(connect, &self.limits, self.store.alias_capacity());
+        }
         self.since = now;
         self.may_subscribe_system =
             self.may_subscribe_system || out.is_system_subscriber(client_id, connect.username);
@@ -558,8 +578,37 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         if !matches!(self.state, State::Connected | State::Draining) {
             return Err(DeliveryError::NotConnected);
         }
+        if delivery.qos.min(delivery.subscription_qos) != QoS::AtMostOnce && !self.flow.may_send() {
+            return Err(DeliveryError::ReceiveMaximum);
+        }
+        let mut additions = Additions::default();
+        let mut delivery = delivery;
+        if self.version.is_v5() {
+            outbound::prepare(
+                &self.store,
+                &mut self.flow,
+                self.tracker.client_id(),
+                &mut delivery,
+                &mut additions,
+            )?;
+        }
         let mut tx = Tx::new(tx, self.version);
-        let mut delivered = encode_delivery(&mut self.next_pkid, delivery, &mut tx)?;
+        let mut delivered = encode_delivery(
+            &mut self.next_pkid,
+            delivery,
+            &additions,
+            self.flow.max_packet_size,
+            &mut tx,
+        )?;
+        if let Some((alias, false)) = additions.alias {
+            // Too long a topic for the store: the next delivery on it sends the topic again.
+            let _ = self
+                .store
+                .set_alias(AliasDirection::ToClient, alias, delivery.topic);
+        }
+        if delivered.pkid.is_some() {
+            self.flow.sent();
+        }
         if let Some(pkid) = delivered.pkid
             && self.tracks_msgack
         {
@@ -608,11 +657,17 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
             let assigned = self.effective_client_id(connect, &mut id_buf);
             let max_packet_size = u32::try_from(self.limits.max_packet_size).unwrap_or(u32::MAX);
-            let mut list: heapless::Vec<Property<'_>, 5> = heapless::Vec::new();
-            // Capacity 5: at most five pushes below.
+            let mut list: heapless::Vec<Property<'_>, 6> = heapless::Vec::new();
+            // Capacity 6: at most six pushes below.
             let _ = list.push(Property::MaximumPacketSize(max_packet_size));
-            let _ = list.push(Property::SubscriptionIdentifierAvailable(0));
-            let _ = list.push(Property::SharedSubscriptionAvailable(0));
+            let _ = list.push(Property::SubscriptionIdentifierAvailable(1));
+            let _ = list.push(Property::SharedSubscriptionAvailable(u8::from(
+                self.limits.shared_subscriptions,
+            )));
+            let aliases = alias::inbound_maximum(&self.limits, &self.store);
+            if aliases > 0 {
+                let _ = list.push(Property::TopicAliasMaximum(aliases));
+            }
             if self.limits.max_qos < QoS::ExactlyOnce {
                 let _ = list.push(Property::MaximumQoS(self.limits.max_qos.as_u8()));
             }
@@ -863,6 +918,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         if ack == Ack::PubRec {
             tx.put(&Packet::PubRel(codec::Ack::new(pkid)));
         }
+        if ack != Ack::PubRec {
+            self.flow.acknowledged();
+        }
         let event = match ack {
             Ack::PubAck => self.tracker.handle_puback(now, pkid),
             Ack::PubRec => self.tracker.handle_pubrec(now, pkid),
@@ -888,10 +946,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) {
-        // MQTT 5.0 section 3.3.2.3: the server accepts no topic alias (Topic Alias Maximum 0,
-        // by its absence in the CONNACK), and a client never sends a subscription identifier.
-        if publish.properties.topic_alias().is_some() {
-            self.fail(now, CloseCause::TopicAliasInvalid, tx, out);
+        // MQTT 5.0 section 3.3.2.3.4: a topic alias the client sets or uses, within the
+        // Topic Alias Maximum of the CONNACK; a client never sends a subscription identifier.
+        let maximum = alias::inbound_maximum(&self.limits, &self.store);
+        if let Err(cause) = alias::learn(&mut self.store, maximum, &publish) {
+            out.count(match cause {
+                CloseCause::QuotaExceeded => Counter::QuotaExceeded,
+                _ => Counter::ProtocolError,
+            });
+            self.close(now, cause, tx, out);
             return;
         }
         if publish.properties.subscription_identifier().is_some() {
@@ -921,7 +984,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             }
         }
         let info = PublishInfo {
-            topic: publish.topic,
+            // `learn` checked that an empty topic has a known alias.
+            topic: alias::topic_of(&self.store, &publish),
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
@@ -953,13 +1017,22 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
         }
+        if subscribe.filters.iter_options().any(|(filter, options)| {
+            options.no_local && crate::topic::shared_filter(filter).0.is_some()
+        }) {
+            // MQTT 5.0 section 3.8.3.1: No Local on a shared subscription.
+            debug!("server: No Local on a shared subscription");
+            self.fail(now, CloseCause::ProtocolError, tx, out);
+            return;
+        }
         let Some(start) = tx.codes_frame(0x90, subscribe.pkid, count) else {
             // answer_room() was checked before decoding.
             self.fail(now, CloseCause::ProtocolError, tx, out);
             return;
         };
+        let id = subscribe.properties.subscription_identifier().unwrap_or(0);
         for (at, (filter, options)) in (start..).zip(subscribe.filters.iter_options()) {
-            let code = match self.grant(filter, options, out) {
+            let code = match self.grant(filter, options, id, out) {
                 // Before MQTT 5 every refusal is 0x80 (MQTT 3.1 has no such code; 0x80 is what
                 // brokers send it anyway).
                 SubAckCode::Refused(_) if !self.version.is_v5() => SubAckCode::Failure,
@@ -994,11 +1067,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         &mut self,
         filter: &str,
         requested: SubscriptionOptions,
+        id: u32,
         out: &mut impl Output,
     ) -> SubAckCode {
         if self.is_denied_filter(filter) {
             out.count(Counter::SubscriptionDenied);
             return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
+        }
+        if !self.limits.shared_subscriptions && crate::topic::shared_filter(filter).0.is_some() {
+            out.count(Counter::SubscriptionRefused);
+            return SubAckCode::Refused(ReasonCode::SharedSubscriptionsNotSupported.as_u8());
         }
         let held = self.store.subscription(filter).is_some();
         if !held && self.store.subscription_count() >= self.limits.max_subscriptions {
@@ -1011,6 +1089,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             return SubAckCode::Refused(ReasonCode::QuotaExceeded.as_u8());
         }
         let options = SubscriptionOptions { qos, ..requested };
+        // A store that keeps no options serves the filter with the defaults.
+        let _ = self.store.set_subscription_extras(filter, options, id);
         if out.route(Route::Subscribe { filter, options }) == Routed::Refused {
             if !held {
                 self.store.remove_subscription(filter);
@@ -1080,7 +1160,7 @@ fn emit_with(
                     pkid: None,
                     ..copy
                 };
-                encode_delivery(own.next_pkid, copy, tx).is_err()
+                encode_delivery(own.next_pkid, copy, &Additions::default(), u32::MAX, tx).is_err()
             })
     });
     if dropped {
@@ -1173,7 +1253,7 @@ fn deliver_to_sender<A: AckStore>(
     tx: &mut Tx<'_>,
     out: &mut impl Output,
 ) {
-    match encode_delivery(next_pkid, own, tx) {
+    match encode_delivery(next_pkid, own, &Additions::default(), u32::MAX, tx) {
         Ok(Delivered {
             pkid: Some(pkid),
             qos,

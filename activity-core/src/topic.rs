@@ -111,6 +111,19 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
 /// which a router serves although it starts with `$`.
 pub const SHARED_PREFIX: &str = "$share/";
 
+/// A shared subscription's group and the filter it shares (`$share/<group>/<filter>`, MQTT 5.0
+/// section 4.8.2), or no group and `filter` itself for any other filter. A `$share/` filter
+/// without a second `/` comes back whole (no valid shared subscription).
+pub fn shared_filter(filter: &str) -> (Option<&str>, &str) {
+    match filter
+        .strip_prefix(SHARED_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((group, shared)) => (Some(group), shared),
+        None => (None, filter),
+    }
+}
+
 /// Whether topic name `topic` belongs to the server: it starts with `$` (section 4.7.2), so
 /// clients do not publish there.
 pub fn is_server_topic(topic: &str) -> bool {

@@ -70,6 +70,12 @@ pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> Serv
             max_subscriptions: usize::MAX,
             max_filters_per_packet: MAX_FILTERS_PER_SUBSCRIBE,
             max_qos: QoS::AtLeastOnce,
+            // Left out of the gateway for its memory: no topic aliases (its store keeps
+            // none), no shared subscriptions (its table delivers each message once per
+            // matching client; `$share/` filters get SUBACK 0x9E).
+            topic_alias_maximum: 0,
+            outbound_topic_aliases: 0,
+            shared_subscriptions: false,
         },
         connect_timeout_ms: config.connect_timeout.as_millis(),
         loopback_may_subscribe_system: false,
@@ -482,6 +488,7 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
                 let delivery = Delivery {
                     publisher: Some(publish.publisher),
                     properties: publish.properties,
+                    published_retain: publish.retain,
                     ..Delivery::new(publish.topic, publish.payload, publish.qos)
                 };
                 deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use activity_core::QoS;
-use activity_core::codec::LastWill;
-use activity_core::server::{SessionStore, StoreFull};
+use activity_core::codec::{LastWill, SubscriptionOptions};
+use activity_core::server::{AliasDirection, SessionStore, StoreFull};
 use activity_core::topic;
 
 /// A last will, owned.
@@ -21,9 +21,15 @@ struct Will {
 /// A [`SessionStore`] on the heap, bounded by the engine's limits.
 #[derive(Debug, Default)]
 pub struct HeapSessionStore {
-    subscriptions: HashMap<String, QoS>,
+    /// Each filter's QoS, MQTT 5 options and subscription identifier (0: none).
+    subscriptions: HashMap<String, (QoS, Option<SubscriptionOptions>, u32)>,
     inbound_qos2: HashSet<u16>,
     will: Option<Will>,
+    /// Topic aliases from the client: alias to topic.
+    from_client: HashMap<u16, String>,
+    /// Topic aliases to the client, both ways.
+    to_client: HashMap<u16, String>,
+    to_client_by_topic: HashMap<String, u16>,
 }
 
 impl HeapSessionStore {
@@ -35,14 +41,14 @@ impl HeapSessionStore {
 
 impl SessionStore for HeapSessionStore {
     fn subscription(&self, filter: &str) -> Option<QoS> {
-        self.subscriptions.get(filter).copied()
+        self.subscriptions.get(filter).map(|(qos, _, _)| *qos)
     }
 
     fn insert_subscription(&mut self, filter: &str, qos: QoS) -> Result<(), StoreFull> {
         match self.subscriptions.get_mut(filter) {
-            Some(held) => *held = qos,
+            Some(held) => held.0 = qos,
             None => {
-                self.subscriptions.insert(filter.to_owned(), qos);
+                self.subscriptions.insert(filter.to_owned(), (qos, None, 0));
             }
         }
         Ok(())
@@ -60,7 +66,7 @@ impl SessionStore for HeapSessionStore {
         self.subscriptions
             .iter()
             .filter(|(filter, _)| topic::matches(filter, name))
-            .map(|(_, qos)| *qos)
+            .map(|(_, (qos, _, _))| *qos)
             .max()
     }
 
@@ -109,6 +115,77 @@ impl SessionStore for HeapSessionStore {
         self.subscriptions.clear();
         self.inbound_qos2.clear();
         self.will = None;
+        self.from_client.clear();
+        self.to_client.clear();
+        self.to_client_by_topic.clear();
+    }
+
+    /// As many as the engine's limits allow (they bound the tables).
+    fn alias_capacity(&self) -> usize {
+        usize::from(u16::MAX)
+    }
+
+    fn alias_topic(&self, direction: AliasDirection, alias: u16) -> Option<&str> {
+        match direction {
+            AliasDirection::FromClient => self.from_client.get(&alias),
+            AliasDirection::ToClient => self.to_client.get(&alias),
+        }
+        .map(String::as_str)
+    }
+
+    fn alias_of(&self, direction: AliasDirection, topic: &str) -> Option<u16> {
+        match direction {
+            AliasDirection::FromClient => self
+                .from_client
+                .iter()
+                .find(|(_, held)| held.as_str() == topic)
+                .map(|(alias, _)| *alias),
+            AliasDirection::ToClient => self.to_client_by_topic.get(topic).copied(),
+        }
+    }
+
+    fn set_alias(
+        &mut self,
+        direction: AliasDirection,
+        alias: u16,
+        topic: &str,
+    ) -> Result<(), StoreFull> {
+        match direction {
+            AliasDirection::FromClient => {
+                self.from_client.insert(alias, topic.to_owned());
+            }
+            AliasDirection::ToClient => {
+                if let Some(old) = self.to_client.insert(alias, topic.to_owned()) {
+                    self.to_client_by_topic.remove(&old);
+                }
+                self.to_client_by_topic.insert(topic.to_owned(), alias);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_subscription_extras(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: u32,
+    ) -> Result<(), StoreFull> {
+        let held = self.subscriptions.get_mut(filter).ok_or(StoreFull)?;
+        held.1 = Some(options);
+        held.2 = id;
+        Ok(())
+    }
+
+    fn for_each_matching(&self, name: &str, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
+        for (filter, (qos, options, id)) in &self.subscriptions {
+            if topic::matches(topic::shared_filter(filter).1, name) {
+                let options = SubscriptionOptions {
+                    qos: *qos,
+                    ..options.unwrap_or(SubscriptionOptions::new(*qos))
+                };
+                f(filter, options, *id);
+            }
+        }
     }
 }
 

@@ -298,6 +298,7 @@ pub fn server(data: &[u8]) {
             max_subscriptions: 2,
             max_filters_per_packet: 3,
             max_qos: QoS::AtLeastOnce,
+            ..Limits::HOST
         };
     }
     let peer = Peer {
@@ -401,6 +402,9 @@ pub fn server(data: &[u8]) {
                     dup: false,
                     pkid,
                     publisher: Some("pub"),
+                    published_retain: false,
+                    filter: None,
+                    waited_ms: 0,
                 };
                 match conn.handle_delivery(delivery, &mut tx, |_| None) {
                     Ok(delivered) => {
@@ -696,6 +700,7 @@ pub fn relay(data: &[u8]) {
             max_subscriptions: 2,
             max_filters_per_packet: 3,
             max_qos: QoS::AtLeastOnce,
+            ..Limits::HOST
         };
     }
     let peer = Peer {

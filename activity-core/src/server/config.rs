@@ -23,17 +23,33 @@ pub struct Limits {
     /// The highest QoS the server grants a subscription (section 3.9.3); a higher request is
     /// granted at this QoS.
     pub max_qos: QoS,
+    /// MQTT 5: the most topic aliases a client may set on its publishes (the CONNACK's Topic
+    /// Alias Maximum, capped by the store's
+    /// [`alias_capacity`](super::SessionStore::alias_capacity)); 0: none, and an alias
+    /// closes the connection with 0x94 (topic alias invalid).
+    pub topic_alias_maximum: u16,
+    /// MQTT 5: the most topic aliases the engine assigns on deliveries to a client that
+    /// accepts them (capped by the client's Topic Alias Maximum and the store's capacity);
+    /// 0: deliveries carry no alias.
+    pub outbound_topic_aliases: u16,
+    /// MQTT 5: whether shared subscriptions (`$share/<group>/<filter>`) are served (the
+    /// CONNACK's Shared Subscription Available); when not, such a filter gets SUBACK 0x9E.
+    pub shared_subscriptions: bool,
 }
 
 impl Limits {
     /// Limits for a host server: 1 MiB packets, 1024 QoS 2 publishes awaiting PUBREL, 1024
-    /// filters per client, 128 per SUBSCRIBE, QoS 2 granted.
+    /// filters per client, 128 per SUBSCRIBE, QoS 2 granted, 32 topic aliases each way,
+    /// shared subscriptions served.
     pub const HOST: Limits = Limits {
         max_packet_size: 1024 * 1024,
         max_inbound_qos2: 1024,
         max_subscriptions: 1024,
         max_filters_per_packet: 128,
         max_qos: QoS::ExactlyOnce,
+        topic_alias_maximum: 32,
+        outbound_topic_aliases: 32,
+        shared_subscriptions: true,
     };
 }
 

@@ -203,6 +203,19 @@ pub enum Counter {
     /// A delivery to this connection's own client (see [`Routed::ExceptSender`] and
     /// [`Output::event`]) found no room in `tx`: it is dropped.
     DeliveryDropped,
+    /// A delivery was larger than the client's Maximum Packet Size (MQTT 5.0 section
+    /// 3.1.2.11.4): dropped, not sent.
+    DeliveryTooLarge,
+    /// A delivery's Message Expiry Interval had passed while it waited (MQTT 5.0 section
+    /// 3.3.2.3.3): dropped, not sent.
+    DeliveryExpired,
+    /// A delivery matched only subscriptions with No Local of its own publisher (MQTT 5.0
+    /// section 3.8.3.1), or a retained message a subscription with Retain Handling 2 does not
+    /// want: not sent.
+    DeliveryNotWanted,
+    /// A delivery matched more subscriptions with an identifier than it carries
+    /// ([`MAX_SUBSCRIPTION_IDS`](super::MAX_SUBSCRIPTION_IDS)): the rest are left out.
+    SubscriptionIdsCut,
 }
 
 /// Where the engine's outputs go; implemented by the driver.
@@ -261,6 +274,19 @@ pub struct Delivery<'a> {
     /// The MQTT 5 properties to send with it (see [`RoutedPublish::properties`]); an MQTT
     /// 3.1.1 client gets none.
     pub properties: Properties<'a>,
+    /// The RETAIN flag the publisher set, which a subscription with Retain As Published
+    /// keeps (MQTT 5.0 section 3.8.3.1) where [`Delivery::retain`] is the router's (set only
+    /// for a retained message sent at a subscribe).
+    pub published_retain: bool,
+    /// The subscription of this client's the router delivers it for (the filter as the
+    /// client sent it), when the router delivers once per matching subscription and says
+    /// which (rumqttd's router); `None`: one delivery for all the client's matching
+    /// subscriptions. The engine reads that subscription's options and identifier, or every
+    /// matching one's.
+    pub filter: Option<&'a str>,
+    /// How long the message waited between its publish and this delivery, in ms; the
+    /// engine takes it off the Message Expiry Interval (MQTT 5.0 section 3.3.2.3.3).
+    pub waited_ms: u64,
 }
 
 impl<'a> Delivery<'a> {
@@ -278,6 +304,9 @@ impl<'a> Delivery<'a> {
             pkid: None,
             publisher: None,
             properties: Properties::EMPTY,
+            published_retain: false,
+            filter: None,
+            waited_ms: 0,
         }
     }
 }
@@ -295,6 +324,10 @@ pub struct Delivered {
     /// Whether remembering it for `msgack` forgot a pending delivery (the oldest, in a full
     /// store, or this one, too large): that acknowledgement will give no `msgack`.
     pub forgotten: bool,
+    /// Whether more of the client's matching subscriptions had identifiers than one delivery
+    /// carries ([`MAX_SUBSCRIPTION_IDS`](super::MAX_SUBSCRIPTION_IDS)): count
+    /// [`Counter::SubscriptionIdsCut`].
+    pub subscription_ids_cut: bool,
 }
 
 /// Why [`Connection::handle_delivery`](super::Connection::handle_delivery) wrote nothing.
@@ -311,6 +344,24 @@ pub enum DeliveryError {
     },
     /// The message cannot go on the wire (a topic or payload too long for MQTT).
     Unencodable,
+    /// The client's Receive Maximum of QoS 1 and 2 deliveries is in flight (MQTT 5.0 section
+    /// 4.9): keep the delivery and offer it again once [`Connection::may_deliver`](super::Connection::may_deliver);
+    /// take no more from the router meanwhile.
+    ReceiveMaximum,
+    /// The delivery is done with and not sent, for the reason [`DeliveryError::counter`]
+    /// names (larger than the client accepts, expired, not wanted by the client's
+    /// subscriptions). Complete the router's flow as if the client had acknowledged it.
+    Dropped(Counter),
+}
+
+impl DeliveryError {
+    /// The counter of a delivery the engine dropped (see [`DeliveryError::Dropped`]).
+    pub const fn counter(&self) -> Option<Counter> {
+        match self {
+            DeliveryError::Dropped(counter) => Some(*counter),
+            _ => None,
+        }
+    }
 }
 
 impl core::fmt::Display for DeliveryError {
@@ -321,6 +372,10 @@ impl core::fmt::Display for DeliveryError {
                 write!(f, "the transmit buffer has no room for {needed} bytes")
             }
             DeliveryError::Unencodable => f.write_str("the message cannot be encoded"),
+            DeliveryError::ReceiveMaximum => {
+                f.write_str("the client's receive maximum is in flight")
+            }
+            DeliveryError::Dropped(counter) => write!(f, "the delivery was dropped: {counter:?}"),
         }
     }
 }

@@ -49,6 +49,8 @@ pub enum ReasonCode {
     PacketTooLarge = 0x95,
     /// 0x97: quota exceeded (a bounded table is full).
     QuotaExceeded = 0x97,
+    /// 0x9E: shared subscriptions not supported.
+    SharedSubscriptionsNotSupported = 0x9E,
 }
 
 impl ReasonCode {

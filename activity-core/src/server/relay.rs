@@ -13,8 +13,8 @@ use crate::tracker::{DeliveryInfo, PublishInfo, PublishOutcome};
 
 use super::tx::Tx;
 use super::{
-    CloseCause, ConnectAnswer, Connection, Counter, Output, Progress, ReasonCode, Route,
-    RoutedPublish, SessionStore, State,
+    AliasDirection, CloseCause, ConnectAnswer, Connection, Counter, Output, Progress, ReasonCode,
+    Route, RoutedPublish, SessionStore, State, alias,
 };
 use crate::topic::is_server_topic;
 
@@ -595,9 +595,22 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         out: &mut impl RelayOutput,
     ) {
         let pkid = publish.pkid.unwrap_or(0);
-        let topics = &self.conn.tracker.config().topics;
-        let server_topic = is_server_topic(publish.topic) && !topics.is_system_topic(publish.topic);
-        let allowed = !server_topic && topics.may_publish(self.conn.client_id(), publish.topic);
+        // The upstream checks the client's topic aliases against the maximum of its CONNACK;
+        // the engine keeps up to its own maximum to know the topic (for the rules and the
+        // `message` event), and closes a client that goes past it.
+        let maximum = alias::inbound_maximum(&self.conn.limits, &self.conn.store);
+        if let Err(cause) = alias::learn(&mut self.conn.store, maximum, &publish) {
+            debug!("relay: a topic alias the engine cannot follow, closing");
+            self.fail(now, cause, tx, out);
+            return;
+        }
+        let (server_topic, allowed) = {
+            let topic = alias::topic_of(&self.conn.store, &publish);
+            let topics = &self.conn.tracker.config().topics;
+            let server_topic = is_server_topic(topic) && !topics.is_system_topic(topic);
+            let allowed = !server_topic && topics.may_publish(self.conn.client_id(), topic);
+            (server_topic, allowed)
+        };
         // A resent QoS 2 PUBLISH before its PUBREL: the same answer, no second `message`.
         let resent = publish.qos == QoS::ExactlyOnce && self.conn.store.has_inbound_qos2(pkid);
         if publish.qos == QoS::ExactlyOnce && !resent {
@@ -615,7 +628,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 debug!("relay: publish on a system or $ topic dropped");
                 if !server_topic {
                     // The tracker keeps its own count of denied publishes.
-                    let _ = self.conn.tracker.handle_publish(now, info_of(&publish));
+                    let topic = alias::topic_of(&self.conn.store, &publish);
+                    let _ = self
+                        .conn
+                        .tracker
+                        .handle_publish(now, info_of(topic, &publish));
                 }
                 out.count(Counter::PublishDenied);
             }
@@ -638,8 +655,9 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         if resent {
             return;
         }
+        let topic = alias::topic_of(&self.conn.store, &publish);
         let routed = RoutedPublish {
-            topic: publish.topic,
+            topic,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
@@ -648,7 +666,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             properties: publish.properties,
         };
         let _ = out.route(Route::Publish(routed));
-        match self.conn.tracker.handle_publish(now, info_of(&publish)) {
+        match self
+            .conn
+            .tracker
+            .handle_publish(now, info_of(topic, &publish))
+        {
             PublishOutcome::Accepted(Some(event)) => {
                 let _ = out.event(&event);
             }
@@ -783,6 +805,18 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         }
         match packet {
             Packet::Publish(publish) => {
+                // The upstream's own topic aliases on its deliveries (it got the client's
+                // Topic Alias Maximum with the CONNECT): followed up to the engine's own
+                // maximum, for the topic of `msgack`.
+                if let Some(alias) = publish.properties.topic_alias()
+                    && !publish.topic.is_empty()
+                    && alias <= alias::inbound_maximum(&self.conn.limits, &self.conn.store)
+                {
+                    let _ =
+                        self.conn
+                            .store
+                            .set_alias(AliasDirection::ToClient, alias, publish.topic);
+                }
                 if let Some(pkid) = publish.pkid
                     && self.conn.tracks_msgack
                     && self.conn.state == State::Connected
@@ -790,7 +824,11 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                     let info = DeliveryInfo {
                         pkid,
                         qos: publish.qos,
-                        topic: publish.topic,
+                        topic: alias::topic_in(
+                            &self.conn.store,
+                            AliasDirection::ToClient,
+                            &publish,
+                        ),
                         payload: publish.payload,
                         pub_client_id: None,
                     };
@@ -927,10 +965,10 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     }
 }
 
-/// The tracker's view of a client's publish.
-fn info_of<'a>(publish: &Publish<'a>) -> PublishInfo<'a> {
+/// The tracker's view of a client's publish about `topic` (its own, or its alias's).
+fn info_of<'a>(topic: &'a str, publish: &Publish<'a>) -> PublishInfo<'a> {
     PublishInfo {
-        topic: publish.topic,
+        topic,
         payload: publish.payload,
         qos: publish.qos,
         retain: publish.retain,

@@ -7,7 +7,7 @@
 //! the client (SUBACK failure, CONNACK refusal, disconnect), in one place.
 
 use crate::QoS;
-use crate::codec::LastWill;
+use crate::codec::{LastWill, RetainHandling, SubscriptionOptions};
 
 /// A table of the [`SessionStore`] had no room (or an entry was longer than its capacity).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +22,25 @@ impl core::fmt::Display for StoreFull {
 
 impl core::error::Error for StoreFull {}
 
-/// The per-connection tables the engine keeps (MQTT 3.1.1 sections 3.1.2.5, 3.8 and 4.3.3).
+/// Which way a topic alias goes (MQTT 5.0 section 3.3.2.3.4): each direction has its own
+/// table, and the same number may stand for different topics in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum AliasDirection {
+    /// Aliases the client sets on its publishes (at most the Topic Alias Maximum of the
+    /// CONNACK); in a relay, the client's publishes to the upstream.
+    FromClient,
+    /// Aliases on the deliveries to the client (at most the Topic Alias Maximum of the
+    /// CONNECT): the engine's own, or in a relay the upstream's.
+    ToClient,
+}
+
+/// The per-connection tables the engine keeps (MQTT 3.1.1 sections 3.1.2.5, 3.8 and 4.3.3;
+/// MQTT 5.0 topic aliases and subscription options).
+///
+/// The MQTT 5 tables have defaults that keep nothing (no alias, no subscription options), so
+/// that a store without them still serves MQTT 5 clients: the engine then announces no topic
+/// aliases and treats every subscription as having default options and no identifier.
 pub trait SessionStore {
     /// The QoS granted to topic filter `filter`, if the client holds it.
     fn subscription(&self, filter: &str) -> Option<QoS>;
@@ -51,23 +69,95 @@ pub trait SessionStore {
     fn clear_will(&mut self);
     /// Forgets everything (a connection ends).
     fn clear(&mut self);
+
+    /// How many topic aliases the store keeps per direction (0: none). The engine announces
+    /// no more than this.
+    fn alias_capacity(&self) -> usize {
+        0
+    }
+    /// The topic alias `alias` of `direction` stands for.
+    fn alias_topic(&self, direction: AliasDirection, alias: u16) -> Option<&str> {
+        let _ = (direction, alias);
+        None
+    }
+    /// The alias of `direction` that stands for `topic`.
+    fn alias_of(&self, direction: AliasDirection, topic: &str) -> Option<u16> {
+        let _ = (direction, topic);
+        None
+    }
+    /// Makes `alias` of `direction` stand for `topic` (replacing what it stood for);
+    /// [`StoreFull`] past [`SessionStore::alias_capacity`] or for a topic too long to keep.
+    fn set_alias(
+        &mut self,
+        direction: AliasDirection,
+        alias: u16,
+        topic: &str,
+    ) -> Result<(), StoreFull> {
+        let _ = (direction, alias, topic);
+        Err(StoreFull)
+    }
+    /// Keeps the MQTT 5 options and the subscription identifier (0: none) of the held filter
+    /// `filter` (after [`SessionStore::insert_subscription`]); [`StoreFull`] when the store
+    /// keeps none, or the filter is not held.
+    fn set_subscription_extras(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: u32,
+    ) -> Result<(), StoreFull> {
+        let _ = (filter, options, id);
+        Err(StoreFull)
+    }
+    /// Calls `f` with each held filter that matches topic name `topic`: the filter, its
+    /// options (the QoS granted) and its subscription identifier (0: none). Filters whose
+    /// extras the store does not keep come with default options.
+    fn for_each_matching(&self, topic: &str, f: &mut dyn FnMut(&str, SubscriptionOptions, u32));
 }
 
-/// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes, `QOS2`
-/// QoS 2 publishes awaiting PUBREL, and a will of at most `WILL` bytes of topic plus message.
+/// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes (with
+/// their MQTT 5 options and subscription identifier), `QOS2` QoS 2 publishes awaiting PUBREL,
+/// a will of at most `WILL` bytes of topic plus message, and `ALIASES` topic aliases of at
+/// most `FILTER` bytes per direction (none by default).
 ///
-/// Its size is about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 32` bytes.
+/// Its size is about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 2 * ALIASES * (FILTER + 12)
+/// + 40` bytes.
 #[derive(Debug)]
 pub struct FixedSessionStore<
     const SUBS: usize,
     const FILTER: usize,
     const QOS2: usize,
     const WILL: usize,
+    const ALIASES: usize = 0,
 > {
-    subs: heapless::Vec<(heapless::String<FILTER>, QoS), SUBS>,
+    subs: heapless::Vec<(heapless::String<FILTER>, QoS, u8, u32), SUBS>,
+    /// Topic aliases per [`AliasDirection`] (index 0: from the client); at most 255 each.
+    aliases: [heapless::Vec<(u16, heapless::String<FILTER>), ALIASES, u8>; 2],
     inbound_qos2: heapless::Vec<u16, QOS2>,
     /// Topic then message; `None` without a will.
     will: Option<FixedWill<WILL>>,
+}
+
+/// The options of a kept subscription from its options byte (MQTT 5.0 section 3.8.3.1; its
+/// QoS bits unused) with `qos` granted. The byte and the subscription identifier sit beside
+/// the QoS, so that the entry of a filter of 64 bytes stays 80 bytes.
+const fn options_of(byte: u8, qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        no_local: byte & 0x04 != 0,
+        retain_as_published: byte & 0x08 != 0,
+        retain_handling: match (byte >> 4) & 0b11 {
+            0 => RetainHandling::OnSubscribe,
+            1 => RetainHandling::OnNewSubscribe,
+            _ => RetainHandling::Never,
+        },
+    }
+}
+
+const fn direction_index(direction: AliasDirection) -> usize {
+    match direction {
+        AliasDirection::FromClient => 0,
+        AliasDirection::ToClient => 1,
+    }
 }
 
 #[derive(Debug)]
@@ -78,55 +168,71 @@ struct FixedWill<const WILL: usize> {
     retain: bool,
 }
 
-impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usize>
-    FixedSessionStore<SUBS, FILTER, QOS2, WILL>
+impl<
+    const SUBS: usize,
+    const FILTER: usize,
+    const QOS2: usize,
+    const WILL: usize,
+    const ALIASES: usize,
+> FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>
 {
     /// An empty store.
     pub const fn new() -> Self {
         FixedSessionStore {
             subs: heapless::Vec::new(),
+            aliases: [heapless::Vec::new(), heapless::Vec::new()],
             inbound_qos2: heapless::Vec::new(),
             will: None,
         }
     }
 }
 
-impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usize> Default
-    for FixedSessionStore<SUBS, FILTER, QOS2, WILL>
+impl<
+    const SUBS: usize,
+    const FILTER: usize,
+    const QOS2: usize,
+    const WILL: usize,
+    const ALIASES: usize,
+> Default for FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>
 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usize> SessionStore
-    for FixedSessionStore<SUBS, FILTER, QOS2, WILL>
+impl<
+    const SUBS: usize,
+    const FILTER: usize,
+    const QOS2: usize,
+    const WILL: usize,
+    const ALIASES: usize,
+> SessionStore for FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>
 {
     fn subscription(&self, filter: &str) -> Option<QoS> {
         self.subs
             .iter()
-            .find(|(held, _)| held.as_str() == filter)
-            .map(|(_, qos)| *qos)
+            .find(|(held, _, _, _)| held.as_str() == filter)
+            .map(|(_, qos, _, _)| *qos)
     }
 
     fn insert_subscription(&mut self, filter: &str, qos: QoS) -> Result<(), StoreFull> {
-        if let Some((_, held)) = self
+        if let Some((_, held, _, _)) = self
             .subs
             .iter_mut()
-            .find(|(held, _)| held.as_str() == filter)
+            .find(|(held, _, _, _)| held.as_str() == filter)
         {
             *held = qos;
             return Ok(());
         }
         let filter = heapless::String::try_from(filter).map_err(|_| StoreFull)?;
-        self.subs.push((filter, qos)).map_err(|_| StoreFull)
+        self.subs.push((filter, qos, 0, 0)).map_err(|_| StoreFull)
     }
 
     fn remove_subscription(&mut self, filter: &str) -> bool {
         match self
             .subs
             .iter()
-            .position(|(held, _)| held.as_str() == filter)
+            .position(|(held, _, _, _)| held.as_str() == filter)
         {
             Some(at) => {
                 self.subs.swap_remove(at);
@@ -143,8 +249,8 @@ impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usiz
     fn matching_qos(&self, topic: &str) -> Option<QoS> {
         self.subs
             .iter()
-            .filter(|(filter, _)| crate::topic::matches(filter, topic))
-            .map(|(_, qos)| *qos)
+            .filter(|(filter, _, _, _)| crate::topic::matches(filter, topic))
+            .map(|(_, qos, _, _)| *qos)
             .max()
     }
 
@@ -211,6 +317,66 @@ impl<const SUBS: usize, const FILTER: usize, const QOS2: usize, const WILL: usiz
         self.subs.clear();
         self.inbound_qos2.clear();
         self.will = None;
+        for table in &mut self.aliases {
+            table.clear();
+        }
+    }
+
+    fn alias_capacity(&self) -> usize {
+        ALIASES
+    }
+
+    fn alias_topic(&self, direction: AliasDirection, alias: u16) -> Option<&str> {
+        self.aliases[direction_index(direction)]
+            .iter()
+            .find(|(held, _)| *held == alias)
+            .map(|(_, topic)| topic.as_str())
+    }
+
+    fn alias_of(&self, direction: AliasDirection, topic: &str) -> Option<u16> {
+        self.aliases[direction_index(direction)]
+            .iter()
+            .find(|(_, held)| held.as_str() == topic)
+            .map(|(alias, _)| *alias)
+    }
+
+    fn set_alias(
+        &mut self,
+        direction: AliasDirection,
+        alias: u16,
+        topic: &str,
+    ) -> Result<(), StoreFull> {
+        let topic = heapless::String::try_from(topic).map_err(|_| StoreFull)?;
+        let table = &mut self.aliases[direction_index(direction)];
+        if let Some(entry) = table.iter_mut().find(|(held, _)| *held == alias) {
+            entry.1 = topic;
+            return Ok(());
+        }
+        table.push((alias, topic)).map_err(|_| StoreFull)
+    }
+
+    fn set_subscription_extras(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: u32,
+    ) -> Result<(), StoreFull> {
+        let (_, _, held_options, held_id) = self
+            .subs
+            .iter_mut()
+            .find(|(held, _, _, _)| held.as_str() == filter)
+            .ok_or(StoreFull)?;
+        *held_options = options.as_u8();
+        *held_id = id;
+        Ok(())
+    }
+
+    fn for_each_matching(&self, topic: &str, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
+        for (filter, qos, options, id) in &self.subs {
+            if crate::topic::matches(crate::topic::shared_filter(filter).1, topic) {
+                f(filter, options_of(*options, *qos), *id);
+            }
+        }
     }
 }
 

@@ -1,33 +1,79 @@
 //! Writing into the driver's transmit buffer: deliveries and SUBACK frames.
 
 use crate::QoS;
-use crate::codec::{Packet, Publish, Version};
+use crate::codec::{Context, Packet, Properties, Publish, Version};
 
+use super::outbound::Additions;
 use super::{Counter, Delivered, Delivery, DeliveryError, Output};
 
 /// Encodes a delivery at the lower of its QoS and the subscription's, with the router's packet
-/// id or the next of the engine's own (1 to 65535, cycling).
+/// id or the next of the engine's own (1 to 65535, cycling), and for an MQTT 5 client the
+/// engine's `additions` (see [`Additions`]): their property block goes into the tail of `tx`,
+/// below the packet. A packet larger than `max_packet_size` (the client's) is dropped.
 pub(super) fn encode_delivery(
     next_pkid: &mut u16,
     delivery: Delivery<'_>,
+    additions: &Additions,
+    max_packet_size: u32,
     tx: &mut Tx<'_>,
 ) -> Result<Delivered, DeliveryError> {
     let qos = delivery.qos.min(delivery.subscription_qos);
+    let v5 = tx.version.is_v5();
+    let rewrite = v5 && additions.rewrites(&delivery.properties);
+    let scratch = if rewrite {
+        additions
+            .rewritten_len(&delivery.properties)
+            .map_err(|_| DeliveryError::Unencodable)?
+    } else {
+        0
+    };
+    let topic = match additions.alias {
+        Some((_, true)) if v5 => "",
+        _ => delivery.topic,
+    };
+    let room = tx.room();
+    let Some(packet_room) = room.checked_sub(scratch) else {
+        return Err(DeliveryError::NoRoom {
+            needed: scratch
+                .saturating_mul(2)
+                .saturating_add(delivery.topic.len() + delivery.payload.len() + 16),
+        });
+    };
+    let start = tx.len;
+    let (head, tail) = tx
+        .buf
+        .get_mut(start..)
+        .unwrap_or_default()
+        .split_at_mut(packet_room);
+    let properties = if rewrite {
+        let n = additions
+            .rewrite(&delivery.properties, tail)
+            .map_err(|_| DeliveryError::Unencodable)?;
+        Properties::parse(tail.get(..n).unwrap_or_default(), Context::Publish)
+            .map_err(|_| DeliveryError::Unencodable)?
+    } else {
+        delivery.properties
+    };
     let mut publish = Publish {
         dup: false,
         qos,
         retain: delivery.retain,
-        topic: delivery.topic,
+        topic,
         // A stand-in of the same size until the room is known (a packet id is 2 bytes).
         pkid: (qos != QoS::AtMostOnce).then_some(1),
         payload: delivery.payload,
-        properties: delivery.properties,
+        properties,
     };
     let needed = Packet::Publish(publish)
         .encoded_len_with(tx.version)
         .map_err(|_| DeliveryError::Unencodable)?;
-    if tx.room() < needed {
-        return Err(DeliveryError::NoRoom { needed });
+    if u32::try_from(needed).map_or(true, |n| n > max_packet_size) {
+        return Err(DeliveryError::Dropped(Counter::DeliveryTooLarge));
+    }
+    if head.len() < needed {
+        return Err(DeliveryError::NoRoom {
+            needed: needed + scratch,
+        });
     }
     if qos != QoS::AtMostOnce {
         let pkid = delivery.pkid.unwrap_or_else(|| {
@@ -37,12 +83,17 @@ pub(super) fn encode_delivery(
         publish.pkid = Some(pkid);
         publish.dup = delivery.dup;
     }
-    let written = tx.put(&Packet::Publish(publish));
+    let written = Packet::Publish(publish)
+        .encode_with(head, tx.version)
+        .map_err(|_| DeliveryError::Unencodable)?;
+    tx.len += written;
+    tx.packets += 1;
     Ok(Delivered {
         written,
         qos,
         pkid: publish.pkid,
         forgotten: false,
+        subscription_ids_cut: additions.ids_cut,
     })
 }
 

@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+mod aliases;
+
 use super::*;
 use crate::acks::FixedAckStore;
 use crate::codec::{Connect, LastWill, SubAck, SubAckCodes, SubscribeFilters, UnsubscribeFilters};

@@ -52,8 +52,8 @@ fn a_v5_connack_carries_the_assigned_id_and_the_server_limits() {
         properties,
         [
             Property::MaximumPacketSize(1024 * 1024),
-            Property::SubscriptionIdentifierAvailable(0),
-            Property::SharedSubscriptionAvailable(0),
+            Property::SubscriptionIdentifierAvailable(1),
+            Property::SharedSubscriptionAvailable(1),
             Property::AssignedClientIdentifier("auto-000000000000002a"),
         ]
     );
