@@ -66,6 +66,15 @@ pub struct Metrics {
     pub messages_lost: AtomicU64,
     /// Acknowledgements that matched no tracked message.
     pub acks_unmatched: AtomicU64,
+    /// MQTT 5 deliveries dropped, not sent, as the engine decided: larger than the client's
+    /// Maximum Packet Size.
+    pub deliveries_too_large: AtomicU64,
+    /// MQTT 5 deliveries whose Message Expiry Interval passed before they could be sent.
+    pub deliveries_expired: AtomicU64,
+    /// MQTT 5 deliveries no subscription of the client wanted (No Local, Retain Handling 2).
+    pub deliveries_not_wanted: AtomicU64,
+    /// MQTT 5 deliveries that matched more subscriptions with identifiers than one carries.
+    pub subscription_ids_cut: AtomicU64,
     /// Connections closed for a protocol violation (malformed or unexpected packet).
     pub protocol_errors: AtomicU64,
     /// Connections closed because the client was silent past 1.5 times its keep-alive.
@@ -158,6 +167,10 @@ impl Metrics {
             Counter::ProtocolError | Counter::PacketTooLarge | Counter::QuotaExceeded => {
                 &self.protocol_errors
             }
+            Counter::DeliveryTooLarge => &self.deliveries_too_large,
+            Counter::DeliveryExpired => &self.deliveries_expired,
+            Counter::DeliveryNotWanted => &self.deliveries_not_wanted,
+            Counter::SubscriptionIdsCut => &self.subscription_ids_cut,
             // `Counter` is non-exhaustive; a counter added to the engine gets its field here.
             _ => return,
         };
@@ -318,6 +331,30 @@ impl Metrics {
             "counter",
             "Publishes or last wills the router refused, and deliveries with no room.",
             &self.messages_lost,
+        );
+        r.single(
+            "deliveries_too_large_total",
+            "counter",
+            "MQTT 5 deliveries larger than the client's Maximum Packet Size, dropped.",
+            &self.deliveries_too_large,
+        );
+        r.single(
+            "deliveries_expired_total",
+            "counter",
+            "MQTT 5 deliveries whose Message Expiry Interval passed, dropped.",
+            &self.deliveries_expired,
+        );
+        r.single(
+            "deliveries_not_wanted_total",
+            "counter",
+            "MQTT 5 deliveries no subscription wanted (No Local, Retain Handling 2), not sent.",
+            &self.deliveries_not_wanted,
+        );
+        r.single(
+            "subscription_ids_cut_total",
+            "counter",
+            "MQTT 5 deliveries that matched more subscription identifiers than one carries.",
+            &self.subscription_ids_cut,
         );
         r.single(
             "acks_unmatched_total",

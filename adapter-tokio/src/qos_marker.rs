@@ -10,8 +10,14 @@
 
 use activity_core::QoS;
 
-/// The smallest marker: `QOS_MARKER_BASE + qos * 2 + payload format indicator`.
+/// The smallest marker: `QOS_MARKER_BASE + qos * 2 + payload format indicator`, plus
+/// [`RETAIN_BIT`] for a publish the client sent with RETAIN.
 pub const QOS_MARKER_BASE: u8 = 0xA0;
+
+/// Added to a marker when the publisher set RETAIN: the router clears the flag on what it
+/// forwards to existing subscribers (it sets it only on retained messages sent at a subscribe),
+/// and an MQTT 5 subscription with Retain As Published needs the publisher's.
+pub const RETAIN_BIT: u8 = 0x08;
 
 /// The payload format indicator of a routed publish of `qos` whose publisher said
 /// `payload_format` (0: unspecified bytes, 1: UTF-8; anything else counts as 0).
@@ -23,7 +29,15 @@ pub const fn marker(qos: QoS, payload_format: u8) -> u8 {
 /// value that is no marker.
 pub fn read_marker(value: u8) -> Option<(QoS, u8)> {
     let bits = value.checked_sub(QOS_MARKER_BASE)?;
-    Some((QoS::from_u8(bits >> 1)?, bits & 1))
+    if bits >= 2 * RETAIN_BIT {
+        return None;
+    }
+    Some((QoS::from_u8((bits >> 1) & 0b11)?, bits & 1))
+}
+
+/// Whether a [`marker`] says the publisher set RETAIN.
+pub fn read_retain(value: u8) -> bool {
+    read_marker(value).is_some() && (value - QOS_MARKER_BASE) & RETAIN_BIT != 0
 }
 
 #[cfg(test)]
@@ -43,5 +57,10 @@ mod tests {
             "a client's own indicator is no marker"
         );
         assert_eq!(read_marker(QOS_MARKER_BASE + 6), None, "QoS 3");
+        let retained = marker(QoS::ExactlyOnce, 1) + RETAIN_BIT;
+        assert_eq!(read_marker(retained), Some((QoS::ExactlyOnce, 1)));
+        assert!(read_retain(retained));
+        assert!(!read_retain(marker(QoS::ExactlyOnce, 1)));
+        assert_eq!(read_marker(QOS_MARKER_BASE + 16), None);
     }
 }

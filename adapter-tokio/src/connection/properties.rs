@@ -2,11 +2,15 @@
 //! PUBLISH becomes rumqttd's `PublishProperties`, and a delivery's `PublishProperties` become a
 //! property block for an MQTT 5 subscriber again.
 //!
-//! What passes: payload format indicator (inside the [QoS marker](crate::qos_marker)), message
-//! expiry interval (rumqttd counts it down while a message waits), content type, response
-//! topic, correlation data, user properties (5.0 section 3.3.2.3). The router's own additions
-//! (subscription identifiers) and the broker's internal user property
-//! ([`PUBLISHER_PROPERTY`](super::PUBLISHER_PROPERTY)) do not reach clients.
+//! What passes: payload format indicator (inside the [QoS marker](crate::qos_marker), with the
+//! publisher's RETAIN flag), content type, response topic, correlation data, user properties
+//! (5.0 section 3.3.2.3), and the message expiry interval, which does not go to rumqttd as one:
+//! rumqttd would count it down in whole seconds of its own log (and drop what expires there,
+//! uncounted), and could not see the time a delivery waits in the front. It travels instead in
+//! the internal user property [`EXPIRY_PROPERTY`] with the time the front received the
+//! publish, and the engine counts it down at the delivery (`Delivery::waited_ms`). The router's
+//! own additions (subscription identifiers) and the broker's internal user properties do not
+//! reach clients.
 
 use activity_core::QoS;
 use activity_core::codec::{Context, Properties, Property, encode_properties, properties_len};
@@ -14,17 +18,29 @@ use bytes::Bytes;
 use rumqttd::protocol::PublishProperties;
 
 use super::PUBLISHER_PROPERTY;
-use crate::qos_marker::{marker, read_marker};
+use crate::qos_marker::{RETAIN_BIT, marker, read_marker};
 
-/// The router's properties for a publish at `qos` with the client's `properties`.
-pub(super) fn to_router(qos: QoS, properties: &Properties<'_>) -> PublishProperties {
+/// The internal user property that carries a publish's Message Expiry Interval through the
+/// router: `<ms since the Unix epoch the front received it> <seconds>`.
+pub const EXPIRY_PROPERTY: &str = "activity-expiry";
+
+/// The router's properties for a publish at `qos` (with RETAIN when `retain`) with the
+/// client's `properties`, received at `now_ms`.
+pub(super) fn to_router(
+    qos: QoS,
+    retain: bool,
+    properties: &Properties<'_>,
+    now_ms: u64,
+) -> PublishProperties {
     let mut routed = PublishProperties::default();
     let mut payload_format = 0;
     for property in properties.iter() {
         match property {
             Property::PayloadFormatIndicator(value) => payload_format = value,
             Property::MessageExpiryInterval(seconds) => {
-                routed.message_expiry_interval = Some(seconds);
+                routed
+                    .user_properties
+                    .push((EXPIRY_PROPERTY.to_owned(), format!("{now_ms} {seconds}")));
             }
             Property::ContentType(value) => routed.content_type = Some(value.to_owned()),
             Property::ResponseTopic(value) => routed.response_topic = Some(value.to_owned()),
@@ -40,12 +56,25 @@ pub(super) fn to_router(qos: QoS, properties: &Properties<'_>) -> PublishPropert
             _ => {}
         }
     }
-    routed.payload_format_indicator = Some(marker(qos, payload_format));
+    let retain = if retain { RETAIN_BIT } else { 0 };
+    routed.payload_format_indicator = Some(marker(qos, payload_format) + retain);
     routed
 }
 
+/// When the front received a routed publish (ms since the Unix epoch) and its Message Expiry
+/// Interval (seconds), from [`EXPIRY_PROPERTY`].
+pub(super) fn expiry_of(routed: &PublishProperties) -> Option<(u64, u32)> {
+    let (_, value) = routed
+        .user_properties
+        .iter()
+        .find(|(name, _)| name == EXPIRY_PROPERTY)?;
+    let (at, seconds) = value.split_once(' ')?;
+    Some((at.parse().ok()?, seconds.parse().ok()?))
+}
+
 /// The property block of a delivery for an MQTT 5 subscriber, written into `buf` (reused
-/// between deliveries); empty when the publish had none.
+/// between deliveries); empty when the publish had none. The Message Expiry Interval is the
+/// publisher's: the engine takes the time waited off it.
 pub(super) fn from_router<'b>(routed: &PublishProperties, buf: &'b mut Vec<u8>) -> Properties<'b> {
     let payload_format = routed
         .payload_format_indicator
@@ -55,7 +84,7 @@ pub(super) fn from_router<'b>(routed: &PublishProperties, buf: &'b mut Vec<u8>) 
     if payload_format == 1 {
         list.push(Property::PayloadFormatIndicator(1));
     }
-    if let Some(seconds) = routed.message_expiry_interval {
+    if let Some((_, seconds)) = expiry_of(routed) {
         list.push(Property::MessageExpiryInterval(seconds));
     }
     if let Some(value) = &routed.content_type {
@@ -68,7 +97,7 @@ pub(super) fn from_router<'b>(routed: &PublishProperties, buf: &'b mut Vec<u8>) 
         list.push(Property::CorrelationData(data));
     }
     for (name, value) in &routed.user_properties {
-        if name != PUBLISHER_PROPERTY {
+        if name != PUBLISHER_PROPERTY && name != EXPIRY_PROPERTY {
             list.push(Property::UserProperty(name, value));
         }
     }
@@ -105,7 +134,12 @@ mod tests {
         ];
         let n = encode_properties(&sent, &mut raw).unwrap();
         let properties = Properties::parse(&raw[..n], Context::Publish).unwrap();
-        let mut routed = to_router(QoS::AtLeastOnce, &properties);
+        let mut routed = to_router(QoS::AtLeastOnce, false, &properties, 1_000);
+        assert_eq!(expiry_of(&routed), Some((1_000, 60)));
+        assert_eq!(
+            routed.message_expiry_interval, None,
+            "rumqttd does not count it down"
+        );
         assert_eq!(
             routed.payload_format_indicator.and_then(read_marker),
             Some((QoS::AtLeastOnce, 1))
@@ -118,7 +152,10 @@ mod tests {
         let back = from_router(&routed, &mut buf);
         assert_eq!(back.iter().collect::<Vec<_>>(), sent);
         // A publish without properties: nothing comes back but the marker's QoS.
-        let bare = to_router(QoS::ExactlyOnce, &Properties::EMPTY);
+        let bare = to_router(QoS::ExactlyOnce, true, &Properties::EMPTY, 0);
+        assert!(crate::qos_marker::read_retain(
+            bare.payload_format_indicator.unwrap()
+        ));
         assert!(from_router(&bare, &mut buf).is_empty());
     }
 }

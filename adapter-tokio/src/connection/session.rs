@@ -1,6 +1,7 @@
 //! One client connection of the broker: the engine's driver between the socket and the router
 //! link (see the [module docs](super)).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +19,8 @@ use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, Filter, Packet, PubAck, PubAckReason, PubComp, PubCompReason,
-    PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe, Unsubscribe,
+    PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe,
+    SubscribeProperties, Unsubscribe,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
@@ -33,7 +35,7 @@ use super::{
 use crate::ack_store::HeapAckStore;
 use crate::admission::{self, Admission};
 use crate::events::EventRecord;
-use crate::qos_marker::read_marker;
+use crate::qos_marker::{read_marker, read_retain};
 use crate::sequencer::{AckSequencer, RouterAck};
 use crate::session_store::HeapSessionStore;
 
@@ -151,6 +153,15 @@ struct Side {
     /// Packet ids of the SUBSCRIBEs and UNSUBSCRIBEs sent to the router (it answers them; the
     /// engine has answered the client).
     router_pkid: u16,
+    /// The client's filters by the subscription identifier the front gave each in the
+    /// router: rumqttd delivers once per matching filter and puts that identifier on the
+    /// delivery, which tells the engine which subscription it is for. Bounded by the engine's
+    /// subscription limit (an entry per filter held).
+    router_filters: HashMap<usize, String>,
+    /// The router identifier of each filter held.
+    router_ids: HashMap<String, usize>,
+    /// The last router identifier given.
+    router_next_id: usize,
 }
 
 impl Output for Side {
@@ -172,10 +183,16 @@ impl Output for Side {
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);
+                if options.no_local {
+                    self.shared.no_local_seen.store(true, Ordering::Relaxed);
+                }
                 self.router_subscribe(filter, options);
             }
             Route::Unsubscribe { filter } => {
                 self.shared.interest.unsubscribe(&self.client_id, filter);
+                if let Some(id) = self.router_ids.remove(filter) {
+                    self.router_filters.remove(&id);
+                }
                 self.router_unsubscribe(filter);
             }
             Route::Acked { pkid, ack } => {
@@ -252,9 +269,14 @@ impl Side {
     /// [`may_be_envelope`]), its publisher, since the router does not say who published a
     /// delivery. Topic and payload are copied once, into one buffer.
     fn router_publish(&self, publish: &RoutedPublish<'_>) -> Packet {
-        let mut properties = properties::to_router(publish.qos, &publish.properties);
-        // A QoS 0 publish is delivered at QoS 0, which gets no acknowledgement and no `msgack`.
-        if publish.qos != QoS::AtMostOnce && self.tracks_msgack && may_be_envelope(publish.payload)
+        let mut properties =
+            properties::to_router(publish.qos, publish.retain, &publish.properties, now_ms());
+        // A QoS 0 publish is delivered at QoS 0, which gets no acknowledgement and no `msgack`;
+        // No Local needs the publisher of every message once a client asked for it.
+        if (publish.qos != QoS::AtMostOnce
+            && self.tracks_msgack
+            && may_be_envelope(publish.payload))
+            || self.shared.no_local_seen.load(Ordering::Relaxed)
         {
             properties
                 .user_properties
@@ -276,11 +298,24 @@ impl Side {
         self.router_pkid
     }
 
-    /// Adds `filter` to the SUBSCRIBE at the end of the batch, or starts one.
+    /// A SUBSCRIBE of `filter` for the router, with the router identifier of the filter (one
+    /// filter per SUBSCRIBE: the identifier is the packet's).
     ///
     /// The MQTT 5 options go to the router as they are; rumqttd 0.20 parses them but does not
-    /// apply No Local, Retain As Published or Retain Handling (README, MQTT 5).
+    /// apply No Local, Retain As Published or Retain Handling: the engine does, at the
+    /// delivery (README, MQTT 5).
     fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions) {
+        let id = match self.router_ids.get(filter) {
+            Some(id) => *id,
+            None => {
+                self.router_next_id += 1;
+                self.router_ids
+                    .insert(filter.to_owned(), self.router_next_id);
+                self.router_filters
+                    .insert(self.router_next_id, filter.to_owned());
+                self.router_next_id
+            }
+        };
         let filter = Filter {
             path: filter.to_owned(),
             qos: rumqttd_qos(options.qos),
@@ -292,17 +327,16 @@ impl Side {
                 RetainHandling::Never => RetainForwardRule::Never,
             },
         };
-        if let Some(Packet::Subscribe(subscribe, _)) = self.batch.last_mut() {
-            subscribe.filters.push(filter);
-            return;
-        }
         let pkid = self.next_router_pkid();
         self.batch.push(Packet::Subscribe(
             Subscribe {
                 pkid,
                 filters: vec![filter],
             },
-            None,
+            Some(SubscribeProperties {
+                id: Some(id),
+                user_properties: Vec::new(),
+            }),
         ));
     }
 
@@ -377,6 +411,10 @@ struct Session {
     kick: Option<Kick>,
     /// Where the property block of a delivery to an MQTT 5 client is written.
     properties_buf: Vec<u8>,
+    /// A delivery that waits for the client's acknowledgements: its Receive Maximum is in
+    /// flight (see [`Connection::may_deliver`]). While one waits, nothing more is taken from
+    /// the router, which holds the rest: no loss, one notification of memory.
+    pending: Option<Notification>,
 }
 
 impl Session {
@@ -410,11 +448,15 @@ impl Session {
                 unreported: false,
                 tracks_msgack: false,
                 router_pkid: 0,
+                router_filters: HashMap::new(),
+                router_ids: HashMap::new(),
+                router_next_id: 0,
             },
             rbuf: BytesMut::with_capacity(4096),
             tx: TxBuf::default(),
             kick: None,
             properties_buf: Vec::new(),
+            pending: None,
         }
     }
 
@@ -631,10 +673,11 @@ impl Session {
                     Ok(n) => {
                         self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         self.input();
+                        self.resume();
                         Ok(())
                     }
                 },
-                notification = link.rx.next() => match notification {
+                notification = link.rx.next(), if self.pending.is_none() => match notification {
                     Ok(first) => self.handle_notifications(first, &mut link.rx).await,
                     Err(e) => {
                         warn!(client_id = %self.side.client_id, error = %e, "router dropped the link");
@@ -692,7 +735,7 @@ impl Session {
                 return;
             }
             let step = tokio::select! {
-                notification = link.rx.next() => match notification {
+                notification = link.rx.next(), if self.pending.is_none() => match notification {
                     Ok(first) => self.handle_notifications(first, &mut link.rx).await,
                     Err(_) => return,
                 },
@@ -746,6 +789,11 @@ impl Session {
             if matches!(notification, Notification::Unschedule) {
                 // The router paused this connection until we ask for more.
                 wake = true;
+            } else if matches!(notification, Notification::Forward(_)) && !self.conn.may_deliver() {
+                // The client's Receive Maximum is in flight: this delivery waits for an
+                // acknowledgement, and the router keeps the rest.
+                self.pending = Some(notification);
+                break;
             } else {
                 self.handle_notification(notification);
             }
@@ -763,6 +811,16 @@ impl Session {
             return Err(CloseCause::RouterClosed);
         }
         Ok(())
+    }
+
+    /// Delivers the delivery that waited for the client's Receive Maximum, once an
+    /// acknowledgement made room.
+    fn resume(&mut self) {
+        if self.conn.may_deliver()
+            && let Some(notification) = self.pending.take()
+        {
+            self.handle_notification(notification);
+        }
     }
 
     fn handle_notification(&mut self, notification: Notification) {
@@ -800,18 +858,32 @@ impl Session {
     }
 
     /// One delivery from the router: the engine writes it at `min(publish QoS, subscription
-    /// QoS)`, the sequencer completes the router's flow for a downgraded one.
+    /// QoS)` with what MQTT 5 adds, the sequencer completes the router's flow for a downgraded
+    /// one or one the engine dropped.
+    ///
+    /// What the front tells the engine that rumqttd keeps to itself: the publisher's QoS and
+    /// RETAIN flag (the marker), the publisher (a user property), the subscription the router
+    /// delivers for (the router identifier of the filter), and how long the message waited
+    /// since the front received it (the expiry property's timestamp; rumqttd's own countdown
+    /// is not used).
     fn deliver(&mut self, mut publish: Publish, properties: Option<&PublishProperties>) {
-        let marker = properties
-            .and_then(|p| p.payload_format_indicator)
-            .and_then(read_marker)
-            .map(|(qos, _)| qos);
+        let marker = properties.and_then(|p| p.payload_format_indicator);
+        let published_retain = marker.is_some_and(read_retain);
+        let marker = marker.and_then(read_marker).map(|(qos, _)| qos);
         let publisher = properties.and_then(|p| {
             p.user_properties
                 .iter()
                 .find(|(k, _)| k == PUBLISHER_PROPERTY)
                 .map(|(_, v)| v.as_str())
         });
+        let filter = properties
+            .and_then(|p| p.subscription_identifiers.first())
+            .and_then(|id| self.side.router_filters.get(id))
+            .map(String::as_str);
+        let now = now_ms();
+        let waited_ms = properties
+            .and_then(properties::expiry_of)
+            .map_or(0, |(at, _)| now.saturating_sub(at));
         let topic = std::mem::take(&mut publish.topic);
         let payload = std::mem::take(&mut publish.payload);
         let Some((router_qos, pkid, dup)) = router_flags(&publish) else {
@@ -822,12 +894,6 @@ impl Session {
             return;
         };
         let qos = marker.unwrap_or(router_qos);
-        self.side.sequencer.on_delivery(
-            pkid,
-            router_qos,
-            qos.min(router_qos),
-            &mut self.side.router_acks,
-        );
         // Only an MQTT 5 subscriber gets properties: the work is skipped for the others.
         let v5_properties = match properties {
             Some(routed) if self.conn.version().is_v5() => {
@@ -842,28 +908,52 @@ impl Session {
             pkid: Some(pkid),
             publisher,
             properties: v5_properties,
+            published_retain,
+            filter,
+            waited_ms,
             ..Delivery::new(topic, &payload, qos)
         };
-        let room = topic.len() + payload.len() + v5_properties.as_bytes().len() + DELIVERY_OVERHEAD;
+        let mut room =
+            topic.len() + payload.len() + v5_properties.as_bytes().len() + DELIVERY_OVERHEAD;
         let metrics = &self.side.shared.metrics;
-        match self
+        let mut result = self
             .conn
-            .handle_delivery(delivery, self.tx.spare(room), |_| None)
-        {
+            .handle_delivery(delivery, self.tx.spare(room), |_| None);
+        if let Err(DeliveryError::NoRoom { needed }) = result {
+            // MQTT 5 additions (identifiers, an alias) took more than the estimate.
+            room = needed;
+            result = self
+                .conn
+                .handle_delivery(delivery, self.tx.spare(room), |_| None);
+        }
+        let sent_qos = match result {
             Ok(delivered) => {
                 self.tx.commit(delivered.written);
                 metrics.packets_out.fetch_add(1, Ordering::Relaxed);
                 if delivered.forgotten {
                     metrics.deliveries_evicted.fetch_add(1, Ordering::Relaxed);
                 }
+                if delivered.subscription_ids_cut {
+                    metrics.count(Counter::SubscriptionIdsCut);
+                }
+                qos.min(router_qos)
             }
             // The session ended: the router keeps what a persistent one still needs.
-            Err(DeliveryError::NotConnected) => {}
+            Err(DeliveryError::NotConnected) => return,
+            Err(DeliveryError::Dropped(counter)) => {
+                metrics.count(counter);
+                QoS::AtMostOnce
+            }
             Err(e) => {
                 warn!(client_id = %self.side.client_id, error = %e, "delivery not written");
                 metrics.messages_lost.fetch_add(1, Ordering::Relaxed);
+                QoS::AtMostOnce
             }
-        }
+        };
+        // A delivery not sent is done for the router as if acknowledged (QoS 0 to the client).
+        self.side
+            .sequencer
+            .on_delivery(pkid, router_qos, sent_qos, &mut self.side.router_acks);
     }
 }
 
