@@ -950,11 +950,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         // Topic Alias Maximum of the CONNACK; a client never sends a subscription identifier.
         let maximum = alias::inbound_maximum(&self.limits, &self.store);
         if let Err(cause) = alias::learn(&mut self.store, maximum, &publish) {
-            out.count(match cause {
-                CloseCause::QuotaExceeded => Counter::QuotaExceeded,
-                _ => Counter::ProtocolError,
-            });
-            self.close(now, cause, tx, out);
+            self.fail(now, cause, tx, out);
             return;
         }
         if publish.properties.subscription_identifier().is_some() {

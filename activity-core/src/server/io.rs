@@ -130,7 +130,9 @@ pub enum Route<'a> {
         /// The topic filter.
         filter: &'a str,
         /// Its options: the QoS granted, and MQTT 5's No Local, Retain As Published and Retain
-        /// Handling (defaults before MQTT 5), which the router applies.
+        /// Handling (defaults before MQTT 5). The engine applies No Local, Retain As Published
+        /// and Retain Handling 2 at the delivery; the router sends the retained messages of a
+        /// subscription (Retain Handling 0 and 1).
         options: SubscriptionOptions,
     },
     /// Remove a subscription this client held.
