@@ -422,6 +422,7 @@ async fn members_of_a_shared_subscription_share_its_messages() {
 async fn shared_subscriptions_through_mosquitto_sub() {
     let broker = start_default_broker().await;
     let addr = broker.local_addr();
+    let mut monitor = Monitor::start(addr).await;
     let mut subs: Vec<MosquittoSub> = ["msh-a", "msh-b"]
         .iter()
         .map(|id| {
@@ -441,7 +442,6 @@ async fn shared_subscriptions_through_mosquitto_sub() {
             )
         })
         .collect();
-    let mut monitor = Monitor::start(addr).await;
     for id in ["msh-a", "msh-b"] {
         monitor
             .wait_for("both subscribed", |e| e.is("subscribed", id))
@@ -551,7 +551,8 @@ async fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions(
             vec!["SubscriptionIdentifier(7)".to_owned()]
         ]
     );
-    // mosquitto_sub with an identifier (-D subscribe subscription-identifier) prints it.
+    // mosquitto_sub with an identifier (-D subscribe subscription-identifier).
+    let mut monitor = Monitor::start(addr).await;
     let mut msub = MosquittoSub::spawn(
         addr,
         &[
@@ -568,7 +569,6 @@ async fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions(
             "-v",
         ],
     );
-    let mut monitor = Monitor::start(addr).await;
     monitor
         .wait_for("subscribed", |e| e.is("subscribed", "ids-msub"))
         .await;
