@@ -162,6 +162,9 @@ struct Side {
     router_ids: HashMap<String, usize>,
     /// The last router identifier given.
     router_next_id: usize,
+    /// Whether the client speaks MQTT 5 (only its filters get router identifiers: the
+    /// router then allocates properties for every delivery it carries).
+    v5: bool,
 }
 
 impl Output for Side {
@@ -170,6 +173,7 @@ impl Output for Side {
             Route::Connect(request) => {
                 self.client_id = request.client_id.to_owned();
                 self.clean_start = request.clean_start;
+                self.v5 = request.protocol_level == 5;
                 self.question = Some(ConnectQuestion {
                     username: request.username.map(str::to_owned),
                     password: request.password.map(<[u8]>::to_vec),
@@ -298,22 +302,23 @@ impl Side {
         self.router_pkid
     }
 
-    /// A SUBSCRIBE of `filter` for the router, with the router identifier of the filter (one
-    /// filter per SUBSCRIBE: the identifier is the packet's).
+    /// A SUBSCRIBE of `filter` for the router, with the router identifier of the filter for an
+    /// MQTT 5 client (one filter per SUBSCRIBE: the identifier is the packet's).
     ///
     /// The MQTT 5 options go to the router as they are; rumqttd 0.20 parses them but does not
     /// apply No Local, Retain As Published or Retain Handling: the engine does, at the
     /// delivery (README, MQTT 5).
     fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions) {
         let id = match self.router_ids.get(filter) {
-            Some(id) => *id,
+            _ if !self.v5 => None,
+            Some(id) => Some(*id),
             None => {
                 self.router_next_id += 1;
                 self.router_ids
                     .insert(filter.to_owned(), self.router_next_id);
                 self.router_filters
                     .insert(self.router_next_id, filter.to_owned());
-                self.router_next_id
+                Some(self.router_next_id)
             }
         };
         let filter = Filter {
@@ -333,7 +338,7 @@ impl Side {
                 pkid,
                 filters: vec![filter],
             },
-            Some(SubscribeProperties {
+            id.map(|id| SubscribeProperties {
                 id: Some(id),
                 user_properties: Vec::new(),
             }),
@@ -451,6 +456,7 @@ impl Session {
                 router_filters: HashMap::new(),
                 router_ids: HashMap::new(),
                 router_next_id: 0,
+                v5: false,
             },
             rbuf: BytesMut::with_capacity(4096),
             tx: TxBuf::default(),
