@@ -20,6 +20,8 @@ use embassy_stm32::time::Hertz;
 use embassy_stm32::{bind_interrupts, eth, rng};
 use embassy_time::Timer;
 use static_cell::ConstStaticCell;
+// A panic stops at a HardFault (probe-rs prints the backtrace); `--features panic-message`
+// also prints the message, at about 12 KB of flash.
 use {defmt_rtt as _, panic_probe as _};
 
 /// Client slots (one listening socket each).
