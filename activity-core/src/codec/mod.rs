@@ -290,50 +290,80 @@ impl<'a> Packet<'a> {
         (self.packet_type().as_u8() << 4) | flags
     }
 
-    /// The remaining length, after checking that every field can go on the wire.
-    fn body_len(&self, v: Version) -> Result<usize, EncodeError> {
+    /// Whether the packet is one of the types encoded by the instantiations with `SUB_AUTH`:
+    /// SUBSCRIBE, SUBACK, UNSUBSCRIBE and AUTH. The engine sends none of them (it writes its
+    /// SUBACKs itself, [`Packet::encode_not_sub_auth`]), and only clients subscribe; so a program
+    /// whose other encoding call sites know their packet type (the firmware) does not link
+    /// those four encoders at all (1,248 B).
+    const fn is_sub_auth(&self) -> bool {
+        matches!(
+            self,
+            Packet::Subscribe(_) | Packet::SubAck(_) | Packet::Unsubscribe(_) | Packet::Auth(_)
+        )
+    }
+
+    /// The remaining length, after checking that every field can go on the wire. Each
+    /// instantiation handles its own group of types (see [`Packet::is_sub_auth`]); the other
+    /// group never reaches it.
+    fn body_len<const SUB_AUTH: bool>(&self, v: Version) -> Result<usize, EncodeError> {
         match self {
-            Packet::Connect(connect) => connect.body_len(),
-            Packet::ConnAck(connack) => connack.body_len(v),
-            Packet::Publish(publish) => publish.body_len(v),
+            Packet::Subscribe(subscribe) if SUB_AUTH => subscribe.body_len(v),
+            Packet::SubAck(suback) if SUB_AUTH => suback.body_len(v),
+            Packet::Unsubscribe(unsubscribe) if SUB_AUTH => unsubscribe.body_len(v),
+            Packet::Auth(auth) if SUB_AUTH && v.is_v5() => auth.body_len(),
+            Packet::Auth(_) if SUB_AUTH => Err(EncodeError::NotInVersion),
+            Packet::Connect(connect) if !SUB_AUTH => connect.body_len(),
+            Packet::ConnAck(connack) if !SUB_AUTH => connack.body_len(v),
+            Packet::Publish(publish) if !SUB_AUTH => publish.body_len(v),
             Packet::PubAck(ack)
             | Packet::PubRec(ack)
             | Packet::PubRel(ack)
-            | Packet::PubComp(ack) => ack.body_len(v),
-            Packet::Subscribe(subscribe) => subscribe.body_len(v),
-            Packet::SubAck(suback) => suback.body_len(v),
-            Packet::Unsubscribe(unsubscribe) => unsubscribe.body_len(v),
-            Packet::UnsubAck(unsuback) => unsuback.body_len(v),
-            Packet::PingReq | Packet::PingResp => Ok(0),
-            Packet::Disconnect(disconnect) => disconnect.body_len(v),
-            Packet::Auth(auth) if v.is_v5() => auth.body_len(),
-            Packet::Auth(_) => Err(EncodeError::NotInVersion),
+            | Packet::PubComp(ack)
+                if !SUB_AUTH =>
+            {
+                ack.body_len(v)
+            }
+            Packet::UnsubAck(unsuback) if !SUB_AUTH => unsuback.body_len(v),
+            Packet::PingReq | Packet::PingResp if !SUB_AUTH => Ok(0),
+            Packet::Disconnect(disconnect) if !SUB_AUTH => disconnect.body_len(v),
+            // Not reached: `encode_with` and `encoded_len_with` pick the group's instantiation.
+            _ => Err(EncodeError::NotInVersion),
         }
     }
 
     /// Writes the body; [`Packet::body_len`] has checked the fields.
-    fn write_body(&self, w: &mut Writer<'_>, v: Version) -> Result<(), EncodeError> {
+    fn write_body<const SUB_AUTH: bool>(
+        &self,
+        w: &mut Writer<'_>,
+        v: Version,
+    ) -> Result<(), EncodeError> {
         match self {
-            Packet::Connect(connect) => connect.write_body(w),
-            Packet::ConnAck(connack) => connack.write_body(w, v),
-            Packet::Publish(publish) => publish.write_body(w, v),
+            Packet::Subscribe(subscribe) if SUB_AUTH => subscribe.write_body(w, v),
+            Packet::SubAck(suback) if SUB_AUTH => suback.write_body(w, v),
+            Packet::Unsubscribe(unsubscribe) if SUB_AUTH => unsubscribe.write_body(w, v),
+            Packet::Auth(auth) if SUB_AUTH => auth.write_body(w),
+            Packet::Connect(connect) if !SUB_AUTH => connect.write_body(w),
+            Packet::ConnAck(connack) if !SUB_AUTH => connack.write_body(w, v),
+            Packet::Publish(publish) if !SUB_AUTH => publish.write_body(w, v),
             Packet::PubAck(ack)
             | Packet::PubRec(ack)
             | Packet::PubRel(ack)
-            | Packet::PubComp(ack) => ack.write_body(w, v),
-            Packet::Subscribe(subscribe) => subscribe.write_body(w, v),
-            Packet::SubAck(suback) => suback.write_body(w, v),
-            Packet::Unsubscribe(unsubscribe) => unsubscribe.write_body(w, v),
-            Packet::UnsubAck(unsuback) => unsuback.write_body(w, v),
-            Packet::PingReq | Packet::PingResp => Ok(()),
-            Packet::Disconnect(disconnect) => disconnect.write_body(w, v),
-            Packet::Auth(auth) => auth.write_body(w),
+            | Packet::PubComp(ack)
+                if !SUB_AUTH =>
+            {
+                ack.write_body(w, v)
+            }
+            Packet::UnsubAck(unsuback) if !SUB_AUTH => unsuback.write_body(w, v),
+            Packet::PingReq | Packet::PingResp if !SUB_AUTH => Ok(()),
+            Packet::Disconnect(disconnect) if !SUB_AUTH => disconnect.write_body(w, v),
+            // Not reached, as in `body_len`.
+            _ => Err(EncodeError::NotInVersion),
         }
     }
 
     /// The remaining length and the whole packet's length.
-    fn lengths(&self, v: Version) -> Result<(usize, usize), EncodeError> {
-        let body_len = self.body_len(v)?;
+    fn lengths<const SUB_AUTH: bool>(&self, v: Version) -> Result<(usize, usize), EncodeError> {
+        let body_len = self.body_len::<SUB_AUTH>(v)?;
         if body_len > MAX_REMAINING_LENGTH {
             return Err(EncodeError::PacketTooLarge);
         }
@@ -344,18 +374,56 @@ impl<'a> Packet<'a> {
         ))
     }
 
+    /// [`Packet::encode_with`] for a packet that is not SUBSCRIBE, SUBACK, UNSUBSCRIBE or AUTH
+    /// (those give [`EncodeError::NotInVersion`]): for a caller that never sends them, without
+    /// linking their encoders.
+    pub(crate) fn encode_not_sub_auth(
+        &self,
+        out: &mut [u8],
+        version: Version,
+    ) -> Result<usize, EncodeError> {
+        debug_assert!(!self.is_sub_auth(), "a packet of the other group");
+        self.encode_group::<false>(out, version)
+    }
+
+    /// [`Packet::encode_with`] for one group of types.
+    fn encode_group<const SUB_AUTH: bool>(
+        &self,
+        out: &mut [u8],
+        version: Version,
+    ) -> Result<usize, EncodeError> {
+        let (body_len, len) = self.lengths::<SUB_AUTH>(version)?;
+        let out = out
+            .get_mut(..len)
+            .ok_or(EncodeError::BufferTooSmall { needed: len })?;
+        let mut w = Writer::new(out);
+        w.u8(self.first_byte())?;
+        w.remaining_length(body_len)?;
+        self.write_body::<SUB_AUTH>(&mut w, version)?;
+        debug_assert_eq!(w.position(), len, "encoded_len disagrees with encode");
+        Ok(len)
+    }
+
     /// The number of bytes [`Packet::encode`] writes, or why the packet cannot be encoded.
+    #[inline(always)]
     pub fn encoded_len(&self) -> Result<usize, EncodeError> {
         self.encoded_len_with(Version::V3_1_1)
     }
 
     /// The number of bytes [`Packet::encode_with`] writes for `version`.
+    #[inline(always)]
     pub fn encoded_len_with(&self, version: Version) -> Result<usize, EncodeError> {
-        self.lengths(version).map(|(_, len)| len)
+        let lengths = if self.is_sub_auth() {
+            self.lengths::<true>(version)
+        } else {
+            self.lengths::<false>(version)
+        };
+        lengths.map(|(_, len)| len)
     }
 
     /// Encodes the packet for MQTT 3.1.1 (and 3.1): [`Packet::encode_with`] for
     /// [`Version::V3_1_1`].
+    #[inline(always)]
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         self.encode_with(out, Version::V3_1_1)
     }
@@ -367,17 +435,14 @@ impl<'a> Packet<'a> {
     /// short, and with another [`EncodeError`] for a value the wire cannot carry or that
     /// [`decode_with`] would reject. For MQTT 3.1 and 3.1.1, properties are left out, and a
     /// reason code those versions cannot carry is [`EncodeError::NotInVersion`].
+    // Always inlined: a call site that knows the variant links one group's encoder only.
+    #[inline(always)]
     pub fn encode_with(&self, out: &mut [u8], version: Version) -> Result<usize, EncodeError> {
-        let (body_len, len) = self.lengths(version)?;
-        let out = out
-            .get_mut(..len)
-            .ok_or(EncodeError::BufferTooSmall { needed: len })?;
-        let mut w = Writer::new(out);
-        w.u8(self.first_byte())?;
-        w.remaining_length(body_len)?;
-        self.write_body(&mut w, version)?;
-        debug_assert_eq!(w.position(), len, "encoded_len disagrees with encode");
-        Ok(len)
+        if self.is_sub_auth() {
+            self.encode_group::<true>(out, version)
+        } else {
+            self.encode_group::<false>(out, version)
+        }
     }
 }
 

@@ -132,11 +132,13 @@ impl<'t> Tx<'t> {
 
     /// Encodes `packet` after what is there; the bytes written (0 without room, which the
     /// callers rule out by checking [`Connection::answer_room`](super::Connection::answer_room) or [`Tx::room`] first).
+    /// The engine sends no SUBSCRIBE, UNSUBSCRIBE or AUTH and writes SUBACKs with
+    /// [`Tx::codes_frame`], so only the codec's encoder of the other types is linked.
     pub(super) fn put(&mut self, packet: &Packet<'_>) -> usize {
         let written = self
             .buf
             .get_mut(self.len..)
-            .and_then(|rest| packet.encode_with(rest, self.version).ok())
+            .and_then(|rest| packet.encode_not_sub_auth(rest, self.version).ok())
             .unwrap_or(0);
         self.len += written;
         self.packets += usize::from(written > 0);

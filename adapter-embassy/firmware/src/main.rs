@@ -20,6 +20,8 @@ use embassy_stm32::time::Hertz;
 use embassy_stm32::{bind_interrupts, eth, rng};
 use embassy_time::Timer;
 use static_cell::ConstStaticCell;
+// A panic stops at a HardFault (probe-rs prints the backtrace); `--features panic-message`
+// also prints the message, at about 12 KB of flash.
 use {defmt_rtt as _, panic_probe as _};
 
 /// Client slots (one listening socket each).
@@ -87,7 +89,9 @@ async fn main(spawner: Spawner) -> ! {
     rng.fill_bytes(&mut seed);
     let seed = u64::from_le_bytes(seed);
 
-    static PACKETS: ConstStaticCell<PacketQueue<4, 4>> = ConstStaticCell::new(PacketQueue::new());
+    // Two transmit buffers (a full ring only makes smoltcp wait for the next poll, nothing is
+    // lost) and four receive buffers (a full ring drops frames): 1,536 B each, 9 KiB in all.
+    static PACKETS: ConstStaticCell<PacketQueue<2, 4>> = ConstStaticCell::new(PacketQueue::new());
     let mac = [0x02, 0x00, 0x4D, 0x51, 0x54, 0x54];
     // NUCLEO-F429ZI RMII pins (UM1974, table 12).
     let device = Ethernet::new(
