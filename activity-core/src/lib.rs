@@ -117,8 +117,8 @@
 //!
 //! | what | size |
 //! |---|---|
-//! | [`server::Connection`] without its stores | about 480 bytes: the tracker below, the [`server::PEER_CAPACITY`] (48) byte peer, limits, clocks, the MQTT 5 delivery state |
-//! | [`FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>`](server::FixedSessionStore) | about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 2 * ALIASES * (FILTER + 12) + 40` bytes (`ALIASES`, topic aliases per direction, 0 by default) |
+//! | [`server::Connection`] without its stores | about 540 bytes: the tracker below, the [`server::PEER_CAPACITY`] (48) byte peer, limits, clocks, the MQTT 5 delivery state, the deadlines of a kept session |
+//! | [`FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>`](server::FixedSessionStore) | about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 2 * ALIASES * (FILTER + 12) + 40` bytes (`ALIASES`, topic aliases per direction, 0 by default; `WILL` holds the will's topic, message and properties) |
 //! | [`FixedRequestStore<N, BYTES>`](server::FixedRequestStore) (relay mode) | about `N * (BYTES + 16)` bytes |
 //! | [`Tracker`](tracker::Tracker) without its store | about 270 bytes: a [`client_id::CLIENT_ID_CAPACITY`] (128) byte id, the [`system::PREFIX_CAPACITY`] (48) byte prefix, counters |
 //! | [`FixedAckStore<N, TEXT>`](acks::FixedAckStore) | about `N * (TEXT + 64)` bytes; `TEXT` holds topic, string ids and publisher id of one delivery |

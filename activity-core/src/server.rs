@@ -113,13 +113,16 @@
 
 mod alias;
 mod config;
+mod expiry;
 mod flow;
 mod io;
 mod outbound;
+mod problem;
 mod reason;
 mod relay;
 mod store;
 mod tx;
+mod will;
 
 #[cfg(test)]
 mod tests;
@@ -133,10 +136,11 @@ pub use outbound::MAX_SUBSCRIPTION_IDS;
 pub use reason::{CloseCause, ReasonCode};
 pub use relay::{FixedRequestStore, Relay, RelayOutput, Relayed, RequestStore};
 pub use store::{AliasDirection, FixedSessionStore, SessionStore, StoreFull};
+pub use will::will_publish_properties;
 
 use flow::ClientFlow;
-use io::session_expiry_of;
 use outbound::Additions;
+use problem::{REASON_STRING_ROOM, reason_properties};
 use tx::{Tx, codes_len, encode_delivery};
 
 use crate::QoS;
@@ -152,7 +156,7 @@ use crate::topic::{is_server_filter, is_server_topic};
 use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 
 /// Room for the properties of an accepting MQTT 5 CONNACK (see `Connection::put_connack`).
-const CONNACK_PROPERTIES: usize = 64;
+const CONNACK_PROPERTIES: usize = 80;
 
 /// The longest peer address kept for the `connected` event (an IPv6 address in brackets with
 /// its port fits; a longer one, with a zone, is cut).
@@ -173,6 +177,8 @@ enum State {
     /// The server shuts down: the session has ended (reported, routed), input is no longer
     /// read, and what the router still delivers is written until the driver closes.
     Draining,
+    /// The connection has ended, its session is kept (see [`Connection::is_kept`]).
+    Kept,
     /// Done; nothing more goes in or out.
     Closed,
 }
@@ -191,6 +197,18 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     keep_alive: u16,
     /// Seconds the session outlives the connection.
     session_expiry: u32,
+    /// The will's delay after the connection ends, in seconds (MQTT 5).
+    will_delay: u32,
+    /// When the delayed will of a kept session goes.
+    will_at: Option<u64>,
+    /// When a kept session expires (`None`: never).
+    kept_until: Option<u64>,
+    /// Whether a session may be kept after its connection (not in relay mode).
+    keeps_sessions: bool,
+    /// The configured Server Keep Alive.
+    server_keep_alive: Option<u16>,
+    /// Whether the client wants reason strings (MQTT 5 Request Problem Information).
+    wants_problems: bool,
     /// Whether the client may receive the activity events: from loopback when the
     /// configuration trusts it (known at accept), or when the driver lists it (asked at the
     /// verdict).
@@ -240,6 +258,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             blocked: false,
             keep_alive: 0,
             session_expiry: 0,
+            will_delay: 0,
+            will_at: None,
+            kept_until: None,
+            keeps_sessions: true,
+            server_keep_alive: config.server_keep_alive,
+            wants_problems: true,
             may_subscribe_system: config.loopback_may_subscribe_system && peer.is_loopback,
             since: now,
             peer: kept,
@@ -320,15 +344,19 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     }
 
     /// The room in `tx` the engine needs before it decodes a packet: the largest answer to one
-    /// packet (a SUBACK for [`Limits::max_filters_per_packet`] filters).
+    /// packet (a SUBACK for [`Limits::max_filters_per_packet`] filters, or an MQTT 5
+    /// DISCONNECT with its reason string).
     pub fn answer_room(&self) -> usize {
-        codes_len(self.limits.max_filters_per_packet, true)
+        // A server DISCONNECT with its reason string: header, reason, property length, string.
+        codes_len(self.limits.max_filters_per_packet, true).max(4 + REASON_STRING_ROOM)
     }
 
     /// When [`Connection::handle_timeout`] is due, in ms since the Unix epoch: the connect
-    /// timeout before the CONNECT, 1.5 times the keep-alive after it (section 3.1.2.10).
+    /// timeout before the CONNECT, 1.5 times the keep-alive after it (section 3.1.2.10); for a
+    /// kept session, its delayed will or its expiry.
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
+            State::Kept => self.kept_deadline(),
             State::AwaitConnect => Some(self.since.saturating_add(self.connect_timeout_ms)),
             State::Connected if self.keep_alive > 0 => Some(
                 self.since
@@ -352,6 +380,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 out.count(Counter::KeepAliveTimeout);
                 self.close(now, CloseCause::KeepAliveTimeout, &mut tx, out);
             }
+            (State::Kept, _) => self.kept_timeout(now, out),
             _ => {}
         }
         tx.finish(out)
@@ -523,8 +552,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     ) -> bool {
         let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
         let client_id = self.effective_client_id(connect, &mut id_buf);
-        self.keep_alive = connect.keep_alive;
-        self.session_expiry = session_expiry_of(connect);
+        self.keep_alive = self.granted_keep_alive(connect);
+        self.session_expiry = self.granted_expiry(connect);
         if self.version.is_v5() {
             self.flow = ClientFlow::of(connect, &self.limits, self.store.alias_capacity());
         }
@@ -657,8 +686,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
             let assigned = self.effective_client_id(connect, &mut id_buf);
             let max_packet_size = u32::try_from(self.limits.max_packet_size).unwrap_or(u32::MAX);
-            let mut list: heapless::Vec<Property<'_>, 6> = heapless::Vec::new();
-            // Capacity 6: at most six pushes below.
+            let mut list: heapless::Vec<Property<'_>, 9> = heapless::Vec::new();
+            // Capacity 9: at most six pushes below and three in push_session_properties.
             let _ = list.push(Property::MaximumPacketSize(max_packet_size));
             let _ = list.push(Property::SubscriptionIdentifierAvailable(1));
             let _ = list.push(Property::SharedSubscriptionAvailable(u8::from(
@@ -674,6 +703,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             if connect.client_id.is_empty() {
                 let _ = list.push(Property::AssignedClientIdentifier(assigned));
             }
+            self.push_session_properties(connect, &mut list);
             // The block fits CONNACK_PROPERTIES (an assigned id is 21 bytes), and the engine
             // wrote only properties a CONNACK may carry.
             connack.properties = codec::encode_properties(&list, &mut raw)
@@ -697,6 +727,15 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             self.version = version;
             tx.version = version;
         }
+        // MQTT 5.0 section 3.1.2.11.7: 0 asks for no reason strings.
+        self.wants_problems = !connect
+            .properties
+            .iter()
+            .any(|p| p == Property::RequestProblemInformation(0));
+        self.will_delay = connect
+            .will
+            .and_then(|will| will.properties.will_delay_interval())
+            .unwrap_or(0);
         // MQTT 5 may assign an id whatever Clean Start says (5.0 section 3.1.3.1); MQTT 3.1 may
         // not assign one at all (its client id is 1 to 23 characters; longer ones, up to the
         // reserved-id rule's limit, are accepted as most brokers do).
@@ -737,7 +776,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             username: connect.username,
             password: connect.password,
             clean_start: connect.clean_session,
-            session_expiry: session_expiry_of(&connect),
+            session_expiry: self.granted_expiry(&connect),
             keep_alive: connect.keep_alive,
             protocol_level: connect.protocol_level,
         };
@@ -753,22 +792,43 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         out.count(Counter::ConnectRefused(reason));
         self.state = State::Closed;
         self.store.clear();
-        let code = if self.version.is_v5() {
-            reason.as_u8()
+        let mut raw = [0u8; REASON_STRING_ROOM];
+        let connack = if self.version.is_v5() {
+            ConnAck {
+                properties: reason_properties(
+                    reason,
+                    self.wants_problems,
+                    Context::ConnAck,
+                    &mut raw,
+                ),
+                ..ConnAck::new(false, reason.as_u8())
+            }
         } else {
-            reason.connect_return_code().as_u8()
+            ConnAck::new(false, reason.connect_return_code().as_u8())
         };
-        tx.put(&Packet::ConnAck(ConnAck::new(false, code)));
+        tx.put(&Packet::ConnAck(connack));
     }
 
     /// Closes for a fault of the client's, counting it.
     fn fail(&mut self, now: u64, cause: CloseCause, tx: &mut Tx<'_>, out: &mut impl Output) {
         out.count(match cause {
             CloseCause::PacketTooLarge => Counter::PacketTooLarge,
-            CloseCause::QuotaExceeded => Counter::QuotaExceeded,
+            CloseCause::QuotaExceeded | CloseCause::ReceiveMaximumExceeded => {
+                Counter::QuotaExceeded
+            }
             _ => Counter::ProtocolError,
         });
         self.close(now, cause, tx, out);
+    }
+
+    /// Why a client with one QoS 2 publish too many unreleased is closed: MQTT 5 announced the
+    /// limit as the Receive Maximum (0x93, 5.0 section 3.3.4); MQTT 3.1.1 knows no such limit.
+    fn receive_maximum_cause(&self) -> CloseCause {
+        if self.version.is_v5() {
+            CloseCause::ReceiveMaximumExceeded
+        } else {
+            CloseCause::QuotaExceeded
+        }
     }
 
     /// Ends the connection for `cause`, telling an MQTT 5 client why.
@@ -788,27 +848,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         }
         // Nothing more goes to this client: deliveries to it are not written.
         self.state = State::Closed;
-        if cause.publishes_will()
-            && let Some(will) = self.store.will()
-        {
-            let info = PublishInfo {
-                topic: will.topic,
-                payload: will.message,
-                qos: will.qos,
-                retain: will.retain,
-            };
-            let mut own = Own::of(&self.store, &mut self.next_pkid);
-            // The will's own properties are not kept yet (MQTT 5 will properties).
-            route_publish(
-                &mut self.tracker,
-                &mut own,
-                None,
-                now,
-                info,
-                Properties::EMPTY,
-                out,
-            );
-        }
+        // A shutdown keeps nothing: the driver is going away.
+        let may_keep = cause != CloseCause::ServerShutdown;
+        self.will_at_end(now, cause.publishes_will(), may_keep, out);
         if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
             // The client is gone: a delivery of its own `disconnected` has nowhere to go.
             let _ = out.event(&event);
@@ -818,16 +860,25 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             cause,
         });
         debug!("server: client disconnected");
-        self.store.clear();
+        if !self.keep(now, may_keep) {
+            self.store.clear();
+        }
     }
 
     /// MQTT 5: the server's DISCONNECT with the reason of `cause` (5.0 section 3.14), when the
     /// server ends the connection. MQTT 3.1.1 has none: the transport closes.
     fn put_disconnect(&self, cause: CloseCause, tx: &mut Tx<'_>) {
         if let (true, Some(reason)) = (self.version.is_v5(), cause.reason_code()) {
-            tx.put(&Packet::Disconnect(codec::Disconnect::with_reason(
-                reason.as_u8(),
-            )));
+            let mut raw = [0u8; REASON_STRING_ROOM];
+            tx.put(&Packet::Disconnect(codec::Disconnect {
+                properties: reason_properties(
+                    reason,
+                    self.wants_problems,
+                    Context::Disconnect,
+                    &mut raw,
+                ),
+                ..codec::Disconnect::with_reason(reason.as_u8())
+            }));
         }
     }
 
@@ -890,12 +941,9 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) {
-        if let Some(expiry) = disconnect.properties.session_expiry_interval() {
-            if self.session_expiry == 0 && expiry != 0 {
-                self.fail(now, CloseCause::ProtocolError, tx, out);
-                return;
-            }
-            self.session_expiry = expiry;
+        if !self.disconnect_expiry(&disconnect.properties) {
+            self.fail(now, CloseCause::ProtocolError, tx, out);
+            return;
         }
         self.close(
             now,
@@ -973,7 +1021,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                     || self.store.insert_inbound_qos2(pkid).is_err()
                 {
                     warn!("server: too many QoS 2 publishes awaiting PUBREL");
-                    self.fail(now, CloseCause::QuotaExceeded, tx, out);
+                    self.fail(now, self.receive_maximum_cause(), tx, out);
                     return;
                 }
                 tx.put(&Packet::PubRec(codec::Ack::new(pkid)));

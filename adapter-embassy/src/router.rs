@@ -76,9 +76,13 @@ pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> Serv
             topic_alias_maximum: 0,
             outbound_topic_aliases: 0,
             shared_subscriptions: false,
+            // Sessions end with their connection (a slot is freed for the next client): an
+            // MQTT 5 client is told Session Expiry Interval 0, and a delayed will goes at once.
+            max_session_expiry: 0,
         },
         connect_timeout_ms: config.connect_timeout.as_millis(),
         loopback_may_subscribe_system: false,
+        server_keep_alive: None,
     }
 }
 

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use activity_core::QoS;
-use activity_core::codec::{LastWill, SubscriptionOptions};
-use activity_core::server::{AliasDirection, SessionStore, StoreFull};
+use activity_core::codec::{Context, LastWill, Properties, SubscriptionOptions};
+use activity_core::server::{AliasDirection, SessionStore, StoreFull, will_publish_properties};
 use activity_core::topic;
 
 /// A last will, owned.
@@ -16,6 +16,9 @@ struct Will {
     message: Vec<u8>,
     qos: QoS,
     retain: bool,
+    /// The MQTT 5 properties that go out with it (a checked block, see
+    /// [`will_publish_properties`]).
+    properties: Vec<u8>,
 }
 
 /// A [`SessionStore`] on the heap, bounded by the engine's limits.
@@ -88,18 +91,25 @@ impl SessionStore for HeapSessionStore {
     }
 
     fn set_will(&mut self, will: &LastWill<'_>) -> Result<(), StoreFull> {
+        let mut properties = vec![0u8; will.properties.as_bytes().len()];
+        let len = will_publish_properties(&will.properties, &mut properties)?
+            .as_bytes()
+            .len();
+        properties.truncate(len);
         self.will = Some(Will {
             topic: will.topic.to_owned(),
             message: will.message.to_vec(),
             qos: will.qos,
             retain: will.retain,
+            properties,
         });
         Ok(())
     }
 
     fn will(&self) -> Option<LastWill<'_>> {
         self.will.as_ref().map(|will| LastWill {
-            properties: activity_core::codec::Properties::EMPTY,
+            // Checked when it was kept: parsing it again cannot fail.
+            properties: Properties::parse(&will.properties, Context::Will).unwrap_or_default(),
             topic: &will.topic,
             message: &will.message,
             qos: will.qos,

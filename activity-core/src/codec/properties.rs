@@ -441,6 +441,14 @@ impl<'a> Properties<'a> {
         }
     }
 
+    /// The Server Keep Alive (0x13), in seconds.
+    pub fn server_keep_alive(&self) -> Option<u16> {
+        match self.find(0x13)? {
+            Property::ServerKeepAlive(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The Receive Maximum (0x21).
     pub fn receive_maximum(&self) -> Option<u16> {
         match self.find(0x21)? {

@@ -9,7 +9,7 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use crate::QoS;
 use crate::acks::FixedAckStore;
-use crate::codec::{self, Packet};
+use crate::codec::{self, Context, Packet, Property};
 use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
 use crate::server::{
     CloseCause, ConnectAnswer, Connection, Delivery, DeliveryError, FixedRequestStore,
@@ -47,6 +47,10 @@ enum Step {
     Shutdown,
     /// The driver turns `msgack` tracking on or off.
     Tracking(bool),
+    /// The client id of a kept session connects again (with clean start or not).
+    Resume(bool),
+    /// The driver has no room to keep the session.
+    Discard,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -63,6 +67,9 @@ enum ClientPacket {
         keep_alive: u16,
         will: Option<(String, Vec<u8>, u8)>,
         level: bool,
+        /// MQTT 5 Session Expiry Interval and Will Delay Interval, in seconds.
+        expiry: Option<u8>,
+        will_delay: Option<u8>,
     },
     Publish {
         topic: String,
@@ -84,6 +91,20 @@ enum ClientPacket {
     },
     Ping,
     Disconnect,
+    /// An MQTT 5 DISCONNECT that changes the session expiry (seconds).
+    DisconnectExpiry(u8),
+}
+
+/// A property block of one seconds property, or none (MQTT 3.1.1 drops it when encoding).
+fn seconds_property<'r>(
+    property: Option<Property<'static>>,
+    context: Context,
+    raw: &'r mut [u8; 5],
+) -> crate::codec::Properties<'r> {
+    property
+        .and_then(|p| crate::codec::encode_properties(&[p], raw).ok())
+        .and_then(|n| crate::codec::Properties::parse(&raw[..n], context).ok())
+        .unwrap_or_default()
 }
 
 fn qos(byte: u8) -> QoS {
@@ -96,6 +117,9 @@ impl ClientPacket {
     fn bytes(&self, version: codec::Version) -> Vec<u8> {
         let filters_owned: Vec<(&str, QoS)>;
         let unsub_owned: Vec<&str>;
+        let mut connect_raw = [0u8; 5];
+        let mut will_raw = [0u8; 5];
+        let mut disconnect_raw = [0u8; 5];
         let packet = match self {
             ClientPacket::Connect {
                 client_id,
@@ -103,9 +127,15 @@ impl ClientPacket {
                 keep_alive,
                 will,
                 level,
+                expiry,
+                will_delay,
             } => Packet::Connect(codec::Connect {
                 protocol_name: crate::codec::ProtocolName::Mqtt,
-                properties: crate::codec::Properties::EMPTY,
+                properties: seconds_property(
+                    expiry.map(|s| Property::SessionExpiryInterval(u32::from(s))),
+                    Context::Connect,
+                    &mut connect_raw,
+                ),
                 protocol_level: if *level { 4 } else { 5 },
                 // (Level 5 makes the connection MQTT 5: later packets are encoded for it.)
                 client_id,
@@ -114,7 +144,11 @@ impl ClientPacket {
                 username: None,
                 password: None,
                 will: will.as_ref().map(|(topic, message, q)| codec::LastWill {
-                    properties: crate::codec::Properties::EMPTY,
+                    properties: seconds_property(
+                        will_delay.map(|s| Property::WillDelayInterval(u32::from(s))),
+                        Context::Will,
+                        &mut will_raw,
+                    ),
                     topic,
                     message,
                     qos: qos(*q),
@@ -165,6 +199,14 @@ impl ClientPacket {
             }
             ClientPacket::Ping => Packet::PingReq,
             ClientPacket::Disconnect => Packet::Disconnect(crate::codec::Disconnect::NORMAL),
+            ClientPacket::DisconnectExpiry(seconds) => Packet::Disconnect(codec::Disconnect {
+                properties: seconds_property(
+                    Some(Property::SessionExpiryInterval(u32::from(*seconds))),
+                    Context::Disconnect,
+                    &mut disconnect_raw,
+                ),
+                ..crate::codec::Disconnect::NORMAL
+            }),
         };
         let Ok(len) = packet.encoded_len_with(version) else {
             return Vec::new();
@@ -185,14 +227,25 @@ struct Recorder {
     disconnected: usize,
     ends: usize,
     after_end: usize,
+    expired: usize,
     except_sender: bool,
     event_copy: Option<(String, Vec<u8>)>,
 }
 
 impl Output for Recorder {
     fn route(&mut self, route: Route<'_>) -> Routed {
-        if self.ends > 0 {
+        // After the end, only a kept session's delayed will and its expiry.
+        let kept = matches!(route, Route::SessionExpired)
+            || matches!(route, Route::Publish(p) if p.is_will);
+        if self.ends > 0 && !kept {
             self.after_end += 1;
+        }
+        if matches!(route, Route::SessionExpired) {
+            self.expired += 1;
+            assert_eq!(
+                self.ends, 1,
+                "a session expires only after its connection ended"
+            );
         }
         match route {
             Route::Connect(request) => {
@@ -298,8 +351,10 @@ pub fn server(data: &[u8]) {
             max_subscriptions: 2,
             max_filters_per_packet: 3,
             max_qos: QoS::AtLeastOnce,
+            max_session_expiry: 30,
             ..Limits::HOST
         };
+        config.server_keep_alive = Some(5);
     }
     let peer = Peer {
         addr: Some("192.0.2.1:1883"),
@@ -450,7 +505,29 @@ pub fn server(data: &[u8]) {
                 conn.set_msgack_tracking(on);
                 0
             }
+            Step::Resume(clean_start) => {
+                let kept = conn.is_kept();
+                conn.handle_resume(now, clean_start, &mut out);
+                assert!(
+                    !kept || conn.is_closed(),
+                    "a resumed session closes the old engine"
+                );
+                0
+            }
+            Step::Discard => {
+                let kept = conn.is_kept();
+                let expired = out.expired;
+                conn.handle_discard(now, &mut out);
+                if kept {
+                    assert!(conn.is_closed() && out.expired == expired + 1);
+                }
+                0
+            }
         };
+        assert!(out.expired <= 1, "a session expires once");
+        if conn.is_kept() {
+            assert_eq!(out.ends, 1, "kept only after the connection ended");
+        }
         if was_draining && !conn.is_closed() {
             assert!(conn.is_draining(), "a draining connection only closes");
             assert_eq!(
@@ -700,6 +777,7 @@ pub fn relay(data: &[u8]) {
             max_subscriptions: 2,
             max_filters_per_packet: 3,
             max_qos: QoS::AtLeastOnce,
+            max_session_expiry: 30,
             ..Limits::HOST
         };
     }

@@ -13,7 +13,9 @@ pub struct Limits {
     /// the connection as `packet_too_large`.
     pub max_packet_size: usize,
     /// QoS 2 publishes awaiting PUBREL per client; one more closes the connection as a
-    /// protocol error (a client that never releases would otherwise grow the table).
+    /// protocol error (a client that never releases would otherwise grow the table). An MQTT 5
+    /// client is told it as the CONNACK's Receive Maximum (capped at 65,535) and is
+    /// disconnected with 0x93 (receive maximum exceeded) past it (5.0 section 4.9).
     pub max_inbound_qos2: usize,
     /// Topic filters one client may hold; a new filter past it gets SUBACK 0x80.
     pub max_subscriptions: usize,
@@ -35,12 +37,17 @@ pub struct Limits {
     /// MQTT 5: whether shared subscriptions (`$share/<group>/<filter>`) are served (the
     /// CONNACK's Shared Subscription Available); when not, such a filter gets SUBACK 0x9E.
     pub shared_subscriptions: bool,
+    /// The longest session expiry the server grants, in seconds (MQTT 5.0 section 3.1.2.11.2;
+    /// [`SESSION_NEVER_EXPIRES`](super::SESSION_NEVER_EXPIRES): no cap). A client asking for more
+    /// gets this, and an MQTT 5 client is told so in the CONNACK. 0: every session ends with
+    /// its connection (and the will is never delayed).
+    pub max_session_expiry: u32,
 }
 
 impl Limits {
     /// Limits for a host server: 1 MiB packets, 1024 QoS 2 publishes awaiting PUBREL, 1024
     /// filters per client, 128 per SUBSCRIBE, QoS 2 granted, 32 topic aliases each way,
-    /// shared subscriptions served.
+    /// shared subscriptions served, sessions kept as long as asked.
     pub const HOST: Limits = Limits {
         max_packet_size: 1024 * 1024,
         max_inbound_qos2: 1024,
@@ -50,6 +57,7 @@ impl Limits {
         topic_alias_maximum: 32,
         outbound_topic_aliases: 32,
         shared_subscriptions: true,
+        max_session_expiry: super::SESSION_NEVER_EXPIRES,
     };
 }
 
@@ -71,6 +79,10 @@ pub struct ServerConfig {
     /// Whether clients connecting from a loopback address may subscribe to filters that
     /// receive activity events (others need [`Output::is_system_subscriber`](super::Output)).
     pub loopback_may_subscribe_system: bool,
+    /// The Server Keep Alive (MQTT 5.0 section 3.2.2.3.14), in seconds: when set, an MQTT 5
+    /// client is told it in the CONNACK and the engine uses it instead of the client's
+    /// keep-alive. `None` (the default): the client's keep-alive holds.
+    pub server_keep_alive: Option<u16>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +92,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             connect_timeout_ms: 10_000,
             loopback_may_subscribe_system: true,
+            server_keep_alive: None,
         }
     }
 }

@@ -155,6 +155,11 @@ pub enum Route<'a> {
         /// Why.
         cause: CloseCause,
     },
+    /// A session kept after its connection ended (see
+    /// [`Connection::is_kept`](super::Connection::is_kept)) has ended: its expiry passed, or
+    /// the driver had no room to keep it. The router discards it (subscriptions, queued
+    /// messages); the next CONNECT of the client id starts a new one (session present 0).
+    SessionExpired,
 }
 
 /// What became of a [`Route`].
@@ -218,6 +223,13 @@ pub enum Counter {
     /// A delivery matched more subscriptions with an identifier than it carries
     /// ([`MAX_SUBSCRIPTION_IDS`](super::MAX_SUBSCRIPTION_IDS)): the rest are left out.
     SubscriptionIdsCut,
+    /// A session kept after its connection reached its expiry and ended.
+    SessionExpired,
+    /// A session that asked to outlive its connection ended with it, because the driver had no
+    /// room to keep it (see [`Connection::handle_discard`](super::Connection::handle_discard)).
+    SessionNotKept,
+    /// A will was published after its Will Delay Interval (or when its kept session ended).
+    WillDelayed,
 }
 
 /// Where the engine's outputs go; implemented by the driver.

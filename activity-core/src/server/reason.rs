@@ -43,6 +43,8 @@ pub enum ReasonCode {
     KeepAliveTimeout = 0x8D,
     /// 0x8E: session taken over.
     SessionTakenOver = 0x8E,
+    /// 0x93: receive maximum exceeded (more QoS 2 publishes unacknowledged than announced).
+    ReceiveMaximumExceeded = 0x93,
     /// 0x94: topic alias invalid.
     TopicAliasInvalid = 0x94,
     /// 0x95: packet too large.
@@ -109,6 +111,9 @@ pub enum CloseCause {
     QuotaExceeded,
     /// The client used a topic alias the server did not offer (MQTT 5, engine).
     TopicAliasInvalid,
+    /// The client had more QoS 2 publishes unacknowledged than the CONNACK's Receive Maximum
+    /// allowed (MQTT 5, engine; an MQTT 3.1.1 client closes as [`CloseCause::QuotaExceeded`]).
+    ReceiveMaximumExceeded,
     /// The server shuts down (driver).
     ServerShutdown,
     /// The router behind the connection is gone (driver: the upstream broker of a tap, say).
@@ -137,7 +142,8 @@ impl CloseCause {
             CloseCause::ProtocolError
             | CloseCause::MalformedPacket
             | CloseCause::QuotaExceeded
-            | CloseCause::TopicAliasInvalid => DisconnectReason::ProtocolError,
+            | CloseCause::TopicAliasInvalid
+            | CloseCause::ReceiveMaximumExceeded => DisconnectReason::ProtocolError,
             CloseCause::PacketTooLarge => DisconnectReason::PacketTooLarge,
             CloseCause::ServerShutdown => DisconnectReason::ServerShutdown,
             CloseCause::RouterClosed => DisconnectReason::UpstreamClosed,
@@ -158,6 +164,7 @@ impl CloseCause {
             CloseCause::PacketTooLarge => Some(ReasonCode::PacketTooLarge),
             CloseCause::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
             CloseCause::TopicAliasInvalid => Some(ReasonCode::TopicAliasInvalid),
+            CloseCause::ReceiveMaximumExceeded => Some(ReasonCode::ReceiveMaximumExceeded),
             CloseCause::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
             CloseCause::RouterClosed => Some(ReasonCode::ServerUnavailable),
         }

@@ -217,7 +217,10 @@ pub struct Relay<A: AckStore, S: SessionStore, R: RequestStore> {
 impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     /// Relays `conn`, a connection no byte was handed to yet, keeping its requests in
     /// `requests`; the upstream gets `answer_timeout_ms` to answer the CONNECT.
-    pub fn new(conn: Connection<A, S>, requests: R, answer_timeout_ms: u64) -> Self {
+    pub fn new(mut conn: Connection<A, S>, requests: R, answer_timeout_ms: u64) -> Self {
+        // The upstream keeps sessions, delays wills and says its own Server Keep Alive.
+        conn.keeps_sessions = false;
+        conn.server_keep_alive = None;
         Relay {
             conn,
             requests,
@@ -565,6 +568,12 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 self.client_unsubscribe(now, unsubscribe, bytes, tx, out);
             }
             Packet::Disconnect(disconnect) => {
+                // 5.0 section 3.14.2.2.2: from 0 to more is a protocol error; the upstream
+                // would close for it too, so it is not forwarded.
+                if !self.conn.disconnect_expiry(&disconnect.properties) {
+                    self.fail(now, CloseCause::ProtocolError, tx, out);
+                    return;
+                }
                 // Forwarded as sent: with reason 0x04 the upstream publishes the will.
                 out.forward(bytes);
                 self.requests.clear();
@@ -784,7 +793,18 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     {
         if self.awaiting_upstream {
             return match packet {
-                Packet::ConnAck(connack) => self.upstream_connack(now, connack.code, tx, out),
+                Packet::ConnAck(connack) => {
+                    let accepted = self.upstream_connack(now, connack.code, tx, out);
+                    // MQTT 5: the upstream's Server Keep Alive and granted session expiry hold
+                    // for the client (5.0 sections 3.2.2.3.2, 3.2.2.3.14).
+                    if let Some(seconds) = connack.properties.server_keep_alive() {
+                        self.conn.keep_alive = seconds;
+                    }
+                    if let Some(seconds) = connack.properties.session_expiry_interval() {
+                        self.conn.session_expiry = seconds;
+                    }
+                    accepted
+                }
                 _ => {
                     warn!("relay: the upstream's answer to CONNECT is not a CONNACK");
                     self.unavailable(tx, out);

@@ -61,7 +61,8 @@ pub trait SessionStore {
     fn remove_inbound_qos2(&mut self, pkid: u16) -> bool;
     /// How many QoS 2 publishes await PUBREL.
     fn inbound_qos2_count(&self) -> usize;
-    /// Keeps the last will of the CONNECT.
+    /// Keeps the last will of the CONNECT, with the MQTT 5 properties that go out with it
+    /// (see [`will_publish_properties`](super::will_publish_properties)).
     fn set_will(&mut self, will: &LastWill<'_>) -> Result<(), StoreFull>;
     /// The last will, if one is kept.
     fn will(&self) -> Option<LastWill<'_>>;
@@ -116,8 +117,8 @@ pub trait SessionStore {
 
 /// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes (with
 /// their MQTT 5 options and subscription identifier), `QOS2` QoS 2 publishes awaiting PUBREL,
-/// a will of at most `WILL` bytes of topic plus message, and `ALIASES` topic aliases of at
-/// most `FILTER` bytes per direction (none by default).
+/// a will of at most `WILL` bytes of topic, message and MQTT 5 properties, and `ALIASES` topic
+/// aliases of at most `FILTER` bytes per direction (none by default).
 ///
 /// Its size is about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 2 * ALIASES * (FILTER + 12)
 /// + 40` bytes.
@@ -162,8 +163,10 @@ const fn direction_index(direction: AliasDirection) -> usize {
 
 #[derive(Debug)]
 struct FixedWill<const WILL: usize> {
+    /// Topic, message, properties.
     bytes: heapless::Vec<u8, WILL>,
     topic_len: usize,
+    properties_len: usize,
     qos: QoS,
     retain: bool,
 }
@@ -287,9 +290,16 @@ impl<
         bytes
             .extend_from_slice(will.message)
             .map_err(|_| StoreFull)?;
+        let at = bytes.len();
+        let properties_len = super::will::will_publish_properties_len(&will.properties);
+        bytes
+            .resize(at + properties_len, 0)
+            .map_err(|_| StoreFull)?;
+        super::will_publish_properties(&will.properties, &mut bytes[at..])?;
         self.will = Some(FixedWill {
             bytes,
             topic_len: will.topic.len(),
+            properties_len,
             qos: will.qos,
             retain: will.retain,
         });
@@ -298,14 +308,17 @@ impl<
 
     fn will(&self) -> Option<LastWill<'_>> {
         let will = self.will.as_ref()?;
-        let (topic, message) = will.bytes.split_at_checked(will.topic_len)?;
+        let (topic, rest) = will.bytes.split_at_checked(will.topic_len)?;
+        let (message, properties) =
+            rest.split_at_checked(rest.len().checked_sub(will.properties_len)?)?;
         Some(LastWill {
-            // set_will stored a &str here.
+            // set_will stored a &str and a checked property block here.
             topic: core::str::from_utf8(topic).ok()?,
             message,
             qos: will.qos,
             retain: will.retain,
-            properties: crate::codec::Properties::EMPTY,
+            properties: crate::codec::Properties::parse(properties, crate::codec::Context::Will)
+                .ok()?,
         })
     }
 

@@ -141,6 +141,7 @@ pub fn server_config(config: &Config, tracker: TrackerConfig) -> ServerConfig {
         },
         connect_timeout_ms: u64::try_from(config.connect_timeout().as_millis()).unwrap_or(u64::MAX),
         loopback_may_subscribe_system: config.access.loopback_may_subscribe,
+        server_keep_alive: None,
     }
 }
 

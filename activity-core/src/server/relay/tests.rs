@@ -781,3 +781,28 @@ fn a_shutdown_reports_the_end_and_relays_the_upstream_until_closed() {
     assert!(client.relay.is_closed());
     assert_eq!(client.out.ends.len(), 1, "one end");
 }
+
+#[test]
+fn mqtt_5_the_upstreams_keep_alive_holds_and_disconnect_may_not_grow_the_expiry() {
+    let v5 = Connect {
+        protocol_level: 5,
+        ..connect("five")
+    };
+    let mut client = Client::new(ServerConfig {
+        // The upstream answers the client: a relay announces nothing of its own.
+        server_keep_alive: Some(600),
+        ..ServerConfig::default()
+    });
+    client.send(&encoded(v5));
+    client.answer(ConnectAnswer::accept(false));
+    client.out.take_upstream();
+    // CONNACK 0 with Server Keep Alive 2 s.
+    let connack = [0x20, 6, 0, 0, 3, 0x13, 0, 2];
+    assert_eq!(client.upstream(&connack), (connack.to_vec(), 8));
+    assert_eq!(client.relay.poll_timeout(), Some(T0 + 3_000));
+    // Session expiry 0 at CONNECT, 60 at DISCONNECT: a protocol error, not forwarded.
+    let bytes = client.send(&[0xE0, 7, 0x00, 5, 0x11, 0, 0, 0, 60]);
+    assert_eq!(bytes[..3], [0xE0, 19, 0x82]);
+    assert!(client.out.upstream.is_empty());
+    assert_eq!(client.out.ends, [CloseCause::ProtocolError]);
+}

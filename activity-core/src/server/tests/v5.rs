@@ -16,6 +16,70 @@ fn wire(packet: Packet<'_>, version: Version) -> Vec<u8> {
     out
 }
 
+/// The reason string the engine sends with `code`.
+fn text(code: u8) -> &'static str {
+    let code = [
+        ReasonCode::MalformedPacket,
+        ReasonCode::ProtocolError,
+        ReasonCode::UnsupportedProtocolVersion,
+        ReasonCode::ClientIdentifierNotValid,
+        ReasonCode::BadUserNameOrPassword,
+        ReasonCode::NotAuthorized,
+        ReasonCode::ServerUnavailable,
+        ReasonCode::ServerBusy,
+        ReasonCode::ServerShuttingDown,
+        ReasonCode::BadAuthenticationMethod,
+        ReasonCode::KeepAliveTimeout,
+        ReasonCode::SessionTakenOver,
+        ReasonCode::ReceiveMaximumExceeded,
+        ReasonCode::TopicAliasInvalid,
+        ReasonCode::PacketTooLarge,
+        ReasonCode::QuotaExceeded,
+    ]
+    .into_iter()
+    .find(|c| c.as_u8() == code)
+    .expect("a code the engine sends");
+    super::super::problem::reason_string(code).expect("a text")
+}
+
+/// A length that fits one byte (the test packets are short).
+fn byte(n: usize) -> u8 {
+    u8::try_from(n).expect("a short packet")
+}
+
+/// A server's MQTT 5 DISCONNECT with `code` and its reason string.
+pub(super) fn disconnect5(code: u8) -> Vec<u8> {
+    let text = text(code);
+    let mut bytes = vec![
+        0xE0,
+        byte(text.len() + 5),
+        code,
+        byte(text.len() + 3),
+        0x1F,
+        0,
+    ];
+    bytes.push(byte(text.len()));
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
+/// A refusing MQTT 5 CONNACK with `code` and its reason string.
+fn refusal5(code: u8) -> Vec<u8> {
+    let text = text(code);
+    let mut bytes = vec![
+        0x20,
+        byte(text.len() + 6),
+        0,
+        code,
+        byte(text.len() + 3),
+        0x1F,
+        0,
+    ];
+    bytes.push(byte(text.len()));
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
 fn decode5(bytes: &[u8]) -> Packet<'_> {
     match codec::decode_with(bytes, 1 << 20, Version::V5) {
         Ok(Some((packet, len))) if len == bytes.len() => packet,
@@ -55,6 +119,8 @@ fn a_v5_connack_carries_the_assigned_id_and_the_server_limits() {
             Property::SubscriptionIdentifierAvailable(1),
             Property::SharedSubscriptionAvailable(1),
             Property::AssignedClientIdentifier("auto-000000000000002a"),
+            // The limit of QoS 2 publishes awaiting PUBREL (Limits::max_inbound_qos2).
+            Property::ReceiveMaximum(1024),
         ]
     );
     assert_eq!(client.conn.client_id(), "auto-000000000000002a");
@@ -90,7 +156,7 @@ fn v5_refusals_carry_v5_reason_codes() {
         if let Some(reason) = answer {
             bytes = client.answer(ConnectAnswer::Refuse(reason));
         }
-        assert_eq!(bytes, [0x20, 3, 0, code, 0], "{connect:?}");
+        assert_eq!(bytes, refusal5(code), "{connect:?}");
         assert!(client.conn.is_closed());
     }
 }
@@ -159,17 +225,17 @@ fn the_server_says_why_it_closes_a_v5_connection() {
     // Keep-alive: 0x8D.
     let mut client = connected5(REMOTE, "sleepy");
     let deadline = client.conn.poll_timeout().expect("keep-alive");
-    let mut tx = [0u8; 16];
+    let mut tx = [0u8; 64];
     let n = client
         .conn
         .handle_timeout(deadline, &mut tx, &mut client.out);
-    assert_eq!(&tx[..n], [0xE0, 1, 0x8D]);
+    assert_eq!(&tx[..n], disconnect5(0x8D));
     // Takeover (the driver's close): 0x8E.
     let mut client = connected5(REMOTE, "old");
     let n = client
         .conn
         .handle_close(client.now, CloseCause::TakenOver, &mut tx, &mut client.out);
-    assert_eq!(&tx[..n], [0xE0, 1, 0x8E]);
+    assert_eq!(&tx[..n], disconnect5(0x8E));
     // Shutdown: the end is reported at once, the DISCONNECT 0x8B comes at the close.
     let mut client = connected5(REMOTE, "stayer");
     let n = client
@@ -182,19 +248,19 @@ fn the_server_says_why_it_closes_a_v5_connection() {
         &mut tx,
         &mut client.out,
     );
-    assert_eq!(&tx[..n], [0xE0, 1, 0x8B]);
+    assert_eq!(&tx[..n], disconnect5(0x8B));
     // A malformed packet (a property PUBLISH may not carry): 0x81; a protocol error (a
     // duplicate property): 0x82.
     let mut client = connected5(REMOTE, "bad");
     assert_eq!(
         client.send(&[0x30, 9, 0, 1, b't', 5, 0x11, 0, 0, 0, 1]),
-        [0xE0, 1, 0x81]
+        disconnect5(0x81)
     );
     assert_eq!(client.out.events[0].1["reason"], "protocol_error");
     let mut client = connected5(REMOTE, "worse");
     assert_eq!(
         client.send(&[0x30, 10, 0, 1, b't', 6, 0x23, 0, 1, 0x23, 0, 2]),
-        [0xE0, 1, 0x82]
+        disconnect5(0x82)
     );
     // A client's own DISCONNECT gets nothing back.
     let mut client = connected5(REMOTE, "polite");
@@ -238,7 +304,7 @@ fn a_session_expiry_of_0_may_not_grow_at_disconnect() {
     let mut client = connected5(REMOTE, "grow");
     // DISCONNECT, reason 0, Session Expiry Interval 60.
     let bytes = client.send(&[0xE0, 7, 0x00, 5, 0x11, 0, 0, 0, 60]);
-    assert_eq!(bytes, [0xE0, 1, 0x82]);
+    assert_eq!(bytes, disconnect5(0x82));
     assert_eq!(client.out.events[0].1["reason"], "protocol_error");
 }
 
@@ -339,12 +405,12 @@ fn topic_aliases_and_subscription_identifiers_from_a_client_are_refused() {
     let mut client = connected5(REMOTE, "alias");
     assert_eq!(
         client.send(&[0x30, 8, 0, 1, b't', 3, 0x23, 0, 1, b'x']),
-        [0xE0, 1, 0x94]
+        disconnect5(0x94)
     );
     // A client never sends a subscription identifier: 0x82.
     let mut client = connected5(REMOTE, "subid");
     assert_eq!(
         client.send(&[0x30, 7, 0, 1, b't', 2, 0x0B, 5, b'x']),
-        [0xE0, 1, 0x82]
+        disconnect5(0x82)
     );
 }

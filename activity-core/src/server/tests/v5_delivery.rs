@@ -165,6 +165,8 @@ fn the_connack_offers_topic_aliases_the_store_keeps_and_shared_subscriptions() {
             Property::SharedSubscriptionAvailable(1),
             // Limits::HOST says 32; the store keeps 4.
             Property::TopicAliasMaximum(4),
+            // The limit of QoS 2 publishes awaiting PUBREL (Limits::max_inbound_qos2).
+            Property::ReceiveMaximum(1024),
         ]
     );
     // A store without aliases: none offered.
@@ -220,13 +222,13 @@ fn client_topic_aliases_are_set_used_and_checked() {
 
     // Above the maximum (4): DISCONNECT 0x94.
     let bytes = client.send(&publish5("x", &[Property::TopicAlias(5)], b""));
-    assert_eq!(bytes, [0xE0, 1, 0x94]);
+    assert_eq!(bytes, super::v5::disconnect5(0x94));
     assert!(client.conn.is_closed());
 
     // An alias never set: a protocol error (5.0 section 3.3.4), 0x82.
     let (mut client, _) = V5::connect(alias_conn(), &connect5("unknown", &[]));
     let bytes = client.send(&publish5("", &[Property::TopicAlias(2)], b""));
-    assert_eq!(bytes, [0xE0, 1, 0x82]);
+    assert_eq!(bytes, super::v5::disconnect5(0x82));
     assert!(
         client
             .out
@@ -239,7 +241,7 @@ fn client_topic_aliases_are_set_used_and_checked() {
     let (mut client, _) = V5::connect(alias_conn(), &connect5("long", &[]));
     let long = "l".repeat(33);
     let bytes = client.send(&publish5(&long, &[Property::TopicAlias(1)], b""));
-    assert_eq!(bytes, [0xE0, 1, 0x97]);
+    assert_eq!(bytes, super::v5::disconnect5(0x97));
     assert_eq!(client.out.counts, [Counter::QuotaExceeded]);
 }
 
@@ -469,7 +471,7 @@ fn shared_subscriptions_are_served_or_refused_with_0x9e() {
     // No Local on a shared subscription is a protocol error (5.0 section 3.8.3.1).
     assert_eq!(
         client.send(&subscribe5(2, None, &[("$share/g/b", 0x04)])),
-        [0xE0, 1, 0x82]
+        super::v5::disconnect5(0x82)
     );
 
     let config = ServerConfig {

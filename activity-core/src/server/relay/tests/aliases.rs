@@ -103,5 +103,7 @@ fn aliased_publishes_and_deliveries_are_reported_with_their_topic() {
 
     // An alias past the engine's own maximum (the store keeps 4): closed, 0x94.
     let n = relay.handle_input(T0, &publish5("z", 5, None, b""), &mut tx, &mut out);
-    assert_eq!(&tx[..n.written], [0xE0, 1, 0x94]);
+    // DISCONNECT 0x94 with its reason string.
+    assert_eq!(&tx[..3], [0xE0, 24, 0x94]);
+    assert!(tx[..n.written].ends_with(b"topic alias invalid"));
 }

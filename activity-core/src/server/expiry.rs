@@ -1,0 +1,246 @@
+//! Sessions that outlive their connection (MQTT 5.0 sections 3.1.2.11.2, 3.1.3.2.2 and
+//! 4.1): the session expiry the server grants, the kept state of a connection whose client has
+//! gone, the delayed will, and what the router does with a session at CONNECT and at the end.
+//!
+//! When a connection ends and its session expiry is neither 0 nor
+//! [`SESSION_NEVER_EXPIRES`], or its will waits for a Will Delay Interval, the
+//! [`Connection`] becomes *kept* ([`Connection::is_kept`]) instead of closed: the transport is
+//! gone, but the driver holds the engine (and the client id) until
+//!
+//! - [`Connection::poll_timeout`] passes: [`Connection::handle_timeout`] publishes the delayed
+//!   will when its delay is over, and at the session's expiry ends it with
+//!   [`Route::SessionExpired`] (the will goes first if it still waits: the session ended
+//!   earlier than the delay, 5.0 section 3.1.3.2.2);
+//! - the client id connects again: [`Connection::handle_resume`] with the new CONNECT's clean
+//!   start. The will is dropped when the session resumes, and published when a clean start
+//!   ends it; the new connection's driver deals with the router's session as the
+//!   [`ConnectRequest`] says;
+//! - the driver has no room to keep it: [`Connection::handle_discard`] ends it at once, as if
+//!   it had expired (counted as [`Counter::SessionNotKept`]).
+//!
+//! A relay never keeps a session: its upstream broker keeps sessions and publishes wills.
+
+use crate::codec::{Connect, Properties, Property, Version};
+use crate::tracker::PublishInfo;
+
+use super::io::session_expiry_of;
+use super::{
+    ConnectRequest, Connection, Counter, Output, Own, Route, SESSION_NEVER_EXPIRES, SessionStore,
+    State, route_publish,
+};
+use crate::acks::AckStore;
+
+impl ConnectRequest<'_> {
+    /// Whether the router discards a session it kept for the client id before this connection
+    /// starts (clean start).
+    pub const fn discards_session(&self) -> bool {
+        self.clean_start
+    }
+
+    /// Whether the router must keep the session when the connection ends (the session expiry
+    /// is not 0). [`Route::End`] says the final expiry: a DISCONNECT may lower it to 0, and
+    /// then the router discards the session at the end.
+    pub const fn keeps_session(&self) -> bool {
+        self.session_expiry > 0
+    }
+}
+
+/// Milliseconds after `now` that `seconds` last, saturating.
+fn after(now: u64, seconds: u32) -> u64 {
+    now.saturating_add(u64::from(seconds) * 1_000)
+}
+
+impl<A: AckStore, S: SessionStore> Connection<A, S> {
+    /// The session expiry the server grants `connect`: what it asks for (MQTT 3.1.1: 0 or
+    /// never), capped at [`Limits::max_session_expiry`](super::Limits::max_session_expiry).
+    pub(super) fn granted_expiry(&self, connect: &Connect<'_>) -> u32 {
+        session_expiry_of(connect).min(self.limits.max_session_expiry)
+    }
+
+    /// The CONNACK properties of the session (5.0 section 3.2.2.3): the granted session expiry
+    /// when it is not what the client asked for, the Server Keep Alive when configured, the
+    /// Receive Maximum when below the default 65,535.
+    pub(super) fn push_session_properties<const N: usize>(
+        &self,
+        connect: &Connect<'_>,
+        list: &mut heapless::Vec<Property<'_>, N>,
+    ) {
+        let granted = self.granted_expiry(connect);
+        if granted != session_expiry_of(connect) {
+            let _ = list.push(Property::SessionExpiryInterval(granted));
+        }
+        if let Some(seconds) = self.server_keep_alive {
+            let _ = list.push(Property::ServerKeepAlive(seconds));
+        }
+        let receive_maximum = u16::try_from(self.limits.max_inbound_qos2).unwrap_or(u16::MAX);
+        if receive_maximum < u16::MAX {
+            // 0 is a protocol error on the wire (5.0 section 3.2.2.3.3): at least 1 is said.
+            let _ = list.push(Property::ReceiveMaximum(receive_maximum.max(1)));
+        }
+    }
+
+    /// The Session Expiry Interval of the client's DISCONNECT (5.0 section 3.14.2.2.2)
+    /// replaces the granted one, capped like it; false for a change from 0 to more, a protocol
+    /// error. (Granted 0 means the CONNECT asked for 0, unless the server grants no more than 0
+    /// anyway: then any value becomes 0.)
+    pub(super) fn disconnect_expiry(&mut self, properties: &Properties<'_>) -> bool {
+        if let Some(expiry) = properties.session_expiry_interval() {
+            if self.session_expiry == 0 && expiry != 0 && self.limits.max_session_expiry != 0 {
+                return false;
+            }
+            self.session_expiry = expiry.min(self.limits.max_session_expiry);
+        }
+        true
+    }
+
+    /// The keep-alive the engine applies to `connect`: the configured Server Keep Alive for an
+    /// MQTT 5 client (it was told in the CONNACK), the client's own otherwise.
+    pub(super) fn granted_keep_alive(&self, connect: &Connect<'_>) -> u16 {
+        match self.server_keep_alive {
+            Some(seconds) if self.version == Version::V5 => seconds,
+            _ => connect.keep_alive,
+        }
+    }
+
+    /// The will of a connection that just ended because of `cause` (with `will_due` saying
+    /// whether the cause publishes it), and whether the session is kept: the will goes now
+    /// unless it is delayed into a kept session. Called by `end` after the state left
+    /// `Connected`, before the `disconnected` event.
+    pub(super) fn will_at_end(
+        &mut self,
+        now: u64,
+        will_due: bool,
+        may_keep: bool,
+        out: &mut impl Output,
+    ) {
+        let will_due = will_due && self.store.will().is_some();
+        // The will waits the lesser of its delay and the session's life (5.0 3.1.3.2.2).
+        let delay = self.will_delay.min(self.session_expiry);
+        if will_due && may_keep && self.keeps_sessions && delay > 0 {
+            self.will_at = Some(after(now, delay));
+        } else {
+            self.will_at = None;
+            if will_due {
+                self.publish_will(now, out);
+            }
+        }
+    }
+
+    /// Makes an ended connection kept when its session outlives it or its will waits; called
+    /// by `end` after [`Route::End`]. False: the connection is closed.
+    pub(super) fn keep(&mut self, now: u64, may_keep: bool) -> bool {
+        let expires = self.session_expiry > 0 && self.session_expiry != SESSION_NEVER_EXPIRES;
+        if !(may_keep && self.keeps_sessions && (expires || self.will_at.is_some())) {
+            return false;
+        }
+        self.kept_until = expires.then(|| after(now, self.session_expiry));
+        self.state = State::Kept;
+        debug!("server: session kept after its connection");
+        true
+    }
+
+    /// Whether the connection has ended but its session is kept (see the
+    /// [module docs](self)): the transport is gone; keep the engine until
+    /// [`Connection::handle_timeout`], [`Connection::handle_resume`] or
+    /// [`Connection::handle_discard`] closes it.
+    pub fn is_kept(&self) -> bool {
+        self.state == State::Kept
+    }
+
+    /// The deadline of a kept session: its will or its expiry, whichever is first.
+    pub(super) fn kept_deadline(&self) -> Option<u64> {
+        match (self.will_at, self.kept_until) {
+            (Some(will), Some(expiry)) => Some(will.min(expiry)),
+            (will, expiry) => will.or(expiry),
+        }
+    }
+
+    /// A kept session at `now`: the delayed will when due; the end at its expiry.
+    pub(super) fn kept_timeout(&mut self, now: u64, out: &mut impl Output) {
+        if self.will_at.is_some_and(|at| now >= at) {
+            self.will_at = None;
+            out.count(Counter::WillDelayed);
+            self.publish_will(now, out);
+        }
+        if self.kept_until.is_some_and(|at| now >= at) {
+            out.count(Counter::SessionExpired);
+            self.expire(now, out);
+        } else if self.kept_until.is_none() && self.will_at.is_none() {
+            // A never-expiring session whose will has gone: nothing is left to wait for.
+            self.finish_kept();
+        }
+    }
+
+    /// The client id of a kept session connects again (the driver's registry saw it):
+    /// a clean start ends the session, and its delayed will goes now; otherwise the session
+    /// resumes on the new connection and the will is dropped (5.0 section 3.1.3.2.2). The
+    /// new connection's [`ConnectRequest`] tells the router what to do with the session.
+    /// Does nothing unless [`Connection::is_kept`].
+    pub fn handle_resume(&mut self, now: u64, clean_start: bool, out: &mut impl Output) {
+        if self.state != State::Kept {
+            return;
+        }
+        if clean_start && self.will_at.take().is_some() {
+            out.count(Counter::WillDelayed);
+            self.publish_will(now, out);
+        }
+        self.finish_kept();
+    }
+
+    /// Ends a kept session at once because the driver has no room to keep it: the delayed will
+    /// goes now, the router discards the session ([`Route::SessionExpired`]). Counted as
+    /// [`Counter::SessionNotKept`]. Does nothing unless [`Connection::is_kept`].
+    pub fn handle_discard(&mut self, now: u64, out: &mut impl Output) {
+        if self.state != State::Kept {
+            return;
+        }
+        out.count(Counter::SessionNotKept);
+        if self.will_at.take().is_some() {
+            self.publish_will(now, out);
+        }
+        self.expire(now, out);
+    }
+
+    /// The kept session ends: the router discards it.
+    fn expire(&mut self, now: u64, out: &mut impl Output) {
+        if self.will_at.take().is_some() {
+            out.count(Counter::WillDelayed);
+            self.publish_will(now, out);
+        }
+        let _ = out.route(Route::SessionExpired);
+        debug!("server: kept session ended");
+        self.finish_kept();
+    }
+
+    fn finish_kept(&mut self) {
+        self.will_at = None;
+        self.kept_until = None;
+        self.state = State::Closed;
+        self.store.clear();
+    }
+
+    /// Routes the kept will (the client is gone: no copy to it) and forgets it.
+    pub(super) fn publish_will(&mut self, now: u64, out: &mut impl Output) {
+        if let Some(will) = self.store.will() {
+            let info = PublishInfo {
+                topic: will.topic,
+                payload: will.message,
+                qos: will.qos,
+                retain: will.retain,
+            };
+            // The store kept only the properties that go out with the will (see `will`).
+            let properties = will.properties;
+            let mut own = Own::of(&self.store, &mut self.next_pkid);
+            route_publish(
+                &mut self.tracker,
+                &mut own,
+                None,
+                now,
+                info,
+                properties,
+                out,
+            );
+        }
+        self.store.clear_will();
+    }
+}
