@@ -52,6 +52,13 @@ pub struct Config {
     pub max_packet_size: usize,
     /// How long a new connection may take to send CONNECT, in seconds (default 10, above 0).
     pub connect_timeout_secs: f64,
+    /// The MQTT 5 Server Keep Alive, in seconds (default: none, the client's keep-alive
+    /// holds): told to MQTT 5 clients in the CONNACK and applied to them.
+    pub server_keep_alive: Option<u16>,
+    /// The most MQTT 5 sessions kept after their connection ended, waiting for their expiry
+    /// or a delayed will (default 10,000); past it, a session ends with its connection and
+    /// `activity_sessions_not_kept_total` counts it.
+    pub max_kept_sessions: usize,
     /// How long shutdown waits for `server_shutdown` events to go out before closing sockets,
     /// in milliseconds (default 500).
     pub shutdown_grace_ms: u64,
@@ -79,6 +86,8 @@ impl Default for Config {
             max_connections: 10_000,
             max_packet_size: 1_048_576,
             connect_timeout_secs: 10.0,
+            server_keep_alive: None,
+            max_kept_sessions: 10_000,
             shutdown_grace_ms: 500,
             sinks: vec![Sink::Mqtt],
             metrics_listen: None,

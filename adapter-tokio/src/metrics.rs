@@ -75,6 +75,16 @@ pub struct Metrics {
     pub deliveries_not_wanted: AtomicU64,
     /// MQTT 5 deliveries that matched more subscriptions with identifiers than one carries.
     pub subscription_ids_cut: AtomicU64,
+    /// MQTT 5 sessions kept after their connection now (a gauge; bounded by
+    /// `max_kept_sessions`).
+    pub sessions_kept: AtomicU64,
+    /// Kept MQTT 5 sessions that reached their expiry and ended.
+    pub sessions_expired: AtomicU64,
+    /// MQTT 5 sessions that asked to outlive their connection but ended with it because
+    /// `max_kept_sessions` were kept already.
+    pub sessions_not_kept: AtomicU64,
+    /// Wills published after their Will Delay Interval (or when their kept session ended).
+    pub wills_delayed: AtomicU64,
     /// Connections closed for a protocol violation (malformed or unexpected packet).
     pub protocol_errors: AtomicU64,
     /// Connections closed because the client was silent past 1.5 times its keep-alive.
@@ -171,6 +181,9 @@ impl Metrics {
             Counter::DeliveryExpired => &self.deliveries_expired,
             Counter::DeliveryNotWanted => &self.deliveries_not_wanted,
             Counter::SubscriptionIdsCut => &self.subscription_ids_cut,
+            Counter::SessionExpired => &self.sessions_expired,
+            Counter::SessionNotKept => &self.sessions_not_kept,
+            Counter::WillDelayed => &self.wills_delayed,
             // `Counter` is non-exhaustive; a counter added to the engine gets its field here.
             _ => return,
         };
@@ -355,6 +368,30 @@ impl Metrics {
             "counter",
             "MQTT 5 deliveries that matched more subscription identifiers than one carries.",
             &self.subscription_ids_cut,
+        );
+        r.single(
+            "sessions_kept",
+            "gauge",
+            "MQTT 5 sessions kept after their connection ended.",
+            &self.sessions_kept,
+        );
+        r.single(
+            "sessions_expired_total",
+            "counter",
+            "Kept MQTT 5 sessions that reached their expiry.",
+            &self.sessions_expired,
+        );
+        r.single(
+            "sessions_not_kept_total",
+            "counter",
+            "MQTT 5 sessions that ended with their connection because max_kept_sessions were kept.",
+            &self.sessions_not_kept,
+        );
+        r.single(
+            "wills_delayed_total",
+            "counter",
+            "Wills published after their will delay.",
+            &self.wills_delayed,
         );
         r.single(
             "acks_unmatched_total",

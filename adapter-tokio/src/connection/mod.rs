@@ -21,7 +21,16 @@
 //!   [`WRITE_STALL_LIMIT`] without keep-alive, and then the connection closes as
 //!   `keepalive_timeout`;
 //! - shutdown: every connection reports `server_shutdown` at once and keeps delivering (the
-//!   others' shutdown events among it) until the broker closes the sockets.
+//!   others' shutdown events among it) until the broker closes the sockets;
+//! - MQTT 5 sessions that outlive their connection (the engine's kept state, see
+//!   [`Connection::is_kept`](activity_core::server::Connection::is_kept)): the task stays, with
+//!   the client id in the registry, until the engine's deadline (a delayed will, published
+//!   through a link of its own, or the expiry: the router's session is discarded by a clean
+//!   link of the client id) or until the client id connects again. rumqttd 0.20 parses session
+//!   expiry but keeps every persistent session forever; the router's `clean_session` flag is
+//!   set from the engine's [`ConnectRequest`](activity_core::server::ConnectRequest) instead.
+//!   At most `max_kept_sessions` are kept at once; past it, the session ends with its
+//!   connection (`activity_sessions_not_kept_total`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,9 +68,15 @@ pub const ACK_STORE_CAPACITY: usize = 128;
 pub type LinkFactory =
     Arc<dyn Fn(&str, bool) -> anyhow::Result<(LinkTx, LinkRx, Notification)> + Send + Sync>;
 
-/// A request to end a connection because its client id connected again; answered once the
-/// old connection's `disconnected` event is queued.
-type Kick = oneshot::Sender<()>;
+/// A request to end a connection (or a kept session) because its client id connected again;
+/// answered once the old connection's `disconnected` event is queued and the router's session
+/// is where the new connection expects it.
+struct Kick {
+    /// Answered when the old connection is done.
+    done: oneshot::Sender<()>,
+    /// The new connection's clean start: it ends a kept session (and sends its delayed will).
+    clean_start: bool,
+}
 
 /// The client ids connected now, to detect takeovers.
 #[derive(Default)]
@@ -141,7 +156,7 @@ pub fn server_config(config: &Config, tracker: TrackerConfig) -> ServerConfig {
         },
         connect_timeout_ms: u64::try_from(config.connect_timeout().as_millis()).unwrap_or(u64::MAX),
         loopback_may_subscribe_system: config.access.loopback_may_subscribe,
-        server_keep_alive: None,
+        server_keep_alive: config.server_keep_alive,
     }
 }
 

@@ -69,7 +69,10 @@ where
     let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(shared, peer, serial);
     if let Some(link) = session.connect(&mut stream).await {
-        session.run(&mut stream, link).await;
+        let kick = session.run(&mut stream, link).await;
+        let _ = stream.shutdown().await;
+        session.linger(kick).await;
+        return;
     }
     let _ = stream.shutdown().await;
 }
@@ -135,6 +138,16 @@ struct Side {
     /// The client id, once the engine asked about the CONNECT.
     client_id: String,
     clean_start: bool,
+    /// Whether the router's link was built to keep the session when the connection ends (the
+    /// engine's [`ConnectRequest::keeps_session`](activity_core::server::ConnectRequest)).
+    router_keeps: bool,
+    /// Whether a kept session of the client id is discarded first although the new one is kept
+    /// (clean start with a session expiry: rumqttd's link cannot say both).
+    discard_first: bool,
+    /// The session expiry [`Route::End`] gave.
+    end_expiry: Option<u32>,
+    /// The engine ended a kept session ([`Route::SessionExpired`]): the router discards it.
+    expired: bool,
     question: Option<ConnectQuestion>,
     /// Packets for the router.
     batch: Vec<Packet>,
@@ -174,6 +187,8 @@ impl Output for Side {
                 self.client_id = request.client_id.to_owned();
                 self.clean_start = request.clean_start;
                 self.v5 = request.protocol_level == 5;
+                self.router_keeps = request.keeps_session();
+                self.discard_first = request.discards_session() && request.keeps_session();
                 self.question = Some(ConnectQuestion {
                     username: request.username.map(str::to_owned),
                     password: request.password.map(<[u8]>::to_vec),
@@ -220,7 +235,12 @@ impl Output for Side {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Route::End { cause, .. } => {
+            Route::SessionExpired => self.expired = true,
+            Route::End {
+                cause,
+                session_expiry,
+            } => {
+                self.end_expiry = Some(session_expiry);
                 self.permit.take();
                 if std::mem::take(&mut self.unreported) {
                     // Matched in `Session::connect`; shutdown waits for the count to reach zero.
@@ -414,6 +434,8 @@ struct Session {
     tx: TxBuf,
     /// The takeover that ended this connection, answered once its events are queued.
     kick: Option<Kick>,
+    /// Whether a kept session counts in `Metrics::sessions_kept`.
+    kept_slot: bool,
     /// Where the property block of a delivery to an MQTT 5 client is written.
     properties_buf: Vec<u8>,
     /// A delivery that waits for the client's acknowledgements: its Receive Maximum is in
@@ -444,6 +466,10 @@ impl Session {
                 serial,
                 client_id: String::new(),
                 clean_start: true,
+                router_keeps: false,
+                discard_first: false,
+                end_expiry: None,
+                expired: false,
                 question: None,
                 batch: Vec::new(),
                 events: Vec::new(),
@@ -461,6 +487,7 @@ impl Session {
             rbuf: BytesMut::with_capacity(4096),
             tx: TxBuf::default(),
             kick: None,
+            kept_slot: false,
             properties_buf: Vec::new(),
             pending: None,
         }
@@ -633,13 +660,21 @@ impl Session {
         let (kick_tx, kick) = mpsc::channel::<Kick>(1);
         if let Some(old) = shared.registry.insert(&client_id, serial, kick_tx) {
             let (done_tx, done_rx) = oneshot::channel();
-            if old.send(done_tx).await.is_ok() {
+            let request = Kick {
+                done: done_tx,
+                clean_start: self.side.clean_start,
+            };
+            if old.send(request).await.is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
             }
         }
-        let factory = shared.link_factory.clone();
         let router_id = router_client_id(&client_id);
-        let clean = self.side.clean_start;
+        if self.side.discard_first {
+            discard_router_session(&shared, &client_id).await;
+        }
+        let factory = shared.link_factory.clone();
+        // rumqttd's clean flag both discards an earlier session and keeps none at the end.
+        let clean = !self.side.router_keeps;
         let built = tokio::task::spawn_blocking(move || factory(&router_id, clean)).await;
         let (tx, rx, connack) = match built {
             Ok(Ok(link)) => link,
@@ -655,7 +690,9 @@ impl Session {
             }
         };
         self.side.permit = Some(permit);
-        shared.interest.session_started(&client_id, serial, clean);
+        shared
+            .interest
+            .session_started(&client_id, serial, self.side.clean_start);
         let session_present = matches!(
             Option::<Packet>::from(connack),
             Some(Packet::ConnAck(ack, _)) if ack.session_present
@@ -663,14 +700,16 @@ impl Session {
         Ok((session_present, Link { tx, rx, kick }))
     }
 
-    /// The accepted connection, until it ends.
-    async fn run<S>(&mut self, stream: &mut S, mut link: Link)
+    /// The accepted connection, until it ends; returns where takeovers arrive (for a kept
+    /// session, see [`Session::linger`]).
+    async fn run<S>(&mut self, stream: &mut S, mut link: Link) -> mpsc::Receiver<Kick>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut phase = self.side.shared.phase.clone();
         let mut exit = self.flush(stream, &mut link.tx).await.err();
-        while exit.is_none() && !self.conn.is_closed() {
+        // A kept session (the client left, the session stays) is over for the socket too.
+        while exit.is_none() && !self.conn.is_closed() && !self.conn.is_kept() {
             reserve_read_space(&mut self.rbuf);
             let deadline = self.deadline();
             let step = tokio::select! {
@@ -726,7 +765,7 @@ impl Session {
         }
         // What the end produced: the will for the router, the events, bytes for the client.
         let _ = self.flush(stream, &mut link.tx).await;
-        self.finish(link).await;
+        self.finish(link).await
     }
 
     /// Shutdown: the end is reported; keep delivering (the events of everybody's shutdown among
@@ -758,8 +797,28 @@ impl Session {
         }
     }
 
-    /// Tells the router the connection is gone, and everything else that kept it.
-    async fn finish(&mut self, mut link: Link) {
+    /// Tells the router the connection is gone, and everything else that kept it; returns
+    /// where takeovers arrive.
+    async fn finish(&mut self, mut link: Link) -> mpsc::Receiver<Kick> {
+        let now = now_ms();
+        if self.conn.is_kept() {
+            // Taken over: the new connection resumes the session (or its clean start ends it).
+            if let Some(kick) = &self.kick {
+                self.conn
+                    .handle_resume(now, kick.clean_start, &mut self.side);
+            }
+        }
+        if self.conn.is_kept() {
+            let metrics = &self.side.shared.metrics;
+            let max = u64::try_from(self.side.shared.config.max_kept_sessions).unwrap_or(u64::MAX);
+            if metrics.sessions_kept.fetch_add(1, Ordering::AcqRel) >= max {
+                metrics.sessions_kept.fetch_sub(1, Ordering::AcqRel);
+                // The will (if any) goes with this link, before its DISCONNECT.
+                self.conn.handle_discard(now, &mut self.side);
+            } else {
+                self.kept_slot = true;
+            }
+        }
         let side = &mut self.side;
         // DISCONNECT makes the router drop the connection and keep a persistent session.
         side.batch.push(Packet::Disconnect(
@@ -769,14 +828,107 @@ impl Session {
             None,
         ));
         let _ = side.send(&mut link.tx).await;
+        // The session ends now although the router was told to keep it: a DISCONNECT set its
+        // expiry to 0, or it could not be kept.
+        let ends_now = side.router_keeps && side.end_expiry == Some(0);
+        let router_keeps = side.router_keeps && !ends_now && !side.expired;
+        if ends_now || std::mem::take(&mut side.expired) {
+            discard_router_session(&side.shared, &side.client_id).await;
+        }
         // Before the registry: once the client id is gone, its clean session's filters are.
         side.shared
             .interest
-            .session_ended(&side.client_id, side.serial, side.clean_start);
-        side.shared.registry.remove(&side.client_id, side.serial);
+            .session_ended(&side.client_id, side.serial, !router_keeps);
         side.shared.metrics.connection_closed();
+        if !self.conn.is_kept() {
+            self.release();
+        }
+        link.kick
+    }
+
+    /// A kept session (see [`Connection::is_kept`]): waits for the engine's deadline (a delayed
+    /// will, the expiry) or for the client id to connect again, then lets the client id go.
+    async fn linger(&mut self, mut kick: mpsc::Receiver<Kick>) {
+        let mut phase = self.side.shared.phase.clone();
+        while self.conn.is_kept() && *phase.borrow() == Phase::Running {
+            let deadline = self.deadline();
+            tokio::select! {
+                () = sleep_until(deadline) => {
+                    let mut tx = [0u8; 64];
+                    self.conn.handle_timeout(now_ms(), &mut tx, &mut self.side);
+                }
+                request = kick.recv() => match request {
+                    Some(request) => {
+                        self.conn.handle_resume(now_ms(), request.clean_start, &mut self.side);
+                        self.kick = Some(request);
+                    }
+                    None => break,
+                },
+                changed = phase.changed() => {
+                    // Shutdown: the router goes with the process, and its sessions with it.
+                    if changed.is_err() || *phase.borrow() != Phase::Running {
+                        break;
+                    }
+                }
+            }
+            self.kept_effects().await;
+        }
+        if std::mem::take(&mut self.kept_slot) {
+            self.side
+                .shared
+                .metrics
+                .sessions_kept
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+        self.release();
+    }
+
+    /// What the engine asked of the router for a kept session, whose link is gone: a delayed
+    /// will goes through a link of its own; an ended session is discarded.
+    async fn kept_effects(&mut self) {
+        let side = &mut self.side;
+        if !side.batch.is_empty() {
+            let factory = side.shared.link_factory.clone();
+            // `%%` never starts an escaped client id (see `router_client_id`).
+            let router_id = format!("%%will-{}", side.serial);
+            let built = tokio::task::spawn_blocking(move || factory(&router_id, true)).await;
+            match built {
+                Ok(Ok((mut tx, _rx, _))) => {
+                    side.batch.push(Packet::Disconnect(
+                        Disconnect {
+                            reason_code: DisconnectReasonCode::NormalDisconnection,
+                        },
+                        None,
+                    ));
+                    let _ = side.send(&mut tx).await;
+                }
+                _ => {
+                    warn!(client_id = %side.client_id, "no router link for a delayed will");
+                    side.batch.clear();
+                    side.shared
+                        .metrics
+                        .messages_lost
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        for record in side.events.drain(..) {
+            side.shared.events.send(record);
+        }
+        if std::mem::take(&mut side.expired) {
+            discard_router_session(&side.shared, &side.client_id).await;
+            side.shared
+                .interest
+                .session_ended(&side.client_id, side.serial, true);
+        }
+    }
+
+    /// Lets the client id go and answers the takeover that waits for it.
+    fn release(&mut self) {
+        let side = &self.side;
+        side.shared.registry.remove(&side.client_id, side.serial);
         if let Some(kick) = self.kick.take() {
-            let _ = kick.send(());
+            let _ = kick.done.send(());
         }
     }
 
@@ -960,6 +1112,23 @@ impl Session {
         self.side
             .sequencer
             .on_delivery(pkid, router_qos, sent_qos, &mut self.side.router_acks);
+    }
+}
+
+/// Discards the router's session of `client_id`: rumqttd keeps a persistent session until a
+/// clean connection of the same client id replaces it, so one connects and leaves. The caller
+/// holds the client id in the registry, so that no client connects meanwhile.
+async fn discard_router_session(shared: &Shared, client_id: &str) {
+    let factory = shared.link_factory.clone();
+    let router_id = router_client_id(client_id);
+    match tokio::task::spawn_blocking(move || factory(&router_id, true)).await {
+        Ok(Ok((mut tx, _rx, _))) => {
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = tx.send(Packet::Disconnect(disconnect, None)).await;
+        }
+        _ => warn!(client_id, "no router link to discard a session"),
     }
 }
 
