@@ -34,4 +34,5 @@ pub mod kafka;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod raw5;
 pub mod tap;
