@@ -349,3 +349,44 @@ async fn through_the_tap_the_upstream_keeps_the_session_and_the_engine_checks_di
     let ev = monitor.next_event("disconnected", "tgrow").await;
     assert_eq!(ev.json["reason"], "protocol_error");
 }
+
+#[tokio::test]
+async fn past_max_kept_sessions_a_session_ends_with_its_connection_and_is_counted() {
+    let mut config = test_config();
+    config.max_kept_sessions = 1;
+    let broker = start_broker(config).await;
+    let addr = broker.local_addr();
+    let metrics = broker.metrics();
+    let props = session_expiry(60);
+    let (raw, _) = Raw5::connect(addr, &connect5("first", true, 60, &props, None)).await;
+    drop(raw);
+    wait_until(metrics, "the first session kept", |m| {
+        m.sessions_kept.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // The table is full: the second session ends with its connection, its will goes at once.
+    let mut sub = MosquittoSub::spawn(addr, &["-i", "full-sub", "-V", "mqttv5", "-t", "full/#"]);
+    let mut monitor = Monitor::start(addr).await;
+    monitor.next_event("subscribed", "full-sub").await;
+    let will = Will {
+        topic: "full/will",
+        message: b"now",
+        properties: will_delay(30),
+    };
+    let (raw, _) = Raw5::connect(addr, &connect5("second", true, 60, &props, Some(&will))).await;
+    drop(raw);
+    assert_eq!(sub.next_line().await, "now");
+    wait_until(metrics, "the second session not kept", |m| {
+        m.sessions_not_kept.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(metrics.sessions_kept.load(Ordering::Relaxed), 1);
+    let (_raw, connack) = Raw5::connect(addr, &connect5("second", false, 60, &props, None)).await;
+    assert!(
+        !connack.session_present(),
+        "the router's session was discarded"
+    );
+    let (_raw, connack) = Raw5::connect(addr, &connect5("first", false, 60, &props, None)).await;
+    assert!(connack.session_present(), "the first one is still kept");
+    sub.kill().await;
+}
