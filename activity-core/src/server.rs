@@ -35,7 +35,12 @@
 //!    When the server shuts down, [`Connection::handle_shutdown`] reports the end at once and
 //!    leaves the transport open for what the router still delivers; `handle_close` follows
 //!    when the driver closes it.
-//! 5. Once [`Connection::is_closed`], send what is in `tx` and close the transport.
+//! 5. Once [`Connection::is_closed`], send what is in `tx` and close the transport. Once
+//!    [`Connection::is_kept`] instead (an MQTT 5 session that outlives its connection, or a
+//!    delayed will), close the transport but keep the engine and the client id: call
+//!    [`Connection::handle_timeout`] at [`Connection::poll_timeout`] (the delayed will, then
+//!    [`Route::SessionExpired`]), [`Connection::handle_resume`] when the client id connects
+//!    again, or [`Connection::handle_discard`] when there is no room to keep it.
 //!
 //! Outputs that borrow the client's bytes (a routed publish, a `message` event) are handed to
 //! the [`Output`] during the call that decodes them, so that nothing is copied and the engine

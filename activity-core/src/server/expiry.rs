@@ -139,10 +139,11 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         true
     }
 
-    /// Whether the connection has ended but its session is kept (see the
-    /// [module docs](self)): the transport is gone; keep the engine until
-    /// [`Connection::handle_timeout`], [`Connection::handle_resume`] or
-    /// [`Connection::handle_discard`] closes it.
+    /// Whether the connection has ended but its session is kept (MQTT 5: a session expiry
+    /// that is neither 0 nor never, or a delayed will): the transport is gone; keep the engine
+    /// (and the client id) until [`Connection::poll_timeout`] passes and
+    /// [`Connection::handle_timeout`], or [`Connection::handle_resume`] (the client id
+    /// connects again) or [`Connection::handle_discard`] (no room to keep it) closes it.
     pub fn is_kept(&self) -> bool {
         self.state == State::Kept
     }
