@@ -452,7 +452,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         loop {
             if matches!(
                 self.state,
-                State::Authorizing | State::Draining | State::Closed
+                State::Authorizing | State::Draining | State::Kept | State::Closed
             ) {
                 return consumed;
             }

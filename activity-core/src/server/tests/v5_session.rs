@@ -70,6 +70,12 @@ fn a_session_with_an_expiry_is_kept_until_it_expires() {
     assert_eq!(client.out.routes, [R::End(2, CloseCause::TransportClosed)]);
     assert!(client.conn.is_kept() && !client.conn.is_closed());
     assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+    // A kept session reads nothing (the transport is gone; bytes left over are ignored).
+    assert_eq!(
+        client.send(&subscribe(1, &[("late", QoS::AtMostOnce)])),
+        NOTHING
+    );
+    assert_eq!(client.out.routes.len(), 1);
     assert_eq!(client.conn.poll_timeout(), Some(T0 + 2_000));
     timeout(&mut client, T0 + 1_999);
     assert!(client.conn.is_kept());
