@@ -138,8 +138,10 @@ struct Side {
     /// The client id, once the engine asked about the CONNECT.
     client_id: String,
     clean_start: bool,
-    /// Whether the router's link was built to keep the session when the connection ends (the
-    /// engine's [`ConnectRequest::keeps_session`](activity_core::server::ConnectRequest)).
+    /// Whether the router's link was built persistent (`clean_session = false`): it resumes a
+    /// kept session and keeps this one at the end. Only a clean start without session expiry
+    /// gets a clean link (see [`ConnectRequest`](activity_core::server::ConnectRequest)); a
+    /// persistent session that must end with its connection is discarded afterwards.
     router_keeps: bool,
     /// Whether a kept session of the client id is discarded first although the new one is kept
     /// (clean start with a session expiry: rumqttd's link cannot say both).
@@ -187,7 +189,7 @@ impl Output for Side {
                 self.client_id = request.client_id.to_owned();
                 self.clean_start = request.clean_start;
                 self.v5 = request.protocol_level == 5;
-                self.router_keeps = request.keeps_session();
+                self.router_keeps = !request.discards_session() || request.keeps_session();
                 self.discard_first = request.discards_session() && request.keeps_session();
                 self.question = Some(ConnectQuestion {
                     username: request.username.map(str::to_owned),
