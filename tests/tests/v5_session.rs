@@ -339,20 +339,45 @@ async fn through_the_tap_the_upstream_keeps_the_session_and_the_engine_checks_di
     assert!(connack.session_present(), "mosquitto kept the session");
     drop(raw);
     monitor.next_event("disconnected", "tx").await;
-    // 0 at CONNECT, 60 at DISCONNECT: the tap's engine closes for a protocol error and
-    // reports it. (Its DISCONNECT 0x82 does not reach the client yet: the tap's driver drops
-    // the engine's last answer when the engine closes; the broker's test above sees it.)
+    // 0 at CONNECT, 60 at DISCONNECT: the tap's engine closes for a protocol error, tells
+    // the client (DISCONNECT 0x82 with its reason string) and reports it.
     let (mut raw, _) = Raw5::connect(addr, &connect5("tgrow", true, 60, &[], None)).await;
     raw.send(&disconnect5(0, &session_expiry(60))).await;
     let packets = raw.until_closed().await;
-    assert!(
-        packets
-            .iter()
-            .all(|p| p.first == 0xE0 && p.reason() == 0x82),
+    let disconnect = packets.last().expect("a DISCONNECT reaches the client");
+    assert_eq!(
+        (disconnect.first, disconnect.reason()),
+        (0xE0, 0x82),
         "{packets:?}"
+    );
+    assert_eq!(
+        disconnect.reason_string().as_deref(),
+        Some("protocol error")
     );
     let ev = monitor.next_event("disconnected", "tgrow").await;
     assert_eq!(ev.json["reason"], "protocol_error");
+}
+
+#[tokio::test]
+async fn through_the_tap_a_taken_over_v5_client_gets_disconnect_0x8e() {
+    let mosquitto = Mosquitto::start().await;
+    let tap = start_default_tap(mosquitto.addr).await;
+    wait_publisher(&tap).await;
+    let addr = tap.local_addr();
+    let mut monitor = Monitor::start(mosquitto.addr).await;
+    let (mut old, _) = Raw5::connect(addr, &connect5("ttake", true, 60, &[], None)).await;
+    monitor.next_event("connected", "ttake").await;
+    let (_new, connack) = Raw5::connect(addr, &connect5("ttake", true, 60, &[], None)).await;
+    assert_eq!(connack.reason(), 0x00);
+    let packets = old.until_closed().await;
+    let disconnect = packets.last().expect("a DISCONNECT reaches the old client");
+    assert_eq!(
+        (disconnect.first, disconnect.reason()),
+        (0xE0, 0x8E),
+        "{packets:?}"
+    );
+    let ev = monitor.next_event("disconnected", "ttake").await;
+    assert_eq!(ev.json["reason"], "takenover");
 }
 
 #[tokio::test]

@@ -74,6 +74,9 @@ pub(super) struct Conn {
     open: bool,
     /// The registry entry to insert when the upstream accepts the client.
     entry: Option<Entry>,
+    /// What the engine wrote for the client when a newer connection took this one over (an
+    /// MQTT 5 DISCONNECT 0x8E), written by this connection's own task as it ends.
+    farewell: Vec<u8>,
 }
 
 /// The engine of a connection, locked.
@@ -111,6 +114,7 @@ impl Conn {
             permit,
             open,
             entry,
+            farewell: _,
         } = self;
         let mut side = Side {
             shared,
@@ -213,11 +217,13 @@ impl RelayOutput for Side<'_> {
             return;
         };
         if let Some(conn) = old.conn.upgrade() {
-            let mut tx = [0u8; 16];
+            let mut tx = vec![0u8; TX_ROOM];
             let mut ignored = Vec::new();
-            lock(&conn).drive(self.shared, &mut ignored, |relay, side| {
+            let mut old_conn = lock(&conn);
+            let written = old_conn.drive(self.shared, &mut ignored, |relay, side| {
                 relay.handle_close(now_ms(), CloseCause::TakenOver, &mut tx, side)
             });
+            old_conn.farewell.extend_from_slice(&tx[..written]);
         }
         old.wake.notify_one();
     }
@@ -255,6 +261,7 @@ where
         permit: None,
         open: false,
         entry: None,
+        farewell: Vec::new(),
     }));
     let wake = Arc::new(Notify::new());
     let superseded = Arc::new(AtomicBool::new(false));
@@ -547,58 +554,73 @@ impl Relayed<'_> {
         let (mut client_rx, mut client_tx) = tokio::io::split(client);
         let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
         let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(MAX_PENDING_REQUESTS);
-        let up = to_upstream.client_to_upstream(&mut client_rx, &mut upstream_tx, &answers_tx);
-        let down = to_client.upstream_to_client(
-            &mut upstream_rx,
-            &mut client_tx,
-            &mut answers_rx,
-            superseded,
-        );
-        tokio::pin!(up, down);
-        let mut phase = shared.phase.clone();
-        let mut reading = true;
-        let mut drained = false;
-        let cause = loop {
-            match *phase.borrow_and_update() {
-                Phase::Running => {}
-                // The end is reported now; the upstream is still relayed (the other clients'
-                // shutdown events among it) until the tap closes every connection.
-                Phase::Draining if !drained => {
-                    drained = true;
-                    reading = false;
-                    let mut ignored = Vec::new();
-                    lock(conn).drive(shared, &mut ignored, |relay, side| {
-                        relay.handle_shutdown(now_ms(), &mut self.tx, side)
-                    });
-                    if self.is_closed() {
-                        break None;
+        // What the engine writes for the client as the connection ends (an MQTT 5 server
+        // DISCONNECT): written once both directions have stopped.
+        let mut last = Vec::new();
+        let cause = {
+            let up = to_upstream.client_to_upstream(&mut client_rx, &mut upstream_tx, &answers_tx);
+            let down = to_client.upstream_to_client(
+                &mut upstream_rx,
+                &mut client_tx,
+                &mut answers_rx,
+                superseded,
+            );
+            tokio::pin!(up, down);
+            let mut phase = shared.phase.clone();
+            let mut reading = true;
+            let mut drained = false;
+            loop {
+                match *phase.borrow_and_update() {
+                    Phase::Running => {}
+                    // The end is reported now; the upstream is still relayed (the other
+                    // clients' shutdown events among it) until the tap closes every connection.
+                    Phase::Draining if !drained => {
+                        drained = true;
+                        reading = false;
+                        let mut ignored = Vec::new();
+                        let written = lock(conn).drive(shared, &mut ignored, |relay, side| {
+                            relay.handle_shutdown(now_ms(), &mut self.tx, side)
+                        });
+                        last.extend_from_slice(&self.tx[..written]);
+                        if self.is_closed() {
+                            break None;
+                        }
                     }
+                    Phase::Draining => {}
+                    Phase::Closing => break Some(CloseCause::ServerShutdown),
                 }
-                Phase::Draining => {}
-                Phase::Closing => break Some(CloseCause::ServerShutdown),
-            }
-            tokio::select! {
-                cause = &mut up, if reading => {
-                    // The engine ended the session; a draining one still relays the
-                    // upstream's last answers.
-                    if cause.is_some() || !lock(conn).relay.is_draining() {
-                        break cause;
+                tokio::select! {
+                    cause = &mut up, if reading => {
+                        // The engine ended the session; a draining one still relays the
+                        // upstream's last answers.
+                        if cause.is_some() || !lock(conn).relay.is_draining() {
+                            break cause;
+                        }
+                        reading = false;
                     }
-                    reading = false;
-                }
-                cause = &mut down => break cause,
-                () = wake.notified() => break None,
-                changed = phase.changed() => {
-                    if changed.is_err() {
-                        break Some(CloseCause::ServerShutdown);
+                    cause = &mut down => break cause,
+                    () = wake.notified() => break None,
+                    changed = phase.changed() => {
+                        if changed.is_err() {
+                            break Some(CloseCause::ServerShutdown);
+                        }
                     }
                 }
             }
         };
+        // Answers the client-side direction queued but the other one had no turn to write
+        // (the engine's DISCONNECT for a protocol error or a keep-alive timeout among them).
+        let mut queued = Vec::new();
+        while let Ok(answer) = answers_rx.try_recv() {
+            queued.extend_from_slice(&answer);
+        }
+        queued.append(&mut last);
+        queued.append(&mut lock(conn).farewell);
         if let Some(cause) = cause {
             // Nothing for an MQTT 3.1.1 client: the engine has no server DISCONNECT for it.
-            let _ = self.close(cause);
+            queued.extend_from_slice(&self.close(cause));
         }
+        let _ = write_to_client(&mut client_tx, &queued, &shared.metrics).await;
         debug!(client_id = %lock(conn).client_id, "relay ended");
     }
 
