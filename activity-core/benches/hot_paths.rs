@@ -43,6 +43,8 @@ fn events() -> [(&'static str, Event<'static>); 6] {
         (
             "connected",
             Event::Connected(Connected {
+                session_expiry: None,
+                user_properties: activity_core::event::UserProperties::NONE,
                 ts: TS,
                 client_id: "dashboard",
                 username: None,
@@ -55,6 +57,7 @@ fn events() -> [(&'static str, Event<'static>); 6] {
         (
             "disconnected",
             Event::Disconnected(Disconnected {
+                reason_code: None,
                 ts: TS,
                 client_id: "dashboard",
                 reason: DisconnectReason::Normal,
@@ -64,6 +67,7 @@ fn events() -> [(&'static str, Event<'static>); 6] {
         (
             "subscribed",
             Event::Subscribed(Subscribed {
+                options: None,
                 ts: TS,
                 client_id: "dashboard",
                 topic: "devices/#",
@@ -92,6 +96,7 @@ fn events() -> [(&'static str, Event<'static>); 6] {
         (
             "msgack",
             Event::MsgAck(MsgAck {
+                reason_code: None,
                 ts: TS,
                 pub_client_id: Some("controller"),
                 ack_client_id: "dashboard",
@@ -157,6 +162,8 @@ fn bench_codec(c: &mut Criterion) {
 fn connected_tracker(client_id: &str) -> BenchTracker {
     let mut tracker = Tracker::new(TrackerConfig::default(), FixedAckStore::new());
     let info = ConnectInfo {
+        session_expiry: None,
+        user_properties: activity_core::event::UserProperties::NONE,
         client_id,
         username: None,
         proto_ver: 4,
@@ -194,6 +201,7 @@ fn bench_tracker(c: &mut Criterion) {
     bench_with_encode(&mut group, "delivery+puback", &mut subscriber, |tracker| {
         pkid = pkid % 100 + 1;
         let delivery = DeliveryInfo {
+            properties: activity_core::codec::Properties::EMPTY,
             pkid,
             qos: QoS::AtLeastOnce,
             topic: "devices/7/cmd",
@@ -201,7 +209,7 @@ fn bench_tracker(c: &mut Criterion) {
             pub_client_id: Some("controller"),
         };
         tracker.handle_delivery(delivery, |_| None);
-        tracker.handle_puback(TS, pkid)
+        tracker.handle_puback(TS, pkid, None)
     });
     group.finish();
 }

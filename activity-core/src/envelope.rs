@@ -26,9 +26,19 @@
 //!   `-?(0|[1-9][0-9]*)` without fraction or exponent that fits in `i64` (`-0` is 0). A float,
 //!   a larger number, `true`, `false`, `null`, an object or an array gives `None`.
 //! - A `\u` escape of a lone surrogate, anywhere in the document, gives `None`.
+//!
+//! # MQTT 5 user properties
+//!
+//! An MQTT 5 message can carry the ids without touching its payload: user properties
+//! (5.0 section 3.3.2.3.7) named `product_id` and `message_id`. [`envelope_of_properties`]
+//! reads them: each exactly once, a non-empty string of at most [`ID_CAPACITY`] bytes (always a
+//! string id: user property values are strings, `"42"` stays `"42"`); otherwise `None`.
+//! [`find_envelope`] is the one rule the server applies to a message: the user properties when
+//! they give both ids, else the payload.
 
 use heapless::String;
 
+use crate::codec::Properties;
 use crate::event::Id;
 use crate::json_scan::find_special;
 
@@ -66,6 +76,37 @@ pub struct Envelope {
     pub product_id: OwnedId,
     /// The top-level `message_id` member.
     pub message_id: OwnedId,
+}
+
+/// The ids of a message: from its MQTT 5 user properties when they give both
+/// ([`envelope_of_properties`]), else from its payload ([`parse_envelope`]).
+pub fn find_envelope(payload: &[u8], properties: &Properties<'_>) -> Option<Envelope> {
+    envelope_of_properties(properties).or_else(|| parse_envelope(payload))
+}
+
+/// `Some` when the user properties hold `product_id` and `message_id` once each, as non-empty
+/// strings of at most [`ID_CAPACITY`] bytes (see the [module docs](self)).
+pub fn envelope_of_properties(properties: &Properties<'_>) -> Option<Envelope> {
+    if properties.is_empty() {
+        return None;
+    }
+    let mut product_id = None;
+    let mut message_id = None;
+    for (name, value) in properties.user_properties() {
+        let slot = match name {
+            "product_id" => &mut product_id,
+            "message_id" => &mut message_id,
+            _ => continue,
+        };
+        if slot.is_some() || value.is_empty() {
+            return None;
+        }
+        *slot = Some(OwnedId::Str(String::try_from(value).ok()?));
+    }
+    Some(Envelope {
+        product_id: product_id?,
+        message_id: message_id?,
+    })
 }
 
 /// `Some` when the payload is a JSON object whose top level has both `product_id` and `message_id` as strings or integers.

@@ -6,16 +6,27 @@
 //!
 //! | kind | fields, in order |
 //! |---|---|
-//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `ts` |
-//! | `disconnected` | `client_id`, `reason`, `connected_at`, `ts` |
-//! | `subscribed` | `client_id`, `topic`, `qos`, `ts` |
+//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `session_expiry`⁵, `user_properties`⁵?, `user_properties_truncated`⁵?, `ts` |
+//! | `disconnected` | `client_id`, `reason`, `reason_code`?, `connected_at`, `ts` |
+//! | `subscribed` | `client_id`, `topic`, `qos`, `no_local`⁵, `retain_as_published`⁵, `retain_handling`⁵, `share_group`?, `ts` |
 //! | `unsubscribed` | `client_id`, `topic`, `ts` |
 //! | `message` | `pub_client_id`, `topic`, `payload`, `payload_encoding`?, `truncated`?, `payload_len`, `qos`, `retain`, `ts` |
-//! | `msgack` | `pub_client_id` (or `null`), `ack_client_id`, `product_id`, `message_id`, `topic`, `qos`, `ts` |
+//! | `msgack` | `pub_client_id` (or `null`), `ack_client_id`, `product_id`, `message_id`, `topic`, `qos`, `reason_code`⁵, `ts` |
 //!
 //! A field marked `?` is present only when it applies. Every event ends with `"node"` when
 //! [`EncodeOptions::node`] is set. `qos` is a number, `ts` and `connected_at` are the numbers
 //! the caller passed in (the core never reads a clock).
+//!
+//! # MQTT 5 fields
+//!
+//! A field marked ⁵ is written only for a client that speaks MQTT 5 (the caller passes it as
+//! `Some`): the events of MQTT 3.1 and 3.1.1 clients are exactly what they were before MQTT 5.
+//! `reason_code` of `disconnected` is there for every protocol version (the code an MQTT 5
+//! server uses or the client sent; see [`Disconnected::reason_code`]), absent only when nobody
+//! gave one (the transport closed). `share_group` is there for every shared subscription
+//! (`$share/<group>/<filter>`, MQTT 5.0 section 4.8.2); `topic` stays the filter as sent, so it
+//! matches the `unsubscribed` event of the same subscription. The CONNECT's user properties are
+//! bounded: see [`UserProperties`].
 //!
 //! # Message payloads
 //!
@@ -36,6 +47,7 @@ use core::fmt;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::QoS;
+use crate::codec::{Properties, SubscriptionOptions};
 use crate::json_scan::{find_special, first_marked, is_special, special_mask};
 
 /// Which of the six activity events an [`Event`] is.
@@ -107,6 +119,9 @@ pub enum DisconnectReason {
     /// The client sent an MQTT 5 DISCONNECT asking for its will to be published (reason 0x04,
     /// MQTT 5.0 section 3.14.2.1).
     DisconnectWithWill,
+    /// The client sent an MQTT 5 DISCONNECT with an error reason (0x80 or above, MQTT 5.0
+    /// section 3.14.2.1), which `reason_code` carries.
+    ClientError,
     /// The transport closed without a DISCONNECT.
     TcpClosed,
     /// Nothing arrived within 1.5 times the keep-alive (MQTT 3.1.1 section 3.1.2.10).
@@ -123,6 +138,9 @@ pub enum DisconnectReason {
     ServerShutdown,
     /// The upstream broker connection that carried the client closed.
     UpstreamClosed,
+    /// The session of a client that was gone ended when its MQTT 5 session expiry interval ran
+    /// out (MQTT 5.0 section 3.1.2.11.2); no reason code goes with it.
+    SessionExpired,
 }
 
 impl DisconnectReason {
@@ -139,6 +157,8 @@ impl DisconnectReason {
             DisconnectReason::NotAuthorized => "not_authorized",
             DisconnectReason::ServerShutdown => "server_shutdown",
             DisconnectReason::UpstreamClosed => "upstream_closed",
+            DisconnectReason::ClientError => "client_error",
+            DisconnectReason::SessionExpired => "session_expired",
         }
     }
 }
@@ -180,6 +200,71 @@ pub struct Connected<'a> {
     pub clean_session: bool,
     /// The client's address, if the adapter knows it (for example `"192.0.2.7:50312"`).
     pub peer: Option<&'a str>,
+    /// MQTT 5: the session expiry interval the CONNECT asked for, in seconds (absent: 0;
+    /// `4294967295`: never). `None` for MQTT 3.1 and 3.1.1 clients: no field.
+    pub session_expiry: Option<u32>,
+    /// MQTT 5: the CONNECT's user properties, bounded (see [`UserProperties`]).
+    pub user_properties: UserProperties<'a>,
+}
+
+/// The most user properties a `connected` event carries.
+pub const USER_PROPERTIES_MAX_COUNT: usize = 8;
+
+/// The most bytes of user property names and values together (UTF-8, before JSON escaping)
+/// a `connected` event carries.
+pub const USER_PROPERTIES_MAX_BYTES: usize = 256;
+
+/// The user properties of an MQTT 5 CONNECT (5.0 section 3.1.2.11.8) as the `connected` event
+/// carries them: `"user_properties":[["name","value"],...]`, in wire order, duplicates kept.
+///
+/// Bounded: the first properties are kept while they are at most
+/// [`USER_PROPERTIES_MAX_COUNT`] and their names and values at most
+/// [`USER_PROPERTIES_MAX_BYTES`] bytes together; the first one that does not fit and all after
+/// it are cut, and the event says so with `"user_properties_truncated":true`. No field at all
+/// when there is no user property.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UserProperties<'a> {
+    properties: Properties<'a>,
+}
+
+impl<'a> UserProperties<'a> {
+    /// No user properties.
+    pub const NONE: UserProperties<'static> = UserProperties {
+        properties: Properties::EMPTY,
+    };
+
+    /// The user properties of a checked property block (its other properties are ignored).
+    pub const fn new(properties: Properties<'a>) -> Self {
+        UserProperties { properties }
+    }
+
+    /// The whole property block, before the bounds.
+    pub const fn properties(&self) -> Properties<'a> {
+        self.properties
+    }
+
+    /// The pairs the event carries, in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let mut bytes = 0usize;
+        self.properties
+            .user_properties()
+            .take(USER_PROPERTIES_MAX_COUNT)
+            .take_while(move |(name, value)| {
+                bytes = bytes.saturating_add(name.len()).saturating_add(value.len());
+                bytes <= USER_PROPERTIES_MAX_BYTES
+            })
+    }
+
+    /// Whether the event carries no pair.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Whether some user properties do not fit the bounds and are cut.
+    pub fn is_truncated(&self) -> bool {
+        self.iter().count() < self.properties.user_properties().count()
+    }
 }
 
 /// A connected client went away (published on `SYSTEM/presence/disconnected`).
@@ -192,6 +277,11 @@ pub struct Disconnected<'a> {
     pub client_id: &'a str,
     /// Why the connection ended.
     pub reason: DisconnectReason,
+    /// The MQTT 5 reason code (5.0 section 3.14.2.1) of the end: the one the client's
+    /// DISCONNECT carried, or the one the server's DISCONNECT carries or, for an MQTT 3.1.1
+    /// client (which gets no DISCONNECT), would carry. `None` (no field) when there is none:
+    /// the transport closed without a DISCONNECT.
+    pub reason_code: Option<u8>,
     /// The `ts` of the matching `connected` event.
     pub connected_at: u64,
 }
@@ -204,10 +294,22 @@ pub struct Subscribed<'a> {
     pub ts: u64,
     /// The subscribing client.
     pub client_id: &'a str,
-    /// The topic filter.
+    /// The topic filter, as the client sent it (a shared one with its `$share/<group>/`).
     pub topic: &'a str,
     /// The granted QoS.
     pub qos: QoS,
+    /// MQTT 5: the subscription options the client asked for (5.0 section 3.8.3.1), written as
+    /// `no_local`, `retain_as_published` and `retain_handling` (0, 1 or 2); their `qos` is
+    /// not written (the granted one is). `None` for MQTT 3.1 and 3.1.1 clients: no fields.
+    pub options: Option<SubscriptionOptions>,
+}
+
+/// The group of a shared subscription's filter (`$share/<group>/<filter>`, MQTT 5.0 section
+/// 4.8.2), or `None` for any other filter.
+pub fn share_group(filter: &str) -> Option<&str> {
+    let rest = filter.strip_prefix(crate::topic::SHARED_PREFIX)?;
+    let (group, _) = rest.split_once('/')?;
+    Some(group)
 }
 
 /// A client unsubscribed from one topic filter (published on `SYSTEM/subscription/unsubscribed`).
@@ -258,6 +360,10 @@ pub struct MsgAck<'a> {
     pub topic: &'a str,
     /// The QoS of the acknowledgement.
     pub qos: QoS,
+    /// MQTT 5: the reason code of the subscriber's PUBACK (QoS 1) or PUBREC (QoS 2), 5.0
+    /// section 3.4.2.1: 0x80 or above is a refusal, a negative acknowledgement. `None` for
+    /// MQTT 3.1 and 3.1.1 clients: no field.
+    pub reason_code: Option<u8>,
 }
 
 /// One activity event, borrowing its strings from the caller.
@@ -449,6 +555,7 @@ trait FieldSink {
     fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error>;
     fn null(&mut self, key: &'static str) -> Result<(), Self::Error>;
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error>;
+    fn pairs(&mut self, key: &'static str, value: UserProperties<'_>) -> Result<(), Self::Error>;
 
     fn id(&mut self, key: &'static str, value: Id<'_>) -> Result<(), Self::Error> {
         match value {
@@ -514,16 +621,36 @@ fn walk<K: FieldSink>(
             if let Some(peer) = e.peer {
                 sink.str("peer", peer)?;
             }
+            if let Some(expiry) = e.session_expiry {
+                sink.uint("session_expiry", u64::from(expiry))?;
+            }
+            if !e.user_properties.is_empty() {
+                sink.pairs("user_properties", e.user_properties)?;
+                if e.user_properties.is_truncated() {
+                    sink.bool("user_properties_truncated", true)?;
+                }
+            }
         }
         Event::Disconnected(e) => {
             sink.str("client_id", e.client_id)?;
             sink.str("reason", e.reason.as_str())?;
+            if let Some(code) = e.reason_code {
+                sink.uint("reason_code", u64::from(code))?;
+            }
             sink.uint("connected_at", e.connected_at)?;
         }
         Event::Subscribed(e) => {
             sink.str("client_id", e.client_id)?;
             sink.str("topic", e.topic)?;
             sink.qos("qos", e.qos)?;
+            if let Some(options) = e.options {
+                sink.bool("no_local", options.no_local)?;
+                sink.bool("retain_as_published", options.retain_as_published)?;
+                sink.uint("retain_handling", u64::from(options.retain_handling as u8))?;
+            }
+            if let Some(group) = share_group(e.topic) {
+                sink.str("share_group", group)?;
+            }
         }
         Event::Unsubscribed(e) => {
             sink.str("client_id", e.client_id)?;
@@ -560,6 +687,9 @@ fn walk<K: FieldSink>(
             sink.id("message_id", e.message_id)?;
             sink.str("topic", e.topic)?;
             sink.qos("qos", e.qos)?;
+            if let Some(code) = e.reason_code {
+                sink.uint("reason_code", u64::from(code))?;
+            }
         }
     }
     sink.uint("ts", event.ts())?;
@@ -609,6 +739,24 @@ impl<S: SerializeStruct> FieldSink for StructSink<S> {
     #[inline]
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), S::Error> {
         self.state.serialize_field(key, &Base64(value))
+    }
+
+    fn pairs(&mut self, key: &'static str, value: UserProperties<'_>) -> Result<(), S::Error> {
+        self.state.serialize_field(key, &Pairs(value))
+    }
+}
+
+/// User properties as a JSON array of `[name, value]` arrays.
+struct Pairs<'p>(UserProperties<'p>);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(None)?;
+        for (name, value) in self.0.iter() {
+            seq.serialize_element(&(JsonStr(name), JsonStr(value)))?;
+        }
+        seq.end()
     }
 }
 
@@ -791,6 +939,16 @@ impl FieldSink for LenCounter {
 
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error> {
         self.field(key, base64_len(value.len()).saturating_add(2))
+    }
+
+    fn pairs(&mut self, key: &'static str, value: UserProperties<'_>) -> Result<(), Self::Error> {
+        // `[` and `]`, and per pair `[`, `,`, `]` and a comma before every pair but the first.
+        let (count, strings) = value.iter().fold((0usize, 0usize), |(n, len), (k, v)| {
+            let pair = json_string_len(k).saturating_add(json_string_len(v));
+            (n + 1, len.saturating_add(pair))
+        });
+        let len = 2 + strings + 3 * count + count.saturating_sub(1);
+        self.field(key, len)
     }
 }
 

@@ -34,11 +34,15 @@ use serde_json::value::RawValue;
 use crate::QoS;
 use crate::acks::FixedAckStore;
 use crate::client_id::{CLIENT_ID_CAPACITY, ClientIdError, RESERVED_CLIENT_ID};
-use crate::codec::{self, DecodeError, EncodeError, Packet, Version};
+use crate::codec::{
+    self, Context, DecodeError, EncodeError, Packet, Properties, Property, RetainHandling,
+    SubscriptionOptions, Version,
+};
 use crate::envelope::{Envelope, ID_CAPACITY, MAX_DEPTH, OwnedId, parse_envelope};
 use crate::event::{
     self, Connected, DisconnectReason, Disconnected, EncodeOptions, Event, EventKind, Id, Message,
-    MsgAck, PayloadMode, Subscribed, Unsubscribed,
+    MsgAck, PayloadMode, Subscribed, USER_PROPERTIES_MAX_BYTES, USER_PROPERTIES_MAX_COUNT,
+    Unsubscribed, UserProperties,
 };
 use crate::system::SystemTopics;
 use crate::tracker::{
@@ -262,18 +266,22 @@ enum ArbEvent {
         keepalive: u16,
         clean_session: bool,
         peer: Option<String>,
+        session_expiry: Option<u32>,
+        user_properties: Vec<(String, String)>,
     },
     Disconnected {
         ts: u64,
         client_id: String,
         reason: u8,
+        reason_code: Option<u8>,
         connected_at: u64,
     },
     Subscribed {
         ts: u64,
         client_id: String,
-        topic: String,
+        topic: ArbFilter,
         qos: u8,
+        options: Option<(bool, bool, u8)>,
     },
     Unsubscribed {
         ts: u64,
@@ -296,7 +304,79 @@ enum ArbEvent {
         message_id: ArbId,
         topic: String,
         qos: u8,
+        reason_code: Option<u8>,
     },
+}
+
+/// A topic filter, often a shared one (`$share/<group>/<filter>`).
+#[derive(Arbitrary, Debug)]
+enum ArbFilter {
+    Any(String),
+    Shared(String, String),
+}
+
+impl ArbFilter {
+    fn text(&self) -> String {
+        match self {
+            ArbFilter::Any(s) => s.clone(),
+            ArbFilter::Shared(group, filter) => format!("$share/{group}/{filter}"),
+        }
+    }
+}
+
+/// A checked user-property block of `pairs`, or an empty one when they cannot be one (a
+/// string MQTT cannot carry).
+fn user_property_block(pairs: &[(String, String)]) -> Vec<u8> {
+    let list: Vec<Property<'_>> = pairs
+        .iter()
+        .map(|(k, v)| Property::UserProperty(k, v))
+        .collect();
+    let mut raw = vec![0u8; codec::properties_len(&list).unwrap_or(0)];
+    match codec::encode_properties(&list, &mut raw) {
+        Ok(n) if Properties::parse(&raw[..n], Context::Connect).is_ok() => {
+            raw.truncate(n);
+            raw
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The pairs of a user-property block that a `connected` event keeps, and whether some are
+/// cut: an independent statement of the documented limits.
+fn kept_user_properties(raw: &[u8]) -> (Vec<(String, String)>, bool) {
+    let all: Vec<(String, String)> = Properties::parse(raw, Context::Connect)
+        .map(|p| {
+            p.user_properties()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in &all {
+        bytes += k.len() + v.len();
+        if kept.len() == USER_PROPERTIES_MAX_COUNT || bytes > USER_PROPERTIES_MAX_BYTES {
+            break;
+        }
+        kept.push((k.clone(), v.clone()));
+    }
+    let cut = kept.len() < all.len();
+    (kept, cut)
+}
+
+fn options(arb: Option<(bool, bool, u8)>) -> Option<SubscriptionOptions> {
+    arb.map(
+        |(no_local, retain_as_published, handling)| SubscriptionOptions {
+            no_local,
+            retain_as_published,
+            retain_handling: match handling % 3 {
+                0 => RetainHandling::OnSubscribe,
+                1 => RetainHandling::OnNewSubscribe,
+                _ => RetainHandling::Never,
+            },
+            ..SubscriptionOptions::new(QoS::AtMostOnce)
+        },
+    )
 }
 
 #[derive(Arbitrary, Debug)]
@@ -322,8 +402,11 @@ enum ArbPayloadMode {
     Omit,
 }
 
-const REASONS: [DisconnectReason; 9] = [
+const REASONS: [DisconnectReason; 12] = [
     DisconnectReason::Normal,
+    DisconnectReason::DisconnectWithWill,
+    DisconnectReason::ClientError,
+    DisconnectReason::SessionExpired,
     DisconnectReason::TcpClosed,
     DisconnectReason::KeepaliveTimeout,
     DisconnectReason::Takenover,
@@ -347,7 +430,9 @@ fn reason(byte: u8) -> DisconnectReason {
 }
 
 impl ArbEvent {
-    fn event(&self) -> Event<'_> {
+    /// The event, with `user_properties` the block of a `connected` one and `filter` the text
+    /// of a `subscribed` one (made by [`ArbEvent::strings`]).
+    fn event<'a>(&'a self, user_properties: &'a [u8], filter: &'a str) -> Event<'a> {
         match self {
             ArbEvent::Connected {
                 ts,
@@ -357,6 +442,8 @@ impl ArbEvent {
                 keepalive,
                 clean_session,
                 peer,
+                session_expiry,
+                user_properties: _,
             } => Event::Connected(Connected {
                 ts: *ts,
                 client_id,
@@ -365,28 +452,36 @@ impl ArbEvent {
                 keepalive: *keepalive,
                 clean_session: *clean_session,
                 peer: peer.as_deref(),
+                session_expiry: *session_expiry,
+                user_properties: UserProperties::new(
+                    Properties::parse(user_properties, Context::Connect).unwrap_or_default(),
+                ),
             }),
             ArbEvent::Disconnected {
                 ts,
                 client_id,
                 reason: r,
+                reason_code,
                 connected_at,
             } => Event::Disconnected(Disconnected {
                 ts: *ts,
                 client_id,
                 reason: reason(*r),
+                reason_code: *reason_code,
                 connected_at: *connected_at,
             }),
             ArbEvent::Subscribed {
                 ts,
                 client_id,
-                topic,
                 qos: q,
+                options: o,
+                ..
             } => Event::Subscribed(Subscribed {
                 ts: *ts,
                 client_id,
-                topic,
+                topic: filter,
                 qos: qos(*q),
+                options: options(*o),
             }),
             ArbEvent::Unsubscribed {
                 ts,
@@ -420,6 +515,7 @@ impl ArbEvent {
                 message_id,
                 topic,
                 qos: q,
+                reason_code,
             } => Event::MsgAck(MsgAck {
                 ts: *ts,
                 pub_client_id: pub_client_id.as_deref(),
@@ -428,7 +524,20 @@ impl ArbEvent {
                 message_id: message_id.as_id(),
                 topic,
                 qos: qos(*q),
+                reason_code: *reason_code,
             }),
+        }
+    }
+
+    /// The owned text an event borrows besides its fields: the user-property block of a
+    /// `connected` event, the filter of a `subscribed` one.
+    fn strings(&self) -> (Vec<u8>, String) {
+        match self {
+            ArbEvent::Connected {
+                user_properties, ..
+            } => (user_property_block(user_properties), String::new()),
+            ArbEvent::Subscribed { topic, .. } => (Vec::new(), topic.text()),
+            _ => (Vec::new(), String::new()),
         }
     }
 }
@@ -446,7 +555,8 @@ pub fn event_encode(data: &[u8]) {
     let Ok(input) = EventInput::arbitrary(&mut u) else {
         return;
     };
-    let event = input.event.event();
+    let (user_properties, filter) = input.event.strings();
+    let event = input.event.event(&user_properties, &filter);
     let options = EncodeOptions {
         payload: match input.payload {
             ArbPayloadMode::Full => PayloadMode::Full,
@@ -546,16 +656,45 @@ fn expected_fields(
             if let Some(peer) = e.peer {
                 out.push(("peer", j(peer)));
             }
+            if let Some(expiry) = e.session_expiry {
+                out.push(("session_expiry", j(expiry)));
+            }
+            let raw = e.user_properties.properties().as_bytes();
+            let (kept, cut) = kept_user_properties(raw);
+            if !kept.is_empty() {
+                let pairs: Vec<Value> = kept
+                    .into_iter()
+                    .map(|(k, v)| Value::Array(vec![k.into(), v.into()]))
+                    .collect();
+                out.push(("user_properties", j(pairs)));
+                if cut {
+                    out.push(("user_properties_truncated", j(true)));
+                }
+            }
         }
         Event::Disconnected(e) => {
             out.push(("client_id", j(e.client_id)));
             out.push(("reason", j(e.reason.as_str())));
+            if let Some(code) = e.reason_code {
+                out.push(("reason_code", j(code)));
+            }
             out.push(("connected_at", j(e.connected_at)));
         }
         Event::Subscribed(e) => {
             out.push(("client_id", j(e.client_id)));
             out.push(("topic", j(e.topic)));
             out.push(("qos", j(e.qos.as_u8())));
+            if let Some(o) = e.options {
+                out.push(("no_local", j(o.no_local)));
+                out.push(("retain_as_published", j(o.retain_as_published)));
+                out.push(("retain_handling", j(o.retain_handling as u8)));
+            }
+            // `$share/<group>/...`: the group is the text up to the next `/`.
+            if let Some(rest) = e.topic.strip_prefix("$share/")
+                && let Some(end) = rest.find('/')
+            {
+                out.push(("share_group", j(&rest[..end])));
+            }
         }
         Event::Unsubscribed(e) => {
             out.push(("client_id", j(e.client_id)));
@@ -598,6 +737,9 @@ fn expected_fields(
             out.push(("message_id", id(e.message_id)));
             out.push(("topic", j(e.topic)));
             out.push(("qos", j(e.qos.as_u8())));
+            if let Some(code) = e.reason_code {
+                out.push(("reason_code", j(code)));
+            }
         }
     }
     out.push(("ts", j(event.ts())));
@@ -698,10 +840,15 @@ enum Op {
         keepalive: u16,
         clean_session: bool,
         peer: Option<String>,
+        session_expiry: Option<u32>,
+        /// How many user properties, of `value_len` bytes each.
+        user_properties: u8,
+        value_len: u8,
     },
     Subscribe {
         filter: ArbTopic,
         granted: Option<u8>,
+        options: Option<(bool, bool, u8)>,
     },
     Unsubscribe {
         filter: ArbTopic,
@@ -719,11 +866,69 @@ enum Op {
         payload: ArbPayload,
         pub_client_id: Option<String>,
         lookup: Option<String>,
+        /// MQTT 5 user properties `product_id` and `message_id` (either may be missing or
+        /// repeated).
+        ids: Option<ArbPropertyIds>,
     },
-    PubAck(ArbPkid),
-    PubRec(ArbPkid),
-    Close(u8),
+    PubAck(ArbPkid, Option<u8>),
+    PubRec(ArbPkid, Option<u8>),
+    Close(u8, Option<u8>),
     Wait(u16),
+}
+
+/// The user properties of a delivery that may carry its ids.
+#[derive(Arbitrary, Debug)]
+struct ArbPropertyIds {
+    product_id: Vec<ArbEnvelopeId>,
+    message_id: Vec<ArbEnvelopeId>,
+    other: Option<(String, String)>,
+}
+
+impl ArbPropertyIds {
+    fn pairs(&self) -> Vec<(String, String)> {
+        let text = |id: &ArbEnvelopeId| match id {
+            ArbEnvelopeId::Small(n) => format!("m{}", n % 8),
+            ArbEnvelopeId::Str(s) => s.clone(),
+            ArbEnvelopeId::Int(i) => i.to_string(),
+        };
+        let mut pairs: Vec<(String, String)> = self.other.iter().cloned().collect();
+        pairs.extend(
+            self.product_id
+                .iter()
+                .map(|id| ("product_id".into(), text(id))),
+        );
+        pairs.extend(
+            self.message_id
+                .iter()
+                .map(|id| ("message_id".into(), text(id))),
+        );
+        pairs
+    }
+}
+
+/// The ids a delivery's user properties give, stated independently: each name exactly once,
+/// a non-empty value of at most [`ID_CAPACITY`] bytes.
+fn reference_property_ids(pairs: &[(String, String)]) -> Option<Envelope> {
+    let one = |name: &str| {
+        let values: Vec<&String> = pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .collect();
+        values
+    };
+    let (products, messages) = (one("product_id"), one("message_id"));
+    if products.len() > 1 || messages.len() > 1 {
+        return None;
+    }
+    let id = |v: &String| {
+        (!v.is_empty() && v.len() <= ID_CAPACITY)
+            .then(|| OwnedId::Str(heapless::String::try_from(v.as_str()).unwrap()))
+    };
+    Some(Envelope {
+        product_id: id(products.first()?)?,
+        message_id: id(messages.first()?)?,
+    })
 }
 
 #[derive(Arbitrary, Debug)]
@@ -1019,8 +1224,16 @@ fn step(
             keepalive,
             clean_session,
             peer,
+            session_expiry,
+            user_properties,
+            value_len,
         } => {
             let client_id = client_id.text();
+            let pairs: Vec<(String, String)> = (0..*user_properties % 12)
+                .map(|i| (format!("k{i}"), "v".repeat(usize::from(*value_len))))
+                .collect();
+            let block = user_property_block(&pairs);
+            let properties = Properties::parse(&block, Context::Connect).unwrap_or_default();
             let info = ConnectInfo {
                 client_id: &client_id,
                 username: username.as_deref(),
@@ -1028,6 +1241,8 @@ fn step(
                 keepalive: *keepalive,
                 clean_session: *clean_session,
                 peer: peer.as_deref(),
+                session_expiry: *session_expiry,
+                user_properties: UserProperties::new(properties),
             };
             let expected = match model.state {
                 ModelState::Connected { .. } => Err(ConnectError::AlreadyConnected),
@@ -1054,7 +1269,12 @@ fn step(
                         keepalive: info.keepalive,
                         clean_session: info.clean_session,
                         peer: info.peer,
+                        session_expiry: info.session_expiry,
+                        user_properties: info.user_properties,
                     });
+                    if kept_user_properties(&block).1 {
+                        model.stats.user_properties_truncated += 1;
+                    }
                     assert_eq!(event, model.emits(EventKind::Connected).then_some(want));
                     if let Some(event) = &event {
                         check_encodes(event);
@@ -1069,10 +1289,14 @@ fn step(
                 }
             }
         }
-        Op::Subscribe { filter, granted } => {
+        Op::Subscribe {
+            filter,
+            granted,
+            options: o,
+        } => {
             let filter = filter.text(topics);
             let granted = granted.map(qos);
-            let event = tracker.handle_subscribe(*now, &filter, granted);
+            let event = tracker.handle_subscribe(*now, &filter, granted, options(*o));
             let want = granted
                 .filter(|_| matches!(model.state, ModelState::Connected { .. }))
                 .filter(|_| model.emits(EventKind::Subscribed))
@@ -1082,6 +1306,7 @@ fn step(
                         client_id: &model.client_id,
                         topic: &filter,
                         qos,
+                        options: options(*o),
                     })
                 });
             assert_eq!(event, want, "{op:?}");
@@ -1150,21 +1375,38 @@ fn step(
             payload,
             pub_client_id,
             lookup,
+            ids,
         } => {
             let topic = topic.text(topics);
             let payload = payload.bytes();
+            let pairs = ids.as_ref().map(ArbPropertyIds::pairs).unwrap_or_default();
+            let list: Vec<Property<'_>> = pairs
+                .iter()
+                .map(|(k, v)| Property::UserProperty(k, v))
+                .collect();
+            let mut block = vec![0u8; codec::properties_len(&list).unwrap_or(0)];
+            let properties = codec::encode_properties(&list, &mut block)
+                .ok()
+                .and_then(|n| Properties::parse(&block[..n], Context::Publish).ok())
+                .unwrap_or_default();
+            // What reached the tracker (a block MQTT cannot carry is left out).
+            let sent: Vec<(String, String)> = properties
+                .user_properties()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
             let info = DeliveryInfo {
                 pkid: pkid.value(),
                 qos: qos(*q),
                 topic: &topic,
                 payload: &payload,
                 pub_client_id: pub_client_id.as_deref(),
+                properties,
             };
             let tracked = matches!(model.state, ModelState::Connected { .. })
                 && info.qos != QoS::AtMostOnce
                 && !model.is_system_topic(&topic);
             let envelope = if tracked {
-                reference_envelope(&payload)
+                reference_property_ids(&sent).or_else(|| reference_envelope(&payload))
             } else {
                 None
             };
@@ -1194,17 +1436,30 @@ fn step(
                 });
             }
         }
-        Op::PubAck(pkid) => acknowledge(tracker, model, *now, pkid.value(), QoS::AtLeastOnce),
-        Op::PubRec(pkid) => acknowledge(tracker, model, *now, pkid.value(), QoS::ExactlyOnce),
-        Op::Close(r) => {
+        Op::PubAck(pkid, code) => acknowledge(
+            tracker,
+            model,
+            *now,
+            (pkid.value(), *code),
+            QoS::AtLeastOnce,
+        ),
+        Op::PubRec(pkid, code) => acknowledge(
+            tracker,
+            model,
+            *now,
+            (pkid.value(), *code),
+            QoS::ExactlyOnce,
+        ),
+        Op::Close(r, code) => {
             let reason = reason(*r);
-            let event = tracker.handle_close(*now, reason);
+            let event = tracker.handle_close(*now, reason, *code);
             let want = match model.state {
                 ModelState::Connected { at } if model.emits(EventKind::Disconnected) => {
                     Some(Event::Disconnected(Disconnected {
                         ts: *now,
                         client_id: &model.client_id,
                         reason,
+                        reason_code: *code,
                         connected_at: at,
                     }))
                 }
@@ -1221,11 +1476,17 @@ fn step(
     }
 }
 
-fn acknowledge(tracker: &mut FuzzTracker, model: &mut Model, now: u64, pkid: u16, ack_qos: QoS) {
+fn acknowledge(
+    tracker: &mut FuzzTracker,
+    model: &mut Model,
+    now: u64,
+    (pkid, code): (u16, Option<u8>),
+    ack_qos: QoS,
+) {
     let event = if ack_qos == QoS::AtLeastOnce {
-        tracker.handle_puback(now, pkid)
+        tracker.handle_puback(now, pkid, code)
     } else {
-        tracker.handle_pubrec(now, pkid)
+        tracker.handle_pubrec(now, pkid, code)
     };
     let index = model
         .store
@@ -1247,6 +1508,7 @@ fn acknowledge(tracker: &mut FuzzTracker, model: &mut Model, now: u64, pkid: u16
             message_id: entry.envelope.message_id.as_id(),
             topic: &entry.topic,
             qos: entry.qos,
+            reason_code: code,
         })
     });
     assert_eq!(event, want, "ack of {pkid} at {ack_qos:?}");

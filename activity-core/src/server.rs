@@ -156,7 +156,7 @@ use crate::codec::{
     SubAckCode, Subscribe, SubscriptionOptions, Unsubscribe, Version,
 };
 use crate::envelope::Envelope;
-use crate::event::Event;
+use crate::event::{Event, UserProperties};
 use crate::topic::{is_server_filter, is_server_topic};
 use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 
@@ -573,6 +573,8 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             keepalive: connect.keep_alive,
             clean_session: connect.clean_session,
             peer,
+            session_expiry: self.version.is_v5().then_some(self.session_expiry),
+            user_properties: UserProperties::new(connect.properties),
         };
         self.state = State::Connected;
         let event = match self.tracker.handle_connect(now, info) {
@@ -652,6 +654,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 topic: delivery.topic,
                 payload: delivery.payload,
                 pub_client_id: delivery.publisher,
+                properties: delivery.properties,
             };
             delivered.forgotten = self.tracker.handle_delivery(info, lookup);
         }
@@ -856,7 +859,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         // A shutdown keeps nothing: the driver is going away.
         let may_keep = cause != CloseCause::ServerShutdown;
         self.will_at_end(now, cause.publishes_will(), may_keep, out);
-        if let Some(event) = self.tracker.handle_close(now, cause.reason()) {
+        if let Some(event) =
+            self.tracker
+                .handle_close(now, cause.reason(), cause.event_reason_code())
+        {
             // The client is gone: a delivery of its own `disconnected` has nowhere to go.
             let _ = out.event(&event);
         }
@@ -897,17 +903,23 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     ) {
         match packet {
             Packet::Publish(publish) => self.handle_publish(now, publish, tx, out),
-            Packet::PubAck(ack) => self.handle_ack(now, ack.pkid, Ack::PubAck, tx, out),
+            Packet::PubAck(ack) => self.handle_ack(now, ack, Ack::PubAck, tx, out),
             // MQTT 5.0 section 4.3.3: a PUBREC with a failure ends the flow, no PUBREL.
             Packet::PubRec(ack) if ack.reason >= 0x80 => {
-                self.handle_ack(now, ack.pkid, Ack::PubAck, tx, out);
+                // The flow ends here: the delivery no longer counts against Receive Maximum.
+                self.flow.acknowledged();
+                self.report_ack(now, ack, Ack::PubRec, tx, out);
+                let _ = out.route(Route::Acked {
+                    pkid: ack.pkid,
+                    ack: Ack::PubAck,
+                });
                 let _ = out.route(Route::Acked {
                     pkid: ack.pkid,
                     ack: Ack::PubComp,
                 });
             }
-            Packet::PubRec(ack) => self.handle_ack(now, ack.pkid, Ack::PubRec, tx, out),
-            Packet::PubComp(ack) => self.handle_ack(now, ack.pkid, Ack::PubComp, tx, out),
+            Packet::PubRec(ack) => self.handle_ack(now, ack, Ack::PubRec, tx, out),
+            Packet::PubComp(ack) => self.handle_ack(now, ack, Ack::PubComp, tx, out),
             Packet::PubRel(ack) => {
                 // Section 4.3.3: PUBCOMP even for an id no longer remembered; MQTT 5 says so
                 // with 0x92 (packet identifier not found).
@@ -963,20 +975,38 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     fn handle_ack(
         &mut self,
         now: u64,
-        pkid: u16,
+        packet: codec::Ack<'_>,
         ack: Ack,
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) {
         if ack == Ack::PubRec {
-            tx.put(&Packet::PubRel(codec::Ack::new(pkid)));
+            tx.put(&Packet::PubRel(codec::Ack::new(packet.pkid)));
         }
         if ack != Ack::PubRec {
             self.flow.acknowledged();
         }
+        self.report_ack(now, packet, ack, tx, out);
+        let _ = out.route(Route::Acked {
+            pkid: packet.pkid,
+            ack,
+        });
+    }
+
+    /// The `msgack` of an acknowledgement, with its MQTT 5 reason code (a refusal is a
+    /// negative `msgack`).
+    fn report_ack(
+        &mut self,
+        now: u64,
+        packet: codec::Ack<'_>,
+        ack: Ack,
+        tx: &mut Tx<'_>,
+        out: &mut impl Output,
+    ) {
+        let code = self.version.is_v5().then_some(packet.reason);
         let event = match ack {
-            Ack::PubAck => self.tracker.handle_puback(now, pkid),
-            Ack::PubRec => self.tracker.handle_pubrec(now, pkid),
+            Ack::PubAck => self.tracker.handle_puback(now, packet.pkid, code),
+            Ack::PubRec => self.tracker.handle_pubrec(now, packet.pkid, code),
             Ack::PubComp => None,
         };
         if let Some(event) = event {
@@ -987,7 +1017,6 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 out,
             );
         }
-        let _ = out.route(Route::Acked { pkid, ack });
     }
 
     /// PUBLISH (section 3.3): the system-topic rule, QoS 2 duplicates, the acknowledgement,
@@ -1089,9 +1118,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             };
             tx.set(at, code.as_u8());
         }
-        for (at, (filter, _)) in (start..).zip(subscribe.filters.iter()) {
+        let v5 = self.version.is_v5();
+        for (at, (filter, options)) in (start..).zip(subscribe.filters.iter_options()) {
             if let Some(SubAckCode::Success(qos)) = tx.get(at).and_then(SubAckCode::from_u8)
-                && let Some(event) = self.tracker.handle_subscribe(now, filter, Some(qos))
+                && let Some(event) =
+                    self.tracker
+                        .handle_subscribe(now, filter, Some(qos), v5.then_some(options))
             {
                 emit_with(
                     &mut Own::of(&self.store, &mut self.next_pkid),
@@ -1317,6 +1349,7 @@ fn deliver_to_sender<A: AckStore>(
                 topic: own.topic,
                 payload: own.payload,
                 pub_client_id: Some(&publisher),
+                properties: own.properties,
             };
             tracker.handle_delivery(info, |_| None);
         }

@@ -22,10 +22,11 @@
 use crate::QoS;
 use crate::acks::{AckStore, PendingAck, Stored};
 use crate::client_id::{CLIENT_ID_CAPACITY, ClientIdError, check_client_id};
-use crate::envelope::{Envelope, parse_envelope};
+use crate::codec::{Properties, SubscriptionOptions};
+use crate::envelope::{Envelope, find_envelope};
 use crate::event::{
     Connected, DisconnectReason, Disconnected, Event, EventKind, Message, MsgAck, Subscribed,
-    Unsubscribed,
+    Unsubscribed, UserProperties,
 };
 use crate::system::SystemTopics;
 
@@ -91,6 +92,10 @@ pub struct ConnectInfo<'a> {
     pub clean_session: bool,
     /// The peer's address as text, when the adapter knows it.
     pub peer: Option<&'a str>,
+    /// MQTT 5: the session expiry interval asked for, in seconds; `None` before MQTT 5.
+    pub session_expiry: Option<u32>,
+    /// MQTT 5: the CONNECT's user properties ([`UserProperties::NONE`] before MQTT 5).
+    pub user_properties: UserProperties<'a>,
 }
 
 /// A PUBLISH received from the client (MQTT 3.1.1 section 3.3).
@@ -121,6 +126,9 @@ pub struct DeliveryInfo<'a> {
     pub payload: &'a [u8],
     /// The publisher's client id, when the adapter knows it.
     pub pub_client_id: Option<&'a str>,
+    /// The MQTT 5 properties of the message: user properties `product_id` and `message_id`
+    /// identify it as an envelope does (see [`find_envelope`]). Empty when there are none.
+    pub properties: Properties<'a>,
 }
 
 /// Why [`Tracker::handle_connect`] refused.
@@ -174,6 +182,9 @@ pub struct TrackerStats {
     /// PUBACKs and PUBRECs that matched no tracked delivery of their QoS (includes every ack of
     /// a non-envelope message).
     pub acks_unmatched: u64,
+    /// CONNECTs whose user properties did not all fit the `connected` event (see
+    /// [`UserProperties`]).
+    pub user_properties_truncated: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +271,9 @@ impl<S: AckStore> Tracker<S> {
             .push_str(info.client_id)
             .map_err(|_| ConnectError::Refused(ClientIdError::TooLong))?;
         self.state = State::Connected { connected_at: now };
+        if info.user_properties.is_truncated() {
+            self.stats.user_properties_truncated += 1;
+        }
         debug!("tracker: connected");
         Ok(self.emit(Event::Connected(Connected {
             ts: now,
@@ -269,16 +283,20 @@ impl<S: AckStore> Tracker<S> {
             keepalive: info.keepalive,
             clean_session: info.clean_session,
             peer: info.peer,
+            session_expiry: info.session_expiry,
+            user_properties: info.user_properties,
         })))
     }
 
     /// The server granted (`Some(qos)`) or refused (`None`, SUBACK 0x80) one topic filter of a
-    /// SUBSCRIBE: a granted filter gives a `subscribed` event. Call once per filter.
+    /// SUBSCRIBE: a granted filter gives a `subscribed` event. Call once per filter; `options`
+    /// are the MQTT 5 subscription options the client asked for (`None` before MQTT 5).
     pub fn handle_subscribe<'a>(
         &'a mut self,
         now: u64,
         filter: &'a str,
         granted: Option<QoS>,
+        options: Option<SubscriptionOptions>,
     ) -> Option<Event<'a>> {
         let qos = granted?;
         if !self.is_connected() {
@@ -289,6 +307,7 @@ impl<S: AckStore> Tracker<S> {
             client_id: &self.client_id,
             topic: filter,
             qos,
+            options,
         }))
     }
 
@@ -333,7 +352,9 @@ impl<S: AckStore> Tracker<S> {
     }
 
     /// The server sent the client a PUBLISH: a QoS 1 or 2 delivery of an envelope message
-    /// (outside the system topics) is remembered under its packet id until acknowledged.
+    /// (outside the system topics) is remembered under its packet id until acknowledged. An
+    /// MQTT 5 message whose user properties carry the ids counts as one (see
+    /// [`find_envelope`]).
     ///
     /// When `delivery.pub_client_id` is `None`, `lookup` is asked for the publisher of the
     /// envelope (e.g. from a [`PublisherTable`](crate::publishers::PublisherTable)); `None` from
@@ -351,7 +372,7 @@ impl<S: AckStore> Tracker<S> {
         {
             return false;
         }
-        let Some(envelope) = parse_envelope(delivery.payload) else {
+        let Some(envelope) = find_envelope(delivery.payload, &delivery.properties) else {
             return false;
         };
         let looked_up;
@@ -387,17 +408,36 @@ impl<S: AckStore> Tracker<S> {
         }
     }
 
-    /// The client sent PUBACK (section 3.4): acknowledges a QoS 1 delivery.
-    pub fn handle_puback(&mut self, now: u64, pkid: u16) -> Option<Event<'_>> {
-        self.acknowledge(now, pkid, QoS::AtLeastOnce)
+    /// The client sent PUBACK (section 3.4): acknowledges a QoS 1 delivery. `reason_code` is
+    /// the PUBACK's MQTT 5 reason code (`None` before MQTT 5); one of 0x80 or above refuses
+    /// the message, and the `msgack` says so.
+    pub fn handle_puback(
+        &mut self,
+        now: u64,
+        pkid: u16,
+        reason_code: Option<u8>,
+    ) -> Option<Event<'_>> {
+        self.acknowledge(now, pkid, QoS::AtLeastOnce, reason_code)
     }
 
-    /// The client sent PUBREC (section 3.5): acknowledges a QoS 2 delivery.
-    pub fn handle_pubrec(&mut self, now: u64, pkid: u16) -> Option<Event<'_>> {
-        self.acknowledge(now, pkid, QoS::ExactlyOnce)
+    /// The client sent PUBREC (section 3.5): acknowledges a QoS 2 delivery, with the PUBREC's
+    /// MQTT 5 reason code as for [`Tracker::handle_puback`].
+    pub fn handle_pubrec(
+        &mut self,
+        now: u64,
+        pkid: u16,
+        reason_code: Option<u8>,
+    ) -> Option<Event<'_>> {
+        self.acknowledge(now, pkid, QoS::ExactlyOnce, reason_code)
     }
 
-    fn acknowledge(&mut self, now: u64, pkid: u16, qos: QoS) -> Option<Event<'_>> {
+    fn acknowledge(
+        &mut self,
+        now: u64,
+        pkid: u16,
+        qos: QoS,
+        reason_code: Option<u8>,
+    ) -> Option<Event<'_>> {
         if !self.is_connected() || self.acks.qos_of(pkid) != Some(qos) {
             self.stats.acks_unmatched += 1;
             return None;
@@ -415,11 +455,19 @@ impl<S: AckStore> Tracker<S> {
             message_id: pending.message_id,
             topic: pending.topic,
             qos: pending.qos,
+            reason_code,
         }))
     }
 
     /// The connection ended: gives the `disconnected` event (once) and forgets pending acks.
-    pub fn handle_close(&mut self, now: u64, reason: DisconnectReason) -> Option<Event<'_>> {
+    /// `reason_code` is the MQTT 5 reason code of the end (see
+    /// [`Disconnected::reason_code`]).
+    pub fn handle_close(
+        &mut self,
+        now: u64,
+        reason: DisconnectReason,
+        reason_code: Option<u8>,
+    ) -> Option<Event<'_>> {
         let State::Connected { connected_at } = self.state else {
             self.state = State::Closed;
             return None;
@@ -431,6 +479,7 @@ impl<S: AckStore> Tracker<S> {
             ts: now,
             client_id: &self.client_id,
             reason,
+            reason_code,
             connected_at,
         }))
     }

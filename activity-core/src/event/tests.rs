@@ -1,7 +1,9 @@
 use super::*;
 
 use proptest::prelude::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::codec::{Context, Property, RetainHandling, encode_properties};
 
 fn to_string(event: &Event<'_>, options: &EncodeOptions<'_>) -> String {
     let mut buf = vec![0u8; encoded_len_bound(event, options)];
@@ -10,12 +12,14 @@ fn to_string(event: &Event<'_>, options: &EncodeOptions<'_>) -> String {
     String::from_utf8(buf).expect("encoder writes UTF-8")
 }
 
-fn json(event: impl Into<Event<'static>>) -> String {
+fn json<'a>(event: impl Into<Event<'a>>) -> String {
     to_string(&event.into(), &EncodeOptions::default())
 }
 
 fn connected() -> Connected<'static> {
     Connected {
+        session_expiry: None,
+        user_properties: crate::event::UserProperties::NONE,
         ts: 1_700_000_000_000,
         client_id: "dev-1",
         username: Some("alice"),
@@ -39,6 +43,7 @@ fn message(payload: &'static [u8]) -> Message<'static> {
 
 fn msgack() -> MsgAck<'static> {
     MsgAck {
+        reason_code: None,
         ts: 9,
         pub_client_id: None,
         ack_client_id: "dev-2",
@@ -53,6 +58,7 @@ fn all_kinds() -> [Event<'static>; 6] {
     [
         connected().into(),
         Disconnected {
+            reason_code: None,
             ts: 5,
             client_id: "dev-1",
             reason: DisconnectReason::KeepaliveTimeout,
@@ -60,6 +66,7 @@ fn all_kinds() -> [Event<'static>; 6] {
         }
         .into(),
         Subscribed {
+            options: None,
             ts: 2,
             client_id: "dev-1",
             topic: "a/+",
@@ -132,6 +139,9 @@ fn disconnect_reasons() {
         NotAuthorized,
         ServerShutdown,
         UpstreamClosed,
+        DisconnectWithWill,
+        ClientError,
+        SessionExpired,
     ];
     let strs: Vec<_> = all.iter().map(|r| r.as_str()).collect();
     assert_eq!(
@@ -145,7 +155,10 @@ fn disconnect_reasons() {
             "packet_too_large",
             "not_authorized",
             "server_shutdown",
-            "upstream_closed"
+            "upstream_closed",
+            "disconnect_with_will",
+            "client_error",
+            "session_expired"
         ]
     );
 }
@@ -166,6 +179,181 @@ fn connected_json() {
         json(bare),
         r#"{"client_id":"dev-1","proto_ver":4,"keepalive":60,"clean_session":false,"ts":1700000000000}"#
     );
+}
+
+/// A checked CONNECT property block with these user properties (and a session expiry, which
+/// the event takes from its own field, not from here).
+fn connect_properties(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut list = vec![Property::SessionExpiryInterval(60)];
+    list.extend(pairs.iter().map(|(k, v)| Property::UserProperty(k, v)));
+    let mut raw = vec![0u8; 4096];
+    let n = encode_properties(&list, &mut raw).unwrap();
+    raw.truncate(n);
+    Properties::parse(&raw, Context::Connect).unwrap();
+    raw
+}
+
+#[test]
+fn connected_v5_json() {
+    let raw = connect_properties(&[("region", "eu-\"1\""), ("fw", "1.2"), ("fw", "1.3")]);
+    let v5 = Connected {
+        proto_ver: 5,
+        session_expiry: Some(3600),
+        user_properties: UserProperties::new(Properties::parse(&raw, Context::Connect).unwrap()),
+        ..connected()
+    };
+    assert_eq!(
+        json(v5),
+        r#"{"client_id":"dev-1","username":"alice","proto_ver":5,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","session_expiry":3600,"user_properties":[["region","eu-\"1\""],["fw","1.2"],["fw","1.3"]],"ts":1700000000000}"#
+    );
+    // No user properties: no field; a session expiry of 0 is still written for MQTT 5.
+    let bare = Connected {
+        proto_ver: 5,
+        session_expiry: Some(0),
+        peer: None,
+        username: None,
+        user_properties: UserProperties::new(Properties::EMPTY),
+        ..connected()
+    };
+    assert_eq!(
+        to_string(&bare.into(), &EncodeOptions::default()),
+        r#"{"client_id":"dev-1","proto_ver":5,"keepalive":60,"clean_session":true,"session_expiry":0,"ts":1700000000000}"#
+    );
+}
+
+#[test]
+fn connected_user_properties_are_bounded() {
+    // One more than the count limit: the ninth is cut.
+    let names: Vec<String> = (0..=USER_PROPERTIES_MAX_COUNT)
+        .map(|i| format!("k{i}"))
+        .collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let raw = connect_properties(&pairs);
+    let props = UserProperties::new(Properties::parse(&raw, Context::Connect).unwrap());
+    assert_eq!(props.iter().count(), USER_PROPERTIES_MAX_COUNT);
+    assert!(props.is_truncated());
+    let text = json(Connected {
+        user_properties: props,
+        session_expiry: Some(0),
+        ..connected()
+    });
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["user_properties"].as_array().unwrap().len(), 8);
+    assert_eq!(v["user_properties"][7], json!(["k7", "v"]));
+    assert_eq!(v["user_properties_truncated"], true);
+    assert!(text.ends_with(r#"["k7","v"]],"user_properties_truncated":true,"ts":1700000000000}"#));
+
+    // The byte limit: names and values together; the pair that crosses it and all after it go.
+    let big = "x".repeat(USER_PROPERTIES_MAX_BYTES - 8);
+    let huge = "x".repeat(USER_PROPERTIES_MAX_BYTES);
+    let raw = connect_properties(&[("a", "12345678"), ("b", &big), ("c", "")]);
+    let props = UserProperties::new(Properties::parse(&raw, Context::Connect).unwrap());
+    let kept: Vec<_> = props.iter().collect();
+    assert_eq!(kept, [("a", "12345678")]);
+    assert!(props.is_truncated());
+    // Exactly at the limit fits.
+    let exact = "y".repeat(USER_PROPERTIES_MAX_BYTES - 1);
+    let raw = connect_properties(&[("a", &exact)]);
+    let props = UserProperties::new(Properties::parse(&raw, Context::Connect).unwrap());
+    assert_eq!(props.iter().count(), 1);
+    assert!(!props.is_truncated());
+    // A first pair over the limit alone: nothing kept, no field, but still truncated.
+    let raw = connect_properties(&[("a", &huge), ("b", "c")]);
+    let props = UserProperties::new(Properties::parse(&raw, Context::Connect).unwrap());
+    let connected_json = json(Connected {
+        user_properties: props,
+        ..connected()
+    });
+    assert!(props.is_truncated() && props.is_empty());
+    assert!(
+        !connected_json.contains("user_properties"),
+        "{connected_json}"
+    );
+    // Every bounded event is small: the worst case of the bounds with the worst escaping.
+    let worst = "\u{1}".repeat(USER_PROPERTIES_MAX_BYTES / (2 * USER_PROPERTIES_MAX_COUNT));
+    let pairs: Vec<(&str, &str)> = (0..20).map(|_| (worst.as_str(), worst.as_str())).collect();
+    let raw = connect_properties(&pairs);
+    let props = UserProperties::new(Properties::parse(&raw, Context::Connect).unwrap());
+    assert_eq!(props.iter().count(), USER_PROPERTIES_MAX_COUNT);
+    let event: Event<'_> = Connected {
+        user_properties: props,
+        ..connected()
+    }
+    .into();
+    let bound = encoded_len_bound(&event, &EncodeOptions::default());
+    let without = encoded_len_bound(&connected().into(), &EncodeOptions::default());
+    assert!(
+        // Each byte escaped to at most 6; per pair `[`, 4 quotes, `,`, `]` and a comma; the
+        // two keys with their punctuation and `true`.
+        bound - without <= 6 * USER_PROPERTIES_MAX_BYTES + 8 * USER_PROPERTIES_MAX_COUNT + 60,
+        "user properties add {} bytes",
+        bound - without
+    );
+}
+
+#[test]
+fn v5_fields_of_the_other_kinds_json() {
+    let opts = EncodeOptions::default();
+    let disconnected: Event<'_> = Disconnected {
+        ts: 5,
+        client_id: "dev-1",
+        reason: DisconnectReason::ClientError,
+        reason_code: Some(0x83),
+        connected_at: 1,
+    }
+    .into();
+    assert_eq!(
+        to_string(&disconnected, &opts),
+        r#"{"client_id":"dev-1","reason":"client_error","reason_code":131,"connected_at":1,"ts":5}"#
+    );
+    let subscribed: Event<'_> = Subscribed {
+        ts: 2,
+        client_id: "dev-1",
+        topic: "$share/workers/jobs/+",
+        qos: QoS::AtLeastOnce,
+        options: Some(SubscriptionOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: false,
+            retain_as_published: true,
+            retain_handling: RetainHandling::Never,
+        }),
+    }
+    .into();
+    assert_eq!(
+        to_string(&subscribed, &opts),
+        r#"{"client_id":"dev-1","topic":"$share/workers/jobs/+","qos":1,"no_local":false,"retain_as_published":true,"retain_handling":2,"share_group":"workers","ts":2}"#
+    );
+    // MQTT 3.1.1: no options, but a shared filter still names its group.
+    let v3: Event<'_> = Subscribed {
+        ts: 2,
+        client_id: "dev-1",
+        topic: "$share/g/a",
+        qos: QoS::AtMostOnce,
+        options: None,
+    }
+    .into();
+    assert_eq!(
+        to_string(&v3, &opts),
+        r#"{"client_id":"dev-1","topic":"$share/g/a","qos":0,"share_group":"g","ts":2}"#
+    );
+    let nack = MsgAck {
+        reason_code: Some(0x87),
+        ..msgack()
+    };
+    assert_eq!(
+        json(nack),
+        r#"{"pub_client_id":null,"ack_client_id":"dev-2","product_id":"p1","message_id":42,"topic":"SYSTEM/msgack","qos":0,"reason_code":135,"ts":9}"#
+    );
+}
+
+#[test]
+fn share_groups() {
+    assert_eq!(share_group("$share/g/a/b"), Some("g"));
+    assert_eq!(share_group("$share/g/#"), Some("g"));
+    assert_eq!(share_group("$share/g"), None);
+    assert_eq!(share_group("$shared/g/a"), None);
+    assert_eq!(share_group("a/$share/g/b"), None);
+    assert_eq!(share_group("$SYS/a"), None);
 }
 
 #[test]
@@ -474,6 +662,26 @@ struct Inputs {
     flag: bool,
     qos: QoS,
     int_ids: (bool, bool),
+    /// A user-property block (MQTT 5 CONNECT), possibly empty.
+    user_props: Vec<u8>,
+    /// `$share/<a>/<b>`.
+    shared: String,
+}
+
+/// The property block of `pairs`, empty when MQTT cannot carry them.
+fn user_property_block(pairs: &[(String, String)]) -> Vec<u8> {
+    let list: Vec<Property<'_>> = pairs
+        .iter()
+        .map(|(k, v)| Property::UserProperty(k, v))
+        .collect();
+    let mut raw = vec![0u8; 4096];
+    match encode_properties(&list, &mut raw) {
+        Ok(n) if Properties::parse(&raw[..n], Context::Connect).is_ok() => {
+            raw.truncate(n);
+            raw
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn inputs() -> impl Strategy<Value = Inputs> {
@@ -496,13 +704,21 @@ fn inputs() -> impl Strategy<Value = Inputs> {
             qos(),
             any::<(bool, bool)>(),
         ),
+        prop::collection::vec(
+            (nasty_string(), nasty_string())
+                .prop_map(|(k, v)| (k.replace('\0', ""), v.replace('\0', ""))),
+            0..12,
+        ),
     )
         .prop_map(
             |(
                 (a, b, c, d, node),
                 (payload, mode),
                 (ts, ts2, int, small, keepalive, flag, qos, int_ids),
+                pairs,
             )| {
+                let user_props = user_property_block(&pairs);
+                let shared = format!("$share/{a}/{b}");
                 Inputs {
                     a,
                     b,
@@ -519,6 +735,8 @@ fn inputs() -> impl Strategy<Value = Inputs> {
                     flag,
                     qos,
                     int_ids,
+                    user_props,
+                    shared,
                 }
             },
         )
@@ -530,6 +748,8 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
     }
     vec![
         Connected {
+            session_expiry: None,
+            user_properties: crate::event::UserProperties::NONE,
             ts: i.ts,
             client_id: &i.a,
             username: i.c.as_deref(),
@@ -540,6 +760,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
         }
         .into(),
         Disconnected {
+            reason_code: None,
             ts: i.ts,
             client_id: &i.a,
             reason: DisconnectReason::TcpClosed,
@@ -547,6 +768,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
         }
         .into(),
         Subscribed {
+            options: None,
             ts: i.ts,
             client_id: &i.a,
             topic: &i.b,
@@ -569,6 +791,58 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
         }
         .into(),
         MsgAck {
+            reason_code: None,
+            ts: i.ts,
+            pub_client_id: i.c.as_deref(),
+            ack_client_id: &i.a,
+            product_id: id(i.int_ids.0, i.int, &i.b),
+            message_id: id(i.int_ids.1, i.int, i.d.as_deref().unwrap_or("")),
+            topic: &i.b,
+            qos: i.qos,
+        }
+        .into(),
+        // The MQTT 5 fields.
+        Connected {
+            session_expiry: Some(u32::try_from(i.ts2 >> 32).unwrap()),
+            user_properties: UserProperties::new(
+                Properties::parse(&i.user_props, Context::Connect).unwrap(),
+            ),
+            ts: i.ts,
+            client_id: &i.a,
+            username: i.c.as_deref(),
+            proto_ver: 5,
+            keepalive: i.keepalive,
+            clean_session: i.flag,
+            peer: i.d.as_deref(),
+        }
+        .into(),
+        Disconnected {
+            reason_code: Some(i.small),
+            ts: i.ts,
+            client_id: &i.a,
+            reason: DisconnectReason::ClientError,
+            connected_at: i.ts2,
+        }
+        .into(),
+        Subscribed {
+            options: Some(SubscriptionOptions {
+                no_local: i.flag,
+                retain_as_published: i.int_ids.0,
+                retain_handling: [
+                    RetainHandling::OnSubscribe,
+                    RetainHandling::OnNewSubscribe,
+                    RetainHandling::Never,
+                ][usize::from(i.small % 3)],
+                qos: i.qos,
+            }),
+            ts: i.ts,
+            client_id: &i.a,
+            topic: &i.shared,
+            qos: i.qos,
+        }
+        .into(),
+        MsgAck {
+            reason_code: Some(i.small),
             ts: i.ts,
             pub_client_id: i.c.as_deref(),
             ack_client_id: &i.a,
@@ -610,16 +884,48 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
             if let Some(p) = e.peer {
                 put("peer", p.into());
             }
+            if let Some(expiry) = e.session_expiry {
+                put("session_expiry", expiry.into());
+            }
+            let all: Vec<(&str, &str)> = e.user_properties.properties().user_properties().collect();
+            let mut kept = Vec::new();
+            let mut bytes = 0;
+            for (k, v) in &all {
+                bytes += k.len() + v.len();
+                if kept.len() == USER_PROPERTIES_MAX_COUNT || bytes > USER_PROPERTIES_MAX_BYTES {
+                    break;
+                }
+                kept.push(json!([k, v]));
+            }
+            if !kept.is_empty() {
+                if kept.len() < all.len() {
+                    put("user_properties_truncated", true.into());
+                }
+                put("user_properties", Value::Array(kept));
+            }
         }
         Event::Disconnected(e) => {
             put("client_id", e.client_id.into());
             put("reason", e.reason.as_str().into());
+            if let Some(code) = e.reason_code {
+                put("reason_code", code.into());
+            }
             put("connected_at", e.connected_at.into());
         }
         Event::Subscribed(e) => {
             put("client_id", e.client_id.into());
             put("topic", e.topic.into());
             put("qos", e.qos.as_u8().into());
+            if let Some(o) = e.options {
+                put("no_local", o.no_local.into());
+                put("retain_as_published", o.retain_as_published.into());
+                put("retain_handling", (o.retain_handling as u8).into());
+            }
+            if let Some(rest) = e.topic.strip_prefix("$share/")
+                && let Some((group, _)) = rest.split_once('/')
+            {
+                put("share_group", group.into());
+            }
         }
         Event::Unsubscribed(e) => {
             put("client_id", e.client_id.into());
@@ -666,6 +972,9 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
             put("message_id", id_value(e.message_id));
             put("topic", e.topic.into());
             put("qos", e.qos.as_u8().into());
+            if let Some(code) = e.reason_code {
+                put("reason_code", code.into());
+            }
         }
     }
     put("ts", event.ts().into());
@@ -717,6 +1026,11 @@ fn reference_encode(event: &Event<'_>, options: &EncodeOptions<'_>) -> Vec<u8> {
 
         fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), S::Error> {
             self.state.serialize_field(key, &Collected(Base64(value)))
+        }
+
+        fn pairs(&mut self, key: &'static str, value: UserProperties<'_>) -> Result<(), S::Error> {
+            let pairs: Vec<[&str; 2]> = value.iter().map(|(k, v)| [k, v]).collect();
+            self.state.serialize_field(key, &pairs)
         }
     }
 
@@ -846,7 +1160,8 @@ proptest! {
                 + i.c.as_ref().map_or(0, String::len)
                 + i.d.as_ref().map_or(0, String::len)
                 + i.node.as_ref().map_or(0, String::len)
-                + i.payload.len();
+                + i.payload.len()
+                + i.user_props.len();
             prop_assert!(encoded_len_bound(&event, &options) <= 6 * input_bytes + 300);
         }
     }

@@ -86,7 +86,8 @@ impl ReasonCode {
 /// Why the server ends a connection, as the driver reports it or the engine decides it.
 ///
 /// Each cause has one `disconnected` event reason and one MQTT 5 reason code for the server's
-/// DISCONNECT; [`CloseCause::reason`] and [`CloseCause::reason_code`] are the one mapping.
+/// DISCONNECT; [`CloseCause::reason`], [`CloseCause::reason_code`] and
+/// [`CloseCause::event_reason_code`] are the one mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -95,6 +96,9 @@ pub enum CloseCause {
     ClientDisconnect,
     /// The client sent an MQTT 5 DISCONNECT asking for its will (reason 0x04).
     ClientDisconnectWithWill,
+    /// The client sent an MQTT 5 DISCONNECT with this error reason (0x80 or above); its will
+    /// is published (5.0 section 3.14.4 discards it only for 0x00).
+    ClientError(u8),
     /// The transport closed or failed (driver).
     TransportClosed,
     /// Nothing came from the client within 1.5 times its keep-alive (engine).
@@ -121,13 +125,29 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
-    /// The cause of an end by the client's DISCONNECT with reason code `reason` (MQTT 5.0
-    /// section 3.14.2.1: 0x04 asks for the will; MQTT 3.1.1's DISCONNECT has none and means 0).
-    pub const fn of_client_disconnect(reason: u8) -> CloseCause {
-        if reason == 0x04 {
-            CloseCause::ClientDisconnectWithWill
-        } else {
-            CloseCause::ClientDisconnect
+    /// The cause of a DISCONNECT from the client with MQTT 5 reason `code` (0x00 for MQTT
+    /// 3.1.1, which has none): 0x04 asks for the will, 0x80 and above report an error, any
+    /// other code is a normal disconnection.
+    pub const fn of_client_disconnect(code: u8) -> Self {
+        match code {
+            0x04 => CloseCause::ClientDisconnectWithWill,
+            0x80..=0xFF => CloseCause::ClientError(code),
+            _ => CloseCause::ClientDisconnect,
+        }
+    }
+
+    /// The `reason_code` of the `disconnected` event: the code the client's DISCONNECT
+    /// carried, else the code of the server's DISCONNECT (sent to an MQTT 5 client; the one an
+    /// MQTT 3.1.1 client would have got). `None` when the transport closed without either.
+    pub const fn event_reason_code(self) -> Option<u8> {
+        match self {
+            CloseCause::ClientDisconnect => Some(0x00),
+            CloseCause::ClientDisconnectWithWill => Some(0x04),
+            CloseCause::ClientError(code) => Some(code),
+            _ => match self.reason_code() {
+                Some(code) => Some(code.as_u8()),
+                None => None,
+            },
         }
     }
 
@@ -136,6 +156,7 @@ impl CloseCause {
         match self {
             CloseCause::ClientDisconnect => DisconnectReason::Normal,
             CloseCause::ClientDisconnectWithWill => DisconnectReason::DisconnectWithWill,
+            CloseCause::ClientError(_) => DisconnectReason::ClientError,
             CloseCause::TransportClosed => DisconnectReason::TcpClosed,
             CloseCause::KeepAliveTimeout => DisconnectReason::KeepaliveTimeout,
             CloseCause::TakenOver => DisconnectReason::Takenover,
@@ -156,6 +177,7 @@ impl CloseCause {
         match self {
             CloseCause::ClientDisconnect
             | CloseCause::ClientDisconnectWithWill
+            | CloseCause::ClientError(_)
             | CloseCause::TransportClosed => None,
             CloseCause::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             CloseCause::TakenOver => Some(ReasonCode::SessionTakenOver),
@@ -220,5 +242,42 @@ mod tests {
         assert!(!CloseCause::ClientDisconnect.publishes_will());
         assert!(CloseCause::TransportClosed.publishes_will());
         assert!(CloseCause::KeepAliveTimeout.publishes_will());
+    }
+
+    #[test]
+    fn client_disconnects_and_event_reason_codes() {
+        for (code, cause, reason) in [
+            (0x00, CloseCause::ClientDisconnect, "normal"),
+            (
+                0x04,
+                CloseCause::ClientDisconnectWithWill,
+                "disconnect_with_will",
+            ),
+            (0x83, CloseCause::ClientError(0x83), "client_error"),
+            (0x80, CloseCause::ClientError(0x80), "client_error"),
+        ] {
+            let of = CloseCause::of_client_disconnect(code);
+            assert_eq!(of, cause);
+            assert_eq!(of.reason().as_str(), reason);
+            assert_eq!(of.event_reason_code(), Some(code));
+            // The server answers a client's DISCONNECT with none of its own.
+            assert_eq!(of.reason_code(), None);
+        }
+        // 0x00 drops the will; an error reason publishes it (5.0 section 3.14.4).
+        assert!(CloseCause::ClientError(0x83).publishes_will());
+        for (cause, code) in [
+            (CloseCause::KeepAliveTimeout, Some(0x8D)),
+            (CloseCause::TakenOver, Some(0x8E)),
+            (CloseCause::ServerShutdown, Some(0x8B)),
+            (CloseCause::ProtocolError, Some(0x82)),
+            (CloseCause::MalformedPacket, Some(0x81)),
+            (CloseCause::PacketTooLarge, Some(0x95)),
+            (CloseCause::QuotaExceeded, Some(0x97)),
+            (CloseCause::TopicAliasInvalid, Some(0x94)),
+            (CloseCause::RouterClosed, Some(0x88)),
+            (CloseCause::TransportClosed, None),
+        ] {
+            assert_eq!(cause.event_reason_code(), code, "{cause:?}");
+        }
     }
 }

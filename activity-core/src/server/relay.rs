@@ -539,15 +539,17 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     ) {
         match packet {
             Packet::Publish(publish) => self.client_publish(now, publish, bytes, tx, out),
-            Packet::PubAck(codec::Ack { pkid, .. }) => {
+            Packet::PubAck(codec::Ack { pkid, reason, .. }) => {
                 out.forward(bytes);
-                if let Some(event) = self.conn.tracker.handle_puback(now, pkid) {
+                let code = self.conn.version.is_v5().then_some(reason);
+                if let Some(event) = self.conn.tracker.handle_puback(now, pkid, code) {
                     let _ = out.event(&event);
                 }
             }
-            Packet::PubRec(codec::Ack { pkid, .. }) => {
+            Packet::PubRec(codec::Ack { pkid, reason, .. }) => {
                 out.forward(bytes);
-                if let Some(event) = self.conn.tracker.handle_pubrec(now, pkid) {
+                let code = self.conn.version.is_v5().then_some(reason);
+                if let Some(event) = self.conn.tracker.handle_pubrec(now, pkid, code) {
                     let _ = out.event(&event);
                 }
             }
@@ -851,6 +853,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                         ),
                         payload: publish.payload,
                         pub_client_id: None,
+                        properties: publish.properties,
                     };
                     self.conn.tracker.handle_delivery(info, &mut *lookup);
                 }
@@ -861,15 +864,21 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                     .request(suback.pkid)
                     .map(|bytes| codec::decode_with(bytes, usize::MAX, self.conn.version))
                 {
-                    for ((filter, _), code) in subscribe.filters.iter().zip(suback.codes.iter()) {
+                    let v5 = self.conn.version.is_v5();
+                    for ((filter, options), code) in
+                        subscribe.filters.iter_options().zip(suback.codes.iter())
+                    {
                         let SubAckCode::Success(qos) = code else {
                             continue;
                         };
                         // A full store only costs the `unsubscribed` event of this filter.
                         let _ = self.conn.store.insert_subscription(filter, qos);
-                        if let Some(event) =
-                            self.conn.tracker.handle_subscribe(now, filter, Some(qos))
-                        {
+                        if let Some(event) = self.conn.tracker.handle_subscribe(
+                            now,
+                            filter,
+                            Some(qos),
+                            v5.then_some(options),
+                        ) {
                             let _ = out.event(&event);
                         }
                     }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 mod v5;
 mod v5_delivery;
 mod v5_session;
+mod v5_events;
 
 use super::*;
 use crate::acks::FixedAckStore;
@@ -795,22 +796,30 @@ fn bad_bytes_close_with_the_right_reason() {
     // A second CONNECT, a server-only packet, a malformed header, an oversized packet.
     let mut config = ServerConfig::default();
     config.limits.max_packet_size = 64;
-    for (bytes, reason, counter) in [
+    for (bytes, reason, counter, code) in [
         (
             encoded(connect("again")),
             "protocol_error",
             Counter::ProtocolError,
+            0x82,
         ),
         (
             vec![0x20, 2, 0, 0],
             "protocol_error",
             Counter::ProtocolError,
+            0x82,
         ),
-        (vec![0xF0, 0], "protocol_error", Counter::ProtocolError),
+        (
+            vec![0xF0, 0],
+            "protocol_error",
+            Counter::ProtocolError,
+            0x81,
+        ),
         (
             vec![0x30, 0xFF, 0x01],
             "packet_too_large",
             Counter::PacketTooLarge,
+            0x95,
         ),
     ] {
         let mut client = Client::with_config(config.clone(), REMOTE);
@@ -824,7 +833,7 @@ fn bad_bytes_close_with_the_right_reason() {
             client.out.events,
             [(
                 EventKind::Disconnected,
-                json!({"client_id":"bad","reason":reason,"connected_at":T0})
+                json!({"client_id":"bad","reason":reason,"reason_code":code,"connected_at":T0})
             )]
         );
     }
@@ -1121,7 +1130,7 @@ fn a_shutdown_reports_the_end_and_keeps_delivering_until_closed() {
     assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
     assert_eq!(
         client.out.events[0].1,
-        json!({"client_id":"stayer","reason":"server_shutdown","connected_at":T0})
+        json!({"client_id":"stayer","reason":"server_shutdown","reason_code":0x8B,"connected_at":T0})
     );
     assert_eq!(client.out.routes, [R::End(0, CloseCause::ServerShutdown)]);
     // Input is no longer read; deliveries (other clients' shutdown events) still go out.

@@ -27,6 +27,8 @@ fn json_of(event: Option<Event<'_>>) -> (EventKind, Value) {
 
 fn connect_info(client_id: &str) -> ConnectInfo<'_> {
     ConnectInfo {
+        session_expiry: None,
+        user_properties: crate::event::UserProperties::NONE,
         client_id,
         username: Some("alice"),
         proto_ver: 4,
@@ -67,13 +69,16 @@ fn whole_session_emits_every_event_with_its_fields() {
     );
 
     let (kind, v) =
-        json_of(subscriber.handle_subscribe(1_002, "devices/+/cmd", Some(QoS::ExactlyOnce)));
+        json_of(subscriber.handle_subscribe(1_002, "devices/+/cmd", Some(QoS::ExactlyOnce), None));
     assert_eq!(kind, EventKind::Subscribed);
     assert_eq!(
         v,
         json!({"client_id":"sub-1","topic":"devices/+/cmd","qos":2,"ts":1002})
     );
-    assert_eq!(subscriber.handle_subscribe(1_002, "$SYS/#", None), None);
+    assert_eq!(
+        subscriber.handle_subscribe(1_002, "$SYS/#", None, None),
+        None
+    );
 
     let publish = PublishInfo {
         topic: "devices/7/cmd",
@@ -94,6 +99,7 @@ fn whole_session_emits_every_event_with_its_fields() {
 
     // QoS 1 delivery, acknowledged by PUBACK.
     let delivery = DeliveryInfo {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 5,
         qos: QoS::AtLeastOnce,
         topic: "devices/7/cmd",
@@ -103,11 +109,11 @@ fn whole_session_emits_every_event_with_its_fields() {
     subscriber.handle_delivery(delivery, |_| panic!("publisher was given"));
     assert_eq!(subscriber.pending_acks(), 1);
     assert_eq!(
-        subscriber.handle_pubrec(1_004, 5),
+        subscriber.handle_pubrec(1_004, 5, None),
         None,
         "QoS 1 is acked by PUBACK"
     );
-    let (kind, v) = json_of(subscriber.handle_puback(1_004, 5));
+    let (kind, v) = json_of(subscriber.handle_puback(1_004, 5, None));
     assert_eq!(kind, EventKind::MsgAck);
     assert_eq!(
         v,
@@ -115,7 +121,7 @@ fn whole_session_emits_every_event_with_its_fields() {
                "message_id":"m42","topic":"devices/7/cmd","qos":1,"ts":1004})
     );
     assert_eq!(
-        subscriber.handle_puback(1_004, 5),
+        subscriber.handle_puback(1_004, 5, None),
         None,
         "a second ack matches nothing"
     );
@@ -135,11 +141,11 @@ fn whole_session_emits_every_event_with_its_fields() {
         Some(s)
     });
     assert_eq!(
-        subscriber.handle_puback(1_005, 6),
+        subscriber.handle_puback(1_005, 6, None),
         None,
         "QoS 2 is acked by PUBREC"
     );
-    let (_, v) = json_of(subscriber.handle_pubrec(1_005, 6));
+    let (_, v) = json_of(subscriber.handle_pubrec(1_005, 6, None));
     assert_eq!(
         v,
         json!({"pub_client_id":"pub-9","ack_client_id":"sub-1","product_id":99,
@@ -153,14 +159,14 @@ fn whole_session_emits_every_event_with_its_fields() {
         json!({"client_id":"sub-1","topic":"devices/+/cmd","ts":1006})
     );
 
-    let (kind, v) = json_of(subscriber.handle_close(1_007, DisconnectReason::Normal));
+    let (kind, v) = json_of(subscriber.handle_close(1_007, DisconnectReason::Normal, None));
     assert_eq!(kind, EventKind::Disconnected);
     assert_eq!(
         v,
         json!({"client_id":"sub-1","reason":"normal","connected_at":1000,"ts":1007})
     );
     assert_eq!(
-        subscriber.handle_close(1_008, DisconnectReason::TcpClosed),
+        subscriber.handle_close(1_008, DisconnectReason::TcpClosed, None),
         None
     );
     assert_eq!(subscriber.stats().acks_unmatched, 3);
@@ -174,7 +180,7 @@ fn takeover_closes_the_old_session_before_the_new_one_connects() {
     let mut old = tracker();
     let mut new = tracker();
     old.handle_connect(10, connect_info("dev")).unwrap();
-    let (_, gone) = json_of(old.handle_close(20, DisconnectReason::Takenover));
+    let (_, gone) = json_of(old.handle_close(20, DisconnectReason::Takenover, None));
     let (_, came) = json_of(new.handle_connect(20, connect_info("dev")).unwrap());
     assert_eq!(gone["reason"], "takenover");
     assert_eq!(gone["connected_at"], 10);
@@ -190,8 +196,11 @@ fn reserved_id_is_refused_and_emits_nothing() {
     let err = t.handle_connect(1, connect_info("broker")).unwrap_err();
     assert_eq!(err, ConnectError::Refused(ClientIdError::Reserved));
     assert!(!t.is_connected());
-    assert_eq!(t.handle_subscribe(2, "a", Some(QoS::AtMostOnce)), None);
-    assert_eq!(t.handle_close(3, DisconnectReason::TcpClosed), None);
+    assert_eq!(
+        t.handle_subscribe(2, "a", Some(QoS::AtMostOnce), None),
+        None
+    );
+    assert_eq!(t.handle_close(3, DisconnectReason::TcpClosed, None), None);
 }
 
 #[test]
@@ -202,7 +211,7 @@ fn second_connect_is_a_protocol_error() {
         t.handle_connect(2, connect_info("c")).unwrap_err(),
         ConnectError::AlreadyConnected
     );
-    t.handle_close(3, DisconnectReason::ProtocolError);
+    t.handle_close(3, DisconnectReason::ProtocolError, None);
     assert_eq!(
         t.handle_connect(4, connect_info("c")).unwrap_err(),
         ConnectError::Closed
@@ -231,6 +240,7 @@ fn deliveries_without_envelope_or_on_system_topics_are_not_tracked() {
     let mut t = tracker();
     t.handle_connect(1, connect_info("c")).unwrap();
     let base = DeliveryInfo {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 1,
         qos: QoS::AtLeastOnce,
         topic: "t",
@@ -257,7 +267,7 @@ fn deliveries_without_envelope_or_on_system_topics_are_not_tracked() {
     ] {
         t.handle_delivery(delivery, |_| None);
         assert_eq!(t.pending_acks(), 0, "{delivery:?}");
-        assert_eq!(t.handle_puback(2, 1), None);
+        assert_eq!(t.handle_puback(2, 1, None), None);
     }
 }
 
@@ -266,6 +276,7 @@ fn unknown_publisher_gives_null() {
     let mut t = tracker();
     t.handle_connect(1, connect_info("c")).unwrap();
     let delivery = DeliveryInfo {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 9,
         qos: QoS::AtLeastOnce,
         topic: "t",
@@ -273,7 +284,7 @@ fn unknown_publisher_gives_null() {
         pub_client_id: None,
     };
     t.handle_delivery(delivery, |_| None);
-    let (_, v) = json_of(t.handle_puback(2, 9));
+    let (_, v) = json_of(t.handle_puback(2, 9, None));
     assert_eq!(v["pub_client_id"], Value::Null);
 }
 
@@ -284,6 +295,7 @@ fn full_ack_store_evicts_oldest_and_counts() {
     t.handle_connect(1, connect_info("c")).unwrap();
     for pkid in 1..=3 {
         let delivery = DeliveryInfo {
+            properties: crate::codec::Properties::EMPTY,
             pkid,
             qos: QoS::AtLeastOnce,
             topic: "t",
@@ -294,12 +306,13 @@ fn full_ack_store_evicts_oldest_and_counts() {
     }
     assert_eq!(t.pending_acks(), 2);
     assert_eq!(t.stats().deliveries_evicted, 1);
-    assert_eq!(t.handle_puback(2, 1), None, "the oldest was evicted");
-    assert!(t.handle_puback(2, 2).is_some());
-    assert!(t.handle_puback(2, 3).is_some());
+    assert_eq!(t.handle_puback(2, 1, None), None, "the oldest was evicted");
+    assert!(t.handle_puback(2, 2, None).is_some());
+    assert!(t.handle_puback(2, 3, None).is_some());
 
     let long_topic = "x".repeat(100);
     let delivery = DeliveryInfo {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 4,
         qos: QoS::AtLeastOnce,
         topic: &long_topic,
@@ -308,7 +321,7 @@ fn full_ack_store_evicts_oldest_and_counts() {
     };
     t.handle_delivery(delivery, |_| None);
     assert_eq!(t.stats().deliveries_too_large, 1);
-    assert_eq!(t.handle_puback(3, 4), None);
+    assert_eq!(t.handle_puback(3, 4, None), None);
 }
 
 #[test]
@@ -323,6 +336,7 @@ fn disabled_kinds_are_tracked_but_not_reported() {
     assert_eq!(t.handle_connect(1, connect_info("c")).unwrap(), None);
     assert!(t.is_connected());
     let delivery = DeliveryInfo {
+        properties: crate::codec::Properties::EMPTY,
         pkid: 1,
         qos: QoS::AtLeastOnce,
         topic: "t",
@@ -330,9 +344,9 @@ fn disabled_kinds_are_tracked_but_not_reported() {
         pub_client_id: Some("p"),
     };
     t.handle_delivery(delivery, |_| None);
-    assert_eq!(t.handle_puback(2, 1), None);
+    assert_eq!(t.handle_puback(2, 1, None), None);
     assert_eq!(t.pending_acks(), 0, "the ack still clears the entry");
-    let (kind, _) = json_of(t.handle_close(3, DisconnectReason::KeepaliveTimeout));
+    let (kind, _) = json_of(t.handle_close(3, DisconnectReason::KeepaliveTimeout, None));
     assert_eq!(kind, EventKind::Disconnected);
 }
 
@@ -363,7 +377,10 @@ fn custom_prefix_moves_the_system_topics() {
 #[test]
 fn happenings_before_connect_produce_nothing() {
     let mut t = tracker();
-    assert_eq!(t.handle_subscribe(1, "a", Some(QoS::AtMostOnce)), None);
+    assert_eq!(
+        t.handle_subscribe(1, "a", Some(QoS::AtMostOnce), None),
+        None
+    );
     assert_eq!(t.handle_unsubscribe(1, "a"), None);
     let publish = PublishInfo {
         topic: "a",
@@ -372,8 +389,8 @@ fn happenings_before_connect_produce_nothing() {
         retain: false,
     };
     assert_eq!(t.handle_publish(1, publish), PublishOutcome::Accepted(None));
-    assert_eq!(t.handle_puback(1, 1), None);
-    assert_eq!(t.handle_close(1, DisconnectReason::TcpClosed), None);
+    assert_eq!(t.handle_puback(1, 1, None), None);
+    assert_eq!(t.handle_close(1, DisconnectReason::TcpClosed, None), None);
 }
 
 #[test]
@@ -390,4 +407,102 @@ fn memory_figures_in_the_crate_docs_hold() {
         per_publisher <= 480,
         "publisher entry is {per_publisher} bytes"
     );
+}
+
+/// A PUBLISH property block of these user properties.
+fn publish_properties(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let list: Vec<crate::codec::Property<'_>> = pairs
+        .iter()
+        .map(|(k, v)| crate::codec::Property::UserProperty(k, v))
+        .collect();
+    let mut raw = vec![0u8; 1024];
+    let n = crate::codec::encode_properties(&list, &mut raw).unwrap();
+    raw.truncate(n);
+    raw
+}
+
+#[test]
+fn user_properties_identify_a_delivery_like_an_envelope() {
+    use crate::codec::{Context, Properties};
+    use crate::envelope::{OwnedId, envelope_of_properties};
+    use crate::event::Id;
+    let parse =
+        |raw: &[u8]| envelope_of_properties(&Properties::parse(raw, Context::Publish).unwrap());
+    let ids = publish_properties(&[("a", "b"), ("message_id", "42"), ("product_id", "p")]);
+    let envelope = parse(&ids).expect("both ids");
+    assert_eq!(envelope.product_id.as_id(), Id::Str("p"));
+    // A user property is a string, also when it looks like a number.
+    assert_eq!(envelope.message_id, OwnedId::Str("42".try_into().unwrap()));
+    let long = "x".repeat(crate::envelope::ID_CAPACITY + 1);
+    for broken in [
+        publish_properties(&[("product_id", "p")]),
+        publish_properties(&[("product_id", "p"), ("message_id", "")]),
+        publish_properties(&[
+            ("product_id", "p"),
+            ("message_id", "m"),
+            ("message_id", "n"),
+        ]),
+        publish_properties(&[("product_id", &long), ("message_id", "m")]),
+        publish_properties(&[("Product_id", "p"), ("message_id", "m")]),
+    ] {
+        assert_eq!(parse(&broken), None, "{broken:02x?}");
+    }
+
+    // The tracker: the publisher comes from the lookup, keyed by the property ids.
+    let mut t = tracker();
+    t.handle_connect(1, connect_info("sub")).unwrap();
+    let raw = publish_properties(&[("product_id", "p9"), ("message_id", "m1")]);
+    let delivery = DeliveryInfo {
+        pkid: 3,
+        qos: QoS::ExactlyOnce,
+        topic: "a/b",
+        payload: b"\xff binary",
+        pub_client_id: None,
+        properties: Properties::parse(&raw, Context::Publish).unwrap(),
+    };
+    t.handle_delivery(delivery, |seen| {
+        assert_eq!(seen.product_id.as_id(), Id::Str("p9"));
+        Some("pub-9".try_into().unwrap())
+    });
+    let (kind, v) = json_of(t.handle_pubrec(5, 3, Some(0x10)));
+    assert_eq!(kind, EventKind::MsgAck);
+    assert_eq!(
+        v,
+        json!({"pub_client_id":"pub-9","ack_client_id":"sub","product_id":"p9",
+               "message_id":"m1","topic":"a/b","qos":2,"reason_code":16,"ts":5})
+    );
+}
+
+#[test]
+fn v5_connect_and_subscribe_fields_reach_the_events() {
+    use crate::codec::{Context, Properties, RetainHandling, SubscriptionOptions};
+    let raw = publish_properties(&[("k", "v")]);
+    let mut t = tracker();
+    let info = ConnectInfo {
+        proto_ver: 5,
+        session_expiry: Some(7),
+        user_properties: crate::event::UserProperties::new(
+            Properties::parse(&raw, Context::Connect).unwrap(),
+        ),
+        ..connect_info("v5")
+    };
+    let (_, v) = json_of(t.handle_connect(1, info).unwrap());
+    assert_eq!(v["session_expiry"], 7);
+    assert_eq!(v["user_properties"], json!([["k", "v"]]));
+    assert_eq!(t.stats().user_properties_truncated, 0);
+    let options = SubscriptionOptions {
+        no_local: true,
+        retain_handling: RetainHandling::OnNewSubscribe,
+        ..SubscriptionOptions::new(QoS::ExactlyOnce)
+    };
+    let (_, v) =
+        json_of(t.handle_subscribe(2, "$share/g/t", Some(QoS::AtLeastOnce), Some(options)));
+    assert_eq!(
+        v,
+        json!({"client_id":"v5","topic":"$share/g/t","qos":1,"no_local":true,
+               "retain_as_published":false,"retain_handling":1,"share_group":"g","ts":2})
+    );
+    let (_, v) = json_of(t.handle_close(3, DisconnectReason::ClientError, Some(0x83)));
+    assert_eq!(v["reason"], "client_error");
+    assert_eq!(v["reason_code"], 0x83);
 }
