@@ -72,6 +72,13 @@ pub(super) fn expiry_of(routed: &PublishProperties) -> Option<(u64, u32)> {
     Some((at.parse().ok()?, seconds.parse().ok()?))
 }
 
+/// Whether the router's properties hold the user properties that identify a message for
+/// `msgack` (`product_id` and `message_id`).
+pub(super) fn names_ids(routed: &PublishProperties) -> bool {
+    let has = |name: &str| routed.user_properties.iter().any(|(k, _)| k == name);
+    has("product_id") && has("message_id")
+}
+
 /// The property block of a delivery for an MQTT 5 subscriber, written into `buf` (reused
 /// between deliveries); empty when the publish had none. The Message Expiry Interval is the
 /// publisher's: the engine takes the time waited off it.

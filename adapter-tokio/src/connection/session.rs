@@ -301,7 +301,7 @@ impl Side {
         // No Local needs the publisher of every message once a client asked for it.
         if (publish.qos != QoS::AtMostOnce
             && self.tracks_msgack
-            && may_be_envelope(publish.payload))
+            && (may_be_envelope(publish.payload) || carries_ids(&publish.properties)))
             || self.shared.no_local_seen.load(Ordering::Relaxed)
         {
             properties
@@ -1054,9 +1054,14 @@ impl Session {
             return;
         };
         let qos = marker.unwrap_or(router_qos);
-        // Only an MQTT 5 subscriber gets properties: the work is skipped for the others.
+        // Only an MQTT 5 subscriber gets properties: the work is skipped for the others,
+        // unless user properties may identify the message for `msgack` (the engine reads them
+        // and does not send them to an MQTT 3.1.1 client).
         let v5_properties = match properties {
-            Some(routed) if self.conn.version().is_v5() => {
+            Some(routed)
+                if self.conn.version().is_v5()
+                    || (publisher.is_some() && properties::names_ids(routed)) =>
+            {
                 properties::from_router(routed, &mut self.properties_buf)
             }
             _ => Properties::EMPTY,
@@ -1144,6 +1149,14 @@ fn reserve_read_space(rbuf: &mut BytesMut) {
     if rbuf.capacity() - rbuf.len() < READ_MIN_SPARE {
         rbuf.reserve(READ_GROW);
     }
+}
+
+/// Whether an MQTT 5 publish's user properties may identify it for `msgack` (see
+/// [`activity_core::envelope::envelope_of_properties`]): it carries its publisher through the
+/// router like an envelope.
+fn carries_ids(properties: &Properties<'_>) -> bool {
+    properties.user_property("product_id").is_some()
+        && properties.user_property("message_id").is_some()
 }
 
 /// Whether `payload` may be an envelope: it starts with `{` after JSON whitespace. Publishes

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use activity_core::QoS;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
-use activity_core::envelope::{Envelope, parse_envelope};
+use activity_core::envelope::{Envelope, find_envelope};
 use activity_core::event::{Event, EventKind};
 use activity_core::server::{
     CloseCause, ConnectAnswer, Connection, Counter, Delivery, Output, Peer, ReasonCode, Relay,
@@ -161,7 +161,7 @@ impl Output for Side<'_> {
                     .contains(EventKind::MsgAck);
                 if publish.qos != QoS::AtMostOnce
                     && msgack
-                    && let Some(envelope) = parse_envelope(publish.payload)
+                    && let Some(envelope) = find_envelope(publish.payload, &publish.properties)
                 {
                     let mut table = self
                         .shared

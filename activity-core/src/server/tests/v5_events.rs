@@ -179,7 +179,8 @@ fn a_client_error_disconnect_publishes_the_will() {
 fn subscribed_events_carry_the_v5_options_and_the_share_group() {
     let mut client = connected5("worker");
     // SUBSCRIBE 9, no properties: `a/+` QoS 1 with No Local, Retain As Published and Retain
-    // Handling 2 (retain handling 10, RAP 1, NL 1, QoS 01); `$share/g1/jobs/#` QoS 2, Retain Handling 1 (01, 0, 0, 10).
+    // Handling 2 (bits 10, 1, 1, 01); `$share/g1/jobs/#` QoS 2, Retain Handling 1 (bits 01,
+    // 0, 0, 10).
     let mut bytes = vec![0x82, 0, 0, 9, 0];
     bytes.extend_from_slice(&[0, 3, b'a', b'/', b'+', 0b0010_1101]);
     bytes.extend_from_slice(&[0, 16]);
