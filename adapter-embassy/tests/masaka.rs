@@ -203,7 +203,7 @@ fn masaka_clients_and_every_event() {
         let ts = assert_ts(&disconnected);
         assert_eq!(
             disconnected,
-            json!({"client_id": "masaka-dev", "reason": "normal",
+            json!({"client_id": "masaka-dev", "reason": "normal", "reason_code": 0,
                    "connected_at": connected_at, "ts": ts, "node": "gw-masaka"})
         );
 

@@ -67,3 +67,30 @@ pub fn assert_loopback_peer(ev: &Ev) {
     let addr = peer_addr(ev);
     assert!(addr.ip().is_loopback(), "peer {addr} is not loopback");
 }
+
+/// `expected`, the fields of a `disconnected` event, with the `reason_code` that goes with its
+/// `reason` (MQTT 5 reason codes, for MQTT 3.1.1 clients too): 0 `normal`, 4
+/// `disconnect_with_will`, 0x8D `keepalive_timeout`, 0x8E `takenover`, 0x8B
+/// `server_shutdown`, 0x95 `packet_too_large`, 0x88 `upstream_closed`, none for `tcp_closed`;
+/// `protocol_error` and `client_error` have several codes, so `ev`'s own is taken when it is
+/// one of them (0x81, 0x82, 0x94, 0x97; any error for `client_error`).
+pub fn with_reason_code(mut expected: Value, ev: &Ev) -> Value {
+    let reason = expected["reason"].as_str().unwrap_or_default().to_owned();
+    let actual = ev.json["reason_code"].as_u64();
+    let code = match reason.as_str() {
+        "normal" => Some(0),
+        "disconnect_with_will" => Some(4),
+        "keepalive_timeout" => Some(0x8D),
+        "takenover" => Some(0x8E),
+        "server_shutdown" => Some(0x8B),
+        "packet_too_large" => Some(0x95),
+        "upstream_closed" => Some(0x88),
+        "protocol_error" => actual.filter(|c| [0x81, 0x82, 0x94, 0x97].contains(c)),
+        "client_error" => actual.filter(|c| *c >= 0x80),
+        _ => None,
+    };
+    if let (Some(code), Some(fields)) = (code, expected.as_object_mut()) {
+        fields.insert("reason_code".to_owned(), code.into());
+    }
+    expected
+}

@@ -373,11 +373,14 @@ impl Scene {
         let ev = self.monitor.next_event("disconnected", client_id).await;
         assert_fields(
             &ev,
-            json!({
-                "client_id": client_id,
-                "reason": reason,
-                "connected_at": connected["ts"],
-            }),
+            crate::with_reason_code(
+                json!({
+                    "client_id": client_id,
+                    "reason": reason,
+                    "connected_at": connected["ts"],
+                }),
+                &ev,
+            ),
             &["ts"],
         );
         self.assert_healthy(&format!("{client_id}'s attack")).await;

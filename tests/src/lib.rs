@@ -19,7 +19,9 @@ mod mosquitto;
 mod raw;
 mod time;
 
-pub use assert::{assert_fields, assert_loopback_peer, assert_ts_recent, peer_addr};
+pub use assert::{
+    assert_fields, assert_loopback_peer, assert_ts_recent, peer_addr, with_reason_code,
+};
 pub use broker::{start_broker, start_default_broker, test_config};
 pub use client::{Client, ConnectFailure, options};
 pub use monitor::{Ev, Monitor};

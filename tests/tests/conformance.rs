@@ -42,7 +42,10 @@ async fn disconnected(monitor: &mut tests::Monitor, client: &str, reason: &str, 
     let ev = monitor.next_event("disconnected", client).await;
     assert_event(
         &ev,
-        json!({"client_id": client, "reason": reason, "connected_at": at.ts()}),
+        tests::with_reason_code(
+            json!({"client_id": client, "reason": reason, "connected_at": at.ts()}),
+            &ev,
+        ),
         &[],
     );
     assert!(

@@ -157,8 +157,11 @@ fn mosquitto_clients_through_a_tap_device() {
             let disconnected = take(&mut four, "disconnected", "mosq-pub");
             assert_fields(
                 &disconnected,
-                json!({"client_id": "mosq-pub", "reason": "normal",
+                tests::with_reason_code(
+                    json!({"client_id": "mosq-pub", "reason": "normal",
                        "connected_at": connected_at, "node": "gw-tap"}),
+                    &disconnected,
+                ),
                 &["ts"],
             );
 
@@ -329,8 +332,11 @@ fn gateway_uplink_to_activity_broker() {
             let disconnected = forwarded_event(&mut consumer, "presence/disconnected").await;
             assert_fields(
                 &disconnected,
-                json!({"client_id": "dev-1", "reason": "normal",
+                tests::with_reason_code(
+                    json!({"client_id": "dev-1", "reason": "normal",
                        "connected_at": connected.ts(), "node": "gw-tap"}),
+                    &disconnected,
+                ),
                 &["ts"],
             );
             // The broker reports the gateway's forwards as its publishes.

@@ -69,7 +69,10 @@ async fn six_events_of_mosquitto_clients_through_the_tap() {
     let pub_disconnected = monitor.next_event("disconnected", "mpub").await;
     assert_fields(
         &pub_disconnected,
-        json!({"client_id": "mpub", "reason": "normal", "connected_at": pub_connected.ts()}),
+        tests::with_reason_code(
+            json!({"client_id": "mpub", "reason": "normal", "connected_at": pub_connected.ts()}),
+            &pub_disconnected,
+        ),
         &["ts"],
     );
     // mosquitto delivers once (it merges overlapping subscriptions) and mosquitto_sub acks.

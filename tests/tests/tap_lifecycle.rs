@@ -36,7 +36,10 @@ async fn tap_shutdown_reports_server_shutdown_upstream() {
         let gone = monitor.next_event("disconnected", "stayer").await;
         assert_fields(
             &gone,
-            json!({"client_id": "stayer", "reason": "server_shutdown", "connected_at": connected.ts()}),
+            tests::with_reason_code(
+                json!({"client_id": "stayer", "reason": "server_shutdown", "connected_at": connected.ts()}),
+                &gone,
+            ),
             &["ts"],
         );
     }
