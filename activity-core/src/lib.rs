@@ -35,7 +35,10 @@
 //!
 //! ```
 //! use activity_core::acks::FixedAckStore;
-//! use activity_core::event::{DisconnectReason, EncodeOptions, encode, encoded_len_bound};
+//! use activity_core::codec::Properties;
+//! use activity_core::event::{
+//!     DisconnectReason, EncodeOptions, UserProperties, encode, encoded_len_bound,
+//! };
 //! use activity_core::system::SystemTopics;
 //! use activity_core::tracker::{ConnectInfo, DeliveryInfo, Tracker, TrackerConfig};
 //! use activity_core::QoS;
@@ -65,12 +68,16 @@
 //!     keepalive: 30,
 //!     clean_session: true,
 //!     peer: Some("192.0.2.10:51000"),
+//!     // MQTT 5 only: the session expiry and the CONNECT's user properties.
+//!     session_expiry: None,
+//!     user_properties: UserProperties::NONE,
 //! };
 //! // The reserved-id rule runs here: `Err` means CONNACK with its return code, then close.
 //! if let Some(event) = tracker.handle_connect(now, connect).expect("an ordinary id") {
 //!     send(event);
 //! }
-//! if let Some(event) = tracker.handle_subscribe(now + 1, "cmd/sensor-7", Some(QoS::AtLeastOnce)) {
+//! // The last argument: MQTT 5 subscription options (none before MQTT 5).
+//! if let Some(event) = tracker.handle_subscribe(now + 1, "cmd/sensor-7", Some(QoS::AtLeastOnce), None) {
 //!     send(event);
 //! }
 //! // The server delivers an envelope message at QoS 1 with packet id 3 ...
@@ -81,13 +88,14 @@
 //!     topic: "cmd/sensor-7",
 //!     payload,
 //!     pub_client_id: Some("controller"),
+//!     properties: Properties::EMPTY,
 //! };
 //! tracker.handle_delivery(delivery, |_| None);
-//! // ... and the client's PUBACK for it becomes `msgack`.
-//! if let Some(event) = tracker.handle_puback(now + 2, 3) {
+//! // ... and the client's PUBACK for it becomes `msgack` (MQTT 5 would pass its reason code).
+//! if let Some(event) = tracker.handle_puback(now + 2, 3, None) {
 //!     send(event);
 //! }
-//! if let Some(event) = tracker.handle_close(now + 3, DisconnectReason::TcpClosed) {
+//! if let Some(event) = tracker.handle_close(now + 3, DisconnectReason::TcpClosed, None) {
 //!     send(event);
 //! }
 //! assert_eq!(sent, 4);
