@@ -244,26 +244,33 @@ impl<'a> UserProperties<'a> {
         self.properties
     }
 
+    /// How many pairs the event carries (the first ones), and whether any are cut: one pass.
+    fn bounds(&self) -> (usize, bool) {
+        let mut bytes = 0usize;
+        let mut kept = 0;
+        for (name, value) in self.properties.user_properties() {
+            bytes = bytes.saturating_add(name.len()).saturating_add(value.len());
+            if kept == USER_PROPERTIES_MAX_COUNT || bytes > USER_PROPERTIES_MAX_BYTES {
+                return (kept, true);
+            }
+            kept += 1;
+        }
+        (kept, false)
+    }
+
     /// The pairs the event carries, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
-        let mut bytes = 0usize;
-        self.properties
-            .user_properties()
-            .take(USER_PROPERTIES_MAX_COUNT)
-            .take_while(move |(name, value)| {
-                bytes = bytes.saturating_add(name.len()).saturating_add(value.len());
-                bytes <= USER_PROPERTIES_MAX_BYTES
-            })
+        self.properties.user_properties().take(self.bounds().0)
     }
 
     /// Whether the event carries no pair.
     pub fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
+        self.bounds().0 == 0
     }
 
     /// Whether some user properties do not fit the bounds and are cut.
     pub fn is_truncated(&self) -> bool {
-        self.iter().count() < self.properties.user_properties().count()
+        self.bounds().1
     }
 }
 
@@ -624,9 +631,10 @@ fn walk<K: FieldSink>(
             if let Some(expiry) = e.session_expiry {
                 sink.uint("session_expiry", u64::from(expiry))?;
             }
-            if !e.user_properties.is_empty() {
+            let (kept, cut) = e.user_properties.bounds();
+            if kept > 0 {
                 sink.pairs("user_properties", e.user_properties)?;
-                if e.user_properties.is_truncated() {
+                if cut {
                     sink.bool("user_properties_truncated", true)?;
                 }
             }
