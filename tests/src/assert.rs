@@ -73,7 +73,7 @@ pub fn assert_loopback_peer(ev: &Ev) {
 /// `disconnect_with_will`, 0x8D `keepalive_timeout`, 0x8E `takenover`, 0x8B
 /// `server_shutdown`, 0x95 `packet_too_large`, 0x88 `upstream_closed`, none for `tcp_closed`;
 /// `protocol_error` and `client_error` have several codes, so `ev`'s own is taken when it is
-/// one of them (0x81, 0x82, 0x94, 0x97; any error for `client_error`).
+/// one of them (0x81, 0x82, 0x93, 0x94, 0x97; any error for `client_error`).
 pub fn with_reason_code(mut expected: Value, ev: &Ev) -> Value {
     let reason = expected["reason"].as_str().unwrap_or_default().to_owned();
     let actual = ev.json["reason_code"].as_u64();
@@ -85,7 +85,7 @@ pub fn with_reason_code(mut expected: Value, ev: &Ev) -> Value {
         "server_shutdown" => Some(0x8B),
         "packet_too_large" => Some(0x95),
         "upstream_closed" => Some(0x88),
-        "protocol_error" => actual.filter(|c| [0x81, 0x82, 0x94, 0x97].contains(c)),
+        "protocol_error" => actual.filter(|c| [0x81, 0x82, 0x93, 0x94, 0x97].contains(c)),
         "client_error" => actual.filter(|c| *c >= 0x80),
         _ => None,
     };
