@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 mod v5;
 mod v5_delivery;
-mod v5_session;
 mod v5_events;
+mod v5_session;
 
 use super::*;
 use crate::acks::FixedAckStore;
