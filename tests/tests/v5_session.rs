@@ -395,8 +395,9 @@ async fn past_max_kept_sessions_a_session_ends_with_its_connection_and_is_counte
     })
     .await;
     // The table is full: the second session ends with its connection, its will goes at once.
-    let mut sub = MosquittoSub::spawn(addr, &["-i", "full-sub", "-V", "mqttv5", "-t", "full/#"]);
+    // The monitor first, so that it cannot miss the subscriber's `subscribed` event.
     let mut monitor = Monitor::start(addr).await;
+    let mut sub = MosquittoSub::spawn(addr, &["-i", "full-sub", "-V", "mqttv5", "-t", "full/#"]);
     monitor.next_event("subscribed", "full-sub").await;
     let will = Will {
         topic: "full/will",
