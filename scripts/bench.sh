@@ -12,7 +12,9 @@
 # runs only the Kafka sink measurement (kafka.md) and stops, BENCH_PROTOCOLS ["4 5"] the MQTT
 # protocol levels the load clients speak in the throughput scenarios and the storm (each level
 # its own scenarios; level 5 labelled "MQTT 5", and case 1 then uses rumqttd's v5 listener;
-# the idle test speaks 3.1.1). CARGO_TARGET_DIR, when set, is
+# the idle test speaks 3.1.1), BENCH_CASES [all] the case numbers to run (e.g. "1 3 6"),
+# BENCH_ONLY_THROUGHPUT [unset] runs the throughput scenarios only (no storm, idle, Kafka or
+# criterion). CARGO_TARGET_DIR, when set, is
 # where the release binaries are built and run from.
 #
 # Cases: (1) rumqttd 0.20's own listener (bench/src/bin/rumqttd_baseline.rs);
@@ -65,13 +67,15 @@ cat "$OUT/machine.txt"
 TANSU_PORT=19092
 TANSU_PID=
 KAFKA_NOTE=
-if command -v tansu >/dev/null; then
+if [ -z "${BENCH_ONLY_THROUGHPUT:-}" ] && command -v tansu >/dev/null; then
     tansu broker --listener-url tcp://127.0.0.1:$TANSU_PORT \
         --advertised-listener-url tcp://127.0.0.1:$TANSU_PORT \
         --storage-engine memory://tansu/ >>"$LOG" 2>&1 &
     TANSU_PID=$!
     trap '[ -n "$TANSU_PID" ] && kill $TANSU_PID 2>/dev/null || true' EXIT
     sleep 1
+elif [ -n "${BENCH_ONLY_THROUGHPUT:-}" ]; then
+    KAFKA_NOTE="case 5 (Kafka sink into tansu) skipped: BENCH_ONLY_THROUGHPUT"
 else
     KAFKA_NOTE="case 5 (Kafka sink into tansu) skipped: tansu is not installed"
     echo "== $KAFKA_NOTE"
@@ -82,6 +86,13 @@ CASES=("1 rumqttd own listener" "2 events off" "3 events on" "4 events on + SYST
 [ -n "$TANSU_PID" ] && CASES+=("5 events on, Kafka sink (tansu)")
 [ -n "$MOSQUITTO" ] && CASES+=("6 mosquitto")
 [ -n "${BENCH_ONLY_KAFKA:-}" ] && CASES=()
+if [ -n "${BENCH_CASES:-}" ]; then
+    picked=()
+    for c in "${CASES[@]}"; do
+        for n in $BENCH_CASES; do [ "${c%% *}" = "$n" ] && picked+=("$c"); done
+    done
+    CASES=("${picked[@]}")
+fi
 
 # broker_cmd CASE PORT PROTOCOL: the broker command line of a case.
 broker_cmd() {
@@ -135,15 +146,16 @@ for runno in $(seq 1 "$REPEATS"); do
         done
     done
 done
+[ -n "${BENCH_ONLY_THROUGHPUT:-}" ] && CASES_LOAD=() || CASES_LOAD=("${CASES[@]}")
 echo "== connect storm: $CLIENTS clients, MQTT levels $PROTOCOLS"
-for c in "${CASES[@]}"; do
+for c in "${CASES_LOAD[@]}"; do
     for proto in $PROTOCOLS; do
         run storm "connect storm $CLIENTS clients" "$c" 1 --clients "$CLIENTS" --concurrency 200
     done
 done
 proto=4
 echo "== idle: $CLIENTS connections"
-for c in "${CASES[@]}"; do
+for c in "${CASES_LOAD[@]}"; do
     run idle "idle $CLIENTS connections" "$c" 1 --clients "$CLIENTS" --concurrency 200
 done
 
@@ -231,7 +243,7 @@ echo "loadavg at end of broker runs: $(cat /proc/loadavg)" >>"$OUT/machine.txt"
 "$BIN/activity-bench" report --input "$RAW" --summary "$OUT/summary.csv" \
     --markdown "$OUT/table.md" --svg "$OUT/throughput.svg"
 
-if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
+if [ -z "${BENCH_SKIP_CRITERION:-}" ] && [ -z "${BENCH_ONLY_THROUGHPUT:-}" ]; then
     echo "== criterion: activity-core hot paths"
     timeout 600 cargo bench -p activity-core --bench hot_paths 2>&1 |
         grep -E '^[A-Za-z_0-9+]+/|time:' >"$OUT/criterion.txt" || true
