@@ -1,6 +1,6 @@
 # A raw MQTT 5 subscriber (client id "picky", topic devices/7/cmd, options 0x2D) that refuses
 # its first delivery (PUBACK 0x87) and leaves with DISCONNECT 0x83: what no client tool sends.
-# Usage: python3 scripts/mqtt5-refusing-subscriber.py PORT (for the README example).
+# Usage: python3 scripts/mqtt5-refusing-subscriber.py PORT (for the example in docs/events.md).
 import socket, sys, struct
 port = int(sys.argv[1])
 s = socket.create_connection(("127.0.0.1", port))

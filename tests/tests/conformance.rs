@@ -752,7 +752,7 @@ async fn keepalive_and_will(server: &mut Server) {
             server,
             "the will's `message` event",
             "in a relay the upstream broker publishes the will, so the tap never sees it \
-             (README, Tap mode: what a tap cannot see)",
+             (docs/tap.md: what a tap cannot see)",
         );
         monitor
             .assert_none("message of c7-sleepy", QUIET, |e| {
@@ -971,7 +971,7 @@ async fn will_only_when_vanished(server: &mut Server) {
             server,
             "the will's `message` event",
             "in a relay the upstream broker publishes the will, so the tap never sees it \
-             (README, Tap mode: what a tap cannot see)",
+             (docs/tap.md: what a tap cannot see)",
         );
     } else {
         let message = monitor.next_event("message", "c11-rude").await;

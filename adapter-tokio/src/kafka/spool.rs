@@ -11,7 +11,7 @@
 //! which redb keeps in the process's memory only, and [`Spool::sync`] commits durably when `n`
 //! ms have passed since the last time and at close: a power loss, a crash or a SIGKILL of the
 //! process loses what was appended since the last durable commit, and sends again what was
-//! removed since (at-least-once). The README's Kafka sink section states the bounds.
+//! removed since (at-least-once). docs/kafka.md states the bounds.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
