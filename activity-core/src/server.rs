@@ -134,8 +134,8 @@ mod tests;
 
 pub use config::{Limits, ServerConfig};
 pub use io::{
-    Ack, ConnectAnswer, ConnectRequest, Counter, Delivered, Delivery, DeliveryError, Output, Peer,
-    Progress, Route, Routed, RoutedPublish, SESSION_NEVER_EXPIRES,
+    Ack, ConnectAnswer, ConnectRequest, Counter, Delivered, DeliveredFor, Delivery, DeliveryError,
+    Output, Peer, Progress, Route, Routed, RoutedPublish, SESSION_NEVER_EXPIRES,
 };
 pub use outbound::MAX_SUBSCRIPTION_IDS;
 pub use reason::{CloseCause, ReasonCode};
@@ -153,7 +153,7 @@ use crate::acks::AckStore;
 use crate::client_id::{CLIENT_ID_CAPACITY, check_client_id};
 use crate::codec::{
     self, ConnAck, Connect, Context, DecodeError, Packet, Properties, Property, Publish,
-    SubAckCode, Subscribe, SubscriptionOptions, Unsubscribe, Version,
+    RetainHandling, SubAckCode, Subscribe, SubscriptionOptions, Unsubscribe, Version,
 };
 use crate::envelope::Envelope;
 use crate::event::{Event, UserProperties};
@@ -1172,7 +1172,16 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let options = SubscriptionOptions { qos, ..requested };
         // A store that keeps no options serves the filter with the defaults.
         let _ = self.store.set_subscription_extras(filter, options, id);
-        if out.route(Route::Subscribe { filter, options }) == Routed::Refused {
+        let plain = id == 0
+            && !options.no_local
+            && !options.retain_as_published
+            && options.retain_handling != RetainHandling::Never;
+        if out.route(Route::Subscribe {
+            filter,
+            options,
+            plain,
+        }) == Routed::Refused
+        {
             if !held {
                 self.store.remove_subscription(filter);
             }

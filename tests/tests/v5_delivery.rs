@@ -536,10 +536,14 @@ async fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions(
     let (mut sub, _) = V5::connect(addr, "ids-rx", &[]).await;
     sub.subscribe(1, Some(7), &[("id/+", 0)]).await;
     sub.subscribe(2, Some(300), &[("id/#", 0)]).await;
+    // A plain subscription (no identifier, default options) gets no router identifier from
+    // the front: its copy must carry none of the others' identifiers.
+    sub.subscribe(3, None, &[("id/x", 0)]).await;
     let (mut publisher, _) = V5::connect(addr, "ids-tx", &[]).await;
     publisher.publish_acked("id/x", 1, b"x").await;
     // rumqttd delivers once per matching subscription: each copy its own identifier.
     let mut ids = vec![
+        sub.publish().await.properties,
         sub.publish().await.properties,
         sub.publish().await.properties,
     ];
@@ -547,6 +551,7 @@ async fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions(
     assert_eq!(
         ids,
         [
+            vec![],
             vec!["SubscriptionIdentifier(300)".to_owned()],
             vec!["SubscriptionIdentifier(7)".to_owned()]
         ]

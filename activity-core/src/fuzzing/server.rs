@@ -12,9 +12,9 @@ use crate::acks::FixedAckStore;
 use crate::codec::{self, Context, Packet, Property};
 use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
 use crate::server::{
-    CloseCause, ConnectAnswer, Connection, Delivery, DeliveryError, FixedRequestStore,
-    FixedSessionStore, Limits, Output, Peer, ReasonCode, Relay, RelayOutput, Route, Routed,
-    ServerConfig,
+    CloseCause, ConnectAnswer, Connection, DeliveredFor, Delivery, DeliveryError,
+    FixedRequestStore, FixedSessionStore, Limits, Output, Peer, ReasonCode, Relay, RelayOutput,
+    Route, Routed, ServerConfig,
 };
 
 type FuzzConnection = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 4, 64>>;
@@ -458,7 +458,7 @@ pub fn server(data: &[u8]) {
                     pkid,
                     publisher: Some("pub"),
                     published_retain: false,
-                    filter: None,
+                    subscription: DeliveredFor::AllMatching,
                     waited_ms: 0,
                 };
                 match conn.handle_delivery(delivery, &mut tx, |_| None) {

@@ -134,6 +134,11 @@ pub enum Route<'a> {
         /// and Retain Handling 2 at the delivery; the router sends the retained messages of a
         /// subscription (Retain Handling 0 and 1).
         options: SubscriptionOptions,
+        /// Whether nothing of the subscription changes its deliveries (default options for
+        /// No Local, Retain As Published and Retain Handling 2, no subscription identifier):
+        /// a router that delivers once per subscription may then mark the deliveries for it
+        /// [`DeliveredFor::Plain`] instead of naming it.
+        plain: bool,
     },
     /// Remove a subscription this client held.
     Unsubscribe {
@@ -292,12 +297,9 @@ pub struct Delivery<'a> {
     /// keeps (MQTT 5.0 section 3.8.3.1) where [`Delivery::retain`] is the router's (set only
     /// for a retained message sent at a subscribe).
     pub published_retain: bool,
-    /// The subscription of this client's the router delivers it for (the filter as the
-    /// client sent it), when the router delivers once per matching subscription and says
-    /// which (rumqttd's router); `None`: one delivery for all the client's matching
-    /// subscriptions. The engine reads that subscription's options and identifier, or every
-    /// matching one's.
-    pub filter: Option<&'a str>,
+    /// Which of this client's subscriptions it is delivered for; the engine reads the MQTT 5
+    /// options and identifier of that subscription, or of every matching one.
+    pub subscription: DeliveredFor<'a>,
     /// How long the message waited between its publish and this delivery, in ms; the
     /// engine takes it off the Message Expiry Interval (MQTT 5.0 section 3.3.2.3.3).
     pub waited_ms: u64,
@@ -319,10 +321,28 @@ impl<'a> Delivery<'a> {
             publisher: None,
             properties: Properties::EMPTY,
             published_retain: false,
-            filter: None,
+            subscription: DeliveredFor::AllMatching,
             waited_ms: 0,
         }
     }
+}
+
+/// Which of a client's subscriptions a [`Delivery`] is for (MQTT 5 options and subscription
+/// identifiers apply per subscription, section 3.3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DeliveredFor<'a> {
+    /// One delivery for all the client's matching subscriptions (the gateway's table, an
+    /// upstream broker): the engine applies every matching subscription it keeps.
+    AllMatching,
+    /// The subscription to this filter (as the client sent it): the router delivers once per
+    /// matching subscription and says which (rumqttd's router).
+    Filter(&'a str),
+    /// A subscription with MQTT 5's default options and no subscription identifier: nothing
+    /// of it changes the delivery, so the engine looks up none. A router that names only the
+    /// subscriptions that need it (the broker gives rumqttd identifiers to those alone, since
+    /// rumqttd allocates per delivery for one) says this of the others.
+    Plain,
 }
 
 /// A delivery was written.

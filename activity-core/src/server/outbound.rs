@@ -11,7 +11,7 @@ use crate::codec::{
 };
 
 use super::flow::ClientFlow;
-use super::{AliasDirection, Counter, Delivery, DeliveryError, SessionStore};
+use super::{AliasDirection, Counter, DeliveredFor, Delivery, DeliveryError, SessionStore};
 
 /// The most subscription identifiers one delivery carries; the identifiers of further
 /// matching subscriptions are left out (counted as
@@ -104,8 +104,8 @@ impl Additions {
 /// What the engine does to a delivery for an MQTT 5 client before it is encoded:
 ///
 /// - the Message Expiry Interval less [`Delivery::waited_ms`]; an expired message is dropped;
-/// - the client's subscriptions that match it (only [`Delivery::filter`] when the router
-///   names it): No Local drops the client's own messages (it needs
+/// - the client's subscriptions that match it (only the one [`Delivery::subscription`] names,
+///   none for a [`DeliveredFor::Plain`] one): No Local drops the client's own messages (it needs
 ///   [`Delivery::publisher`]), Retain Handling 2 drops a retained message sent at the
 ///   subscribe, Retain As Published keeps [`Delivery::published_retain`], and the
 ///   identifiers of the subscriptions that take it go with it. A message no subscription takes
@@ -125,13 +125,17 @@ pub(super) fn prepare(
         delivery.waited_ms,
     )
     .map_err(|()| DeliveryError::Dropped(Counter::DeliveryExpired))?;
+    if delivery.subscription == DeliveredFor::Plain {
+        additions.alias = alias(store, flow, delivery.topic);
+        return Ok(());
+    }
     let own = delivery.publisher == Some(client_id);
     let (mut matched, mut wanted, mut keep_retain) = (false, false, false);
     let ids = &mut additions.subscription_ids;
     let mut cut = false;
     let seen = *delivery;
     store.for_each_matching(seen.topic, &mut |filter, options, id| {
-        if seen.filter.is_some_and(|named| named != filter) {
+        if matches!(seen.subscription, DeliveredFor::Filter(named) if named != filter) {
             return;
         }
         matched = true;
@@ -153,11 +157,20 @@ pub(super) fn prepare(
     if keep_retain {
         delivery.retain |= delivery.published_retain;
     }
-    additions.alias = match store.alias_of(AliasDirection::ToClient, delivery.topic) {
+    additions.alias = alias(store, flow, delivery.topic);
+    Ok(())
+}
+
+/// The topic alias of a delivery on `topic`: the one the client knows for it, or a new one
+/// while the client accepts aliases; the store is not asked when the client takes none.
+fn alias(store: &impl SessionStore, flow: &mut ClientFlow, topic: &str) -> Option<(u16, bool)> {
+    if flow.outbound_aliases == 0 {
+        return None;
+    }
+    match store.alias_of(AliasDirection::ToClient, topic) {
         Some(alias) => Some((alias, true)),
         None => flow.take_alias().map(|alias| (alias, false)),
-    };
-    Ok(())
+    }
 }
 
 /// The Message Expiry Interval a subscriber gets after the message `waited_ms` (MQTT 5.0

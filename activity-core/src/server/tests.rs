@@ -72,7 +72,9 @@ impl Output for Rec {
                     Routed::Accepted
                 };
             }
-            Route::Subscribe { filter, options } => {
+            Route::Subscribe {
+                filter, options, ..
+            } => {
                 if self.refuse.contains(&filter) {
                     return Routed::Refused;
                 }

@@ -11,8 +11,8 @@ use activity_core::QoS;
 use activity_core::codec::{Properties, RetainHandling, SubscriptionOptions};
 use activity_core::event::{Event, EventKind};
 use activity_core::server::{
-    Ack, CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, Output, Peer,
-    ReasonCode, Route, Routed, RoutedPublish,
+    Ack, CloseCause, ConnectAnswer, Connection, Counter, DeliveredFor, Delivery, DeliveryError,
+    Output, Peer, ReasonCode, Route, Routed, RoutedPublish,
 };
 use bytes::{Buf, BytesMut};
 use rumqttd::Notification;
@@ -200,14 +200,18 @@ impl Output for Side {
                 let packet = self.router_publish(&publish);
                 self.batch.push(packet);
             }
-            Route::Subscribe { filter, options } => {
+            Route::Subscribe {
+                filter,
+                options,
+                plain,
+            } => {
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);
                 if options.no_local {
                     self.shared.no_local_seen.store(true, Ordering::Relaxed);
                 }
-                self.router_subscribe(filter, options);
+                self.router_subscribe(filter, options, plain);
             }
             Route::Unsubscribe { filter } => {
                 self.shared.interest.unsubscribe(&self.client_id, filter);
@@ -325,15 +329,19 @@ impl Side {
     }
 
     /// A SUBSCRIBE of `filter` for the router, with the router identifier of the filter for an
-    /// MQTT 5 client (one filter per SUBSCRIBE: the identifier is the packet's).
+    /// MQTT 5 client's subscription that is not `plain` (one filter per SUBSCRIBE: the
+    /// identifier is the packet's). rumqttd allocates a property list for every delivery on a
+    /// filter with an identifier, so a plain one gets none (its deliveries are
+    /// [`DeliveredFor::Plain`]); a filter keeps the identifier it once got (rumqttd keeps it).
     ///
     /// The MQTT 5 options go to the router as they are; rumqttd 0.20 parses them but does not
     /// apply No Local, Retain As Published or Retain Handling: the engine does, at the
-    /// delivery (README, MQTT 5).
-    fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions) {
+    /// delivery (docs/mqtt5.md).
+    fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions, plain: bool) {
         let id = match self.router_ids.get(filter) {
             _ if !self.v5 => None,
             Some(id) => Some(*id),
+            None if plain => None,
             None => {
                 self.router_next_id += 1;
                 self.router_ids
@@ -1036,14 +1044,20 @@ impl Session {
                 .find(|(k, _)| k == PUBLISHER_PROPERTY)
                 .map(|(_, v)| v.as_str())
         });
-        let filter = properties
-            .and_then(|p| p.subscription_identifiers.first())
-            .and_then(|id| self.side.router_filters.get(id))
-            .map(String::as_str);
-        let now = now_ms();
+        // No router identifier: a plain subscription's; one this connection did not give (a
+        // resumed session's): every matching subscription's.
+        let subscription = match properties.and_then(|p| p.subscription_identifiers.first()) {
+            None => DeliveredFor::Plain,
+            Some(id) => self
+                .side
+                .router_filters
+                .get(id)
+                .map_or(DeliveredFor::AllMatching, |f| DeliveredFor::Filter(f)),
+        };
+        // The clock is read only for a message with an expiry.
         let waited_ms = properties
             .and_then(properties::expiry_of)
-            .map_or(0, |(at, _)| now.saturating_sub(at));
+            .map_or(0, |(at, _)| now_ms().saturating_sub(at));
         let topic = std::mem::take(&mut publish.topic);
         let payload = std::mem::take(&mut publish.payload);
         let Some((router_qos, pkid, dup)) = router_flags(&publish) else {
@@ -1074,7 +1088,7 @@ impl Session {
             publisher,
             properties: v5_properties,
             published_retain,
-            filter,
+            subscription,
             waited_ms,
             ..Delivery::new(topic, &payload, qos)
         };

@@ -378,12 +378,19 @@ fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions() {
     );
     // A router that delivers once per subscription names it: that one's identifier only.
     let (_, _, sent) = client.publish(Delivery {
-        filter: Some("a/#"),
+        subscription: DeliveredFor::Filter("a/#"),
         ..Delivery::new("a/b", b"x", QoS::AtMostOnce)
     });
     assert_eq!(sent, ["SubscriptionIdentifier(300)"]);
     let (_, _, sent) = client.publish(Delivery {
-        filter: Some("#"),
+        subscription: DeliveredFor::Filter("#"),
+        ..Delivery::new("a/b", b"x", QoS::AtMostOnce)
+    });
+    assert!(sent.is_empty());
+    // A router that names only the subscriptions with options or an identifier says when a
+    // delivery is for another one: nothing of the others applies to it.
+    let (_, _, sent) = client.publish(Delivery {
+        subscription: DeliveredFor::Plain,
         ..Delivery::new("a/b", b"x", QoS::AtMostOnce)
     });
     assert!(sent.is_empty());
@@ -391,7 +398,7 @@ fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions() {
     let mut raw = [0u8; 8];
     let n = codec::encode_properties(&[Property::TopicAlias(3)], &mut raw).unwrap();
     let (_, _, sent) = client.publish(Delivery {
-        filter: Some("#"),
+        subscription: DeliveredFor::Filter("#"),
         properties: Properties::parse(&raw[..n], Context::Publish).unwrap(),
         ..Delivery::new("b", b"x", QoS::AtMostOnce)
     });
