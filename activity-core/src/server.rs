@@ -1298,6 +1298,11 @@ fn route_publish<A: AckStore>(
         .topics
         .may_publish(tracker.client_id(), info.topic)
     {
+        let mut for_no_local = false;
+        own.store
+            .for_each_matching(info.topic, &mut |_, options, _| {
+                for_no_local |= options.no_local;
+            });
         let routed = RoutedPublish {
             topic: info.topic,
             payload: info.payload,
@@ -1306,6 +1311,7 @@ fn route_publish<A: AckStore>(
             publisher: tracker.client_id(),
             is_will: tx.is_none(),
             properties,
+            for_no_local,
         };
         match (out.route(Route::Publish(routed)), tx.as_deref_mut()) {
             (Routed::Refused, _) => out.count(Counter::PublishNotRouted),

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -142,7 +142,6 @@ impl Broker {
             serial: AtomicU64::new(1),
             unreported: AtomicU64::new(0),
             interest,
-            no_local_seen: AtomicBool::new(false),
         });
 
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;

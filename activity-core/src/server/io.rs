@@ -101,6 +101,12 @@ pub struct RoutedPublish<'a> {
     /// type, response topic, correlation data, user properties), to pass on to subscribers;
     /// empty from MQTT 3.1.1 clients.
     pub properties: Properties<'a>,
+    /// Whether the publisher holds a No Local subscription that matches the topic: the
+    /// deliveries of this message must then name their publisher ([`Delivery::publisher`]),
+    /// so that the engine leaves the publisher's own copy out (MQTT 5.0 section 3.8.3.1).
+    /// Only the publisher's own subscriptions can make No Local matter, so otherwise a router
+    /// need not carry the publisher for it.
+    pub for_no_local: bool,
 }
 
 /// An acknowledgement of a delivery, from the client (sections 3.4, 3.5, 3.7).

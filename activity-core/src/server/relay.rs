@@ -675,6 +675,8 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             publisher: self.conn.client_id(),
             is_will: false,
             properties: publish.properties,
+            // The upstream applies No Local.
+            for_no_local: false,
         };
         let _ = out.route(Route::Publish(routed));
         match self

@@ -48,6 +48,8 @@ struct Rec {
     packets_out: usize,
     /// The property block of the last routed publish.
     publish_properties: Vec<u8>,
+    /// `RoutedPublish::for_no_local` of each routed publish.
+    for_no_local: Vec<bool>,
 }
 
 impl Output for Rec {
@@ -60,6 +62,7 @@ impl Output for Rec {
             ),
             Route::Publish(p) => {
                 self.publish_properties = p.properties.as_bytes().to_vec();
+                self.for_no_local.push(p.for_no_local);
                 self.routes.push(R::Publish(
                     p.topic.to_owned(),
                     p.payload.to_vec(),

@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -140,9 +140,6 @@ pub struct Shared {
     pub unreported: AtomicU64,
     /// The subscriptions that receive events, per event kind.
     pub interest: Arc<Interest>,
-    /// Whether a client ever subscribed with MQTT 5's No Local: from then on every publish
-    /// carries its publisher through the router (the engine needs it to apply No Local).
-    pub no_local_seen: AtomicBool,
 }
 
 /// The engine's policy for the broker's connections: the system topics and event kinds of

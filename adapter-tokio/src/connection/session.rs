@@ -208,9 +208,6 @@ impl Output for Side {
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);
-                if options.no_local {
-                    self.shared.no_local_seen.store(true, Ordering::Relaxed);
-                }
                 self.router_subscribe(filter, options, plain);
             }
             Route::Unsubscribe { filter } => {
@@ -296,17 +293,18 @@ impl Side {
 
     /// A client publish (or its will) for the router: at QoS 0 with its real QoS as a marker
     /// and, when `msgack` is tracked and a QoS 1 or 2 payload may be an envelope (see
-    /// [`may_be_envelope`]), its publisher, since the router does not say who published a
-    /// delivery. Topic and payload are copied once, into one buffer.
+    /// [`may_be_envelope`]), or for No Local, its publisher, since the router does not say
+    /// who published a delivery. Topic and payload are copied once, into one buffer.
     fn router_publish(&self, publish: &RoutedPublish<'_>) -> Packet {
         let mut properties =
             properties::to_router(publish.qos, publish.retain, &publish.properties, now_ms());
         // A QoS 0 publish is delivered at QoS 0, which gets no acknowledgement and no `msgack`;
-        // No Local needs the publisher of every message once a client asked for it.
+        // No Local needs the publisher when the publisher itself holds a matching No Local
+        // subscription (the engine says so).
         if (publish.qos != QoS::AtMostOnce
             && self.tracks_msgack
             && (may_be_envelope(publish.payload) || carries_ids(&publish.properties)))
-            || self.shared.no_local_seen.load(Ordering::Relaxed)
+            || publish.for_no_local
         {
             properties
                 .user_properties

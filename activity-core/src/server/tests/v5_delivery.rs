@@ -415,6 +415,11 @@ fn no_local_retain_as_published_and_retain_handling_are_applied() {
         None,
         &[("n/#", 0x04), ("r/#", 0x08), ("h/#", 0x20)],
     ));
+    // Only a publish the client's own No Local subscription matches needs its publisher
+    // carried to the deliveries.
+    client.send(&publish5("n/x", &[], b"x"));
+    client.send(&publish5("r/x", &[], b"x"));
+    assert_eq!(client.out.for_no_local, [true, false]);
     let mine = Delivery {
         publisher: Some("me"),
         ..Delivery::new("n/x", b"x", QoS::AtMostOnce)
