@@ -16,6 +16,8 @@
 //! | [`tracker`] | the per-connection state machine: happenings in, events out |
 //! | [`acks`] | deliveries awaiting acknowledgement (the `msgack` correlation) |
 //! | [`publishers`] | who published an envelope message, for servers that cannot tell |
+//! | [`outbox`] | a client's bounded queue of PUBLISHes to a server: QoS 1 kept until PUBACK, resent with DUP after a reconnect |
+//! | [`retained`] | retained messages in a fixed table, for a server that keeps them itself (the gateway) |
 //!
 //! # The run loop
 //!
@@ -160,10 +162,12 @@ pub mod event;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod json_scan;
+pub mod outbox;
 #[cfg(test)]
 mod proptest_cases;
 pub mod publishers;
 pub mod qos;
+pub mod retained;
 pub mod server;
 pub mod system;
 pub mod topic;

@@ -189,8 +189,13 @@ enum State {
 }
 
 /// The sans-IO state machine of one MQTT server connection. See the [module docs](self).
+///
+/// `KEEP` says whether an MQTT 5 session may outlive its connection (a session expiry, a
+/// delayed will: [`Connection::is_kept`]). A server that keeps no session (the embassy
+/// gateway) sets it to `false`: every session then ends with its connection, as with
+/// [`Limits::max_session_expiry`] 0, and none of the code that keeps one is linked.
 #[derive(Debug)]
-pub struct Connection<A: AckStore, S: SessionStore> {
+pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
     /// The limits of [`ServerConfig`] (its tracker part is the tracker's).
     limits: Limits,
     connect_timeout_ms: u64,
@@ -233,7 +238,7 @@ pub struct Connection<A: AckStore, S: SessionStore> {
     flow: ClientFlow,
 }
 
-impl<A: AckStore, S: SessionStore> Connection<A, S> {
+impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// A connection accepted by the transport at `now` (ms since the Unix epoch), remembering
     /// deliveries for `msgack` in `acks` and its session in `store`. `id_nonce` names the client
     /// if it connects with an empty id (`auto-` and `id_nonce` in 16 hex digits): the driver
@@ -361,7 +366,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// kept session, its delayed will or its expiry.
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.state {
-            State::Kept => self.kept_deadline(),
+            State::Kept if KEEP => self.kept_deadline(),
             State::AwaitConnect => Some(self.since.saturating_add(self.connect_timeout_ms)),
             State::Connected if self.keep_alive > 0 => Some(
                 self.since
@@ -385,7 +390,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
                 out.count(Counter::KeepAliveTimeout);
                 self.close(now, CloseCause::KeepAliveTimeout, &mut tx, out);
             }
-            (State::Kept, _) => self.kept_timeout(now, out),
+            (State::Kept, _) if KEEP => self.kept_timeout(now, out),
             _ => {}
         }
         tx.finish(out)
@@ -1176,10 +1181,12 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
             && !options.no_local
             && !options.retain_as_published
             && options.retain_handling != RetainHandling::Never;
+        let is_new = !held;
         if out.route(Route::Subscribe {
             filter,
             options,
             plain,
+            is_new,
         }) == Routed::Refused
         {
             if !held {

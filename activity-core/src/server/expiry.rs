@@ -50,11 +50,20 @@ fn after(now: u64, seconds: u32) -> u64 {
     now.saturating_add(u64::from(seconds) * 1_000)
 }
 
-impl<A: AckStore, S: SessionStore> Connection<A, S> {
+impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// The session expiry the server grants `connect`: what it asks for (MQTT 3.1.1: 0 or
     /// never), capped at [`Limits::max_session_expiry`](super::Limits::max_session_expiry).
     pub(super) fn granted_expiry(&self, connect: &Connect<'_>) -> u32 {
-        session_expiry_of(connect).min(self.limits.max_session_expiry)
+        session_expiry_of(connect).min(self.max_session_expiry())
+    }
+
+    /// The longest session expiry granted: none without `KEEP`.
+    fn max_session_expiry(&self) -> u32 {
+        if KEEP {
+            self.limits.max_session_expiry
+        } else {
+            0
+        }
     }
 
     /// The CONNACK properties of the session (5.0 section 3.2.2.3): the granted session expiry
@@ -85,10 +94,10 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// anyway: then any value becomes 0.)
     pub(super) fn disconnect_expiry(&mut self, properties: &Properties<'_>) -> bool {
         if let Some(expiry) = properties.session_expiry_interval() {
-            if self.session_expiry == 0 && expiry != 0 && self.limits.max_session_expiry != 0 {
+            if self.session_expiry == 0 && expiry != 0 && self.max_session_expiry() != 0 {
                 return false;
             }
-            self.session_expiry = expiry.min(self.limits.max_session_expiry);
+            self.session_expiry = expiry.min(self.max_session_expiry());
         }
         true
     }
@@ -116,7 +125,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
         let will_due = will_due && self.store.will().is_some();
         // The will waits the lesser of its delay and the session's life (5.0 3.1.3.2.2).
         let delay = self.will_delay.min(self.session_expiry);
-        if will_due && may_keep && self.keeps_sessions && delay > 0 {
+        if KEEP && will_due && may_keep && self.keeps_sessions && delay > 0 {
             self.will_at = Some(after(now, delay));
         } else {
             self.will_at = None;
@@ -130,7 +139,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// by `end` after [`Route::End`]. False: the connection is closed.
     pub(super) fn keep(&mut self, now: u64, may_keep: bool) -> bool {
         let expires = self.session_expiry > 0 && self.session_expiry != SESSION_NEVER_EXPIRES;
-        if !(may_keep && self.keeps_sessions && (expires || self.will_at.is_some())) {
+        if !(KEEP && may_keep && self.keeps_sessions && (expires || self.will_at.is_some())) {
             return false;
         }
         self.kept_until = expires.then(|| after(now, self.session_expiry));
@@ -145,7 +154,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// [`Connection::handle_timeout`], or [`Connection::handle_resume`] (the client id
     /// connects again) or [`Connection::handle_discard`] (no room to keep it) closes it.
     pub fn is_kept(&self) -> bool {
-        self.state == State::Kept
+        KEEP && self.state == State::Kept
     }
 
     /// The deadline of a kept session: its will or its expiry, whichever is first.
@@ -178,7 +187,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// new connection's [`ConnectRequest`] tells the router what to do with the session.
     /// Does nothing unless [`Connection::is_kept`].
     pub fn handle_resume(&mut self, now: u64, clean_start: bool, out: &mut impl Output) {
-        if self.state != State::Kept {
+        if !self.is_kept() {
             return;
         }
         if clean_start && self.will_at.take().is_some() {
@@ -192,7 +201,7 @@ impl<A: AckStore, S: SessionStore> Connection<A, S> {
     /// goes now, the router discards the session ([`Route::SessionExpired`]). Counted as
     /// [`Counter::SessionNotKept`]. Does nothing unless [`Connection::is_kept`].
     pub fn handle_discard(&mut self, now: u64, out: &mut impl Output) {
-        if self.state != State::Kept {
+        if !self.is_kept() {
             return;
         }
         out.count(Counter::SessionNotKept);

@@ -145,6 +145,10 @@ pub enum Route<'a> {
         /// a router that delivers once per subscription may then mark the deliveries for it
         /// [`DeliveredFor::Plain`] instead of naming it.
         plain: bool,
+        /// Whether the client held no subscription of this filter before (MQTT 5's Retain
+        /// Handling 1 sends the retained messages only then; see
+        /// [`retained::sends_retained`](crate::retained::sends_retained)).
+        is_new: bool,
     },
     /// Remove a subscription this client held.
     Unsubscribe {

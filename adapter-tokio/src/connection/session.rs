@@ -204,6 +204,7 @@ impl Output for Side {
                 filter,
                 options,
                 plain,
+                ..
             } => {
                 self.shared
                     .interest
