@@ -41,10 +41,15 @@
 //!   events is refused (0x80) unless the client id is in [`Config::system_subscribers`].
 //! - PUBLISH QoS 0, 1 and 2 from clients; delivery at `min(publish, subscription)` QoS, at
 //!   most QoS 1. QoS 2 is acknowledged with PUBREC / PUBCOMP; a client with more than
-//!   [`QOS2_INFLIGHT`] QoS 2 publishes awaiting PUBREL is closed. No retained messages are kept
-//!   (the RETAIN flag is reported in the `message` event, deliveries carry RETAIN 0). Only the
-//!   gateway publishes on system topics: other clients' publishes there are dropped (and
-//!   still acknowledged).
+//!   [`QOS2_INFLIGHT`] QoS 2 publishes awaiting PUBREL is closed. Only the gateway publishes on
+//!   system topics: other clients' publishes there are dropped (and still acknowledged).
+//! - Retained messages (the rules of [`activity_core::retained`]) in a table of
+//!   [`RETAINED_ENTRIES`] topics of up to [`RETAINED_BYTES`] bytes of topic and payload each: a
+//!   PUBLISH with RETAIN 1 stores or replaces its topic's message, an empty payload clears it,
+//!   and a new subscription gets the matching ones with RETAIN 1 after its SUBACK (MQTT 5:
+//!   by its Retain Handling). A message for one more topic, or a larger one, is not kept and
+//!   is counted in [`GatewayStats::retained_dropped`]; the table never pushes one out. It is
+//!   lost at a restart (RAM only).
 //! - Keep-alive: a client silent for 1.5 times its keep-alive is closed (`keepalive_timeout`).
 //! - Last wills are published when a connection ends without DISCONNECT, as a PUBLISH of
 //!   the client: its `message` event first, then `disconnected`.
@@ -64,9 +69,11 @@
 //!   last will of up to [`WILL_CAPACITY`] bytes (topic and message) and the
 //!   tracker with [`ACK_ENTRIES`] pending `msgack` deliveries.
 //! - one `QUEUE`-byte event buffer (an event whose JSON is larger is dropped and counted) and
-//!   one `QUEUE`-byte uplink queue.
-//! - one refusing socket (64 + 64 bytes) and the uplink socket (`TX` + 2 x
-//!   [`UPLINK_RX_BUFFER`] bytes).
+//!   one uplink queue ([`activity_core::outbox::Outbox`]) of `QUEUE` bytes plus 12 bytes of
+//!   bookkeeping, holding encoded PUBLISH packets (an event is about 200-300 bytes).
+//! - the retained table, [`RETAINED_ENTRIES`] x ([`RETAINED_BYTES`] + 6) bytes.
+//! - one refusing socket (64 + 64 bytes) and the uplink socket (`TX` +
+//!   [`UPLINK_SOCKET_RX`] + [`UPLINK_RX_BUFFER`] bytes).
 //!
 //! The stack's `StackResources` must have room for `CLIENTS + 2` sockets besides the
 //! application's own. One more client slot costs about `2 * RX + TX + QUEUE + 2 KiB` of RAM
@@ -96,6 +103,8 @@ mod session;
 mod stats;
 mod uplink;
 
+use activity_core::QoS;
+pub use activity_core::outbox::DropPolicy;
 use activity_core::server::ReasonCode;
 use activity_core::tracker::TrackerConfig;
 use embassy_futures::join::{join_array, join3};
@@ -104,16 +113,20 @@ use embassy_time::{Duration, Instant};
 
 pub use router::{
     ACK_ENTRIES, ACK_TEXT, FILTER_CAPACITY, MAX_FILTERS_PER_SUBSCRIBE, QOS2_INFLIGHT,
-    UPLINK_TOPIC_CAPACITY, WILL_CAPACITY,
+    RETAINED_BYTES, RETAINED_ENTRIES, UPLINK_TOPIC_CAPACITY, WILL_CAPACITY,
 };
 pub use stats::GatewayStats;
 pub use uplink::{OFFLINE, ONLINE};
 
 use router::{Shared, Status};
 
-/// The uplink socket's receive buffer and packet buffer, each; it also bounds the uplink's
-/// CONNECT (gateway id, state topic and credentials).
+/// The uplink's packet buffer: it bounds the uplink's CONNECT (gateway id, state topic and
+/// credentials) and what it reads from the upstream broker.
 pub const UPLINK_RX_BUFFER: usize = 384;
+/// The uplink socket's receive buffer. The upstream broker sends only CONNACK, PUBACKs and
+/// PINGRESPs (4, 4 and 2 bytes; the uplink subscribes to nothing): 16 PUBACKs fit, and TCP
+/// holds back the rest until they are read.
+pub const UPLINK_SOCKET_RX: usize = 64;
 
 /// What the gateway serves and where it forwards.
 #[derive(Clone, Debug)]
@@ -229,10 +242,19 @@ pub struct UplinkConfig<'d> {
     pub username: Option<&'d str>,
     /// The password sent in the uplink's CONNECT (only with a username, section 3.1.2.9).
     pub password: Option<&'d [u8]>,
+    /// The QoS of the forwarded events and messages (QoS 2 goes as QoS 1). At QoS 1 each
+    /// stays in the uplink queue until the upstream broker's PUBACK and is sent again, with
+    /// DUP and in order, after a reconnect: delivered at least once while it had room in the
+    /// queue. At QoS 0 what is in flight when the connection breaks is lost.
+    pub qos: QoS,
+    /// Which message goes when the uplink queue is full (the new one by default); every
+    /// dropped message is counted in [`GatewayStats::uplink_dropped`].
+    pub drop_policy: DropPolicy,
 }
 
 impl<'d> UplinkConfig<'d> {
-    /// Forward events only, keep-alive 30 s, backoff 1 s to 60 s, no credentials.
+    /// Forward events only at QoS 1 (the newest dropped when the queue is full), keep-alive
+    /// 30 s, backoff 1 s to 60 s, no credentials.
     pub fn new(remote: IpEndpoint, prefix: &'d str) -> Self {
         UplinkConfig {
             remote,
@@ -243,6 +265,8 @@ impl<'d> UplinkConfig<'d> {
             backoff_max: Duration::from_secs(60),
             username: None,
             password: None,
+            qos: QoS::AtLeastOnce,
+            drop_policy: DropPolicy::DropNewest,
         }
     }
 }
@@ -266,7 +290,7 @@ impl<const RX: usize, const TX: usize> SlotBuffers<RX, TX> {
 
 /// The uplink's socket and packet buffers.
 pub struct UplinkBuffers<const TX: usize> {
-    rx: [u8; UPLINK_RX_BUFFER],
+    rx: [u8; UPLINK_SOCKET_RX],
     tx: [u8; TX],
     packet: [u8; UPLINK_RX_BUFFER],
 }
@@ -320,7 +344,7 @@ impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, 
             refuser_rx: [0; 64],
             refuser_tx: [0; 64],
             uplink: UplinkBuffers {
-                rx: [0; UPLINK_RX_BUFFER],
+                rx: [0; UPLINK_SOCKET_RX],
                 tx: [0; TX],
                 packet: [0; UPLINK_RX_BUFFER],
             },

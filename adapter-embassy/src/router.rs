@@ -17,8 +17,9 @@ use core::cell::{Cell, RefCell, RefMut};
 use activity_core::QoS;
 use activity_core::acks::FixedAckStore;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
-use activity_core::codec::{Packet, Publish};
 use activity_core::event::{EncodeOptions, Event, EventKind, encode};
+use activity_core::outbox::Outbox;
+use activity_core::retained::{Retained, sends_retained};
 use activity_core::server::{
     CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, FixedSessionStore,
     Limits, Output, Peer, ReasonCode, Route, Routed, ServerConfig, SessionStore,
@@ -31,7 +32,7 @@ use heapless::String;
 
 use crate::Config;
 use crate::queue::PacketQueue;
-use crate::stats::{Counters, bump};
+use crate::stats::{Counters, add, bump};
 
 /// The longest topic filter a subscription may have, in bytes; longer ones get SUBACK 0x80.
 pub const FILTER_CAPACITY: usize = 64;
@@ -49,14 +50,24 @@ pub const QOS2_INFLIGHT: usize = 4;
 pub const UPLINK_TOPIC_CAPACITY: usize = 128;
 /// The most topic filters one SUBSCRIBE or UNSUBSCRIBE may carry; more close the connection.
 pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 16;
+/// Topics with a retained message the gateway keeps; a retained message for one more topic
+/// is not kept (counted in [`GatewayStats::retained_dropped`](crate::GatewayStats)).
+pub const RETAINED_ENTRIES: usize = 4;
+/// Bytes of topic and payload together of one retained message; a larger one is not kept
+/// (counted the same way).
+pub const RETAINED_BYTES: usize = 128;
+
+/// The gateway's retained messages.
+pub(crate) type RetainedTable = Retained<RETAINED_ENTRIES, RETAINED_BYTES>;
 
 /// The per-connection acknowledgement store.
 pub(crate) type Acks = FixedAckStore<ACK_ENTRIES, ACK_TEXT>;
 /// The per-connection session store.
 pub(crate) type Store<const SUBS: usize> =
     FixedSessionStore<SUBS, FILTER_CAPACITY, QOS2_INFLIGHT, WILL_CAPACITY>;
-/// One slot's protocol engine.
-pub(crate) type Conn<const SUBS: usize> = Connection<Acks, Store<SUBS>>;
+/// One slot's protocol engine; it keeps no session past its connection (`KEEP` false: the
+/// code for kept MQTT 5 sessions is not linked).
+pub(crate) type Conn<const SUBS: usize> = Connection<Acks, Store<SUBS>, false>;
 
 /// The engine's policy for every slot: the gateway's limits (at most QoS 1, packets up to the
 /// slot's packet buffer), the configured system topics and events, and only listed clients
@@ -91,7 +102,15 @@ pub(crate) struct Client<const SUBS: usize, const QUEUE: usize> {
     /// The engine of the slot's connection, from its accept until the next one.
     engine: Option<Engine<SUBS>>,
     pub(crate) out: PacketQueue<QUEUE>,
+    /// The entries of the retained table still to be sent to this client for its new
+    /// subscriptions (bit `i`: entry `i`), sent as its queue has room.
+    retained_pending: u32,
 }
+
+const _: () = assert!(
+    RETAINED_ENTRIES <= 32,
+    "one bit per retained entry in a u32"
+);
 
 /// A slot's engine, with the byte that makes a slot without one all zeros.
 struct Engine<const SUBS: usize> {
@@ -116,6 +135,7 @@ impl<const SUBS: usize, const QUEUE: usize> Client<SUBS, QUEUE> {
         Client {
             engine: None,
             out: PacketQueue::new(),
+            retained_pending: 0,
         }
     }
 
@@ -248,9 +268,11 @@ pub(crate) struct Core<const CLIENTS: usize, const SUBS: usize, const QUEUE: usi
     pub(crate) clients: [Client<SUBS, QUEUE>; CLIENTS],
     /// The JSON of the event being published.
     scratch: [u8; QUEUE],
-    /// Packets for the upstream broker.
-    pub(crate) uplink: PacketQueue<QUEUE>,
+    /// Messages for the upstream broker, kept until sent (QoS 0) or acknowledged (QoS 1).
+    pub(crate) uplink: Outbox<QUEUE>,
     uplink_topic: String<UPLINK_TOPIC_CAPACITY>,
+    /// The retained messages of every client.
+    retained: RetainedTable,
 }
 
 /// The driver's verdict on a CONNECT, taken while the engine asked.
@@ -264,8 +286,9 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         Core {
             clients: [const { Client::new() }; CLIENTS],
             scratch: [0; QUEUE],
-            uplink: PacketQueue::new(),
+            uplink: Outbox::new(),
             uplink_topic: String::new(),
+            retained: Retained::new(),
         }
     }
 
@@ -284,6 +307,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         };
         if let Some(client) = self.clients.get_mut(i) {
             client.out.clear();
+            client.retained_pending = 0;
             client.engine = Some(Engine {
                 conn: Connection::new(server, Acks::new(), Store::new(), peer, now, nonce),
                 _nonzero: NonZero::One,
@@ -348,6 +372,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             scratch,
             uplink,
             uplink_topic,
+            retained,
         } = self;
         let (before, rest) = clients.split_at_mut_checked(i)?;
         let (me, after) = rest.split_first_mut()?;
@@ -360,12 +385,15 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             scratch,
             uplink,
             uplink_topic,
+            retained,
+            retained_pending: 0,
             event_topic: String::new(),
             verdict: None,
             answering,
         };
         let (result, written) = step(conn, me.out.spare(), &mut out);
         me.out.commit(written);
+        me.retained_pending |= out.retained_pending;
         if written > 0 {
             ctx.wake(i);
         }
@@ -392,6 +420,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         }) else {
             return 0;
         };
+        self.send_retained(ctx, i);
         let Some(verdict) = verdict else {
             return consumed;
         };
@@ -410,6 +439,54 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             (progress.consumed, progress.written)
         });
         consumed + answered.map_or(0, |(more, _)| more)
+    }
+
+    /// Sends slot `i` the retained messages its new subscriptions asked for, after their
+    /// SUBACK, as far as its queue has room; the rest wait for the next call.
+    fn send_retained(&mut self, ctx: &Ctx<'_>, i: usize) {
+        let Core {
+            clients, retained, ..
+        } = self;
+        let Some(client) = clients.get_mut(i) else {
+            return;
+        };
+        let Some(Engine { conn, .. }) = client.engine.as_mut() else {
+            return;
+        };
+        while client.retained_pending != 0 {
+            let entry = client.retained_pending.trailing_zeros();
+            let bit = 1u32 << entry;
+            let message = retained.get(usize::try_from(entry).unwrap_or(usize::MAX));
+            // Cleared meanwhile, or the subscription is gone: nothing to send.
+            let Some((message, subscription_qos)) = message.and_then(|m| {
+                let qos = conn.store().matching_qos(m.topic)?;
+                Some((m, qos))
+            }) else {
+                client.retained_pending &= !bit;
+                continue;
+            };
+            let delivery = Delivery {
+                subscription_qos,
+                retain: true,
+                published_retain: true,
+                ..Delivery::new(message.topic, message.payload, message.qos)
+            };
+            match conn.handle_delivery(delivery, client.out.spare(), |_| None) {
+                Ok(delivered) => {
+                    client.out.commit(delivered.written);
+                    client.retained_pending &= !bit;
+                    ctx.wake(i);
+                }
+                Err(DeliveryError::NotConnected) => client.retained_pending = 0,
+                // No room now: sent when the queue has drained. With nothing queued it never
+                // fits: dropped and counted like any delivery.
+                Err(_) if client.out.is_empty() => {
+                    client.retained_pending &= !bit;
+                    bump(&ctx.counters.deliveries_dropped);
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// Closes slot `i`'s connection if its deadline has passed.
@@ -445,8 +522,11 @@ struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize> {
     before: &'a mut [Client<SUBS, QUEUE>],
     after: &'a mut [Client<SUBS, QUEUE>],
     scratch: &'a mut [u8; QUEUE],
-    uplink: &'a mut PacketQueue<QUEUE>,
+    uplink: &'a mut Outbox<QUEUE>,
     uplink_topic: &'a mut String<UPLINK_TOPIC_CAPACITY>,
+    retained: &'a mut RetainedTable,
+    /// The retained entries this slot's new subscriptions asked for (see [`Client`]).
+    retained_pending: u32,
     event_topic: String<TOPIC_CAPACITY>,
     verdict: Option<Verdict>,
     answering: bool,
@@ -489,6 +569,15 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
                 Routed::Accepted
             }
             Route::Publish(publish) => {
+                if publish.retain
+                    && self
+                        .retained
+                        .handle_publish(publish.topic, publish.payload, publish.qos)
+                        .is_dropped()
+                {
+                    bump(&self.ctx.counters.retained_dropped);
+                    warn!("gateway: retained message not kept (table full or too large)");
+                }
                 let delivery = Delivery {
                     publisher: Some(publish.publisher),
                     properties: publish.properties,
@@ -508,6 +597,21 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
                     );
                 }
                 Routed::ExceptSender
+            }
+            Route::Subscribe {
+                filter,
+                options,
+                is_new,
+                ..
+            } => {
+                if sends_retained(options, is_new) {
+                    for (entry, _) in self.retained.matching(filter) {
+                        self.retained_pending |= 1u32
+                            .checked_shl(u32::try_from(entry).unwrap_or(32))
+                            .unwrap_or(0);
+                    }
+                }
+                Routed::Accepted
             }
             // The subscriptions live in the engines' stores; nothing is kept past a
             // connection (clean sessions only) and nothing is retransmitted.
@@ -567,10 +671,11 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
     }
 }
 
-/// Queues a QoS 0 PUBLISH on `<uplink prefix>/<topic>` for the upstream broker.
+/// Queues a PUBLISH on `<uplink prefix>/<topic>` at the uplink's QoS for the upstream broker;
+/// the outbox's policy decides what goes when it is full.
 fn push_uplink<const QUEUE: usize>(
     ctx: &Ctx<'_>,
-    queue: &mut PacketQueue<QUEUE>,
+    queue: &mut Outbox<QUEUE>,
     uplink_topic: &mut String<UPLINK_TOPIC_CAPACITY>,
     topic: &str,
     payload: &[u8],
@@ -583,18 +688,16 @@ fn push_uplink<const QUEUE: usize>(
         .push_str(uplink.prefix)
         .and_then(|()| uplink_topic.push('/'))
         .and_then(|()| uplink_topic.push_str(topic));
-    let publish = Publish {
-        properties: activity_core::codec::Properties::EMPTY,
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: uplink_topic,
-        pkid: None,
-        payload,
-    };
-    if composed.is_err() || queue.push(&Packet::Publish(publish)).is_err() {
+    if composed.is_err() {
         bump(&ctx.counters.uplink_dropped);
         return;
+    }
+    match queue.push(uplink_topic, payload, uplink.qos, false, uplink.drop_policy) {
+        Ok(dropped) => add(&ctx.counters.uplink_dropped, dropped),
+        Err(_) => {
+            bump(&ctx.counters.uplink_dropped);
+            return;
+        }
     }
     ctx.uplink_wake.signal(());
 }

@@ -32,9 +32,17 @@ pub struct GatewayStats {
     pub deliveries_dropped: u32,
     /// Events that did not fit the event buffer, dropped.
     pub events_dropped: u32,
-    /// Packets for the uplink dropped because its queue was full (or a packet was cut off by
-    /// a broken uplink connection).
+    /// Retained messages not kept: a new topic while every entry of the retained table was
+    /// taken, or topic and payload larger than an entry (see [`RETAINED_ENTRIES`](crate::RETAINED_ENTRIES)).
+    /// They still reach the subscribers of the moment.
+    pub retained_dropped: u32,
+    /// Messages for the uplink dropped because its queue was full (the one the
+    /// [`UplinkConfig::drop_policy`](crate::UplinkConfig::drop_policy) picks), or, at QoS 0,
+    /// because a broken uplink connection cut one off.
     pub uplink_dropped: u32,
+    /// QoS 1 messages sent upstream again (with DUP) after a reconnect, because their PUBACK
+    /// had not come: the upstream broker may have had them already.
+    pub uplink_resent: u32,
     /// Successful uplink connections (CONNACK 0 from the upstream broker).
     pub uplink_connects: u32,
     /// Failed uplink connection attempts.
@@ -74,10 +82,18 @@ counters!(
     publishes_denied,
     deliveries_dropped,
     events_dropped,
+    retained_dropped,
     uplink_dropped,
+    uplink_resent,
     uplink_connects,
     uplink_failures,
 );
+
+/// Adds `n` to a counter, saturating.
+pub(crate) fn add(counter: &Cell<u32>, n: usize) {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    counter.set(counter.get().saturating_add(n));
+}
 
 /// Adds one to a counter, saturating.
 pub(crate) fn bump(counter: &Cell<u32>) {

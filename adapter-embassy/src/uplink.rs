@@ -4,10 +4,12 @@
 //! The gateway connects with its gateway id as client id, the configured username and password
 //! if any, a retained last will `offline` on `<prefix>/gateway/<id>/uplink`, and publishes a
 //! retained `online` there once connected. A refused CONNECT counts as a failed attempt.
-//! Every event and every local message that matches a forward filter is queued as a QoS 0
-//! PUBLISH on `<prefix>/<local topic>`; the queue is bounded and keeps filling while the uplink
-//! is down (what does not fit is dropped and counted). A broken connection is retried with
-//! exponential backoff; a packet that was half sent when it broke is dropped whole.
+//! Every event and every local message that matches a forward filter is queued as a PUBLISH
+//! on `<prefix>/<local topic>` at [`UplinkConfig::qos`](crate::UplinkConfig::qos), in the
+//! core's [`Outbox`](activity_core::outbox::Outbox), which makes the protocol's decisions:
+//! packet ids, a QoS 1 message kept until its PUBACK and sent again with DUP, in order, after a
+//! reconnect, and which message goes when the queue is full (counted). The queue keeps filling
+//! while the uplink is down. A broken connection is retried with exponential backoff.
 
 use activity_core::QoS;
 use activity_core::codec::{ConnectReturnCode, LastWill, PROTOCOL_LEVEL, Packet, Publish, decode};
@@ -19,7 +21,7 @@ use heapless::String;
 
 use crate::router::{Shared, UPLINK_TOPIC_CAPACITY};
 use crate::session::{close_socket, consume};
-use crate::stats::bump;
+use crate::stats::{add, bump};
 use crate::{Config, UplinkBuffers, UplinkConfig};
 
 /// The retained state message while the uplink is connected.
@@ -61,9 +63,12 @@ pub(crate) async fn run_uplink<
     loop {
         let was_up = session(&mut socket, shared, config, uplink, &state_topic, packet).await;
         shared.status.uplink_up.set(false);
-        if shared.core().uplink.discard_partial() {
-            bump(&shared.status.counters.uplink_dropped);
+        let rewound = shared.core().uplink.handle_disconnect();
+        let counters = &shared.status.counters;
+        if rewound.cut_off {
+            bump(&counters.uplink_dropped);
         }
+        add(&counters.uplink_resent, rewound.resent);
         close_socket(&mut socket).await;
         if was_up {
             backoff = uplink.backoff_min;
@@ -108,7 +113,9 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: PROTOCOL_LEVEL,
         client_id: config.gateway_id,
-        clean_session: true,
+        // At QoS 1 the session is kept across connections, so that the messages sent again
+        // after a reconnect are re-deliveries of that session (section 4.4).
+        clean_session: uplink.qos == QoS::AtMostOnce,
         keep_alive: uplink.keep_alive_secs,
         username: uplink.username,
         // MQTT 3.1.1 allows a password only with a username (section 3.1.2.9).
@@ -196,11 +203,14 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     let mut have = 0usize;
     let (mut reader, mut writer) = socket.split();
     loop {
-        // The upstream broker only sends PINGRESP (nothing is subscribed); skip whatever
-        // else arrives, packet by packet.
+        // The upstream broker sends PUBACKs for the QoS 1 messages and PINGRESPs (nothing is
+        // subscribed); whatever else arrives is skipped, packet by packet.
         loop {
             match decode(packet.get(..have).unwrap_or_default(), packet.len()) {
-                Ok(Some((_, used))) => {
+                Ok(Some((decoded, used))) => {
+                    if let Packet::PubAck(ack) = decoded {
+                        shared.core().uplink.handle_puback(ack.pkid);
+                    }
                     have = consume(packet, have, used);
                     last_rx = Instant::now();
                 }
@@ -215,7 +225,7 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         let read = reader.read(packet.get_mut(have..).unwrap_or_default());
         let write = async {
             loop {
-                if !shared.core().uplink.is_empty() {
+                if shared.core().uplink.has_unsent() {
                     break;
                 }
                 shared.uplink_wake.wait().await;

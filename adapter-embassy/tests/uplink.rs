@@ -108,6 +108,9 @@ fn uplink_forwards_events_and_topics_and_reconnects() {
     let config = Config {
         uplink: Some(UplinkConfig {
             forward: &["sensors/#"],
+            // This upstream sends no PUBACK; QoS 1 is tested against activity-broker
+            // (tests/tests/gateway_uplink.rs).
+            qos: QoS::AtMostOnce,
             keep_alive_secs: 5,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
@@ -172,6 +175,7 @@ fn uplink_config(
 ) -> Config<'static> {
     Config {
         uplink: Some(UplinkConfig {
+            qos: QoS::AtMostOnce,
             keep_alive_secs: 5,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_millis(400),
