@@ -3,8 +3,11 @@
 use super::*;
 use crate::codec::decode;
 
-/// The packets in `bytes`, as (topic, payload, qos, dup, pkid).
-fn packets(mut bytes: &[u8]) -> Vec<(String, Vec<u8>, QoS, bool, Option<u16>)> {
+/// One decoded PUBLISH: (topic, payload, qos, dup, pkid).
+type Sent = (String, Vec<u8>, QoS, bool, Option<u16>);
+
+/// The packets in `bytes`.
+fn packets(mut bytes: &[u8]) -> Vec<Sent> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let (packet, used) = decode(bytes, 4096).unwrap().unwrap();
