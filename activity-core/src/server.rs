@@ -40,7 +40,10 @@
 //!    delayed will), close the transport but keep the engine and the client id: call
 //!    [`Connection::handle_timeout`] at [`Connection::poll_timeout`] (the delayed will, then
 //!    [`Route::SessionExpired`]), [`Connection::handle_resume`] when the client id connects
-//!    again, or [`Connection::handle_discard`] when there is no room to keep it.
+//!    again (its subscriptions go to the new connection's
+//!    [`Connection::handle_session_resumed`], before that one's
+//!    [`Connection::handle_connect_answer`]), or [`Connection::handle_discard`] when there is
+//!    no room to keep it.
 //!
 //! Outputs that borrow the client's bytes (a routed publish, a `message` event) are handed to
 //! the [`Output`] during the call that decodes them, so that nothing is copied and the engine
@@ -215,6 +218,9 @@ pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
     kept_until: Option<u64>,
     /// Whether a session may be kept after its connection (not in relay mode).
     keeps_sessions: bool,
+    /// Whether the store holds the subscriptions of a resumed session, until the CONNACK
+    /// settles them (see [`Connection::handle_session_resumed`]).
+    resumed: bool,
     /// The configured Server Keep Alive.
     server_keep_alive: Option<u16>,
     /// Whether the client wants reason strings (MQTT 5 Request Problem Information).
@@ -272,6 +278,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             will_at: None,
             kept_until: None,
             keeps_sessions: true,
+            resumed: false,
             server_keep_alive: config.server_keep_alive,
             wants_problems: true,
             may_subscribe_system: config.loopback_may_subscribe_system && peer.is_loopback,
@@ -536,6 +543,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                 session_present && !connect.clean_session && self.version != Version::V3_1
             }
         };
+        self.settle_resumed(session_present, &connect, out);
         self.put_connack(session_present, &connect, &mut tx);
         if !self.admit(now, &connect, &mut tx, out) {
             return Progress {
@@ -1177,10 +1185,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         let options = SubscriptionOptions { qos, ..requested };
         // A store that keeps no options serves the filter with the defaults.
         let _ = self.store.set_subscription_extras(filter, options, id);
-        let plain = id == 0
-            && !options.no_local
-            && !options.retain_as_published
-            && options.retain_handling != RetainHandling::Never;
+        let plain = is_plain(options, id);
         let is_new = !held;
         if out.route(Route::Subscribe {
             filter,
@@ -1237,6 +1242,15 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             }
         }
     }
+}
+
+/// Whether nothing of a subscription with `options` and identifier `id` changes its deliveries
+/// (see [`Route::Subscribe`]'s `plain`).
+fn is_plain(options: SubscriptionOptions, id: u32) -> bool {
+    id == 0
+        && !options.no_local
+        && !options.retain_as_published
+        && options.retain_handling != RetainHandling::Never
 }
 
 /// Sends an event and, when the router leaves this connection's own client to the engine and

@@ -190,8 +190,14 @@ pub struct TrackerStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Idle,
-    Connected { connected_at: u64 },
-    Closed,
+    Connected {
+        connected_at: u64,
+    },
+    /// Closed; `connected_at` of the connection that was, until the end of its session is
+    /// reported (see [`Tracker::handle_session_expired`]).
+    Closed {
+        connected_at: Option<u64>,
+    },
 }
 
 /// The sans-IO state machine of one client connection. See the [module docs](self).
@@ -263,7 +269,7 @@ impl<S: AckStore> Tracker<S> {
         match self.state {
             State::Idle => {}
             State::Connected { .. } => return Err(ConnectError::AlreadyConnected),
-            State::Closed => return Err(ConnectError::Closed),
+            State::Closed { .. } => return Err(ConnectError::Closed),
         }
         check_client_id(info.client_id, info.clean_session).map_err(ConnectError::Refused)?;
         self.client_id.clear();
@@ -469,10 +475,12 @@ impl<S: AckStore> Tracker<S> {
         reason_code: Option<u8>,
     ) -> Option<Event<'_>> {
         let State::Connected { connected_at } = self.state else {
-            self.state = State::Closed;
+            self.state = State::Closed { connected_at: None };
             return None;
         };
-        self.state = State::Closed;
+        self.state = State::Closed {
+            connected_at: Some(connected_at),
+        };
         self.acks.clear();
         debug!("tracker: closed");
         self.emit(Event::Disconnected(Disconnected {
@@ -480,6 +488,29 @@ impl<S: AckStore> Tracker<S> {
             client_id: &self.client_id,
             reason,
             reason_code,
+            connected_at,
+        }))
+    }
+
+    /// The session of the closed connection ended after it, while its client was away (MQTT
+    /// 5.0 section 3.1.2.11.2: its session expiry ran out, or the server could not keep it):
+    /// gives a second `disconnected` event, with reason `session_expired`, no reason code and
+    /// the `connected_at` of the connection's own `disconnected` (once; `None` unless the
+    /// connection was connected and has closed).
+    pub fn handle_session_expired(&mut self, now: u64) -> Option<Event<'_>> {
+        let State::Closed {
+            connected_at: Some(connected_at),
+        } = self.state
+        else {
+            return None;
+        };
+        self.state = State::Closed { connected_at: None };
+        debug!("tracker: session expired");
+        self.emit(Event::Disconnected(Disconnected {
+            ts: now,
+            client_id: &self.client_id,
+            reason: DisconnectReason::SessionExpired,
+            reason_code: None,
             connected_at,
         }))
     }

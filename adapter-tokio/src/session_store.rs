@@ -189,13 +189,23 @@ impl SessionStore for HeapSessionStore {
     fn for_each_matching(&self, name: &str, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
         for (filter, (qos, options, id)) in &self.subscriptions {
             if topic::matches(topic::shared_filter(filter).1, name) {
-                let options = SubscriptionOptions {
-                    qos: *qos,
-                    ..options.unwrap_or(SubscriptionOptions::new(*qos))
-                };
-                f(filter, options, *id);
+                f(filter, options_of(*qos, *options), *id);
             }
         }
+    }
+
+    fn for_each_subscription(&self, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
+        for (filter, (qos, options, id)) in &self.subscriptions {
+            f(filter, options_of(*qos, *options), *id);
+        }
+    }
+}
+
+/// The options of a held filter: those kept, or the defaults, at the QoS granted.
+fn options_of(qos: QoS, options: Option<SubscriptionOptions>) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        ..options.unwrap_or(SubscriptionOptions::new(qos))
     }
 }
 

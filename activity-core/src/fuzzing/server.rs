@@ -14,7 +14,7 @@ use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
 use crate::server::{
     CloseCause, ConnectAnswer, Connection, DeliveredFor, Delivery, DeliveryError,
     FixedRequestStore, FixedSessionStore, Limits, Output, Peer, ReasonCode, Relay, RelayOutput,
-    Route, Routed, ServerConfig,
+    Route, Routed, ServerConfig, SessionStore,
 };
 
 type FuzzConnection = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 4, 64>>;
@@ -228,6 +228,8 @@ struct Recorder {
     ends: usize,
     after_end: usize,
     expired: usize,
+    /// `disconnected` events with reason `session_expired`.
+    session_expired: usize,
     except_sender: bool,
     event_copy: Option<(String, Vec<u8>)>,
 }
@@ -272,6 +274,17 @@ impl Output for Recorder {
     fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
         match event.kind() {
             EventKind::Connected => self.connected += 1,
+            EventKind::Disconnected
+                if matches!(event, Event::Disconnected(d)
+                    if d.reason == crate::event::DisconnectReason::SessionExpired) =>
+            {
+                assert_eq!(
+                    (self.disconnected, self.ends, self.session_expired),
+                    (1, 1, 0),
+                    "session_expired once, after the connection's own disconnected"
+                );
+                self.session_expired += 1;
+            }
             EventKind::Disconnected => {
                 assert_eq!(self.connected, 1, "disconnected only after connected");
                 self.disconnected += 1;
@@ -507,11 +520,17 @@ pub fn server(data: &[u8]) {
             }
             Step::Resume(clean_start) => {
                 let kept = conn.is_kept();
-                conn.handle_resume(now, clean_start, &mut out);
+                let mut resumed = FixedSessionStore::<4, 32, 4, 64>::new();
+                conn.handle_resume(now, clean_start, &mut resumed, &mut out);
                 assert!(
                     !kept || conn.is_closed(),
                     "a resumed session closes the old engine"
                 );
+                assert!(
+                    (kept && !clean_start) || resumed.subscription_count() == 0,
+                    "only a resumed session hands its subscriptions over"
+                );
+                assert_eq!(resumed.will(), None, "the will stays with the old engine");
                 0
             }
             Step::Discard => {
@@ -521,6 +540,10 @@ pub fn server(data: &[u8]) {
                 if kept {
                     assert!(conn.is_closed() && out.expired == expired + 1);
                 }
+                assert!(
+                    out.session_expired <= out.expired,
+                    "reported with the expiry"
+                );
                 0
             }
         };

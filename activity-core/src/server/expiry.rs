@@ -10,23 +10,26 @@
 //! - [`Connection::poll_timeout`] passes: [`Connection::handle_timeout`] publishes the delayed
 //!   will when its delay is over, and at the session's expiry ends it with
 //!   [`Route::SessionExpired`] (the will goes first if it still waits: the session ended
-//!   earlier than the delay, 5.0 section 3.1.3.2.2);
+//!   earlier than the delay, 5.0 section 3.1.3.2.2) and a second `disconnected` event, reason
+//!   `session_expired` (the first one, of the connection, ended the client's presence; this
+//!   one ends its session);
 //! - the client id connects again: [`Connection::handle_resume`] with the new CONNECT's clean
 //!   start. The will is dropped when the session resumes, and published when a clean start
 //!   ends it; the new connection's driver deals with the router's session as the
 //!   [`ConnectRequest`] says;
 //! - the driver has no room to keep it: [`Connection::handle_discard`] ends it at once, as if
-//!   it had expired (counted as [`Counter::SessionNotKept`]).
+//!   it had expired (counted as [`Counter::SessionNotKept`]; the event says
+//!   `session_expired` too: the session is gone).
 //!
 //! A relay never keeps a session: its upstream broker keeps sessions and publishes wills.
 
-use crate::codec::{Connect, Properties, Property, Version};
+use crate::codec::{Connect, Properties, Property, RetainHandling, SubscriptionOptions, Version};
 use crate::tracker::PublishInfo;
 
 use super::io::session_expiry_of;
 use super::{
     ConnectRequest, Connection, Counter, Output, Own, Route, SESSION_NEVER_EXPIRES, SessionStore,
-    State, route_publish,
+    State, is_plain, route_publish,
 };
 use crate::acks::AckStore;
 
@@ -43,6 +46,20 @@ impl ConnectRequest<'_> {
     pub const fn keeps_session(&self) -> bool {
         self.session_expiry > 0
     }
+}
+
+/// Copies the subscriptions of `from` into `into`, with their options and identifiers, up to
+/// `max` filters (both stores serve the same limits, so a session fits again).
+fn copy_subscriptions(from: &impl SessionStore, into: &mut impl SessionStore, max: usize) {
+    from.for_each_subscription(&mut |filter, options, id| {
+        let held = into.subscription(filter).is_some();
+        if (held || into.subscription_count() < max)
+            && into.insert_subscription(filter, options.qos).is_ok()
+        {
+            // A store that keeps no options serves the filter with the defaults.
+            let _ = into.set_subscription_extras(filter, options, id);
+        }
+    });
 }
 
 /// Milliseconds after `now` that `seconds` last, saturating.
@@ -183,10 +200,18 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
 
     /// The client id of a kept session connects again (the driver's registry saw it):
     /// a clean start ends the session, and its delayed will goes now; otherwise the session
-    /// resumes on the new connection and the will is dropped (5.0 section 3.1.3.2.2). The
+    /// resumes on the new connection and the will is dropped (5.0 section 3.1.3.2.2), and its
+    /// subscriptions, with their MQTT 5 options and identifiers, go into `resumed`, a store
+    /// the driver hands to the new connection's [`Connection::handle_session_resumed`]. The
     /// new connection's [`ConnectRequest`] tells the router what to do with the session.
     /// Does nothing unless [`Connection::is_kept`].
-    pub fn handle_resume(&mut self, now: u64, clean_start: bool, out: &mut impl Output) {
+    pub fn handle_resume(
+        &mut self,
+        now: u64,
+        clean_start: bool,
+        resumed: &mut impl SessionStore,
+        out: &mut impl Output,
+    ) {
         if !self.is_kept() {
             return;
         }
@@ -194,7 +219,63 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             out.count(Counter::WillDelayed);
             self.publish_will(now, out);
         }
+        if !clean_start {
+            copy_subscriptions(&self.store, resumed, self.limits.max_subscriptions);
+        }
         self.finish_kept();
+    }
+
+    /// The subscriptions of the kept session this connection resumes (from
+    /// [`Connection::handle_resume`] of the kept one), before
+    /// [`Connection::handle_connect_answer`]: when the answer says the session is present,
+    /// they are this connection's, with their MQTT 5 options and identifiers (5.0 section
+    /// 3.1.2.4: the session state includes the subscriptions), and each is routed again
+    /// ([`Route::Subscribe`] with Retain Handling 2: a router that holds the filter already
+    /// learns its options, and no retained message is sent, as for any resumed session);
+    /// otherwise (no session, or a clean start) they are forgotten. No `subscribed` event:
+    /// nothing new was subscribed. Does nothing unless [`Connection::is_authorizing`].
+    pub fn handle_session_resumed(&mut self, kept: &impl SessionStore) {
+        if self.state != State::Authorizing {
+            return;
+        }
+        copy_subscriptions(kept, &mut self.store, self.limits.max_subscriptions);
+        self.resumed = self.store.subscription_count() > 0;
+    }
+
+    /// At the CONNACK: the resumed subscriptions stay and are routed again when the session
+    /// is present, and are forgotten otherwise (the will of `connect` is kept again).
+    pub(super) fn settle_resumed(
+        &mut self,
+        session_present: bool,
+        connect: &Connect<'_>,
+        out: &mut impl Output,
+    ) {
+        if !core::mem::take(&mut self.resumed) {
+            return;
+        }
+        if !session_present {
+            self.store.clear();
+            if let Some(will) = &connect.will {
+                // It was kept at the CONNECT: the store has room for it again.
+                let _ = self.store.set_will(will);
+            }
+            return;
+        }
+        self.store
+            .for_each_subscription(&mut |filter, options, id| {
+                let plain = is_plain(options, id);
+                let options = SubscriptionOptions {
+                    retain_handling: RetainHandling::Never,
+                    ..options
+                };
+                // rumqttd kept the session, so it holds the filter already.
+                let _ = out.route(Route::Subscribe {
+                    filter,
+                    options,
+                    plain,
+                    is_new: false,
+                });
+            });
     }
 
     /// Ends a kept session at once because the driver has no room to keep it: the delayed will
@@ -211,11 +292,17 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         self.expire(now, out);
     }
 
-    /// The kept session ends: the router discards it.
+    /// The kept session ends: its delayed will goes, the `disconnected` event with reason
+    /// `session_expired` says so (the client's presence ended with its connection's own
+    /// `disconnected`; this one ends the session), and the router discards it.
     fn expire(&mut self, now: u64, out: &mut impl Output) {
         if self.will_at.take().is_some() {
             out.count(Counter::WillDelayed);
             self.publish_will(now, out);
+        }
+        if let Some(event) = self.tracker.handle_session_expired(now) {
+            // The client is gone: the event has no copy for it.
+            let _ = out.event(&event);
         }
         let _ = out.route(Route::SessionExpired);
         debug!("server: kept session ended");

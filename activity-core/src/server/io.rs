@@ -132,6 +132,10 @@ pub enum Route<'a> {
     /// Deliver an application message.
     Publish(RoutedPublish<'a>),
     /// Add (or update) a subscription of this client. [`Routed::Refused`] gives SUBACK 0x80.
+    /// Also at the CONNACK for each subscription of a resumed session (see
+    /// [`Connection::handle_session_resumed`](super::Connection::handle_session_resumed)),
+    /// with Retain Handling 2: the router holds the filter already and sends no retained
+    /// message for it.
     Subscribe {
         /// The topic filter.
         filter: &'a str,

@@ -113,6 +113,13 @@ pub trait SessionStore {
     /// options (the QoS granted) and its subscription identifier (0: none). Filters whose
     /// extras the store does not keep come with default options.
     fn for_each_matching(&self, topic: &str, f: &mut dyn FnMut(&str, SubscriptionOptions, u32));
+    /// Calls `f` with each held filter, its options (the QoS granted) and its subscription
+    /// identifier (0: none), as [`SessionStore::for_each_matching`] does for a topic: what a
+    /// resumed session takes over (see [`Connection::handle_resume`](super::Connection::handle_resume)).
+    /// A store that cannot list its filters lists none, and its sessions resume without them.
+    fn for_each_subscription(&self, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
+        let _ = f;
+    }
 }
 
 /// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes (with
@@ -389,6 +396,12 @@ impl<
             if crate::topic::matches(crate::topic::shared_filter(filter).1, topic) {
                 f(filter, options_of(*options, *qos), *id);
             }
+        }
+    }
+
+    fn for_each_subscription(&self, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
+        for (filter, qos, options, id) in &self.subs {
+            f(filter, options_of(*options, *qos), *id);
         }
     }
 }

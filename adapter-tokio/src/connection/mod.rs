@@ -51,6 +51,7 @@ use crate::config::Config;
 use crate::events::EventSender;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
+use crate::session_store::HeapSessionStore;
 
 pub use crate::admission::Phase;
 
@@ -72,8 +73,10 @@ pub type LinkFactory =
 /// answered once the old connection's `disconnected` event is queued and the router's session
 /// is where the new connection expects it.
 struct Kick {
-    /// Answered when the old connection is done.
-    done: oneshot::Sender<()>,
+    /// Answered when the old connection is done, with the subscriptions of a kept session
+    /// that the new connection resumes (see
+    /// [`Connection::handle_resume`](activity_core::server::Connection::handle_resume)).
+    done: oneshot::Sender<HeapSessionStore>,
     /// The new connection's clean start: it ends a kept session (and sends its delayed will).
     clean_start: bool,
 }

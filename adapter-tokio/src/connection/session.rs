@@ -445,6 +445,9 @@ struct Session {
     kick: Option<Kick>,
     /// Whether a kept session counts in `Metrics::sessions_kept`.
     kept_slot: bool,
+    /// The subscriptions of a kept session that the connection taking over resumes, sent
+    /// with the answer to its [`Kick`].
+    resumed: HeapSessionStore,
     /// Where the property block of a delivery to an MQTT 5 client is written.
     properties_buf: Vec<u8>,
     /// A delivery that waits for the client's acknowledgements: its Receive Maximum is in
@@ -497,6 +500,7 @@ impl Session {
             tx: TxBuf::default(),
             kick: None,
             kept_slot: false,
+            resumed: HeapSessionStore::new(),
             properties_buf: Vec::new(),
             pending: None,
         }
@@ -673,8 +677,10 @@ impl Session {
                 done: done_tx,
                 clean_start: self.side.clean_start,
             };
-            if old.send(request).await.is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
+            if old.send(request).await.is_ok()
+                && let Ok(Ok(resumed)) = tokio::time::timeout(Duration::from_secs(5), done_rx).await
+            {
+                self.conn.handle_session_resumed(&resumed);
             }
         }
         let router_id = router_client_id(&client_id);
@@ -814,7 +820,7 @@ impl Session {
             // Taken over: the new connection resumes the session (or its clean start ends it).
             if let Some(kick) = &self.kick {
                 self.conn
-                    .handle_resume(now, kick.clean_start, &mut self.side);
+                    .handle_resume(now, kick.clean_start, &mut self.resumed, &mut self.side);
             }
         }
         if self.conn.is_kept() {
@@ -868,7 +874,12 @@ impl Session {
                 }
                 request = kick.recv() => match request {
                     Some(request) => {
-                        self.conn.handle_resume(now_ms(), request.clean_start, &mut self.side);
+                        self.conn.handle_resume(
+                            now_ms(),
+                            request.clean_start,
+                            &mut self.resumed,
+                            &mut self.side,
+                        );
                         self.kick = Some(request);
                     }
                     None => break,
@@ -937,7 +948,7 @@ impl Session {
         let side = &self.side;
         side.shared.registry.remove(&side.client_id, side.serial);
         if let Some(kick) = self.kick.take() {
-            let _ = kick.done.send(());
+            let _ = kick.done.send(std::mem::take(&mut self.resumed));
         }
     }
 

@@ -84,6 +84,109 @@ fn a_session_with_an_expiry_is_kept_until_it_expires() {
     assert_eq!(client.out.routes.last(), Some(&R::SessionExpired));
     assert_eq!(client.out.counts, [Counter::SessionExpired]);
     assert_eq!(client.conn.poll_timeout(), None);
+    // The connection's own `disconnected` ended the presence; the second one ends the session:
+    // reason session_expired, no reason code, the same connected_at.
+    assert_eq!(
+        client.out.kinds(),
+        [EventKind::Disconnected, EventKind::Disconnected]
+    );
+    assert_eq!(
+        client.out.events[1].1,
+        json!({"client_id": "keeper", "reason": "session_expired", "connected_at": T0})
+    );
+    timeout(&mut client, T0 + 9_000);
+    assert_eq!(client.out.events.len(), 2, "once");
+}
+
+/// An MQTT 5 SUBSCRIBE (packet id 1) of `n/#` at QoS 1 with No Local, subscription
+/// identifier 7.
+const SUBSCRIBE_NO_LOCAL_7: [u8; 13] = [0x82, 11, 0, 1, 2, 0x0B, 7, 0, 3, b'n', b'/', b'#', 0x05];
+
+/// A kept session of `resume` with the subscription of [`SUBSCRIBE_NO_LOCAL_7`], resumed (or
+/// ended, with a clean start) at T0 + 1 s: what it hands over.
+fn resumed_store(clean_start: bool) -> FixedSessionStore<4, 32, 2, 64> {
+    let (mut old, _) = session(
+        ServerConfig::default(),
+        v5_with("resume", &[Property::SessionExpiryInterval(60)]),
+    );
+    old.send(&SUBSCRIBE_NO_LOCAL_7);
+    old.close(CloseCause::TransportClosed);
+    assert!(old.conn.is_kept());
+    let mut resumed = FixedSessionStore::new();
+    old.conn
+        .handle_resume(T0 + 1_000, clean_start, &mut resumed, &mut old.out);
+    assert!(old.conn.is_closed());
+    assert_eq!(
+        old.out.kinds(),
+        [EventKind::Subscribed, EventKind::Disconnected]
+    );
+    resumed
+}
+
+/// A new connection of `resume` (clean start 0) that resumes `kept`, answered with
+/// `session_present`.
+fn resume(kept: &FixedSessionStore<4, 32, 2, 64>, session_present: bool) -> Client {
+    let mut client = Client::new(REMOTE);
+    let connect = Connect {
+        clean_session: false,
+        ..v5_with("resume", &[Property::SessionExpiryInterval(60)])
+    };
+    assert_eq!(client.send(&encoded(connect)), NOTHING);
+    client.conn.handle_session_resumed(kept);
+    let connack = client.answer(ConnectAnswer::accept(session_present));
+    assert_eq!(connack[2], u8::from(session_present), "{connack:02x?}");
+    client
+}
+
+#[test]
+fn a_resumed_session_keeps_its_subscription_options_and_identifiers() {
+    let kept = resumed_store(false);
+    assert_eq!(kept.subscription("n/#"), Some(QoS::AtLeastOnce));
+    let mut client = resume(&kept, true);
+    // The router learns the filter again (no retained messages); nothing is reported.
+    assert_eq!(
+        client.out.routes[1..],
+        [R::Subscribe("n/#".into(), QoS::AtLeastOnce)]
+    );
+    assert_eq!(client.out.kinds(), [EventKind::Connected]);
+    // No Local still holds, and the identifier goes with the deliveries.
+    let mine = Delivery {
+        publisher: Some("resume"),
+        ..Delivery::new("n/x", b"x", QoS::AtLeastOnce)
+    };
+    let mut tx = [0u8; 64];
+    assert_eq!(
+        client.conn.handle_delivery(mine, &mut tx, |_| None),
+        Err(DeliveryError::Dropped(Counter::DeliveryNotWanted))
+    );
+    let theirs = client.deliver(Delivery {
+        publisher: Some("other"),
+        ..mine
+    });
+    let Ok(Some((Packet::Publish(publish), _))) = codec::decode_with(&theirs, 1 << 20, Version::V5)
+    else {
+        panic!("not a PUBLISH: {theirs:02x?}")
+    };
+    assert_eq!(
+        publish.properties.iter().collect::<Vec<_>>(),
+        [Property::SubscriptionIdentifier(7)]
+    );
+}
+
+#[test]
+fn subscriptions_resume_only_with_the_session() {
+    // A clean start ends the kept session: nothing is handed over.
+    assert_eq!(resumed_store(true).subscription_count(), 0);
+    // The router has no session after all: the subscriptions are forgotten, not routed.
+    let kept = resumed_store(false);
+    let mut client = resume(&kept, false);
+    assert_eq!(client.conn.store().subscription_count(), 0);
+    assert_eq!(client.out.routes.len(), 1, "only the CONNECT");
+    let mine = Delivery {
+        publisher: Some("resume"),
+        ..Delivery::new("n/x", b"x", QoS::AtMostOnce)
+    };
+    assert!(!client.deliver(mine).is_empty(), "no No Local any more");
 }
 
 #[test]
@@ -99,9 +202,10 @@ fn a_reconnect_within_the_expiry_resumes_and_drops_the_delayed_will() {
         Some(T0 + 5_000),
         "the will first"
     );
+    let mut resumed = FixedSessionStore::<4, 32, 2, 64>::new();
     client
         .conn
-        .handle_resume(T0 + 1_000, false, &mut client.out);
+        .handle_resume(T0 + 1_000, false, &mut resumed, &mut client.out);
     assert!(client.conn.is_closed());
     assert_eq!(
         client.out.routes,
@@ -118,7 +222,10 @@ fn a_clean_start_reconnect_ends_the_session_and_sends_the_will() {
     };
     let (mut client, _) = session(ServerConfig::default(), connect);
     client.close(CloseCause::TransportClosed);
-    client.conn.handle_resume(T0 + 1_000, true, &mut client.out);
+    let mut resumed = FixedSessionStore::<4, 32, 2, 64>::new();
+    client
+        .conn
+        .handle_resume(T0 + 1_000, true, &mut resumed, &mut client.out);
     assert!(client.conn.is_closed());
     assert_eq!(client.out.routes.last(), Some(&WILL_ROUTE()));
 }
@@ -238,6 +345,8 @@ fn a_full_driver_discards_the_kept_session_at_once() {
     assert!(client.conn.is_closed());
     assert_eq!(client.out.routes[1..], [WILL_ROUTE(), R::SessionExpired]);
     assert_eq!(client.out.counts, [Counter::SessionNotKept]);
+    // The session is gone at once: said like an expiry.
+    assert_eq!(client.out.events[1].1["reason"], "session_expired");
 }
 
 #[test]
