@@ -112,6 +112,22 @@ pub fn subscribe5(pkid: u16, filter: &str, qos: u8) -> Vec<u8> {
     packet5(0x82, &body)
 }
 
+/// An MQTT 5 SUBSCRIBE of `filter` with the options byte `options` (QoS in bits 0-1, No
+/// Local 0x04, Retain As Published 0x08, Retain Handling in bits 4-5) and Subscription
+/// Identifier (0x0B) `id`, packet id `pkid`.
+pub fn subscribe5_with(pkid: u16, id: u32, filter: &str, options: u8) -> Vec<u8> {
+    let mut properties = vec![0x0B];
+    push_var_int(
+        &mut properties,
+        usize::try_from(id).expect("u32 fits usize"),
+    );
+    let mut body = pkid.to_be_bytes().to_vec();
+    body.extend_from_slice(&block(&properties));
+    push_bytes(&mut body, filter.as_bytes());
+    body.push(options);
+    packet5(0x82, &body)
+}
+
 /// An MQTT 5 PUBLISH of `payload` on `topic` at `qos` (packet id `pkid` for QoS 1 and 2),
 /// without properties.
 pub fn publish5(topic: &str, qos: u8, pkid: u16, payload: &[u8]) -> Vec<u8> {
@@ -166,6 +182,22 @@ impl Packet5 {
         };
         let (len, used) = var_int(&self.body[at..]);
         &self.body[at + used..at + used + len]
+    }
+
+    /// A PUBLISH's topic, property bytes (without their length) and payload.
+    pub fn publish(&self) -> (String, &[u8], &[u8]) {
+        assert_eq!(self.first >> 4, 3, "not a PUBLISH: {self:?}");
+        let len = usize::from(u16::from_be_bytes([self.body[0], self.body[1]]));
+        let topic = String::from_utf8_lossy(&self.body[2..2 + len]).into_owned();
+        // QoS 1 and 2 carry a packet id after the topic.
+        let at = 2 + len + if self.first & 0x06 != 0 { 2 } else { 0 };
+        let (properties, used) = var_int(&self.body[at..]);
+        let start = at + used;
+        (
+            topic,
+            &self.body[start..start + properties],
+            &self.body[start + properties..],
+        )
     }
 
     /// Whether the properties contain `property` (its identifier and value, encoded).

@@ -117,3 +117,14 @@ pub async fn wait_publisher(tap: &Tap) {
         sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Debian's mosquitto, a tap with [`tap_config`] in front of it whose event publisher is
+/// connected, and a [`Monitor`](crate::Monitor) of the events (the tap publishes them to
+/// mosquitto). Clients connect to `tap.local_addr()`; keep all three for the test.
+pub async fn tap_with_monitor() -> (Mosquitto, Tap, crate::Monitor) {
+    let mosquitto = Mosquitto::start().await;
+    let tap = start_default_tap(mosquitto.addr).await;
+    wait_publisher(&tap).await;
+    let monitor = crate::Monitor::start(mosquitto.addr).await;
+    (mosquitto, tap, monitor)
+}
