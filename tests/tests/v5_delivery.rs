@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use activity_core::codec::{self, Packet, Property, Version};
 use serde_json::json;
-use tests::tap::{Mosquitto, start_default_tap, wait_publisher};
+use tests::tap::tap_with_monitor;
 use tests::{Monitor, MosquittoSub, WAIT, assert_fields, mosquitto_pub, start_default_broker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -211,44 +211,38 @@ impl V5 {
     }
 }
 
-#[tokio::test]
-async fn client_topic_aliases_reach_subscribers_and_events_with_their_topic() {
-    let broker = start_default_broker().await;
-    let addr = broker.local_addr();
-    let mut monitor = Monitor::start(addr).await;
-    let (mut sub, _) = V5::connect(addr, "alias-sub", &[]).await;
-    assert_eq!(sub.subscribe(1, None, &[("al/#", 0)]).await, [0]);
-    let (mut publisher, connack) = V5::connect(addr, "alias-pub", &[]).await;
-    for expected in [
-        "TopicAliasMaximum(32)",
-        "SubscriptionIdentifierAvailable(1)",
-        "SharedSubscriptionAvailable(1)",
-    ] {
-        assert!(connack.iter().any(|p| p == expected), "{connack:?}");
+/// At `addr` (whose events `monitor` receives), `<prefix>-sub` subscribes to `<filter>`, then
+/// `<prefix>-pub` publishes `one` on `topic` setting topic alias 1 and `two` with the alias
+/// alone: both reach the subscriber with the topic and no properties (the publisher's alias
+/// stays its own), and both `message` events say the topic. Returns the publisher and its
+/// CONNACK's properties.
+async fn client_aliases_arrive_with_their_topic(
+    addr: SocketAddr,
+    monitor: &mut Monitor,
+    prefix: &str,
+    filter: &str,
+    topic: &str,
+) -> (V5, Vec<String>) {
+    let (mut sub, _) = V5::connect(addr, &format!("{prefix}-sub"), &[]).await;
+    assert_eq!(sub.subscribe(1, None, &[(filter, 0)]).await, [0]);
+    let publisher_id = format!("{prefix}-pub");
+    let (mut publisher, connack) = V5::connect(addr, &publisher_id, &[]).await;
+    for (topic, payload) in [(topic, b"one"), ("", b"two")] {
+        publisher
+            .send(&publish5(
+                topic,
+                None,
+                false,
+                &[Property::TopicAlias(1)],
+                payload,
+            ))
+            .await;
     }
-    publisher
-        .send(&publish5(
-            "al/x",
-            None,
-            false,
-            &[Property::TopicAlias(1)],
-            b"one",
-        ))
-        .await;
-    publisher
-        .send(&publish5(
-            "",
-            None,
-            false,
-            &[Property::TopicAlias(1)],
-            b"two",
-        ))
-        .await;
     for payload in [&b"one"[..], b"two"] {
         let got = sub.publish().await;
         assert_eq!(
             (got.topic.as_str(), got.payload.as_slice()),
-            ("al/x", payload)
+            (topic, payload)
         );
         assert!(
             got.properties.is_empty(),
@@ -256,13 +250,30 @@ async fn client_topic_aliases_reach_subscribers_and_events_with_their_topic() {
         );
     }
     for payload in ["one", "two"] {
-        let message = monitor.next_event("message", "alias-pub").await;
+        let message = monitor.next_event("message", &publisher_id).await;
         assert_fields(
             &message,
-            json!({"pub_client_id": "alias-pub", "topic": "al/x", "payload": payload,
+            json!({"pub_client_id": publisher_id, "topic": topic, "payload": payload,
                 "payload_len": 3, "qos": 0, "retain": false}),
             &["ts"],
         );
+    }
+    (publisher, connack)
+}
+
+#[tokio::test]
+async fn client_topic_aliases_reach_subscribers_and_events_with_their_topic() {
+    let broker = start_default_broker().await;
+    let addr = broker.local_addr();
+    let mut monitor = Monitor::start(addr).await;
+    let (mut publisher, connack) =
+        client_aliases_arrive_with_their_topic(addr, &mut monitor, "alias", "al/#", "al/x").await;
+    for expected in [
+        "TopicAliasMaximum(32)",
+        "SubscriptionIdentifierAvailable(1)",
+        "SharedSubscriptionAvailable(1)",
+    ] {
+        assert!(connack.iter().any(|p| p == expected), "{connack:?}");
     }
     // An alias never set: DISCONNECT 0x82 (protocol error); above the maximum: 0x94.
     publisher
@@ -326,52 +337,20 @@ async fn deliveries_carry_topic_aliases_when_the_client_accepts_them() {
 
 #[tokio::test]
 async fn topic_aliases_through_the_tap_are_reported_with_their_topic() {
-    let mosquitto = Mosquitto::start().await;
-    let tap = start_default_tap(mosquitto.addr).await;
-    wait_publisher(&tap).await;
-    let mut monitor = Monitor::start(mosquitto.addr).await;
-    let (mut sub, _) = V5::connect(tap.local_addr(), "tap-alias-sub", &[]).await;
-    sub.subscribe(1, None, &[("ta/#", 0)]).await;
+    let (_mosquitto, tap, mut monitor) = tap_with_monitor().await;
+    let (_publisher, connack) = client_aliases_arrive_with_their_topic(
+        tap.local_addr(),
+        &mut monitor,
+        "tap-alias",
+        "ta/#",
+        "ta/x",
+    )
+    .await;
     // mosquitto's CONNACK, relayed: it accepts aliases (its max_topic_alias is 10).
-    let (mut publisher, connack) = V5::connect(tap.local_addr(), "tap-alias-pub", &[]).await;
     assert!(
         connack.iter().any(|p| p.starts_with("TopicAliasMaximum(")),
         "{connack:?}"
     );
-    publisher
-        .send(&publish5(
-            "ta/x",
-            None,
-            false,
-            &[Property::TopicAlias(1)],
-            b"one",
-        ))
-        .await;
-    publisher
-        .send(&publish5(
-            "",
-            None,
-            false,
-            &[Property::TopicAlias(1)],
-            b"two",
-        ))
-        .await;
-    for payload in [&b"one"[..], b"two"] {
-        let got = sub.publish().await;
-        assert_eq!(
-            (got.topic.as_str(), got.payload.as_slice()),
-            ("ta/x", payload)
-        );
-    }
-    for payload in ["one", "two"] {
-        let message = monitor.next_event("message", "tap-alias-pub").await;
-        assert_fields(
-            &message,
-            json!({"pub_client_id": "tap-alias-pub", "topic": "ta/x", "payload": payload,
-                "payload_len": 3, "qos": 0, "retain": false}),
-            &["ts"],
-        );
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use serde_json::json;
-use tests::tap::{Mosquitto, start_default_tap, wait_publisher};
+use tests::tap::tap_with_monitor;
 use tests::{Monitor, MosquittoSub, WAIT, assert_fields, mosquitto_pub, start_default_broker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -347,10 +347,7 @@ async fn mqtt5_event_fields_from_mosquitto_clients_on_the_broker() {
 
 #[tokio::test]
 async fn mqtt5_event_fields_from_mosquitto_clients_through_the_tap() {
-    let mosquitto = Mosquitto::start().await;
-    let tap = start_default_tap(mosquitto.addr).await;
-    wait_publisher(&tap).await;
-    let mut monitor = Monitor::start(mosquitto.addr).await;
+    let (_mosquitto, tap, mut monitor) = tap_with_monitor().await;
     mosquitto_clients_report_v5_fields(tap.local_addr(), &mut monitor, "t5").await;
 }
 
@@ -363,10 +360,7 @@ async fn a_negative_msgack_on_the_broker() {
 
 #[tokio::test]
 async fn a_negative_msgack_through_the_tap() {
-    let mosquitto = Mosquitto::start().await;
-    let tap = start_default_tap(mosquitto.addr).await;
-    wait_publisher(&tap).await;
-    let mut monitor = Monitor::start(mosquitto.addr).await;
+    let (_mosquitto, tap, mut monitor) = tap_with_monitor().await;
     a_refusing_subscriber_gives_a_negative_msgack(tap.local_addr(), &mut monitor, "tn").await;
 }
 
