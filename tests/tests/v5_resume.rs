@@ -135,8 +135,8 @@ async fn next_publish(raw: &mut Raw5) -> Packet5 {
 /// A v5 client `id` at `addr` subscribes to `<id>/#` at QoS 1 with No Local, Retain As
 /// Published and subscription identifier 9, leaves, and resumes its session (clean start 0,
 /// session present 1). Then its own message is not delivered (No Local), and another client's
-/// retained one arrives with its RETAIN flag (Retain As Published) and the identifier 9.
-/// `monitor` receives the events of `addr`'s server: one `subscribed` only (a resumed
+/// retained one arrives with its RETAIN flag (Retain As Published) and the identifier 9, as
+/// does (the identifier) a message queued for it while it was away. `monitor` receives the events of `addr`'s server: one `subscribed` only (a resumed
 /// subscription is not a new one).
 async fn resumed_subscription_keeps_its_options(addr: SocketAddr, monitor: &mut Monitor, id: &str) {
     let props = session_expiry(60);
@@ -148,9 +148,20 @@ async fn resumed_subscription_keeps_its_options(addr: SocketAddr, monitor: &mut 
     assert_eq!(suback.body.last(), Some(&1), "granted QoS 1: {suback:?}");
     drop(raw);
     monitor.next_event("disconnected", id).await;
+    // A message queued for the session while the client is away.
+    let queued = format!("{id}/queued");
+    let out = mosquitto_pub(addr, &["-V", "mqttv5", "-q", "1", "-t", &queued, "-m", "q"]).await;
+    assert!(out.status.success(), "{out:?}");
 
     let (mut raw, connack) = Raw5::connect(addr, &connect5(id, false, 60, &props, None)).await;
     assert!(connack.session_present(), "resumed within the expiry");
+    let publish = next_publish(&mut raw).await;
+    let (delivered, properties, _) = publish.publish();
+    assert_eq!(delivered, queued);
+    assert!(
+        properties.windows(2).any(|w| w == [0x0B, 9]),
+        "the queued message carries subscription identifier 9: {properties:02x?}"
+    );
     raw.send(&publish5(&format!("{id}/own"), 1, 1, b"mine"))
         .await;
     raw.expect(0x40).await;

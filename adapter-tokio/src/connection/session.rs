@@ -177,6 +177,11 @@ struct Side {
     router_ids: HashMap<String, usize>,
     /// The last router identifier given.
     router_next_id: usize,
+    /// The packet id of the last router SUBSCRIBE of a resumed session's subscriptions (see
+    /// [`Connection::handle_session_resumed`]), until its SUBACK: rumqttd forgot the
+    /// session's router identifiers with its last connection, so until then a delivery
+    /// without one (a queued message) is for every matching subscription, not a plain one.
+    unnamed_until: Option<u16>,
     /// Whether the client speaks MQTT 5 (only its filters get router identifiers: the
     /// router then allocates properties for every delivery it carries).
     v5: bool,
@@ -494,6 +499,7 @@ impl Session {
                 router_filters: HashMap::new(),
                 router_ids: HashMap::new(),
                 router_next_id: 0,
+                unnamed_until: None,
                 v5: false,
             },
             rbuf: BytesMut::with_capacity(4096),
@@ -638,6 +644,10 @@ impl Session {
         );
         self.tx.commit(progress.written);
         self.rbuf.advance(progress.consumed);
+        if answer == ConnectAnswer::accept(true) && self.side.v5 && self.side.router_pkid != 0 {
+            // The engine routed the resumed subscriptions again.
+            self.side.unnamed_until = Some(self.side.router_pkid);
+        }
         if self.conn.is_blocked() {
             self.input();
         }
@@ -1016,6 +1026,10 @@ impl Session {
             Some(Packet::PubRel(pubrel, _)) => {
                 let _ = self.side.sequencer.on_router_pubrel(pubrel.pkid);
             }
+            Some(Packet::SubAck(suback, _)) if self.side.unnamed_until == Some(suback.pkid) => {
+                // rumqttd has the resumed session's router identifiers again.
+                self.side.unnamed_until = None;
+            }
             // SUBACK, UNSUBACK: the engine answered the client. PUBACK/PUBREC/PUBCOMP: every
             // publish enters the router at QoS 0, so none are due. PINGRESP: the engine
             // answers PINGREQ.
@@ -1054,9 +1068,11 @@ impl Session {
                 .find(|(k, _)| k == PUBLISHER_PROPERTY)
                 .map(|(_, v)| v.as_str())
         });
-        // No router identifier: a plain subscription's; one this connection did not give (a
-        // resumed session's): every matching subscription's.
+        // No router identifier: a plain subscription's (or, until rumqttd has a resumed
+        // session's identifiers again, any of its subscriptions'); one this connection did not
+        // give: every matching subscription's.
         let subscription = match properties.and_then(|p| p.subscription_identifiers.first()) {
+            None if self.side.unnamed_until.is_some() => DeliveredFor::AllMatching,
             None => DeliveredFor::Plain,
             Some(id) => self
                 .side
