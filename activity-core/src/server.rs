@@ -3,7 +3,8 @@
 //!
 //! A [`Connection`] makes every MQTT decision of one client connection: the CONNECT rules and
 //! the CONNACK, keep-alive, the QoS 1 and 2 flows in both directions, SUBACK codes, the
-//! system-topic rules, per-connection limits, last wills and the activity events (its
+//! system-topic rules, what the topic access rules refuse ([`Output::is_allowed`], see
+//! [`Access`]), per-connection limits, last wills and the activity events (its
 //! [`Tracker`] is part of it). A driver (the tokio broker, the tap, the embassy gateway) owns
 //! the socket, the clock and whatever routes messages, and only moves things between them. A
 //! relay, whose router is another MQTT server over its own connection (the tap), drives a
@@ -119,6 +120,7 @@
 //! assert_eq!(driver.events, 2); // connected, disconnected (keepalive_timeout)
 //! ```
 
+mod access;
 mod alias;
 mod config;
 mod expiry;
@@ -135,6 +137,7 @@ mod will;
 #[cfg(test)]
 mod tests;
 
+pub use access::{Access, Action};
 pub use config::{Limits, ServerConfig};
 pub use io::{
     Ack, ConnectAnswer, ConnectRequest, Counter, Delivered, DeliveredFor, Delivery, DeliveryError,
@@ -238,6 +241,9 @@ pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
     next_pkid: u16,
     /// Whether deliveries are remembered for `msgack` (see [`Connection::set_msgack_tracking`]).
     tracks_msgack: bool,
+    /// Whether a filter whose first level is a wildcard receives activity events
+    /// ([`SystemTopics::wildcards_receive_events`](crate::system::SystemTopics::wildcards_receive_events)).
+    wildcard_events: bool,
     /// The protocol version the client's CONNECT chose (3.1.1 until then).
     pub(super) version: Version,
     /// What the client accepts of deliveries (MQTT 5), and their state.
@@ -268,6 +274,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         Connection {
             limits: config.limits,
             connect_timeout_ms: config.connect_timeout_ms,
+            wildcard_events: config.tracker.topics.wildcards_receive_events(),
             tracker: Tracker::new(config.tracker, acks),
             store,
             state: State::AwaitConnect,
@@ -600,7 +607,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         };
         if let Some(event) = event {
             emit_with(
-                &mut Own::of(&self.store, &mut self.next_pkid),
+                &mut Own::of(&self.store, &mut self.next_pkid, self.wildcard_events),
                 event,
                 tx,
                 out,
@@ -614,7 +621,10 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// subscription's, and remembers an envelope message for `msgack`. When the delivery does
     /// not name its publisher, `lookup` is asked for the publisher of the envelope (see
     /// [`Tracker::handle_delivery`]). A draining connection (see
-    /// [`Connection::handle_shutdown`]) still writes, and remembers nothing.
+    /// [`Connection::handle_shutdown`]) still writes, and remembers nothing. An activity event
+    /// that reaches the client only through filters whose first level is a wildcard is not
+    /// written ([`DeliveryError::Dropped`] with [`Counter::EventNotWanted`]; see
+    /// [`SystemTopics::filter_receives_event`](crate::system::SystemTopics::filter_receives_event)).
     pub fn handle_delivery<F>(
         &mut self,
         delivery: Delivery<'_>,
@@ -629,6 +639,9 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         }
         if delivery.qos.min(delivery.subscription_qos) != QoS::AtMostOnce && !self.flow.may_send() {
             return Err(DeliveryError::ReceiveMaximum);
+        }
+        if self.is_unwanted_event(&delivery) {
+            return Err(DeliveryError::Dropped(Counter::EventNotWanted));
         }
         let mut additions = Additions::default();
         let mut delivery = delivery;
@@ -672,6 +685,26 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             delivered.forgotten = self.tracker.handle_delivery(info, lookup);
         }
         Ok(delivered)
+    }
+
+    /// Whether `delivery` is an activity event that reached the client only through filters
+    /// whose first level is a wildcard (`#`, `+/...`), which receive no events unless
+    /// configured to: the router matches them, the engine does not send it. A delivery that
+    /// matches no subscription the store holds goes (the router knows better).
+    fn is_unwanted_event(&self, delivery: &Delivery<'_>) -> bool {
+        if self.wildcard_events || !self.tracker.config().topics.is_system_topic(delivery.topic) {
+            return false;
+        }
+        if let DeliveredFor::Filter(filter) = delivery.subscription {
+            return is_wildcard_first(filter);
+        }
+        let (mut matched, mut wanted) = (false, false);
+        self.store
+            .for_each_matching(delivery.topic, &mut |filter, _, _| {
+                matched = true;
+                wanted |= !is_wildcard_first(filter);
+            });
+        matched && !wanted
     }
 
     /// The client id a CONNECT gets: its own, or the assigned one for an empty id.
@@ -1024,7 +1057,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         };
         if let Some(event) = event {
             emit_with(
-                &mut Own::of(&self.store, &mut self.next_pkid),
+                &mut Own::of(&self.store, &mut self.next_pkid, self.wildcard_events),
                 event,
                 tx,
                 out,
@@ -1081,7 +1114,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             qos: publish.qos,
             retain: publish.retain,
         };
-        let mut own = Own::of(&self.store, &mut self.next_pkid);
+        let mut own = Own::of(&self.store, &mut self.next_pkid, self.wildcard_events);
         route_publish(
             &mut self.tracker,
             &mut own,
@@ -1139,7 +1172,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                         .handle_subscribe(now, filter, Some(qos), v5.then_some(options))
             {
                 emit_with(
-                    &mut Own::of(&self.store, &mut self.next_pkid),
+                    &mut Own::of(&self.store, &mut self.next_pkid, self.wildcard_events),
                     event,
                     tx,
                     out,
@@ -1155,7 +1188,17 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         (events && !self.may_subscribe_system) || (!events && is_server_filter(filter))
     }
 
-    /// The SUBACK code for one filter: the access rule (MQTT 5: 0x87 not authorized), the
+    /// Whether the topic access rules allow a subscription to `filter` (a refusal is counted).
+    fn is_allowed_filter(&self, filter: &str, out: &mut impl Output) -> bool {
+        let access = Access {
+            action: Action::Subscribe,
+            client_id: self.tracker.client_id(),
+            topic: filter,
+        };
+        access::check(access, out)
+    }
+
+    /// The SUBACK code for one filter: the access rules (MQTT 5: 0x87 not authorized), the
     /// limit (0x97 quota exceeded), the router (0x80).
     fn grant(
         &mut self,
@@ -1166,6 +1209,9 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     ) -> SubAckCode {
         if self.is_denied_filter(filter) {
             out.count(Counter::SubscriptionDenied);
+            return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
+        }
+        if !self.is_allowed_filter(filter, out) {
             return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
         }
         if !self.limits.shared_subscriptions && crate::topic::shared_filter(filter).0.is_some() {
@@ -1233,7 +1279,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                 let _ = out.route(Route::Unsubscribe { filter });
                 if let Some(event) = self.tracker.handle_unsubscribe(now, filter) {
                     emit_with(
-                        &mut Own::of(&self.store, &mut self.next_pkid),
+                        &mut Own::of(&self.store, &mut self.next_pkid, self.wildcard_events),
                         event,
                         tx,
                         out,
@@ -1263,16 +1309,14 @@ fn emit_with(
     out: &mut impl Output,
 ) {
     let dropped = out.event(&event).is_some_and(|copy| {
-        own.store
-            .matching_qos(copy.topic)
-            .is_some_and(|subscription_qos| {
-                let copy = Delivery {
-                    subscription_qos,
-                    pkid: None,
-                    ..copy
-                };
-                encode_delivery(own.next_pkid, copy, &Additions::default(), u32::MAX, tx).is_err()
-            })
+        event_qos(own.store, copy.topic, own.wildcard_events).is_some_and(|subscription_qos| {
+            let copy = Delivery {
+                subscription_qos,
+                pkid: None,
+                ..copy
+            };
+            encode_delivery(own.next_pkid, copy, &Additions::default(), u32::MAX, tx).is_err()
+        })
     });
     if dropped {
         out.count(Counter::DeliveryDropped);
@@ -1280,17 +1324,46 @@ fn emit_with(
 }
 
 /// What a delivery to the connection's own client needs besides the tracker: its
-/// subscriptions and the packet id counter.
+/// subscriptions, the packet id counter, and whether wildcard filters receive events.
 struct Own<'c, S> {
     store: &'c S,
     next_pkid: &'c mut u16,
+    wildcard_events: bool,
 }
 
 impl<'c, S> Own<'c, S> {
-    /// Borrows the two fields a self-delivery needs, leaving the tracker free for the event.
-    fn of(store: &'c S, next_pkid: &'c mut u16) -> Self {
-        Own { store, next_pkid }
+    /// Borrows the fields a self-delivery needs, leaving the tracker free for the event.
+    fn of(store: &'c S, next_pkid: &'c mut u16, wildcard_events: bool) -> Self {
+        Own {
+            store,
+            next_pkid,
+            wildcard_events,
+        }
     }
+}
+
+/// The highest QoS of the client's subscriptions that receive the activity event on `topic`
+/// (see [`SystemTopics::filter_receives_event`](crate::system::SystemTopics::filter_receives_event):
+/// unless `wildcard_events`, a filter whose first level is a wildcard receives none).
+fn event_qos(store: &impl SessionStore, topic: &str, wildcard_events: bool) -> Option<QoS> {
+    if wildcard_events {
+        return store.matching_qos(topic);
+    }
+    let mut best = None;
+    store.for_each_matching(topic, &mut |filter, options, _| {
+        if !is_wildcard_first(filter) {
+            best = best.max(Some(options.qos));
+        }
+    });
+    best
+}
+
+/// Whether `filter` (a shared subscription's: the filter it shares) starts with a wildcard
+/// level, which receives no activity events unless configured to.
+fn is_wildcard_first(filter: &str) -> bool {
+    crate::topic::shared_filter(filter)
+        .1
+        .starts_with(['#', '+'])
 }
 
 /// Routes a publish of the client's, or its last will (`tx` is `None`: the client is gone),
@@ -1314,11 +1387,23 @@ fn route_publish<A: AckStore>(
     }
     // The rule is the tracker's (SystemTopics::may_publish); it is asked before the route so
     // that the route can borrow the client id, which the `message` event borrows afterwards.
-    if tracker
+    let system_allows = tracker
         .config()
         .topics
-        .may_publish(tracker.client_id(), info.topic)
-    {
+        .may_publish(tracker.client_id(), info.topic);
+    // The topic access rules come after the system-topic rules: a refused publish is dropped
+    // (no route, no `message` event), the client stays.
+    if system_allows {
+        let access = Access {
+            action: Action::Publish,
+            client_id: tracker.client_id(),
+            topic: info.topic,
+        };
+        if !access::check(access, out) {
+            return;
+        }
+    }
+    if system_allows {
         let mut for_no_local = false;
         own.store
             .for_each_matching(info.topic, &mut |_, options, _| {

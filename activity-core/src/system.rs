@@ -11,6 +11,12 @@
 //! - nothing at all for the reserved [`broker`](crate::client_id::RESERVED_CLIENT_ID) client;
 //! - ordinary clients may not publish on system topics ([`SystemTopics::may_publish`]).
 //!
+//! And the rule that keeps events out of everyday subscriptions: a filter whose first level is
+//! a wildcard (`#`, `+/...`) receives no events, only one that names the prefix does
+//! (`SYSTEM/#`), as MQTT keeps `$SYS` out of `#` (section 4.7.2) although the prefix does not
+//! start with `$` ([`SystemTopics::filter_receives_event`]). One setting restores the older
+//! behaviour ([`SystemTopics::with_wildcards_receive_events`]).
+//!
 //! Topic names and filters follow MQTT 3.1.1 section 4.7.
 
 use core::fmt;
@@ -65,7 +71,10 @@ impl core::error::Error for PrefixError {}
 /// The system topics under one prefix, and the rules about them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemTopics {
-    prefix: heapless::String<PREFIX_CAPACITY>,
+    /// At most 48 bytes: a one-byte length.
+    prefix: heapless::String<PREFIX_CAPACITY, u8>,
+    /// Whether a filter whose first level is a wildcard receives events too.
+    wildcards_receive_events: bool,
 }
 
 impl Default for SystemTopics {
@@ -73,7 +82,10 @@ impl Default for SystemTopics {
         let mut prefix = heapless::String::new();
         // DEFAULT_PREFIX (6 bytes) fits PREFIX_CAPACITY (48 bytes).
         let _ = prefix.push_str(DEFAULT_PREFIX);
-        SystemTopics { prefix }
+        SystemTopics {
+            prefix,
+            wildcards_receive_events: false,
+        }
     }
 }
 
@@ -94,7 +106,35 @@ impl SystemTopics {
         }
         let mut stored = heapless::String::new();
         stored.push_str(prefix).map_err(|_| PrefixError::TooLong)?;
-        Ok(SystemTopics { prefix: stored })
+        Ok(SystemTopics {
+            prefix: stored,
+            wildcards_receive_events: false,
+        })
+    }
+
+    /// The same topics, where a filter whose first level is a wildcard (`#`, `+/message`)
+    /// receives events too when `on` (the behaviour before the rule of the [module
+    /// docs](self)); off by default.
+    #[must_use]
+    pub fn with_wildcards_receive_events(mut self, on: bool) -> Self {
+        self.wildcards_receive_events = on;
+        self
+    }
+
+    /// Whether a filter whose first level is a wildcard receives events (see
+    /// [`SystemTopics::with_wildcards_receive_events`]).
+    pub fn wildcards_receive_events(&self) -> bool {
+        self.wildcards_receive_events
+    }
+
+    /// Whether a subscription to `filter` receives the event published on `topic` (a system
+    /// topic): the filter matches it, and unless
+    /// [`wildcards_receive_events`](SystemTopics::wildcards_receive_events), its first level
+    /// is no wildcard. A shared subscription is judged by the filter it shares.
+    pub fn filter_receives_event(&self, filter: &str, topic: &str) -> bool {
+        let filter = topic::shared_filter(filter).1;
+        (self.wildcards_receive_events || !filter.starts_with(['#', '+']))
+            && topic::matches(filter, topic)
     }
 
     /// The prefix, without a trailing `/`.
@@ -122,12 +162,13 @@ impl SystemTopics {
 
     /// Whether a subscription to `filter` would receive any activity event.
     ///
-    /// True for `SYSTEM/#`, `SYSTEM/+/connected` and also for `#` or `+/message` (with the default
-    /// prefix, which does not start with `$`): access control for events applies to those too.
+    /// True for `SYSTEM/#`, `SYSTEM/+/connected` and `$share/g/SYSTEM/#`; for `#` or
+    /// `+/message` only with [`SystemTopics::with_wildcards_receive_events`] (then access
+    /// control for events applies to those too).
     pub fn filter_receives_events(&self, filter: &str) -> bool {
         EventKind::ALL
             .iter()
-            .any(|kind| topic::matches(filter, &self.topic(*kind)))
+            .any(|kind| self.filter_receives_event(filter, &self.topic(*kind)))
     }
 
     /// Whether `client_id` may publish on `topic`: anyone may publish outside the system topics,
@@ -220,18 +261,23 @@ mod tests {
 
     #[test]
     fn filters_that_receive_events_are_recognised() {
+        let old = SystemTopics::default().with_wildcards_receive_events(true);
         let topics = SystemTopics::default();
+        for filter in ["#", "+/message", "+/+/+"] {
+            assert!(old.filter_receives_events(filter), "{filter}");
+            assert!(!topics.filter_receives_events(filter), "{filter}");
+        }
         for filter in [
-            "#",
             "SYSTEM/#",
             "SYSTEM/+",
             "SYSTEM/+/connected",
-            "+/message",
             "SYSTEM/msgack",
-            "+/+/+",
+            "$share/g/SYSTEM/#",
         ] {
+            assert!(old.filter_receives_events(filter), "{filter}");
             assert!(topics.filter_receives_events(filter), "{filter}");
         }
+        assert!(!topics.filter_receives_events("$share/g/#"));
         for filter in [
             "$SYS/#",
             "SYSTEM/other",
@@ -240,8 +286,12 @@ mod tests {
             "+",
             "+/+/+/+",
         ] {
+            assert!(!old.filter_receives_events(filter), "{filter}");
             assert!(!topics.filter_receives_events(filter), "{filter}");
         }
+        let nested = SystemTopics::new("acme/SYSTEM").unwrap();
+        assert!(nested.filter_receives_events("acme/#"));
+        assert!(!nested.filter_receives_events("+/SYSTEM/#"));
         let dollar = SystemTopics::new("$ACTIVITY").unwrap();
         assert!(!dollar.filter_receives_events("#"));
         assert!(dollar.filter_receives_events("$ACTIVITY/#"));

@@ -327,7 +327,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             };
             // The store kept only the properties that go out with the will (see `will`).
             let properties = will.properties;
-            let mut own = Own::of(&self.store, &mut self.next_pkid);
+            let mut own = Own::of(&self.store, &mut self.next_pkid, self.wildcard_events);
             route_publish(
                 &mut self.tracker,
                 &mut own,

@@ -5,7 +5,7 @@ use crate::QoS;
 use crate::codec::{Properties, SubscriptionOptions};
 use crate::event::Event;
 
-use super::{CloseCause, ReasonCode};
+use super::{Access, CloseCause, ReasonCode};
 
 /// Where a connection comes from, as the driver knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,6 +226,12 @@ pub enum Counter {
     SubscriptionDenied,
     /// A SUBSCRIBE filter was refused by a limit or the router (SUBACK 0x80).
     SubscriptionRefused,
+    /// A PUBLISH (or last will) was dropped by the topic access rules ([`Output::is_allowed`]);
+    /// the client stays.
+    PublishNotAllowed,
+    /// A SUBSCRIBE filter was refused by the topic access rules ([`Output::is_allowed`]):
+    /// SUBACK 0x80, MQTT 5: 0x87.
+    SubscriptionNotAllowed,
     /// A delivery to this connection's own client (see [`Routed::ExceptSender`] and
     /// [`Output::event`]) found no room in `tx`: it is dropped.
     DeliveryDropped,
@@ -239,6 +245,11 @@ pub enum Counter {
     /// section 3.8.3.1), or a retained message a subscription with Retain Handling 2 does not
     /// want: not sent.
     DeliveryNotWanted,
+    /// An activity event reached the client only through filters whose first level is a
+    /// wildcard (`#`, `+/...`), which receive no events unless configured to (see
+    /// [`SystemTopics::filter_receives_event`](crate::system::SystemTopics::filter_receives_event)):
+    /// not sent.
+    EventNotWanted,
     /// A delivery matched more subscriptions with an identifier than it carries
     /// ([`MAX_SUBSCRIPTION_IDS`](super::MAX_SUBSCRIPTION_IDS)): the rest are left out.
     SubscriptionIdsCut,
@@ -270,6 +281,14 @@ pub trait Output {
     fn is_system_subscriber(&self, client_id: &str, username: Option<&str>) -> bool {
         let _ = (client_id, username);
         false
+    }
+    /// Whether the topic access rules allow `access` (a publish, or a SUBSCRIBE filter), asked
+    /// after the system-topic rules (see [`access`](super::Access)). The rules are the
+    /// driver's; it knows the client's user name from [`Route::Connect`]. The default allows
+    /// everything.
+    fn is_allowed(&self, access: Access<'_>) -> bool {
+        let _ = access;
+        true
     }
 }
 

@@ -11,6 +11,7 @@ use crate::codec::{
 use crate::envelope::Envelope;
 use crate::tracker::{DeliveryInfo, PublishInfo, PublishOutcome};
 
+use super::access::{self, Access, Action};
 use super::tx::Tx;
 use super::{
     AliasDirection, CloseCause, ConnectAnswer, Connection, Counter, Output, Progress, ReasonCode,
@@ -66,9 +67,9 @@ pub struct Relayed {
 /// | from the client | the engine |
 /// |---|---|
 /// | CONNECT | its rules ([`Route::Connect`] asks the driver, as in every mode), then [`RelayOutput::forward`] once the driver accepts; a refusal is answered here |
-/// | PUBLISH on a system or `$` topic | dropped and counted; QoS 1 / 2 answered here (PUBACK, PUBREC, and PUBCOMP at its PUBREL), since the upstream never saw it; the client stays |
+/// | PUBLISH on a system or `$` topic, or one the topic access rules refuse ([`Output::is_allowed`]) | dropped and counted; QoS 1 / 2 answered here (PUBACK, PUBREC, and PUBCOMP at its PUBREL), since the upstream never saw it; the client stays |
 /// | QoS 2 PUBLISH past [`Limits::max_inbound_qos2`](super::Limits::max_inbound_qos2) awaiting PUBREL | closes the connection (quota exceeded) |
-/// | SUBSCRIBE with a filter the access rule or a limit refuses | answered here with SUBACK 0x80 for every filter, not forwarded (see below) |
+/// | SUBSCRIBE with a filter the system-topic rule, the topic access rules or a limit refuses | answered here for every filter, not forwarded (see below): 0x80, MQTT 5: 0x87 for the filters the rules refuse |
 /// | SUBSCRIBE / UNSUBSCRIBE past [`Limits::max_filters_per_packet`](super::Limits::max_filters_per_packet) filters, or past the [`RequestStore`]'s room | closes the connection |
 /// | a packet only a server sends, a second CONNECT, bad bytes | closes the connection |
 /// | anything else | forwarded (and reported: `message`, `msgack`, `normal` or `disconnect_with_will` at DISCONNECT) |
@@ -80,7 +81,7 @@ pub struct Relayed {
 /// | anything but a CONNACK first, no CONNACK within the answer timeout, the upstream gone before it | CONNACK 3 (server unavailable) written here; closes without an event |
 /// | SUBACK | a `subscribed` event per granted filter, forwarded |
 /// | UNSUBACK | an `unsubscribed` event per filter the client held, forwarded |
-/// | PUBLISH (a delivery) | remembered for `msgack`, forwarded |
+/// | PUBLISH (a delivery) | remembered for `msgack`, forwarded; an activity event at QoS 0 that the client's subscriptions receive only through filters whose first level is a wildcard is not forwarded (counted; see [`Connection::handle_delivery`]) |
 /// | a packet only a client sends, bad bytes, a packet over [`Limits::max_packet_size`](super::Limits::max_packet_size) | closes the connection (`upstream_closed`, `packet_too_large`), not forwarded |
 /// | anything else | forwarded |
 ///
@@ -469,6 +470,18 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                         };
                     }
                 };
+            if self.is_unwanted_event(&packet) {
+                if consumed > 0 {
+                    // The bytes forwarded are a prefix of the input: those before it go first.
+                    break;
+                }
+                out.count(Counter::EventNotWanted);
+                return Relayed {
+                    consumed: len,
+                    forward: 0,
+                    written: tx.finish(out),
+                };
+            }
             if !self.upstream_packet(now, packet, &mut tx, out, &mut lookup) {
                 return Relayed {
                     consumed: input.len(),
@@ -483,6 +496,27 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             consumed,
             forward: consumed,
             written: tx.finish(out),
+        }
+    }
+
+    /// Whether the upstream's `packet` is an activity event at QoS 0 that reaches the client
+    /// only through filters whose first level is a wildcard (see
+    /// [`Connection::is_unwanted_event`]): not forwarded. A QoS 1 or 2 delivery is forwarded
+    /// all the same (the upstream awaits the client's acknowledgement of it), and so is one
+    /// that sets a topic alias (the client must learn it).
+    fn is_unwanted_event(&self, packet: &Packet<'_>) -> bool {
+        match packet {
+            Packet::Publish(publish) => {
+                publish.qos == QoS::AtMostOnce
+                    && self.conn.state == State::Connected
+                    && publish.properties.topic_alias().is_none()
+                    && self.conn.is_unwanted_event(&super::Delivery::new(
+                        publish.topic,
+                        publish.payload,
+                        publish.qos,
+                    ))
+            }
+            _ => false,
         }
     }
 
@@ -615,12 +649,19 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             self.fail(now, cause, tx, out);
             return;
         }
-        let (server_topic, allowed) = {
+        let (server_topic, acl_allows, allowed) = {
             let topic = alias::topic_of(&self.conn.store, &publish);
             let topics = &self.conn.tracker.config().topics;
             let server_topic = is_server_topic(topic) && !topics.is_system_topic(topic);
-            let allowed = !server_topic && topics.may_publish(self.conn.client_id(), topic);
-            (server_topic, allowed)
+            let system_allows = !server_topic && topics.may_publish(self.conn.client_id(), topic);
+            // The topic access rules come after the system-topic rules (see `access`).
+            let acl_allows = !system_allows
+                || out.is_allowed(Access {
+                    action: Action::Publish,
+                    client_id: self.conn.client_id(),
+                    topic,
+                });
+            (server_topic, acl_allows, system_allows && acl_allows)
         };
         // A resent QoS 2 PUBLISH before its PUBREL: the same answer, no second `message`.
         let resent = publish.qos == QoS::ExactlyOnce && self.conn.store.has_inbound_qos2(pkid);
@@ -635,7 +676,14 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             }
         }
         if !allowed {
-            if !resent {
+            if !resent && !acl_allows {
+                let access = Access {
+                    action: Action::Publish,
+                    client_id: self.conn.client_id(),
+                    topic: alias::topic_of(&self.conn.store, &publish),
+                };
+                access::refused(access, out);
+            } else if !resent {
                 debug!("relay: publish on a system or $ topic dropped");
                 if !server_topic {
                     // The tracker keeps its own count of denied publishes.
@@ -721,12 +769,18 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             .iter()
             .filter(|(filter, _)| self.conn.is_denied_filter(filter))
             .count();
-        if denied > 0 || over_limit {
+        let not_allowed = subscribe
+            .filters
+            .iter()
+            .filter(|(filter, _)| !self.conn.is_denied_filter(filter))
+            .filter(|(filter, _)| !self.conn.is_allowed_filter(filter, out))
+            .count();
+        if denied > 0 || not_allowed > 0 || over_limit {
             debug!("relay: SUBSCRIBE refused whole");
             for _ in 0..denied {
                 out.count(Counter::SubscriptionDenied);
             }
-            for _ in denied..count {
+            for _ in denied + not_allowed..count {
                 out.count(Counter::SubscriptionRefused);
             }
             let Some(start) = tx.codes_frame(0x90, subscribe.pkid, count) else {
@@ -734,8 +788,24 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 self.fail(now, CloseCause::ProtocolError, tx, out);
                 return;
             };
-            for at in start..start + count {
-                tx.set(at, SubAckCode::Failure.as_u8());
+            // MQTT 5: 0x87 (not authorized) for the filters the rules refuse, 0x80 for the rest.
+            let refused = if self.conn.version.is_v5() {
+                SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8())
+            } else {
+                SubAckCode::Failure
+            };
+            for (at, (filter, _)) in (start..).zip(subscribe.filters.iter()) {
+                let code = if self.conn.is_denied_filter(filter)
+                    || !out.is_allowed(Access {
+                        action: Action::Subscribe,
+                        client_id: self.conn.client_id(),
+                        topic: filter,
+                    }) {
+                    refused
+                } else {
+                    SubAckCode::Failure
+                };
+                tx.set(at, code.as_u8());
             }
             return;
         }

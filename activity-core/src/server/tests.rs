@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+mod access;
 mod v5;
 mod v5_delivery;
 mod v5_events;
@@ -40,6 +41,8 @@ struct Rec {
     counts: Vec<Counter>,
     refuse: Vec<&'static str>,
     listed: Vec<&'static str>,
+    /// Topics and filters the access rules refuse (to any client).
+    deny: Vec<&'static str>,
     /// Whether the router cannot reach the sender (the engine delivers its copies).
     except_sender: bool,
     /// The last event's topic and JSON, as published (kept when `except_sender`).
@@ -121,6 +124,10 @@ impl Output for Rec {
 
     fn is_system_subscriber(&self, client_id: &str, _username: Option<&str>) -> bool {
         self.listed.contains(&client_id)
+    }
+
+    fn is_allowed(&self, access: Access<'_>) -> bool {
+        !self.deny.contains(&access.topic)
     }
 }
 
@@ -628,9 +635,29 @@ fn system_filters_need_loopback_or_a_listing() {
     let mut client = Client::with_config(config, LOCAL);
     client.send(&encoded(connect("local")));
     client.answer(ConnectAnswer::accept(false));
+    // `#` receives no events: anyone may have it.
     assert_eq!(
         client.send(&subscribe(1, filters)),
-        suback(1, &[SubAckCode::Failure, SubAckCode::Failure])
+        suback(
+            1,
+            &[SubAckCode::Failure, SubAckCode::Success(QoS::AtMostOnce)]
+        )
+    );
+    let config = ServerConfig {
+        loopback_may_subscribe_system: false,
+        tracker: crate::tracker::TrackerConfig {
+            topics: crate::system::SystemTopics::default().with_wildcards_receive_events(true),
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let mut client = Client::with_config(config, LOCAL);
+    client.send(&encoded(connect("local")));
+    client.answer(ConnectAnswer::accept(false));
+    assert_eq!(
+        client.send(&subscribe(1, filters)),
+        suback(1, &[SubAckCode::Failure, SubAckCode::Failure]),
+        "with wildcards receiving events, `#` needs the permission too"
     );
 }
 

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+mod access;
 mod aliases;
 
 use super::*;
@@ -31,6 +32,10 @@ struct Rec {
     ends: Vec<CloseCause>,
     events: Vec<(EventKind, Value)>,
     counts: Vec<Counter>,
+    /// Topics and filters the access rules refuse.
+    deny: Vec<&'static str>,
+    /// Whether the client may subscribe to the system topics.
+    listed: bool,
 }
 
 impl Output for Rec {
@@ -58,6 +63,14 @@ impl Output for Rec {
         if !matches!(counter, Counter::PacketIn | Counter::PacketOut) {
             self.counts.push(counter);
         }
+    }
+
+    fn is_system_subscriber(&self, _client_id: &str, _username: Option<&str>) -> bool {
+        self.listed
+    }
+
+    fn is_allowed(&self, access: crate::server::Access<'_>) -> bool {
+        !self.deny.contains(&access.topic)
     }
 }
 
