@@ -142,6 +142,7 @@ impl Broker {
             serial: AtomicU64::new(1),
             unreported: AtomicU64::new(0),
             interest,
+            acl: config.acl()?,
         });
 
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;

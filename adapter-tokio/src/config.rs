@@ -13,6 +13,8 @@ use std::time::Duration;
 use activity_core::QoS;
 use activity_core::event::EventKind;
 use activity_core::system::SystemTopics;
+
+use crate::acl::{Acl, Permission, Rule, RuleAction, check_rule_topic};
 use argon2::password_hash::PasswordHash;
 use serde::Deserialize;
 
@@ -72,6 +74,9 @@ pub struct Config {
     pub access: AccessConfig,
     /// The users who may log in with a password, the `[[users]]` tables.
     pub users: Vec<UserConfig>,
+    /// The topic access rules, the `[[acl]]` tables, in order: the first that matches decides
+    /// (see [`crate::acl`]); none matching, `access.acl_default` does.
+    pub acl: Vec<AclRuleConfig>,
     /// The Kafka sink, the `[kafka]` table (used when `sinks` has `"kafka"`).
     pub kafka: KafkaConfig,
     /// Tap mode, the `[upstream]` table: relay clients to an existing broker.
@@ -94,6 +99,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             access: AccessConfig::default(),
             users: Vec::new(),
+            acl: Vec::new(),
             kafka: KafkaConfig::default(),
             upstream: UpstreamConfig::default(),
         }
@@ -158,6 +164,9 @@ pub struct EventsConfig {
     pub message: KindConfig,
     /// `msgack` events, the `[events.msgack]` table.
     pub msgack: KindConfig,
+    /// Whether a subscription whose filter's first level is a wildcard (`#`, `+/...`) receives
+    /// events too (default false: only filters that name the prefix, `SYSTEM/#`, do).
+    pub wildcards_receive_events: bool,
 }
 
 impl Default for EventsConfig {
@@ -174,6 +183,7 @@ impl Default for EventsConfig {
             unsubscribed: KindConfig::default(),
             message: KindConfig::default(),
             msgack: KindConfig::default(),
+            wildcards_receive_events: false,
         }
     }
 }
@@ -246,6 +256,9 @@ pub struct AccessConfig {
     /// Whether clients connecting from a loopback address (127.0.0.0/8, `::1`) may subscribe to
     /// system topics (default true).
     pub loopback_may_subscribe: bool,
+    /// What happens to a publish or subscription no `[[acl]]` rule matches: `"allow"` (the
+    /// default) or `"deny"`.
+    pub acl_default: String,
 }
 
 impl Default for AccessConfig {
@@ -254,6 +267,7 @@ impl Default for AccessConfig {
             allow_anonymous: true,
             system_subscribers: Vec::new(),
             loopback_may_subscribe: true,
+            acl_default: "allow".to_owned(),
         }
     }
 }
@@ -272,6 +286,88 @@ impl AccessConfig {
                 Some(Identity::Client(id)) => client_id == id,
                 None => false,
             })
+    }
+}
+
+/// One topic access rule, an `[[acl]]` table (see [`crate::acl`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRuleConfig {
+    /// `"allow"` or `"deny"`.
+    pub permission: String,
+    /// `"publish"`, `"subscribe"` or `"all"`.
+    pub action: String,
+    /// A topic filter; `%u` is the client's user name, `%c` its client id.
+    pub topic: String,
+    /// The rule applies to this user only.
+    pub username: Option<String>,
+    /// The rule applies to this client id only.
+    pub client_id: Option<String>,
+}
+
+impl AclRuleConfig {
+    /// The rule, or what is wrong with it (the message names the field, `acl[N].action`).
+    fn rule(&self, i: usize) -> Result<Rule, ConfigError> {
+        let permission = permission_of(&format!("acl[{i}].permission"), &self.permission)?;
+        let action = match self.action.as_str() {
+            "publish" => RuleAction::Publish,
+            "subscribe" => RuleAction::Subscribe,
+            "all" => RuleAction::All,
+            other => {
+                return Err(invalid(
+                    format!("acl[{i}].action"),
+                    format!("must be \"publish\", \"subscribe\" or \"all\", got {other:?}"),
+                ));
+            }
+        };
+        if let Err(e) = check_rule_topic(&self.topic) {
+            return Err(invalid(
+                format!("acl[{i}].topic"),
+                format!("{e}, got {:?}", self.topic),
+            ));
+        }
+        for (field, value) in [("username", &self.username), ("client_id", &self.client_id)] {
+            if value.as_deref() == Some("") {
+                return Err(invalid(
+                    format!("acl[{i}].{field}"),
+                    "must not be empty (leave it out instead)",
+                ));
+            }
+        }
+        Ok(Rule {
+            permission,
+            action,
+            topic: self.topic.clone(),
+            username: self.username.clone(),
+            client_id: self.client_id.clone(),
+        })
+    }
+}
+
+/// `"allow"` or `"deny"` at `field`.
+fn permission_of(field: &str, value: &str) -> Result<Permission, ConfigError> {
+    match value {
+        "allow" => Ok(Permission::Allow),
+        "deny" => Ok(Permission::Deny),
+        other => Err(invalid(
+            field,
+            format!("must be \"allow\" or \"deny\", got {other:?}"),
+        )),
+    }
+}
+
+impl Config {
+    /// The `[[acl]]` rules and `access.acl_default`, indexed; [`Config::validate`] has checked
+    /// them (an invalid rule here is an error too).
+    pub fn acl(&self) -> Result<Acl, ConfigError> {
+        let default = permission_of("access.acl_default", &self.access.acl_default)?;
+        let rules = self
+            .acl
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| rule.rule(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Acl::new(rules, default))
     }
 }
 
@@ -452,6 +548,7 @@ impl Config {
             self.kafka.validate(&self.events.prefix)?;
         }
         self.access.validate()?;
+        self.acl()?;
         validate_users(&self.users)?;
         self.upstream.validate()?;
         Ok(())
@@ -595,6 +692,32 @@ mod tests {
         let config = Config::from_toml_str(EXAMPLE_CONFIG).unwrap();
         assert_eq!(config.users.len(), 1);
         config.validate().unwrap();
+        assert!(config.acl().unwrap().is_empty());
+    }
+
+    /// The commented ACL example at the end of the example configuration, uncommented,
+    /// works as its comment says.
+    #[test]
+    fn the_example_acl_gives_each_device_its_own_topics() {
+        use activity_core::server::Action;
+        let start = EXAMPLE_CONFIG.find("# [access]").unwrap();
+        let text: String = EXAMPLE_CONFIG[start..]
+            .lines()
+            .map(|line| {
+                line.strip_prefix("# ")
+                    .unwrap_or(line.trim_start_matches('#'))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = Config::from_toml_str(&text).unwrap();
+        let acl = config.acl().unwrap();
+        assert!(acl.is_allowed(Action::Publish, "7", None, "devices/7/temp"));
+        assert!(!acl.is_allowed(Action::Publish, "7", None, "devices/8/temp"));
+        assert!(acl.is_allowed(Action::Subscribe, "7", None, "devices/7/cmd"));
+        assert!(!acl.is_allowed(Action::Subscribe, "7", None, "devices/8/cmd"));
+        assert!(!acl.is_allowed(Action::Subscribe, "7", None, "#"));
+        assert!(acl.is_allowed(Action::Subscribe, "dash", Some("ops"), "devices/#"));
+        assert!(!acl.is_allowed(Action::Publish, "dash", Some("ops"), "devices/7/cmd"));
     }
 
     #[test]
@@ -666,6 +789,31 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("[events]\nqos = 3", "events.qos: must be 0, 1 or 2, got 3"),
+            (
+                "[access]\nacl_default = \"maybe\"",
+                "access.acl_default: must be \"allow\" or \"deny\", got \"maybe\"",
+            ),
+            (
+                "[[acl]]\npermission = \"allow\"\naction = \"read\"\ntopic = \"a\"",
+                "acl[0].action: must be \"publish\", \"subscribe\" or \"all\", got \"read\"",
+            ),
+            (
+                "[[acl]]\npermission = \"allow\"\naction = \"all\"\ntopic = \"a\"\n\
+                 [[acl]]\npermission = \"permit\"\naction = \"all\"\ntopic = \"a\"",
+                "acl[1].permission: must be \"allow\" or \"deny\", got \"permit\"",
+            ),
+            (
+                "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a/#/b\"",
+                "acl[0].topic: not a valid topic filter",
+            ),
+            (
+                "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a/%x\"",
+                "acl[0].topic: a `%` must start `%u` (user name) or `%c` (client id)",
+            ),
+            (
+                "[[acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a\"\nclient_id = \"\"",
+                "acl[0].client_id: must not be empty",
+            ),
             (
                 "[events.subscribed]\nqos = 7",
                 "events.subscribed.qos: must be 0, 1 or 2, got 7",
@@ -881,7 +1029,7 @@ mod tests {
         let access = AccessConfig {
             allow_anonymous: true,
             system_subscribers: vec!["user:ops".into(), "client:monitor".into()],
-            loopback_may_subscribe: true,
+            ..AccessConfig::default()
         };
         assert!(access.is_system_subscriber(Some("ops"), "x"));
         assert!(access.is_system_subscriber(None, "monitor"));

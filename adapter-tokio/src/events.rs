@@ -75,8 +75,9 @@ pub struct EventReceiver {
 /// Builds the trackers' configuration (the system topics, the enabled event kinds) from the
 /// `[events]` table.
 pub(crate) fn tracker_config(config: &EventsConfig) -> anyhow::Result<TrackerConfig> {
-    let topics =
-        SystemTopics::new(&config.prefix).map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?;
+    let topics = SystemTopics::new(&config.prefix)
+        .map_err(|e| anyhow::anyhow!("events.prefix: {e}"))?
+        .with_wildcards_receive_events(config.wildcards_receive_events);
     if config.prefix.starts_with('$') {
         // rumqttd's router refuses subscriptions to `$` filters: nobody could read the events.
         anyhow::bail!("events.prefix: a prefix starting with `$` cannot be subscribed to here");

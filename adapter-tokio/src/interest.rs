@@ -22,7 +22,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use activity_core::event::EventKind;
 use activity_core::system::SystemTopics;
-use activity_core::topic;
 
 /// One client id's filters that receive events.
 #[derive(Debug)]
@@ -36,6 +35,8 @@ struct Session {
 /// Subscriptions to event topics, counted per event kind.
 #[derive(Debug)]
 pub struct Interest {
+    /// The system topics and the rule of which filters receive events.
+    system: SystemTopics,
     /// The event topics, by `kind as usize`.
     topics: [String; 6],
     /// How many (session, filter) pairs receive each kind.
@@ -47,6 +48,7 @@ impl Interest {
     /// No subscriptions yet, for the event topics of `topics`.
     pub fn new(topics: &SystemTopics) -> Self {
         Interest {
+            system: topics.clone(),
             topics: EventKind::ALL.map(|kind| topics.topic(kind).as_str().to_owned()),
             counts: Default::default(),
             sessions: Mutex::new(HashMap::new()),
@@ -58,11 +60,13 @@ impl Interest {
         self.counts[kind as usize].load(Ordering::Acquire) > 0
     }
 
-    /// The event kinds whose topic `filter` matches, as a bit set.
+    /// The event kinds `filter` receives, as a bit set: those whose topic it matches, none for
+    /// a filter whose first level is a wildcard unless `events.wildcards_receive_events`
+    /// ([`SystemTopics::filter_receives_event`]).
     fn kinds_of(&self, filter: &str) -> u8 {
         let mut kinds = 0;
         for (i, topic) in self.topics.iter().enumerate() {
-            if topic::matches(filter, topic) {
+            if self.system.filter_receives_event(filter, topic) {
                 kinds |= 1 << i;
             }
         }
@@ -178,16 +182,28 @@ mod tests {
         assert!(wanted(&interest).is_empty());
         interest.subscribe("a", 1, "SYSTEM/presence/+");
         assert_eq!(wanted(&interest), ["connected", "disconnected"]);
-        interest.subscribe("b", 2, "#");
+        interest.subscribe("b", 2, "SYSTEM/#");
         assert_eq!(wanted(&interest).len(), 6);
         interest.subscribe("c", 3, "sensors/#");
-        interest.unsubscribe("b", "#");
+        interest.unsubscribe("b", "SYSTEM/#");
         assert_eq!(wanted(&interest), ["connected", "disconnected"]);
         // Subscribing twice to the same filter is one subscription, as in the router.
         interest.subscribe("a", 1, "SYSTEM/presence/+");
         interest.unsubscribe("a", "SYSTEM/presence/+");
         assert!(wanted(&interest).is_empty());
         assert!(interest.lock().is_empty());
+    }
+
+    #[test]
+    fn wildcard_filters_count_only_when_configured() {
+        let interest = interest();
+        interest.subscribe("b", 2, "#");
+        interest.subscribe("b", 2, "+/message");
+        interest.subscribe("b", 2, "$share/g/#");
+        assert!(wanted(&interest).is_empty(), "wildcards receive no events");
+        let old = Interest::new(&SystemTopics::default().with_wildcards_receive_events(true));
+        old.subscribe("b", 2, "#");
+        assert_eq!(wanted(&old).len(), 6);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod ack_store;
+pub mod acl;
 pub mod admission;
 pub mod auth;
 pub mod broker;

@@ -58,6 +58,13 @@ pub struct Metrics {
     pub publishes_denied: AtomicU64,
     /// Subscriptions to system topics by clients not allowed to, refused.
     pub subscriptions_denied: AtomicU64,
+    /// PUBLISHes (and last wills) the `[[acl]]` rules refused: dropped, the client kept.
+    pub publishes_not_allowed: AtomicU64,
+    /// SUBSCRIBE filters the `[[acl]]` rules refused (SUBACK 0x80, MQTT 5: 0x87).
+    pub subscriptions_not_allowed: AtomicU64,
+    /// Activity events the router delivered to a client only for filters whose first level is
+    /// a wildcard (`#`, `+/...`), which receive none: not sent.
+    pub events_not_wanted: AtomicU64,
     /// Deliveries whose `msgack` was given up: the client's store of unacknowledged
     /// deliveries was full (the oldest goes) or the delivery too large for it.
     pub deliveries_evicted: AtomicU64,
@@ -180,6 +187,9 @@ impl Metrics {
             Counter::DeliveryTooLarge => &self.deliveries_too_large,
             Counter::DeliveryExpired => &self.deliveries_expired,
             Counter::DeliveryNotWanted => &self.deliveries_not_wanted,
+            Counter::PublishNotAllowed => &self.publishes_not_allowed,
+            Counter::SubscriptionNotAllowed => &self.subscriptions_not_allowed,
+            Counter::EventNotWanted => &self.events_not_wanted,
             Counter::SubscriptionIdsCut => &self.subscription_ids_cut,
             Counter::SessionExpired => &self.sessions_expired,
             Counter::SessionNotKept => &self.sessions_not_kept,
@@ -332,6 +342,21 @@ impl Metrics {
             "counter",
             "Subscriptions to system topics, refused.",
             &self.subscriptions_denied,
+        );
+        r.labelled(
+            "acl_denied_total",
+            "Publishes and subscriptions the [[acl]] rules refused, by action.",
+            "action",
+            &[
+                ("publish", &self.publishes_not_allowed),
+                ("subscribe", &self.subscriptions_not_allowed),
+            ],
+        );
+        r.single(
+            "events_not_wanted_total",
+            "counter",
+            "Activity events delivered only for wildcard filters (#, +/...), which receive none: not sent.",
+            &self.events_not_wanted,
         );
         r.single(
             "deliveries_evicted_total",

@@ -46,6 +46,7 @@ use rumqttd::local::{LinkRx, LinkTx};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use crate::acl::Acl;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventSender;
@@ -143,6 +144,8 @@ pub struct Shared {
     pub unreported: AtomicU64,
     /// The subscriptions that receive events, per event kind.
     pub interest: Arc<Interest>,
+    /// The topic access rules.
+    pub acl: Acl,
 }
 
 /// The engine's policy for the broker's connections: the system topics and event kinds of

@@ -11,8 +11,8 @@ use activity_core::QoS;
 use activity_core::codec::{Properties, RetainHandling, SubscriptionOptions};
 use activity_core::event::{Event, EventKind};
 use activity_core::server::{
-    Ack, CloseCause, ConnectAnswer, Connection, Counter, DeliveredFor, Delivery, DeliveryError,
-    Output, Peer, ReasonCode, Route, Routed, RoutedPublish,
+    Access, Ack, CloseCause, ConnectAnswer, Connection, Counter, DeliveredFor, Delivery,
+    DeliveryError, Output, Peer, ReasonCode, Route, Routed, RoutedPublish,
 };
 use bytes::{Buf, BytesMut};
 use rumqttd::Notification;
@@ -137,6 +137,8 @@ struct Side {
     serial: u64,
     /// The client id, once the engine asked about the CONNECT.
     client_id: String,
+    /// The user name of the CONNECT, for the topic access rules.
+    username: Option<String>,
     clean_start: bool,
     /// Whether the router's link was built persistent (`clean_session = false`): it resumes a
     /// kept session and keeps this one at the end. Only a clean start without session expiry
@@ -192,6 +194,7 @@ impl Output for Side {
         match route {
             Route::Connect(request) => {
                 self.client_id = request.client_id.to_owned();
+                self.username = request.username.map(str::to_owned);
                 self.clean_start = request.clean_start;
                 self.v5 = request.protocol_level == 5;
                 self.router_keeps = !request.discards_session() || request.keeps_session();
@@ -278,6 +281,15 @@ impl Output for Side {
             .config
             .access
             .is_system_subscriber(username, client_id)
+    }
+
+    fn is_allowed(&self, access: Access<'_>) -> bool {
+        self.shared.acl.is_allowed(
+            access.action,
+            access.client_id,
+            self.username.as_deref(),
+            access.topic,
+        )
     }
 }
 
@@ -501,6 +513,7 @@ impl Session {
                 router_next_id: 0,
                 unnamed_until: None,
                 v5: false,
+                username: None,
             },
             rbuf: BytesMut::with_capacity(4096),
             tx: TxBuf::default(),

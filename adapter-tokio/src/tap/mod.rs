@@ -25,6 +25,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::acl::Acl;
 use crate::admission::Phase;
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
@@ -119,6 +120,8 @@ struct TapShared {
     serial: AtomicU64,
     /// Who published the envelope messages that went through this tap.
     publishers: Mutex<Box<PublisherTable<PUBLISHER_TABLE_CAPACITY>>>,
+    /// The topic access rules.
+    acl: Acl,
 }
 
 impl Serve for Arc<TapShared> {
@@ -205,6 +208,7 @@ impl Tap {
             phase: phase_rx,
             serial: AtomicU64::new(1),
             publishers: Mutex::new(Box::default()),
+            acl: config.acl()?,
         });
 
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;

@@ -35,8 +35,8 @@ use activity_core::client_id::CLIENT_ID_CAPACITY;
 use activity_core::envelope::{Envelope, find_envelope};
 use activity_core::event::{Event, EventKind};
 use activity_core::server::{
-    CloseCause, ConnectAnswer, Connection, Counter, Delivery, Output, Peer, ReasonCode, Relay,
-    RelayOutput, Route, Routed,
+    Access, CloseCause, ConnectAnswer, Connection, Counter, Delivery, Output, Peer, ReasonCode,
+    Relay, RelayOutput, Route, Routed,
 };
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -67,6 +67,8 @@ pub(super) struct Conn {
     client_id: String,
     /// The credentials of the CONNECT, for the admission.
     question: Option<(Option<String>, Option<Vec<u8>>)>,
+    /// The user name of the CONNECT, for the topic access rules.
+    username: Option<String>,
     /// The connection-limit permit, released when the session ends, before its `disconnected`
     /// event, so that a client reconnecting as soon as it sees the event finds its slot free.
     permit: Option<OwnedSemaphorePermit>,
@@ -91,6 +93,7 @@ struct Side<'a> {
     serial: u64,
     client_id: &'a mut String,
     question: &'a mut Option<(Option<String>, Option<Vec<u8>>)>,
+    username: &'a mut Option<String>,
     permit: &'a mut Option<OwnedSemaphorePermit>,
     open: &'a mut bool,
     entry: &'a mut Option<Entry>,
@@ -111,6 +114,7 @@ impl Conn {
             serial,
             client_id,
             question,
+            username,
             permit,
             open,
             entry,
@@ -121,6 +125,7 @@ impl Conn {
             serial: *serial,
             client_id,
             question,
+            username,
             permit,
             open,
             entry,
@@ -146,6 +151,7 @@ impl Output for Side<'_> {
         match route {
             Route::Connect(request) => {
                 *self.client_id = request.client_id.to_owned();
+                *self.username = request.username.map(str::to_owned);
                 *self.question = Some((
                     request.username.map(str::to_owned),
                     request.password.map(<[u8]>::to_vec),
@@ -197,6 +203,15 @@ impl Output for Side<'_> {
             .config
             .access
             .is_system_subscriber(username, client_id)
+    }
+
+    fn is_allowed(&self, access: Access<'_>) -> bool {
+        self.shared.acl.is_allowed(
+            access.action,
+            access.client_id,
+            self.username.as_deref(),
+            access.topic,
+        )
     }
 }
 
@@ -258,6 +273,7 @@ where
         serial,
         client_id: String::new(),
         question: None,
+        username: None,
         permit: None,
         open: false,
         entry: None,
@@ -338,13 +354,30 @@ impl Relayed<'_> {
             let id = table.lookup(envelope.product_id.as_id(), envelope.message_id.as_id())?;
             heapless::String::<CLIENT_ID_CAPACITY>::try_from(id).ok()
         };
-        let relayed = lock(self.conn).drive(shared, &mut ignored, |relay, side| {
-            relay.handle_upstream_input(now_ms(), &self.ubuf, tx, side, lookup)
-        });
-        let mut out = self.ubuf.split_to(relayed.forward);
-        self.ubuf.advance(relayed.consumed - relayed.forward);
-        out.extend_from_slice(&tx[..relayed.written]);
-        (out, relayed.forward)
+        let mut out: Option<BytesMut> = None;
+        let mut forwarded = 0;
+        // The engine stops before a packet it drops (an activity event the client's filters do
+        // not receive) and after it: call again while it makes progress.
+        loop {
+            let relayed = lock(self.conn).drive(shared, &mut ignored, |relay, side| {
+                relay.handle_upstream_input(now_ms(), &self.ubuf, tx, side, lookup)
+            });
+            let passed = self.ubuf.split_to(relayed.forward);
+            let out = match &mut out {
+                Some(out) => {
+                    out.extend_from_slice(&passed);
+                    out
+                }
+                // The first call's forwarded bytes are the output, not copied.
+                None => out.insert(passed),
+            };
+            self.ubuf.advance(relayed.consumed - relayed.forward);
+            out.extend_from_slice(&tx[..relayed.written]);
+            forwarded += relayed.forward;
+            if relayed.consumed == 0 || self.ubuf.is_empty() {
+                return (std::mem::take(out), forwarded);
+            }
+        }
     }
 
     /// Acts on a passed deadline; the bytes for the client.
