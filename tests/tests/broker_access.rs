@@ -139,6 +139,8 @@ async fn system_subscriptions_need_permission_when_loopback_is_not_trusted() {
     let mut config = with_users(test_config(), &[("ops", "ops-pw"), ("dev", "dev-pw")]);
     config.access.loopback_may_subscribe = false;
     config.access.system_subscribers = vec!["client:monitor".into(), "user:ops".into()];
+    // `#` receives events too (as before issue 18), so it needs the permission too.
+    config.events.wildcards_receive_events = true;
     let broker = start_broker(config).await;
     let addr = broker.local_addr();
     // `client:monitor` may subscribe (Monitor::start asserts the grant).

@@ -112,6 +112,8 @@ async fn system_subscriptions_need_permission_and_a_mixed_subscribe_is_refused_w
     let mut config = tap_config(mosquitto.addr);
     config.access.loopback_may_subscribe = false;
     config.access.system_subscribers = vec!["client:monitor".into()];
+    // `#` receives events too (as before issue 18), so it needs the permission too.
+    config.events.wildcards_receive_events = true;
     let tap = start_tap(config).await;
     wait_publisher(&tap).await;
     let addr = tap.local_addr();
