@@ -15,7 +15,7 @@ use activity_core::codec::{self, Packet, Publish};
 use activity_core::envelope;
 use activity_core::event::{
     self, Connected, DisconnectReason, Disconnected, EncodeOptions, Event, Id, Message, MsgAck,
-    Subscribed, Unsubscribed,
+    Subscribed, Transport, Unsubscribed,
 };
 use activity_core::tracker::{
     ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker, TrackerConfig,
@@ -52,6 +52,7 @@ fn events() -> [(&'static str, Event<'static>); 6] {
                 keepalive: 60,
                 clean_session: true,
                 peer: Some("127.0.0.1:48072"),
+                transport: Some(Transport::Tcp),
             }),
         ),
         (
@@ -170,6 +171,7 @@ fn connected_tracker(client_id: &str) -> BenchTracker {
         keepalive: 60,
         clean_session: true,
         peer: Some("127.0.0.1:40000"),
+        transport: Some(Transport::Tcp),
     };
     // An ordinary client id on a fresh tracker: the connect is accepted.
     tracker

@@ -6,7 +6,7 @@
 //!
 //! | kind | fields, in order |
 //! |---|---|
-//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `session_expiry`⁵, `user_properties`⁵?, `user_properties_truncated`⁵?, `ts` |
+//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `transport`?, `session_expiry`⁵, `user_properties`⁵?, `user_properties_truncated`⁵?, `ts` |
 //! | `disconnected` | `client_id`, `reason`, `reason_code`?, `connected_at`, `ts` |
 //! | `subscribed` | `client_id`, `topic`, `qos`, `no_local`⁵, `retain_as_published`⁵, `retain_handling`⁵, `share_group`?, `ts` |
 //! | `unsubscribed` | `client_id`, `topic`, `ts` |
@@ -169,6 +169,39 @@ impl fmt::Display for DisconnectReason {
     }
 }
 
+/// How a client reached the server, as reported in the `transport` field of a `connected`
+/// event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Transport {
+    /// MQTT over plain TCP.
+    Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket (binary frames, MQTT 3.1.1 section 6).
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    /// The string written in the `transport` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An envelope id as it appeared in the payload: a JSON string (unescaped) or integer.
 ///
 /// It is written back with the same JSON type: a string for [`Id::Str`], a number for
@@ -200,6 +233,9 @@ pub struct Connected<'a> {
     pub clean_session: bool,
     /// The client's address, if the adapter knows it (for example `"192.0.2.7:50312"`).
     pub peer: Option<&'a str>,
+    /// How the client reached the server, if the adapter says (`"transport":"tcp"`, `"tls"`,
+    /// `"ws"` or `"wss"`).
+    pub transport: Option<Transport>,
     /// MQTT 5: the session expiry interval the CONNECT asked for, in seconds (absent: 0;
     /// `4294967295`: never). `None` for MQTT 3.1 and 3.1.1 clients: no field.
     pub session_expiry: Option<u32>,
@@ -627,6 +663,9 @@ fn walk<K: FieldSink>(
             sink.bool("clean_session", e.clean_session)?;
             if let Some(peer) = e.peer {
                 sink.str("peer", peer)?;
+            }
+            if let Some(transport) = e.transport {
+                sink.str("transport", transport.as_str())?;
             }
             if let Some(expiry) = e.session_expiry {
                 sink.uint("session_expiry", u64::from(expiry))?;

@@ -452,6 +452,7 @@ impl ArbEvent {
                 keepalive: *keepalive,
                 clean_session: *clean_session,
                 peer: peer.as_deref(),
+                transport: None,
                 session_expiry: *session_expiry,
                 user_properties: UserProperties::new(
                     Properties::parse(user_properties, Context::Connect).unwrap_or_default(),
@@ -1241,6 +1242,7 @@ fn step(
                 keepalive: *keepalive,
                 clean_session: *clean_session,
                 peer: peer.as_deref(),
+                transport: None,
                 session_expiry: *session_expiry,
                 user_properties: UserProperties::new(properties),
             };
@@ -1269,6 +1271,7 @@ fn step(
                         keepalive: info.keepalive,
                         clean_session: info.clean_session,
                         peer: info.peer,
+                        transport: info.transport,
                         session_expiry: info.session_expiry,
                         user_properties: info.user_properties,
                     });

@@ -70,6 +70,7 @@
 //!     keepalive: 30,
 //!     clean_session: true,
 //!     peer: Some("192.0.2.10:51000"),
+//!     transport: None,
 //!     // MQTT 5 only: the session expiry and the CONNECT's user properties.
 //!     session_expiry: None,
 //!     user_properties: UserProperties::NONE,

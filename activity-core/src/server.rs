@@ -55,7 +55,7 @@
 //!
 //! ```
 //! use activity_core::acks::FixedAckStore;
-//! use activity_core::event::Event;
+//! use activity_core::event::{Event, Transport};
 //! use activity_core::server::{
 //!     ConnectAnswer, Connection, Delivery, FixedSessionStore, Output, Peer, Route, Routed,
 //!     ServerConfig,
@@ -80,7 +80,7 @@
 //!     }
 //! }
 //!
-//! let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false };
+//! let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false, transport: Transport::Tcp };
 //! let mut conn: Connection<FixedAckStore<4, 96>, FixedSessionStore<4, 32, 4, 64>> =
 //!     Connection::new(ServerConfig::default(), FixedAckStore::new(), FixedSessionStore::new(),
 //!         peer, 0, 1);
@@ -162,7 +162,7 @@ use crate::codec::{
     RetainHandling, SubAckCode, Subscribe, SubscriptionOptions, Unsubscribe, Version,
 };
 use crate::envelope::Envelope;
-use crate::event::{Event, UserProperties};
+use crate::event::{Event, Transport, UserProperties};
 use crate::topic::{is_server_filter, is_server_topic};
 use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
 
@@ -236,6 +236,7 @@ pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
     /// CONNECT, the last input after it.
     since: u64,
     peer: heapless::String<PEER_CAPACITY>,
+    transport: Transport,
     /// The number behind an assigned client id (`auto-` and 16 hex digits).
     id_nonce: u64,
     next_pkid: u16,
@@ -291,6 +292,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             may_subscribe_system: config.loopback_may_subscribe_system && peer.is_loopback,
             since: now,
             peer: kept,
+            transport: peer.transport,
             id_nonce,
             next_pkid: 0,
             tracks_msgack: true,
@@ -593,6 +595,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             keepalive: connect.keep_alive,
             clean_session: connect.clean_session,
             peer,
+            transport: Some(self.transport),
             session_expiry: self.version.is_v5().then_some(self.session_expiry),
             user_properties: UserProperties::new(connect.properties),
         };

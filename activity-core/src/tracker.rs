@@ -26,7 +26,7 @@ use crate::codec::{Properties, SubscriptionOptions};
 use crate::envelope::{Envelope, find_envelope};
 use crate::event::{
     Connected, DisconnectReason, Disconnected, Event, EventKind, Message, MsgAck, Subscribed,
-    Unsubscribed, UserProperties,
+    Transport, Unsubscribed, UserProperties,
 };
 use crate::system::SystemTopics;
 
@@ -92,6 +92,8 @@ pub struct ConnectInfo<'a> {
     pub clean_session: bool,
     /// The peer's address as text, when the adapter knows it.
     pub peer: Option<&'a str>,
+    /// How the client reached the server, when the adapter says.
+    pub transport: Option<Transport>,
     /// MQTT 5: the session expiry interval asked for, in seconds; `None` before MQTT 5.
     pub session_expiry: Option<u32>,
     /// MQTT 5: the CONNECT's user properties ([`UserProperties::NONE`] before MQTT 5).
@@ -289,6 +291,7 @@ impl<S: AckStore> Tracker<S> {
             keepalive: info.keepalive,
             clean_session: info.clean_session,
             peer: info.peer,
+            transport: info.transport,
             session_expiry: info.session_expiry,
             user_properties: info.user_properties,
         })))

@@ -17,7 +17,7 @@ use core::cell::{Cell, RefCell, RefMut};
 use activity_core::QoS;
 use activity_core::acks::FixedAckStore;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
-use activity_core::event::{EncodeOptions, Event, EventKind, encode};
+use activity_core::event::{EncodeOptions, Event, EventKind, Transport, encode};
 use activity_core::outbox::Outbox;
 use activity_core::retained::{Retained, sends_retained};
 use activity_core::server::{
@@ -304,6 +304,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         let peer = Peer {
             addr: (!peer.is_empty()).then_some(peer),
             is_loopback: false,
+            transport: Transport::Tcp,
         };
         if let Some(client) = self.clients.get_mut(i) {
             client.out.clear();

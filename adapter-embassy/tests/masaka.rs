@@ -131,7 +131,7 @@ fn masaka_clients_and_every_event() {
         assert_eq!(
             connected,
             json!({"client_id": "masaka-dev", "username": "alice", "proto_ver": 4,
-                   "keepalive": 30, "clean_session": true, "peer": peer, "ts": connected_at,
+                   "keepalive": 30, "clean_session": true, "peer": peer, "transport": "tcp", "ts": connected_at,
                    "node": "gw-masaka"})
         );
 

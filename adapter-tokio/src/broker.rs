@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use activity_core::event::Transport;
 use anyhow::Context;
 use rumqttd::local::LinkBuilder;
 use rumqttd::{Router, RouterConfig};
@@ -168,6 +169,16 @@ impl Broker {
         self.listeners.tls_addr
     }
 
+    /// The address of the WebSocket listener, when configured.
+    pub fn ws_local_addr(&self) -> Option<SocketAddr> {
+        self.listeners.ws_addr
+    }
+
+    /// The address of the WebSocket-over-TLS listener, when configured.
+    pub fn wss_local_addr(&self) -> Option<SocketAddr> {
+        self.listeners.wss_addr
+    }
+
     /// The address of the metrics listener, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.listeners.metrics_addr
@@ -238,11 +249,16 @@ impl Drop for Broker {
 }
 
 impl Serve for Arc<Shared> {
-    fn serve<S>(self, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    fn serve<S>(
+        self,
+        stream: S,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> impl Future<Output = ()> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        connection::serve(stream, peer, self)
+        connection::serve(stream, peer, transport, self)
     }
 
     fn handshake_timeout(&self) -> Duration {

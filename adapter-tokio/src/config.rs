@@ -48,6 +48,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// An optional MQTT-over-TLS listener, the `[tls]` table.
     pub tls: Option<TlsConfig>,
+    /// An optional MQTT-over-WebSocket listener, the `[websocket]` table.
+    pub websocket: Option<WebSocketConfig>,
+    /// An optional MQTT-over-WebSocket-over-TLS listener, the `[websocket_tls]` table.
+    pub websocket_tls: Option<WebSocketTlsConfig>,
     /// The most client connections open at once (default 10,000, at least 1).
     pub max_connections: usize,
     /// The largest MQTT packet accepted, in bytes (default 1 MiB, 16 to 268,435,460).
@@ -88,6 +92,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
             tls: None,
+            websocket: None,
+            websocket_tls: None,
             max_connections: 10_000,
             max_packet_size: 1_048_576,
             connect_timeout_secs: 10.0,
@@ -116,6 +122,51 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// A PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1).
     pub key: PathBuf,
+}
+
+/// The default HTTP path of the WebSocket listeners.
+pub const DEFAULT_WEBSOCKET_PATH: &str = "/mqtt";
+
+fn default_websocket_path() -> String {
+    DEFAULT_WEBSOCKET_PATH.to_owned()
+}
+
+/// The MQTT-over-WebSocket listener, the `[websocket]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// The address of the WebSocket listener, e.g. `127.0.0.1:8083`.
+    pub listen: SocketAddr,
+    /// The HTTP path clients upgrade on (default `/mqtt`); other paths get 404.
+    #[serde(default = "default_websocket_path")]
+    pub path: String,
+}
+
+/// The MQTT-over-WebSocket-over-TLS listener, the `[websocket_tls]` table: `listen`, `cert`
+/// and `key` are required, as in `[tls]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketTlsConfig {
+    /// The address of the listener, e.g. `0.0.0.0:8084`.
+    pub listen: SocketAddr,
+    /// The HTTP path clients upgrade on (default `/mqtt`); other paths get 404.
+    #[serde(default = "default_websocket_path")]
+    pub path: String,
+    /// A PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// A PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1).
+    pub key: PathBuf,
+}
+
+/// A WebSocket path is an absolute HTTP path without query or fragment.
+fn validate_websocket_path(field: &str, path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') || path.contains(['?', '#']) || path.contains(char::is_whitespace) {
+        return Err(invalid(
+            field,
+            format!("must be an absolute path such as \"/mqtt\" (no query), got {path:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A destination for activity events.
@@ -484,28 +535,31 @@ impl Config {
     /// Checks every value against its allowed range; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Port 0 asks the system for a free port: two such listeners never clash.
-        if let Some(tls) = &self.tls
-            && tls.listen == self.listen
-            && tls.listen.port() != 0
-        {
-            return Err(invalid(
-                "tls.listen",
-                format!("{} is also `listen`", tls.listen),
-            ));
+        let listeners = [
+            Some(("listen", self.listen)),
+            self.tls.as_ref().map(|t| ("tls.listen", t.listen)),
+            self.websocket
+                .as_ref()
+                .map(|w| ("websocket.listen", w.listen)),
+            self.websocket_tls
+                .as_ref()
+                .map(|w| ("websocket_tls.listen", w.listen)),
+            self.metrics_listen.map(|m| ("metrics_listen", m)),
+        ];
+        let listeners: Vec<(&str, SocketAddr)> = listeners.into_iter().flatten().collect();
+        for (i, (name, addr)) in listeners.iter().enumerate() {
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((first, _)) = listeners[..i].iter().find(|(_, a)| a == addr) {
+                return Err(invalid(*name, format!("{addr} is also `{first}`")));
+            }
         }
-        if let Some(metrics) = self.metrics_listen {
-            if metrics == self.listen && metrics.port() != 0 {
-                return Err(invalid(
-                    "metrics_listen",
-                    format!("{metrics} is also `listen`"),
-                ));
-            }
-            if metrics.port() != 0 && self.tls.as_ref().is_some_and(|tls| tls.listen == metrics) {
-                return Err(invalid(
-                    "metrics_listen",
-                    format!("{metrics} is also `tls.listen`"),
-                ));
-            }
+        if let Some(ws) = &self.websocket {
+            validate_websocket_path("websocket.path", &ws.path)?;
+        }
+        if let Some(wss) = &self.websocket_tls {
+            validate_websocket_path("websocket_tls.path", &wss.path)?;
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1, got 0"));
@@ -552,6 +606,20 @@ impl Config {
         validate_users(&self.users)?;
         self.upstream.validate()?;
         Ok(())
+    }
+
+    /// Sets the WebSocket listener's address (the `--ws-listen` flag), keeping a configured
+    /// path.
+    pub fn set_websocket_listen(&mut self, listen: SocketAddr) {
+        match &mut self.websocket {
+            Some(ws) => ws.listen = listen,
+            None => {
+                self.websocket = Some(WebSocketConfig {
+                    listen,
+                    path: default_websocket_path(),
+                });
+            }
+        }
     }
 
     /// `connect_timeout_secs` as a duration.
@@ -786,6 +854,34 @@ mod tests {
     }
 
     #[test]
+    fn websocket_tables_and_flag() {
+        let config = Config::from_toml_str(
+            "[websocket]\nlisten = \"127.0.0.1:8083\"\n\
+             [websocket_tls]\nlisten = \"127.0.0.1:8084\"\npath = \"/ws\"\ncert = \"c.pem\"\nkey = \"k.pem\"",
+        )
+        .unwrap();
+        let ws = config.websocket.clone().unwrap();
+        assert_eq!(ws.listen, "127.0.0.1:8083".parse().unwrap());
+        assert_eq!(ws.path, "/mqtt");
+        let wss = config.websocket_tls.clone().unwrap();
+        assert_eq!(
+            (wss.path.as_str(), wss.cert.to_str()),
+            ("/ws", Some("c.pem"))
+        );
+        // The flag keeps a configured path, and adds the table with the default path.
+        let mut with_path =
+            Config::from_toml_str("[websocket]\nlisten = \"127.0.0.1:8083\"\npath = \"/live\"")
+                .unwrap();
+        with_path.set_websocket_listen("0.0.0.0:9001".parse().unwrap());
+        let ws = with_path.websocket.unwrap();
+        assert_eq!((ws.listen.port(), ws.path.as_str()), (9001, "/live"));
+        let mut default = Config::default();
+        default.set_websocket_listen("127.0.0.1:9001".parse().unwrap());
+        assert_eq!(default.websocket.unwrap().path, DEFAULT_WEBSOCKET_PATH);
+        assert!(error_of("[websocket_tls]\nlisten = \"127.0.0.1:8084\"").contains("cert"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("[events]\nqos = 3", "events.qos: must be 0, 1 or 2, got 3"),
@@ -886,6 +982,22 @@ mod tests {
             (
                 "[tls]\nlisten = \"127.0.0.1:1883\"\ncert = \"c\"\nkey = \"k\"",
                 "tls.listen:",
+            ),
+            (
+                "[websocket]\nlisten = \"127.0.0.1:1883\"",
+                "websocket.listen: 127.0.0.1:1883 is also `listen`",
+            ),
+            (
+                "[websocket]\nlisten = \"127.0.0.1:8083\"\npath = \"mqtt\"",
+                "websocket.path:",
+            ),
+            (
+                "[websocket_tls]\nlisten = \"127.0.0.1:8084\"\npath = \"/a?b\"\ncert = \"c\"\nkey = \"k\"",
+                "websocket_tls.path:",
+            ),
+            (
+                "metrics_listen = \"127.0.0.1:8083\"\n[websocket]\nlisten = \"127.0.0.1:8083\"",
+                "metrics_listen: 127.0.0.1:8083 is also `websocket.listen`",
             ),
             (
                 "[access]\nsystem_subscribers = [\"ops\"]",

@@ -29,3 +29,4 @@ pub mod sequencer;
 pub mod session_store;
 pub mod tap;
 pub mod tls;
+pub mod websocket;

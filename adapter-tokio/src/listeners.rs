@@ -1,5 +1,5 @@
-//! The listeners of a server: plain MQTT, TLS and metrics, their accept loops, and the tasks
-//! of the connections they accepted.
+//! The listeners of a server: plain MQTT, TLS, WebSocket, WebSocket over TLS and metrics,
+//! their accept loops, and the tasks of the connections they accepted.
 //!
 //! Shared by the embedded broker ([`crate::broker`]) and the tap ([`crate::tap`]): each hands
 //! the accepted client streams to its own implementation of [`Serve`].
@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use activity_core::event::Transport;
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,7 +17,21 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WsReject};
+use crate::websocket::{self, Endpoint};
+
+/// How an accept loop turns an accepted socket into the client's byte stream.
+#[derive(Clone)]
+enum Wrap {
+    /// Plain MQTT over TCP.
+    Tcp,
+    /// MQTT over TLS.
+    Tls(TlsAcceptor),
+    /// MQTT over WebSocket.
+    Ws(Arc<Endpoint>),
+    /// MQTT over WebSocket over TLS.
+    Wss(TlsAcceptor, Arc<Endpoint>),
+}
 
 /// The listeners of a server (plain MQTT, TLS, metrics), their accept loops and the tasks of
 /// the connections they accepted; shared by the embedded broker and the tap.
@@ -25,6 +40,10 @@ pub(crate) struct Listeners {
     pub(crate) local_addr: SocketAddr,
     /// The address of the TLS listener, when configured.
     pub(crate) tls_addr: Option<SocketAddr>,
+    /// The address of the WebSocket listener, when configured.
+    pub(crate) ws_addr: Option<SocketAddr>,
+    /// The address of the WebSocket-over-TLS listener, when configured.
+    pub(crate) wss_addr: Option<SocketAddr>,
     /// The address of the metrics listener, when configured.
     pub(crate) metrics_addr: Option<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -32,7 +51,8 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    /// Binds `config.listen`, the TLS listener (`tls`: its address and acceptor) and
+    /// Binds `config.listen`, the TLS listener (`tls`: its address and acceptor), the
+    /// WebSocket listeners of `config.websocket` and `config.websocket_tls`, and
     /// `config.metrics_listen`, and starts accepting: client streams go to `server`.
     pub(crate) async fn bind<T: Serve>(
         config: &Config,
@@ -40,31 +60,44 @@ impl Listeners {
         server: T,
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Listeners> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
-        let local_addr = listener.local_addr()?;
         let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-        let mut accept_tasks = vec![tokio::spawn(accept_loop(
-            listener,
-            None,
-            server.clone(),
-            connections.clone(),
-        ))];
-        let mut tls_addr = None;
-        if let Some((addr, acceptor)) = tls {
+        let mut accept_tasks = Vec::new();
+        let mut start = async |what: &str, addr: SocketAddr, wrap: Wrap| {
             let listener = TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("tls.listen: cannot bind {addr}"))?;
+                .with_context(|| format!("{what}: cannot bind {addr}"))?;
             let addr = listener.local_addr()?;
-            info!(%addr, "MQTT over TLS listener ready");
-            tls_addr = Some(addr);
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
-                Some(acceptor),
-                server,
+                wrap,
+                server.clone(),
                 connections.clone(),
+                metrics.clone(),
             )));
+            anyhow::Ok(addr)
+        };
+        let local_addr = start("listen", config.listen, Wrap::Tcp).await?;
+        let mut tls_addr = None;
+        if let Some((addr, acceptor)) = tls {
+            let addr = start("tls.listen", addr, Wrap::Tls(acceptor)).await?;
+            info!(%addr, "MQTT over TLS listener ready");
+            tls_addr = Some(addr);
+        }
+        let mut ws_addr = None;
+        if let Some(ws) = &config.websocket {
+            let endpoint = Endpoint::new(&ws.path, config.max_packet_size, metrics.clone());
+            let addr = start("websocket.listen", ws.listen, Wrap::Ws(Arc::new(endpoint))).await?;
+            info!(%addr, path = %ws.path, "MQTT over WebSocket listener ready");
+            ws_addr = Some(addr);
+        }
+        let mut wss_addr = None;
+        if let Some(wss) = &config.websocket_tls {
+            let acceptor = crate::tls::acceptor_of("websocket_tls", &wss.cert, &wss.key)?;
+            let endpoint = Endpoint::new(&wss.path, config.max_packet_size, metrics.clone());
+            let wrap = Wrap::Wss(acceptor, Arc::new(endpoint));
+            let addr = start("websocket_tls.listen", wss.listen, wrap).await?;
+            info!(%addr, path = %wss.path, "MQTT over WebSocket over TLS listener ready");
+            wss_addr = Some(addr);
         }
         let mut metrics_addr = None;
         if let Some(addr) = config.metrics_listen {
@@ -84,6 +117,8 @@ impl Listeners {
         Ok(Listeners {
             local_addr,
             tls_addr,
+            ws_addr,
+            wss_addr,
             metrics_addr,
             accept_tasks,
             connections,
@@ -111,24 +146,30 @@ impl Listeners {
     }
 }
 
-/// What an accept loop hands each accepted client stream to (plain TCP, or TLS after the
-/// handshake): the embedded broker's front or the tap's relay.
+/// What an accept loop hands each accepted client stream to (plain TCP, or TLS or WebSocket
+/// after the handshake): the embedded broker's front or the tap's relay.
 pub(crate) trait Serve: Clone + Send + Sync + 'static {
-    /// Serves one client connection until it ends.
-    fn serve<S>(self, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    /// Serves one client connection from `peer` until it ends.
+    fn serve<S>(
+        self,
+        stream: S,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> impl Future<Output = ()> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
-    /// How long a TLS handshake may take (the connect timeout).
+    /// How long the TLS and WebSocket handshakes may take together (the connect timeout).
     fn handshake_timeout(&self) -> Duration;
 }
 
 /// Accepts clients on `listener` until aborted, serving each in a task of `connections`.
-pub(crate) async fn accept_loop<T: Serve>(
+async fn accept_loop<T: Serve>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    wrap: Wrap,
     server: T,
     connections: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -141,7 +182,7 @@ pub(crate) async fn accept_loop<T: Serve>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let task = serve_accepted(stream, peer, tls.clone(), server.clone());
+        let task = serve_accepted(stream, peer, wrap.clone(), server.clone(), metrics.clone());
         let mut set = connections.lock().await;
         // Reap finished tasks so the set stays as large as the live connections.
         while set.try_join_next().is_some() {}
@@ -152,17 +193,45 @@ pub(crate) async fn accept_loop<T: Serve>(
 async fn serve_accepted<T: Serve>(
     stream: TcpStream,
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    wrap: Wrap,
     server: T,
+    metrics: Arc<Metrics>,
 ) {
-    match tls {
-        None => server.serve(stream, peer).await,
-        Some(acceptor) => {
-            let timeout = server.handshake_timeout();
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => server.serve(tls_stream, peer).await,
-                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+    let timeout = server.handshake_timeout();
+    match wrap {
+        Wrap::Tcp => server.serve(stream, peer, Transport::Tcp).await,
+        Wrap::Tls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => server.serve(tls_stream, peer, Transport::Tls).await,
+            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake timed out"),
+        },
+        Wrap::Ws(endpoint) => {
+            match tokio::time::timeout(timeout, websocket::accept(stream, &endpoint)).await {
+                Ok(Some(ws)) => server.serve(ws, peer, Transport::Ws).await,
+                Ok(None) => {}
+                Err(_) => {
+                    debug!(%peer, "WebSocket handshake timed out");
+                    metrics.websocket_rejected(WsReject::HandshakeTimeout);
+                }
+            }
+        }
+        Wrap::Wss(acceptor, endpoint) => {
+            let handshakes = async {
+                match acceptor.accept(stream).await {
+                    Ok(tls_stream) => websocket::accept(tls_stream, &endpoint).await,
+                    Err(e) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        None
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout, handshakes).await {
+                Ok(Some(ws)) => server.serve(ws, peer, Transport::Wss).await,
+                Ok(None) => {}
+                Err(_) => {
+                    debug!(%peer, "TLS or WebSocket handshake timed out");
+                    metrics.websocket_rejected(WsReject::HandshakeTimeout);
+                }
             }
         }
     }

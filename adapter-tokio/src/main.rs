@@ -1,6 +1,6 @@
 //! `activity-broker`: an MQTT 3.1.1 broker that publishes every client's activity.
 //!
-//! `activity-broker [--config FILE] [--listen ADDR] [--metrics-listen ADDR]
+//! `activity-broker [--config FILE] [--listen ADDR] [--ws-listen ADDR] [--metrics-listen ADDR]
 //! [--kafka-brokers HOST:PORT,...] [--upstream HOST:PORT]` runs the broker (with `--upstream`,
 //! the tap in front of an existing broker, see `adapter_tokio::tap`) until SIGINT or SIGTERM;
 //! `activity-broker hash-password` reads a password from stdin and prints its argon2id hash for
@@ -46,6 +46,10 @@ struct Cli {
     /// The address of the MQTT listener; overrides `listen` of the file.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// The address of the MQTT-over-WebSocket listener; overrides `websocket.listen` of the
+    /// file (the path stays the file's, default "/mqtt").
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Option<SocketAddr>,
     /// The address of the Prometheus metrics endpoint; overrides `metrics_listen` of the file.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -119,6 +123,9 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    if let Some(ws_listen) = cli.ws_listen {
+        config.set_websocket_listen(ws_listen);
+    }
     if let Some(metrics_listen) = cli.metrics_listen {
         config.metrics_listen = Some(metrics_listen);
     }
@@ -147,6 +154,12 @@ fn run_broker(cli: &Cli) -> ExitCode {
     // Refuse a broken certificate or key before anything starts, as a configuration error.
     if let Some(tls_config) = &config.tls
         && let Err(e) = tls::acceptor(tls_config)
+    {
+        eprintln!("activity-broker: {e:#}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(wss) = &config.websocket_tls
+        && let Err(e) = tls::acceptor_of("websocket_tls", &wss.cert, &wss.key)
     {
         eprintln!("activity-broker: {e:#}");
         return ExitCode::from(EXIT_USAGE);

@@ -103,8 +103,57 @@ pub struct Metrics {
     pub upstream_unreachable: AtomicU64,
     /// Tap mode: connections of the event publisher to the upstream broker, the first included.
     pub upstream_publisher_connects: AtomicU64,
+    /// WebSocket connections closed before or instead of MQTT, by [`WsReject`].
+    pub websocket_rejects: [AtomicU64; WsReject::ALL.len()],
     /// The Kafka sink's counters.
     pub kafka: KafkaMetrics,
+}
+
+/// Why a WebSocket connection was closed by the listener itself (counted in
+/// `activity_websocket_rejected_total{reason=...}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsReject {
+    /// The upgrade request named another path (answered 404).
+    Path,
+    /// The client offered only subprotocols other than `mqtt` and `mqttv3.1` (answered 400).
+    Subprotocol,
+    /// Not a WebSocket upgrade request, or a malformed one (closed, or answered by
+    /// tungstenite with its own error status).
+    Handshake,
+    /// The TLS and WebSocket handshakes did not finish within the connect timeout.
+    HandshakeTimeout,
+    /// A text frame (MQTT goes in binary frames): closed with status 1003.
+    TextFrame,
+    /// A frame or message larger than `max_packet_size`: closed with status 1009.
+    FrameTooLarge,
+    /// Another WebSocket protocol violation (bad framing, unmasked client frame): closed.
+    Protocol,
+}
+
+impl WsReject {
+    /// Every reason, in label order.
+    pub const ALL: [WsReject; 7] = [
+        WsReject::Path,
+        WsReject::Subprotocol,
+        WsReject::Handshake,
+        WsReject::HandshakeTimeout,
+        WsReject::TextFrame,
+        WsReject::FrameTooLarge,
+        WsReject::Protocol,
+    ];
+
+    /// The `reason` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WsReject::Path => "path",
+            WsReject::Subprotocol => "subprotocol",
+            WsReject::Handshake => "handshake",
+            WsReject::HandshakeTimeout => "handshake_timeout",
+            WsReject::TextFrame => "text_frame",
+            WsReject::FrameTooLarge => "frame_too_large",
+            WsReject::Protocol => "protocol",
+        }
+    }
 }
 
 /// The upper bounds of the Kafka delivery latency histogram, in microseconds.
@@ -198,6 +247,11 @@ impl Metrics {
             _ => return,
         };
         bump(field);
+    }
+
+    /// Counts one WebSocket connection closed for `reason`.
+    pub fn websocket_rejected(&self, reason: WsReject) {
+        bump(&self.websocket_rejects[reason as usize]);
     }
 
     /// Counts one accepted connection, now open.
@@ -441,6 +495,16 @@ impl Metrics {
             "counter",
             "Sockets closed because no CONNECT arrived within the connect timeout.",
             &self.connect_timeouts,
+        );
+        let by_reason: Vec<(&str, &AtomicU64)> = WsReject::ALL
+            .iter()
+            .map(|&reason| (reason.name(), &self.websocket_rejects[reason as usize]))
+            .collect();
+        r.labelled(
+            "websocket_rejected_total",
+            "WebSocket connections closed by the listener, by reason.",
+            "reason",
+            &by_reason,
         );
         r.single(
             "upstream_unreachable_total",

@@ -18,19 +18,27 @@ use crate::config::TlsConfig;
 /// The key may be PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Errors name `tls.cert` or `tls.key` and
 /// the file.
 pub fn acceptor(config: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
-    let certs = load_certs(&config.cert)?;
-    let key = load_key(&config.key)?;
+    acceptor_of("tls", &config.cert, &config.key)
+}
+
+/// Builds a TLS acceptor from the PEM certificate chain `cert` and private key `key` of the
+/// configuration table `table` (`tls` or `websocket_tls`), which errors name.
+pub fn acceptor_of(table: &str, cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    let cert_field = format!("{table}.cert");
+    let key_field = format!("{table}.key");
+    let certs = load_certs_of(&cert_field, cert)?;
+    let key_der = load_key(&key_field, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("tls: the ring provider supports no safe protocol version")?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
+        .with_single_cert(certs, key_der)
         .map_err(|e| {
             anyhow!(
-                "tls.key: {} does not fit the certificate in {} or is unsupported: {e}",
-                config.key.display(),
-                config.cert.display()
+                "{key_field}: {} does not fit the certificate in {} or is unsupported: {e}",
+                key.display(),
+                cert.display()
             )
         })?;
     Ok(TlsAcceptor::from(Arc::new(server)))
@@ -39,11 +47,6 @@ pub fn acceptor(config: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
 /// Reads `path`, naming `field` in the error.
 fn read(field: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow!("{field}: cannot read {}: {e}", path.display()))
-}
-
-/// The certificates of the PEM file at `path`, leaf first.
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    load_certs_of("tls.cert", path)
 }
 
 /// The certificates of the PEM file at `path`, naming `field` in errors.
@@ -79,15 +82,15 @@ pub fn connector(ca: &Path) -> anyhow::Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(client)))
 }
 
-/// The first private key of the PEM file at `path`.
-fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let bytes = read("tls.key", path)?;
+/// The first private key of the PEM file at `path`, naming `field` in errors.
+fn load_key(field: &str, path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let bytes = read(field, path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => anyhow!(
-            "tls.key: {}: no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block found",
+            "{field}: {}: no PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block found",
             path.display()
         ),
-        e => anyhow!("tls.key: {}: bad PEM: {e}", path.display()),
+        e => anyhow!("{field}: {}: bad PEM: {e}", path.display()),
     })
 }
 

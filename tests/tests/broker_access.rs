@@ -274,6 +274,7 @@ async fn passwords_are_checked() {
             "proto_ver": 4,
             "keepalive": 30,
             "clean_session": true,
+            "transport": "tcp",
         }),
         &["peer", "ts"],
     );

@@ -28,7 +28,8 @@ async fn mosquitto_pub_connects_publishes_and_disconnects() {
     let connected = monitor.next_event("connected", "mpub").await;
     assert_fields(
         &connected,
-        json!({"client_id": "mpub", "proto_ver": 4, "keepalive": 25, "clean_session": true}),
+        json!({"client_id": "mpub", "proto_ver": 4, "keepalive": 25, "clean_session": true,
+               "transport": "tcp"}),
         &["peer", "ts"],
     );
     assert_loopback_peer(&connected);

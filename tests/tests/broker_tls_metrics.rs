@@ -36,7 +36,8 @@ async fn tls_listener_serves_mosquitto_clients_and_reports_their_events() {
     let connected = monitor.next_event("connected", "tls-pub").await;
     assert_fields(
         &connected,
-        json!({"client_id": "tls-pub", "proto_ver": 4, "keepalive": 60, "clean_session": true}),
+        json!({"client_id": "tls-pub", "proto_ver": 4, "keepalive": 60, "clean_session": true,
+               "transport": "tls"}),
         &["peer", "ts"],
     );
     let message = monitor.next_event("message", "tls-pub").await;

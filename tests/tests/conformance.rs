@@ -30,7 +30,7 @@ async fn connected(monitor: &mut tests::Monitor, wire: &Wire, keepalive: u16) ->
     assert_event(
         &ev,
         json!({"client_id": wire.id, "proto_ver": 4, "keepalive": keepalive,
-               "clean_session": true, "peer": wire.local_addr().to_string()}),
+               "clean_session": true, "peer": wire.local_addr().to_string(), "transport": "tcp"}),
         &[],
     );
     ev
@@ -84,7 +84,7 @@ async fn connect_and_disconnect(server: &mut Server) {
     assert_event(
         &alice_connected,
         json!({"client_id": "c1-alice", "username": USER, "proto_ver": 4, "keepalive": 42,
-               "clean_session": true, "peer": alice.local_addr().to_string()}),
+               "clean_session": true, "peer": alice.local_addr().to_string(), "transport": "tcp"}),
         &[],
     );
 
@@ -103,7 +103,7 @@ async fn connect_and_disconnect(server: &mut Server) {
     assert_event(
         &plain_connected,
         json!({"client_id": "c1-plain", "proto_ver": 4, "keepalive": 17,
-               "clean_session": false, "peer": plain.local_addr().to_string()}),
+               "clean_session": false, "peer": plain.local_addr().to_string(), "transport": "tcp"}),
         &[],
     );
 
@@ -876,7 +876,7 @@ async fn empty_client_id(server: &mut Server) {
     assert_event(
         &ev,
         json!({"client_id": id, "proto_ver": 4, "keepalive": 60, "clean_session": true,
-               "peer": peer}),
+               "peer": peer, "transport": "tcp"}),
         &[],
     );
     anon.disconnect().await;

@@ -97,7 +97,8 @@ fn mosquitto_clients_through_a_tap_device() {
             assert_fields(
                 &connected,
                 json!({"client_id": "mosq-sub", "proto_ver": 4,
-                       "keepalive": 60, "clean_session": true, "node": "gw-tap"}),
+                       "keepalive": 60, "clean_session": true, "node": "gw-tap",
+                       "transport": "tcp"}),
                 &["ts", "peer"],
             );
             assert_ts_recent(&connected);
@@ -313,7 +314,8 @@ fn gateway_uplink_to_activity_broker() {
             assert_fields(
                 &connected,
                 json!({"client_id": "dev-1", "proto_ver": 4,
-                       "keepalive": 60, "clean_session": true, "node": "gw-tap"}),
+                       "keepalive": 60, "clean_session": true, "node": "gw-tap",
+                       "transport": "tcp"}),
                 &["ts", "peer"],
             );
             assert_ts_recent(&connected);

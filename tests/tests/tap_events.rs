@@ -26,7 +26,8 @@ async fn six_events_of_mosquitto_clients_through_the_tap() {
     let connected = monitor.next_event("connected", "msub").await;
     assert_fields(
         &connected,
-        json!({"client_id": "msub", "proto_ver": 4, "keepalive": 20, "clean_session": true}),
+        json!({"client_id": "msub", "proto_ver": 4, "keepalive": 20, "clean_session": true,
+               "transport": "tcp"}),
         &["peer", "ts"],
     );
     for topic in ["x/1", "x/#"] {
@@ -50,7 +51,8 @@ async fn six_events_of_mosquitto_clients_through_the_tap() {
     let pub_connected = monitor.next_event("connected", "mpub").await;
     assert_fields(
         &pub_connected,
-        json!({"client_id": "mpub", "proto_ver": 4, "keepalive": 25, "clean_session": true}),
+        json!({"client_id": "mpub", "proto_ver": 4, "keepalive": 25, "clean_session": true,
+               "transport": "tcp"}),
         &["peer", "ts"],
     );
     let message = monitor.next_event("message", "mpub").await;

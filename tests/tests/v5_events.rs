@@ -151,6 +151,7 @@ async fn mosquitto_clients_report_v5_fields(addr: SocketAddr, monitor: &mut Moni
         json!({
             "client_id": sub_id, "proto_ver": 5, "keepalive": 40, "clean_session": false,
             "session_expiry": 600, "user_properties": [["site", "lab 7"], ["fw", "1.2"]],
+            "transport": "tcp",
         }),
         &["peer", "ts"],
     );
@@ -241,7 +242,8 @@ async fn mosquitto_clients_report_v5_fields(addr: SocketAddr, monitor: &mut Moni
     let old_connected = monitor.next_event("connected", &old_id).await;
     assert_fields(
         &old_connected,
-        json!({"client_id": old_id, "proto_ver": 3, "keepalive": 60, "clean_session": true}),
+        json!({"client_id": old_id, "proto_ver": 3, "keepalive": 60, "clean_session": true,
+               "transport": "tcp"}),
         &["peer", "ts"],
     );
     let old_gone = monitor.next_event("disconnected", &old_id).await;

@@ -27,6 +27,7 @@ fn connected() -> Connected<'static> {
         keepalive: 60,
         clean_session: true,
         peer: Some("192.0.2.7:50312"),
+        transport: None,
     }
 }
 
@@ -172,6 +173,7 @@ fn connected_json() {
     let bare = Connected {
         username: None,
         peer: None,
+        transport: None,
         clean_session: false,
         ..connected()
     };
@@ -179,6 +181,28 @@ fn connected_json() {
         json(bare),
         r#"{"client_id":"dev-1","proto_ver":4,"keepalive":60,"clean_session":false,"ts":1700000000000}"#
     );
+}
+
+#[test]
+fn connected_transport_follows_peer() {
+    for (transport, text) in [
+        (Transport::Tcp, "tcp"),
+        (Transport::Tls, "tls"),
+        (Transport::Ws, "ws"),
+        (Transport::Wss, "wss"),
+    ] {
+        let event = Connected {
+            transport: Some(transport),
+            ..connected()
+        };
+        assert_eq!(
+            json(event),
+            format!(
+                r#"{{"client_id":"dev-1","username":"alice","proto_ver":4,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","transport":"{text}","ts":1700000000000}}"#
+            )
+        );
+        assert_eq!(transport.as_str(), text);
+    }
 }
 
 /// A checked CONNECT property block with these user properties (and a session expiry, which
@@ -211,6 +235,7 @@ fn connected_v5_json() {
         proto_ver: 5,
         session_expiry: Some(0),
         peer: None,
+        transport: None,
         username: None,
         user_properties: UserProperties::new(Properties::EMPTY),
         ..connected()
@@ -757,6 +782,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
             keepalive: i.keepalive,
             clean_session: i.flag,
             peer: i.d.as_deref(),
+            transport: None,
         }
         .into(),
         Disconnected {
@@ -814,6 +840,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
             keepalive: i.keepalive,
             clean_session: i.flag,
             peer: i.d.as_deref(),
+            transport: None,
         }
         .into(),
         Disconnected {

@@ -10,7 +10,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::QoS;
 use crate::acks::FixedAckStore;
 use crate::codec::{self, Context, Packet, Property};
-use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
+use crate::event::{EncodeOptions, Event, EventKind, Transport, encode, encoded_len_bound};
 use crate::server::{
     CloseCause, ConnectAnswer, Connection, DeliveredFor, Delivery, DeliveryError,
     FixedRequestStore, FixedSessionStore, Limits, Output, Peer, ReasonCode, Relay, RelayOutput,
@@ -372,6 +372,7 @@ pub fn server(data: &[u8]) {
     let peer = Peer {
         addr: Some("192.0.2.1:1883"),
         is_loopback: loopback,
+        transport: Transport::Tcp,
     };
     let mut now = 1_700_000_000_000u64;
     let mut conn = FuzzConnection::new(
@@ -807,6 +808,7 @@ pub fn relay(data: &[u8]) {
     let peer = Peer {
         addr: Some("192.0.2.1:1883"),
         is_loopback: loopback,
+        transport: Transport::Tcp,
     };
     let mut now = 1_700_000_000_000u64;
     let conn = Connection::new(

@@ -3,7 +3,7 @@
 
 use crate::QoS;
 use crate::codec::{Properties, SubscriptionOptions};
-use crate::event::Event;
+use crate::event::{Event, Transport};
 
 use super::{Access, CloseCause, ReasonCode};
 
@@ -16,6 +16,8 @@ pub struct Peer<'a> {
     /// Whether the remote address is a loopback address (see
     /// [`ServerConfig::loopback_may_subscribe_system`](super::ServerConfig::loopback_may_subscribe_system)).
     pub is_loopback: bool,
+    /// How the client reached the server (reported in `connected`).
+    pub transport: Transport,
 }
 
 /// A CONNECT that passed the engine's rules, for the driver to decide on (credentials, the

@@ -138,7 +138,7 @@ pub struct Relayed {
 ///
 /// ```
 /// use activity_core::acks::FixedAckStore;
-/// use activity_core::event::Event;
+/// use activity_core::event::{Event, Transport};
 /// use activity_core::server::{
 ///     ConnectAnswer, Connection, Delivery, FixedRequestStore, FixedSessionStore, Output, Peer,
 ///     Relay, RelayOutput, Route, Routed, ServerConfig,
@@ -167,7 +167,7 @@ pub struct Relayed {
 ///     }
 /// }
 ///
-/// let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false };
+/// let peer = Peer { addr: Some("192.0.2.10:51000"), is_loopback: false, transport: Transport::Tcp };
 /// let conn = Connection::new(ServerConfig::default(), FixedAckStore::<4, 96>::new(),
 ///     FixedSessionStore::<4, 32, 4, 64>::new(), peer, 0, 1);
 /// let mut relay = Relay::new(conn, FixedRequestStore::<4, 64>::new(), 5_000);

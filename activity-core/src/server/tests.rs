@@ -12,7 +12,7 @@ mod v5_session;
 use super::*;
 use crate::acks::FixedAckStore;
 use crate::codec::{LastWill, SubAck, SubAckCodes};
-use crate::event::{EncodeOptions, EventKind, encode, encoded_len_bound};
+use crate::event::{EncodeOptions, EventKind, Transport, encode, encoded_len_bound};
 
 type Conn = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 2, 64>>;
 
@@ -242,11 +242,13 @@ fn connect(client_id: &'static str) -> Connect<'static> {
 const REMOTE: Peer<'static> = Peer {
     addr: Some("192.0.2.7:50312"),
     is_loopback: false,
+    transport: Transport::Tcp,
 };
 
 const LOCAL: Peer<'static> = Peer {
     addr: Some("127.0.0.1:40000"),
     is_loopback: true,
+    transport: Transport::Tcp,
 };
 
 fn publish(topic: &'static str, qos: QoS, pkid: Option<u16>, payload: &'static [u8]) -> Vec<u8> {
@@ -296,7 +298,7 @@ fn an_accepted_connect_gets_connack_and_its_connected_event() {
         [(
             EventKind::Connected,
             json!({"client_id":"sensor-7","username":"alice","proto_ver":4,"keepalive":30,
-                   "clean_session":true,"peer":"192.0.2.7:50312"})
+                   "clean_session":true,"peer":"192.0.2.7:50312","transport":"tcp"})
         )]
     );
 }

@@ -35,6 +35,7 @@ fn connect_info(client_id: &str) -> ConnectInfo<'_> {
         keepalive: 30,
         clean_session: false,
         peer: Some("127.0.0.1:50000"),
+        transport: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn whole_session_emits_every_event_with_its_fields() {
     let info = ConnectInfo {
         username: None,
         peer: None,
+        transport: None,
         clean_session: true,
         ..connect_info("pub-1")
     };

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use activity_core::QoS;
+use activity_core::event::Transport;
 use activity_core::server::{Limits, ServerConfig};
 use activity_core::tracker::TrackerConfig;
 use rumqttd::Notification;
@@ -187,12 +188,12 @@ fn router_client_id(client_id: &str) -> String {
     out
 }
 
-/// Serves one client connection until it ends.
-pub async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+/// Serves one client connection from `peer`, reached over `transport`, until it ends.
+pub async fn serve<S>(stream: S, peer: SocketAddr, transport: Transport, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    session::serve(stream, peer, shared).await;
+    session::serve(stream, peer, transport, shared).await;
 }
 
 /// The user property that carries the publisher of an envelope message through the router.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use activity_core::QoS;
 use activity_core::codec::{Properties, RetainHandling, SubscriptionOptions};
-use activity_core::event::{Event, EventKind};
+use activity_core::event::{Event, EventKind, Transport};
 use activity_core::server::{
     Access, Ack, CloseCause, ConnectAnswer, Connection, Counter, DeliveredFor, Delivery,
     DeliveryError, Output, Peer, ReasonCode, Route, Routed, RoutedPublish,
@@ -62,12 +62,16 @@ const READ_GROW: usize = 32 * 1024;
 const NOTIFICATION_BUDGET: usize = 1024;
 
 /// Serves one client connection until it ends.
-pub(super) async fn serve<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
-where
+pub(super) async fn serve<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    shared: Arc<Shared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
-    let mut session = Session::new(shared, peer, serial);
+    let mut session = Session::new(shared, peer, transport, serial);
     if let Some(link) = session.connect(&mut stream).await {
         let kick = session.run(&mut stream, link).await;
         let _ = stream.shutdown().await;
@@ -474,11 +478,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, peer: SocketAddr, serial: u64) -> Self {
+    fn new(shared: Arc<Shared>, peer: SocketAddr, transport: Transport, serial: u64) -> Self {
         let addr = peer.to_string();
         let peer = Peer {
             addr: Some(&addr),
             is_loopback: admission::is_loopback(peer.ip()),
+            transport,
         };
         let conn = Connection::new(
             shared.server.clone(),

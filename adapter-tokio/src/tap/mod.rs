@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use activity_core::event::Transport;
 use activity_core::publishers::PublisherTable;
 use activity_core::server::ServerConfig;
 use anyhow::Context;
@@ -125,11 +126,16 @@ struct TapShared {
 }
 
 impl Serve for Arc<TapShared> {
-    fn serve<S>(self, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    fn serve<S>(
+        self,
+        stream: S,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> impl Future<Output = ()> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        relay::serve(stream, peer, self)
+        relay::serve(stream, peer, transport, self)
     }
 
     fn handshake_timeout(&self) -> Duration {
@@ -234,6 +240,16 @@ impl Tap {
     /// The address of the TLS listener, when configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
         self.listeners.tls_addr
+    }
+
+    /// The address of the WebSocket listener, when configured.
+    pub fn ws_local_addr(&self) -> Option<SocketAddr> {
+        self.listeners.ws_addr
+    }
+
+    /// The address of the WebSocket-over-TLS listener, when configured.
+    pub fn wss_local_addr(&self) -> Option<SocketAddr> {
+        self.listeners.wss_addr
     }
 
     /// The address of the metrics listener, when configured.

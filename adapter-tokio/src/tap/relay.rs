@@ -33,7 +33,7 @@ use std::time::Duration;
 use activity_core::QoS;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
 use activity_core::envelope::{Envelope, find_envelope};
-use activity_core::event::{Event, EventKind};
+use activity_core::event::{Event, EventKind, Transport};
 use activity_core::server::{
     Access, CloseCause, ConnectAnswer, Connection, Counter, Delivery, Output, Peer, ReasonCode,
     Relay, RelayOutput, Route, Routed,
@@ -245,8 +245,12 @@ impl RelayOutput for Side<'_> {
 }
 
 /// Serves one client connection through the upstream broker until it ends.
-pub(super) async fn serve<S>(mut client: S, peer: SocketAddr, shared: Arc<TapShared>)
-where
+pub(super) async fn serve<S>(
+    mut client: S,
+    peer: SocketAddr,
+    transport: Transport,
+    shared: Arc<TapShared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +262,7 @@ where
         Peer {
             addr: Some(&addr),
             is_loopback: admission::is_loopback(peer.ip()),
+            transport,
         },
         now_ms(),
         serial,

@@ -10,7 +10,7 @@ mod aliases;
 use super::*;
 use crate::acks::FixedAckStore;
 use crate::codec::{Connect, LastWill, SubAck, SubAckCodes, SubscribeFilters, UnsubscribeFilters};
-use crate::event::{EncodeOptions, Event, EventKind, encode, encoded_len_bound};
+use crate::event::{EncodeOptions, Event, EventKind, Transport, encode, encoded_len_bound};
 use crate::server::{Delivery, FixedSessionStore, Limits, Peer, Routed, ServerConfig, StoreFull};
 
 type Under =
@@ -108,6 +108,7 @@ impl Client {
         let peer = Peer {
             addr: Some("192.0.2.7:50312"),
             is_loopback: false,
+            transport: Transport::Tcp,
         };
         let conn = Connection::new(
             config,
@@ -292,7 +293,7 @@ fn the_connect_goes_upstream_and_the_upstreams_connack_connects() {
         [(
             EventKind::Connected,
             json!({"client_id":"sensor-7","username":"alice","proto_ver":4,"keepalive":30,
-                   "clean_session":true,"peer":"192.0.2.7:50312"})
+                   "clean_session":true,"peer":"192.0.2.7:50312","transport":"tcp"})
         )]
     );
     assert_eq!(client.relay.poll_timeout(), Some(T0 + 45_000));

@@ -42,7 +42,7 @@ fn a_v5_connected_event_carries_session_expiry_and_user_properties() {
         [(
             EventKind::Connected,
             json!({"client_id":"dev","proto_ver":5,"keepalive":30,"clean_session":true,
-                   "peer":"192.0.2.7:50312","session_expiry":300,
+                   "peer":"192.0.2.7:50312","transport":"tcp","session_expiry":300,
                    "user_properties":[["site","lab"],["fw","1.2"]]})
         )]
     );
@@ -67,7 +67,7 @@ fn a_v5_connected_event_carries_session_expiry_and_user_properties() {
         assert_eq!(
             client.out.events[0].1,
             json!({"client_id":"old","proto_ver":level,"keepalive":30,"clean_session":true,
-                   "peer":"192.0.2.7:50312"})
+                   "peer":"192.0.2.7:50312","transport":"tcp"})
         );
     }
 }

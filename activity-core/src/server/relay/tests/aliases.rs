@@ -39,6 +39,7 @@ fn aliased_publishes_and_deliveries_are_reported_with_their_topic() {
         Peer {
             addr: None,
             is_loopback: false,
+            transport: Transport::Tcp,
         },
         T0,
         1,
