@@ -13,7 +13,7 @@ if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
   echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
 fi
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
@@ -24,6 +24,11 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v python3 >/dev/null || need_apt+=(python3)
 # pip installs paho-mqtt below (when python3 comes from Debian, so does its pip).
 { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; } || need_apt+=(python3-pip)
+# Headless Chromium runs MQTT.js over the WebSocket listener (tests/tests/browser.rs); npm
+# installs MQTT.js below.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -34,6 +39,11 @@ step "Python packages (PyPI): paho-mqtt 2.x, the MQTT 5 / 3.1.1 / 3.1 client of 
 python3 -c 'import paho.mqtt, sys; sys.exit(not paho.mqtt.__version__.startswith("2."))' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     --break-system-packages 'paho-mqtt>=2.1,<3'
+
+step "npm packages: MQTT.js for the headless Chromium test (tests/browser, from its package-lock.json)"
+# Again only when package-lock.json changed since the last install (npm's hidden lockfile).
+[ tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ] ||
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "rust toolchain components and targets"
 # rust-toolchain.toml pins the stable toolchain; make sure its parts are present.
