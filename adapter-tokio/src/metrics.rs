@@ -105,6 +105,12 @@ pub struct Metrics {
     pub upstream_publisher_connects: AtomicU64,
     /// WebSocket connections closed before or instead of MQTT, by [`WsReject`].
     pub websocket_rejects: [AtomicU64; WsReject::ALL.len()],
+    /// Tap mode: QoS 1 events the event publisher sent again, with DUP, after a reconnect
+    /// because the upstream broker had not acknowledged them.
+    pub upstream_events_resent: AtomicU64,
+    /// Messages rumqttd's router skipped for a slow subscriber: its log wrapped past the
+    /// subscriber's position and the subscriber jumped to the head.
+    pub deliveries_skipped: AtomicU64,
     /// The Kafka sink's counters.
     pub kafka: KafkaMetrics,
 }
@@ -517,6 +523,18 @@ impl Metrics {
             "counter",
             "Tap mode: connections of the event publisher to the upstream broker.",
             &self.upstream_publisher_connects,
+        );
+        r.single(
+            "upstream_events_resent_total",
+            "counter",
+            "Tap mode: QoS 1 events sent again (DUP) to the upstream broker after a reconnect.",
+            &self.upstream_events_resent,
+        );
+        r.single(
+            "deliveries_skipped_total",
+            "counter",
+            "Messages the router skipped for a slow subscriber (its log wrapped).",
+            &self.deliveries_skipped,
         );
         out
     }

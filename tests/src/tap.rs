@@ -48,7 +48,13 @@ impl Mosquitto {
         // mosquitto 2.x refuses anonymous clients unless a listener says otherwise.
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\n"),
+            if extra.contains("persistence true") {
+                format!("listener {port} 127.0.0.1\n{extra}allow_anonymous true\n")
+            } else {
+                format!(
+                    "listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\n"
+                )
+            },
         )
         .expect("write mosquitto.conf");
         let child = Command::new("mosquitto")
@@ -74,6 +80,41 @@ impl Mosquitto {
             child,
             _dir: dir,
         }
+    }
+
+    /// Starts mosquitto on `port` with persistence on, its database in `dir` (which outlives
+    /// it), so that a restart with the same `dir` keeps the sessions of clean_session 0 clients
+    /// and their queued messages.
+    pub async fn start_persistent(port: u16, dir: &Path) -> Mosquitto {
+        // Started as root, mosquitto drops to its own user before it saves the database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .expect("open the database directory to mosquitto's user");
+        // Queued messages for offline clients: more than one restart's worth (default 1000).
+        let extra = format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 0\nmax_queued_messages 100000\n",
+            dir.display()
+        );
+        Mosquitto::start_with(port, &extra).await
+    }
+
+    /// Sends `signal` (a `kill` name: `STOP`, `CONT`, `TERM`) to mosquitto.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("mosquitto still runs");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Stops mosquitto with SIGTERM (it saves its database when persistence is on), resuming
+    /// it first in case it was stopped, and waits for it to exit.
+    pub async fn terminate(mut self) {
+        self.signal("TERM");
+        self.signal("CONT");
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 
     /// Kills mosquitto (SIGKILL) and waits for it to exit.

@@ -6,9 +6,25 @@
 //! `activity_events_dropped_total`). One task drains the queue in batches, encodes each event as
 //! a PUBLISH with the core's codec (MQTT 3.1.1 section 3.3) and writes the batch at once. While
 //! the upstream broker is unreachable the task retries every `upstream.reconnect_ms` and the
-//! queue fills up and drops. QoS 1 and 2 events are not retransmitted after a reconnect: those
-//! the broken connection carried may be lost (at most one batch).
+//! queue fills up and drops.
+//!
+//! QoS 1 events are kept until the upstream's PUBACK ([`Unacked`]): when the connection breaks,
+//! the next connection first sends every unacknowledged one again, in the order they were
+//! produced, with DUP set (sections 3.3.1.1 and 4.4), then the rest of the queue. An event
+//! counts against `events.queue_capacity` until it is acknowledged, so the queue and the events
+//! awaiting PUBACK together hold at most that many. Delivery is at least once: an event whose
+//! PUBACK was lost with the connection arrives twice. The publisher connects with
+//! `clean_session` 0 when any event kind is published at QoS 1 or 2, so that the upstream keeps
+//! its side of the session across the reconnect. QoS 2 events are not kept: those the broken
+//! connection carried may be lost (at most one batch).
+//!
+//! (The core's [`Outbox`](activity_core::outbox::Outbox) implements the same rule for the
+//! gateway, but in a fixed byte array moved with `copy_within` on every PUBACK and a packet-id
+//! search over the whole queue on every push: at the tap's 65,536 events of a few hundred bytes
+//! each that is megabytes moved per acknowledgement, and its bound is in bytes, not the
+//! events `events.queue_capacity` counts. Here the events stay in a deque of records.)
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,14 +55,16 @@ const BATCH: usize = 256;
 pub struct UpstreamQueue {
     tx: mpsc::Sender<EventRecord>,
     pending: Arc<AtomicU64>,
+    capacity: u64,
     metrics: Arc<Metrics>,
 }
 
 impl SinkQueue for UpstreamQueue {
     /// Queues `record` for the upstream broker; drops and counts it when the queue is full.
+    /// Events awaiting the upstream's PUBACK count against the capacity too.
     fn offer(&self, record: EventRecord) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.tx.try_send(record).is_err() {
+        let before = self.pending.fetch_add(1, Ordering::AcqRel);
+        if before >= self.capacity || self.tx.try_send(record).is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             let dropped = self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
@@ -60,7 +78,8 @@ impl SinkQueue for UpstreamQueue {
 }
 
 impl UpstreamQueue {
-    /// Events queued or being written now (0 once everything offered is on the socket).
+    /// Events queued, being written, or (QoS 1) awaiting the upstream's PUBACK; 0 once
+    /// everything offered is on the socket and acknowledged.
     pub fn pending(&self) -> u64 {
         self.pending.load(Ordering::Acquire)
     }
@@ -75,6 +94,68 @@ struct Target {
     keep_alive: u16,
     topics: [String; 6],
     qos: [QoS; 6],
+    /// `clean_session` of the CONNECT: 0 when events go at QoS 1 or 2.
+    clean_session: bool,
+}
+
+/// Most QoS 1 events awaiting PUBACK: a packet id must not be reused while in use (section
+/// 2.3.1), and one stays free so that the next id never meets the oldest.
+const MAX_UNACKED: usize = u16::MAX as usize - 1;
+
+/// QoS 1 events sent (or to be sent again) and not acknowledged yet, oldest first, across the
+/// publisher's connections. Their packet ids are consecutive in the order sent (wrapping from
+/// 65,535 to 1), with gaps where a PUBACK came out of order.
+struct Unacked {
+    events: VecDeque<(u16, EventRecord)>,
+    /// The packet id of the next QoS 1 event.
+    next_pkid: u16,
+}
+
+impl Unacked {
+    fn new() -> Self {
+        Unacked {
+            events: VecDeque::new(),
+            next_pkid: 1,
+        }
+    }
+
+    /// How many more events may be taken now: the ids from the oldest unacknowledged one to
+    /// the next must stay below [`MAX_UNACKED`].
+    fn room(&self) -> usize {
+        let Some(&(oldest, _)) = self.events.front() else {
+            return MAX_UNACKED;
+        };
+        // Ids in use, oldest to next - 1, on the ring 1..=65535.
+        let span = (u32::from(self.next_pkid) + 65_535 - u32::from(oldest)) % 65_535;
+        MAX_UNACKED.saturating_sub(usize::try_from(span).unwrap_or(MAX_UNACKED))
+    }
+
+    /// Keeps `record`; returns its packet id.
+    fn push(&mut self, record: EventRecord) -> u16 {
+        let id = self.next_pkid;
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        self.events.push_back((id, record));
+        id
+    }
+
+    /// A packet id for an event that is not kept (QoS 2), from the same sequence so that it
+    /// never meets one in use.
+    fn skip(&mut self) -> u16 {
+        let id = self.next_pkid;
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    /// The PUBACK for `pkid` came: the event goes. Whether it was kept (usually the oldest).
+    fn ack(&mut self, pkid: u16) -> bool {
+        match self.events.iter().position(|(id, _)| *id == pkid) {
+            Some(at) => {
+                self.events.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The client id of the event publisher: `broker`, or `broker/<node>` when `events.node` is
@@ -102,7 +183,9 @@ pub(crate) fn start(
     topics: &SystemTopics,
     metrics: Arc<Metrics>,
 ) -> (UpstreamQueue, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(config.events.queue_capacity.max(1));
+    let capacity = config.events.queue_capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let qos = EventKind::ALL.map(|k| config.events.qos_of(k));
     let pending = Arc::new(AtomicU64::new(0));
     let target = Target {
         upstream,
@@ -111,13 +194,15 @@ pub(crate) fn start(
         reconnect: config.upstream.reconnect_delay(),
         keep_alive: config.upstream.publisher_keep_alive_secs,
         topics: EventKind::ALL.map(|k| topics.topic(k).as_str().to_owned()),
-        qos: EventKind::ALL.map(|k| config.events.qos_of(k)),
+        qos,
+        clean_session: qos.iter().all(|q| *q == QoS::AtMostOnce),
     };
     let task = tokio::spawn(run(target, rx, pending.clone(), metrics.clone()));
     (
         UpstreamQueue {
             tx,
             pending,
+            capacity: u64::try_from(capacity).unwrap_or(u64::MAX),
             metrics,
         },
         task,
@@ -130,14 +215,16 @@ async fn run(
     pending: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
+    let mut unacked = Unacked::new();
     loop {
-        match session(&target, &mut rx, &pending, &metrics).await {
+        match session(&target, &mut rx, &mut unacked, &pending, &metrics).await {
             Ok(()) => return,
             Err(e) => {
                 warn!(
                     upstream = %target.upstream.address,
                     error = %format!("{e:#}"),
                     retry_in_ms = target.reconnect.as_millis(),
+                    unacked = unacked.events.len(),
                     "event publisher: upstream connection failed"
                 );
                 tokio::time::sleep(target.reconnect).await;
@@ -146,11 +233,12 @@ async fn run(
     }
 }
 
-/// One connection: CONNECT as `broker`, then publish until the queue closes (`Ok`) or the
-/// connection fails.
+/// One connection: CONNECT as `broker`, send the unacknowledged QoS 1 events again, then
+/// publish until the queue closes (`Ok`) or the connection fails.
 async fn session(
     target: &Target,
     rx: &mut mpsc::Receiver<EventRecord>,
+    unacked: &mut Unacked,
     pending: &AtomicU64,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
@@ -160,7 +248,7 @@ async fn session(
         properties: activity_core::codec::Properties::EMPTY,
         protocol_level: codec::PROTOCOL_LEVEL,
         client_id: &target.client_id,
-        clean_session: true,
+        clean_session: target.clean_session,
         keep_alive: target.keep_alive,
         username: None,
         password: None,
@@ -182,33 +270,73 @@ async fn session(
     info!(upstream = %target.upstream.address, client_id = %target.client_id, "event publisher connected");
 
     let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    // Section 4.4: the unacknowledged QoS 1 events first, in order, with DUP.
+    if !unacked.events.is_empty() {
+        let resent = unacked.events.len();
+        for chunk in unacked.events.make_contiguous().chunks(BATCH) {
+            wbuf.clear();
+            for (pkid, record) in chunk {
+                let i = record.kind as usize;
+                encode_publish(
+                    &mut wbuf,
+                    &target.topics[i],
+                    QoS::AtLeastOnce,
+                    Some(*pkid),
+                    true,
+                    &record.json,
+                );
+            }
+            writer
+                .write_all(&wbuf)
+                .await
+                .context("write resent events")?;
+        }
+        metrics
+            .upstream_events_resent
+            .fetch_add(u64::try_from(resent).unwrap_or(u64::MAX), Ordering::Relaxed);
+        info!(
+            resent,
+            "event publisher: unacknowledged QoS 1 events sent again (DUP)"
+        );
+    }
     let mut ping = tokio::time::interval(Duration::from_secs(u64::from(target.keep_alive)));
     ping.tick().await;
     let mut batch = Vec::with_capacity(BATCH);
-    let mut next_pkid: u16 = 1;
-    let mut wbuf = BytesMut::with_capacity(64 * 1024);
     loop {
+        let room = unacked.room().min(BATCH);
         tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => {
+            n = rx.recv_many(&mut batch, room), if room > 0 => {
                 if n == 0 {
+                    if !unacked.events.is_empty() {
+                        warn!(unacked = unacked.events.len(), "event publisher stopping with QoS 1 events the upstream has not acknowledged");
+                    }
                     let _ = writer.write_all(&[0xE0, 0x00]).await;
                     return Ok(());
                 }
                 wbuf.clear();
-                for record in &batch {
+                // QoS 0 and 2 events are done once written; QoS 1 ones when acknowledged.
+                let mut unkept = 0u64;
+                for record in batch.drain(..) {
                     let i = record.kind as usize;
-                    let pkid = (target.qos[i] != QoS::AtMostOnce).then(|| {
-                        let id = next_pkid;
-                        next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-                        id
-                    });
-                    encode_publish(&mut wbuf, &target.topics[i], target.qos[i], pkid, &record.json);
+                    let qos = target.qos[i];
+                    match qos {
+                        QoS::AtLeastOnce => {
+                            let json = record.json.clone();
+                            let pkid = unacked.push(record);
+                            encode_publish(&mut wbuf, &target.topics[i], qos, Some(pkid), false, &json);
+                        }
+                        QoS::AtMostOnce | QoS::ExactlyOnce => {
+                            let pkid = (qos == QoS::ExactlyOnce).then(|| unacked.skip());
+                            unkept += 1;
+                            encode_publish(&mut wbuf, &target.topics[i], qos, pkid, false, &record.json);
+                        }
+                    }
                 }
                 let written = writer.write_all(&wbuf).await;
-                pending.fetch_sub(u64::try_from(n).unwrap_or(u64::MAX), Ordering::AcqRel);
-                batch.clear();
+                pending.fetch_sub(unkept, Ordering::AcqRel);
                 if let Err(e) = written {
-                    metrics.events_dropped.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    metrics.events_dropped.fetch_add(unkept, Ordering::Relaxed);
                     return Err(e).context("write events");
                 }
                 metrics.events_sink_mqtt.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -218,15 +346,22 @@ async fn session(
                 if read.context("read")? == 0 {
                     bail!("upstream closed the connection");
                 }
-                // PUBACK, PUBCOMP and PINGRESP need nothing; PUBREC gets its PUBREL (3.6).
+                // PUBACK releases a QoS 1 event, PUBREC gets its PUBREL (3.6); PUBCOMP and
+                // PINGRESP need nothing.
                 while let Some((packet, len)) = codec::decode(&rbuf, MAX_PACKET_SIZE_LIMIT)
                     .context("upstream sent a malformed packet")?
                 {
-                    let pubrel = match packet {
-                        WirePacket::PubRec(ack) => Some(ack.pkid),
-                        _ => None,
+                    let (pubrel, puback) = match packet {
+                        WirePacket::PubRec(ack) => (Some(ack.pkid), None),
+                        WirePacket::PubAck(ack) => (None, Some(ack.pkid)),
+                        _ => (None, None),
                     };
                     rbuf.advance(len);
+                    if let Some(id) = puback
+                        && unacked.ack(id)
+                    {
+                        pending.fetch_sub(1, Ordering::AcqRel);
+                    }
                     if let Some(id) = pubrel {
                         let mut buf = [0u8; 4];
                         let n = WirePacket::PubRel(codec::Ack::new(id)).encode(&mut buf).context("PUBREL")?;
@@ -241,11 +376,18 @@ async fn session(
     }
 }
 
-/// Appends one PUBLISH of `json` on `topic` to `out`.
-fn encode_publish(out: &mut BytesMut, topic: &str, qos: QoS, pkid: Option<u16>, json: &[u8]) {
+/// Appends one PUBLISH of `json` on `topic` to `out` (`dup`: sent before, section 3.3.1.1).
+fn encode_publish(
+    out: &mut BytesMut,
+    topic: &str,
+    qos: QoS,
+    pkid: Option<u16>,
+    dup: bool,
+    json: &[u8],
+) {
     let packet = WirePacket::Publish(WirePublish {
         properties: activity_core::codec::Properties::EMPTY,
-        dup: false,
+        dup,
         qos,
         retain: false,
         topic,
@@ -292,6 +434,47 @@ async fn read_connack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record() -> EventRecord {
+        EventRecord {
+            kind: EventKind::Message,
+            subject: "c".to_owned(),
+            ts: 0,
+            json: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn unacked_events_keep_their_order_and_ids_are_never_reused() {
+        let mut unacked = Unacked::new();
+        assert_eq!(unacked.room(), MAX_UNACKED);
+        assert_eq!(unacked.push(record()), 1);
+        assert_eq!(unacked.push(record()), 2);
+        assert_eq!(unacked.skip(), 3);
+        assert_eq!(unacked.push(record()), 4);
+        assert_eq!(unacked.room(), MAX_UNACKED - 4);
+        // Out of order: the middle one goes, the oldest still holds the window.
+        assert!(unacked.ack(2));
+        assert!(!unacked.ack(2));
+        assert_eq!(unacked.room(), MAX_UNACKED - 4);
+        let ids: Vec<u16> = unacked.events.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 4]);
+        assert!(unacked.ack(1));
+        assert_eq!(unacked.room(), MAX_UNACKED - 1);
+        // Wrapping from 65,535 to 1, 0 never given.
+        let mut unacked = Unacked::new();
+        unacked.next_pkid = u16::MAX;
+        assert_eq!(unacked.push(record()), u16::MAX);
+        assert_eq!(unacked.push(record()), 1);
+        assert_eq!(unacked.room(), MAX_UNACKED - 2);
+        // The window full: no room, so the next id cannot meet the oldest.
+        let mut unacked = Unacked::new();
+        for _ in 0..MAX_UNACKED {
+            unacked.push(record());
+        }
+        assert_eq!(unacked.room(), 0);
+        assert_ne!(unacked.next_pkid, 1);
+    }
 
     #[test]
     fn publisher_ids_are_reserved() {
