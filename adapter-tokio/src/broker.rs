@@ -58,8 +58,8 @@ impl Broker {
                 // start; the front enforces `max_connections` itself.
                 max_connections: config.max_connections + 64,
                 max_outgoing_packet_count: 200,
-                max_segment_size: 16 * 1024 * 1024,
-                max_segment_count: 4,
+                max_segment_size: config.router.segment_size,
+                max_segment_count: config.router.segment_count,
                 ..RouterConfig::default()
             },
         );

@@ -85,6 +85,30 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Tap mode, the `[upstream]` table: relay clients to an existing broker.
     pub upstream: UpstreamConfig,
+    /// The router's message logs, the `[router]` table.
+    pub router: RouterLogConfig,
+}
+
+/// The router's message logs, the `[router]` table: rumqttd keeps one log per subscribed
+/// filter of at most `segment_count` segments of `segment_size` bytes; a subscriber slower
+/// than that skips the oldest segment (`activity_deliveries_skipped_total` counts what it
+/// lost, see docs/scale.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterLogConfig {
+    /// The size of one segment of a filter's log, in bytes (default 16 MiB, at least 1,024).
+    pub segment_size: usize,
+    /// The segments of one filter's log kept in memory (default 4, at least 1).
+    pub segment_count: usize,
+}
+
+impl Default for RouterLogConfig {
+    fn default() -> Self {
+        RouterLogConfig {
+            segment_size: 16 * 1024 * 1024,
+            segment_count: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -108,6 +132,7 @@ impl Default for Config {
             acl: Vec::new(),
             kafka: KafkaConfig::default(),
             upstream: UpstreamConfig::default(),
+            router: RouterLogConfig::default(),
         }
     }
 }
@@ -563,6 +588,15 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1, got 0"));
+        }
+        if self.router.segment_size < 1024 {
+            return Err(invalid(
+                "router.segment_size",
+                format!("must be at least 1024, got {}", self.router.segment_size),
+            ));
+        }
+        if self.router.segment_count == 0 {
+            return Err(invalid("router.segment_count", "must be at least 1, got 0"));
         }
         if !(MIN_PACKET_SIZE_LIMIT..=MAX_PACKET_SIZE_LIMIT).contains(&self.max_packet_size) {
             return Err(invalid(

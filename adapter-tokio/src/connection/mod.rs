@@ -59,6 +59,7 @@ pub use crate::admission::Phase;
 
 mod properties;
 mod session;
+mod skips;
 
 /// How long a write to a client without keep-alive may stall (the client reads nothing)
 /// before the connection is closed as `keepalive_timeout`.

@@ -28,6 +28,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, info, warn};
 
 use super::properties;
+use super::skips::LogPositions;
 use super::{
     ACK_STORE_CAPACITY, Kick, PUBLISHER_PROPERTY, Phase, Shared, WRITE_STALL_LIMIT, now_ms,
     router_client_id, rumqttd_qos,
@@ -191,6 +192,9 @@ struct Side {
     /// Whether the client speaks MQTT 5 (only its filters get router identifiers: the
     /// router then allocates properties for every delivery it carries).
     v5: bool,
+    /// The last router log offset delivered per filter: messages the router skipped are
+    /// counted and logged ([`super::skips`]).
+    log_positions: LogPositions,
 }
 
 impl Output for Side {
@@ -221,10 +225,12 @@ impl Output for Side {
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);
+                self.log_positions.subscribe(filter);
                 self.router_subscribe(filter, options, plain);
             }
             Route::Unsubscribe { filter } => {
                 self.shared.interest.unsubscribe(&self.client_id, filter);
+                self.log_positions.unsubscribe(filter);
                 if let Some(id) = self.router_ids.remove(filter) {
                     self.router_filters.remove(&id);
                 }
@@ -519,6 +525,7 @@ impl Session {
                 unnamed_until: None,
                 v5: false,
                 username: None,
+                log_positions: LogPositions::default(),
             },
             rbuf: BytesMut::with_capacity(4096),
             tx: TxBuf::default(),
@@ -1034,6 +1041,9 @@ impl Session {
         // converted to packets (none of them is a PUBLISH).
         let packet = match notification {
             Notification::Forward(forward) => {
+                if let Some((_, offset)) = forward.cursor {
+                    self.count_skipped(&forward.publish.topic, forward.properties.as_ref(), offset);
+                }
                 return self.deliver(forward.publish, forward.properties.as_ref());
             }
             other => Option::<Packet>::from(other),
@@ -1064,6 +1074,37 @@ impl Session {
                 debug!(client_id = %self.side.client_id, "router asked to disconnect");
             }
             Some(other) => debug!(?other, "unexpected packet from the router"),
+        }
+    }
+
+    /// Counts and logs the messages the router skipped in a filter's log before this delivery
+    /// at `offset` ([`super::skips`]).
+    fn count_skipped(&mut self, topic: &[u8], properties: Option<&PublishProperties>, offset: u64) {
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return;
+        };
+        let named = properties
+            .and_then(|p| p.subscription_identifiers.first())
+            .and_then(|id| self.side.router_filters.get(id))
+            .map(String::as_str);
+        if let Some(skip) = self.side.log_positions.observe(topic, named, offset) {
+            self.side
+                .shared
+                .metrics
+                .deliveries_skipped
+                .fetch_add(skip.skipped, Ordering::Relaxed);
+            // Under a sustained flood the log wraps again and again: the 1st, 2nd, 4th, 8th
+            // ... skip of the connection is logged.
+            if skip.jumps.is_power_of_two() {
+                warn!(
+                    client_id = %self.side.client_id,
+                    filter = skip.filter,
+                    skipped = skip.skipped,
+                    jumps = skip.jumps,
+                    skipped_total = skip.total,
+                    "the router skipped messages for a slow subscriber (its log wrapped)"
+                );
+            }
         }
     }
 
