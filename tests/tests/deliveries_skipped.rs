@@ -81,8 +81,7 @@ fn subscribe(filter: &str) -> Vec<u8> {
 fn count_publishes(buf: &mut Vec<u8>) -> u64 {
     let mut at = 0;
     let mut count = 0;
-    loop {
-        let Some(&first) = buf.get(at) else { break };
+    while let Some(&first) = buf.get(at) {
         let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
         let complete = loop {
             let Some(&byte) = buf.get(i) else { break false };
