@@ -83,8 +83,8 @@ impl Mosquitto {
     }
 
     /// Starts mosquitto on `port` with persistence on, its database in `dir` (which outlives
-    /// it), so that a restart with the same `dir` keeps the sessions of clean_session 0 clients
-    /// and their queued messages.
+    /// it) saved every second, so that a restart with the same `dir` after a kill keeps the
+    /// sessions of clean_session 0 clients as of the last save.
     pub async fn start_persistent(port: u16, dir: &Path) -> Mosquitto {
         // Started as root, mosquitto drops to its own user before it saves the database.
         use std::os::unix::fs::PermissionsExt;
@@ -92,7 +92,7 @@ impl Mosquitto {
             .expect("open the database directory to mosquitto's user");
         // Queued messages for offline clients: more than one restart's worth (default 1000).
         let extra = format!(
-            "persistence true\npersistence_location {}/\nautosave_interval 0\nmax_queued_messages 100000\n",
+            "persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 0\n",
             dir.display()
         );
         Mosquitto::start_with(port, &extra).await

@@ -3,10 +3,11 @@
 //!
 //! A client publishes through the tap steadily; a subscriber with a persistent session
 //! (clean_session 0, fixed id, QoS 1) reads `SYSTEM/#` directly on Debian's mosquitto, which
-//! runs with persistence on in a per-test directory. Mid-stream mosquitto is frozen (SIGSTOP, so
-//! that events pile up on the wire without PUBACKs), then stopped (SIGTERM: it saves its
-//! database) and started again on the same port. Every event the tap emitted arrives at the
-//! subscriber at least once.
+//! runs with persistence on in a per-test directory (saved every second). Once the database holds
+//! the subscriber's session, mid-stream mosquitto is frozen (SIGSTOP, so that events pile up on
+//! the wire without PUBACKs), killed (SIGKILL: it processes nothing more) and started again on
+//! the same port from its database. Every event the tap emitted arrives at the subscriber at
+//! least once.
 //!
 //! The duplicate bound: an event arrives more than once only when it was sent again, by the
 //! tap (counted in `upstream_events_resent`) or by mosquitto to the subscriber (with DUP set);
@@ -72,7 +73,10 @@ async fn subscriber(port: u16, stop: Arc<AtomicBool>) -> Received {
     let mut options = rumqttc::MqttOptions::new("resend-watcher", "127.0.0.1", port);
     options.set_clean_session(false);
     options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // Acknowledged only once handed to the test: a delivery rumqttc read but had not yielded
+    // when the connection broke is then sent again by mosquitto, not lost with rumqttc's state.
+    options.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 100_000);
     client
         .subscribe("SYSTEM/#", QoS::AtLeastOnce)
         .await
@@ -80,7 +84,6 @@ async fn subscriber(port: u16, stop: Arc<AtomicBool>) -> Received {
     let (tx, rx) = mpsc::unbounded_channel();
     let (subacked_tx, mut subacked) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let _client = client;
         while !stop.load(Ordering::Relaxed) {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -88,6 +91,7 @@ async fn subscriber(port: u16, stop: Arc<AtomicBool>) -> Received {
                     if tx.send((json, p.dup)).is_err() {
                         return;
                     }
+                    client.try_ack(&p).expect("room for the PUBACK request");
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     let _ = subacked_tx.send(());
@@ -110,19 +114,19 @@ async fn subscriber(port: u16, stop: Arc<AtomicBool>) -> Received {
 }
 
 /// A client of the tap publishing `data/<n>` at QoS 0 every 2 ms, reconnecting after errors.
-fn producer(tap: std::net::SocketAddr, stop: Arc<AtomicBool>) {
+fn producer(tap: std::net::SocketAddr, stop: Arc<AtomicBool>) -> [tokio::task::JoinHandle<()>; 2] {
     let mut options = rumqttc::MqttOptions::new("resend-producer", "127.0.0.1", tap.port());
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let stop_loop = stop.clone();
-    tokio::spawn(async move {
+    let polling = tokio::spawn(async move {
         while !stop_loop.load(Ordering::Relaxed) {
             if eventloop.poll().await.is_err() {
                 sleep(Duration::from_millis(20)).await;
             }
         }
     });
-    tokio::spawn(async move {
+    let publishing = tokio::spawn(async move {
         let mut n = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(2));
         while !stop.load(Ordering::Relaxed) {
@@ -131,8 +135,8 @@ fn producer(tap: std::net::SocketAddr, stop: Arc<AtomicBool>) {
             let _ = client.try_publish(format!("data/{n}"), QoS::AtMostOnce, false, "x");
             n += 1;
         }
-        let _ = client.try_disconnect();
     });
+    [polling, publishing]
 }
 
 #[tokio::test]
@@ -141,19 +145,34 @@ async fn qos1_events_in_flight_are_resent_after_the_upstream_restarts() {
     let db = tempfile::tempdir().expect("a temporary directory");
     let mosquitto = Mosquitto::start_persistent(port, db.path()).await;
     let upstream = mosquitto.addr;
+    // The subscriber reads until the end, after the producer's last events.
+    let stop_subscriber = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut received = subscriber(port, stop.clone()).await;
+    let mut received = subscriber(port, stop_subscriber.clone()).await;
 
     let tap = start_tap(tap_config(upstream)).await;
     wait_publisher(&tap).await;
     let metrics = tap.metrics().clone();
-    producer(tap.local_addr(), stop.clone());
+    let producing = producer(tap.local_addr(), stop.clone());
 
     // Mid-stream.
     wait_until(
         "200 events at the subscriber",
         Duration::from_secs(20),
         || received.distinct() >= 200,
+    )
+    .await;
+    // The subscriber's session is in mosquitto's database (saved after its SUBACK).
+    let saved_after = std::time::SystemTime::now();
+    let db_file = db.path().join("mosquitto.db");
+    wait_until(
+        "mosquitto saved its database",
+        Duration::from_secs(10),
+        || {
+            std::fs::metadata(&db_file)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > saved_after)
+        },
     )
     .await;
     // Frozen: the tap keeps writing events that get no PUBACK.
@@ -165,9 +184,9 @@ async fn qos1_events_in_flight_are_resent_after_the_upstream_restarts() {
         || emitted(&metrics) >= frozen_at + 100,
     )
     .await;
-    mosquitto.terminate().await;
-    let restarted = Mosquitto::start_persistent(port, db.path()).await;
     let before = metrics.upstream_publisher_connects.load(Ordering::Relaxed);
+    mosquitto.kill().await;
+    let restarted = Mosquitto::start_persistent(port, db.path()).await;
     wait_until(
         "the event publisher reconnected",
         Duration::from_secs(20),
@@ -182,6 +201,23 @@ async fn qos1_events_in_flight_are_resent_after_the_upstream_restarts() {
     )
     .await;
     stop.store(true, Ordering::Relaxed);
+    // The producer's tasks end and its socket closes: once the tap has reported that, it emits
+    // nothing more.
+    for task in producing {
+        task.await.expect("the producer's task");
+    }
+    let kind = |k: activity_core::event::EventKind| {
+        metrics.events_emitted[k as usize].load(Ordering::Relaxed)
+    };
+    wait_until(
+        "every connection through the tap ended",
+        Duration::from_secs(20),
+        || {
+            kind(activity_core::event::EventKind::Connected)
+                == kind(activity_core::event::EventKind::Disconnected)
+        },
+    )
+    .await;
     // The producer's DISCONNECT and the subscriber's backlog: everything emitted arrives.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -207,6 +243,28 @@ async fn qos1_events_in_flight_are_resent_after_the_upstream_restarts() {
                 .iter()
                 .map(|c| c.load(Ordering::Relaxed))
                 .collect();
+            let mut seqs: Vec<u64> = Vec::new();
+            let mut presence = Vec::new();
+            for json in received.copies.keys() {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                match v.get("topic").and_then(|t| t.as_str()) {
+                    Some(t) => {
+                        seqs.extend(t.strip_prefix("data/").and_then(|n| n.parse::<u64>().ok()))
+                    }
+                    None => presence.push(json.clone()),
+                }
+            }
+            seqs.sort_unstable();
+            let gaps: Vec<(u64, u64)> = seqs
+                .windows(2)
+                .filter(|w| w[1] != w[0] + 1)
+                .map(|w| (w[0], w[1]))
+                .collect();
+            eprintln!(
+                "data seq gaps {gaps:?}, first {:?} last {:?}; presence {presence:#?}",
+                seqs.first(),
+                seqs.last()
+            );
             panic!(
                 "{got} distinct events at the subscriber, {want} emitted (by kind {by_kind:?}); \
                  received by topic root {kinds:?}; resent {}, dropped {}, unobserved {}, sunk {}",
@@ -246,6 +304,6 @@ async fn qos1_events_in_flight_are_resent_after_the_upstream_restarts() {
         "{extra} extra copies, more than the tap's {resent} resends plus mosquitto's {} DUP deliveries",
         received.dup_flagged
     );
-    stop.store(true, Ordering::Relaxed);
+    stop_subscriber.store(true, Ordering::Relaxed);
     drop(restarted);
 }
