@@ -109,14 +109,6 @@ impl Mosquitto {
         assert!(status.success(), "kill -{signal} {pid} failed");
     }
 
-    /// Stops mosquitto with SIGTERM (it saves its database when persistence is on), resuming
-    /// it first in case it was stopped, and waits for it to exit.
-    pub async fn terminate(mut self) {
-        self.signal("TERM");
-        self.signal("CONT");
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-
     /// Kills mosquitto (SIGKILL) and waits for it to exit.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
