@@ -46,9 +46,7 @@ type Engine = Connection<HeapAckStore, HeapSessionStore>;
 /// The room in the transmit buffer offered to the engine for the answers to one read.
 const TX_CHUNK: usize = 4096;
 
-/// Past this size the transmit buffer gives memory back once it is sent (down to this size).
-/// At most [`TX_CHUNK`] it is given back whole: an idle connection holds none (4 KiB of
-/// resident memory per idle connection, docs/scale.md).
+/// Past this size the transmit buffer gives memory back once it is sent.
 const TX_KEEP: usize = 64 * 1024;
 
 /// A delivery's bytes besides its topic, payload and properties: fixed header (at most 5),
@@ -86,8 +84,7 @@ pub(super) async fn serve<S>(
 
 /// The bytes for the client: the engine writes into the spare room, the socket takes what is
 /// written. Grows only when the engine needs more room than is spare (zeroed once), so that a
-/// busy connection reuses it; once sent, a buffer of at most [`TX_CHUNK`] is freed (an idle
-/// connection keeps none) and a larger one shrinks to [`TX_KEEP`].
+/// busy connection reuses it.
 #[derive(Default)]
 struct TxBuf {
     buf: Vec<u8>,
@@ -116,11 +113,7 @@ impl TxBuf {
     /// Everything written was sent.
     fn clear(&mut self) {
         self.len = 0;
-        if self.buf.len() <= TX_CHUNK {
-            // The usual answer (CONNACK, PINGRESP, an ack, a few deliveries): an idle connection
-            // would hold it for nothing. Allocating it again costs no measurable throughput.
-            self.buf = Vec::new();
-        } else if self.buf.len() > TX_KEEP {
+        if self.buf.len() > TX_KEEP {
             self.buf.truncate(TX_KEEP);
             self.buf.shrink_to(TX_KEEP);
         }
@@ -1337,17 +1330,5 @@ mod tests {
         tx.clear();
         assert!(tx.written().is_empty());
         assert!(tx.buf.capacity() <= TX_KEEP, "memory given back once sent");
-        assert!(tx.buf.capacity() > TX_CHUNK, "a busy connection keeps room");
-        // A small answer (CONNACK, PINGRESP): once sent, nothing is held.
-        let mut tx = TxBuf::default();
-        tx.spare(4)[..4].copy_from_slice(&[0x20, 2, 0, 0]);
-        tx.commit(4);
-        tx.clear();
-        assert_eq!(
-            tx.buf.capacity(),
-            0,
-            "an idle connection holds no transmit buffer"
-        );
-        assert!(tx.spare(2).len() >= TX_CHUNK);
     }
 }
