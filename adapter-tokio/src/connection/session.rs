@@ -669,6 +669,9 @@ impl Session {
         );
         self.tx.commit(progress.written);
         self.rbuf.advance(progress.consumed);
+        if answer == ConnectAnswer::accept(true) {
+            self.side.log_positions.resumed_session();
+        }
         if answer == ConnectAnswer::accept(true) && self.side.v5 && self.side.router_pkid != 0 {
             // The engine routed the resumed subscriptions again.
             self.side.unnamed_until = Some(self.side.router_pkid);

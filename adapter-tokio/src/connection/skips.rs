@@ -28,6 +28,11 @@ use activity_core::topic::matches;
 #[derive(Debug, Default)]
 pub(crate) struct LogPositions {
     filters: Vec<(String, Option<u64>)>,
+    /// Shared subscriptions held (not tracked: each member gets a part of the log).
+    shared: Vec<String>,
+    /// Whether the connection resumed a session: the router may then deliver from filters
+    /// this connection did not subscribe itself, so only deliveries it names are tracked.
+    resumed: bool,
     /// Gaps seen on this connection.
     jumps: u64,
     /// Messages skipped on this connection.
@@ -50,7 +55,13 @@ pub(crate) struct Skip<'a> {
 impl LogPositions {
     /// The connection subscribed `filter` (again: its position is kept).
     pub(crate) fn subscribe(&mut self, filter: &str) {
-        if filter.starts_with("$share/") || self.filters.iter().any(|(f, _)| f == filter) {
+        if filter.starts_with("$share/") {
+            if !self.shared.iter().any(|f| f == filter) {
+                self.shared.push(filter.to_owned());
+            }
+            return;
+        }
+        if self.filters.iter().any(|(f, _)| f == filter) {
             return;
         }
         self.filters.push((filter.to_owned(), None));
@@ -59,6 +70,13 @@ impl LogPositions {
     /// The connection unsubscribed `filter`.
     pub(crate) fn unsubscribe(&mut self, filter: &str) {
         self.filters.retain(|(f, _)| f != filter);
+        self.shared.retain(|f| f != filter);
+    }
+
+    /// The connection resumed a session the router kept: its deliveries may come from filters
+    /// this connection never subscribed, so an unnamed delivery is no longer tracked.
+    pub(crate) fn resumed_session(&mut self) {
+        self.resumed = true;
     }
 
     /// A delivery on `topic` at `offset` of the log of `filter` (when the router named it);
@@ -74,6 +92,10 @@ impl LogPositions {
         }
         let index = match filter {
             Some(named) => self.filters.iter().position(|(f, _)| f == named)?,
+            None if self.resumed => return None,
+            // The one filter the connection holds: every delivery is from its log (the
+            // common case, and a delivery's hot path: no topic matching).
+            None if self.filters.len() == 1 && self.shared.is_empty() => 0,
             None => {
                 let mut matching = self
                     .filters
@@ -147,6 +169,20 @@ mod tests {
         // A resent delivery does not move the position back.
         assert_eq!(seen(&mut positions, "a/1", None, 9), None);
         assert_eq!(seen(&mut positions, "a/1", None, 12), None);
+    }
+
+    #[test]
+    fn a_resumed_session_tracks_only_named_deliveries() {
+        let mut positions = LogPositions::default();
+        positions.subscribe("a/#");
+        positions.resumed_session();
+        assert_eq!(seen(&mut positions, "a/1", None, 1), None);
+        assert_eq!(seen(&mut positions, "a/1", None, 9), None);
+        assert_eq!(seen(&mut positions, "a/1", Some("a/#"), 1), None);
+        assert_eq!(
+            seen(&mut positions, "a/1", Some("a/#"), 3),
+            Some(("a/#".to_owned(), 1))
+        );
     }
 
     #[test]
