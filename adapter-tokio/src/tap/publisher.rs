@@ -8,7 +8,7 @@
 //! the upstream broker is unreachable the task retries every `upstream.reconnect_ms` and the
 //! queue fills up and drops.
 //!
-//! QoS 1 events are kept until the upstream's PUBACK ([`Unacked`]): when the connection breaks,
+//! QoS 1 events are kept until the upstream's PUBACK (`Unacked`): when the connection breaks,
 //! the next connection first sends every unacknowledged one again, in the order they were
 //! produced, with DUP set (sections 3.3.1.1 and 4.4), then the rest of the queue. An event
 //! counts against `events.queue_capacity` until it is acknowledged, so the queue and the events
