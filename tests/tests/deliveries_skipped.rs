@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tests::hostile::packet;
 use tests::{connect_packet, start_broker, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -37,25 +38,6 @@ impl Log {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
     }
-}
-
-/// An MQTT packet: `first` byte, the remaining length, `body` (section 2.2).
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = u8::try_from(len % 128).expect("below 128");
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
 }
 
 /// A QoS 0 PUBLISH of `payload` on `topic`.
