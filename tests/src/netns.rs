@@ -228,6 +228,28 @@ impl TapGateway {
         *self.stats.lock().expect("the stats lock")
     }
 
+    /// Waits until the gateway's counters satisfy `done`, at most `within`; panics naming
+    /// `what` and the counters after that.
+    pub async fn stats_until(
+        &self,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&GatewayStats) -> bool,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the gateway at once (its connections are not closed: their peers find out by
     /// keep-alive), and joins its thread.
     pub fn stop(mut self) {

@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use adapter_embassy::{Config, GatewayStats, RETAINED_BYTES, RETAINED_ENTRIES};
+use adapter_embassy::{Config, RETAINED_BYTES, RETAINED_ENTRIES};
 use rumqttc::QoS;
 use tests::netns::{GATEWAY_ADDR, TapGateway, in_private_netns};
 use tests::{Client, mosquitto_pub};
-use tokio::time::{Instant, sleep};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("a tokio runtime")
@@ -45,22 +44,6 @@ async fn retained_for(filter: &str, id: &str) -> Vec<(String, String, bool, QoS)
     }
     sub.disconnect().await;
     got
-}
-
-/// Waits until the gateway's counters satisfy `done` (at most 10 s).
-async fn stats_until(gateway: &TapGateway, what: &str, done: impl Fn(&GatewayStats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stats = gateway.stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within 10 s; {stats:?}"
-        );
-        sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[test]
@@ -144,10 +127,13 @@ fn retained_messages_on_the_gateway() {
             // Topic and payload larger than RETAINED_BYTES: not kept either.
             let large = "x".repeat(RETAINED_BYTES);
             publish(&["-i", "fill", "-t", "state/lamp", "-r", "-m", &large]).await;
-            stats_until(&gateway, "two retained messages not kept", |s| {
-                s.retained_dropped == 2
-            })
-            .await;
+            gateway
+                .stats_until(
+                    "two retained messages not kept",
+                    Duration::from_secs(10),
+                    |s| s.retained_dropped == 2,
+                )
+                .await;
             let kept = retained_for("state/#", "late-5").await;
             assert_eq!(
                 kept.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),

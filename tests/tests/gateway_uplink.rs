@@ -28,7 +28,7 @@ use tests::{Client, mosquitto_pub, start_broker, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 
 /// The uplink's prefix upstream.
 const PREFIX: &str = "edge";
@@ -245,22 +245,6 @@ fn count(n: u32) -> usize {
     usize::try_from(n).expect("a u32 fits a usize here")
 }
 
-/// Waits until the gateway's counters satisfy `done` (at most 30 s).
-async fn stats_until(gateway: &TapGateway, what: &str, done: impl Fn(&GatewayStats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = gateway.stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within 30 s; {stats:?}"
-        );
-        sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn consumer_on(broker: SocketAddr, id: &str) -> Client {
     let mut consumer = Client::connect(broker, id).await;
     consumer.subscribe("edge/#", QoS::AtLeastOnce).await;
@@ -300,7 +284,11 @@ fn qos1_uplink_delivers_across_a_cut_and_a_broker_restart() {
             let gateway = tokio::task::spawn_blocking(move || TapGateway::start(gateway_config))
                 .await
                 .expect("the gateway starts");
-            stats_until(&gateway, "the uplink connects", |s| s.uplink_connects == 1).await;
+            gateway
+                .stats_until("the uplink connects", Duration::from_secs(30), |s| {
+                    s.uplink_connects == 1
+                })
+                .await;
 
             // 1. Two devices; then the broker's PUBACKs stop reaching the gateway (they are
             //    lost on the way) while two more devices come and go, and the uplink's
@@ -365,10 +353,13 @@ fn qos1_uplink_delivers_across_a_cut_and_a_broker_restart() {
             first.kill().await;
             broker.shutdown().await;
             let failures = gateway.stats().uplink_failures;
-            stats_until(&gateway, "the uplink finds the broker gone", |s| {
-                s.uplink_failures > failures
-            })
-            .await;
+            gateway
+                .stats_until(
+                    "the uplink finds the broker gone",
+                    Duration::from_secs(30),
+                    |s| s.uplink_failures > failures,
+                )
+                .await;
             let dropped_before = gateway.stats().uplink_dropped;
             let mut produced = 6;
             while gateway.stats().uplink_dropped == dropped_before {
