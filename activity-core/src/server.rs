@@ -1118,6 +1118,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             retain: publish.retain,
         };
         let mut own = Own::of(&self.store, &mut self.next_pkid, self.wildcard_events);
+        own.v5 = self.version.is_v5();
         route_publish(
             &mut self.tracker,
             &mut own,
@@ -1327,11 +1328,15 @@ fn emit_with(
 }
 
 /// What a delivery to the connection's own client needs besides the tracker: its
-/// subscriptions, the packet id counter, and whether wildcard filters receive events.
+/// subscriptions, the packet id counter, and whether wildcard filters receive events; and,
+/// for a publish of its own, whether it may hold No Local subscriptions.
 struct Own<'c, S> {
     store: &'c S,
     next_pkid: &'c mut u16,
     wildcard_events: bool,
+    /// Whether the client speaks MQTT 5, the only version with No Local: only then does a
+    /// publish look through its subscriptions for one ([`RoutedPublish::for_no_local`]).
+    v5: bool,
 }
 
 impl<'c, S> Own<'c, S> {
@@ -1341,6 +1346,7 @@ impl<'c, S> Own<'c, S> {
             store,
             next_pkid,
             wildcard_events,
+            v5: false,
         }
     }
 }
@@ -1408,10 +1414,12 @@ fn route_publish<A: AckStore>(
     }
     if system_allows {
         let mut for_no_local = false;
-        own.store
-            .for_each_matching(info.topic, &mut |_, options, _| {
-                for_no_local |= options.no_local;
-            });
+        if own.v5 {
+            own.store
+                .for_each_matching(info.topic, &mut |_, options, _| {
+                    for_no_local |= options.no_local;
+                });
+        }
         let routed = RoutedPublish {
             topic: info.topic,
             payload: info.payload,

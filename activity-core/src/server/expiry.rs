@@ -328,6 +328,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             // The store kept only the properties that go out with the will (see `will`).
             let properties = will.properties;
             let mut own = Own::of(&self.store, &mut self.next_pkid, self.wildcard_events);
+            own.v5 = self.version.is_v5();
             route_publish(
                 &mut self.tracker,
                 &mut own,
