@@ -748,7 +748,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             let _ = list.push(Property::MaximumPacketSize(max_packet_size));
             let _ = list.push(Property::SubscriptionIdentifierAvailable(1));
             let _ = list.push(Property::SharedSubscriptionAvailable(u8::from(
-                self.limits.shared_subscriptions,
+                self.serves_shared(self.granted_expiry(connect)),
             )));
             let aliases = alias::inbound_maximum(&self.limits, &self.store);
             if aliases > 0 {
@@ -1202,6 +1202,13 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         access::check(access, out)
     }
 
+    /// Whether a session of `session_expiry` (granted) may hold shared subscriptions (see
+    /// [`Limits::shared_subscriptions_in_kept_sessions`]).
+    fn serves_shared(&self, session_expiry: u32) -> bool {
+        self.limits.shared_subscriptions
+            && (self.limits.shared_subscriptions_in_kept_sessions || session_expiry == 0)
+    }
+
     /// The SUBACK code for one filter: the access rules (MQTT 5: 0x87 not authorized), the
     /// limit (0x97 quota exceeded), the router (0x80).
     fn grant(
@@ -1218,7 +1225,9 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         if !self.is_allowed_filter(filter, out) {
             return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
         }
-        if !self.limits.shared_subscriptions && crate::topic::shared_filter(filter).0.is_some() {
+        if !self.serves_shared(self.session_expiry)
+            && crate::topic::shared_filter(filter).0.is_some()
+        {
             out.count(Counter::SubscriptionRefused);
             return SubAckCode::Refused(ReasonCode::SharedSubscriptionsNotSupported.as_u8());
         }

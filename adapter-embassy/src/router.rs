@@ -87,6 +87,7 @@ pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> Serv
             topic_alias_maximum: 0,
             outbound_topic_aliases: 0,
             shared_subscriptions: false,
+            shared_subscriptions_in_kept_sessions: false,
             // Sessions end with their connection (a slot is freed for the next client): an
             // MQTT 5 client is told Session Expiry Interval 0, and a delayed will goes at once.
             max_session_expiry: 0,

@@ -37,6 +37,13 @@ pub struct Limits {
     /// MQTT 5: whether shared subscriptions (`$share/<group>/<filter>`) are served (the
     /// CONNACK's Shared Subscription Available); when not, such a filter gets SUBACK 0x9E.
     pub shared_subscriptions: bool,
+    /// Whether a session that outlives its connection (MQTT 3.1.1 clean session 0, MQTT 5 a
+    /// granted session expiry above 0) may hold shared subscriptions too. When not, such a
+    /// session gets SUBACK 0x9E for them, and its MQTT 5 CONNACK says Shared Subscription
+    /// Available 0. rumqttd 0.20's router panics when a kept session leaves the last seat of
+    /// a shared group with deliveries in flight (`routing.rs`, "group must exists"), so the
+    /// broker turns this off; the tap's upstream keeps its sessions itself.
+    pub shared_subscriptions_in_kept_sessions: bool,
     /// The longest session expiry the server grants, in seconds (MQTT 5.0 section 3.1.2.11.2;
     /// [`SESSION_NEVER_EXPIRES`](super::SESSION_NEVER_EXPIRES): no cap). A client asking for more
     /// gets this, and an MQTT 5 client is told so in the CONNACK. 0: every session ends with
@@ -47,7 +54,7 @@ pub struct Limits {
 impl Limits {
     /// Limits for a host server: 1 MiB packets, 1024 QoS 2 publishes awaiting PUBREL, 1024
     /// filters per client, 128 per SUBSCRIBE, QoS 2 granted, 32 topic aliases each way,
-    /// shared subscriptions served, sessions kept as long as asked.
+    /// shared subscriptions served (also in kept sessions), sessions kept as long as asked.
     pub const HOST: Limits = Limits {
         max_packet_size: 1024 * 1024,
         max_inbound_qos2: 1024,
@@ -57,6 +64,7 @@ impl Limits {
         topic_alias_maximum: 32,
         outbound_topic_aliases: 32,
         shared_subscriptions: true,
+        shared_subscriptions_in_kept_sessions: true,
         max_session_expiry: super::SESSION_NEVER_EXPIRES,
     };
 }

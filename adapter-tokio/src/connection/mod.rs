@@ -157,6 +157,9 @@ pub fn server_config(config: &Config, tracker: TrackerConfig) -> ServerConfig {
         tracker,
         limits: Limits {
             max_packet_size: config.max_packet_size,
+            // rumqttd's router panics when a kept session holding the last seat of a shared
+            // group leaves with deliveries in flight (see the field's docs).
+            shared_subscriptions_in_kept_sessions: false,
             ..Limits::HOST
         },
         connect_timeout_ms: u64::try_from(config.connect_timeout().as_millis()).unwrap_or(u64::MAX),

@@ -501,3 +501,28 @@ fn shared_subscriptions_are_served_or_refused_with_0x9e() {
     );
     assert_eq!(client.out.counts, [Counter::SubscriptionRefused]);
 }
+
+#[test]
+fn a_kept_session_may_be_denied_shared_subscriptions() {
+    let config = ServerConfig {
+        limits: Limits {
+            shared_subscriptions_in_kept_sessions: false,
+            ..Limits::HOST
+        },
+        ..ServerConfig::default()
+    };
+    let kept = [Property::SessionExpiryInterval(60)];
+    let (mut client, connack) = V5::connect(plain_conn(config.clone()), &connect5("k", &kept));
+    assert!(connack_properties(&connack).contains(&Property::SharedSubscriptionAvailable(0)));
+    assert_eq!(
+        client.send(&subscribe5(1, None, &[("$share/g/a", 1), ("a", 1)])),
+        [0x90, 5, 0, 1, 0, 0x9E, 1]
+    );
+    // A session that ends with its connection keeps them.
+    let (mut client, connack) = V5::connect(plain_conn(config), &connect5("c", &[]));
+    assert!(connack_properties(&connack).contains(&Property::SharedSubscriptionAvailable(1)));
+    assert_eq!(
+        client.send(&subscribe5(1, None, &[("$share/g/a", 1)])),
+        [0x90, 4, 0, 1, 0, 1]
+    );
+}
