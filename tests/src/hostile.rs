@@ -49,19 +49,8 @@ pub const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 /// A fixed header with `first_byte` and the remaining length of `body` (section 2.2.3), then
 /// `body`.
 pub fn packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    let mut len = body.len();
-    assert!(len < 268_435_456, "remaining length fits in 4 bytes");
-    loop {
-        let digit = u8::try_from(len % 128).expect("below 128");
-        len /= 128;
-        out.push(if len > 0 { digit | 0x80 } else { digit });
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
+    assert!(body.len() < 268_435_456, "remaining length fits in 4 bytes");
+    crate::raw5::packet5(first_byte, body)
 }
 
 /// Appends a length-prefixed string (section 1.5.3) made of any bytes.

@@ -17,21 +17,6 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-/// Appends the fixed header and a remaining length below 16,384 (section 2.2.3).
-fn frame(first_byte: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    let len = body.len();
-    assert!(len < 16_384, "test packets are small");
-    if len < 128 {
-        out.push(u8::try_from(len).expect("checked below 128"));
-    } else {
-        out.push(u8::try_from(len % 128).expect("below 128") | 0x80);
-        out.push(u8::try_from(len / 128).expect("checked below 16,384"));
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// A CONNECT packet (section 3.1) with the protocol name `MQTT`, `level`, clean session and
 /// no will, username or password. Level 5 adds an empty MQTT 5 properties section.
 pub fn connect_packet(client_id: &str, keep_alive: u16, level: u8) -> Vec<u8> {
@@ -44,7 +29,7 @@ pub fn connect_packet(client_id: &str, keep_alive: u16, level: u8) -> Vec<u8> {
         body.push(0x00); // MQTT 5 properties: none
     }
     push_str(&mut body, client_id.as_bytes());
-    frame(0x10, &body)
+    crate::raw5::packet5(0x10, &body)
 }
 
 /// A raw TCP connection to the broker.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use activity_core::codec::{self, Packet, Property, Version};
 use serde_json::json;
+use tests::hostile::packet;
 use tests::tap::tap_with_monitor;
 use tests::{Monitor, MosquittoSub, WAIT, assert_fields, mosquitto_pub, start_default_broker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,30 +26,11 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// A packet: the first byte, the remaining length, the body.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = u8::try_from(len % 128).expect("below 128");
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// A property block with its length in front.
 fn block(properties: &[Property<'_>]) -> Vec<u8> {
     let mut raw = vec![0u8; 256];
     let n = codec::encode_properties(properties, &mut raw).expect("encodable");
-    let mut out = frame(0, &raw[..n]);
+    let mut out = packet(0, &raw[..n]);
     out.remove(0);
     out
 }
@@ -59,7 +41,7 @@ fn connect5(client_id: &str, properties: &[Property<'_>]) -> Vec<u8> {
     body.extend_from_slice(&[5, 0x02, 0, 30]);
     body.extend(block(properties));
     push_str(&mut body, client_id);
-    frame(0x10, &body)
+    packet(0x10, &body)
 }
 
 /// A PUBLISH: QoS from `pkid` (None: 0, Some: 1), RETAIN, properties.
@@ -78,7 +60,7 @@ fn publish5(
     body.extend(block(properties));
     body.extend_from_slice(payload);
     let first = 0x30 | if pkid.is_some() { 0x02 } else { 0 } | u8::from(retain);
-    frame(first, &body)
+    packet(first, &body)
 }
 
 /// A SUBSCRIBE of `filters` with their options bytes, and a subscription identifier.
@@ -92,7 +74,7 @@ fn subscribe5(pkid: u16, id: Option<u32>, filters: &[(&str, u8)]) -> Vec<u8> {
         push_str(&mut body, filter);
         body.push(*options);
     }
-    frame(0x82, &body)
+    packet(0x82, &body)
 }
 
 /// A received PUBLISH, owned.
