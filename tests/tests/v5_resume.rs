@@ -138,8 +138,13 @@ async fn next_publish(raw: &mut Raw5) -> Packet5 {
 /// retained one arrives with its RETAIN flag (Retain As Published) and the identifier 9, as
 /// does (the identifier) a message queued for it while it was away. `monitor` receives the events of `addr`'s server: one `subscribed` only (a resumed
 /// subscription is not a new one).
-async fn resumed_subscription_keeps_its_options(addr: SocketAddr, monitor: &mut Monitor, id: &str) {
-    let props = session_expiry(60);
+async fn resumed_subscription_keeps_its_options(
+    addr: SocketAddr,
+    monitor: &mut Monitor,
+    id: &str,
+    expiry: u32,
+) {
+    let props = session_expiry(expiry);
     let (mut raw, connack) = Raw5::connect(addr, &connect5(id, true, 60, &props, None)).await;
     assert!(!connack.session_present());
     raw.send(&subscribe5_with(1, 9, &format!("{id}/#"), 0x0D))
@@ -204,14 +209,23 @@ async fn a_resumed_session_keeps_its_subscription_options_and_identifiers() {
     let broker = start_default_broker().await;
     let addr = broker.local_addr();
     let mut monitor = Monitor::start(addr).await;
-    resumed_subscription_keeps_its_options(addr, &mut monitor, "res").await;
+    resumed_subscription_keeps_its_options(addr, &mut monitor, "res", 60).await;
+    assert_eq!(broker.metrics().sessions_kept.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_resumed_never_expiring_session_keeps_its_subscription_options_and_identifiers() {
+    let broker = start_default_broker().await;
+    let addr = broker.local_addr();
+    let mut monitor = Monitor::start(addr).await;
+    resumed_subscription_keeps_its_options(addr, &mut monitor, "forever", u32::MAX).await;
     assert_eq!(broker.metrics().sessions_kept.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
 async fn through_the_tap_the_upstream_resumes_the_subscription_options_and_identifiers() {
     let (_mosquitto, tap, mut monitor) = tap_with_monitor().await;
-    resumed_subscription_keeps_its_options(tap.local_addr(), &mut monitor, "tres").await;
+    resumed_subscription_keeps_its_options(tap.local_addr(), &mut monitor, "tres", 60).await;
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! 4.1): the session expiry the server grants, the kept state of a connection whose client has
 //! gone, the delayed will, and what the router does with a session at CONNECT and at the end.
 //!
-//! When a connection ends and its session expiry is neither 0 nor
-//! [`SESSION_NEVER_EXPIRES`], or its will waits for a Will Delay Interval, the
+//! When a connection ends and its session expiry is not 0 (MQTT 3.1 and 3.1.1: not
+//! [`SESSION_NEVER_EXPIRES`] either, which their clean session 0 means), or its will waits for
+//! a Will Delay Interval, the
 //! [`Connection`] becomes *kept* ([`Connection::is_kept`]) instead of closed: the transport is
 //! gone, but the driver holds the engine (and the client id) until
 //!
@@ -156,7 +157,11 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// by `end` after [`Route::End`]. False: the connection is closed.
     pub(super) fn keep(&mut self, now: u64, may_keep: bool) -> bool {
         let expires = self.session_expiry > 0 && self.session_expiry != SESSION_NEVER_EXPIRES;
-        if !(KEEP && may_keep && self.keeps_sessions && (expires || self.will_at.is_some())) {
+        if !(KEEP
+            && may_keep
+            && self.keeps_sessions
+            && (expires || self.kept_forever() || self.will_at.is_some()))
+        {
             return false;
         }
         self.kept_until = expires.then(|| after(now, self.session_expiry));
@@ -166,7 +171,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     }
 
     /// Whether the connection has ended but its session is kept (MQTT 5: a session expiry
-    /// that is neither 0 nor never, or a delayed will): the transport is gone; keep the engine
+    /// that is not 0, or a delayed will): the transport is gone; keep the engine
     /// (and the client id) until [`Connection::poll_timeout`] passes and
     /// [`Connection::handle_timeout`], or [`Connection::handle_resume`] (the client id
     /// connects again) or [`Connection::handle_discard`] (no room to keep it) closes it.
@@ -182,6 +187,13 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         }
     }
 
+    /// Whether the session never expires and is kept here all the same: MQTT 5 only, for its
+    /// subscription options and identifiers, which the router forgets (MQTT 3.1 and 3.1.1
+    /// have none: the router alone keeps their sessions).
+    fn kept_forever(&self) -> bool {
+        self.session_expiry == SESSION_NEVER_EXPIRES && self.version.is_v5()
+    }
+
     /// A kept session at `now`: the delayed will when due; the end at its expiry.
     pub(super) fn kept_timeout(&mut self, now: u64, out: &mut impl Output) {
         if self.will_at.is_some_and(|at| now >= at) {
@@ -192,8 +204,9 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         if self.kept_until.is_some_and(|at| now >= at) {
             out.count(Counter::SessionExpired);
             self.expire(now, out);
-        } else if self.kept_until.is_none() && self.will_at.is_none() {
-            // A never-expiring session whose will has gone: nothing is left to wait for.
+        } else if self.kept_until.is_none() && self.will_at.is_none() && !self.kept_forever() {
+            // An MQTT 3.1.1 session (the router keeps it) whose will has gone: nothing is left
+            // to wait for.
             self.finish_kept();
         }
     }

@@ -98,6 +98,27 @@ fn a_session_with_an_expiry_is_kept_until_it_expires() {
     assert_eq!(client.out.events.len(), 2, "once");
 }
 
+#[test]
+fn a_never_ending_mqtt5_session_is_kept_without_a_deadline() {
+    let (mut client, _) = session(
+        ServerConfig::default(),
+        v5_with(
+            "forever",
+            &[Property::SessionExpiryInterval(SESSION_NEVER_EXPIRES)],
+        ),
+    );
+    client.close(CloseCause::TransportClosed);
+    assert_eq!(
+        client.out.routes,
+        [R::End(SESSION_NEVER_EXPIRES, CloseCause::TransportClosed)]
+    );
+    assert!(client.conn.is_kept() && !client.conn.is_closed());
+    assert_eq!(client.conn.poll_timeout(), None);
+    timeout(&mut client, T0 + 1_000_000_000);
+    assert!(client.conn.is_kept(), "it never expires");
+    assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+}
+
 /// An MQTT 5 SUBSCRIBE (packet id 1) of `n/#` at QoS 1 with No Local, subscription
 /// identifier 7.
 const SUBSCRIBE_NO_LOCAL_7: [u8; 13] = [0x82, 11, 0, 1, 2, 0x0B, 7, 0, 3, b'n', b'/', b'#', 0x05];
