@@ -43,6 +43,7 @@ fn events() -> [(&'static str, Event<'static>); 6] {
         (
             "connected",
             Event::Connected(Connected {
+                session_seq: 1,
                 session_expiry: None,
                 user_properties: activity_core::event::UserProperties::NONE,
                 ts: TS,
@@ -58,6 +59,7 @@ fn events() -> [(&'static str, Event<'static>); 6] {
         (
             "disconnected",
             Event::Disconnected(Disconnected {
+                session_seq: 1,
                 reason_code: None,
                 ts: TS,
                 client_id: "dashboard",
@@ -163,6 +165,7 @@ fn bench_codec(c: &mut Criterion) {
 fn connected_tracker(client_id: &str) -> BenchTracker {
     let mut tracker = Tracker::new(TrackerConfig::default(), FixedAckStore::new());
     let info = ConnectInfo {
+        session_seq: 1,
         session_expiry: None,
         user_properties: activity_core::event::UserProperties::NONE,
         client_id,

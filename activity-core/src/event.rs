@@ -6,15 +6,19 @@
 //!
 //! | kind | fields, in order |
 //! |---|---|
-//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `transport`?, `session_expiry`⁵, `user_properties`⁵?, `user_properties_truncated`⁵?, `ts` |
-//! | `disconnected` | `client_id`, `reason`, `reason_code`?, `connected_at`, `ts` |
+//! | `connected` | `client_id`, `username`?, `proto_ver`, `keepalive`, `clean_session`, `peer`?, `transport`?, `session_expiry`⁵, `user_properties`⁵?, `user_properties_truncated`⁵?, `session_seq`, `ts` |
+//! | `disconnected` | `client_id`, `reason`, `reason_code`?, `connected_at`, `session_seq`, `ts` |
 //! | `subscribed` | `client_id`, `topic`, `qos`, `no_local`⁵, `retain_as_published`⁵, `retain_handling`⁵, `share_group`?, `ts` |
 //! | `unsubscribed` | `client_id`, `topic`, `ts` |
 //! | `message` | `pub_client_id`, `topic`, `payload`, `payload_encoding`?, `truncated`?, `payload_len`, `qos`, `retain`, `ts` |
 //! | `msgack` | `pub_client_id` (or `null`), `ack_client_id`, `product_id`, `message_id`, `topic`, `qos`, `reason_code`⁵, `ts` |
 //!
 //! A field marked `?` is present only when it applies. Every event ends with `"node"` when
-//! [`EncodeOptions::node`] is set. `qos` is a number, `ts` and `connected_at` are the numbers
+//! [`EncodeOptions::node`] is set, then `"event_seq"` when [`EncodeOptions::event_seq`] is set
+//! (a driver that numbers its events only after encoding them adds it with
+//! [`append_event_seq`], with the same result). `session_seq` is the number of the connection
+//! (see [`crate::seq`]): a `connected` and every `disconnected` of the same connection carry
+//! the same one. `qos` is a number, `ts` and `connected_at` are the numbers
 //! the caller passed in (the core never reads a clock).
 //!
 //! # MQTT 5 fields
@@ -241,6 +245,9 @@ pub struct Connected<'a> {
     pub session_expiry: Option<u32>,
     /// MQTT 5: the CONNECT's user properties, bounded (see [`UserProperties`]).
     pub user_properties: UserProperties<'a>,
+    /// The number of this connection, shared with its `disconnected` events (see
+    /// [`crate::seq`]).
+    pub session_seq: u64,
 }
 
 /// The most user properties a `connected` event carries.
@@ -327,6 +334,8 @@ pub struct Disconnected<'a> {
     pub reason_code: Option<u8>,
     /// The `ts` of the matching `connected` event.
     pub connected_at: u64,
+    /// The `session_seq` of the matching `connected` event.
+    pub session_seq: u64,
 }
 
 /// A client subscribed to one topic filter (published on `SYSTEM/subscription/subscribed`).
@@ -509,6 +518,9 @@ pub struct EncodeOptions<'a> {
     pub payload: PayloadMode,
     /// When set, every event carries `"node":"<value>"` naming the gateway or broker.
     pub node: Option<&'a str>,
+    /// When set, the event ends with `"event_seq":<value>`: the node's number of the event,
+    /// one more per event it emits (see [`append_event_seq`]).
+    pub event_seq: Option<u64>,
 }
 
 /// Why [`encode`] failed.
@@ -677,6 +689,7 @@ fn walk<K: FieldSink>(
                     sink.bool("user_properties_truncated", true)?;
                 }
             }
+            sink.uint("session_seq", e.session_seq)?;
         }
         Event::Disconnected(e) => {
             sink.str("client_id", e.client_id)?;
@@ -685,6 +698,7 @@ fn walk<K: FieldSink>(
                 sink.uint("reason_code", u64::from(code))?;
             }
             sink.uint("connected_at", e.connected_at)?;
+            sink.uint("session_seq", e.session_seq)?;
         }
         Event::Subscribed(e) => {
             sink.str("client_id", e.client_id)?;
@@ -743,7 +757,63 @@ fn walk<K: FieldSink>(
     if let Some(node) = options.node {
         sink.str("node", node)?;
     }
+    if let Some(seq) = options.event_seq {
+        sink.uint(EVENT_SEQ_KEY, seq)?;
+    }
     Ok(())
+}
+
+/// The key of the event number, the last field of every event that has one.
+const EVENT_SEQ_KEY: &str = "event_seq";
+
+/// What [`append_event_seq`] writes before the number.
+const EVENT_SEQ_PREFIX: &[u8] = b",\"event_seq\":";
+
+/// The most bytes [`append_event_seq`] adds to a document: `,"event_seq":` and 20 digits.
+pub const EVENT_SEQ_MAX_LEN: usize = EVENT_SEQ_PREFIX.len() + 20;
+
+/// Writes `document` (one event as [`encode`] wrote it, without `event_seq`) into `out` with
+/// `"event_seq":<event_seq>` added as its last field, and returns the new length: the same
+/// bytes [`encode`] writes with [`EncodeOptions::event_seq`] set.
+///
+/// For a driver that encodes events where they happen and numbers them later, where their order
+/// is decided. `out` needs `document.len()` plus [`EVENT_SEQ_MAX_LEN`] bytes at most; a smaller
+/// one gives [`EncodeError::BufferTooSmall`]. A `document` that is not a JSON object with a
+/// field gives the same error with `needed` 0 (it cannot come from [`encode`]).
+pub fn append_event_seq(
+    document: &[u8],
+    event_seq: u64,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let malformed = EncodeError::BufferTooSmall {
+        needed: 0,
+        available: out.len(),
+    };
+    let Some((b'}', body)) = document.split_last() else {
+        return Err(malformed);
+    };
+    if body.len() < 2 {
+        return Err(malformed);
+    }
+    let digits = decimal_len(event_seq);
+    let needed = document.len() + EVENT_SEQ_PREFIX.len() + digits;
+    let too_small = EncodeError::BufferTooSmall {
+        needed,
+        available: out.len(),
+    };
+    let out = out.get_mut(..needed).ok_or(too_small)?;
+    let (head, tail) = out.split_at_mut(body.len());
+    head.copy_from_slice(body);
+    let (key, tail) = tail.split_at_mut(EVENT_SEQ_PREFIX.len());
+    key.copy_from_slice(EVENT_SEQ_PREFIX);
+    let (number, close) = tail.split_at_mut(digits);
+    let mut rest = event_seq;
+    for digit in number.iter_mut().rev() {
+        *digit = b'0' + (rest % 10).to_le_bytes()[0];
+        rest /= 10;
+    }
+    close.copy_from_slice(b"}");
+    Ok(needed)
 }
 
 /// Serializes fields into a serde struct.

@@ -254,6 +254,7 @@ struct EventInput {
     event: ArbEvent,
     payload: ArbPayloadMode,
     node: Option<String>,
+    event_seq: Option<u64>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -268,6 +269,7 @@ enum ArbEvent {
         peer: Option<String>,
         session_expiry: Option<u32>,
         user_properties: Vec<(String, String)>,
+        session_seq: u64,
     },
     Disconnected {
         ts: u64,
@@ -275,6 +277,7 @@ enum ArbEvent {
         reason: u8,
         reason_code: Option<u8>,
         connected_at: u64,
+        session_seq: u64,
     },
     Subscribed {
         ts: u64,
@@ -444,6 +447,7 @@ impl ArbEvent {
                 peer,
                 session_expiry,
                 user_properties: _,
+                session_seq,
             } => Event::Connected(Connected {
                 ts: *ts,
                 client_id,
@@ -457,6 +461,7 @@ impl ArbEvent {
                 user_properties: UserProperties::new(
                     Properties::parse(user_properties, Context::Connect).unwrap_or_default(),
                 ),
+                session_seq: *session_seq,
             }),
             ArbEvent::Disconnected {
                 ts,
@@ -464,12 +469,14 @@ impl ArbEvent {
                 reason: r,
                 reason_code,
                 connected_at,
+                session_seq,
             } => Event::Disconnected(Disconnected {
                 ts: *ts,
                 client_id,
                 reason: reason(*r),
                 reason_code: *reason_code,
                 connected_at: *connected_at,
+                session_seq: *session_seq,
             }),
             ArbEvent::Subscribed {
                 ts,
@@ -566,8 +573,23 @@ pub fn event_encode(data: &[u8]) {
             ArbPayloadMode::Omit => PayloadMode::Omit,
         },
         node: input.node.as_deref(),
+        event_seq: input.event_seq,
     };
     let json = encode_checked(&event, &options);
+    if let Some(seq) = options.event_seq {
+        // Numbered later, where the order is decided: the same bytes.
+        let unnumbered = encode_checked(
+            &event,
+            &EncodeOptions {
+                event_seq: None,
+                ..options
+            },
+        );
+        let mut appended = vec![0u8; unnumbered.len() + event::EVENT_SEQ_MAX_LEN];
+        let len = event::append_event_seq(&unnumbered, seq, &mut appended)
+            .unwrap_or_else(|e| panic!("append_event_seq with room failed ({e}): {event:?}"));
+        assert_eq!(appended[..len], json[..], "append_event_seq of {event:?}");
+    }
     let fields = ordered_object(&json)
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {:?}", lossy(&json)));
     let expected = expected_fields(&event, &options);
@@ -672,6 +694,7 @@ fn expected_fields(
                     out.push(("user_properties_truncated", j(true)));
                 }
             }
+            out.push(("session_seq", j(e.session_seq)));
         }
         Event::Disconnected(e) => {
             out.push(("client_id", j(e.client_id)));
@@ -680,6 +703,7 @@ fn expected_fields(
                 out.push(("reason_code", j(code)));
             }
             out.push(("connected_at", j(e.connected_at)));
+            out.push(("session_seq", j(e.session_seq)));
         }
         Event::Subscribed(e) => {
             out.push(("client_id", j(e.client_id)));
@@ -746,6 +770,9 @@ fn expected_fields(
     out.push(("ts", j(event.ts())));
     if let Some(node) = options.node {
         out.push(("node", j(node)));
+    }
+    if let Some(seq) = options.event_seq {
+        out.push(("event_seq", j(seq)));
     }
     out
 }
@@ -1245,6 +1272,7 @@ fn step(
                 transport: None,
                 session_expiry: *session_expiry,
                 user_properties: UserProperties::new(properties),
+                session_seq: session_seq_at(*now),
             };
             let expected = match model.state {
                 ModelState::Connected { .. } => Err(ConnectError::AlreadyConnected),
@@ -1274,6 +1302,7 @@ fn step(
                         transport: info.transport,
                         session_expiry: info.session_expiry,
                         user_properties: info.user_properties,
+                        session_seq: info.session_seq,
                     });
                     if kept_user_properties(&block).1 {
                         model.stats.user_properties_truncated += 1;
@@ -1464,6 +1493,7 @@ fn step(
                         reason,
                         reason_code: *code,
                         connected_at: at,
+                        session_seq: session_seq_at(at),
                     }))
                 }
                 _ => None,
@@ -1518,4 +1548,9 @@ fn acknowledge(
     if let Some(event) = &event {
         check_encodes(event);
     }
+}
+
+/// The `session_seq` the tracker model gives a connection accepted at `now`.
+fn session_seq_at(now: u64) -> u64 {
+    now.rotate_left(11)
 }

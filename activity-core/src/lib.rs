@@ -12,6 +12,7 @@
 //! | [`envelope`] | the `product_id` / `message_id` envelope that `msgack` reports |
 //! | [`client_id`] | the reserved client id `broker` and the other CONNECT id rules |
 //! | [`system`] | the system topics under their prefix, and the loop guard |
+//! | [`seq`] | the `session_seq` of a connection: clock, counter and node bits, growing per client id |
 //! | [`server`] | one MQTT server connection, sans-IO: bytes in; answers, routes and events out (the protocol engine of every server; in relay mode, [`server::Relay`], for one in front of another MQTT server) |
 //! | [`tracker`] | the per-connection state machine: happenings in, events out |
 //! | [`acks`] | deliveries awaiting acknowledgement (the `msgack` correlation) |
@@ -74,6 +75,8 @@
 //!     // MQTT 5 only: the session expiry and the CONNECT's user properties.
 //!     session_expiry: None,
 //!     user_properties: UserProperties::NONE,
+//!     // The node's number for this connection (`activity_core::seq`).
+//!     session_seq: activity_core::seq::next_session_seq(0, 1_700_000_000_000, Default::default()),
 //! };
 //! // The reserved-id rule runs here: `Err` means CONNACK with its return code, then close.
 //! if let Some(event) = tracker.handle_connect(now, connect).expect("an ordinary id") {
@@ -169,6 +172,7 @@ mod proptest_cases;
 pub mod publishers;
 pub mod qos;
 pub mod retained;
+pub mod seq;
 pub mod server;
 pub mod system;
 pub mod topic;

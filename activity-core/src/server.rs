@@ -598,6 +598,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             transport: Some(self.transport),
             session_expiry: self.version.is_v5().then_some(self.session_expiry),
             user_properties: UserProperties::new(connect.properties),
+            session_seq: out.session_seq(now),
         };
         self.state = State::Connected;
         let event = match self.tracker.handle_connect(now, info) {

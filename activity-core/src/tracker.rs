@@ -98,6 +98,8 @@ pub struct ConnectInfo<'a> {
     pub session_expiry: Option<u32>,
     /// MQTT 5: the CONNECT's user properties ([`UserProperties::NONE`] before MQTT 5).
     pub user_properties: UserProperties<'a>,
+    /// The number of this connection for its events (see [`crate::seq`]).
+    pub session_seq: u64,
 }
 
 /// A PUBLISH received from the client (MQTT 3.1.1 section 3.3).
@@ -194,11 +196,12 @@ enum State {
     Idle,
     Connected {
         connected_at: u64,
+        session_seq: u64,
     },
-    /// Closed; `connected_at` of the connection that was, until the end of its session is
-    /// reported (see [`Tracker::handle_session_expired`]).
+    /// Closed; `connected_at` and `session_seq` of the connection that was, until the end of
+    /// its session is reported (see [`Tracker::handle_session_expired`]).
     Closed {
-        connected_at: Option<u64>,
+        connected_at: Option<(u64, u64)>,
     },
 }
 
@@ -237,7 +240,15 @@ impl<S: AckStore> Tracker<S> {
     /// When the connection was accepted, in ms since the Unix epoch.
     pub fn connected_at(&self) -> Option<u64> {
         match self.state {
-            State::Connected { connected_at } => Some(connected_at),
+            State::Connected { connected_at, .. } => Some(connected_at),
+            _ => None,
+        }
+    }
+
+    /// The `session_seq` of the connection while it is connected (see [`crate::seq`]).
+    pub fn session_seq(&self) -> Option<u64> {
+        match self.state {
+            State::Connected { session_seq, .. } => Some(session_seq),
             _ => None,
         }
     }
@@ -278,7 +289,10 @@ impl<S: AckStore> Tracker<S> {
         self.client_id
             .push_str(info.client_id)
             .map_err(|_| ConnectError::Refused(ClientIdError::TooLong))?;
-        self.state = State::Connected { connected_at: now };
+        self.state = State::Connected {
+            connected_at: now,
+            session_seq: info.session_seq,
+        };
         if info.user_properties.is_truncated() {
             self.stats.user_properties_truncated += 1;
         }
@@ -294,6 +308,7 @@ impl<S: AckStore> Tracker<S> {
             transport: info.transport,
             session_expiry: info.session_expiry,
             user_properties: info.user_properties,
+            session_seq: info.session_seq,
         })))
     }
 
@@ -477,12 +492,16 @@ impl<S: AckStore> Tracker<S> {
         reason: DisconnectReason,
         reason_code: Option<u8>,
     ) -> Option<Event<'_>> {
-        let State::Connected { connected_at } = self.state else {
+        let State::Connected {
+            connected_at,
+            session_seq,
+        } = self.state
+        else {
             self.state = State::Closed { connected_at: None };
             return None;
         };
         self.state = State::Closed {
-            connected_at: Some(connected_at),
+            connected_at: Some((connected_at, session_seq)),
         };
         self.acks.clear();
         debug!("tracker: closed");
@@ -492,17 +511,18 @@ impl<S: AckStore> Tracker<S> {
             reason,
             reason_code,
             connected_at,
+            session_seq,
         }))
     }
 
     /// The session of the closed connection ended after it, while its client was away (MQTT
     /// 5.0 section 3.1.2.11.2: its session expiry ran out, or the server could not keep it):
     /// gives a second `disconnected` event, with reason `session_expired`, no reason code and
-    /// the `connected_at` of the connection's own `disconnected` (once; `None` unless the
-    /// connection was connected and has closed).
+    /// the `connected_at` and `session_seq` of the connection's own `disconnected` (once;
+    /// `None` unless the connection was connected and has closed).
     pub fn handle_session_expired(&mut self, now: u64) -> Option<Event<'_>> {
         let State::Closed {
-            connected_at: Some(connected_at),
+            connected_at: Some((connected_at, session_seq)),
         } = self.state
         else {
             return None;
@@ -515,6 +535,7 @@ impl<S: AckStore> Tracker<S> {
             reason: DisconnectReason::SessionExpired,
             reason_code: None,
             connected_at,
+            session_seq,
         }))
     }
 }

@@ -622,8 +622,11 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
     }
 
     fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        // Numbered per boot, in the order the events go out (this call).
+        bump(&self.ctx.counters.events_numbered);
         let options = EncodeOptions {
             node: Some(self.ctx.config.gateway_id),
+            event_seq: Some(u64::from(self.ctx.counters.events_numbered.get())),
             ..EncodeOptions::default()
         };
         let len = match encode(event, &options, &mut self.scratch[..]) {

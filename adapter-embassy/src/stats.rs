@@ -47,6 +47,9 @@ pub struct GatewayStats {
     pub uplink_connects: u32,
     /// Failed uplink connection attempts.
     pub uplink_failures: u32,
+    /// Events numbered since boot: the last `event_seq` handed out (each event gets the next
+    /// one, also one then dropped).
+    pub events_numbered: u32,
 }
 
 macro_rules! counters {
@@ -87,6 +90,7 @@ counters!(
     uplink_resent,
     uplink_connects,
     uplink_failures,
+    events_numbered,
 );
 
 /// Adds `n` to a counter, saturating.

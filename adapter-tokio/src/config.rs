@@ -228,6 +228,14 @@ pub struct EventsConfig {
     pub payload: PayloadMode,
     /// A node name added as `"node"` to every event, to tell brokers apart (default: none).
     pub node: Option<String>,
+    /// The low bits of every `session_seq` this node hands out, 0 to 63 (default: derived from
+    /// `node`, 0 without one). Nodes in front of the same broker that must never hand out the
+    /// same number set different ones (see `docs/presence.md`).
+    pub node_index: Option<u8>,
+    /// Whether the broker keeps a retained `<prefix>/presence/state/<client_id>` of every
+    /// client id (`online` / `offline` and the last presence event's fields), for subscribers
+    /// that come later (default false; see `docs/presence.md`).
+    pub retained_presence: bool,
     /// `connected` events, the `[events.connected]` table.
     pub connected: KindConfig,
     /// `disconnected` events, the `[events.disconnected]` table.
@@ -253,6 +261,8 @@ impl Default for EventsConfig {
             queue_capacity: 65_536,
             payload: PayloadMode::Full,
             node: None,
+            node_index: None,
+            retained_presence: false,
             connected: KindConfig::default(),
             disconnected: KindConfig::default(),
             subscribed: KindConfig::default(),
@@ -274,6 +284,16 @@ impl EventsConfig {
             EventKind::Unsubscribed => &self.unsubscribed,
             EventKind::Message => &self.message,
             EventKind::MsgAck => &self.msgack,
+        }
+    }
+
+    /// The low bits of this node's `session_seq`s: `node_index`, else derived from `node`.
+    pub fn node_bits(&self) -> activity_core::seq::NodeBits {
+        use activity_core::seq::NodeBits;
+        match (self.node_index, &self.node) {
+            (Some(index), _) => NodeBits::new(index),
+            (None, Some(node)) => NodeBits::of_name(node),
+            (None, None) => NodeBits::default(),
         }
     }
 
@@ -699,6 +719,14 @@ impl EventsConfig {
             return Err(invalid(
                 "events.node",
                 "must not be empty (leave it out instead)",
+            ));
+        }
+        if let Some(index) = self.node_index
+            && u32::from(index) >= 1 << activity_core::seq::NODE_BITS
+        {
+            return Err(invalid(
+                "events.node_index",
+                format!("must be 0 to 63, got {index}"),
             ));
         }
         for kind in EventKind::ALL {

@@ -7,13 +7,25 @@
 //! [`Dispatcher`] task drains the queue in batches and fans every event out to the configured
 //! sinks: it hands it to the Kafka sink's own bounded buffer (which never waits, see
 //! [`crate::kafka`]) and publishes it into the router as the reserved client `broker`.
+//!
+//! # Numbers
+//!
+//! The dispatcher numbers the events (`"event_seq"`, the last field of the JSON): it is the one
+//! place that sees them in the order every sink gets them. The first number is the node's start
+//! time in ms times 1,000, and each event the dispatcher hands to the sinks gets the next one.
+//! An event dropped because the queue was full still uses up a number (the next event the
+//! dispatcher numbers skips it), so the sinks' consumers see the loss as a gap; an event nobody
+//! would receive (the router is the only sink and no subscription matches its kind, see
+//! [`crate::interest`]) gets none, and leaves no gap. The `session_seq` of each connection comes
+//! from [`EventSender::session_seq`] (see [`activity_core::seq`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use activity_core::QoS;
 use activity_core::event::{self, EncodeOptions, Event, EventKind};
+use activity_core::seq::{NodeBits, next_session_seq};
 use activity_core::system::SystemTopics;
 use activity_core::tracker::{EventKinds, TrackerConfig};
 use bytes::Bytes;
@@ -36,8 +48,11 @@ pub struct EventRecord {
     pub subject: String,
     /// The event's `ts`.
     pub ts: u64,
-    /// The JSON document.
+    /// The JSON document; from the dispatcher on, with its `event_seq`.
     pub json: Bytes,
+    /// The event's `event_seq`, set by the dispatcher (0 before, and for a record read back
+    /// from the Kafka spool, whose JSON has it).
+    pub event_seq: u64,
 }
 
 enum Item {
@@ -45,11 +60,17 @@ enum Item {
     Flush(oneshot::Sender<()>),
 }
 
-/// The owned form of the encoder options.
-#[derive(Clone, Debug)]
+/// The owned form of the encoder options, and the node's numbers.
+#[derive(Debug)]
 struct Encoding {
     payload: event::PayloadMode,
     node: Option<String>,
+    /// The low bits of this node's `session_seq`s.
+    node_bits: NodeBits,
+    /// The last `session_seq` handed out.
+    last_session_seq: AtomicU64,
+    /// Events dropped at the full queue since the dispatcher last numbered one.
+    dropped_unnumbered: AtomicU64,
 }
 
 /// The stack buffer [`EventSender::emit`] encodes into first; larger events get a heap buffer of
@@ -70,6 +91,9 @@ pub struct EventSender {
 /// What [`channel`] returns to the sink side.
 pub struct EventReceiver {
     rx: mpsc::Receiver<Item>,
+    encoding: Arc<Encoding>,
+    /// The `event_seq` of the next event.
+    next_event_seq: u64,
 }
 
 /// Builds the trackers' configuration (the system topics, the enabled event kinds) from the
@@ -111,15 +135,22 @@ pub fn channel(
     let encoding = Arc::new(Encoding {
         payload,
         node: config.node.clone(),
+        node_bits: config.node_bits(),
+        last_session_seq: AtomicU64::new(0),
+        dropped_unnumbered: AtomicU64::new(0),
     });
     (
         EventSender {
             tx,
-            encoding,
+            encoding: encoding.clone(),
             metrics,
             only_for,
         },
-        EventReceiver { rx },
+        EventReceiver {
+            rx,
+            encoding,
+            next_event_seq: crate::connection::now_ms().saturating_mul(1_000),
+        },
     )
 }
 
@@ -128,6 +159,21 @@ impl EventSender {
     /// sink and no subscription receives that kind (see [`crate::interest`]).
     pub fn wants(&self, kind: EventKind) -> bool {
         self.only_for.as_ref().is_none_or(|i| i.wanted(kind))
+    }
+
+    /// The `session_seq` of a connection accepted at `now_ms` (see [`activity_core::seq`]): the
+    /// node's numbers only grow, shared by all its connections.
+    pub fn session_seq(&self, now_ms: u64) -> u64 {
+        let node = self.encoding.node_bits;
+        let last = &self.encoding.last_session_seq;
+        let mut seen = last.load(Ordering::Relaxed);
+        loop {
+            let next = next_session_seq(seen, now_ms, node);
+            match last.compare_exchange_weak(seen, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(now) => seen = now,
+            }
+        }
     }
 
     /// Encodes `event` and queues it; drops and counts it when the queue is full.
@@ -152,6 +198,7 @@ impl EventSender {
         let options = EncodeOptions {
             payload: self.encoding.payload,
             node: self.encoding.node.as_deref(),
+            event_seq: None,
         };
         // Most events fit the stack buffer: encoded once, then copied out at their exact size.
         // A larger one (a long payload) is encoded again into a heap buffer of the size the
@@ -188,6 +235,7 @@ impl EventSender {
             subject: event.subject().to_owned(),
             ts: event.ts(),
             json,
+            event_seq: 0,
         })
     }
 
@@ -198,6 +246,9 @@ impl EventSender {
         match self.tx.try_send(Item::Event(record)) {
             Ok(()) => self.metrics.event_emitted(kind),
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.encoding
+                    .dropped_unnumbered
+                    .fetch_add(1, Ordering::Relaxed);
                 let dropped = self.metrics.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
                     warn!(dropped, "event queue full: events are being dropped");
@@ -315,6 +366,37 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Gives `record` its `event_seq` (see [Numbers](self#numbers)); `None` when no sink takes
+    /// it (counted).
+    fn number(&self, receiver: &mut EventReceiver, mut record: EventRecord) -> Option<EventRecord> {
+        if self.queues.is_empty()
+            && let Some(mqtt) = &self.mqtt
+            && !mqtt.interest.wanted(record.kind)
+        {
+            mqtt.metrics
+                .events_unobserved
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let skipped = receiver
+            .encoding
+            .dropped_unnumbered
+            .swap(0, Ordering::Relaxed);
+        let seq = receiver.next_event_seq.saturating_add(skipped);
+        receiver.next_event_seq = seq.saturating_add(1);
+        let mut json = vec![0u8; record.json.len() + event::EVENT_SEQ_MAX_LEN];
+        match event::append_event_seq(&record.json, seq, &mut json) {
+            Ok(len) => {
+                json.truncate(len);
+                record.json = Bytes::from(json);
+                record.event_seq = seq;
+            }
+            // The JSON came from the encoder and the buffer has the room: a broken invariant.
+            Err(e) => warn!(error = %e, "event_seq could not be added"),
+        }
+        Some(record)
+    }
+
     /// Drains `receiver` until every [`EventSender`] is gone.
     pub async fn run(mut self, mut receiver: EventReceiver) {
         const BATCH: usize = 256;
@@ -330,6 +412,9 @@ impl Dispatcher {
             for item in batch.drain(..) {
                 match item {
                     Item::Event(record) => {
+                        let Some(record) = self.number(&mut receiver, record) else {
+                            continue;
+                        };
                         for queue in &self.queues {
                             queue.offer(record.clone());
                         }

@@ -6,9 +6,14 @@ use serde_json::Value;
 
 use crate::{Ev, now_ms};
 
+/// The sequence numbers (docs/presence.md) that [`assert_fields`] accepts in every event
+/// without being told: `event_seq` in any event, `session_seq` in `connected` and
+/// `disconnected`. It checks that each is a JSON integer (a `u64`) where it is.
+pub const SEQ_FIELDS: [&str; 2] = ["event_seq", "session_seq"];
+
 /// Asserts that `ev` has exactly the fields of `expected` (an object) plus the names in
-/// `unchecked`, and that every field of `expected` has exactly that value (type included:
-/// `1` is not `"1"`).
+/// `unchecked` (and the sequence numbers, [`SEQ_FIELDS`]), and that every field of `expected`
+/// has exactly that value (type included: `1` is not `"1"`).
 pub fn assert_fields(ev: &Ev, expected: Value, unchecked: &[&str]) {
     let expected = expected.as_object().expect("expected fields are an object");
     let actual = ev
@@ -29,9 +34,21 @@ pub fn assert_fields(ev: &Ev, expected: Value, unchecked: &[&str]) {
             ev.json
         );
     }
+    for key in SEQ_FIELDS {
+        if let Some(value) = actual.get(key) {
+            assert!(
+                value.is_u64(),
+                "{key} is not an unsigned integer in {} event {}",
+                ev.topic,
+                ev.json
+            );
+        }
+    }
     for key in actual.keys() {
         assert!(
-            expected.contains_key(key) || unchecked.contains(&key.as_str()),
+            expected.contains_key(key)
+                || unchecked.contains(&key.as_str())
+                || SEQ_FIELDS.contains(&key.as_str()),
             "unexpected field {key:?} in {} event {}",
             ev.topic,
             ev.json

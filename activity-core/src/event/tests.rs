@@ -18,6 +18,7 @@ fn json<'a>(event: impl Into<Event<'a>>) -> String {
 
 fn connected() -> Connected<'static> {
     Connected {
+        session_seq: 1,
         session_expiry: None,
         user_properties: crate::event::UserProperties::NONE,
         ts: 1_700_000_000_000,
@@ -59,6 +60,7 @@ fn all_kinds() -> [Event<'static>; 6] {
     [
         connected().into(),
         Disconnected {
+            session_seq: 1,
             reason_code: None,
             ts: 5,
             client_id: "dev-1",
@@ -168,7 +170,7 @@ fn disconnect_reasons() {
 fn connected_json() {
     assert_eq!(
         json(connected()),
-        r#"{"client_id":"dev-1","username":"alice","proto_ver":4,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","ts":1700000000000}"#
+        r#"{"client_id":"dev-1","username":"alice","proto_ver":4,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","session_seq":1,"ts":1700000000000}"#
     );
     let bare = Connected {
         username: None,
@@ -179,7 +181,7 @@ fn connected_json() {
     };
     assert_eq!(
         json(bare),
-        r#"{"client_id":"dev-1","proto_ver":4,"keepalive":60,"clean_session":false,"ts":1700000000000}"#
+        r#"{"client_id":"dev-1","proto_ver":4,"keepalive":60,"clean_session":false,"session_seq":1,"ts":1700000000000}"#
     );
 }
 
@@ -198,7 +200,7 @@ fn connected_transport_follows_peer() {
         assert_eq!(
             json(event),
             format!(
-                r#"{{"client_id":"dev-1","username":"alice","proto_ver":4,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","transport":"{text}","ts":1700000000000}}"#
+                r#"{{"client_id":"dev-1","username":"alice","proto_ver":4,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","transport":"{text}","session_seq":1,"ts":1700000000000}}"#
             )
         );
         assert_eq!(transport.as_str(), text);
@@ -228,7 +230,7 @@ fn connected_v5_json() {
     };
     assert_eq!(
         json(v5),
-        r#"{"client_id":"dev-1","username":"alice","proto_ver":5,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","session_expiry":3600,"user_properties":[["region","eu-\"1\""],["fw","1.2"],["fw","1.3"]],"ts":1700000000000}"#
+        r#"{"client_id":"dev-1","username":"alice","proto_ver":5,"keepalive":60,"clean_session":true,"peer":"192.0.2.7:50312","session_expiry":3600,"user_properties":[["region","eu-\"1\""],["fw","1.2"],["fw","1.3"]],"session_seq":1,"ts":1700000000000}"#
     );
     // No user properties: no field; a session expiry of 0 is still written for MQTT 5.
     let bare = Connected {
@@ -242,7 +244,7 @@ fn connected_v5_json() {
     };
     assert_eq!(
         to_string(&bare.into(), &EncodeOptions::default()),
-        r#"{"client_id":"dev-1","proto_ver":5,"keepalive":60,"clean_session":true,"session_expiry":0,"ts":1700000000000}"#
+        r#"{"client_id":"dev-1","proto_ver":5,"keepalive":60,"clean_session":true,"session_expiry":0,"session_seq":1,"ts":1700000000000}"#
     );
 }
 
@@ -266,7 +268,9 @@ fn connected_user_properties_are_bounded() {
     assert_eq!(v["user_properties"].as_array().unwrap().len(), 8);
     assert_eq!(v["user_properties"][7], json!(["k7", "v"]));
     assert_eq!(v["user_properties_truncated"], true);
-    assert!(text.ends_with(r#"["k7","v"]],"user_properties_truncated":true,"ts":1700000000000}"#));
+    assert!(text.ends_with(
+        r#"["k7","v"]],"user_properties_truncated":true,"session_seq":1,"ts":1700000000000}"#
+    ));
 
     // The byte limit: names and values together; the pair that crosses it and all after it go.
     let big = "x".repeat(USER_PROPERTIES_MAX_BYTES - 8);
@@ -320,6 +324,7 @@ fn connected_user_properties_are_bounded() {
 fn v5_fields_of_the_other_kinds_json() {
     let opts = EncodeOptions::default();
     let disconnected: Event<'_> = Disconnected {
+        session_seq: 1,
         ts: 5,
         client_id: "dev-1",
         reason: DisconnectReason::ClientError,
@@ -329,7 +334,7 @@ fn v5_fields_of_the_other_kinds_json() {
     .into();
     assert_eq!(
         to_string(&disconnected, &opts),
-        r#"{"client_id":"dev-1","reason":"client_error","reason_code":131,"connected_at":1,"ts":5}"#
+        r#"{"client_id":"dev-1","reason":"client_error","reason_code":131,"connected_at":1,"session_seq":1,"ts":5}"#
     );
     let subscribed: Event<'_> = Subscribed {
         ts: 2,
@@ -387,7 +392,7 @@ fn other_kinds_json() {
     let opts = EncodeOptions::default();
     assert_eq!(
         to_string(&disconnected, &opts),
-        r#"{"client_id":"dev-1","reason":"keepalive_timeout","connected_at":1,"ts":5}"#
+        r#"{"client_id":"dev-1","reason":"keepalive_timeout","connected_at":1,"session_seq":1,"ts":5}"#
     );
     assert_eq!(
         to_string(&subscribed, &opts),
@@ -422,6 +427,7 @@ fn message_json() {
 fn message_payload_modes() {
     let event: Event<'_> = message("hé!".as_bytes()).into(); // 4 bytes, `é` is bytes 1..3
     let with = |payload| EncodeOptions {
+        event_seq: None,
         payload,
         node: None,
     };
@@ -482,6 +488,7 @@ fn msgack_json() {
 #[test]
 fn node_goes_last_in_every_kind() {
     let options = EncodeOptions {
+        event_seq: None,
         payload: PayloadMode::Full,
         node: Some("gw-\"7\""),
     };
@@ -493,6 +500,53 @@ fn node_goes_last_in_every_kind() {
         to_string(&all_kinds()[3], &options),
         r#"{"client_id":"dev-1","topic":"a/#","ts":3,"node":"gw-\"7\""}"#
     );
+}
+
+#[test]
+fn event_seq_goes_after_node_and_append_writes_the_same_bytes() {
+    let numbered = EncodeOptions {
+        node: Some("n1"),
+        event_seq: Some(18_446_744_073_709_551_615),
+        ..EncodeOptions::default()
+    };
+    let plain = EncodeOptions {
+        event_seq: None,
+        ..numbered
+    };
+    assert_eq!(
+        to_string(&all_kinds()[3], &numbered),
+        r#"{"client_id":"dev-1","topic":"a/#","ts":3,"node":"n1","event_seq":18446744073709551615}"#
+    );
+    for seq in [0, 7, 10, 99_999, u64::MAX] {
+        for event in all_kinds() {
+            let with = EncodeOptions {
+                event_seq: Some(seq),
+                ..numbered
+            };
+            let want = to_string(&event, &with);
+            let document = to_string(&event, &plain);
+            let mut out = vec![0u8; document.len() + EVENT_SEQ_MAX_LEN];
+            let len = append_event_seq(document.as_bytes(), seq, &mut out).expect("room");
+            assert_eq!(core::str::from_utf8(&out[..len]), Ok(want.as_str()));
+            // Exactly the room it needs, and one byte less.
+            assert_eq!(
+                append_event_seq(document.as_bytes(), seq, &mut out[..len]),
+                Ok(len)
+            );
+            assert_eq!(
+                append_event_seq(document.as_bytes(), seq, &mut out[..len - 1]),
+                Err(EncodeError::BufferTooSmall {
+                    needed: len,
+                    available: len - 1
+                })
+            );
+        }
+    }
+    // Not a document with a field: refused, never a panic.
+    let mut out = [0u8; 64];
+    for bad in [&b""[..], b"}", b"{}", b"[1]", b"{\"a\":1"] {
+        assert!(append_event_seq(bad, 1, &mut out).is_err(), "{bad:?}");
+    }
 }
 
 #[test]
@@ -553,6 +607,7 @@ fn base64_rfc4648_vectors() {
 #[test]
 fn buffer_too_small_for_every_kind() {
     let options = EncodeOptions {
+        event_seq: None,
         payload: PayloadMode::Full,
         node: Some("n1"),
     };
@@ -773,6 +828,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
     }
     vec![
         Connected {
+            session_seq: 1,
             session_expiry: None,
             user_properties: crate::event::UserProperties::NONE,
             ts: i.ts,
@@ -786,6 +842,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
         }
         .into(),
         Disconnected {
+            session_seq: 1,
             reason_code: None,
             ts: i.ts,
             client_id: &i.a,
@@ -829,6 +886,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
         .into(),
         // The MQTT 5 fields.
         Connected {
+            session_seq: 1,
             session_expiry: Some(u32::try_from(i.ts2 >> 32).unwrap()),
             user_properties: UserProperties::new(
                 Properties::parse(&i.user_props, Context::Connect).unwrap(),
@@ -844,6 +902,7 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
         }
         .into(),
         Disconnected {
+            session_seq: 1,
             reason_code: Some(i.small),
             ts: i.ts,
             client_id: &i.a,
@@ -930,6 +989,7 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
                 }
                 put("user_properties", Value::Array(kept));
             }
+            put("session_seq", e.session_seq.into());
         }
         Event::Disconnected(e) => {
             put("client_id", e.client_id.into());
@@ -938,6 +998,7 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
                 put("reason_code", code.into());
             }
             put("connected_at", e.connected_at.into());
+            put("session_seq", e.session_seq.into());
         }
         Event::Subscribed(e) => {
             put("client_id", e.client_id.into());
@@ -1089,6 +1150,7 @@ fn byte_identical_to_the_reference_on_the_examples() {
     let nodes = [None, Some("broker-1"), Some("gw-\"7\"")];
     for node in nodes {
         let options = EncodeOptions {
+            event_seq: None,
             payload: PayloadMode::Full,
             node,
         };
@@ -1135,7 +1197,7 @@ proptest! {
 
     #[test]
     fn encodes_valid_json_that_round_trips(i in inputs()) {
-        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref() };
+        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref(), event_seq: None };
         for event in events(&i) {
             let bound = encoded_len_bound(&event, &options);
             let mut buf = vec![0u8; bound + 16];
@@ -1172,7 +1234,7 @@ proptest! {
     /// Every kind, every option, byte for byte against the encoder without fast paths.
     #[test]
     fn byte_identical_to_the_reference(i in inputs()) {
-        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref() };
+        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref(), event_seq: None };
         for event in events(&i) {
             let encoded = to_string(&event, &options);
             prop_assert_eq!(encoded.as_bytes(), &reference_encode(&event, &options)[..]);
@@ -1181,7 +1243,7 @@ proptest! {
 
     #[test]
     fn bound_is_not_wildly_above(i in inputs()) {
-        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref() };
+        let options = EncodeOptions { payload: i.mode, node: i.node.as_deref(), event_seq: None };
         for event in events(&i) {
             let input_bytes = i.a.len() + i.b.len()
                 + i.c.as_ref().map_or(0, String::len)

@@ -274,6 +274,14 @@ pub trait Output {
     /// delivers it to its own client when one of its subscriptions matches
     /// (`subscription_qos` is ignored). Others return `None`.
     fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>>;
+    /// The `session_seq` of the connection accepted at `now` (see [`crate::seq`]): the driver
+    /// keeps the node's generator, shared by all its connections, and applies
+    /// [`next_session_seq`](crate::seq::next_session_seq) to it. The default is the clock's
+    /// number alone (node bits 0), which grows per client id as long as one client id does
+    /// not connect twice within a millisecond.
+    fn session_seq(&mut self, now: u64) -> u64 {
+        crate::seq::next_session_seq(0, now, crate::seq::NodeBits::new(0))
+    }
     /// Counts `counter` once.
     fn count(&mut self, counter: Counter) {
         let _ = counter;

@@ -53,6 +53,11 @@ struct Rec {
     publish_properties: Vec<u8>,
     /// `RoutedPublish::for_no_local` of each routed publish.
     for_no_local: Vec<bool>,
+    /// The `session_seq` of each event that has one, in event order (the field is taken out of
+    /// `events`).
+    session_seqs: Vec<u64>,
+    /// The `session_seq`s handed out so far.
+    seqs_given: u64,
 }
 
 impl Output for Rec {
@@ -104,7 +109,11 @@ impl Output for Rec {
         let n = encode(event, &options, &mut buf).expect("fits its bound");
         buf.truncate(n);
         let mut value: Value = serde_json::from_slice(&buf).expect("valid JSON");
-        value.as_object_mut().expect("an object").remove("ts");
+        let object = value.as_object_mut().expect("an object");
+        object.remove("ts");
+        if let Some(seq) = object.remove("session_seq") {
+            self.session_seqs.push(seq.as_u64().expect("a number"));
+        }
         self.events.push((event.kind(), value));
         if !self.except_sender {
             return None;
@@ -112,6 +121,11 @@ impl Output for Rec {
         let topic = crate::system::SystemTopics::default().topic(event.kind());
         let (topic, json) = self.own_event.insert((topic.as_str().to_owned(), buf));
         Some(Delivery::new(topic, json, QoS::AtLeastOnce))
+    }
+
+    fn session_seq(&mut self, now: u64) -> u64 {
+        self.seqs_given += 1;
+        now * 100 + self.seqs_given
     }
 
     fn count(&mut self, counter: Counter) {
@@ -300,6 +314,15 @@ fn an_accepted_connect_gets_connack_and_its_connected_event() {
             json!({"client_id":"sensor-7","username":"alice","proto_ver":4,"keepalive":30,
                    "clean_session":true,"peer":"192.0.2.7:50312","transport":"tcp"})
         )]
+    );
+    // The driver's number for the connection, asked once, at the answer.
+    assert_eq!(client.out.session_seqs, [T0 * 100 + 1]);
+    client.close(CloseCause::TransportClosed);
+    assert_eq!(client.out.kinds().last(), Some(&EventKind::Disconnected));
+    assert_eq!(
+        client.out.session_seqs,
+        [T0 * 100 + 1; 2],
+        "the same in its end"
     );
 }
 

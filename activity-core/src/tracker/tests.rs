@@ -27,6 +27,7 @@ fn json_of(event: Option<Event<'_>>) -> (EventKind, Value) {
 
 fn connect_info(client_id: &str) -> ConnectInfo<'_> {
     ConnectInfo {
+        session_seq: 3_481_600_000_000_005,
         session_expiry: None,
         user_properties: crate::event::UserProperties::NONE,
         client_id,
@@ -55,19 +56,23 @@ fn whole_session_emits_every_event_with_its_fields() {
     assert_eq!(
         v,
         json!({"client_id":"sub-1","username":"alice","proto_ver":4,"keepalive":30,
-               "clean_session":false,"peer":"127.0.0.1:50000","ts":1000})
+               "clean_session":false,"peer":"127.0.0.1:50000",
+               "session_seq":3_481_600_000_000_005_u64,"ts":1000})
     );
+    assert_eq!(subscriber.session_seq(), Some(3_481_600_000_000_005));
     let info = ConnectInfo {
         username: None,
         peer: None,
         transport: None,
         clean_session: true,
+        session_seq: 9,
         ..connect_info("pub-1")
     };
     let (_, v) = json_of(publisher.handle_connect(1_001, info).unwrap());
     assert_eq!(
         v,
-        json!({"client_id":"pub-1","proto_ver":4,"keepalive":30,"clean_session":true,"ts":1001})
+        json!({"client_id":"pub-1","proto_ver":4,"keepalive":30,"clean_session":true,
+               "session_seq":9,"ts":1001})
     );
 
     let (kind, v) =
@@ -165,8 +170,10 @@ fn whole_session_emits_every_event_with_its_fields() {
     assert_eq!(kind, EventKind::Disconnected);
     assert_eq!(
         v,
-        json!({"client_id":"sub-1","reason":"normal","connected_at":1000,"ts":1007})
+        json!({"client_id":"sub-1","reason":"normal","connected_at":1000,
+               "session_seq":3_481_600_000_000_005_u64,"ts":1007})
     );
+    assert_eq!(subscriber.session_seq(), None, "closed");
     assert_eq!(
         subscriber.handle_close(1_008, DisconnectReason::TcpClosed, None),
         None

@@ -342,6 +342,7 @@ fn decode(bytes: &[u8]) -> Option<EventRecord> {
         subject,
         ts,
         json,
+        event_seq: 0,
     })
 }
 
@@ -355,6 +356,7 @@ mod tests {
             subject: format!("client-{n}"),
             ts: 1_700_000_000_000 + n,
             json: Bytes::from(format!("{{\"n\":{n}}}")),
+            event_seq: 0,
         }
     }
 

@@ -441,6 +441,7 @@ mod tests {
             subject: "c".to_owned(),
             ts: 0,
             json: bytes::Bytes::from_static(b"{}"),
+            event_seq: 0,
         }
     }
 

@@ -194,6 +194,10 @@ impl Output for Side<'_> {
         None
     }
 
+    fn session_seq(&mut self, now: u64) -> u64 {
+        self.shared.events.session_seq(now)
+    }
+
     fn count(&mut self, counter: Counter) {
         self.shared.metrics.count(counter);
     }

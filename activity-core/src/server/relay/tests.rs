@@ -54,7 +54,9 @@ impl Output for Rec {
         let mut buf = vec![0u8; encoded_len_bound(event, &options)];
         let n = encode(event, &options, &mut buf).expect("fits its bound");
         let mut value: Value = serde_json::from_slice(&buf[..n]).expect("valid JSON");
-        value.as_object_mut().expect("an object").remove("ts");
+        let object = value.as_object_mut().expect("an object");
+        object.remove("ts");
+        object.remove("session_seq");
         self.events.push((event.kind(), value));
         None
     }

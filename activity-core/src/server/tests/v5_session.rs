@@ -94,6 +94,8 @@ fn a_session_with_an_expiry_is_kept_until_it_expires() {
         client.out.events[1].1,
         json!({"client_id": "keeper", "reason": "session_expired", "connected_at": T0})
     );
+    // All three events of the connection carry its session_seq (the one the driver gave).
+    assert_eq!(client.out.session_seqs, [T0 * 100 + 1; 3]);
     timeout(&mut client, T0 + 9_000);
     assert_eq!(client.out.events.len(), 2, "once");
 }
