@@ -139,8 +139,6 @@ async fn mosquitto_clients_report_v5_fields(addr: SocketAddr, monitor: &mut Moni
             "1.2",
             "-t",
             &filter,
-            "-t",
-            &shared,
             "-F",
             "%t [%P] %p",
         ],
@@ -164,11 +162,18 @@ async fn mosquitto_clients_report_v5_fields(addr: SocketAddr, monitor: &mut Moni
         }),
         &["ts"],
     );
-    let subscribed = monitor.next_event("subscribed", &sub_id).await;
+    // A shared subscription, from a session that ends with its connection (the broker serves
+    // shared subscriptions only to those: tests/shared_kept_sessions.rs).
+    let shared_id = format!("{prefix}-shr");
+    let _shared_sub = MosquittoSub::spawn(
+        addr,
+        &["-i", &shared_id, "-V", "mqttv5", "-q", "1", "-t", &shared],
+    );
+    let subscribed = monitor.next_event("subscribed", &shared_id).await;
     assert_fields(
         &subscribed,
         json!({
-            "client_id": sub_id, "topic": shared, "qos": 1, "no_local": false,
+            "client_id": shared_id, "topic": shared, "qos": 1, "no_local": false,
             "retain_as_published": false, "retain_handling": 0, "share_group": "grp",
         }),
         &["ts"],
