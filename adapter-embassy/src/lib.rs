@@ -77,7 +77,7 @@
 //!
 //! The stack's `StackResources` must have room for `CLIENTS + 2` sockets besides the
 //! application's own. One more client slot costs about `2 * RX + TX + QUEUE + 2 KiB` of RAM
-//! (tracker, subscriptions, will, socket state): measured 4,104 bytes of `.bss` with
+//! (tracker, subscriptions, will, socket state): measured 4,192 bytes of `.bss` with
 //! `RX = TX = QUEUE = 512` and `SUBS = 4` in the firmware example.
 //!
 //! # Feature flags
