@@ -12,7 +12,7 @@ use crate::{Ev, now_ms};
 pub const SEQ_FIELDS: [&str; 2] = ["event_seq", "session_seq"];
 
 /// Asserts that `ev` has exactly the fields of `expected` (an object) plus the names in
-/// `unchecked` (and the sequence numbers, [`SEQ_FIELDS`]), and that every field of `expected`
+/// `unchecked` (and the sequence numbers, `SEQ_FIELDS`), and that every field of `expected`
 /// has exactly that value (type included: `1` is not `"1"`).
 pub fn assert_fields(ev: &Ev, expected: Value, unchecked: &[&str]) {
     let expected = expected.as_object().expect("expected fields are an object");
