@@ -13,7 +13,7 @@ if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
   echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
 fi
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm, redis-server"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
@@ -29,6 +29,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+# The aedes cluster of tests/tests/cluster.rs shares one redis (tests/src/cluster.rs starts it).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -44,6 +46,10 @@ step "npm packages: MQTT.js for the headless Chromium test (tests/browser, from 
 # Again only when package-lock.json changed since the last install (npm's hidden lockfile).
 [ tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ] ||
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+step "npm packages: aedes, mqemitter-redis, aedes-persistence-redis for the broker cluster test (tests/cluster)"
+[ tests/cluster/node_modules/.package-lock.json -nt tests/cluster/package-lock.json ] ||
+  (cd tests/cluster && npm ci --no-audit --no-fund --loglevel=error)
 
 step "rust toolchain components and targets"
 # rust-toolchain.toml pins the stable toolchain; make sure its parts are present.

@@ -30,6 +30,7 @@ pub use raw::{RawClient, connect_packet};
 pub use time::{QUIET, WAIT, now_ms};
 
 pub mod certs;
+pub mod cluster;
 pub mod conformance;
 pub mod hostile;
 pub mod kafka;
