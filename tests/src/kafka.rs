@@ -267,3 +267,58 @@ impl Reader {
             .join("\n")
     }
 }
+
+/// Creates `topics` (1 partition each) on the Kafka at `kafka` with the admin API, as the
+/// broker's sink does at its start; a topic that already exists is fine.
+pub async fn create_topics(kafka: SocketAddr, topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.to_string())
+        .create()
+        .expect("the admin client starts");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .expect("create_topics answers");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("cannot create {topic}: {code}"),
+        }
+    }
+}
+
+/// The offset consumer group `group` committed on partition 0 of each of `topics` (the next
+/// record it will read; `None` before its first commit there).
+pub fn committed(kafka: SocketAddr, group: &str, topics: &[&str]) -> Vec<Option<i64>> {
+    use rdkafka::consumer::BaseConsumer;
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.to_string())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer of the group starts");
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        partitions.add_partition(topic, 0);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .expect("the group's committed offsets");
+    topics
+        .iter()
+        .map(|topic| match committed.find_partition(topic, 0)?.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        })
+        .collect()
+}

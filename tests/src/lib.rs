@@ -36,6 +36,7 @@ pub mod hostile;
 pub mod kafka;
 pub mod netns;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod raw5;
 pub mod tap;
