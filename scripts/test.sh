@@ -13,7 +13,7 @@ if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
   echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
 fi
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm, redis-server"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm, redis-server, postgresql"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
@@ -31,6 +31,10 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 # The aedes cluster of tests/tests/cluster.rs shares one redis (tests/src/cluster.rs starts it).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The presence example's tests (tests/tests/postgres_presence.rs) start their own PostgreSQL
+# server from /usr/lib/postgresql/VERSION/bin (not on PATH; the package also creates the
+# `postgres` user the server runs as when the tests run as root).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -41,6 +45,12 @@ step "Python packages (PyPI): paho-mqtt 2.x, the MQTT 5 / 3.1.1 / 3.1 client of 
 python3 -c 'import paho.mqtt, sys; sys.exit(not paho.mqtt.__version__.startswith("2."))' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     --break-system-packages 'paho-mqtt>=2.1,<3'
+
+step "Python packages (PyPI): the presence example's (examples/presence-postgres/requirements.txt)"
+# confluent-kafka and psycopg[binary]: wheels that bundle librdkafka and libpq.
+python3 -c 'import confluent_kafka, psycopg' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --break-system-packages -r examples/presence-postgres/requirements.txt
 
 step "npm packages: MQTT.js for the headless Chromium test (tests/browser, from its package-lock.json)"
 # Again only when package-lock.json changed since the last install (npm's hidden lockfile).
