@@ -201,13 +201,16 @@ class Store:
 
         Returns False when asked to stop before it committed (then nothing may be acknowledged).
         """
-        presence, acks, skipped = [], [], 0
+        writes, skipped = [], 0
         for kind, event in events:
             try:
                 if kind == "msgack":
-                    acks.append(ack_row(event))
+                    writes.append((UPSERT_ACK, ack_row(event)))
                 else:
-                    presence.append(presence_row(kind, event))
+                    row = presence_row(kind, event)
+                    writes.append((UPSERT_PRESENCE, row))
+                    if row["online"]:
+                        writes.append((FILL_SESSION, row))
             except BadEvent as err:
                 log.warning("skipped a %s event (%s): %s", kind, err, json.dumps(event)[:500])
                 skipped += 1
@@ -215,19 +218,14 @@ class Store:
         while True:
             try:
                 conn = self.connect()
-                with conn.transaction(), conn.cursor() as cur:
-                    changed = 0
-                    # The guards make each write independent of the others' order, so the
-                    # batch goes grouped by statement (pipelined by executemany).
-                    if presence:
-                        cur.executemany(UPSERT_PRESENCE, presence)
-                        changed += max(cur.rowcount, 0)
-                        connected = [row for row in presence if row["online"]]
-                        if connected:
-                            cur.executemany(FILL_SESSION, connected)
-                    if acks:
-                        cur.executemany(UPSERT_ACK, acks)
-                        changed += max(cur.rowcount, 0)
+                try:
+                    changed = self.write_batch(conn, writes)
+                except psycopg.DataError as err:
+                    # A value PostgreSQL refuses (a NUL in a string): find it, skip it, keep
+                    # the rest, rather than fail on the same batch forever.
+                    log.warning("the database refused the batch (%s); writing it one by one", err)
+                    changed, refused = self.write_each(conn, writes)
+                    skipped += refused
                 self.stats.events += len(events)
                 self.stats.changed += changed
                 self.stats.skipped += skipped
@@ -241,6 +239,40 @@ class Store:
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    @staticmethod
+    def write_batch(conn, writes):
+        """All `writes` in one transaction, pipelined; returns how many changed a row."""
+        changed = 0
+        with conn.transaction(), conn.cursor() as cur:
+            # The guards make each write independent of the others' order, so the batch goes
+            # grouped by statement (executemany pipelines each group).
+            for statement in (UPSERT_PRESENCE, FILL_SESSION, UPSERT_ACK):
+                rows = [row for s, row in writes if s is statement]
+                if rows:
+                    cur.executemany(statement, rows)
+                    if statement is not FILL_SESSION:
+                        changed += max(cur.rowcount, 0)
+        return changed
+
+    @staticmethod
+    def write_each(conn, writes):
+        """`writes` one by one in one transaction, skipping those the database refuses;
+        returns how many changed a row and how many were refused."""
+        changed = refused = 0
+        with conn.transaction(), conn.cursor() as cur:
+            for statement, row in writes:
+                try:
+                    with conn.transaction():  # a savepoint: a refusal undoes only this write
+                        cur.execute(statement, row)
+                except psycopg.DataError as err:
+                    if statement is not FILL_SESSION:  # its upsert was refused (and logged)
+                        log.warning("skipped an event the database refused (%s): %r", err, row)
+                        refused += 1
+                    continue
+                if statement is not FILL_SESSION:
+                    changed += max(cur.rowcount, 0)
+        return changed, refused
 
 
 def parse(payload):

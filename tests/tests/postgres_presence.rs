@@ -410,8 +410,14 @@ async fn a_takeover_delivered_out_of_order_leaves_the_newer_session_online() {
     assert_eq!(acks[0]["ts"], 2000, "the first acknowledgement: {acks:#?}");
     assert_eq!(acks[0]["message_id"], "1", "an integer id as text");
 
-    // Bad records are skipped, and the ones after them still count.
-    for payload in ["not json", "[1]", r#"{"client_id":"x"}"#] {
+    // Bad records are skipped, and the ones after them still count: not JSON, not an object,
+    // no ts, and a NUL that PostgreSQL refuses in text.
+    for payload in [
+        "not json",
+        "[1]",
+        r#"{"client_id":"x"}"#,
+        r#"{"client_id":"nul\u0000","ts":5,"session_seq":1}"#,
+    ] {
         let record = FutureRecord::to(TOPICS[0]).key("x").payload(payload);
         producer
             .send(record, Duration::from_secs(10))
@@ -428,7 +434,7 @@ async fn a_takeover_delivered_out_of_order_leaves_the_newer_session_online() {
     assert_eq!(pg.rows(ACKS).await, acks, "{}", consumer.log());
     let (clean, log) = consumer.stop().await;
     assert!(clean, "presence.py did not exit cleanly:\n{log}");
-    assert!(log.contains("3 skipped"), "{log}");
+    assert!(log.contains("4 skipped"), "{log}");
     tansu.stop().await;
 }
 
