@@ -107,10 +107,13 @@ pub struct Postgres {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     bin: PathBuf,
-    child: Child,
+    user: Option<(u32, u32)>,
+    /// The running server (`None` between [`Postgres::stop_server`] and
+    /// [`Postgres::start_server`]).
+    child: Option<Child>,
     log: PathBuf,
     // Last: removed after the server stopped.
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Postgres {
@@ -127,10 +130,9 @@ impl Postgres {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .expect("the temporary directory is handed to the server's user");
         }
-        let data = dir.path().join("data");
         let initdb = server_command(&bin, "initdb", user, dir.path())
             .arg("-D")
-            .arg(&data)
+            .arg(dir.path().join("data"))
             .args([
                 "-U",
                 "postgres",
@@ -148,15 +150,32 @@ impl Postgres {
             String::from_utf8_lossy(&initdb.stdout),
             String::from_utf8_lossy(&initdb.stderr)
         );
+        let mut server = Postgres {
+            port: free_port(),
+            bin,
+            user,
+            child: None,
+            log: dir.path().join("postgres.log"),
+            dir,
+        };
+        server.start_server().await;
+        server
+    }
 
-        let port = free_port();
-        let log = dir.path().join("postgres.log");
-        let stderr = std::fs::File::create(&log).expect("the log file");
-        let child = server_command(&bin, "postgres", user, dir.path())
+    /// Starts the server (again, after [`Postgres::stop_server`]) on the same port and data,
+    /// and waits until it answers queries.
+    pub async fn start_server(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the log file");
+        let child = server_command(&self.bin, "postgres", self.user, self.dir.path())
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.path().join("data"))
             .arg("-p")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -179,29 +198,49 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}/postgres: {e}", bin.display()));
-        let mut server = Postgres {
-            port,
-            bin,
-            child,
-            log,
-            _dir: dir,
-        };
+            .unwrap_or_else(|e| panic!("cannot start {}/postgres: {e}", self.bin.display()));
+        self.child = Some(child);
         let deadline = Instant::now() + START_WAIT;
         loop {
-            if server.try_rows("SELECT 1 AS one").await.is_ok() {
-                return server;
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().expect("the server's status"));
+            if let Some(status) = exited {
+                self.child = None;
+                panic!("postgres exited with {status}:\n{}", self.log());
             }
-            if let Some(status) = server.child.try_wait().expect("the server's status") {
-                panic!("postgres exited with {status}:\n{}", server.log());
+            if self.try_rows("SELECT 1 AS one").await.is_ok() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "postgres did not answer within {START_WAIT:?}:\n{}",
-                server.log()
+                self.log()
             );
             sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Stops the server (fast shutdown: open sessions end, nothing committed is lost) and waits
+    /// until it exited; [`Postgres::start_server`] starts it again.
+    pub fn stop_server(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGINT: PostgreSQL's fast shutdown (ends the sessions, checkpoints, exits).
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// The connection string of database `postgres` as user `postgres`.
@@ -304,19 +343,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown (ends the sessions, checkpoints, exits).
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + STOP_WAIT;
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop_server();
     }
 }
 
@@ -362,6 +389,24 @@ impl PresenceConsumer {
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until its log contains `text`, or panics after `within` with the log.
+    pub async fn wait_log(&mut self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(text) {
+            assert!(
+                self.is_running(),
+                "presence.py exited before logging {text:?}:\n{}",
+                self.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "presence.py did not log {text:?} within {within:?}:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends SIGTERM and waits until it exits; returns whether it exited with status 0 and its

@@ -72,6 +72,14 @@ fn kafka_consumer(pg: &Postgres, kafka: std::net::SocketAddr, group: &str) -> Pr
     )
 }
 
+/// The committed offsets of a group that consumed `counts` records per topic of [`TOPICS`].
+fn offsets(counts: [i64; 3]) -> Vec<Option<i64>> {
+    counts
+        .iter()
+        .map(|&count| (count > 0).then_some(count))
+        .collect()
+}
+
 /// Waits until consumer group `group` committed `counts` (records per topic of [`TOPICS`]):
 /// the example wrote everything up to there into the database.
 async fn wait_committed(
@@ -80,10 +88,7 @@ async fn wait_committed(
     counts: [i64; 3],
     consumer: &mut PresenceConsumer,
 ) {
-    let want: Vec<Option<i64>> = counts
-        .iter()
-        .map(|&count| (count > 0).then_some(count))
-        .collect();
+    let want = offsets(counts);
     let deadline = Instant::now() + CATCH_UP;
     loop {
         let got = committed(kafka, group, &TOPICS);
@@ -272,6 +277,15 @@ async fn kafka_events_fill_the_tables_and_a_replay_changes_nothing() {
     tansu.stop().await;
 }
 
+/// A producer for crafted events.
+fn producer(kafka: std::net::SocketAddr) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka.to_string())
+        .set("linger.ms", "0")
+        .create()
+        .expect("the producer starts")
+}
+
 /// Produces `event` as the broker's Kafka sink would: on its kind's topic, keyed by its
 /// client, with the `kind` and `ts` headers. Returns the topic's index in [`TOPICS`].
 async fn produce(producer: &FutureProducer, kind: &str, event: &Value) -> usize {
@@ -337,11 +351,7 @@ async fn a_takeover_delivered_out_of_order_leaves_the_newer_session_online() {
     let pg = database().await;
     let tansu = Tansu::start().await;
     create_topics(tansu.addr, &TOPICS).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", tansu.addr.to_string())
-        .set("linger.ms", "0")
-        .create()
-        .expect("the producer starts");
+    let producer = producer(tansu.addr);
     let mut consumer = kafka_consumer(&pg, tansu.addr, "presence");
     let mut counts = [0i64; 3];
 
@@ -435,6 +445,62 @@ async fn a_takeover_delivered_out_of_order_leaves_the_newer_session_online() {
     let (clean, log) = consumer.stop().await;
     assert!(clean, "presence.py did not exit cleanly:\n{log}");
     assert!(log.contains("4 skipped"), "{log}");
+    tansu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_committed_while_the_database_is_down_and_the_batch_is_written_when_it_returns()
+{
+    let mut pg = database().await;
+    let tansu = Tansu::start().await;
+    create_topics(tansu.addr, &TOPICS).await;
+    let producer = producer(tansu.addr);
+    let mut consumer = kafka_consumer(&pg, tansu.addr, "presence");
+    let mut counts = [0i64; 3];
+    for client in ["a", "b"] {
+        let event = connected(client, 1, 1000, "tap-a", "u");
+        counts[produce(&producer, "connected", &event).await] += 1;
+    }
+    wait_committed(tansu.addr, "presence", counts, &mut consumer).await;
+
+    // The database goes away; a leaves, c comes.
+    pg.stop_server();
+    let written = counts;
+    let event = disconnected("a", 1, 1000, 1100, "normal");
+    counts[produce(&producer, "disconnected", &event).await] += 1;
+    let event = connected("c", 1, 1200, "tap-a", "u");
+    counts[produce(&producer, "connected", &event).await] += 1;
+    // The consumer read them and cannot write them: it commits nothing of them ...
+    consumer
+        .wait_log("database unavailable", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        committed(tansu.addr, "presence", &TOPICS),
+        offsets(written),
+        "{}",
+        consumer.log()
+    );
+    // ... until the database is back: then the same batch is written and committed.
+    pg.start_server().await;
+    wait_committed(tansu.addr, "presence", counts, &mut consumer).await;
+    let online: Vec<(Value, Value)> = pg
+        .rows(PRESENCE)
+        .await
+        .iter()
+        .map(|r| (r["client_id"].clone(), r["online"].clone()))
+        .collect();
+    assert_eq!(
+        online,
+        [
+            (json!("a"), json!(false)),
+            (json!("b"), json!(true)),
+            (json!("c"), json!(true)),
+        ],
+        "{}",
+        consumer.log()
+    );
+    let (clean, log) = consumer.stop().await;
+    assert!(clean, "presence.py did not exit cleanly:\n{log}");
     tansu.stop().await;
 }
 
