@@ -512,8 +512,12 @@ async fn mqtt_input_keeps_the_tables_and_catches_up_after_a_restart() {
     let mut monitor = Monitor::start(addr).await;
     let mqtt = ["--mqtt", &addr.to_string()];
     let consumer = PresenceConsumer::start(&pg.url(), &mqtt);
+    // Python's start may take a while on a busy machine.
     for _ in 0..3 {
-        monitor.next_event("subscribed", "presence-postgres").await;
+        let subscribed = |ev: &Ev| ev.is("subscribed", "presence-postgres");
+        if monitor.try_wait_for(CATCH_UP, &subscribed).await.is_none() {
+            panic!("presence.py did not subscribe:\n{}", consumer.log());
+        }
     }
 
     let mut sub = Client::connect(addr, "sub").await;
