@@ -330,11 +330,19 @@ fn connected(client: &str, seq: u64, ts: u64, node: &str, username: &str) -> Val
     })
 }
 
-/// The disconnected event of session `seq` of `client` that connected at `connected_at`.
-fn disconnected(client: &str, seq: u64, connected_at: u64, ts: u64, reason: &str) -> Value {
+/// The disconnected event of session `seq` of `client` that connected at `connected_at`, seen
+/// by tap `node`.
+fn disconnected(
+    client: &str,
+    seq: u64,
+    connected_at: u64,
+    ts: u64,
+    reason: &str,
+    node: &str,
+) -> Value {
     json!({
         "client_id": client, "reason": reason, "connected_at": connected_at, "ts": ts,
-        "node": "tap-a", "session_seq": seq,
+        "node": node, "session_seq": seq,
     })
 }
 
@@ -364,14 +372,14 @@ async fn a_takeover_delivered_out_of_order_leaves_the_newer_session_online() {
             // "late": its disconnected comes before its connected.
             (
                 "disconnected",
-                disconnected("late", 7, 1500, 1600, "normal"),
+                disconnected("late", 7, 1500, 1600, "normal", "tap-a"),
             ),
             ("msgack", msgack("dev", 3000)),
         ],
         vec![
             (
                 "disconnected",
-                disconnected("twin", 11, 1000, 2500, "tcp_closed"),
+                disconnected("twin", 11, 1000, 2500, "tcp_closed", "tap-a"),
             ),
             ("connected", connected("late", 7, 1500, "tap-a", "lu")),
             // A redelivery acknowledged earlier: the first acknowledgement is kept.
@@ -448,6 +456,75 @@ async fn a_takeover_delivered_out_of_order_leaves_the_newer_session_online() {
     tansu.stop().await;
 }
 
+/// Applies the events in `sys.argv[2]` (a JSON list of `[kind, event]`) to the database at
+/// `sys.argv[1]` in every order, one event per transaction as `presence.py` writes them, then
+/// all of them again; prints how many orders ran, how many different tables they left, and
+/// the tables of the first.
+const EVERY_ORDER: &str = r#"
+import itertools, json, sys
+import psycopg
+import presence
+
+url, events = sys.argv[1], [tuple(e) for e in json.loads(sys.argv[2])]
+store = presence.Store(url, presence.Stats())
+tables, first = set(), None
+with psycopg.connect(url, autocommit=True) as conn:
+    for order in itertools.permutations(events):
+        conn.execute("TRUNCATE presence, acks")
+        for event in order:
+            store.apply([event], lambda: False)
+        store.apply(events, lambda: False)
+        rows = conn.execute(
+            "SELECT json_agg(p ORDER BY client_id)::text FROM presence p").fetchone()[0]
+        tables.add(rows)
+        first = first or rows
+print(json.dumps({"orders": len(list(itertools.permutations(events))),
+                  "tables": len(tables), "rows": json.loads(first)}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_of_two_sessions_events_ends_in_the_same_row() {
+    let pg = database().await;
+    // Session 11 of "twin", taken over by session 12, which disconnects and whose MQTT 5 session
+    // expires later (the script repeats them all after each order).
+    let events = json!([
+        ["connected", connected("twin", 11, 1000, "tap-a", "u")],
+        [
+            "disconnected",
+            disconnected("twin", 11, 1000, 2500, "takenover", "tap-a")
+        ],
+        ["connected", connected("twin", 12, 2000, "tap-b", "u")],
+        [
+            "disconnected",
+            disconnected("twin", 12, 2000, 3000, "normal", "tap-b")
+        ],
+        [
+            "disconnected",
+            disconnected("twin", 12, 2000, 4000, "session_expired", "tap-b")
+        ],
+    ]);
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", EVERY_ORDER, &pg.url(), &events.to_string()])
+        .env("PYTHONPATH", example_dir())
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+    assert_eq!(result["orders"], 120);
+    assert_eq!(result["tables"], 1, "orders that ended differently");
+    let row = &result["rows"][0];
+    assert_eq!(row["online"], false, "{row:#}");
+    assert_eq!(row["session_seq"], 12, "{row:#}");
+    assert_eq!(row["reason"], "session_expired", "{row:#}");
+    assert_eq!(row["peer"], "10.0.0.12:5000", "{row:#}");
+    assert_eq!(row["node"], "tap-b", "{row:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_committed_while_the_database_is_down_and_the_batch_is_written_when_it_returns()
 {
@@ -466,7 +543,7 @@ async fn nothing_is_committed_while_the_database_is_down_and_the_batch_is_writte
     // The database goes away; a leaves, c comes.
     pg.stop_server();
     let written = counts;
-    let event = disconnected("a", 1, 1000, 1100, "normal");
+    let event = disconnected("a", 1, 1000, 1100, "normal", "tap-a");
     counts[produce(&producer, "disconnected", &event).await] += 1;
     let event = connected("c", 1, 1200, "tap-a", "u");
     counts[produce(&producer, "connected", &event).await] += 1;
