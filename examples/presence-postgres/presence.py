@@ -119,16 +119,10 @@ def text(event, field, required=True):
     raise BadEvent(f"{field} is missing or not a string: {value!r}")
 
 
-def session_seq(event, kind):
-    """The event's session_seq.
-
-    A broker from before session_seq had none: then the session's connect time in milliseconds
-    stands in (`ts` of a connected, `connected_at` of a disconnected). That orders the sessions
-    of one broker, except two sessions of a client id that connected within one millisecond.
-    """
+def session_seq(event):
+    """The event's session_seq: the same on a connected and its disconnected, growing per
+    client id."""
     seq = event.get("session_seq")
-    if seq is None:
-        seq = event.get("ts" if kind == "connected" else "connected_at")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
         raise BadEvent(f"session_seq is missing or not a u64: {seq!r}")
     return seq
@@ -141,7 +135,7 @@ def presence_row(kind, event):
     return {
         "client_id": text(event, "client_id"),
         "online": online,
-        "session_seq": session_seq(event, kind),
+        "session_seq": session_seq(event),
         "connected_at": ts if online else timestamp(event.get("connected_at"), "connected_at"),
         "disconnected_at": None if online else ts,
         "reason": None if online else text(event, "reason", required=False),
