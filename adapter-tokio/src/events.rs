@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use activity_core::QoS;
 use activity_core::event::{self, EncodeOptions, Event, EventKind};
@@ -38,6 +38,13 @@ use crate::config::{EventsConfig, PayloadMode};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
 use crate::qos_marker::marker;
+
+/// Milliseconds since the Unix epoch, the `ts` of events and the engine's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// One encoded event on its way to the sinks.
 #[derive(Clone, Debug)]
@@ -149,7 +156,7 @@ pub fn channel(
         EventReceiver {
             rx,
             encoding,
-            next_event_seq: crate::connection::now_ms().saturating_mul(1_000),
+            next_event_seq: now_ms().saturating_mul(1_000),
         },
     )
 }

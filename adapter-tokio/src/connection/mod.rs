@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use activity_core::QoS;
 use activity_core::event::Transport;
@@ -168,12 +168,7 @@ pub fn server_config(config: &Config, tracker: TrackerConfig) -> ServerConfig {
     }
 }
 
-/// Milliseconds since the Unix epoch, the `ts` of events and the engine's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::events::now_ms;
 
 /// rumqttd's router refuses client ids containing `+`, `$`, `#` or `/`: the front escapes them
 /// (and `%`) so that every valid MQTT client id works. The mapping is one-to-one.
