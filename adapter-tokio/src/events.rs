@@ -37,7 +37,8 @@ use tracing::{debug, warn};
 use crate::config::{EventsConfig, PayloadMode};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
-use crate::qos_marker::marker;
+use crate::presence::{Presence, PresenceState};
+use crate::qos_marker::{RETAIN_BIT, marker};
 
 /// Milliseconds since the Unix epoch, the `ts` of events and the engine's clock.
 pub fn now_ms() -> u64 {
@@ -60,6 +61,13 @@ pub struct EventRecord {
     /// The event's `event_seq`, set by the dispatcher (0 before, and for a record read back
     /// from the Kafka spool, whose JSON has it).
     pub event_seq: u64,
+    /// The `session_seq` of a `connected` or `disconnected` event (`None` for the other kinds,
+    /// and for a record read back from the Kafka spool).
+    pub session_seq: Option<u64>,
+    /// Set on a retained presence state instead of an event (see [`crate::presence`]): the
+    /// topic to publish it on, with RETAIN. Only [`SinkQueue::offer_presence`] makes such
+    /// records; no sink is offered one through [`SinkQueue::offer`].
+    pub retained_topic: Option<String>,
 }
 
 enum Item {
@@ -78,6 +86,8 @@ struct Encoding {
     last_session_seq: AtomicU64,
     /// Events dropped at the full queue since the dispatcher last numbered one.
     dropped_unnumbered: AtomicU64,
+    /// `events.retained_presence`: `connected` and `disconnected` events are always made.
+    retained_presence: bool,
 }
 
 /// The stack buffer [`EventSender::emit`] encodes into first; larger events get a heap buffer of
@@ -101,6 +111,8 @@ pub struct EventReceiver {
     encoding: Arc<Encoding>,
     /// The `event_seq` of the next event.
     next_event_seq: u64,
+    /// The retained presence states, when `events.retained_presence` is on.
+    presence: Option<Presence>,
 }
 
 /// Builds the trackers' configuration (the system topics, the enabled event kinds) from the
@@ -145,6 +157,7 @@ pub fn channel(
         node_bits: config.node_bits(),
         last_session_seq: AtomicU64::new(0),
         dropped_unnumbered: AtomicU64::new(0),
+        retained_presence: config.retained_presence,
     });
     (
         EventSender {
@@ -157,6 +170,9 @@ pub fn channel(
             rx,
             encoding,
             next_event_seq: now_ms().saturating_mul(1_000),
+            presence: config
+                .retained_presence
+                .then(|| Presence::new(&config.prefix)),
         },
     )
 }
@@ -166,6 +182,7 @@ impl EventSender {
     /// sink and no subscription receives that kind (see [`crate::interest`]).
     pub fn wants(&self, kind: EventKind) -> bool {
         self.only_for.as_ref().is_none_or(|i| i.wanted(kind))
+            || (self.encoding.retained_presence && is_presence(kind))
     }
 
     /// The `session_seq` of a connection accepted at `now_ms` (see [`activity_core::seq`]): the
@@ -237,12 +254,19 @@ impl EventSender {
                 return None;
             }
         };
+        let session_seq = match event {
+            Event::Connected(e) => Some(e.session_seq),
+            Event::Disconnected(e) => Some(e.session_seq),
+            _ => None,
+        };
         Some(EventRecord {
             kind,
             subject: event.subject().to_owned(),
             ts: event.ts(),
             json,
             event_seq: 0,
+            session_seq,
+            retained_topic: None,
         })
     }
 
@@ -309,6 +333,20 @@ impl MqttSink {
         }
     }
 
+    /// A retained presence state for the router, at the QoS of its event's kind.
+    fn presence_packet(&self, state: &PresenceState) -> Packet {
+        let publish = Publish::new(
+            Bytes::copy_from_slice(state.topic.as_bytes()),
+            state.json.clone(),
+            true,
+        );
+        let properties = PublishProperties {
+            payload_format_indicator: Some(marker(self.qos[state.kind as usize], 1) + RETAIN_BIT),
+            ..PublishProperties::default()
+        };
+        Packet::Publish(publish, Some(properties))
+    }
+
     fn packet(&self, record: &EventRecord) -> Packet {
         let i = record.kind as usize;
         let publish = Publish::new(self.topics[i].clone(), record.json.clone(), false);
@@ -323,8 +361,8 @@ impl MqttSink {
     }
 
     /// Publishes `records` into the router as one batch, except those no subscription
-    /// receives.
-    async fn publish(&mut self, records: &[EventRecord]) {
+    /// receives, and then the retained presence `states`.
+    async fn publish(&mut self, records: &[EventRecord], states: &[PresenceState]) {
         let mut packets: Vec<Packet> = records
             .iter()
             .filter(|r| self.interest.wanted(r.kind))
@@ -334,6 +372,7 @@ impl MqttSink {
         self.metrics
             .events_unobserved
             .fetch_add(records.len() as u64 - published, Ordering::Relaxed);
+        packets.extend(states.iter().map(|state| self.presence_packet(state)));
         if let Some(last) = packets.pop() {
             self.link_tx.buffer().extend(packets);
             if let Err(e) = self.link_tx.send(last).await {
@@ -359,6 +398,12 @@ pub trait SinkQueue: Send {
     /// Takes `record` without waiting; when the buffer is full an event is dropped (which one
     /// is the sink's policy) and the drop is counted.
     fn offer(&self, record: EventRecord);
+
+    /// Takes a retained presence state (see [`crate::presence`]) the same way; a sink without
+    /// retained messages ignores it (the default).
+    fn offer_presence(&self, state: &PresenceState) {
+        let _ = state;
+    }
 }
 
 /// Drains the event queue and fans every event out to the sinks: the queues that never wait
@@ -379,6 +424,7 @@ impl Dispatcher {
         if self.queues.is_empty()
             && let Some(mqtt) = &self.mqtt
             && !mqtt.interest.wanted(record.kind)
+            && !(receiver.presence.is_some() && is_presence(record.kind))
         {
             mqtt.metrics
                 .events_unobserved
@@ -409,6 +455,7 @@ impl Dispatcher {
         const BATCH: usize = 256;
         let mut batch = Vec::with_capacity(BATCH);
         let mut records = Vec::with_capacity(BATCH);
+        let mut states = Vec::new();
         loop {
             let n = receiver.rx.recv_many(&mut batch, BATCH).await;
             if n == 0 {
@@ -425,20 +472,40 @@ impl Dispatcher {
                         for queue in &self.queues {
                             queue.offer(record.clone());
                         }
+                        let state = receiver.presence.as_mut().and_then(|presence| {
+                            presence.state_of(
+                                record.kind,
+                                &record.subject,
+                                record.session_seq,
+                                &record.json,
+                            )
+                        });
+                        if let Some(state) = state {
+                            for queue in &self.queues {
+                                queue.offer_presence(&state);
+                            }
+                            states.push(state);
+                        }
                         records.push(record);
                     }
                     Item::Flush(done) => flushes.push(done),
                 }
             }
             if let Some(mqtt) = &mut self.mqtt {
-                mqtt.publish(&records).await;
+                mqtt.publish(&records, &states).await;
             }
             records.clear();
+            states.clear();
             for done in flushes {
                 let _ = done.send(());
             }
         }
     }
+}
+
+/// Whether events of `kind` set the retained presence state.
+fn is_presence(kind: EventKind) -> bool {
+    matches!(kind, EventKind::Connected | EventKind::Disconnected)
 }
 
 /// Keeps the `broker` link's receive side drained (it gets no deliveries: it subscribes to

@@ -343,6 +343,8 @@ fn decode(bytes: &[u8]) -> Option<EventRecord> {
         ts,
         json,
         event_seq: 0,
+        session_seq: None,
+        retained_topic: None,
     })
 }
 
@@ -357,6 +359,8 @@ mod tests {
             ts: 1_700_000_000_000 + n,
             json: Bytes::from(format!("{{\"n\":{n}}}")),
             event_seq: 0,
+            session_seq: None,
+            retained_topic: None,
         }
     }
 

@@ -44,6 +44,7 @@ use tracing::{info, warn};
 use crate::config::{Config, MAX_PACKET_SIZE_LIMIT};
 use crate::events::{EventRecord, SinkQueue};
 use crate::metrics::Metrics;
+use crate::presence::PresenceState;
 
 use super::upstream::{Upstream, UpstreamStream};
 
@@ -63,6 +64,26 @@ impl SinkQueue for UpstreamQueue {
     /// Queues `record` for the upstream broker; drops and counts it when the queue is full.
     /// Events awaiting the upstream's PUBACK count against the capacity too.
     fn offer(&self, record: EventRecord) {
+        self.queue(record);
+    }
+
+    /// Queues a retained presence state like an event (at its event's QoS, with RETAIN).
+    fn offer_presence(&self, state: &PresenceState) {
+        self.queue(EventRecord {
+            kind: state.kind,
+            subject: String::new(),
+            ts: 0,
+            json: state.json.clone(),
+            event_seq: 0,
+            session_seq: None,
+            retained_topic: Some(state.topic.clone()),
+        });
+    }
+}
+
+impl UpstreamQueue {
+    /// Queues `record`; drops and counts it when the queue is full.
+    fn queue(&self, record: EventRecord) {
         let before = self.pending.fetch_add(1, Ordering::AcqRel);
         if before >= self.capacity || self.tx.try_send(record).is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -96,6 +117,16 @@ struct Target {
     qos: [QoS; 6],
     /// `clean_session` of the CONNECT: 0 when events go at QoS 1 or 2.
     clean_session: bool,
+}
+
+impl Target {
+    /// Where `record` goes: its kind's topic, or its presence state's.
+    fn topic_of<'a>(&'a self, record: &'a EventRecord) -> &'a str {
+        record
+            .retained_topic
+            .as_deref()
+            .unwrap_or(&self.topics[record.kind as usize])
+    }
 }
 
 /// Most QoS 1 events awaiting PUBACK: a packet id must not be reused while in use (section
@@ -277,14 +308,13 @@ async fn session(
         for chunk in unacked.events.make_contiguous().chunks(BATCH) {
             wbuf.clear();
             for (pkid, record) in chunk {
-                let i = record.kind as usize;
                 encode_publish(
                     &mut wbuf,
-                    &target.topics[i],
+                    target.topic_of(record),
                     QoS::AtLeastOnce,
                     Some(*pkid),
                     true,
-                    &record.json,
+                    record,
                 );
             }
             writer
@@ -322,14 +352,13 @@ async fn session(
                     let qos = target.qos[i];
                     match qos {
                         QoS::AtLeastOnce => {
-                            let json = record.json.clone();
-                            let pkid = unacked.push(record);
-                            encode_publish(&mut wbuf, &target.topics[i], qos, Some(pkid), false, &json);
+                            let pkid = unacked.push(record.clone());
+                            encode_publish(&mut wbuf, target.topic_of(&record), qos, Some(pkid), false, &record);
                         }
                         QoS::AtMostOnce | QoS::ExactlyOnce => {
                             let pkid = (qos == QoS::ExactlyOnce).then(|| unacked.skip());
                             unkept += 1;
-                            encode_publish(&mut wbuf, &target.topics[i], qos, pkid, false, &record.json);
+                            encode_publish(&mut wbuf, target.topic_of(&record), qos, pkid, false, &record);
                         }
                     }
                 }
@@ -376,23 +405,24 @@ async fn session(
     }
 }
 
-/// Appends one PUBLISH of `json` on `topic` to `out` (`dup`: sent before, section 3.3.1.1).
+/// Appends one PUBLISH of `record` on `topic` to `out` (`dup`: sent before, section
+/// 3.3.1.1), with RETAIN for a presence state.
 fn encode_publish(
     out: &mut BytesMut,
     topic: &str,
     qos: QoS,
     pkid: Option<u16>,
     dup: bool,
-    json: &[u8],
+    record: &EventRecord,
 ) {
     let packet = WirePacket::Publish(WirePublish {
         properties: activity_core::codec::Properties::EMPTY,
         dup,
         qos,
-        retain: false,
+        retain: record.retained_topic.is_some(),
         topic,
         pkid,
-        payload: json,
+        payload: &record.json,
     });
     match packet.encoded_len() {
         Ok(len) => {
@@ -442,6 +472,8 @@ mod tests {
             ts: 0,
             json: bytes::Bytes::from_static(b"{}"),
             event_seq: 0,
+            session_seq: None,
+            retained_topic: None,
         }
     }
 
