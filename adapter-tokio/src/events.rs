@@ -37,8 +37,8 @@ use tracing::{debug, warn};
 use crate::config::{EventsConfig, PayloadMode};
 use crate::interest::Interest;
 use crate::metrics::Metrics;
-use crate::presence::{Presence, PresenceState};
 use crate::qos_marker::{RETAIN_BIT, marker};
+use crate::retained_presence::{PresenceState, RetainedPresence};
 
 /// Milliseconds since the Unix epoch, the `ts` of events and the engine's clock.
 pub fn now_ms() -> u64 {
@@ -112,7 +112,7 @@ pub struct EventReceiver {
     /// The `event_seq` of the next event.
     next_event_seq: u64,
     /// The retained presence states, when `events.retained_presence` is on.
-    presence: Option<Presence>,
+    presence: Option<RetainedPresence>,
 }
 
 /// Builds the trackers' configuration (the system topics, the enabled event kinds) from the
@@ -172,7 +172,7 @@ pub fn channel(
             next_event_seq: now_ms().saturating_mul(1_000),
             presence: config
                 .retained_presence
-                .then(|| Presence::new(&config.prefix)),
+                .then(|| RetainedPresence::new(&config.prefix)),
         },
     )
 }

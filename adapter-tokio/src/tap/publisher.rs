@@ -44,7 +44,7 @@ use tracing::{info, warn};
 use crate::config::{Config, MAX_PACKET_SIZE_LIMIT};
 use crate::events::{EventRecord, SinkQueue};
 use crate::metrics::Metrics;
-use crate::presence::PresenceState;
+use crate::retained_presence::PresenceState;
 
 use super::upstream::{Upstream, UpstreamStream};
 

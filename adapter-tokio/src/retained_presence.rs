@@ -39,17 +39,17 @@ pub struct PresenceState {
 
 /// What the dispatcher needs to keep the states.
 #[derive(Debug)]
-pub struct Presence {
+pub struct RetainedPresence {
     /// `<prefix>/presence/state/`.
     topic_prefix: String,
     /// The `session_seq` of each client id online on this node.
     online: HashMap<String, u64>,
 }
 
-impl Presence {
+impl RetainedPresence {
     /// Retained presence under the system topic prefix `prefix`.
     pub fn new(prefix: &str) -> Self {
-        Presence {
+        RetainedPresence {
             topic_prefix: format!("{prefix}/presence/state/"),
             online: HashMap::new(),
         }
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn states_put_the_state_first_and_keep_the_event_fields() {
-        let mut presence = Presence::new("SYSTEM");
+        let mut presence = RetainedPresence::new("SYSTEM");
         let on = presence
             .state_of(
                 EventKind::Connected,
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn an_older_sessions_end_leaves_the_newer_online() {
-        let mut presence = Presence::new("SYSTEM");
+        let mut presence = RetainedPresence::new("SYSTEM");
         let doc = br#"{"client_id":"t"}"#;
         assert!(
             presence
