@@ -18,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
 use crate::events::{self, Dispatcher, EventSender, MqttSink, SinkQueue};
+use crate::http::{Api, HttpServer};
 use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
@@ -35,6 +36,8 @@ pub struct Broker {
     events: Option<EventSender>,
     sink: Option<JoinHandle<()>>,
     kafka: Option<KafkaSink>,
+    /// The HTTP API, when `http_listen` is set.
+    http: Option<HttpServer>,
 }
 
 impl Broker {
@@ -146,8 +149,11 @@ impl Broker {
             acl: config.acl()?,
         });
 
+        let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
         info!(local_addr = %listeners.local_addr, "MQTT listener ready");
+        let api = Arc::new(Api::new(&config, metrics.clone(), shared.phase.clone()));
+        let http = HttpServer::start(&config, http_tls, api).await?;
 
         Ok(Broker {
             listeners,
@@ -156,6 +162,7 @@ impl Broker {
             events: Some(events),
             sink,
             kafka,
+            http,
         })
     }
 
@@ -182,6 +189,11 @@ impl Broker {
     /// The address of the metrics listener, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.listeners.metrics_addr
+    }
+
+    /// The address of the HTTP API, when `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// The broker's counters.
@@ -236,6 +248,9 @@ impl Broker {
             kafka
                 .shutdown(self.shared.config.kafka.flush_timeout())
                 .await;
+        }
+        if let Some(http) = self.http.take() {
+            http.stop();
         }
         info!("broker stopped");
     }

@@ -72,6 +72,14 @@ pub struct Config {
     pub sinks: Vec<Sink>,
     /// The address serving Prometheus metrics on `http://ADDR/metrics` (default: none).
     pub metrics_listen: Option<SocketAddr>,
+    /// The address of the HTTP API (`/health`, `/api/v1/...`, see docs/http.md; default: none,
+    /// no HTTP listener). Served over TLS with the `[tls]` certificate when `[tls]` is set.
+    pub http_listen: Option<SocketAddr>,
+    /// The bearer token every HTTP API request must carry (`Authorization: Bearer <token>`);
+    /// without one, only loopback peers are served (default: none).
+    pub http_token: Option<String>,
+    /// The limits of the HTTP API, the `[http]` table.
+    pub http: HttpConfig,
     /// The activity events, the `[events]` table.
     pub events: EventsConfig,
     /// Who may connect and who may subscribe to system topics, the `[access]` table.
@@ -126,6 +134,9 @@ impl Default for Config {
             shutdown_grace_ms: 500,
             sinks: vec![Sink::Mqtt],
             metrics_listen: None,
+            http_listen: None,
+            http_token: None,
+            http: HttpConfig::default(),
             events: EventsConfig::default(),
             access: AccessConfig::default(),
             users: Vec::new(),
@@ -134,6 +145,62 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             router: RouterLogConfig::default(),
         }
+    }
+}
+
+/// The limits of the HTTP API (`http_listen`), the `[http]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The most HTTP connections open at once (default 256, at least 1); past it, a new
+    /// connection is closed at once and counted.
+    pub max_connections: usize,
+    /// The most `/api/v1/events` streams open at once (default 128, at least 1); past it, a
+    /// new stream is refused with 503 and counted.
+    pub max_watchers: usize,
+    /// The recent events kept for `Last-Event-ID` replays (default 1,024, at least 1).
+    pub event_ring: usize,
+    /// The events one stream may fall behind before it skips the oldest, counted (default
+    /// 1,024, at least 1).
+    pub watcher_buffer: usize,
+    /// How long a request's head may take to arrive, and how long a connection may sit idle
+    /// between requests, in milliseconds (default 10,000, above 0).
+    pub header_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 256,
+            max_watchers: 128,
+            event_ring: 1024,
+            watcher_buffer: 1024,
+            header_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("http.max_connections", self.max_connections),
+            ("http.max_watchers", self.max_watchers),
+            ("http.event_ring", self.event_ring),
+            ("http.watcher_buffer", self.watcher_buffer),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1, got 0"));
+            }
+        }
+        if self.header_timeout_ms == 0 {
+            return Err(invalid("http.header_timeout_ms", "must be above 0, got 0"));
+        }
+        Ok(())
+    }
+
+    /// `header_timeout_ms` as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
     }
 }
 
@@ -590,6 +657,7 @@ impl Config {
                 .as_ref()
                 .map(|w| ("websocket_tls.listen", w.listen)),
             self.metrics_listen.map(|m| ("metrics_listen", m)),
+            self.http_listen.map(|h| ("http_listen", h)),
         ];
         let listeners: Vec<(&str, SocketAddr)> = listeners.into_iter().flatten().collect();
         for (i, (name, addr)) in listeners.iter().enumerate() {
@@ -659,6 +727,10 @@ impl Config {
         self.acl()?;
         validate_users(&self.users)?;
         self.upstream.validate()?;
+        self.http.validate()?;
+        if self.http_token.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("http_token", "must not be empty"));
+        }
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod http;
 pub mod interest;
 pub mod kafka;
 pub mod limits;

@@ -1,8 +1,9 @@
 //! `activity-broker`: an MQTT 3.1.1 broker that publishes every client's activity.
 //!
 //! `activity-broker [--config FILE] [--listen ADDR] [--ws-listen ADDR] [--metrics-listen ADDR]
-//! [--kafka-brokers HOST:PORT,...] [--upstream HOST:PORT]` runs the broker (with `--upstream`,
-//! the tap in front of an existing broker, see `adapter_tokio::tap`) until SIGINT or SIGTERM;
+//! [--http-listen ADDR] [--kafka-brokers HOST:PORT,...] [--upstream HOST:PORT]` runs the
+//! broker (with `--upstream`, the tap in front of an existing broker, see `adapter_tokio::tap`)
+//! until SIGINT or SIGTERM;
 //! `activity-broker hash-password` reads a password from stdin and prints its argon2id hash for
 //! a `[[users]]` table. Bad flags or configuration exit with code 2,
 //! a broker that fails to run exits with code 1.
@@ -53,6 +54,10 @@ struct Cli {
     /// The address of the Prometheus metrics endpoint; overrides `metrics_listen` of the file.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// The address of the HTTP API (health, who is online, the event stream); overrides
+    /// `http_listen` of the file.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Kafka bootstrap brokers, comma-separated; turns the Kafka sink on (adds "kafka" to
     /// `sinks`) and overrides `kafka.brokers` of the file.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
@@ -128,6 +133,9 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     }
     if let Some(metrics_listen) = cli.metrics_listen {
         config.metrics_listen = Some(metrics_listen);
+    }
+    if let Some(http_listen) = cli.http_listen {
+        config.http_listen = Some(http_listen);
     }
     if let Some(brokers) = &cli.kafka_brokers {
         config.kafka.brokers = brokers.iter().map(|b| b.trim().to_owned()).collect();

@@ -31,6 +31,7 @@ use crate::admission::Phase;
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::events::{self, Dispatcher, EventSender, SinkQueue};
+use crate::http::{Api, HttpServer};
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
@@ -153,6 +154,8 @@ pub struct Tap {
     upstream_queue: Option<UpstreamQueue>,
     publisher: Option<JoinHandle<()>>,
     kafka: Option<KafkaSink>,
+    /// The HTTP API, when `http_listen` is set.
+    http: Option<HttpServer>,
 }
 
 impl Tap {
@@ -217,7 +220,10 @@ impl Tap {
             acl: config.acl()?,
         });
 
+        let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
+        let api = Arc::new(Api::new(&config, metrics.clone(), shared.phase.clone()));
+        let http = HttpServer::start(&config, http_tls, api).await?;
         info!(local_addr = %listeners.local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
 
         Ok(Tap {
@@ -229,6 +235,7 @@ impl Tap {
             upstream_queue,
             publisher,
             kafka,
+            http,
         })
     }
 
@@ -255,6 +262,11 @@ impl Tap {
     /// The address of the metrics listener, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.listeners.metrics_addr
+    }
+
+    /// The address of the HTTP API, when `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// The tap's counters.
@@ -323,6 +335,9 @@ impl Tap {
             kafka
                 .shutdown(self.shared.config.kafka.flush_timeout())
                 .await;
+        }
+        if let Some(http) = self.http.take() {
+            http.stop();
         }
         info!("tap stopped");
     }

@@ -1,0 +1,379 @@
+//! The HTTP API of the broker and the tap (docs/http.md): `GET /health`, who is online
+//! (`/api/v1/clients`), the live event stream (`/api/v1/events`, Server-Sent Events) and the
+//! counters (`/metrics`), on the listener of `http_listen` (off by default).
+//!
+//! HTTP/1.1 (RFC 9112) is hyper's, the routes are axum's ([`router`] builds them all: add a
+//! route there). What this module adds are the bounds: at most `http.max_connections`
+//! connections (one more is closed at once), a request head of at most [`MAX_HEAD_BYTES`]
+//! (hyper answers 431 past it), `http.header_timeout_ms` for a request head to arrive and for an
+//! idle connection between requests, and the access rule: with `http_token` every request
+//! carries `Authorization: Bearer <token>` (compared in constant time), without it only loopback
+//! peers are served. With `[tls]` the listener speaks HTTPS with the same certificate.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
+use tracing::{debug, info, warn};
+
+use crate::admission::{Phase, is_loopback};
+use crate::config::{Config, HttpConfig};
+use crate::metrics::Metrics;
+
+/// The largest request head (request line and headers) read, in bytes; hyper answers a larger
+/// one with 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The most header fields in a request; hyper answers more with 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// The counters of the HTTP API, rendered after the broker's in `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// HTTP connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// HTTP connections closed at once: `http.max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// HTTP connections open now.
+    pub connections_current: AtomicU64,
+    /// Requests refused by the access rule (401 or 403).
+    pub requests_refused: AtomicU64,
+    /// Requests served (any status).
+    pub requests: AtomicU64,
+    /// HTTP connections that ended with an error: a bad or oversized request head, a head or an
+    /// idle wait over `http.header_timeout_ms`, a failed TLS handshake.
+    pub connection_errors: AtomicU64,
+}
+
+impl HttpStats {
+    /// Writes the counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let counters = [
+            (
+                "activity_http_connections_total",
+                "counter",
+                "HTTP connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "activity_http_connections_refused_total",
+                "counter",
+                "HTTP connections closed at once: http.max_connections were open.",
+                &self.connections_refused,
+            ),
+            (
+                "activity_http_connections",
+                "gauge",
+                "HTTP connections open now.",
+                &self.connections_current,
+            ),
+            (
+                "activity_http_requests_total",
+                "counter",
+                "HTTP requests served.",
+                &self.requests,
+            ),
+            (
+                "activity_http_requests_refused_total",
+                "counter",
+                "HTTP requests refused by the access rule (401, 403).",
+                &self.requests_refused,
+            ),
+            (
+                "activity_http_connection_errors_total",
+                "counter",
+                "HTTP connections ended by a bad or slow request, an idle timeout or TLS.",
+                &self.connection_errors,
+            ),
+        ];
+        for (name, kind, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// What the HTTP handlers share: the server's counters and state, and the API's own.
+pub struct Api {
+    /// The broker's (or tap's) counters.
+    pub metrics: Arc<Metrics>,
+    /// The API's counters.
+    pub stats: HttpStats,
+    /// The `[http]` limits.
+    pub limits: HttpConfig,
+    /// `http_token`.
+    token: Option<String>,
+    /// The server's phase: `/health` says 503 once it shuts down.
+    phase: watch::Receiver<Phase>,
+}
+
+impl Api {
+    /// The API state of `config`, around the server's `metrics`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>, phase: watch::Receiver<Phase>) -> Api {
+        Api {
+            phase,
+            metrics,
+            stats: HttpStats::default(),
+            limits: config.http.clone(),
+            token: config.http_token.clone(),
+        }
+    }
+
+    /// The access rule: `None` when a request from `peer` with `headers` may be served, else
+    /// the refusal (401 without the right bearer token when `http_token` is set, 403 for a
+    /// non-loopback peer when it is not).
+    fn refusal(&self, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+        match &self.token {
+            Some(token) => {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                    .unwrap_or_default();
+                if bool::from(given.ct_eq(token.as_bytes())) {
+                    None
+                } else {
+                    let mut response =
+                        error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer"),
+                    );
+                    Some(response)
+                }
+            }
+            None if is_loopback(peer.ip()) => None,
+            None => Some(error(
+                StatusCode::FORBIDDEN,
+                "only loopback clients are served without http_token",
+            )),
+        }
+    }
+}
+
+/// A JSON error response: `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Every route of the HTTP API.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(api)
+}
+
+/// `GET /health`: 200 while the server serves, 503 once it shuts down.
+async fn health(State(api): State<Arc<Api>>) -> Response {
+    if *api.phase.borrow() == Phase::Running {
+        (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
+    } else {
+        let body = Json(json!({ "status": "shutting_down" }));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// `GET /metrics`: the server's counters and the API's, in the Prometheus text format.
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let mut body = api.metrics.render();
+    api.stats.render(&mut body);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such resource")
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+/// The running HTTP listener; stops with [`HttpServer::stop`] or when dropped.
+pub struct HttpServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Binds `config.http_listen` (none: `None`) and serves `api` on it, over TLS with
+    /// `tls` when given.
+    pub async fn start(
+        config: &Config,
+        tls: Option<TlsAcceptor>,
+        api: Arc<Api>,
+    ) -> anyhow::Result<Option<HttpServer>> {
+        let Some(addr) = config.http_listen else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("http_listen: cannot bind {addr}"))?;
+        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(%addr, "HTTP API on {scheme}://{addr}/");
+        let router = router(api.clone());
+        let task = tokio::spawn(accept_loop(listener, tls, api, router));
+        Ok(Some(HttpServer { addr, task }))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes every HTTP connection.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Accepts HTTP connections until aborted; the connections' tasks end with it.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    api: Arc<Api>,
+    router: Router,
+) {
+    let permits = Arc::new(Semaphore::new(api.limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            api.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "HTTP connection limit reached: closed");
+            continue;
+        };
+        api.stats
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            tls.clone(),
+            api.clone(),
+            router.clone(),
+            permit,
+        ));
+    }
+}
+
+/// Serves one HTTP connection (after the TLS handshake, with `tls`) until it ends.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    api: Arc<Api>,
+    router: Router,
+    _permit: OwnedSemaphorePermit,
+) {
+    api.stats
+        .connections_current
+        .fetch_add(1, Ordering::Relaxed);
+    let ok = match tls {
+        None => serve_http(stream, peer, &api, router).await,
+        Some(acceptor) => {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(api.limits.header_timeout(), handshake).await {
+                Ok(Ok(stream)) => serve_http(stream, peer, &api, router).await,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "HTTP: TLS handshake failed");
+                    false
+                }
+                Err(_) => {
+                    debug!(%peer, "HTTP: TLS handshake timed out");
+                    false
+                }
+            }
+        }
+    };
+    if !ok {
+        api.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    api.stats
+        .connections_current
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// HTTP/1.1 on `stream`: hyper's parser with the bounds of this module, each request checked
+/// by the access rule and handed to `router`. False when the connection ended with an error.
+async fn serve_http<S>(stream: S, peer: SocketAddr, api: &Arc<Api>, router: Router) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_api = api.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let api = service_api.clone();
+        let mut router = router.clone();
+        async move {
+            api.stats.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(refusal) = api.refusal(peer, request.headers()) {
+                api.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+                return Ok::<_, Infallible>(refusal);
+            }
+            router.call(request.map(Body::new)).await
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(api.limits.header_timeout())
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    match builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(%peer, error = %e, "HTTP connection ended with an error");
+            false
+        }
+    }
+}
