@@ -18,11 +18,12 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
 use crate::events::{self, Dispatcher, EventSender, MqttSink, SinkQueue};
-use crate::http::{Api, HttpServer};
+use crate::http::{Api, EventHub, HttpServer};
 use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 
 /// The name rumqttd gives the thread of router 0.
 const ROUTER_THREAD: &str = "router-0";
@@ -94,9 +95,11 @@ impl Broker {
         });
 
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        // With the router as the only sink, events no subscription receives are not encoded.
+        // With the router as the only sink, events no subscription receives are not encoded
+        // (the HTTP API's event streams and their ring are a sink too).
         let interest = Arc::new(Interest::new(&tracker_config.topics));
-        let router_only = config.sinks.iter().all(|sink| *sink == Sink::Mqtt);
+        let router_only =
+            config.sinks.iter().all(|sink| *sink == Sink::Mqtt) && config.http_listen.is_none();
         let (events, receiver) = events::channel(
             &config.events,
             metrics.clone(),
@@ -130,6 +133,13 @@ impl Broker {
         if let Some(queue) = kafka_queue {
             queues.push(Box::new(queue));
         }
+        // The HTTP API's event streams, last: a short lock and a broadcast send per event.
+        let hub = config
+            .http_listen
+            .map(|_| Arc::new(EventHub::new(&config.http)));
+        if let Some(hub) = &hub {
+            queues.push(Box::new(hub.clone()));
+        }
         let dispatcher = Dispatcher { mqtt, queues };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
 
@@ -147,13 +157,27 @@ impl Broker {
             unreported: AtomicU64::new(0),
             interest,
             acl: config.acl()?,
+            presence: config
+                .http_listen
+                .map(|_| Arc::new(Presence::new(config.max_connections))),
         });
 
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
         info!(local_addr = %listeners.local_addr, "MQTT listener ready");
-        let api = Arc::new(Api::new(&config, metrics.clone(), shared.phase.clone()));
-        let http = HttpServer::start(&config, http_tls, api).await?;
+        let http = match (&shared.presence, hub) {
+            (Some(presence), Some(hub)) => {
+                let api = Api::new(
+                    &config,
+                    metrics.clone(),
+                    shared.phase.clone(),
+                    presence.clone(),
+                    hub,
+                );
+                HttpServer::start(&config, http_tls, Arc::new(api)).await?
+            }
+            _ => None,
+        };
 
         Ok(Broker {
             listeners,

@@ -37,6 +37,12 @@ use tracing::{debug, info, warn};
 use crate::admission::{Phase, is_loopback};
 use crate::config::{Config, HttpConfig};
 use crate::metrics::Metrics;
+use crate::presence::Presence;
+
+mod clients;
+mod sse;
+
+pub use sse::{EventHub, Stamped};
 
 /// The largest request head (request line and headers) read, in bytes; hyper answers a larger
 /// one with 431.
@@ -45,7 +51,7 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// The most header fields in a request; hyper answers more with 431.
 pub const MAX_HEADERS: usize = 64;
 
-/// The counters of the HTTP API, rendered after the broker's in `GET /metrics`.
+/// The counters of the HTTP connections, rendered after the broker's in `GET /metrics`.
 #[derive(Debug, Default)]
 pub struct HttpStats {
     /// HTTP connections accepted.
@@ -63,46 +69,80 @@ pub struct HttpStats {
     pub connection_errors: AtomicU64,
 }
 
-impl HttpStats {
-    /// Writes the counters in the Prometheus text format.
+impl Api {
+    /// Writes the API's counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
+        let stats = &self.stats;
+        let hub = &self.hub;
+        let watchers = AtomicU64::new(hub.watchers() as u64);
+        let online = AtomicU64::new(self.presence.len() as u64);
         let counters = [
+            (
+                "activity_http_online_clients",
+                "gauge",
+                "Clients listed by /api/v1/clients now.",
+                &online,
+            ),
+            (
+                "activity_http_event_streams",
+                "gauge",
+                "/api/v1/events streams open now.",
+                &watchers,
+            ),
+            (
+                "activity_http_event_streams_total",
+                "counter",
+                "/api/v1/events streams opened.",
+                &hub.watchers_total,
+            ),
+            (
+                "activity_http_event_streams_refused_total",
+                "counter",
+                "/api/v1/events streams refused: http.max_watchers were open.",
+                &hub.watchers_refused,
+            ),
+            (
+                "activity_http_event_stream_lagged_total",
+                "counter",
+                "Events skipped by /api/v1/events streams that fell behind.",
+                &hub.watcher_lagged,
+            ),
             (
                 "activity_http_connections_total",
                 "counter",
                 "HTTP connections accepted.",
-                &self.connections_accepted,
+                &stats.connections_accepted,
             ),
             (
                 "activity_http_connections_refused_total",
                 "counter",
                 "HTTP connections closed at once: http.max_connections were open.",
-                &self.connections_refused,
+                &stats.connections_refused,
             ),
             (
                 "activity_http_connections",
                 "gauge",
                 "HTTP connections open now.",
-                &self.connections_current,
+                &stats.connections_current,
             ),
             (
                 "activity_http_requests_total",
                 "counter",
                 "HTTP requests served.",
-                &self.requests,
+                &stats.requests,
             ),
             (
                 "activity_http_requests_refused_total",
                 "counter",
                 "HTTP requests refused by the access rule (401, 403).",
-                &self.requests_refused,
+                &stats.requests_refused,
             ),
             (
                 "activity_http_connection_errors_total",
                 "counter",
                 "HTTP connections ended by a bad or slow request, an idle timeout or TLS.",
-                &self.connection_errors,
+                &stats.connection_errors,
             ),
         ];
         for (name, kind, help, value) in counters {
@@ -125,13 +165,25 @@ pub struct Api {
     token: Option<String>,
     /// The server's phase: `/health` says 503 once it shuts down.
     phase: watch::Receiver<Phase>,
+    /// Who is online.
+    pub presence: Arc<Presence>,
+    /// The event streams' feed.
+    pub hub: Arc<EventHub>,
 }
 
 impl Api {
     /// The API state of `config`, around the server's `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>, phase: watch::Receiver<Phase>) -> Api {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        phase: watch::Receiver<Phase>,
+        presence: Arc<Presence>,
+        hub: Arc<EventHub>,
+    ) -> Api {
         Api {
             phase,
+            presence,
+            hub,
             metrics,
             stats: HttpStats::default(),
             limits: config.http.clone(),
@@ -180,6 +232,9 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api/v1/clients", get(clients::list))
+        .route("/api/v1/clients/:id", get(clients::one))
+        .route("/api/v1/events", get(sse::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
@@ -198,7 +253,7 @@ async fn health(State(api): State<Arc<Api>>) -> Response {
 /// `GET /metrics`: the server's counters and the API's, in the Prometheus text format.
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
     let mut body = api.metrics.render();
-    api.stats.render(&mut body);
+    api.render(&mut body);
     (
         [(
             header::CONTENT_TYPE,

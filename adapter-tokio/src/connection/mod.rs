@@ -53,6 +53,7 @@ use crate::config::Config;
 use crate::events::EventSender;
 use crate::interest::Interest;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::session_store::HeapSessionStore;
 
 pub use crate::admission::Phase;
@@ -148,6 +149,8 @@ pub struct Shared {
     pub interest: Arc<Interest>,
     /// The topic access rules.
     pub acl: Acl,
+    /// Who is online, for the HTTP API (when `http_listen` is set).
+    pub presence: Option<Arc<Presence>>,
 }
 
 /// The engine's policy for the broker's connections: the system topics and event kinds of

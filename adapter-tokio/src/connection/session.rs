@@ -36,6 +36,7 @@ use super::{
 use crate::ack_store::HeapAckStore;
 use crate::admission::{self, Admission};
 use crate::events::EventRecord;
+use crate::presence::Online;
 use crate::qos_marker::{read_marker, read_retain};
 use crate::sequencer::{AckSequencer, RouterAck};
 use crate::session_store::HeapSessionStore;
@@ -144,6 +145,11 @@ struct Side {
     client_id: String,
     /// The user name of the CONNECT, for the topic access rules.
     username: Option<String>,
+    /// The client's address.
+    peer: SocketAddr,
+    /// The connection's entry in the HTTP API's list of who is online (when the API is on),
+    /// from its CONNECT; entered once the connection is accepted.
+    online: Option<Arc<Online>>,
     clean_start: bool,
     /// Whether the router's link was built persistent (`clean_session = false`): it resumes a
     /// kept session and keeps this one at the end. Only a clean start without session expiry
@@ -203,6 +209,16 @@ impl Output for Side {
             Route::Connect(request) => {
                 self.client_id = request.client_id.to_owned();
                 self.username = request.username.map(str::to_owned);
+                if self.shared.presence.is_some() {
+                    self.online = Some(Arc::new(Online::new(
+                        request.client_id,
+                        request.username,
+                        self.peer.to_string(),
+                        request.protocol_level,
+                        self.serial,
+                        now_ms(),
+                    )));
+                }
                 self.clean_start = request.clean_start;
                 self.v5 = request.protocol_level == 5;
                 self.router_keeps = !request.discards_session() || request.keeps_session();
@@ -225,11 +241,17 @@ impl Output for Side {
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);
+                if let Some(online) = &self.online {
+                    online.subscribe(filter, options.qos as u8);
+                }
                 self.log_positions.subscribe(filter);
                 self.router_subscribe(filter, options, plain);
             }
             Route::Unsubscribe { filter } => {
                 self.shared.interest.unsubscribe(&self.client_id, filter);
+                if let Some(online) = &self.online {
+                    online.unsubscribe(filter);
+                }
                 self.log_positions.unsubscribe(filter);
                 if let Some(id) = self.router_ids.remove(filter) {
                     self.router_filters.remove(&id);
@@ -264,6 +286,9 @@ impl Output for Side {
             } => {
                 self.end_expiry = Some(session_expiry);
                 self.permit.take();
+                if let Some(presence) = &self.shared.presence {
+                    presence.remove(&self.client_id, self.serial);
+                }
                 if std::mem::take(&mut self.unreported) {
                     // Matched in `Session::connect`; shutdown waits for the count to reach zero.
                     self.shared.unreported.fetch_sub(1, Ordering::AcqRel);
@@ -276,6 +301,9 @@ impl Output for Side {
     }
 
     fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
+        if let (Event::Connected(connected), Some(online)) = (event, &self.online) {
+            online.set_connected_at(connected.ts);
+        }
         if let Some(record) = self.shared.events.record(event) {
             self.events.push(record);
         }
@@ -490,6 +518,7 @@ struct Session {
 impl Session {
     fn new(shared: Arc<Shared>, peer: SocketAddr, transport: Transport, serial: u64) -> Self {
         let addr = peer.to_string();
+        let client = peer;
         let peer = Peer {
             addr: Some(&addr),
             is_loopback: admission::is_loopback(peer.ip()),
@@ -509,6 +538,8 @@ impl Session {
                 shared,
                 serial,
                 client_id: String::new(),
+                peer: client,
+                online: None,
                 clean_start: true,
                 router_keeps: false,
                 discard_first: false,
@@ -683,6 +714,11 @@ impl Session {
         if self.conn.is_blocked() {
             self.input();
         }
+        if self.conn.is_connected()
+            && let (Some(presence), Some(online)) = (&self.side.shared.presence, &self.side.online)
+        {
+            presence.insert(online.clone());
+        }
         if !self.conn.is_connected() && std::mem::take(&mut self.side.unreported) {
             // Not connected, and no session end came to match the count.
             self.side.shared.unreported.fetch_sub(1, Ordering::AcqRel);
@@ -774,6 +810,9 @@ impl Session {
                     Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
                     Ok(n) => {
                         self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Some(online) = &self.side.online {
+                            online.touch(now_ms());
+                        }
                         self.input();
                         self.resume();
                         Ok(())

@@ -31,10 +31,11 @@ use crate::admission::Phase;
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::events::{self, Dispatcher, EventSender, SinkQueue};
-use crate::http::{Api, HttpServer};
+use crate::http::{Api, EventHub, HttpServer};
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 
 pub mod publisher;
 mod relay;
@@ -124,6 +125,8 @@ struct TapShared {
     publishers: Mutex<Box<PublisherTable<PUBLISHER_TABLE_CAPACITY>>>,
     /// The topic access rules.
     acl: Acl,
+    /// Who is online, for the HTTP API (when `http_listen` is set).
+    presence: Option<Arc<Presence>>,
 }
 
 impl Serve for Arc<TapShared> {
@@ -202,6 +205,13 @@ impl Tap {
         if let Some(queue) = &upstream_queue {
             queues.push(Box::new(queue.clone()));
         }
+        // The HTTP API's event streams, last: a short lock and a broadcast send per event.
+        let hub = config
+            .http_listen
+            .map(|_| Arc::new(EventHub::new(&config.http)));
+        if let Some(hub) = &hub {
+            queues.push(Box::new(hub.clone()));
+        }
         let dispatcher = Dispatcher { mqtt: None, queues };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
 
@@ -218,12 +228,26 @@ impl Tap {
             serial: AtomicU64::new(1),
             publishers: Mutex::new(Box::default()),
             acl: config.acl()?,
+            presence: config
+                .http_listen
+                .map(|_| Arc::new(Presence::new(config.max_connections))),
         });
 
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
-        let api = Arc::new(Api::new(&config, metrics.clone(), shared.phase.clone()));
-        let http = HttpServer::start(&config, http_tls, api).await?;
+        let http = match (&shared.presence, hub) {
+            (Some(presence), Some(hub)) => {
+                let api = Api::new(
+                    &config,
+                    metrics.clone(),
+                    shared.phase.clone(),
+                    presence.clone(),
+                    hub,
+                );
+                HttpServer::start(&config, http_tls, Arc::new(api)).await?
+            }
+            _ => None,
+        };
         info!(local_addr = %listeners.local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
 
         Ok(Tap {

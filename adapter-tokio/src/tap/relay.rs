@@ -50,6 +50,7 @@ use super::{Entry, TapShared};
 use crate::ack_store::HeapAckStore;
 use crate::admission::{self, Admission, Phase};
 use crate::connection::{WRITE_STALL_LIMIT, now_ms};
+use crate::presence::Online;
 use crate::session_store::HeapSessionStore;
 
 /// The engine of one relayed connection.
@@ -79,6 +80,11 @@ pub(super) struct Conn {
     /// What the engine wrote for the client when a newer connection took this one over (an
     /// MQTT 5 DISCONNECT 0x8E), written by this connection's own task as it ends.
     farewell: Vec<u8>,
+    /// The client's address.
+    peer: SocketAddr,
+    /// The connection's entry in the HTTP API's list of who is online (when the API is on),
+    /// from its CONNECT; entered when the upstream accepts the client.
+    online: Option<Arc<Online>>,
 }
 
 /// The engine of a connection, locked.
@@ -97,6 +103,8 @@ struct Side<'a> {
     permit: &'a mut Option<OwnedSemaphorePermit>,
     open: &'a mut bool,
     entry: &'a mut Option<Entry>,
+    peer: SocketAddr,
+    online: &'a mut Option<Arc<Online>>,
     /// What goes upstream.
     upstream: &'a mut Vec<u8>,
 }
@@ -119,6 +127,8 @@ impl Conn {
             open,
             entry,
             farewell: _,
+            peer,
+            online,
         } = self;
         let mut side = Side {
             shared,
@@ -129,6 +139,8 @@ impl Conn {
             permit,
             open,
             entry,
+            peer: *peer,
+            online,
             upstream,
         };
         call(relay, &mut side)
@@ -141,6 +153,9 @@ impl Side<'_> {
         self.permit.take();
         if std::mem::take(self.open) {
             self.shared.registry.remove(self.client_id, self.serial);
+            if let Some(presence) = &self.shared.presence {
+                presence.remove(self.client_id, self.serial);
+            }
             self.shared.metrics.connection_closed();
         }
     }
@@ -152,6 +167,16 @@ impl Output for Side<'_> {
             Route::Connect(request) => {
                 *self.client_id = request.client_id.to_owned();
                 *self.username = request.username.map(str::to_owned);
+                if self.shared.presence.is_some() {
+                    *self.online = Some(Arc::new(Online::new(
+                        request.client_id,
+                        request.username,
+                        self.peer.to_string(),
+                        request.protocol_level,
+                        self.serial,
+                        now_ms(),
+                    )));
+                }
                 *self.question = Some((
                     request.username.map(str::to_owned),
                     request.password.map(<[u8]>::to_vec),
@@ -189,6 +214,17 @@ impl Output for Side<'_> {
     fn event(&mut self, event: &Event<'_>) -> Option<Delivery<'_>> {
         if event.kind() == EventKind::Disconnected {
             self.release();
+        }
+        // The engine routes no subscriptions in relay mode: the events say what it saw.
+        if let Some(online) = self.online.as_deref() {
+            match event {
+                Event::Connected(connected) => online.set_connected_at(connected.ts),
+                Event::Subscribed(subscribed) => {
+                    online.subscribe(subscribed.topic, subscribed.qos as u8);
+                }
+                Event::Unsubscribed(unsubscribed) => online.unsubscribe(unsubscribed.topic),
+                _ => {}
+            }
         }
         self.shared.events.emit(event);
         None
@@ -229,6 +265,9 @@ impl RelayOutput for Side<'_> {
     fn upstream_accepted(&mut self, client_id: &str) {
         *self.open = true;
         self.shared.metrics.connection_opened();
+        if let (Some(presence), Some(online)) = (&self.shared.presence, self.online.as_ref()) {
+            presence.insert(online.clone());
+        }
         let Some(entry) = self.entry.take() else {
             return;
         };
@@ -287,6 +326,8 @@ pub(super) async fn serve<S>(
         open: false,
         entry: None,
         farewell: Vec::new(),
+        peer,
+        online: None,
     }));
     let wake = Arc::new(Notify::new());
     let superseded = Arc::new(AtomicBool::new(false));
@@ -340,6 +381,9 @@ impl Relayed<'_> {
         let mut answers = Vec::new();
         self.forwarded.clear();
         let mut conn = lock(self.conn);
+        if let Some(online) = &conn.online {
+            online.touch(now_ms());
+        }
         loop {
             let progress = conn.drive(self.shared, &mut self.forwarded, |relay, side| {
                 relay.handle_input(now_ms(), &self.cbuf, &mut self.tx, side)
