@@ -33,6 +33,7 @@ pub mod certs;
 pub mod cluster;
 pub mod conformance;
 pub mod hostile;
+pub mod http;
 pub mod kafka;
 pub mod netns;
 pub mod ports;
