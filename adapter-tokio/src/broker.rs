@@ -273,7 +273,7 @@ impl Broker {
                 .shutdown(self.shared.config.kafka.flush_timeout())
                 .await;
         }
-        if let Some(http) = self.http.take() {
+        if let Some(mut http) = self.http.take() {
             http.stop();
         }
         info!("broker stopped");

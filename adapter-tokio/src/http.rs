@@ -28,8 +28,8 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use tracing::{debug, info, warn};
@@ -272,10 +272,16 @@ async fn method_not_allowed() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
-/// The running HTTP listener; stops with [`HttpServer::stop`] or when dropped.
+/// How much nicer than the process the HTTP API's thread runs: under load, MQTT clients (and
+/// the Kafka sink) get the CPU first, and event streams fall behind instead (counted).
+pub const HTTP_THREAD_NICE: i32 = 10;
+
+/// The running HTTP listener, on a thread and tokio runtime of its own (at
+/// [`HTTP_THREAD_NICE`]), so that HTTP clients, and a thousand event streams, never take the
+/// MQTT clients' worker threads; stops with [`HttpServer::stop`] or when dropped.
 pub struct HttpServer {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl HttpServer {
@@ -289,15 +295,50 @@ impl HttpServer {
         let Some(addr) = config.http_listen else {
             return Ok(None);
         };
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("http_listen: cannot bind {addr}"))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                if let Err(e) = crate::priority::lower_current_thread(HTTP_THREAD_NICE) {
+                    warn!(error = %e, "cannot lower the HTTP API thread's priority");
+                }
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the HTTP API's runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            warn!(error = %e, "HTTP listener failed");
+                            return;
+                        }
+                    };
+                    let router = router(api.clone());
+                    tokio::select! {
+                        () = accept_loop(listener, tls, api, router) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // The connections' tasks went with the accept loop; the runtime drops the rest.
+            })
+            .context("cannot start the HTTP API thread")?;
         info!(%addr, "HTTP API on {scheme}://{addr}/");
-        let router = router(api.clone());
-        let task = tokio::spawn(accept_loop(listener, tls, api, router));
-        Ok(Some(HttpServer { addr, task }))
+        Ok(Some(HttpServer {
+            addr,
+            stop: Some(stop),
+        }))
     }
 
     /// The address it listens on.
@@ -305,15 +346,17 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stops accepting and closes every HTTP connection.
-    pub fn stop(&self) {
-        self.task.abort();
+    /// Stops accepting and closes every HTTP connection (without waiting for them).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 

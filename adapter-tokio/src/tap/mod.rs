@@ -360,7 +360,7 @@ impl Tap {
                 .shutdown(self.shared.config.kafka.flush_timeout())
                 .await;
         }
-        if let Some(http) = self.http.take() {
+        if let Some(mut http) = self.http.take() {
             http.stop();
         }
         info!("tap stopped");
