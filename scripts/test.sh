@@ -13,7 +13,7 @@ if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
   echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
 fi
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm, redis-server, postgresql"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm, redis-server, postgresql, curl"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
@@ -35,6 +35,8 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 # server from /usr/lib/postgresql/VERSION/bin (not on PATH; the package also creates the
 # `postgres` user the server runs as when the tests run as root).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
+# curl is the HTTP client of the HTTP API's tests (tests/tests/http_*.rs).
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

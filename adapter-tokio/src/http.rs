@@ -302,7 +302,7 @@ impl HttpServer {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name("http".into())
+            .name("http-api".into())
             .spawn(move || {
                 if let Err(e) = crate::priority::lower_current_thread(HTTP_THREAD_NICE) {
                     warn!(error = %e, "cannot lower the HTTP API thread's priority");
