@@ -284,12 +284,13 @@ async fn a_stream_that_never_reads_falls_behind_and_is_told_while_mqtt_goes_on()
     let mut stuck = raw_stream(http, Some(socket)).await;
     wait_metric(http, "activity_http_event_streams", |n| n == 1).await;
 
-    // 4,000 messages of 4 KiB: each a `message` event of about 5.5 KB of JSON.
+    // 1,500 messages of 4 KiB: each a `message` event of about 5.5 KB of JSON, 8 MB in all,
+    // more than the socket buffers between the server and the stuck reader hold.
     let mut sub = Client::connect(broker.local_addr(), "flood-sub").await;
     sub.subscribe("flood/t", QoS::AtMostOnce).await;
     let mut publisher = Client::connect(broker.local_addr(), "flood-pub").await;
     let payload = vec![b'x'; 4096];
-    for _ in 0..4000 {
+    for _ in 0..1500 {
         publisher
             .publish("flood/t", QoS::AtMostOnce, false, &payload)
             .await;

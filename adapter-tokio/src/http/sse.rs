@@ -15,15 +15,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use activity_core::event::EventKind;
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::stream::{self, Stream};
+use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{Api, error};
 use crate::config::HttpConfig;
@@ -127,12 +127,12 @@ impl EventHub {
         let Some(last) = last_seen else {
             return (VecDeque::new(), None, live);
         };
-        let newest = ring.next_seq - 1;
+        let newest = ring.events.back().map_or(0, |e| e.seq);
         if last > newest {
             let note = format!("Last-Event-ID {last} is newer than the last event ({newest})");
             return (VecDeque::new(), Some(note), live);
         }
-        let oldest = ring.events.front().map_or(ring.next_seq, |e| e.seq);
+        let oldest = ring.events.front().map_or(newest + 1, |e| e.seq);
         let note = (last + 1 < oldest).then(|| {
             format!(
                 "events {} to {} are no longer held (the ring keeps {}): replaying from {oldest}",
@@ -210,38 +210,101 @@ struct Watch {
     slot: WatcherSlot,
 }
 
-fn sse_event(stamped: &Stamped) -> SseEvent {
-    SseEvent::default()
-        .id(stamped.seq.to_string())
-        .event(stamped.kind.name())
-        .data(String::from_utf8_lossy(&stamped.json))
+/// Most events written in one chunk: a stream that is behind catches up in few writes.
+const CHUNK_EVENTS: usize = 64;
+
+/// Appends `stamped` as one event block (the `data:` JSON is one line: JSON strings escape
+/// line breaks).
+fn push_event(out: &mut Vec<u8>, stamped: &Stamped) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(stamped.seq.to_string().as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(stamped.kind.name().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(&stamped.json);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends a comment line.
+fn push_comment(out: &mut Vec<u8>, comment: &str) {
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(comment.replace(['\n', '\r'], " ").as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
 impl Watch {
-    /// The next line block to send; `None` when the hub is gone.
-    async fn next(&mut self) -> Option<SseEvent> {
+    /// The next chunk to send: a note, then the missed events, then live ones, as many as are
+    /// ready (up to [`CHUNK_EVENTS`]); a keep-alive comment after [`KEEP_ALIVE`] without any.
+    /// `None` when the hub is gone.
+    async fn next(&mut self) -> Option<Bytes> {
+        let mut out = Vec::new();
         if let Some(note) = self.note.take() {
-            return Some(SseEvent::default().comment(note));
+            push_comment(&mut out, &note);
         }
-        while let Some(stamped) = self.missed.pop_front() {
+        let mut events = 0;
+        while events < CHUNK_EVENTS {
+            let Some(stamped) = self.missed.pop_front() else {
+                break;
+            };
             if self.kinds.wants(stamped.kind) {
-                return Some(sse_event(&stamped));
+                push_event(&mut out, &stamped);
+                events += 1;
             }
         }
+        if !out.is_empty() {
+            return Some(Bytes::from(out));
+        }
         loop {
-            match self.live.recv().await {
-                Ok(stamped) if self.kinds.wants(stamped.kind) => return Some(sse_event(&stamped)),
-                Ok(_) => {}
+            let received = match tokio::time::timeout(KEEP_ALIVE, self.live.recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    push_comment(&mut out, "keep-alive");
+                    return Some(Bytes::from(out));
+                }
+            };
+            match received {
+                Ok(stamped) => {
+                    if self.kinds.wants(stamped.kind) {
+                        push_event(&mut out, &stamped);
+                        events += 1;
+                    }
+                }
                 Err(RecvError::Lagged(n)) => {
                     self.slot
                         .0
                         .hub
                         .watcher_lagged
                         .fetch_add(n, Ordering::Relaxed);
-                    let note = format!("{n} events skipped: this stream fell behind");
-                    return Some(SseEvent::default().comment(note));
+                    push_comment(
+                        &mut out,
+                        &format!("{n} events skipped: this stream fell behind"),
+                    );
                 }
-                Err(RecvError::Closed) => return None,
+                Err(RecvError::Closed) => return (!out.is_empty()).then(|| Bytes::from(out)),
+            }
+            // Whatever else is ready goes into the same chunk.
+            while events < CHUNK_EVENTS {
+                match self.live.try_recv() {
+                    Ok(stamped) => {
+                        if self.kinds.wants(stamped.kind) {
+                            push_event(&mut out, &stamped);
+                            events += 1;
+                        }
+                    }
+                    Err(TryRecvError::Lagged(n)) => {
+                        self.slot
+                            .0
+                            .hub
+                            .watcher_lagged
+                            .fetch_add(n, Ordering::Relaxed);
+                        let note = format!("{n} events skipped: this stream fell behind");
+                        push_comment(&mut out, &note);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            if !out.is_empty() {
+                return Some(Bytes::from(out));
             }
         }
     }
@@ -293,17 +356,17 @@ pub(super) async fn events(
         slot,
     };
     let stream = stream::unfold(watch, |mut watch| async move {
-        let event = watch.next().await?;
-        Some((Ok::<_, Infallible>(event), watch))
+        let chunk = watch.next().await?;
+        Some((Ok::<_, Infallible>(chunk), watch))
     });
-    sse(stream).into_response()
-}
-
-fn sse<S>(stream: S) -> Sse<S>
-where
-    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-{
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
