@@ -82,6 +82,10 @@ async fn broker_lists_real_clients_pages_them_and_looks_one_up() {
     assert_eq!(first["username"], Value::Null);
     assert_eq!(first["proto_ver"], 4);
     assert_eq!(first["subscriptions"], 2);
+    assert!(
+        first["session_seq"].as_u64().is_some_and(|s| s > 0),
+        "{first}"
+    );
     let peer: SocketAddr = first["peer"]
         .as_str()
         .expect("a peer")

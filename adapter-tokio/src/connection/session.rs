@@ -311,7 +311,11 @@ impl Output for Side {
     }
 
     fn session_seq(&mut self, now: u64) -> u64 {
-        self.shared.events.session_seq(now)
+        let seq = self.shared.events.session_seq(now);
+        if let Some(online) = &self.online {
+            online.set_session_seq(seq);
+        }
+        seq
     }
 
     fn count(&mut self, counter: Counter) {

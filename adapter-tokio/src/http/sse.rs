@@ -35,7 +35,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// One event as the streams send it.
 #[derive(Debug)]
 pub struct Stamped {
-    /// Its sequence number, the `id:` line.
+    /// Its `event_seq` (numbered by the dispatcher), the `id:` line.
     pub seq: u64,
     /// Its kind, the `event:` line.
     pub kind: EventKind,
@@ -61,8 +61,6 @@ pub struct EventHub {
 struct Ring {
     events: VecDeque<Arc<Stamped>>,
     capacity: usize,
-    /// The sequence number of the next event (until every event carries its `event_seq`).
-    next_seq: u64,
 }
 
 impl EventHub {
@@ -73,7 +71,6 @@ impl EventHub {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(config.event_ring.min(4096)),
                 capacity: config.event_ring.max(1),
-                next_seq: 1,
             }),
             live,
             watchers: AtomicUsize::new(0),
@@ -95,11 +92,8 @@ impl EventHub {
     /// Keeps `record` in the ring and sends it to every stream; never waits.
     pub fn publish(&self, record: &EventRecord) {
         let mut ring = self.ring();
-        // The placeholder numbering of this hub until the events carry their `event_seq`.
-        let seq = ring.next_seq;
-        ring.next_seq += 1;
         let stamped = Arc::new(Stamped {
-            seq,
+            seq: record.event_seq,
             kind: record.kind,
             json: record.json.clone(),
         });
@@ -373,12 +367,13 @@ pub(super) async fn events(
 mod tests {
     use super::*;
 
-    fn record(kind: EventKind) -> EventRecord {
+    fn record(kind: EventKind, event_seq: u64) -> EventRecord {
         EventRecord {
             kind,
             subject: "c".into(),
             ts: 1,
             json: Bytes::from_static(b"{}"),
+            event_seq,
         }
     }
 
@@ -392,8 +387,8 @@ mod tests {
     #[test]
     fn a_reconnect_gets_what_it_missed_from_the_ring() {
         let hub = hub(4);
-        for _ in 0..3 {
-            hub.publish(&record(EventKind::Connected));
+        for seq in 1..=3 {
+            hub.publish(&record(EventKind::Connected, seq));
         }
         let (missed, note, _) = hub.subscribe(Some(1));
         assert_eq!(missed.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
@@ -405,8 +400,8 @@ mod tests {
     #[test]
     fn events_the_ring_lost_are_said_in_a_note() {
         let hub = hub(2);
-        for _ in 0..5 {
-            hub.publish(&record(EventKind::Message));
+        for seq in 1..=5 {
+            hub.publish(&record(EventKind::Message, seq));
         }
         let (missed, note, _) = hub.subscribe(Some(1));
         assert_eq!(missed.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);

@@ -231,7 +231,11 @@ impl Output for Side<'_> {
     }
 
     fn session_seq(&mut self, now: u64) -> u64 {
-        self.shared.events.session_seq(now)
+        let seq = self.shared.events.session_seq(now);
+        if let Some(online) = self.online.as_deref() {
+            online.set_session_seq(seq);
+        }
+        seq
     }
 
     fn count(&mut self, counter: Counter) {
