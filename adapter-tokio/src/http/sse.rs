@@ -374,6 +374,8 @@ mod tests {
             ts: 1,
             json: Bytes::from_static(b"{}"),
             event_seq,
+            session_seq: None,
+            retained_topic: None,
         }
     }
 
