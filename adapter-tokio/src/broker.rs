@@ -23,6 +23,7 @@ use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
+use crate::page::AckTable;
 use crate::presence::Presence;
 
 /// The name rumqttd gives the thread of router 0.
@@ -98,6 +99,7 @@ impl Broker {
         // With the router as the only sink, events no subscription receives are not encoded
         // (the HTTP API's event streams and their ring are a sink too).
         let interest = Arc::new(Interest::new(&tracker_config.topics));
+        // The HTTP API reads every event (the live page's msgack table).
         let router_only =
             config.sinks.iter().all(|sink| *sink == Sink::Mqtt) && config.http_listen.is_none();
         let (events, receiver) = events::channel(
@@ -132,6 +134,10 @@ impl Broker {
         let mut queues: Vec<Box<dyn SinkQueue>> = Vec::new();
         if let Some(queue) = kafka_queue {
             queues.push(Box::new(queue));
+        }
+        let acks = Arc::new(AckTable::new(config.http.ack_table));
+        if config.http_listen.is_some() {
+            queues.push(Box::new(acks.clone()));
         }
         // The HTTP API's event streams, last: a short lock and a broadcast send per event.
         let hub = config
@@ -173,6 +179,7 @@ impl Broker {
                     shared.phase.clone(),
                     presence.clone(),
                     hub,
+                    acks,
                 );
                 HttpServer::start(&config, http_tls, Arc::new(api)).await?
             }

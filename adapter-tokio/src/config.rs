@@ -166,6 +166,10 @@ pub struct HttpConfig {
     /// How long a request's head may take to arrive, and how long a connection may sit idle
     /// between requests, in milliseconds (default 10,000, above 0).
     pub header_timeout_ms: u64,
+    /// The recent `msgack` events kept for `GET /api/v1/acks` and the live page's lookup
+    /// (default 10,000, at least 1); past it, the oldest is evicted and counted (see
+    /// [`crate::page::AckTable`]).
+    pub ack_table: usize,
 }
 
 impl Default for HttpConfig {
@@ -176,6 +180,7 @@ impl Default for HttpConfig {
             event_ring: 1024,
             watcher_buffer: 1024,
             header_timeout_ms: 10_000,
+            ack_table: 10_000,
         }
     }
 }
@@ -187,6 +192,7 @@ impl HttpConfig {
             ("http.max_watchers", self.max_watchers),
             ("http.event_ring", self.event_ring),
             ("http.watcher_buffer", self.watcher_buffer),
+            ("http.ack_table", self.ack_table),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1, got 0"));

@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::admission::{Phase, is_loopback};
 use crate::config::{Config, HttpConfig};
 use crate::metrics::Metrics;
+use crate::page::{self, AckTable, PageSource};
 use crate::presence::Presence;
 
 mod clients;
@@ -169,6 +170,8 @@ pub struct Api {
     pub presence: Arc<Presence>,
     /// The event streams' feed.
     pub hub: Arc<EventHub>,
+    /// The recent `msgack` events of `/api/v1/acks` (the live page, [`crate::page`]).
+    pub acks: Arc<AckTable>,
 }
 
 impl Api {
@@ -179,11 +182,13 @@ impl Api {
         phase: watch::Receiver<Phase>,
         presence: Arc<Presence>,
         hub: Arc<EventHub>,
+        acks: Arc<AckTable>,
     ) -> Api {
         Api {
             phase,
             presence,
             hub,
+            acks,
             metrics,
             stats: HttpStats::default(),
             limits: config.http.clone(),
@@ -222,6 +227,19 @@ impl Api {
     }
 }
 
+impl PageSource for Api {
+    fn counters(&self) -> String {
+        let mut body = self.metrics.render();
+        self.render(&mut body);
+        self.acks.render(&mut body);
+        body
+    }
+
+    fn acks(&self) -> &AckTable {
+        &self.acks
+    }
+}
+
 /// A JSON error response: `{"error": message}` with `status`.
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
@@ -235,6 +253,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/clients", get(clients::list))
         .route("/api/v1/clients/:id", get(clients::one))
         .route("/api/v1/events", get(sse::events))
+        .merge(page::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)
@@ -252,8 +271,7 @@ async fn health(State(api): State<Arc<Api>>) -> Response {
 
 /// `GET /metrics`: the server's counters and the API's, in the Prometheus text format.
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    let mut body = api.metrics.render();
-    api.render(&mut body);
+    let body = api.counters();
     (
         [(
             header::CONTENT_TYPE,
@@ -450,7 +468,10 @@ where
         let mut router = router.clone();
         async move {
             api.stats.requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(refusal) = api.refusal(peer, request.headers()) {
+            // The live page's assets carry no data: with a token they are served without it
+            // (a browser opening the page cannot send one), and the page asks for it.
+            let asset = api.token.is_some() && page::is_asset(request.uri().path());
+            if !asset && let Some(refusal) = api.refusal(peer, request.headers()) {
                 api.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
                 return Ok::<_, Infallible>(refusal);
             }

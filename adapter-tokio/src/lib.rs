@@ -24,6 +24,7 @@ pub mod limits;
 mod listeners;
 pub mod logging;
 pub mod metrics;
+pub mod page;
 pub mod presence;
 pub mod priority;
 pub mod qos_marker;

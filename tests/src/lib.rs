@@ -41,3 +41,4 @@ pub mod postgres;
 pub mod process;
 pub mod raw5;
 pub mod tap;
+pub mod webdriver;

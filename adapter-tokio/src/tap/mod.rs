@@ -35,6 +35,7 @@ use crate::http::{Api, EventHub, HttpServer};
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
+use crate::page::AckTable;
 use crate::presence::Presence;
 
 pub mod publisher;
@@ -205,6 +206,10 @@ impl Tap {
         if let Some(queue) = &upstream_queue {
             queues.push(Box::new(queue.clone()));
         }
+        let acks = Arc::new(AckTable::new(config.http.ack_table));
+        if config.http_listen.is_some() {
+            queues.push(Box::new(acks.clone()));
+        }
         // The HTTP API's event streams, last: a short lock and a broadcast send per event.
         let hub = config
             .http_listen
@@ -243,6 +248,7 @@ impl Tap {
                     shared.phase.clone(),
                     presence.clone(),
                     hub,
+                    acks,
                 );
                 HttpServer::start(&config, http_tls, Arc::new(api)).await?
             }
