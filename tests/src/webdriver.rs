@@ -254,7 +254,7 @@ impl Browser {
             )
             .await;
         // The W3C element reference key.
-        found["element-6066-11e4-a52e-4f735466cecc"]
+        found["element-6066-11e4-a52e-4f735466cecf"]
             .as_str()
             .unwrap_or_else(|| panic!("no element reference for {css}: {found}"))
             .to_owned()

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use serde_json::{Value, json};
+use tests::tap::{Mosquitto, start_tap, tap_config, wait_publisher};
 use tests::webdriver::Browser;
 use tests::*;
 
@@ -261,4 +262,67 @@ async fn with_a_token_the_page_loads_and_asks_for_it() {
         })
         .await;
     browser.quit().await;
+}
+
+#[tokio::test]
+async fn the_page_of_a_tap_shows_its_clients_and_finds_their_acks() {
+    let mosquitto = Mosquitto::start().await;
+    let mut config = tap_config(mosquitto.addr);
+    config.http_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    let tap = start_tap(config).await;
+    wait_publisher(&tap).await;
+    let http = tap.http_addr().expect("the tap's HTTP listener is up");
+    let addr = tap.local_addr();
+    // On mosquitto itself: the tap publishes its events there.
+    let mut monitor = Monitor::start(mosquitto.addr).await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{http}/")).await;
+    browser
+        .wait_for(
+            "the event stream open",
+            SHOWN,
+            "return document.getElementById('stream').dataset.state;",
+            |v| v == "live",
+        )
+        .await;
+
+    let mut acker = MosquittoSub::spawn(addr, &["-i", "tap-dashboard", "-q", "1", "-t", "t/#"]);
+    monitor.next_event("subscribed", "tap-dashboard").await;
+    let mut shop = Client::connect(addr, "tap-controller").await;
+    browser
+        .wait_for("both clients online", SHOWN, ONLINE, |v| {
+            strings(v) == ["tap-controller", "tap-dashboard"]
+        })
+        .await;
+    let envelope = br#"{"product_id":"p3","message_id":7,"payload":"x"}"#;
+    shop.publish("t/1", QoS::AtLeastOnce, false, envelope).await;
+    assert_eq!(acker.next_line().await.as_bytes(), envelope);
+    monitor.next_event("msgack", "tap-dashboard").await;
+
+    // An integer message id is looked up by its digits.
+    browser.type_into("#ack-product", "p3").await;
+    browser.type_into("#ack-message", "7").await;
+    browser.click("#ack-submit").await;
+    browser
+        .wait_for(
+            "the msgack found",
+            SHOWN,
+            "return document.getElementById('ack-result').dataset.state;",
+            |v| v == "yes",
+        )
+        .await;
+    let found = browser.text("#ack-result").await;
+    assert!(found.contains("tap-dashboard"), "{found}");
+
+    shop.disconnect().await;
+    browser
+        .wait_for("tap-controller gone", SHOWN, ONLINE, |v| {
+            strings(v) == ["tap-dashboard"]
+        })
+        .await;
+    browser.quit().await;
+    acker.kill().await;
+    drop(tap);
+    mosquitto.kill().await;
 }

@@ -90,7 +90,7 @@
       // subscribed / unsubscribed: the count comes from the API, which knows duplicates.
       refreshClient(id);
     }
-    renderOnline();
+    scheduleRender();
   }
 
   const refreshing = new Map();
@@ -102,7 +102,7 @@
       const cur = online.get(id);
       if (status === 200 && body && cur && sameOrLater(body, cur) && sameOrLater(cur, body)) {
         cur.subscriptions = body.subscriptions;
-        renderOnline();
+        scheduleRender();
       }
     }, 200));
   }
@@ -210,23 +210,43 @@
     return text.length > 300 ? text.slice(0, 300) + "…" : text;
   }
 
+  // Rows are added once per frame: a busy broker's stream costs one repaint per frame, and
+  // only the newest MAX_EVENT_ROWS of a burst are built.
+  let rowQueue = [];
   function showEvent(id, kind, ev) {
     kindBox(kind);
+    rowQueue.push([id, kind, ev]);
+    if (rowQueue.length > MAX_EVENT_ROWS) rowQueue = rowQueue.slice(-MAX_EVENT_ROWS);
+    if (rowQueue.length === 1) requestAnimationFrame(flushRows);
+  }
+
+  function flushRows() {
+    const fresh = document.createDocumentFragment();
+    for (const [id, kind, ev] of rowQueue.reverse()) fresh.append(eventRow(id, kind, ev));
+    const added = rowQueue.length;
+    rowQueue = [];
+    const body = $("events");
+    body.prepend(fresh);
+    eventRows += added;
+    while (eventRows > MAX_EVENT_ROWS) {
+      body.lastElementChild.remove();
+      eventRows -= 1;
+    }
+    $("events-count").textContent = eventRows;
+  }
+
+  function eventRow(id, kind, ev) {
     const tr = el("tr", null, "new");
     tr.dataset.kind = kind;
     tr.dataset.seq = id ?? "";
     const subject = ev.client_id ?? ev.ack_client_id ?? ev.pub_client_id ?? "";
     tr.dataset.client = subject;
-    tr.append(el("td", id ?? ""), el("td", time(ev.ts)), el("td", kind, "kind kind-" + kind),
-      el("td", subject), el("td", details(ev), "details"));
+    const kindCell = el("td");
+    kindCell.append(el("span", kind, "kind kind-" + kind));
+    tr.append(el("td", id ?? ""), el("td", time(ev.ts)), kindCell, el("td", subject),
+      el("td", details(ev), "details"));
     tr.hidden = !enabled.get(kind);
-    const body = $("events");
-    body.prepend(tr);
-    if (++eventRows > MAX_EVENT_ROWS) {
-      body.lastElementChild.remove();
-      eventRows -= 1;
-    }
-    $("events-count").textContent = eventRows;
+    return tr;
   }
 
   function handleEvent(id, kind, data) {
