@@ -13,7 +13,7 @@ if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
   echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
 fi
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, nodejs, npm, redis-server, postgresql, curl"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, chromium-driver, nodejs, npm, redis-server, postgresql, curl"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
@@ -27,6 +27,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # Headless Chromium runs MQTT.js over the WebSocket listener (tests/tests/browser.rs); npm
 # installs MQTT.js below.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# chromedriver drives Chromium over WebDriver for the live page's test (tests/tests/live_page.rs).
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 # The aedes cluster of tests/tests/cluster.rs shares one redis (tests/src/cluster.rs starts it).
