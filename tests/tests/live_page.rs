@@ -326,3 +326,55 @@ async fn the_page_of_a_tap_shows_its_clients_and_finds_their_acks() {
     drop(tap);
     mosquitto.kill().await;
 }
+
+#[tokio::test]
+async fn a_stream_that_fell_behind_is_said_and_the_list_read_again() {
+    let mut config = test_config();
+    config.http_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    // One event of room per stream: a burst makes the page's stream skip some.
+    config.http.watcher_buffer = 1;
+    let broker = start_broker(config).await;
+    let http = broker.http_addr().expect("the HTTP listener is up");
+    let addr = broker.local_addr();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{http}/")).await;
+    let mut burster = Client::connect(addr, "burster").await;
+    browser
+        .wait_for("burster online", SHOWN, ONLINE, |v| {
+            strings(v) == ["burster"]
+        })
+        .await;
+    let note = "return document.getElementById('note').textContent;";
+    let mut bursts = 0;
+    while !browser
+        .eval(note, json!([]))
+        .await
+        .as_str()
+        .is_some_and(|n| n.contains("skipped"))
+    {
+        bursts += 1;
+        assert!(
+            bursts <= 20,
+            "20 bursts of 100 events and no stream fell behind"
+        );
+        for i in 0..100 {
+            burster
+                .publish("burst", QoS::AtMostOnce, false, format!("{i}").as_bytes())
+                .await;
+        }
+        // Acknowledged: the burst went through the broker before the page is asked again.
+        burster
+            .publish("burst", QoS::AtLeastOnce, false, b"end")
+            .await;
+    }
+    // After the resync the list still follows the clients.
+    let _late = Client::connect(addr, "late").await;
+    burster.disconnect().await;
+    browser
+        .wait_for("late online, burster gone", SHOWN, ONLINE, |v| {
+            strings(v) == ["late"]
+        })
+        .await;
+    browser.quit().await;
+}

@@ -147,8 +147,35 @@
       CLIENT_PAGE * MAX_CLIENT_PAGES + " at most): see /api/v1/clients.";
   }
 
-  async function loadClients() {
+  // Reads the list again: at the start, after a reconnect, and when the stream says it skipped
+  // events. Presence events wait meanwhile; a newer resync supersedes an older one.
+  let generation = 0;
+  const MAX_PENDING = 100000;
+  async function resync() {
+    const gen = ++generation;
     snapshotReady = false;
+    pendingPresence = [];
+    for (;;) {
+      try {
+        await loadClients(gen);
+        if (gen === generation && listError) note("");
+        return;
+      } catch (e) {
+        if (gen !== generation) return;
+        note("cannot read the client list (" + e.message + "): retrying", true);
+        await delay(2000);
+        if (gen !== generation) return;
+      }
+    }
+  }
+
+  let listError = false;
+  function note(text, isListError = false) {
+    listError = isListError;
+    $("note").textContent = text;
+  }
+
+  async function loadClients(gen) {
     const listed = new Map();
     let after = null;
     let pages = 0;
@@ -156,6 +183,7 @@
       let path = "api/v1/clients?limit=" + CLIENT_PAGE;
       if (after !== null) path += "&after=" + encodeURIComponent(after);
       const { status, body } = await api(path);
+      if (gen !== generation) return;
       if (status !== 200 || !body || !Array.isArray(body.clients)) {
         throw new Error("clients: " + status);
       }
@@ -259,14 +287,14 @@
     showEvent(id, kind, ev);
     if (["connected", "disconnected", "subscribed", "unsubscribed"].includes(kind)) {
       if (snapshotReady) applyPresence(kind, ev);
-      else pendingPresence.push([kind, ev]);
+      else if (pendingPresence.push([kind, ev]) > MAX_PENDING) resync();
     }
     touch(ev);
   }
 
   // Server-Sent Events (the HTML standard's format) read from a fetch body: `id:`, `event:`,
   // `data:` lines, a blank line ends an event, `:` starts a comment.
-  async function readStream(response, onEvent) {
+  async function readStream(response, onEvent, onComment) {
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     let id = null;
@@ -286,7 +314,11 @@
           data = [];
           continue;
         }
-        if (line.startsWith(":")) continue;
+        if (line.startsWith(":")) {
+          const text = line.slice(1).trim();
+          if (text) onComment(text); // empty ones keep the connection alive
+          continue;
+        }
         const colon = line.indexOf(":");
         const field = colon < 0 ? line : line.slice(0, colon);
         let value = colon < 0 ? "" : line.slice(colon + 1);
@@ -317,12 +349,14 @@
         backoff = 500;
         // The list is read once the stream is open, so no change falls between the two; a
         // reconnect reads it again (the stream may have missed events meanwhile).
-        snapshotReady = false;
-        pendingPresence = [];
-        loadClients().catch((e) => setStream("error", e.message));
+        resync();
         await readStream(r, (id, kind, data) => {
           if (id !== null) lastId = id;
           handleEvent(id, kind, data);
+        }, (text) => {
+          // The server says events were skipped or are no longer held: the list may be stale.
+          note(time(Date.now()) + " UTC: " + text);
+          if (snapshotReady) resync();
         });
         setStream("connecting", "reconnecting");
       } catch (e) {
