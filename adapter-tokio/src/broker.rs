@@ -99,7 +99,6 @@ impl Broker {
         // With the router as the only sink, events no subscription receives are not encoded
         // (the HTTP API's event streams and their ring are a sink too).
         let interest = Arc::new(Interest::new(&tracker_config.topics));
-        // The HTTP API reads every event (the live page's msgack table).
         let router_only =
             config.sinks.iter().all(|sink| *sink == Sink::Mqtt) && config.http_listen.is_none();
         let (events, receiver) = events::channel(
