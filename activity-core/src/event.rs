@@ -1,4 +1,4 @@
-//! The six activity events and their fixed-capacity JSON encoding.
+//! The activity events and their fixed-capacity JSON encoding.
 //!
 //! The broker publishes one event per client action on `SYSTEM/<topic suffix>` (see
 //! [`EventKind::topic_suffix`]); the payload is a flat JSON object (RFC 8259) that [`encode`]
@@ -12,6 +12,9 @@
 //! | `unsubscribed` | `client_id`, `topic`, `ts` |
 //! | `message` | `pub_client_id`, `topic`, `payload`, `payload_encoding`?, `truncated`?, `payload_len`, `qos`, `retain`, `ts` |
 //! | `msgack` | `pub_client_id` (or `null`), `ack_client_id`, `product_id`, `message_id`, `topic`, `qos`, `reason_code`⁵, `ts` |
+//! | `refused` | `client_id`, `username`?, `peer`?, `reason_code`, `reason`, `ts` |
+//! | `denied` | `client_id`, `topic`, `action`, `suppressed`?, `ts` |
+//! | `dropped` | `client_id`, `topic`?, `filter`?, `reason`, `count`, `suppressed`?, `ts` |
 //!
 //! A field marked `?` is present only when it applies. Every event ends with `"node"` when
 //! [`EncodeOptions::node`] is set, then `"event_seq"` when [`EncodeOptions::event_seq`] is set
@@ -54,7 +57,7 @@ use crate::QoS;
 use crate::codec::{Properties, SubscriptionOptions};
 use crate::json_scan::{find_special, first_marked, is_special, special_mask};
 
-/// Which of the six activity events an [`Event`] is.
+/// Which of the activity events an [`Event`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum EventKind {
@@ -70,17 +73,26 @@ pub enum EventKind {
     Message,
     /// A client acknowledged a message by publishing an envelope on `SYSTEM/msgack`.
     MsgAck,
+    /// The server refused a CONNECT.
+    Refused,
+    /// The rules refused a publish or a subscription of a client.
+    Denied,
+    /// The server dropped a message or a delivery.
+    Dropped,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Connected,
         EventKind::Disconnected,
         EventKind::Subscribed,
         EventKind::Unsubscribed,
         EventKind::Message,
         EventKind::MsgAck,
+        EventKind::Refused,
+        EventKind::Denied,
+        EventKind::Dropped,
     ];
 
     /// The topic suffix the event is published under, after the `SYSTEM/` prefix.
@@ -92,6 +104,9 @@ impl EventKind {
             EventKind::Unsubscribed => "subscription/unsubscribed",
             EventKind::Message => "message",
             EventKind::MsgAck => "msgack",
+            EventKind::Refused => "presence/refused",
+            EventKind::Denied => "access/denied",
+            EventKind::Dropped => "message/dropped",
         }
     }
 
@@ -104,6 +119,9 @@ impl EventKind {
             EventKind::Unsubscribed => "unsubscribed",
             EventKind::Message => "message",
             EventKind::MsgAck => "msgack",
+            EventKind::Refused => "refused",
+            EventKind::Denied => "denied",
+            EventKind::Dropped => "dropped",
         }
     }
 }
@@ -418,6 +436,140 @@ pub struct MsgAck<'a> {
     pub reason_code: Option<u8>,
 }
 
+/// The server refused a CONNECT (published on `SYSTEM/presence/refused`): the CONNACK carried
+/// a refusing return code (MQTT 3.1.1 section 3.2.2.3) or reason code (MQTT 5.0 section
+/// 3.2.2.2), and the connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Refused<'a> {
+    /// When the CONNECT was refused.
+    pub ts: u64,
+    /// The client id of the CONNECT as sent (may be empty), cut at
+    /// [`REFUSED_CLIENT_ID_MAX`] bytes.
+    pub client_id: &'a str,
+    /// The user name of the CONNECT, if it carried one, cut like the client id.
+    pub username: Option<&'a str>,
+    /// The client's address, if the adapter knows it.
+    pub peer: Option<&'a str>,
+    /// The code the refusing CONNACK carried: the MQTT 3.1.1 return code (1 to 5) for MQTT 3.1
+    /// and 3.1.1 clients, the MQTT 5 reason code (0x80 and above) for MQTT 5 clients.
+    pub reason_code: u8,
+    /// Why, as a snake_case name: the MQTT 5 name of the reason the server decided on
+    /// (`bad_username_or_password`, `not_authorized`, `server_busy`, ...), whatever the
+    /// client speaks.
+    pub reason: &'a str,
+}
+
+/// The longest client id (and user name) a `refused` event carries, in bytes: a refused
+/// CONNECT may carry anything up to the packet size limit; the tracker cuts longer ones at a
+/// character boundary.
+pub const REFUSED_CLIENT_ID_MAX: usize = 128;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+pub(crate) fn cut_at_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    // At most three steps back: a UTF-8 character is at most four bytes.
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
+
+/// What a client asked to do with a topic (the `action` of a `denied` event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Action {
+    /// Publish on a topic name (the client's publishes and its last will).
+    Publish,
+    /// Subscribe to a topic filter (a shared subscription's as sent, `$share/<group>/...`).
+    Subscribe,
+}
+
+impl Action {
+    /// The string written in the `action` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// The rules refused a publish or a subscription of a client (published on
+/// `SYSTEM/access/denied`): the topic access rules, or the system-topic rules (only the
+/// server publishes under the prefix, only allowed clients read it, other `$` topics are the
+/// server's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Denied<'a> {
+    /// When the publish or SUBSCRIBE arrived.
+    pub ts: u64,
+    /// The client.
+    pub client_id: &'a str,
+    /// The topic name of the publish, or the filter of the subscription.
+    pub topic: &'a str,
+    /// Publish or subscribe.
+    pub action: Action,
+    /// How many `denied` events of this connection its rate bound held back since the last
+    /// one it emitted (written only when not 0).
+    pub suppressed: u32,
+}
+
+/// Why the server dropped a message or a delivery (the `reason` of a `dropped` event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DropReason {
+    /// A queue or buffer toward the client was full.
+    QueueFull,
+    /// The router's log of a subscription's filter wrapped past a slow subscriber, which
+    /// skipped the messages in between.
+    RouterLogOverrun,
+    /// The message's MQTT 5 Message Expiry Interval passed before it could be delivered (MQTT
+    /// 5.0 section 3.3.2.3.3).
+    Expired,
+    /// The delivery was larger than the client's Maximum Packet Size (MQTT 5.0 section
+    /// 3.1.2.11.4).
+    TooLarge,
+}
+
+impl DropReason {
+    /// The snake_case string written in the `reason` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::RouterLogOverrun => "router_log_overrun",
+            DropReason::Expired => "expired",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The server dropped messages or deliveries meant for a client (published on
+/// `SYSTEM/message/dropped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Dropped<'a> {
+    /// When the drop was seen.
+    pub ts: u64,
+    /// The client the messages were for.
+    pub client_id: &'a str,
+    /// The topic of the dropped message, when known (one message).
+    pub topic: Option<&'a str>,
+    /// The subscription's filter, when the drop is known by it (`router_log_overrun`).
+    pub filter: Option<&'a str>,
+    /// Why.
+    pub reason: DropReason,
+    /// How many messages this event reports (`router_log_overrun`: the messages skipped in
+    /// one jump of the log).
+    pub count: u64,
+    /// How many `dropped` events of this connection its rate bound held back since the last
+    /// one it emitted (written only when not 0).
+    pub suppressed: u32,
+}
+
 /// One activity event, borrowing its strings from the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -434,6 +586,12 @@ pub enum Event<'a> {
     Message(Message<'a>),
     /// See [`MsgAck`].
     MsgAck(MsgAck<'a>),
+    /// See [`Refused`].
+    Refused(Refused<'a>),
+    /// See [`Denied`].
+    Denied(Denied<'a>),
+    /// See [`Dropped`].
+    Dropped(Dropped<'a>),
 }
 
 impl<'a> Event<'a> {
@@ -446,6 +604,9 @@ impl<'a> Event<'a> {
             Event::Unsubscribed(_) => EventKind::Unsubscribed,
             Event::Message(_) => EventKind::Message,
             Event::MsgAck(_) => EventKind::MsgAck,
+            Event::Refused(_) => EventKind::Refused,
+            Event::Denied(_) => EventKind::Denied,
+            Event::Dropped(_) => EventKind::Dropped,
         }
     }
 
@@ -458,10 +619,14 @@ impl<'a> Event<'a> {
             Event::Unsubscribed(e) => e.ts,
             Event::Message(e) => e.ts,
             Event::MsgAck(e) => e.ts,
+            Event::Refused(e) => e.ts,
+            Event::Denied(e) => e.ts,
+            Event::Dropped(e) => e.ts,
         }
     }
 
-    /// The client the event is about: client_id; pub_client_id for message; ack_client_id for msgack (the Kafka key).
+    /// The client the event is about: client_id; pub_client_id for message; ack_client_id for
+    /// msgack (the Kafka key).
     pub fn subject(&self) -> &'a str {
         match self {
             Event::Connected(e) => e.client_id,
@@ -470,6 +635,9 @@ impl<'a> Event<'a> {
             Event::Unsubscribed(e) => e.client_id,
             Event::Message(e) => e.pub_client_id,
             Event::MsgAck(e) => e.ack_client_id,
+            Event::Refused(e) => e.client_id,
+            Event::Denied(e) => e.client_id,
+            Event::Dropped(e) => e.client_id,
         }
     }
 }
@@ -490,7 +658,10 @@ impl_from_for_event!(
     Subscribed,
     Unsubscribed,
     Message,
-    MsgAck
+    MsgAck,
+    Refused,
+    Denied,
+    Dropped
 );
 
 /// How much of a `message` payload goes into the JSON.
@@ -750,6 +921,39 @@ fn walk<K: FieldSink>(
             sink.qos("qos", e.qos)?;
             if let Some(code) = e.reason_code {
                 sink.uint("reason_code", u64::from(code))?;
+            }
+        }
+        Event::Refused(e) => {
+            sink.str("client_id", e.client_id)?;
+            if let Some(username) = e.username {
+                sink.str("username", username)?;
+            }
+            if let Some(peer) = e.peer {
+                sink.str("peer", peer)?;
+            }
+            sink.uint("reason_code", u64::from(e.reason_code))?;
+            sink.str("reason", e.reason)?;
+        }
+        Event::Denied(e) => {
+            sink.str("client_id", e.client_id)?;
+            sink.str("topic", e.topic)?;
+            sink.str("action", e.action.as_str())?;
+            if e.suppressed > 0 {
+                sink.uint("suppressed", u64::from(e.suppressed))?;
+            }
+        }
+        Event::Dropped(e) => {
+            sink.str("client_id", e.client_id)?;
+            if let Some(topic) = e.topic {
+                sink.str("topic", topic)?;
+            }
+            if let Some(filter) = e.filter {
+                sink.str("filter", filter)?;
+            }
+            sink.str("reason", e.reason.as_str())?;
+            sink.uint("count", e.count)?;
+            if e.suppressed > 0 {
+                sink.uint("suppressed", u64::from(e.suppressed))?;
             }
         }
     }

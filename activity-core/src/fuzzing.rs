@@ -766,6 +766,39 @@ fn expected_fields(
                 out.push(("reason_code", j(code)));
             }
         }
+        Event::Refused(e) => {
+            out.push(("client_id", j(e.client_id)));
+            if let Some(username) = e.username {
+                out.push(("username", j(username)));
+            }
+            if let Some(peer) = e.peer {
+                out.push(("peer", j(peer)));
+            }
+            out.push(("reason_code", j(e.reason_code)));
+            out.push(("reason", j(e.reason)));
+        }
+        Event::Denied(e) => {
+            out.push(("client_id", j(e.client_id)));
+            out.push(("topic", j(e.topic)));
+            out.push(("action", j(e.action.as_str())));
+            if e.suppressed > 0 {
+                out.push(("suppressed", j(e.suppressed)));
+            }
+        }
+        Event::Dropped(e) => {
+            out.push(("client_id", j(e.client_id)));
+            if let Some(topic) = e.topic {
+                out.push(("topic", j(topic)));
+            }
+            if let Some(filter) = e.filter {
+                out.push(("filter", j(filter)));
+            }
+            out.push(("reason", j(e.reason.as_str())));
+            out.push(("count", j(e.count)));
+            if e.suppressed > 0 {
+                out.push(("suppressed", j(e.suppressed)));
+            }
+        }
     }
     out.push(("ts", j(event.ts())));
     if let Some(node) = options.node {
@@ -1181,7 +1214,8 @@ pub fn tracker(data: &[u8]) {
         Some(bits) => EventKind::ALL
             .iter()
             .enumerate()
-            .filter(|(i, _)| bits & (1 << i) != 0)
+            // Eight bits for nine kinds: the last (`dropped`) is never on here.
+            .filter(|(i, _)| (u16::from(bits) >> i) & 1 != 0)
             .fold(EventKinds::NONE, |set, (_, kind)| set.with(*kind)),
     };
     let topics = if setup.long_prefix {
@@ -1203,6 +1237,7 @@ pub fn tracker(data: &[u8]) {
     let config = TrackerConfig {
         topics: topics.clone(),
         enabled,
+        ..TrackerConfig::default()
     };
     let mut tracker = FuzzTracker::new(config, FixedAckStore::new());
     let mut now = 1_700_000_000_000u64;

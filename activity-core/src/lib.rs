@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`codec`] | zero-copy MQTT 3.1.1 decode and encode of every packet type |
 //! | [`topic`] | topic name and filter validation, filter matching (section 4.7) |
-//! | [`event`] | the six activity events and their fixed-capacity JSON encoding |
+//! | [`event`] | the activity events and their fixed-capacity JSON encoding |
 //! | [`envelope`] | the `product_id` / `message_id` envelope that `msgack` reports |
 //! | [`client_id`] | the reserved client id `broker` and the other CONNECT id rules |
 //! | [`system`] | the system topics under their prefix, and the loop guard |
@@ -134,7 +134,7 @@
 //! | [`server::Connection`] without its stores | about 540 bytes: the tracker below, the [`server::PEER_CAPACITY`] (48) byte peer, limits, clocks, the MQTT 5 delivery state, the deadlines of a kept session |
 //! | [`FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>`](server::FixedSessionStore) | about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 2 * ALIASES * (FILTER + 12) + 40` bytes (`ALIASES`, topic aliases per direction, 0 by default; `WILL` holds the will's topic, message and properties) |
 //! | [`FixedRequestStore<N, BYTES>`](server::FixedRequestStore) (relay mode) | about `N * (BYTES + 16)` bytes |
-//! | [`Tracker`](tracker::Tracker) without its store | about 270 bytes: a [`client_id::CLIENT_ID_CAPACITY`] (128) byte id, the [`system::PREFIX_CAPACITY`] (48) byte prefix, counters |
+//! | [`Tracker`](tracker::Tracker) without its store | about 290 bytes: a [`client_id::CLIENT_ID_CAPACITY`] (128) byte id, the [`system::PREFIX_CAPACITY`] (48) byte prefix, counters, the rate bounds of `denied` and `dropped` |
 //! | [`FixedAckStore<N, TEXT>`](acks::FixedAckStore) | about `N * (TEXT + 64)` bytes; `TEXT` holds topic, string ids and publisher id of one delivery |
 //! | [`PublisherTable<N>`](publishers::PublisherTable) | about `N * 480` bytes (`N` a power of two) |
 //! | [`envelope::Envelope`] | two ids of at most [`envelope::ID_CAPACITY`] (64) bytes |

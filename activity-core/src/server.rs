@@ -162,9 +162,11 @@ use crate::codec::{
     RetainHandling, SubAckCode, Subscribe, SubscriptionOptions, Unsubscribe, Version,
 };
 use crate::envelope::Envelope;
-use crate::event::{Event, Transport, UserProperties};
+use crate::event::{DropReason, Event, EventKind, Transport, UserProperties};
 use crate::topic::{is_server_filter, is_server_topic};
-use crate::tracker::{ConnectInfo, DeliveryInfo, PublishInfo, PublishOutcome, Tracker};
+use crate::tracker::{
+    ConnectInfo, DeliveryInfo, DropInfo, PublishInfo, PublishOutcome, RefusedInfo, Tracker,
+};
 
 /// Room for the properties of an accepting MQTT 5 CONNACK (see `Connection::put_connack`).
 const CONNACK_PROPERTIES: usize = 80;
@@ -506,7 +508,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                     return input.len();
                 };
                 // The CONNECT stays unconsumed until the driver's answer, unless refused here.
-                if self.handle_connect(connect, tx, out) {
+                if self.handle_connect(now, connect, tx, out) {
                     consumed += len;
                 }
                 continue;
@@ -541,7 +543,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         };
         let session_present = match answer {
             ConnectAnswer::Refuse(reason) => {
-                self.refuse(reason, &mut tx, out);
+                self.refuse(now, reason, Some(&connect), &mut tx, out);
                 return Progress {
                     consumed: len,
                     written: tx.finish(out),
@@ -777,6 +779,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// True when the CONNECT was refused (and so consumed).
     fn handle_connect(
         &mut self,
+        now: u64,
         connect: Connect<'_>,
         tx: &mut Tx<'_>,
         out: &mut impl Output,
@@ -823,7 +826,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             }
         };
         if let Some(reason) = refusal {
-            self.refuse(reason, tx, out);
+            self.refuse(now, reason, Some(&connect), tx, out);
             return true;
         }
         let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
@@ -843,13 +846,27 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         false
     }
 
-    /// Answers a CONNECT with a refusing CONNACK and closes (no event: the client never
-    /// connected).
-    fn refuse(&mut self, reason: ReasonCode, tx: &mut Tx<'_>, out: &mut impl Output) {
+    /// Answers a CONNECT with a refusing CONNACK and closes: the `refused` event (with the
+    /// client id and user name of `connect`, when the refused CONNECT is at hand), no other (the
+    /// client never connected).
+    fn refuse(
+        &mut self,
+        now: u64,
+        reason: ReasonCode,
+        connect: Option<&Connect<'_>>,
+        tx: &mut Tx<'_>,
+        out: &mut impl Output,
+    ) {
         debug!("server: CONNECT refused with {}", reason.as_u8());
         out.count(Counter::ConnectRefused(reason));
         self.state = State::Closed;
         self.store.clear();
+        let reason_code = if self.version.is_v5() {
+            reason.as_u8()
+        } else {
+            reason.connect_return_code().as_u8()
+        };
+        self.report_refused(now, reason_code, reason.name(), connect, out);
         let mut raw = [0u8; REASON_STRING_ROOM];
         let connack = if self.version.is_v5() {
             ConnAck {
@@ -865,6 +882,42 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             ConnAck::new(false, reason.connect_return_code().as_u8())
         };
         tx.put(&Packet::ConnAck(connack));
+    }
+
+    /// The `refused` event of a CONNECT refused with `reason_code` (as the CONNACK carries it)
+    /// for the reason named `reason`.
+    fn report_refused(
+        &self,
+        now: u64,
+        reason_code: u8,
+        reason: &str,
+        connect: Option<&Connect<'_>>,
+        out: &mut impl Output,
+    ) {
+        let info = RefusedInfo {
+            client_id: connect.map_or("", |c| c.client_id),
+            username: connect.and_then(|c| c.username),
+            peer: (!self.peer.is_empty()).then_some(self.peer.as_str()),
+            reason_code,
+            reason,
+        };
+        if let Some(event) = self.tracker.handle_refused(now, info) {
+            let _ = out.event(&event);
+        }
+    }
+
+    /// Messages meant for the client were dropped (a delivery too large or expired, see
+    /// [`DeliveryError::drop_reason`]; messages the router skipped; a full queue of the
+    /// driver's): the `dropped` event, within the connection's rate bound (a suppressed one
+    /// is counted as [`Counter::EventSuppressed`]). Nothing for a drop of activity events
+    /// themselves (see [`Tracker::handle_dropped`]), nor when the kind is off. The driver
+    /// counts the drop itself, as before.
+    pub fn handle_dropped(&mut self, now: u64, info: DropInfo<'_>, out: &mut impl Output) {
+        access::report(
+            self.tracker.handle_dropped(now, info),
+            EventKind::Dropped,
+            out,
+        );
     }
 
     /// Closes for a fault of the client's, counting it.
@@ -1161,7 +1214,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         };
         let id = subscribe.properties.subscription_identifier().unwrap_or(0);
         for (at, (filter, options)) in (start..).zip(subscribe.filters.iter_options()) {
-            let code = match self.grant(filter, options, id, out) {
+            let code = match self.grant(now, filter, options, id, out) {
                 // Before MQTT 5 every refusal is 0x80 (MQTT 3.1 has no such code; 0x80 is what
                 // brokers send it anyway).
                 SubAckCode::Refused(_) if !self.version.is_v5() => SubAckCode::Failure,
@@ -1193,14 +1246,10 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         (events && !self.may_subscribe_system) || (!events && is_server_filter(filter))
     }
 
-    /// Whether the topic access rules allow a subscription to `filter` (a refusal is counted).
-    fn is_allowed_filter(&self, filter: &str, out: &mut impl Output) -> bool {
-        let access = Access {
-            action: Action::Subscribe,
-            client_id: self.tracker.client_id(),
-            topic: filter,
-        };
-        access::check(access, out)
+    /// Whether the topic access rules allow a subscription to `filter` (a refusal is counted
+    /// and reported).
+    fn is_allowed_filter(&mut self, now: u64, filter: &str, out: &mut impl Output) -> bool {
+        access::check(&mut self.tracker, now, Action::Subscribe, filter, out)
     }
 
     /// Whether a session of `session_expiry` (granted) may hold shared subscriptions (see
@@ -1214,16 +1263,25 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// limit (0x97 quota exceeded), the router (0x80).
     fn grant(
         &mut self,
+        now: u64,
         filter: &str,
         requested: SubscriptionOptions,
         id: u32,
         out: &mut impl Output,
     ) -> SubAckCode {
         if self.is_denied_filter(filter) {
-            out.count(Counter::SubscriptionDenied);
+            let denied = Counter::SubscriptionDenied;
+            access::refused(
+                &mut self.tracker,
+                now,
+                Action::Subscribe,
+                filter,
+                denied,
+                out,
+            );
             return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
         }
-        if !self.is_allowed_filter(filter, out) {
+        if !self.is_allowed_filter(now, filter, out) {
             return SubAckCode::Refused(ReasonCode::NotAuthorized.as_u8());
         }
         if !self.serves_shared(self.session_expiry)
@@ -1401,7 +1459,8 @@ fn route_publish<A: AckStore>(
     // system topics (whose rule is the tracker's, below): dropped like a denied publish.
     if is_server_topic(info.topic) && !tracker.config().topics.is_system_topic(info.topic) {
         debug!("server: publish on a $ topic dropped");
-        out.count(Counter::PublishDenied);
+        let denied = Counter::PublishDenied;
+        access::refused(tracker, now, Action::Publish, info.topic, denied, out);
         return;
     }
     // The rule is the tracker's (SystemTopics::may_publish); it is asked before the route so
@@ -1412,15 +1471,8 @@ fn route_publish<A: AckStore>(
         .may_publish(tracker.client_id(), info.topic);
     // The topic access rules come after the system-topic rules: a refused publish is dropped
     // (no route, no `message` event), the client stays.
-    if system_allows {
-        let access = Access {
-            action: Action::Publish,
-            client_id: tracker.client_id(),
-            topic: info.topic,
-        };
-        if !access::check(access, out) {
-            return;
-        }
+    if system_allows && !access::check(tracker, now, Action::Publish, info.topic, out) {
+        return;
     }
     if system_allows {
         let mut for_no_local = false;
@@ -1449,14 +1501,17 @@ fn route_publish<A: AckStore>(
                         properties,
                         ..Delivery::new(info.topic, info.payload, info.qos)
                     };
-                    deliver_to_sender(tracker, own.next_pkid, copy, tx, out);
+                    deliver_to_sender(tracker, now, own.next_pkid, copy, tx, out);
                 }
             }
             _ => {}
         }
     }
     match tracker.handle_publish(now, info) {
-        PublishOutcome::Denied => out.count(Counter::PublishDenied),
+        PublishOutcome::Denied => {
+            let denied = Counter::PublishDenied;
+            access::refused(tracker, now, Action::Publish, info.topic, denied, out);
+        }
         PublishOutcome::Accepted(Some(event)) => match tx {
             Some(tx) => emit_with(own, event, tx, out),
             // The client is gone: its copy of the event has nowhere to go.
@@ -1471,6 +1526,7 @@ fn route_publish<A: AckStore>(
 /// Writes the client's own publish back to it, remembered for `msgack` like any delivery.
 fn deliver_to_sender<A: AckStore>(
     tracker: &mut Tracker<A>,
+    now: u64,
     next_pkid: &mut u16,
     own: Delivery<'_>,
     tx: &mut Tx<'_>,
@@ -1496,6 +1552,15 @@ fn deliver_to_sender<A: AckStore>(
             tracker.handle_delivery(info, |_| None);
         }
         Ok(_) => {}
-        Err(_) => out.count(Counter::DeliveryDropped),
+        Err(_) => {
+            out.count(Counter::DeliveryDropped);
+            let info = DropInfo {
+                reason: DropReason::QueueFull,
+                topic: Some(own.topic),
+                filter: None,
+                count: 1,
+            };
+            access::report(tracker.handle_dropped(now, info), EventKind::Dropped, out);
+        }
     }
 }

@@ -1,15 +1,18 @@
 //! System topics and the loop guard.
 //!
-//! Events go to six topics under a configurable prefix (default [`DEFAULT_PREFIX`], `SYSTEM`):
+//! Events go to nine topics under a configurable prefix (default [`DEFAULT_PREFIX`], `SYSTEM`):
 //! `<prefix>/presence/connected`, `<prefix>/presence/disconnected`,
 //! `<prefix>/subscription/subscribed`, `<prefix>/subscription/unsubscribed`,
-//! `<prefix>/message` and `<prefix>/msgack`.
+//! `<prefix>/message`, `<prefix>/msgack`, `<prefix>/presence/refused`, `<prefix>/access/denied`
+//! and `<prefix>/message/dropped`.
 //!
 //! The rules that keep events from feeding on themselves:
 //! - no `message` event for a publish on a system topic (only the broker publishes there);
 //! - no `msgack` for the delivery of a system event;
 //! - nothing at all for the reserved [`broker`](crate::client_id::RESERVED_CLIENT_ID) client;
-//! - ordinary clients may not publish on system topics ([`SystemTopics::may_publish`]).
+//! - ordinary clients may not publish on system topics ([`SystemTopics::may_publish`]);
+//! - no `dropped` event about a message on a system topic or a filter that receives events
+//!   ([`Tracker::handle_dropped`](crate::tracker::Tracker::handle_dropped)).
 //!
 //! And the rule that keeps events out of everyday subscriptions: a filter whose first level is
 //! a wildcard (`#`, `+/...`) receives no events, only one that names the prefix does
@@ -192,6 +195,9 @@ mod tests {
             (EventKind::Unsubscribed, "SYSTEM/subscription/unsubscribed"),
             (EventKind::Message, "SYSTEM/message"),
             (EventKind::MsgAck, "SYSTEM/msgack"),
+            (EventKind::Refused, "SYSTEM/presence/refused"),
+            (EventKind::Denied, "SYSTEM/access/denied"),
+            (EventKind::Dropped, "SYSTEM/message/dropped"),
         ];
         for (kind, topic) in expected {
             assert_eq!(topics.topic(kind).as_str(), topic);

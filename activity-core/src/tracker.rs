@@ -12,6 +12,13 @@
 //!    client), [`Tracker::handle_puback`] and [`Tracker::handle_pubrec`];
 //! 3. [`Tracker::handle_close`] once, with the [`DisconnectReason`].
 //!
+//! Besides, whenever they happen: [`Tracker::handle_refused`] (the server refused the CONNECT),
+//! [`Tracker::handle_denied`] (the rules refused a publish or a subscription) and
+//! [`Tracker::handle_dropped`] (the server dropped messages for the client). `denied` and
+//! `dropped` are bounded per connection ([`TrackerConfig::client_rate_limit`]): a client that
+//! provokes them without end cannot flood the event pipeline; what the bound holds back is
+//! [`Reported::Suppressed`] and counted in the next event of the kind (`suppressed`).
+//!
 //! Calls out of this order (before connect, after close) produce no event and change no state,
 //! with one exception: a publish on a system topic is [`PublishOutcome::Denied`] (and counted)
 //! whenever it comes, since the rule does not depend on the session.
@@ -25,23 +32,24 @@ use crate::client_id::{CLIENT_ID_CAPACITY, ClientIdError, check_client_id};
 use crate::codec::{Properties, SubscriptionOptions};
 use crate::envelope::{Envelope, find_envelope};
 use crate::event::{
-    Connected, DisconnectReason, Disconnected, Event, EventKind, Message, MsgAck, Subscribed,
-    Transport, Unsubscribed, UserProperties,
+    Action, Connected, Denied, DisconnectReason, Disconnected, DropReason, Dropped, Event,
+    EventKind, Message, MsgAck, REFUSED_CLIENT_ID_MAX, Refused, Subscribed, Transport,
+    Unsubscribed, UserProperties, cut_at_boundary,
 };
 use crate::system::SystemTopics;
 
 /// A set of [`EventKind`]s: which events a tracker emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct EventKinds(u8);
+pub struct EventKinds(u16);
 
 impl EventKinds {
     /// Every kind.
-    pub const ALL: EventKinds = EventKinds(0b11_1111);
+    pub const ALL: EventKinds = EventKinds(0b1_1111_1111);
     /// No kind.
     pub const NONE: EventKinds = EventKinds(0);
 
-    const fn bit(kind: EventKind) -> u8 {
+    const fn bit(kind: EventKind) -> u16 {
         1 << (kind as u8)
     }
 
@@ -67,13 +75,106 @@ impl Default for EventKinds {
     }
 }
 
-/// What every tracker of a server shares: the system topics and which events are on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What every tracker of a server shares: the system topics, which events are on, and how
+/// many `denied` and `dropped` events one connection may emit.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackerConfig {
     /// The system topics (prefix) and their rules.
     pub topics: SystemTopics,
     /// Which event kinds are emitted; the others are tracked but not reported.
     pub enabled: EventKinds,
+    /// The most `denied` events, and the most `dropped` events, one connection emits per
+    /// second (of the `now` passed in); the rest are held back and counted
+    /// ([`Reported::Suppressed`]). 0: no bound. Default [`DEFAULT_CLIENT_RATE_LIMIT`].
+    pub client_rate_limit: u16,
+}
+
+/// The default [`TrackerConfig::client_rate_limit`]: 10 `denied` and 10 `dropped` events per
+/// second and connection.
+pub const DEFAULT_CLIENT_RATE_LIMIT: u16 = 10;
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            topics: SystemTopics::default(),
+            enabled: EventKinds::ALL,
+            client_rate_limit: DEFAULT_CLIENT_RATE_LIMIT,
+        }
+    }
+}
+
+/// A per-connection bound of one event kind: at most a number of events per second of the
+/// caller's clock (`now / 1000`); eight bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Throttle {
+    /// The second the count is for (wraps after 136 years: only equality matters).
+    second: u32,
+    /// Events let through in that second.
+    sent: u16,
+    /// Events held back since the last one let through (saturating).
+    held: u16,
+}
+
+impl Throttle {
+    /// Whether one more event may go at `now` under `limit` per second (0: no bound): `Some`
+    /// with the number held back before it, or `None` (held back, counted).
+    fn admit(&mut self, now: u64, limit: u16) -> Option<u32> {
+        // Only a change of second matters: the low 32 bits of it are enough.
+        let second = u32::try_from((now / 1000) & u64::from(u32::MAX)).unwrap_or(0);
+        if second != self.second {
+            self.second = second;
+            self.sent = 0;
+        }
+        if limit > 0 && self.sent >= limit {
+            self.held = self.held.saturating_add(1);
+            return None;
+        }
+        self.sent = self.sent.saturating_add(1);
+        Some(u32::from(core::mem::take(&mut self.held)))
+    }
+}
+
+/// What a tracker made of a refusal, denial or drop it was told about.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reported<'a> {
+    /// Emit this event.
+    Event(Event<'a>),
+    /// The connection's rate bound ([`TrackerConfig::client_rate_limit`]) held the event back:
+    /// count it.
+    Suppressed,
+    /// No event: its kind is off, or the drop is about the activity events themselves (see
+    /// [`Tracker::handle_dropped`]).
+    Nothing,
+}
+
+/// A refused CONNECT, for [`Tracker::handle_refused`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RefusedInfo<'a> {
+    /// The client id as the CONNECT sent it (may be empty).
+    pub client_id: &'a str,
+    /// The user name, when the CONNECT carried one.
+    pub username: Option<&'a str>,
+    /// The peer's address as text, when the adapter knows it.
+    pub peer: Option<&'a str>,
+    /// The code of the refusing CONNACK, as sent.
+    pub reason_code: u8,
+    /// The reason's snake_case name.
+    pub reason: &'a str,
+}
+
+/// Messages the server dropped for the client, for [`Tracker::handle_dropped`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DropInfo<'a> {
+    /// Why.
+    pub reason: DropReason,
+    /// The topic of the message, when known.
+    pub topic: Option<&'a str>,
+    /// The subscription's filter, when the drop is known by it.
+    pub filter: Option<&'a str>,
+    /// How many messages.
+    pub count: u64,
 }
 
 /// The fields of an accepted CONNECT (MQTT 3.1.1 section 3.1) that the `connected` event carries.
@@ -213,6 +314,8 @@ pub struct Tracker<S: AckStore> {
     state: State,
     acks: S,
     stats: TrackerStats,
+    denied: Throttle,
+    dropped: Throttle,
 }
 
 impl<S: AckStore> Tracker<S> {
@@ -224,6 +327,8 @@ impl<S: AckStore> Tracker<S> {
             state: State::Idle,
             acks,
             stats: TrackerStats::default(),
+            denied: Throttle::default(),
+            dropped: Throttle::default(),
         }
     }
 
@@ -512,6 +617,77 @@ impl<S: AckStore> Tracker<S> {
             reason_code,
             connected_at,
             session_seq,
+        }))
+    }
+
+    /// The server refused the CONNECT of this connection: gives the `refused` event (whatever
+    /// state the tracker is in: a refused connection never connected). The client id and the
+    /// user name are cut at [`REFUSED_CLIENT_ID_MAX`] bytes.
+    pub fn handle_refused<'a>(&self, now: u64, info: RefusedInfo<'a>) -> Option<Event<'a>> {
+        if !self.config.enabled.contains(EventKind::Refused) {
+            return None;
+        }
+        debug!("tracker: refused");
+        Some(Event::Refused(Refused {
+            ts: now,
+            client_id: cut_at_boundary(info.client_id, REFUSED_CLIENT_ID_MAX),
+            username: info
+                .username
+                .map(|name| cut_at_boundary(name, REFUSED_CLIENT_ID_MAX)),
+            peer: info.peer,
+            reason_code: info.reason_code,
+            reason: info.reason,
+        }))
+    }
+
+    /// The rules refused the client's `action` on `topic` (a publish, its will, or a filter of
+    /// a SUBSCRIBE): gives the `denied` event, within the connection's rate bound.
+    pub fn handle_denied<'a>(
+        &'a mut self,
+        now: u64,
+        action: Action,
+        topic: &'a str,
+    ) -> Reported<'a> {
+        if !self.config.enabled.contains(EventKind::Denied) {
+            return Reported::Nothing;
+        }
+        let Some(suppressed) = self.denied.admit(now, self.config.client_rate_limit) else {
+            return Reported::Suppressed;
+        };
+        Reported::Event(Event::Denied(Denied {
+            ts: now,
+            client_id: &self.client_id,
+            topic,
+            action,
+            suppressed,
+        }))
+    }
+
+    /// The server dropped messages meant for the client: gives the `dropped` event, within the
+    /// connection's rate bound. Nothing for a message on a system topic or a filter that
+    /// receives activity events: an event about the events could feed on itself (a
+    /// subscriber too slow for the events would be sent more).
+    pub fn handle_dropped<'a>(&'a mut self, now: u64, info: DropInfo<'a>) -> Reported<'a> {
+        let topics = &self.config.topics;
+        if !self.config.enabled.contains(EventKind::Dropped)
+            || info.topic.is_some_and(|t| topics.is_system_topic(t))
+            || info
+                .filter
+                .is_some_and(|f| topics.filter_receives_events(f))
+        {
+            return Reported::Nothing;
+        }
+        let Some(suppressed) = self.dropped.admit(now, self.config.client_rate_limit) else {
+            return Reported::Suppressed;
+        };
+        Reported::Event(Event::Dropped(Dropped {
+            ts: now,
+            client_id: &self.client_id,
+            topic: info.topic,
+            filter: info.filter,
+            reason: info.reason,
+            count: info.count,
+            suppressed,
         }))
     }
 

@@ -40,6 +40,10 @@ pub const MIN_PACKET_SIZE_LIMIT: usize = 16;
 /// The longest `connect_timeout_secs` accepted, one day.
 pub const MAX_CONNECT_TIMEOUT_SECS: f64 = 86_400.0;
 
+/// The default `events.rate_limit`: 1,000 `refused`, `denied` and `dropped` events per second,
+/// each kind.
+pub const DEFAULT_EVENTS_RATE_LIMIT: u32 = 1_000;
+
 /// The whole broker configuration, as read from TOML.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -321,6 +325,21 @@ pub struct EventsConfig {
     pub message: KindConfig,
     /// `msgack` events, the `[events.msgack]` table.
     pub msgack: KindConfig,
+    /// `refused` events (a CONNECT refused), the `[events.refused]` table.
+    pub refused: KindConfig,
+    /// `denied` events (a publish or subscription the rules refused), the `[events.denied]`
+    /// table.
+    pub denied: KindConfig,
+    /// `dropped` events (messages dropped for a client), the `[events.dropped]` table.
+    pub dropped: KindConfig,
+    /// The most `refused`, the most `denied` and the most `dropped` events emitted per second,
+    /// each kind, for all clients together (default 1,000; 0: no bound). Past it they are
+    /// suppressed and counted in `activity_events_suppressed_total`.
+    pub rate_limit: u32,
+    /// The most `denied` and the most `dropped` events one connection emits per second, each
+    /// kind (default 10; 0: no bound); the next event of the connection says how many were
+    /// held back (`suppressed`).
+    pub rate_limit_per_client: u16,
     /// Whether a subscription whose filter's first level is a wildcard (`#`, `+/...`) receives
     /// events too (default false: only filters that name the prefix, `SYSTEM/#`, do).
     pub wildcards_receive_events: bool,
@@ -342,6 +361,11 @@ impl Default for EventsConfig {
             unsubscribed: KindConfig::default(),
             message: KindConfig::default(),
             msgack: KindConfig::default(),
+            refused: KindConfig::default(),
+            denied: KindConfig::default(),
+            dropped: KindConfig::default(),
+            rate_limit: DEFAULT_EVENTS_RATE_LIMIT,
+            rate_limit_per_client: activity_core::tracker::DEFAULT_CLIENT_RATE_LIMIT,
             wildcards_receive_events: false,
         }
     }
@@ -357,6 +381,18 @@ impl EventsConfig {
             EventKind::Unsubscribed => &self.unsubscribed,
             EventKind::Message => &self.message,
             EventKind::MsgAck => &self.msgack,
+            EventKind::Refused => &self.refused,
+            EventKind::Denied => &self.denied,
+            EventKind::Dropped => &self.dropped,
+        }
+    }
+
+    /// The bound of `kind` across all clients, events per second: [`EventsConfig::rate_limit`]
+    /// for `refused`, `denied` and `dropped`, none (0) for the others.
+    pub fn rate_limit_of(&self, kind: EventKind) -> u32 {
+        match kind {
+            EventKind::Refused | EventKind::Denied | EventKind::Dropped => self.rate_limit,
+            _ => 0,
         }
     }
 
@@ -977,6 +1013,40 @@ mod tests {
             config.metrics_listen,
             Some("127.0.0.1:9100".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn refused_denied_and_dropped_are_on_bounded_and_switchable() {
+        let config = Config::default();
+        for kind in [EventKind::Refused, EventKind::Denied, EventKind::Dropped] {
+            assert!(config.events.kind(kind).enabled, "{kind} on by default");
+            assert_eq!(config.events.qos_of(kind), QoS::AtLeastOnce);
+            assert_eq!(config.events.rate_limit_of(kind), 1_000);
+        }
+        assert_eq!(config.events.rate_limit_of(EventKind::Message), 0);
+        assert_eq!(config.events.rate_limit_per_client, 10);
+        let config = Config::from_toml_str(
+            r#"
+            [events]
+            rate_limit = 0
+            rate_limit_per_client = 3
+            refused = { enabled = false }
+            denied.qos = 0
+            [events.dropped]
+            qos = 2
+            "#,
+        )
+        .unwrap();
+        assert!(!config.events.kind(EventKind::Refused).enabled);
+        assert_eq!(config.events.qos_of(EventKind::Denied), QoS::AtMostOnce);
+        assert_eq!(config.events.qos_of(EventKind::Dropped), QoS::ExactlyOnce);
+        assert_eq!(config.events.rate_limit_of(EventKind::Denied), 0);
+        let tracker = crate::events::tracker_config(&config.events).unwrap();
+        assert_eq!(tracker.client_rate_limit, 3);
+        assert!(!tracker.enabled.contains(EventKind::Refused));
+        assert!(tracker.enabled.contains(EventKind::Dropped));
+        assert!(error_of("[events.denied]\nqos = 3").contains("events.denied.qos"));
+        assert!(error_of("[events]\nrate_limit_per_client = 70000").contains("rate_limit_per_client"));
     }
 
     #[test]

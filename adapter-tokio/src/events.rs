@@ -8,6 +8,14 @@
 //! sinks: it hands it to the Kafka sink's own bounded buffer (which never waits, see
 //! [`crate::kafka`]) and publishes it into the router as the reserved client `broker`.
 //!
+//! `refused`, `denied` and `dropped` events are bounded twice: per connection by the engine
+//! (`events.rate_limit_per_client`), and here for all connections together
+//! (`events.rate_limit` per kind and second, [`KindLimit`]), before they are encoded; what
+//! either holds back is counted in `activity_events_suppressed_total`. A flood of refused
+//! logins from many sockets, or of denied publishes from many clients, thus takes a bounded
+//! share of the queue. The pipeline's own losses (a full queue, a full Kafka buffer) are
+//! counted, never reported as `dropped` events: an event about the events could feed on itself.
+//!
 //! # Numbers
 //!
 //! The dispatcher numbers the events (`"event_seq"`, the last field of the JSON): it is the one
@@ -94,11 +102,60 @@ struct Encoding {
 /// the encoder's bound.
 const EMIT_STACK_BUFFER: usize = 1024;
 
+/// A bound on the events of one kind for all connections together: at most `limit` per
+/// second of the events' own `ts` (lock-free: the second and the count share one atomic).
+#[derive(Debug, Default)]
+pub struct KindLimit {
+    /// Events per second; 0: no bound.
+    limit: u32,
+    /// The second (low 32 bits) in the high half, the events let through in it in the low.
+    state: AtomicU64,
+}
+
+impl KindLimit {
+    /// A bound of `limit` events per second (0: none).
+    pub fn new(limit: u32) -> Self {
+        KindLimit {
+            limit,
+            state: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether one more event at `ts` (ms since the epoch) is within the bound; counts it.
+    pub fn admit(&self, ts: u64) -> bool {
+        if self.limit == 0 {
+            return true;
+        }
+        let second = (ts / 1000) & u64::from(u32::MAX);
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let next = if current >> 32 != second {
+                (second << 32) | 1
+            } else if current & u64::from(u32::MAX) >= u64::from(self.limit) {
+                return false;
+            } else {
+                current + 1
+            };
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
 /// The handle connections use to emit events; cheap to clone.
 #[derive(Clone)]
 pub struct EventSender {
     tx: mpsc::Sender<Item>,
     encoding: Arc<Encoding>,
+    /// The bound of each kind for all connections, by `kind as usize`.
+    limits: Arc<[KindLimit; EventKind::ALL.len()]>,
     metrics: Arc<Metrics>,
     /// Set when the router is the only sink: an event no subscription receives is dropped
     /// before it is encoded (see [`crate::interest`]).
@@ -131,7 +188,11 @@ pub(crate) fn tracker_config(config: &EventsConfig) -> anyhow::Result<TrackerCon
             enabled = enabled.with(kind);
         }
     }
-    Ok(TrackerConfig { topics, enabled })
+    Ok(TrackerConfig {
+        topics,
+        enabled,
+        client_rate_limit: config.rate_limit_per_client,
+    })
 }
 
 /// A bounded event queue of `config.queue_capacity` events.
@@ -159,10 +220,12 @@ pub fn channel(
         dropped_unnumbered: AtomicU64::new(0),
         retained_presence: config.retained_presence,
     });
+    let limits = Arc::new(EventKind::ALL.map(|kind| KindLimit::new(config.rate_limit_of(kind))));
     (
         EventSender {
             tx,
             encoding: encoding.clone(),
+            limits,
             metrics,
             only_for,
         },
@@ -217,6 +280,18 @@ impl EventSender {
             self.metrics
                 .events_unobserved
                 .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if !self.limits[kind as usize].admit(event.ts()) {
+            let suppressed = self.metrics.events_suppressed[kind as usize]
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if suppressed.is_power_of_two() {
+                warn!(
+                    kind = kind.name(),
+                    suppressed, "events.rate_limit reached: events are being suppressed"
+                );
+            }
             return None;
         }
         let options = EncodeOptions {
@@ -308,8 +383,8 @@ impl EventSender {
 /// Publishes events into the router through the `broker` link.
 pub struct MqttSink {
     link_tx: LinkTx,
-    topics: [Bytes; 6],
-    qos: [QoS; 6],
+    topics: [Bytes; EventKind::ALL.len()],
+    qos: [QoS; EventKind::ALL.len()],
     metrics: Arc<Metrics>,
     interest: Arc<Interest>,
 }
@@ -521,5 +596,34 @@ pub async fn drain_broker_link(mut link_rx: LinkRx) {
             Ok(_) => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_limit_lets_so_many_through_per_second() {
+        let limit = KindLimit::new(3);
+        let second = 1_700_000_000_000;
+        let through: Vec<bool> = (0..5).map(|i| limit.admit(second + i)).collect();
+        assert_eq!(through, [true, true, true, false, false]);
+        assert!(limit.admit(second + 1_000), "the next second starts over");
+        let none = KindLimit::new(0);
+        assert!((0..10_000).all(|i| none.admit(second + i)));
+    }
+
+    #[test]
+    fn a_kind_limit_holds_across_threads() {
+        let limit = Arc::new(KindLimit::new(1_000));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let limit = limit.clone();
+                std::thread::spawn(move || (0..1_000).filter(|_| limit.admit(5_000)).count())
+            })
+            .collect();
+        let through: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(through, 1_000);
     }
 }

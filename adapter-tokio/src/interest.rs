@@ -29,7 +29,7 @@ struct Session {
     /// The serial number of the connection that last started or used the session.
     serial: u64,
     /// The filters, each with the kinds it receives (bit `kind as usize`).
-    filters: Vec<(String, u8)>,
+    filters: Vec<(String, u16)>,
 }
 
 /// Subscriptions to event topics, counted per event kind.
@@ -38,9 +38,9 @@ pub struct Interest {
     /// The system topics and the rule of which filters receive events.
     system: SystemTopics,
     /// The event topics, by `kind as usize`.
-    topics: [String; 6],
+    topics: [String; EventKind::ALL.len()],
     /// How many (session, filter) pairs receive each kind.
-    counts: [AtomicUsize; 6],
+    counts: [AtomicUsize; EventKind::ALL.len()],
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -63,7 +63,7 @@ impl Interest {
     /// The event kinds `filter` receives, as a bit set: those whose topic it matches, none for
     /// a filter whose first level is a wildcard unless `events.wildcards_receive_events`
     /// ([`SystemTopics::filter_receives_event`]).
-    fn kinds_of(&self, filter: &str) -> u8 {
+    fn kinds_of(&self, filter: &str) -> u16 {
         let mut kinds = 0;
         for (i, topic) in self.topics.iter().enumerate() {
             if self.system.filter_receives_event(filter, topic) {
@@ -78,7 +78,7 @@ impl Interest {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn count(&self, kinds: u8, up: bool) {
+    fn count(&self, kinds: u16, up: bool) {
         for (i, count) in self.counts.iter().enumerate() {
             if kinds & (1 << i) != 0 {
                 if up {
@@ -181,12 +181,28 @@ mod tests {
         let interest = interest();
         assert!(wanted(&interest).is_empty());
         interest.subscribe("a", 1, "SYSTEM/presence/+");
-        assert_eq!(wanted(&interest), ["connected", "disconnected"]);
+        assert_eq!(wanted(&interest), ["connected", "disconnected", "refused"]);
         interest.subscribe("b", 2, "SYSTEM/#");
-        assert_eq!(wanted(&interest).len(), 6);
+        assert_eq!(wanted(&interest).len(), 9);
         interest.subscribe("c", 3, "sensors/#");
         interest.unsubscribe("b", "SYSTEM/#");
-        assert_eq!(wanted(&interest), ["connected", "disconnected"]);
+        assert_eq!(wanted(&interest), ["connected", "disconnected", "refused"]);
+        // The topics of the refusals, denials and drops have their own counts.
+        interest.subscribe("d", 4, "SYSTEM/message/#");
+        interest.subscribe("d", 4, "SYSTEM/access/denied");
+        assert_eq!(
+            wanted(&interest),
+            [
+                "connected",
+                "disconnected",
+                "message",
+                "refused",
+                "denied",
+                "dropped"
+            ]
+        );
+        interest.unsubscribe("d", "SYSTEM/message/#");
+        interest.unsubscribe("d", "SYSTEM/access/denied");
         // Subscribing twice to the same filter is one subscription, as in the router.
         interest.subscribe("a", 1, "SYSTEM/presence/+");
         interest.unsubscribe("a", "SYSTEM/presence/+");
@@ -203,7 +219,7 @@ mod tests {
         assert!(wanted(&interest).is_empty(), "wildcards receive no events");
         let old = Interest::new(&SystemTopics::default().with_wildcards_receive_events(true));
         old.subscribe("b", 2, "#");
-        assert_eq!(wanted(&old).len(), 6);
+        assert_eq!(wanted(&old).len(), 9);
     }
 
     #[test]

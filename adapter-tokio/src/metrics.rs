@@ -44,9 +44,13 @@ pub struct Metrics {
     /// Bytes sent to clients.
     pub bytes_out: AtomicU64,
     /// Activity events emitted, by kind: index with `kind as usize` (see [`Metrics::event_emitted`]).
-    pub events_emitted: [AtomicU64; 6],
+    pub events_emitted: [AtomicU64; EventKind::ALL.len()],
     /// Activity events dropped because the event queue was full.
     pub events_dropped: AtomicU64,
+    /// `refused`, `denied` and `dropped` events not emitted because a rate bound held them
+    /// back (`events.rate_limit_per_client` per connection, `events.rate_limit` for all), by
+    /// kind: index with `kind as usize`.
+    pub events_suppressed: [AtomicU64; EventKind::ALL.len()],
     /// Activity events that could not be encoded as JSON.
     pub events_encode_failed: AtomicU64,
     /// Activity events handed to the MQTT sink (published on system topics).
@@ -249,6 +253,7 @@ impl Metrics {
             Counter::SessionExpired => &self.sessions_expired,
             Counter::SessionNotKept => &self.sessions_not_kept,
             Counter::WillDelayed => &self.wills_delayed,
+            Counter::EventSuppressed(kind) => &self.events_suppressed[kind as usize],
             // `Counter` is non-exhaustive; a counter added to the engine gets its field here.
             _ => return,
         };
@@ -368,6 +373,17 @@ impl Metrics {
             "counter",
             "Activity events dropped because the event queue was full.",
             &self.events_dropped,
+        );
+        let suppressed: Vec<(&str, &AtomicU64)> =
+            [EventKind::Refused, EventKind::Denied, EventKind::Dropped]
+                .iter()
+                .map(|&kind| (kind.name(), &self.events_suppressed[kind as usize]))
+                .collect();
+        r.labelled(
+            "events_suppressed_total",
+            "Refused, denied and dropped events a rate bound held back, by kind.",
+            "kind",
+            &suppressed,
         );
         r.single(
             "events_encode_failed_total",
@@ -812,6 +828,7 @@ mod tests {
         metrics.event_emitted(EventKind::Message);
         metrics.event_emitted(EventKind::Message);
         metrics.event_emitted(EventKind::MsgAck);
+        metrics.count(Counter::EventSuppressed(EventKind::Denied));
         metrics.connect_refused(4);
         metrics.connect_refused(9);
         metrics.events_sink_mqtt.store(7, Ordering::Relaxed);
@@ -827,6 +844,10 @@ mod tests {
             "activity_events_emitted_total{kind=\"message\"} 2",
             "activity_events_emitted_total{kind=\"msgack\"} 1",
             "activity_events_emitted_total{kind=\"connected\"} 0",
+            "activity_events_emitted_total{kind=\"dropped\"} 0",
+            "# TYPE activity_events_suppressed_total counter",
+            "activity_events_suppressed_total{kind=\"denied\"} 1",
+            "activity_events_suppressed_total{kind=\"refused\"} 0",
             "activity_connections_refused_total 2",
             "# TYPE activity_events_unobserved_total counter",
             "activity_events_unobserved_total 5",

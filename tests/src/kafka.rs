@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 use crate::ports::free_port;
 use crate::test_config;
 
-/// The six default Kafka topics, in `EventKind::ALL` order.
+/// The default Kafka topics of the six client-activity kinds, in `EventKind::ALL` order.
 pub const TOPICS: [&str; 6] = [
     "SYSTEM.presence.connected",
     "SYSTEM.presence.disconnected",
@@ -28,6 +28,14 @@ pub const TOPICS: [&str; 6] = [
     "SYSTEM.subscription.unsubscribed",
     "SYSTEM.message",
     "SYSTEM.msgack",
+];
+
+/// The default Kafka topics of `refused`, `denied` and `dropped`, in `EventKind::ALL` order
+/// (after [`TOPICS`]).
+pub const PROBLEM_TOPICS: [&str; 3] = [
+    "SYSTEM.presence.refused",
+    "SYSTEM.access.denied",
+    "SYSTEM.message.dropped",
 ];
 
 /// The tansu binary: `tansu` on `PATH`, else `$CARGO_HOME/bin/tansu`, else `~/.cargo/bin/tansu`.

@@ -56,7 +56,7 @@ fn msgack() -> MsgAck<'static> {
     }
 }
 
-fn all_kinds() -> [Event<'static>; 6] {
+fn all_kinds() -> [Event<'static>; 9] {
     [
         connected().into(),
         Disconnected {
@@ -84,7 +84,43 @@ fn all_kinds() -> [Event<'static>; 6] {
         .into(),
         message(b"hello").into(),
         msgack().into(),
+        refused().into(),
+        denied().into(),
+        dropped().into(),
     ]
+}
+
+fn refused() -> Refused<'static> {
+    Refused {
+        ts: 11,
+        client_id: "broker",
+        username: Some("mallory"),
+        peer: Some("192.0.2.9:40000"),
+        reason_code: 2,
+        reason: "client_identifier_not_valid",
+    }
+}
+
+fn denied() -> Denied<'static> {
+    Denied {
+        ts: 12,
+        client_id: "dev-3",
+        topic: "SYSTEM/message",
+        action: Action::Publish,
+        suppressed: 0,
+    }
+}
+
+fn dropped() -> Dropped<'static> {
+    Dropped {
+        ts: 13,
+        client_id: "dev-4",
+        topic: None,
+        filter: Some("devices/#"),
+        reason: DropReason::RouterLogOverrun,
+        count: 1234,
+        suppressed: 0,
+    }
 }
 
 #[test]
@@ -98,7 +134,10 @@ fn kind_names_and_topics() {
             "subscribed",
             "unsubscribed",
             "message",
-            "msgack"
+            "msgack",
+            "refused",
+            "denied",
+            "dropped"
         ]
     );
     let topics: Vec<_> = EventKind::ALL.iter().map(|k| k.topic_suffix()).collect();
@@ -110,7 +149,10 @@ fn kind_names_and_topics() {
             "subscription/subscribed",
             "subscription/unsubscribed",
             "message",
-            "msgack"
+            "msgack",
+            "presence/refused",
+            "access/denied",
+            "message/dropped"
         ]
     );
     for (event, kind) in all_kinds().iter().zip(EventKind::ALL) {
@@ -121,11 +163,13 @@ fn kind_names_and_topics() {
 #[test]
 fn accessors() {
     let ts: Vec<_> = all_kinds().iter().map(Event::ts).collect();
-    assert_eq!(ts, [1_700_000_000_000, 5, 2, 3, 7, 9]);
+    assert_eq!(ts, [1_700_000_000_000, 5, 2, 3, 7, 9, 11, 12, 13]);
     let subjects: Vec<_> = all_kinds().iter().map(Event::subject).collect();
     assert_eq!(
         subjects,
-        ["dev-1", "dev-1", "dev-1", "dev-1", "dev-1", "dev-2"]
+        [
+            "dev-1", "dev-1", "dev-1", "dev-1", "dev-1", "dev-2", "broker", "dev-3", "dev-4"
+        ]
     );
 }
 
@@ -388,7 +432,7 @@ fn share_groups() {
 
 #[test]
 fn other_kinds_json() {
-    let [_, disconnected, subscribed, unsubscribed, _, _] = all_kinds();
+    let [_, disconnected, subscribed, unsubscribed, _, _, _, _, _] = all_kinds();
     let opts = EncodeOptions::default();
     assert_eq!(
         to_string(&disconnected, &opts),
@@ -402,6 +446,65 @@ fn other_kinds_json() {
         to_string(&unsubscribed, &opts),
         r#"{"client_id":"dev-1","topic":"a/#","ts":3}"#
     );
+}
+
+#[test]
+fn refused_denied_dropped_json() {
+    assert_eq!(
+        json(refused()),
+        r#"{"client_id":"broker","username":"mallory","peer":"192.0.2.9:40000","reason_code":2,"reason":"client_identifier_not_valid","ts":11}"#
+    );
+    // An empty client id stays a field; no user name, no peer: no fields.
+    let anonymous = Refused {
+        client_id: "",
+        username: None,
+        peer: None,
+        reason_code: 0x89,
+        reason: "server_busy",
+        ..refused()
+    };
+    assert_eq!(
+        json(anonymous),
+        r#"{"client_id":"","reason_code":137,"reason":"server_busy","ts":11}"#
+    );
+    assert_eq!(
+        json(denied()),
+        r#"{"client_id":"dev-3","topic":"SYSTEM/message","action":"publish","ts":12}"#
+    );
+    let held_back = Denied {
+        action: Action::Subscribe,
+        topic: "secret/#",
+        suppressed: 41,
+        ..denied()
+    };
+    assert_eq!(
+        json(held_back),
+        r#"{"client_id":"dev-3","topic":"secret/#","action":"subscribe","suppressed":41,"ts":12}"#
+    );
+    assert_eq!(
+        json(dropped()),
+        r#"{"client_id":"dev-4","filter":"devices/#","reason":"router_log_overrun","count":1234,"ts":13}"#
+    );
+    for (reason, name) in [
+        (DropReason::QueueFull, "queue_full"),
+        (DropReason::Expired, "expired"),
+        (DropReason::TooLarge, "too_large"),
+    ] {
+        let one = Dropped {
+            topic: Some("a/b"),
+            filter: None,
+            reason,
+            count: 1,
+            suppressed: 3,
+            ..dropped()
+        };
+        assert_eq!(
+            json(one),
+            format!(
+                r#"{{"client_id":"dev-4","topic":"a/b","reason":"{name}","count":1,"suppressed":3,"ts":13}}"#
+            )
+        );
+    }
 }
 
 #[test]
@@ -938,6 +1041,43 @@ fn events(i: &Inputs) -> Vec<Event<'_>> {
             qos: i.qos,
         }
         .into(),
+        // The events of refusals, denials and drops.
+        Refused {
+            ts: i.ts,
+            client_id: &i.a,
+            username: i.c.as_deref(),
+            peer: i.d.as_deref(),
+            reason_code: i.small,
+            reason: &i.b,
+        }
+        .into(),
+        Denied {
+            ts: i.ts,
+            client_id: &i.a,
+            topic: &i.b,
+            action: if i.flag {
+                Action::Publish
+            } else {
+                Action::Subscribe
+            },
+            suppressed: u32::from(i.small),
+        }
+        .into(),
+        Dropped {
+            ts: i.ts,
+            client_id: &i.a,
+            topic: i.c.as_deref(),
+            filter: i.d.as_deref(),
+            reason: [
+                DropReason::QueueFull,
+                DropReason::RouterLogOverrun,
+                DropReason::Expired,
+                DropReason::TooLarge,
+            ][usize::from(i.small % 4)],
+            count: i.ts2,
+            suppressed: u32::from(i.keepalive),
+        }
+        .into(),
     ]
 }
 
@@ -1062,6 +1202,39 @@ fn expected(event: &Event<'_>, options: &EncodeOptions<'_>) -> serde_json::Map<S
             put("qos", e.qos.as_u8().into());
             if let Some(code) = e.reason_code {
                 put("reason_code", code.into());
+            }
+        }
+        Event::Refused(e) => {
+            put("client_id", e.client_id.into());
+            if let Some(u) = e.username {
+                put("username", u.into());
+            }
+            if let Some(p) = e.peer {
+                put("peer", p.into());
+            }
+            put("reason_code", e.reason_code.into());
+            put("reason", e.reason.into());
+        }
+        Event::Denied(e) => {
+            put("client_id", e.client_id.into());
+            put("topic", e.topic.into());
+            put("action", e.action.as_str().into());
+            if e.suppressed > 0 {
+                put("suppressed", e.suppressed.into());
+            }
+        }
+        Event::Dropped(e) => {
+            put("client_id", e.client_id.into());
+            if let Some(t) = e.topic {
+                put("topic", t.into());
+            }
+            if let Some(f) = e.filter {
+                put("filter", f.into());
+            }
+            put("reason", e.reason.as_str().into());
+            put("count", e.count.into());
+            if e.suppressed > 0 {
+                put("suppressed", e.suppressed.into());
             }
         }
     }

@@ -289,6 +289,15 @@ impl Output for Recorder {
                 assert_eq!(self.connected, 1, "disconnected only after connected");
                 self.disconnected += 1;
             }
+            EventKind::Refused => {
+                assert_eq!(
+                    self.connected, 0,
+                    "refused only for a connection never connected"
+                );
+            }
+            // A denied will can come after the end (a delayed will of a kept session), and a
+            // drop whenever the driver sees it.
+            EventKind::Denied | EventKind::Dropped => {}
             _ => assert!(
                 self.connected == 1 && self.disconnected == 0,
                 "{:?} outside the session",

@@ -12,19 +12,18 @@
 //! - a refused filter gets SUBACK 0x80 (MQTT 3.1.1) or 0x87 not authorized (MQTT 5), counted as
 //!   [`Counter::SubscriptionNotAllowed`].
 //!
-//! Every refusal passes through [`refused`], the one place where an event about it would go.
+//! The system-topic rules refuse in the same way (counted as [`Counter::PublishDenied`] and
+//! [`Counter::SubscriptionDenied`]). Every refusal passes through [`refused`], which counts
+//! it and emits the `denied` event (within the connection's rate bound).
+
+use crate::acks::AckStore;
+use crate::event::EventKind;
+use crate::tracker::{Reported, Tracker};
 
 use super::{Counter, Output};
 
-/// What a client asks to do with a topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Action {
-    /// Publish on a topic name (the client's publishes and its last will).
-    Publish,
-    /// Subscribe to a topic filter (a shared subscription's as sent, `$share/<group>/...`).
-    Subscribe,
-}
+/// What a client asks to do with a topic (also the `action` of a `denied` event).
+pub use crate::event::Action;
 
 /// One question of the engine to the access rules (see [`Output::is_allowed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,21 +37,60 @@ pub struct Access<'a> {
     pub topic: &'a str,
 }
 
-/// A refusal of the access rules: counted, and the one place where an event about it (the
-/// `access/denied` event) would be emitted.
-pub(super) fn refused(access: Access<'_>, out: &mut impl Output) {
+/// A refusal of `action` on `topic` (the access rules, or the system-topic rules), counted as
+/// `counter`: the one place where the `denied` event is emitted (held back and counted past the
+/// connection's rate bound).
+pub(super) fn refused<A: AckStore>(
+    tracker: &mut Tracker<A>,
+    now: u64,
+    action: Action,
+    topic: &str,
+    counter: Counter,
+    out: &mut impl Output,
+) {
     debug!("server: access refused");
-    out.count(match access.action {
-        Action::Publish => Counter::PublishNotAllowed,
-        Action::Subscribe => Counter::SubscriptionNotAllowed,
-    });
+    out.count(counter);
+    report(
+        tracker.handle_denied(now, action, topic),
+        EventKind::Denied,
+        out,
+    );
 }
 
-/// Asks the rules about `access`; a refusal is [`refused`]. True when allowed.
-pub(super) fn check(access: Access<'_>, out: &mut impl Output) -> bool {
+/// Emits what the tracker `reported` about a refusal or a drop, or counts it as held back.
+pub(super) fn report(reported: Reported<'_>, kind: EventKind, out: &mut impl Output) {
+    match reported {
+        Reported::Event(event) => {
+            // Not delivered to the client itself on a router that leaves that to the engine
+            // (the gateway): the client may be in the middle of an answer.
+            let _ = out.event(&event);
+        }
+        Reported::Suppressed => out.count(Counter::EventSuppressed(kind)),
+        Reported::Nothing => {}
+    }
+}
+
+/// Asks the topic access rules about the client's `action` on `topic`; a refusal is
+/// [`refused`]. True when allowed.
+pub(super) fn check<A: AckStore>(
+    tracker: &mut Tracker<A>,
+    now: u64,
+    action: Action,
+    topic: &str,
+    out: &mut impl Output,
+) -> bool {
+    let access = Access {
+        action,
+        client_id: tracker.client_id(),
+        topic,
+    };
     let allowed = out.is_allowed(access);
     if !allowed {
-        refused(access, out);
+        let counter = match action {
+            Action::Publish => Counter::PublishNotAllowed,
+            Action::Subscribe => Counter::SubscriptionNotAllowed,
+        };
+        refused(tracker, now, action, topic, counter, out);
     }
     allowed
 }

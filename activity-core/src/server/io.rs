@@ -3,7 +3,7 @@
 
 use crate::QoS;
 use crate::codec::{Properties, SubscriptionOptions};
-use crate::event::{Event, Transport};
+use crate::event::{DropReason, Event, EventKind, Transport};
 
 use super::{Access, CloseCause, ReasonCode};
 
@@ -262,6 +262,9 @@ pub enum Counter {
     SessionNotKept,
     /// A will was published after its Will Delay Interval (or when its kept session ended).
     WillDelayed,
+    /// An event of this kind (`denied`, `dropped`) was held back by the connection's rate
+    /// bound ([`TrackerConfig::client_rate_limit`](crate::tracker::TrackerConfig::client_rate_limit)).
+    EventSuppressed(EventKind),
 }
 
 /// Where the engine's outputs go; implemented by the driver.
@@ -436,6 +439,18 @@ impl DeliveryError {
     pub const fn counter(&self) -> Option<Counter> {
         match self {
             DeliveryError::Dropped(counter) => Some(*counter),
+            _ => None,
+        }
+    }
+
+    /// Why a message meant for the client was lost, for a `dropped` event (see
+    /// [`Connection::handle_dropped`](super::Connection::handle_dropped)): too large for the
+    /// client, or expired. `None` for the other errors (nothing lost, or nothing the client
+    /// wanted).
+    pub const fn drop_reason(&self) -> Option<DropReason> {
+        match self {
+            DeliveryError::Dropped(Counter::DeliveryTooLarge) => Some(DropReason::TooLarge),
+            DeliveryError::Dropped(Counter::DeliveryExpired) => Some(DropReason::Expired),
             _ => None,
         }
     }

@@ -61,6 +61,58 @@ impl ReasonCode {
         self as u8
     }
 
+    /// The reason code with wire value `code`, if the server knows it.
+    pub const fn from_u8(code: u8) -> Option<Self> {
+        Some(match code {
+            0x00 => ReasonCode::Success,
+            0x80 => ReasonCode::UnspecifiedError,
+            0x81 => ReasonCode::MalformedPacket,
+            0x82 => ReasonCode::ProtocolError,
+            0x84 => ReasonCode::UnsupportedProtocolVersion,
+            0x85 => ReasonCode::ClientIdentifierNotValid,
+            0x86 => ReasonCode::BadUserNameOrPassword,
+            0x87 => ReasonCode::NotAuthorized,
+            0x88 => ReasonCode::ServerUnavailable,
+            0x89 => ReasonCode::ServerBusy,
+            0x8B => ReasonCode::ServerShuttingDown,
+            0x8C => ReasonCode::BadAuthenticationMethod,
+            0x8D => ReasonCode::KeepAliveTimeout,
+            0x8E => ReasonCode::SessionTakenOver,
+            0x93 => ReasonCode::ReceiveMaximumExceeded,
+            0x94 => ReasonCode::TopicAliasInvalid,
+            0x95 => ReasonCode::PacketTooLarge,
+            0x97 => ReasonCode::QuotaExceeded,
+            0x9E => ReasonCode::SharedSubscriptionsNotSupported,
+            _ => return None,
+        })
+    }
+
+    /// The snake_case name of the code, after MQTT 5.0 section 2.4 (the `reason` of a
+    /// `refused` event).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReasonCode::Success => "success",
+            ReasonCode::UnspecifiedError => "unspecified_error",
+            ReasonCode::MalformedPacket => "malformed_packet",
+            ReasonCode::ProtocolError => "protocol_error",
+            ReasonCode::UnsupportedProtocolVersion => "unsupported_protocol_version",
+            ReasonCode::ClientIdentifierNotValid => "client_identifier_not_valid",
+            ReasonCode::BadUserNameOrPassword => "bad_username_or_password",
+            ReasonCode::NotAuthorized => "not_authorized",
+            ReasonCode::ServerUnavailable => "server_unavailable",
+            ReasonCode::ServerBusy => "server_busy",
+            ReasonCode::ServerShuttingDown => "server_shutting_down",
+            ReasonCode::BadAuthenticationMethod => "bad_authentication_method",
+            ReasonCode::KeepAliveTimeout => "keep_alive_timeout",
+            ReasonCode::SessionTakenOver => "session_taken_over",
+            ReasonCode::ReceiveMaximumExceeded => "receive_maximum_exceeded",
+            ReasonCode::TopicAliasInvalid => "topic_alias_invalid",
+            ReasonCode::PacketTooLarge => "packet_too_large",
+            ReasonCode::QuotaExceeded => "quota_exceeded",
+            ReasonCode::SharedSubscriptionsNotSupported => "shared_subscriptions_not_supported",
+        }
+    }
+
     /// Whether the code reports a failure (0x80 and above, section 2.4).
     pub const fn is_error(self) -> bool {
         self.as_u8() >= 0x80

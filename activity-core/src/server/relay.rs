@@ -297,7 +297,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             Some(deadline) if self.awaiting_upstream && now >= deadline => {
                 let mut tx = Tx::new(tx, self.conn.version);
                 debug!("relay: no CONNACK from the upstream in time");
-                self.unavailable(&mut tx, out);
+                self.unavailable(now, &mut tx, out);
                 tx.finish(out)
             }
             Some(deadline) if self.is_draining() && !self.shutting_down && now >= deadline => {
@@ -322,7 +322,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         if self.awaiting_upstream && cause == CloseCause::RouterClosed {
             let mut tx = Tx::new(tx, self.conn.version);
             debug!("relay: the upstream closed before its CONNACK");
-            self.unavailable(&mut tx, out);
+            self.unavailable(now, &mut tx, out);
             return tx.finish(out);
         }
         self.awaiting_upstream = false;
@@ -399,7 +399,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         if tx.room() < self.conn.answer_room() {
             return Progress::default();
         }
-        let Ok(Some((Packet::Connect(_), len))) =
+        let Ok(Some((Packet::Connect(decoded), len))) =
             codec::decode_with(input, self.conn.limits.max_packet_size, self.conn.version)
         else {
             return Progress::default();
@@ -407,8 +407,9 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         let connect = input.get(..len).unwrap_or_default();
         if self.requests.keep(CONNECT_KEY, connect).is_err() {
             warn!("relay: no room to keep the CONNECT");
+            let unavailable = ReasonCode::ServerUnavailable;
             self.conn
-                .refuse(ReasonCode::ServerUnavailable, &mut tx, out);
+                .refuse(now, unavailable, Some(&decoded), &mut tx, out);
         } else {
             // The upstream publishes the will, not the engine.
             self.conn.store.clear_will();
@@ -676,24 +677,19 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             }
         }
         if !allowed {
+            let topic = alias::topic_of(&self.conn.store, &publish);
+            let tracker = &mut self.conn.tracker;
             if !resent && !acl_allows {
-                let access = Access {
-                    action: Action::Publish,
-                    client_id: self.conn.client_id(),
-                    topic: alias::topic_of(&self.conn.store, &publish),
-                };
-                access::refused(access, out);
+                let not_allowed = Counter::PublishNotAllowed;
+                access::refused(tracker, now, Action::Publish, topic, not_allowed, out);
             } else if !resent {
                 debug!("relay: publish on a system or $ topic dropped");
                 if !server_topic {
                     // The tracker keeps its own count of denied publishes.
-                    let topic = alias::topic_of(&self.conn.store, &publish);
-                    let _ = self
-                        .conn
-                        .tracker
-                        .handle_publish(now, info_of(topic, &publish));
+                    let _ = tracker.handle_publish(now, info_of(topic, &publish));
                 }
-                out.count(Counter::PublishDenied);
+                let denied = Counter::PublishDenied;
+                access::refused(tracker, now, Action::Publish, topic, denied, out);
             }
             match publish.qos {
                 QoS::AtMostOnce => {}
@@ -764,22 +760,20 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             .count();
         let over_limit =
             store.subscription_count().saturating_add(new) > self.conn.limits.max_subscriptions;
-        let denied = subscribe
-            .filters
-            .iter()
-            .filter(|(filter, _)| self.conn.is_denied_filter(filter))
-            .count();
-        let not_allowed = subscribe
-            .filters
-            .iter()
-            .filter(|(filter, _)| !self.conn.is_denied_filter(filter))
-            .filter(|(filter, _)| !self.conn.is_allowed_filter(filter, out))
-            .count();
+        // Each filter the rules refuse is counted and reported, as in every mode.
+        let (mut denied, mut not_allowed) = (0, 0);
+        for (filter, _) in subscribe.filters.iter() {
+            if self.conn.is_denied_filter(filter) {
+                denied += 1;
+                let tracker = &mut self.conn.tracker;
+                let counter = Counter::SubscriptionDenied;
+                access::refused(tracker, now, Action::Subscribe, filter, counter, out);
+            } else if !self.conn.is_allowed_filter(now, filter, out) {
+                not_allowed += 1;
+            }
+        }
         if denied > 0 || not_allowed > 0 || over_limit {
             debug!("relay: SUBSCRIBE refused whole");
-            for _ in 0..denied {
-                out.count(Counter::SubscriptionDenied);
-            }
             for _ in denied + not_allowed..count {
                 out.count(Counter::SubscriptionRefused);
             }
@@ -881,7 +875,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
                 }
                 _ => {
                     warn!("relay: the upstream's answer to CONNECT is not a CONNACK");
-                    self.unavailable(tx, out);
+                    self.unavailable(now, tx, out);
                     false
                 }
             };
@@ -1010,12 +1004,20 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
             .map(|bytes| codec::decode_with(bytes, usize::MAX, self.conn.version));
         let Some(Ok(Some((Packet::Connect(connect), _)))) = kept else {
             // The CONNECT was kept when it was forwarded.
-            self.unavailable(tx, out);
+            self.unavailable(now, tx, out);
             return false;
         };
         if code != ConnectReturnCode::Accepted.as_u8() {
             debug!("relay: the upstream refused the CONNECT");
-            out.count(Counter::ConnectRefused(reason_of(code)));
+            let reason = if self.conn.version.is_v5() {
+                ReasonCode::from_u8(code).unwrap_or(ReasonCode::UnspecifiedError)
+            } else {
+                reason_of(code)
+            };
+            out.count(Counter::ConnectRefused(reason));
+            // The upstream's refusal, passed on as it is: reported like the tap's own.
+            self.conn
+                .report_refused(now, code, reason.name(), Some(&connect), out);
             self.conn.state = State::Closed;
             self.conn.store.clear();
             self.requests.clear();
@@ -1029,10 +1031,20 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     }
 
     /// The upstream did not answer the CONNECT with a CONNACK: CONNACK 3, closed.
-    fn unavailable(&mut self, tx: &mut Tx<'_>, out: &mut impl Output) {
+    fn unavailable(&mut self, now: u64, tx: &mut Tx<'_>, out: &mut impl Output) {
         self.awaiting_upstream = false;
+        let kept = self
+            .requests
+            .request(CONNECT_KEY)
+            .map(|bytes| codec::decode_with(bytes, usize::MAX, self.conn.version));
+        let connect = match kept {
+            Some(Ok(Some((Packet::Connect(connect), _)))) => Some(connect),
+            _ => None,
+        };
+        let unavailable = ReasonCode::ServerUnavailable;
+        self.conn
+            .refuse(now, unavailable, connect.as_ref(), tx, out);
         self.requests.clear();
-        self.conn.refuse(ReasonCode::ServerUnavailable, tx, out);
     }
 
     /// The upstream broke the protocol: the connection ends with `cause`.
@@ -1044,7 +1056,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
         out: &mut impl Output,
     ) {
         if self.awaiting_upstream {
-            self.unavailable(tx, out);
+            self.unavailable(now, tx, out);
             return;
         }
         self.requests.clear();

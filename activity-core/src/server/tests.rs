@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 mod access;
+mod reports;
 mod v5;
 mod v5_delivery;
 mod v5_events;
@@ -341,7 +342,7 @@ fn session_present_only_for_a_persistent_session_the_router_kept() {
 }
 
 #[test]
-fn engine_refusals_answer_connack_with_their_code_and_emit_nothing() {
+fn engine_refusals_answer_connack_with_their_code_and_report_refused() {
     let will = |topic: &'static str, message: &'static [u8]| LastWill {
         properties: crate::codec::Properties::EMPTY,
         topic,
@@ -402,7 +403,19 @@ fn engine_refusals_answer_connack_with_their_code_and_emit_nothing() {
         assert_eq!(client.send(&encoded(c)), [0x20, 2, 0, code], "{c:?}");
         assert!(client.conn.is_closed());
         assert!(client.out.routes.is_empty(), "the driver is not asked");
-        assert!(client.out.events.is_empty());
+        // The `refused` event, with what the CONNECT said and the code the CONNACK carried.
+        assert_eq!(client.out.kinds(), [EventKind::Refused], "{c:?}");
+        let event = &client.out.events[0].1;
+        // A CONNECT of no known version has no payload decoded: no client id.
+        let id = if reason == ReasonCode::UnsupportedProtocolVersion {
+            ""
+        } else {
+            c.client_id
+        };
+        assert_eq!(event["client_id"], id);
+        assert_eq!(event["reason_code"], code);
+        assert_eq!(event["reason"], reason.name());
+        assert_eq!(event["peer"], "192.0.2.7:50312");
         assert_eq!(client.out.counts, [Counter::ConnectRefused(reason)]);
     }
 }
@@ -429,7 +442,14 @@ fn driver_refusals_map_to_v3_return_codes() {
             [0x20, 2, 0, code]
         );
         assert!(client.conn.is_closed());
-        assert!(client.out.events.is_empty());
+        assert_eq!(
+            client.out.events,
+            [(
+                EventKind::Refused,
+                json!({"client_id":"w","peer":"192.0.2.7:50312","reason_code":code,
+                    "reason":reason.name()})
+            )]
+        );
         assert_eq!(client.conn.store().will(), None, "the will is dropped");
     }
 }
@@ -547,7 +567,13 @@ fn a_publish_on_a_system_topic_is_dropped_and_the_client_stays() {
         [0x40, 2, 0, 3]
     );
     assert!(client.out.routes.is_empty());
-    assert!(client.out.events.is_empty());
+    assert_eq!(
+        client.out.events,
+        [(
+            EventKind::Denied,
+            json!({"client_id":"intruder","topic":"SYSTEM/message","action":"publish"})
+        )]
+    );
     assert_eq!(client.out.counts, [Counter::PublishDenied]);
     assert!(client.conn.is_connected());
 }
@@ -621,9 +647,22 @@ fn subscribe_grants_caps_and_refuses_per_filter() {
             R::Subscribe("c".into(), QoS::AtMostOnce),
         ]
     );
-    assert_eq!(client.out.kinds(), [EventKind::Subscribed; 3]);
+    // The system-topic rule's refusal is reported (the others are limits, not rules).
+    assert_eq!(
+        client.out.kinds(),
+        [
+            EventKind::Denied,
+            EventKind::Subscribed,
+            EventKind::Subscribed,
+            EventKind::Subscribed
+        ]
+    );
     assert_eq!(
         client.out.events[0].1,
+        json!({"client_id":"s","topic":"SYSTEM/#","action":"subscribe"})
+    );
+    assert_eq!(
+        client.out.events[1].1,
         json!({"client_id":"s","topic":"a/#","qos":1})
     );
     assert_eq!(client.conn.store().subscription_count(), 3);
@@ -1042,7 +1081,9 @@ fn dollar_topics_belong_to_the_server() {
         client.send(&publish("$internal/x", QoS::AtLeastOnce, Some(2), b"x")),
         [0x40, 2, 0, 2]
     );
-    assert!(client.out.routes.is_empty() && client.out.events.is_empty());
+    assert!(client.out.routes.is_empty());
+    assert_eq!(client.out.kinds(), [EventKind::Denied]);
+    assert_eq!(client.out.events[0].1["topic"], "$internal/x");
     assert_eq!(client.out.counts, [Counter::PublishDenied]);
     assert_eq!(
         client.send(&subscribe(

@@ -410,7 +410,7 @@ fn memory_figures_in_the_crate_docs_hold() {
         - core::mem::size_of::<FixedAckStore<16, 256>>();
     let per_publisher = core::mem::size_of::<PublisherTable<64>>() / 64;
     println!("tracker {tracker} B, ack entry {per_entry} B, publisher entry {per_publisher} B");
-    assert!(tracker <= 280, "tracker is {tracker} bytes");
+    assert!(tracker <= 296, "tracker is {tracker} bytes");
     assert!(per_entry <= 256 + 64, "ack entry is {per_entry} bytes");
     assert!(
         per_publisher <= 480,
@@ -514,4 +514,168 @@ fn v5_connect_and_subscribe_fields_reach_the_events() {
     let (_, v) = json_of(t.handle_close(3, DisconnectReason::ClientError, Some(0x83)));
     assert_eq!(v["reason"], "client_error");
     assert_eq!(v["reason_code"], 0x83);
+}
+
+/// The event of a [`Reported`], or a panic naming what came instead.
+fn reported(reported: Reported<'_>) -> Option<Event<'_>> {
+    match reported {
+        Reported::Event(event) => Some(event),
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[test]
+fn refused_carries_the_connect_cut_to_its_bounds() {
+    let t = tracker();
+    let long = "x".repeat(200);
+    let name = format!("{}é", "u".repeat(127));
+    let info = RefusedInfo {
+        client_id: &long,
+        username: Some(&name),
+        peer: Some("192.0.2.1:1"),
+        reason_code: 0x86,
+        reason: "bad_username_or_password",
+    };
+    let (kind, v) = json_of(t.handle_refused(5, info));
+    assert_eq!(kind, EventKind::Refused);
+    assert_eq!(
+        v["client_id"].as_str().unwrap().len(),
+        REFUSED_CLIENT_ID_MAX
+    );
+    // Cut at the character boundary below the limit: `é` is two bytes at 127..129.
+    assert_eq!(v["username"].as_str().unwrap(), "u".repeat(127));
+    assert_eq!(v["reason_code"], 0x86);
+    assert_eq!(v["reason"], "bad_username_or_password");
+    assert_eq!(v["ts"], 5);
+    // Off: nothing.
+    let off = Tracker::new(
+        TrackerConfig {
+            enabled: EventKinds::ALL.without(EventKind::Refused),
+            ..TrackerConfig::default()
+        },
+        FixedAckStore::<8, 256>::new(),
+    );
+    assert_eq!(off.handle_refused(5, info), None);
+}
+
+#[test]
+fn denied_events_are_bounded_per_second_and_say_what_was_held_back() {
+    let mut t = tracker();
+    t.handle_connect(0, connect_info("hammer")).unwrap();
+    let limit = u32::from(crate::tracker::DEFAULT_CLIENT_RATE_LIMIT);
+    let second = 1_700_000_000_000u64;
+    let mut events = 0;
+    let mut held = 0;
+    for i in 0..100 {
+        match t.handle_denied(second + i, Action::Publish, "SYSTEM/message") {
+            Reported::Event(_) => events += 1,
+            Reported::Suppressed => held += 1,
+            Reported::Nothing => panic!("denied is on"),
+        }
+    }
+    assert_eq!((events, held), (limit, 100 - limit));
+    // The next second: let through again, and the first says how many were held back.
+    let (_, v) = json_of(reported(t.handle_denied(
+        second + 1_000,
+        Action::Subscribe,
+        "secret/#",
+    )));
+    assert_eq!(
+        v,
+        json!({"client_id":"hammer","topic":"secret/#","action":"subscribe",
+            "suppressed":90,"ts":second + 1_000})
+    );
+    let (_, v) = json_of(reported(t.handle_denied(
+        second + 1_001,
+        Action::Publish,
+        "a",
+    )));
+    assert!(v.get("suppressed").is_none(), "counted once");
+    // 0: no bound.
+    let mut free = Tracker::new(
+        TrackerConfig {
+            client_rate_limit: 0,
+            ..TrackerConfig::default()
+        },
+        FixedAckStore::<8, 256>::new(),
+    );
+    for i in 0..1_000 {
+        assert!(matches!(
+            free.handle_denied(i, Action::Publish, "a"),
+            Reported::Event(_)
+        ));
+    }
+}
+
+#[test]
+fn dropped_events_are_bounded_and_never_about_the_events_themselves() {
+    let mut t = tracker();
+    t.handle_connect(0, connect_info("slow")).unwrap();
+    let overrun = DropInfo {
+        reason: DropReason::RouterLogOverrun,
+        topic: None,
+        filter: Some("devices/#"),
+        count: 4_000,
+    };
+    let (kind, v) = json_of(reported(t.handle_dropped(7, overrun)));
+    assert_eq!(kind, EventKind::Dropped);
+    assert_eq!(
+        v,
+        json!({"client_id":"slow","filter":"devices/#","reason":"router_log_overrun",
+            "count":4_000,"ts":7})
+    );
+    // About the events: a system topic, or a filter that receives events.
+    for info in [
+        DropInfo {
+            reason: DropReason::TooLarge,
+            topic: Some("SYSTEM/message/dropped"),
+            filter: None,
+            count: 1,
+        },
+        DropInfo {
+            filter: Some("SYSTEM/#"),
+            ..overrun
+        },
+        DropInfo {
+            filter: Some("$share/g/SYSTEM/+/refused"),
+            ..overrun
+        },
+    ] {
+        assert_eq!(t.handle_dropped(8, info), Reported::Nothing, "{info:?}");
+    }
+    // `#` receives no events (by default): its drops are reported.
+    assert!(matches!(
+        t.handle_dropped(
+            9,
+            DropInfo {
+                filter: Some("#"),
+                ..overrun
+            }
+        ),
+        Reported::Event(_)
+    ));
+    let expired = DropInfo {
+        reason: DropReason::Expired,
+        topic: Some("a/b"),
+        filter: None,
+        count: 1,
+    };
+    let mut results = Vec::new();
+    for i in 0..20 {
+        results.push(matches!(
+            t.handle_dropped(10 + i, expired),
+            Reported::Event(_)
+        ));
+    }
+    // Two went in this second already: eight more, then held back.
+    assert_eq!(results.iter().filter(|e| **e).count(), 8);
+    // Off: nothing, and nothing counted.
+    let mut off = Tracker::new(
+        TrackerConfig {
+            enabled: EventKinds::ALL.without(EventKind::Dropped),
+            ..TrackerConfig::default()
+        },
+        FixedAckStore::<8, 256>::new(),
+    );
+    assert_eq!(off.handle_dropped(1, expired), Reported::Nothing);
 }

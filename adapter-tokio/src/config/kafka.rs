@@ -99,6 +99,12 @@ pub struct KafkaTopics {
     pub message: Option<String>,
     /// The topic of `msgack` events.
     pub msgack: Option<String>,
+    /// The topic of `refused` events.
+    pub refused: Option<String>,
+    /// The topic of `denied` events.
+    pub denied: Option<String>,
+    /// The topic of `dropped` events.
+    pub dropped: Option<String>,
 }
 
 impl KafkaTopics {
@@ -111,6 +117,9 @@ impl KafkaTopics {
             EventKind::Unsubscribed => self.unsubscribed.as_deref(),
             EventKind::Message => self.message.as_deref(),
             EventKind::MsgAck => self.msgack.as_deref(),
+            EventKind::Refused => self.refused.as_deref(),
+            EventKind::Denied => self.denied.as_deref(),
+            EventKind::Dropped => self.dropped.as_deref(),
         }
     }
 }

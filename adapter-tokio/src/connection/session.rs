@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use activity_core::QoS;
 use activity_core::codec::{Properties, RetainHandling, SubscriptionOptions};
-use activity_core::event::{Event, EventKind, Transport};
+use activity_core::event::{DropReason, Event, EventKind, Transport};
 use activity_core::server::{
     Access, Ack, CloseCause, ConnectAnswer, Connection, Counter, DeliveredFor, Delivery,
     DeliveryError, Output, Peer, ReasonCode, Route, Routed, RoutedPublish,
 };
 use bytes::{Buf, BytesMut};
+use activity_core::tracker::DropInfo;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -1137,25 +1138,36 @@ impl Session {
             .and_then(|p| p.subscription_identifiers.first())
             .and_then(|id| self.side.router_filters.get(id))
             .map(String::as_str);
-        if let Some(skip) = self.side.log_positions.observe(topic, named, offset) {
-            self.side
-                .shared
-                .metrics
-                .deliveries_skipped
-                .fetch_add(skip.skipped, Ordering::Relaxed);
-            // Under a sustained flood the log wraps again and again: the 1st, 2nd, 4th, 8th
-            // ... skip of the connection is logged.
-            if skip.jumps.is_power_of_two() {
-                warn!(
-                    client_id = %self.side.client_id,
-                    filter = skip.filter,
-                    skipped = skip.skipped,
-                    jumps = skip.jumps,
-                    skipped_total = skip.total,
-                    "the router skipped messages for a slow subscriber (its log wrapped)"
-                );
-            }
+        let Some(skip) = self.side.log_positions.observe(topic, named, offset) else {
+            return;
+        };
+        self.side
+            .shared
+            .metrics
+            .deliveries_skipped
+            .fetch_add(skip.skipped, Ordering::Relaxed);
+        // Under a sustained flood the log wraps again and again: the 1st, 2nd, 4th, 8th ...
+        // skip of the connection is logged.
+        if skip.jumps.is_power_of_two() {
+            warn!(
+                client_id = %self.side.client_id,
+                filter = skip.filter,
+                skipped = skip.skipped,
+                jumps = skip.jumps,
+                skipped_total = skip.total,
+                "the router skipped messages for a slow subscriber (its log wrapped)"
+            );
         }
+        // One `dropped` event per jump of the log, with the messages it skipped (the engine
+        // bounds them per connection, and leaves out a filter that receives the events).
+        let (filter, skipped) = (skip.filter.to_owned(), skip.skipped);
+        let info = DropInfo {
+            reason: DropReason::RouterLogOverrun,
+            topic: None,
+            filter: Some(&filter),
+            count: skipped,
+        };
+        self.conn.handle_dropped(now_ms(), info, &mut self.side);
     }
 
     /// One delivery from the router: the engine writes it at `min(publish QoS, subscription
@@ -1254,8 +1266,18 @@ impl Session {
             }
             // The session ended: the router keeps what a persistent one still needs.
             Err(DeliveryError::NotConnected) => return,
-            Err(DeliveryError::Dropped(counter)) => {
+            Err(error @ DeliveryError::Dropped(counter)) => {
                 metrics.count(counter);
+                // Too large for the client, or expired: the engine reports it (`dropped`).
+                if let Some(reason) = error.drop_reason() {
+                    let info = DropInfo {
+                        reason,
+                        topic: Some(topic),
+                        filter: None,
+                        count: 1,
+                    };
+                    self.conn.handle_dropped(now_ms(), info, &mut self.side);
+                }
                 QoS::AtMostOnce
             }
             Err(e) => {

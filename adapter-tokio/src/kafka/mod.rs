@@ -571,7 +571,7 @@ struct Feeder {
     /// The producer's configuration, to replace it.
     producer_config: ClientConfig,
     spool: Option<Spool>,
-    topics: [String; 6],
+    topics: [String; EventKind::ALL.len()],
     /// Records handed to the producer and not yet reported back.
     in_flight: usize,
     /// Records to send again (without a spool), by sequence number, before any new one.

@@ -354,7 +354,7 @@ mod tests {
 
     fn record(n: u64) -> EventRecord {
         EventRecord {
-            kind: EventKind::ALL[usize::try_from(n % 6).unwrap()],
+            kind: EventKind::ALL[usize::try_from(n % 9).unwrap()],
             subject: format!("client-{n}"),
             ts: 1_700_000_000_000 + n,
             json: Bytes::from(format!("{{\"n\":{n}}}")),

@@ -113,8 +113,8 @@ struct Target {
     connect_timeout: Duration,
     reconnect: Duration,
     keep_alive: u16,
-    topics: [String; 6],
-    qos: [QoS; 6],
+    topics: [String; EventKind::ALL.len()],
+    qos: [QoS; EventKind::ALL.len()],
     /// `clean_session` of the CONNECT: 0 when events go at QoS 1 or 2.
     clean_session: bool,
 }

@@ -326,6 +326,12 @@ fn refusals_of_the_engine_the_driver_and_the_upstream() {
     let mut client = Client::new(ServerConfig::default());
     assert_eq!(client.send(&encoded(connect("broker"))), [0x20, 2, 0, 2]);
     assert!(client.relay.is_closed() && client.out.upstream.is_empty());
+    assert_eq!(client.out.kinds(), [EventKind::Refused]);
+    assert_eq!(client.out.events[0].1["client_id"], "broker");
+    assert_eq!(
+        client.out.events[0].1["reason"],
+        "client_identifier_not_valid"
+    );
 
     // The driver's verdict (credentials, the limit, an upstream it cannot reach).
     let mut client = Client::new(ServerConfig::default());
@@ -335,15 +341,21 @@ fn refusals_of_the_engine_the_driver_and_the_upstream() {
         [0x20, 2, 0, 4]
     );
     assert!(client.relay.is_closed() && client.out.upstream.is_empty());
+    assert_eq!(client.out.kinds(), [EventKind::Refused]);
+    assert_eq!(client.out.events[0].1["reason_code"], 4);
 
-    // The upstream's refusal: relayed, counted, no event.
+    // The upstream's refusal: relayed, counted, reported like the relay's own.
     let mut client = Client::new(ServerConfig::default());
     client.send(&encoded(connect("c")));
     client.answer(ConnectAnswer::accept(false));
     let refusal = [0x20, 2, 0, 5];
     assert_eq!(client.upstream(&refusal), (refusal.to_vec(), 4));
     assert!(client.relay.is_closed());
-    assert!(client.out.events.is_empty() && client.out.accepted.is_empty());
+    assert!(client.out.accepted.is_empty());
+    assert_eq!(client.out.kinds(), [EventKind::Refused]);
+    assert_eq!(client.out.events[0].1["client_id"], "c");
+    assert_eq!(client.out.events[0].1["reason_code"], 5);
+    assert_eq!(client.out.events[0].1["reason"], "not_authorized");
     assert_eq!(
         client.out.counts,
         [Counter::ConnectRefused(ReasonCode::NotAuthorized)]
@@ -382,7 +394,10 @@ fn an_upstream_that_does_not_answer_the_connect_gets_the_client_connack_3() {
     assert_eq!(confused.upstream(&[0xD0, 0]), (vec![0x20, 2, 0, 3], 0));
     for client in [silent, gone, confused] {
         assert!(client.relay.is_closed());
-        assert!(client.out.events.is_empty() && client.out.ends.is_empty());
+        assert!(client.out.ends.is_empty());
+        assert_eq!(client.out.kinds(), [EventKind::Refused]);
+        assert_eq!(client.out.events[0].1["client_id"], "c");
+        assert_eq!(client.out.events[0].1["reason"], "server_unavailable");
         assert_eq!(
             client.out.counts,
             [Counter::ConnectRefused(ReasonCode::ServerUnavailable)]
@@ -441,7 +456,13 @@ fn a_publish_on_a_system_topic_is_dropped_answered_here_and_the_client_stays() {
         client.out.upstream.is_empty(),
         "nothing reached the upstream"
     );
-    assert!(client.out.events.is_empty() && client.out.published.is_empty());
+    assert!(client.out.published.is_empty());
+    // One `denied` per publish, none for the resend.
+    assert_eq!(client.out.kinds(), [EventKind::Denied; 3]);
+    assert_eq!(
+        client.out.events[2].1,
+        json!({"client_id":"forger","topic":"$SYS/x","action":"publish"})
+    );
     assert_eq!(client.out.counts, [Counter::PublishDenied; 3]);
     assert!(client.relay.is_connected());
     // The id is free again: the next QoS 2 publish with it goes upstream.
@@ -543,7 +564,7 @@ fn a_subscribe_the_rules_refuse_is_answered_here_whole() {
     );
     assert_eq!(client.send(&bytes), [0x90, 5, 0, 9, 0x80, 0x80, 0x80]);
     assert!(client.out.upstream.is_empty());
-    assert!(client.out.events.is_empty());
+    assert_eq!(client.out.kinds(), [EventKind::Denied; 2]);
     assert_eq!(
         client.out.counts,
         [
@@ -770,7 +791,11 @@ fn a_shutdown_reports_the_end_and_relays_the_upstream_until_closed() {
         .handle_shutdown(client.now, &mut tx, &mut client.out);
     assert_eq!(written, 0, "MQTT 3.1.1 has no server DISCONNECT");
     assert!(client.relay.is_draining());
-    assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+    // The SUBSCRIBE of the events from a remote client was refused, and reported.
+    assert_eq!(
+        client.out.kinds(),
+        [EventKind::Denied, EventKind::Disconnected]
+    );
     assert_eq!(client.out.ends, [CloseCause::ServerShutdown]);
     assert_eq!(
         client.relay.poll_timeout(),
@@ -787,7 +812,10 @@ fn a_shutdown_reports_the_end_and_relays_the_upstream_until_closed() {
     let event = publish("SYSTEM/presence/disconnected", QoS::AtMostOnce, None, b"{}");
     assert_eq!(client.upstream(&event).1, event.len());
     assert!(client.relay.is_draining());
-    assert_eq!(client.out.kinds(), [EventKind::Disconnected]);
+    assert_eq!(
+        client.out.kinds(),
+        [EventKind::Denied, EventKind::Disconnected]
+    );
     client.relay.handle_close(
         client.now,
         CloseCause::ServerShutdown,

@@ -26,12 +26,19 @@ fn a_publish_the_rules_refuse_is_dropped_counted_and_the_client_stays() {
         "the QoS 1 flow is answered as usual"
     );
     assert!(client.out.routes.is_empty(), "not routed");
-    assert!(client.out.events.is_empty(), "no message event");
+    assert_eq!(
+        client.out.events,
+        [(
+            EventKind::Denied,
+            json!({"client_id":"sensor-7","topic":"devices/8/state","action":"publish"})
+        )],
+        "the denied event, no message event"
+    );
     assert_eq!(client.out.counts, [Counter::PublishNotAllowed]);
     assert!(client.conn.is_connected());
     client.send(&publish("devices/7/state", QoS::AtMostOnce, None, b"y"));
     assert_eq!(client.out.routes.len(), 1);
-    assert_eq!(client.out.kinds(), [EventKind::Message]);
+    assert_eq!(client.out.kinds(), [EventKind::Denied, EventKind::Message]);
 }
 
 #[test]
@@ -87,7 +94,14 @@ fn a_filter_the_rules_refuse_gets_0x80_alone() {
         [R::Subscribe("a/#".into(), QoS::AtLeastOnce)]
     );
     assert_eq!(client.out.counts, [Counter::SubscriptionNotAllowed]);
-    assert_eq!(client.out.kinds(), [EventKind::Subscribed]);
+    assert_eq!(
+        client.out.kinds(),
+        [EventKind::Denied, EventKind::Subscribed]
+    );
+    assert_eq!(
+        client.out.events[0].1,
+        json!({"client_id":"c","topic":"b/#","action":"subscribe"})
+    );
 }
 
 #[test]

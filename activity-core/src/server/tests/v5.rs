@@ -214,10 +214,17 @@ fn v5_suback_and_unsuback_give_a_reason_per_filter() {
         Version::V5,
     ));
     assert_eq!(bytes, [0xB0, 5, 0, 6, 0, 0x00, 0x11]);
+    // The two refusals are reported, in filter order (before the events of the granted).
     assert_eq!(
         client.out.kinds(),
-        [EventKind::Subscribed, EventKind::Unsubscribed]
+        [
+            EventKind::Denied,
+            EventKind::Denied,
+            EventKind::Subscribed,
+            EventKind::Unsubscribed
+        ]
     );
+    assert_eq!(client.out.events[1].1["topic"], "$SYS/x");
 }
 
 #[test]

@@ -13,7 +13,8 @@ fn a_publish_the_rules_refuse_is_answered_here_and_not_forwarded() {
     );
     assert!(client.out.upstream.is_empty());
     assert!(client.out.published.is_empty());
-    assert!(client.out.events.is_empty());
+    assert_eq!(client.out.kinds(), [EventKind::Denied]);
+    assert_eq!(client.out.events[0].1["topic"], "devices/8");
     assert_eq!(client.out.counts, [Counter::PublishNotAllowed]);
     // QoS 2: PUBREC here, and PUBCOMP here at its PUBREL.
     assert_eq!(
