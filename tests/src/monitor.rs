@@ -41,7 +41,7 @@ impl Ev {
     }
 
     /// The kind, from the topic: `connected`, `disconnected`, `subscribed`, `unsubscribed`,
-    /// `message` or `msgack`.
+    /// `message`, `msgack`, `refused`, `denied` or `dropped`.
     pub fn kind(&self) -> &str {
         match self.topic.as_str() {
             "SYSTEM/presence/connected" => "connected",
@@ -50,6 +50,9 @@ impl Ev {
             "SYSTEM/subscription/unsubscribed" => "unsubscribed",
             "SYSTEM/message" => "message",
             "SYSTEM/msgack" => "msgack",
+            "SYSTEM/presence/refused" => "refused",
+            "SYSTEM/access/denied" => "denied",
+            "SYSTEM/message/dropped" => "dropped",
             _ => "other",
         }
     }

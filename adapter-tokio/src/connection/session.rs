@@ -492,10 +492,15 @@ impl Side {
             }
             None => Ok(()),
         };
+        self.send_events();
+        sent
+    }
+
+    /// Queues the events the engine gave (after what the router had to see first).
+    fn send_events(&mut self) {
         for record in self.events.drain(..) {
             self.shared.events.send(record);
         }
-        sent
     }
 }
 
@@ -672,6 +677,8 @@ impl Session {
     {
         while !self.conn.is_authorizing() {
             if self.conn.is_closed() {
+                // Refused by the engine: its `refused` event goes out; no router link.
+                self.side.send_events();
                 let _ = self.write(stream).await;
                 return None;
             }
@@ -731,6 +738,7 @@ impl Session {
         match link {
             Some(link) => Some(link),
             None => {
+                self.side.send_events();
                 let _ = self.write(stream).await;
                 None
             }
