@@ -1046,7 +1046,9 @@ mod tests {
         assert!(!tracker.enabled.contains(EventKind::Refused));
         assert!(tracker.enabled.contains(EventKind::Dropped));
         assert!(error_of("[events.denied]\nqos = 3").contains("events.denied.qos"));
-        assert!(error_of("[events]\nrate_limit_per_client = 70000").contains("rate_limit_per_client"));
+        assert!(
+            error_of("[events]\nrate_limit_per_client = 70000").contains("rate_limit_per_client")
+        );
     }
 
     #[test]

@@ -283,9 +283,8 @@ impl EventSender {
             return None;
         }
         if !self.limits[kind as usize].admit(event.ts()) {
-            let suppressed = self.metrics.events_suppressed[kind as usize]
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
+            let suppressed =
+                self.metrics.events_suppressed[kind as usize].fetch_add(1, Ordering::Relaxed) + 1;
             if suppressed.is_power_of_two() {
                 warn!(
                     kind = kind.name(),

@@ -19,8 +19,8 @@ use tests::hostile::packet;
 use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
 use tests::tap::{Mosquitto, start_tap, tap_config, wait_publisher};
 use tests::{
-    Client, Ev, Monitor, MosquittoSub, RawClient, assert_fields, assert_ts_recent,
-    connect_packet, mosquitto_pub, options, start_broker, test_config,
+    Client, Ev, Monitor, MosquittoSub, RawClient, assert_fields, assert_ts_recent, connect_packet,
+    mosquitto_pub, options, start_broker, test_config,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, sleep};
@@ -158,7 +158,9 @@ async fn hammer(config: Config, hammerers: usize, per_client: u64) -> (Vec<Ev>, 
     let mut worker = Client::connect(addr, "worker").await;
     worker.subscribe("work/#", QoS::AtLeastOnce).await;
 
-    let batch: Vec<u8> = (0..500).flat_map(|_| publish("secret/x", b"spam")).collect();
+    let batch: Vec<u8> = (0..500)
+        .flat_map(|_| publish("secret/x", b"spam"))
+        .collect();
     let mut tasks = Vec::new();
     for i in 0..hammerers {
         let batch = batch.clone();
@@ -167,7 +169,10 @@ async fn hammer(config: Config, hammerers: usize, per_client: u64) -> (Vec<Ev>, 
             let (mut raw, connack) = RawClient::connect(addr, &connect_packet(&id, 60, 4)).await;
             assert_eq!(connack, [0x20, 2, 0, 0]);
             for _ in 0..per_client / 500 {
-                raw.stream.write_all(&batch).await.expect("the hammerer stays");
+                raw.stream
+                    .write_all(&batch)
+                    .await
+                    .expect("the hammerer stays");
             }
             raw
         }));

@@ -179,7 +179,8 @@ async fn a_flood_of_refused_connects_is_bounded_for_all_clients() {
         assert_eq!(connack, [0x20, 2, 0, 2]);
     }
     let metrics = broker.metrics().clone();
-    let suppressed = || metrics.events_suppressed[EventKind::Refused as usize].load(Ordering::Relaxed);
+    let suppressed =
+        || metrics.events_suppressed[EventKind::Refused as usize].load(Ordering::Relaxed);
     // Every refusal is either an event or suppressed, and counted.
     let mut events: Vec<Ev> = Vec::new();
     let deadline = Instant::now() + WAIT;
@@ -197,7 +198,10 @@ async fn a_flood_of_refused_connects_is_bounded_for_all_clients() {
             events.push(ev);
         }
     }
-    assert!(suppressed() > 0, "60 refusals in a few seconds exceed 5 per second");
+    assert!(
+        suppressed() > 0,
+        "60 refusals in a few seconds exceed 5 per second"
+    );
     // At most 5 in any second of the events' clock.
     let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
     for ev in &events {

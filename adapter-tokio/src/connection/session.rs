@@ -14,8 +14,8 @@ use activity_core::server::{
     Access, Ack, CloseCause, ConnectAnswer, Connection, Counter, DeliveredFor, Delivery,
     DeliveryError, Output, Peer, ReasonCode, Route, Routed, RoutedPublish,
 };
-use bytes::{Buf, BytesMut};
 use activity_core::tracker::DropInfo;
+use bytes::{Buf, BytesMut};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{

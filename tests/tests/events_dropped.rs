@@ -1,0 +1,317 @@
+//! End-to-end, broker mode: `SYSTEM/message/dropped`, messages the broker dropped for a client
+//! (issue 17): the messages rumqttd's router skipped for a slow subscriber
+//! (`router_log_overrun`, one event per jump of the log with the count skipped), a delivery
+//! larger than an MQTT 5 client's Maximum Packet Size (`too_large`) and one whose Message
+//! Expiry Interval passed (`expired`), with Debian's `mosquitto_pub` / `mosquitto_sub`, rumqttc
+//! and raw sockets.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use activity_core::event::EventKind;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use tests::hostile::packet;
+use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
+use tests::{
+    Ev, Monitor, MosquittoSub, assert_fields, assert_ts_recent, connect_packet, mosquitto_pub,
+    start_broker, test_config,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, timeout};
+
+/// A QoS 0 PUBLISH of `payload` on `topic`.
+fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = u16::try_from(topic.len())
+        .expect("short topic")
+        .to_be_bytes()
+        .to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(payload);
+    packet(0x30, &body)
+}
+
+/// A SUBSCRIBE of `filter` at QoS 0, packet id 1.
+fn subscribe(filter: &str) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&u16::try_from(filter.len()).expect("short").to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(0);
+    packet(0x82, &body)
+}
+
+/// Removes the whole packets at the front of `buf`; returns how many were PUBLISHes.
+fn count_publishes(buf: &mut Vec<u8>) -> u64 {
+    let mut at = 0;
+    let mut count = 0;
+    while let Some(&first) = buf.get(at) {
+        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
+        let complete = loop {
+            let Some(&byte) = buf.get(i) else { break false };
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break true;
+            }
+        };
+        if !complete || buf.len() < i + len {
+            break;
+        }
+        if first >> 4 == 3 {
+            count += 1;
+        }
+        at = i + len;
+    }
+    buf.drain(..at);
+    count
+}
+
+async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    timeout(tests::WAIT, stream.read_exact(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .expect("answer bytes");
+    buf
+}
+
+#[tokio::test]
+async fn messages_the_router_skips_are_reported_with_their_count() {
+    let tansu = Tansu::start().await;
+    let mut config = kafka_config(tansu.addr);
+    config.router.segment_size = 1024;
+    config.router.segment_count = 2;
+    // Every jump of the log gets its event here, so that the counts add up exactly.
+    config.events.rate_limit_per_client = 0;
+    config.events.rate_limit = 0;
+    // The flood's own `message` events are not what this test reads.
+    config.events.message.enabled = false;
+    let broker = start_broker(config).await;
+    let addr = broker.local_addr();
+    let metrics = broker.metrics().clone();
+
+    // The slow subscriber: a 4 KiB receive buffer, and it stops reading after its SUBACK.
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut slow = socket.connect(addr).await.expect("connect");
+    slow.write_all(&connect_packet("slow-reader", 120, 4))
+        .await
+        .expect("CONNECT");
+    assert_eq!(read_n(&mut slow, 4).await, [0x20, 2, 0, 0]);
+    slow.write_all(&subscribe("flood/#"))
+        .await
+        .expect("SUBSCRIBE");
+    assert_eq!(read_n(&mut slow, 5).await, [0x90, 3, 0, 1, 0]);
+
+    let mut publisher = TcpStream::connect(addr).await.expect("connect");
+    publisher
+        .write_all(&connect_packet("flooder", 120, 4))
+        .await
+        .expect("CONNECT");
+    assert_eq!(read_n(&mut publisher, 4).await, [0x20, 2, 0, 0]);
+    // One delivery first: the front learns the subscriber's position in the log from it.
+    publisher
+        .write_all(&publish("flood/first", b"1"))
+        .await
+        .expect("the first message");
+    let first = read_n(&mut slow, 2).await;
+    assert_eq!(first[0] >> 4, 3, "a PUBLISH");
+    read_n(&mut slow, usize::from(first[1])).await;
+    let payload = vec![b'x'; 1024];
+    let batch: Vec<u8> = (0..64)
+        .flat_map(|i| publish(&format!("flood/{i}"), &payload))
+        .collect();
+    for _ in 0..512 {
+        publisher.write_all(&batch).await.expect("flood");
+    }
+    // The subscriber reads again until every message is delivered or counted as skipped.
+    let total: u64 = 64 * 512;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut delivered: u64 = 0;
+    while delivered + metrics.deliveries_skipped.load(Ordering::Relaxed) < total {
+        assert!(
+            Instant::now() < deadline,
+            "{delivered} delivered, {} skipped of {total} within 30 s",
+            metrics.deliveries_skipped.load(Ordering::Relaxed)
+        );
+        if let Ok(read) = timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            let n = read.expect("read");
+            assert_ne!(n, 0, "the broker closed the slow subscriber");
+            pending.extend_from_slice(&buf[..n]);
+            delivered += count_publishes(&mut pending);
+        }
+    }
+    let skipped = metrics.deliveries_skipped.load(Ordering::Relaxed);
+    assert!(skipped > 0, "the log wrapped past the subscriber");
+    // One event per jump, the counts adding up to what was skipped (read from Kafka: a
+    // subscriber of the events would share the tiny router log of this test).
+    let events = metrics.events_emitted[EventKind::Dropped as usize].load(Ordering::Relaxed);
+    let mut reader = Reader::new(tansu.addr, &PROBLEM_TOPICS[2..]);
+    let records = reader
+        .expect(
+            usize::try_from(events).expect("fits"),
+            Duration::from_secs(60),
+        )
+        .await;
+    let mut reported = 0;
+    for (index, record) in records.iter().enumerate() {
+        assert_eq!(record.key, "slow-reader");
+        let ev = Ev {
+            index,
+            topic: record.topic.clone(),
+            json: record.json.clone(),
+            qos: QoS::AtLeastOnce,
+        };
+        assert_fields(
+            &ev,
+            json!({"client_id":"slow-reader","filter":"flood/#","reason":"router_log_overrun"}),
+            &["count", "ts"],
+        );
+        assert_ts_recent(&ev);
+        reported += ev.json["count"].as_u64().expect("a count");
+    }
+    assert_eq!(
+        reported, skipped,
+        "the counts add up to the skipped messages"
+    );
+    eprintln!("{skipped} messages skipped in {events} jumps, one dropped event each");
+    drop(broker);
+    tansu.stop().await;
+}
+
+/// Waits for the `dropped` event of `client_id`, checks its fields.
+async fn dropped(monitor: &mut Monitor, client_id: &str, expected: Value) -> Ev {
+    let ev = monitor
+        .wait_for(&format!("dropped for {client_id}"), |e| {
+            e.kind() == "dropped" && e.json["client_id"] == client_id
+        })
+        .await;
+    assert_fields(&ev, expected, &["ts"]);
+    assert_ts_recent(&ev);
+    ev
+}
+
+#[tokio::test]
+async fn deliveries_too_large_or_expired_are_reported() {
+    let broker = start_broker(test_config()).await;
+    let addr = broker.local_addr();
+    let mut monitor = Monitor::start(addr).await;
+
+    // An MQTT 5 subscriber that accepts packets of at most 64 bytes.
+    let _small = MosquittoSub::spawn(
+        addr,
+        &[
+            "-V",
+            "mqttv5",
+            "-i",
+            "small-rx",
+            "-t",
+            "big/#",
+            "-D",
+            "connect",
+            "maximum-packet-size",
+            "64",
+        ],
+    );
+    monitor
+        .wait_for("small-rx subscribed", |e| e.is("subscribed", "small-rx"))
+        .await;
+    let big = "x".repeat(200);
+    let out = mosquitto_pub(addr, &["-t", "big/one", "-m", &big]).await;
+    assert!(out.status.success(), "{out:?}");
+    dropped(
+        &mut monitor,
+        "small-rx",
+        json!({"client_id":"small-rx","topic":"big/one","reason":"too_large","count":1}),
+    )
+    .await;
+
+    // A retained message that expires after a second, then a subscriber.
+    let out = mosquitto_pub(
+        addr,
+        &[
+            "-V",
+            "mqttv5",
+            "-r",
+            "-t",
+            "exp/short",
+            "-m",
+            "soon gone",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "1",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let published = Instant::now();
+    // The condition is the time itself: a second and a bit must pass.
+    tokio::time::sleep_until(published + Duration::from_millis(1_100)).await;
+    let _late = MosquittoSub::spawn(addr, &["-V", "mqttv5", "-i", "late-rx", "-t", "exp/#"]);
+    dropped(
+        &mut monitor,
+        "late-rx",
+        json!({"client_id":"late-rx","topic":"exp/short","reason":"expired","count":1}),
+    )
+    .await;
+    assert_eq!(
+        broker.metrics().events_emitted[EventKind::Dropped as usize].load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test]
+async fn drops_of_the_events_themselves_are_never_reported() {
+    let broker = start_broker(test_config()).await;
+    let addr = broker.local_addr();
+    let mut monitor = Monitor::start(addr).await;
+    // An MQTT 5 subscriber of the events that accepts packets of at most 64 bytes: every event
+    // is too large for it; none of those drops may give an event (which would be too large
+    // again).
+    let _small = MosquittoSub::spawn(
+        addr,
+        &[
+            "-V",
+            "mqttv5",
+            "-i",
+            "tiny-watcher",
+            "-t",
+            "SYSTEM/#",
+            "-D",
+            "connect",
+            "maximum-packet-size",
+            "64",
+        ],
+    );
+    monitor
+        .wait_for("tiny-watcher subscribed", |e| {
+            e.is("subscribed", "tiny-watcher")
+        })
+        .await;
+    let metrics = broker.metrics().clone();
+    let before = metrics.deliveries_too_large.load(Ordering::Relaxed);
+    let out = mosquitto_pub(addr, &["-i", "chatty", "-t", "a/b", "-m", "hello"]).await;
+    assert!(out.status.success(), "{out:?}");
+    monitor.next_event("message", "chatty").await;
+    monitor.next_event("disconnected", "chatty").await;
+    let deadline = Instant::now() + tests::WAIT;
+    while metrics.deliveries_too_large.load(Ordering::Relaxed) < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the events were too large for it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    monitor
+        .assert_none("a dropped event", tests::QUIET, |e| e.kind() == "dropped")
+        .await;
+    assert_eq!(
+        metrics.events_emitted[EventKind::Dropped as usize].load(Ordering::Relaxed),
+        0
+    );
+}
