@@ -1041,10 +1041,6 @@ mod tests {
         assert_eq!(config.events.qos_of(EventKind::Denied), QoS::AtMostOnce);
         assert_eq!(config.events.qos_of(EventKind::Dropped), QoS::ExactlyOnce);
         assert_eq!(config.events.rate_limit_of(EventKind::Denied), 0);
-        let tracker = crate::events::tracker_config(&config.events).unwrap();
-        assert_eq!(tracker.client_rate_limit, 3);
-        assert!(!tracker.enabled.contains(EventKind::Refused));
-        assert!(tracker.enabled.contains(EventKind::Dropped));
         assert!(error_of("[events.denied]\nqos = 3").contains("events.denied.qos"));
         assert!(
             error_of("[events]\nrate_limit_per_client = 70000").contains("rate_limit_per_client")

@@ -603,6 +603,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_trackers_get_the_switches_and_the_bound_per_client() {
+        let mut config = EventsConfig::default();
+        config.refused.enabled = false;
+        config.rate_limit_per_client = 3;
+        let tracker = tracker_config(&config).unwrap();
+        assert_eq!(tracker.client_rate_limit, 3);
+        assert!(!tracker.enabled.contains(EventKind::Refused));
+        assert!(tracker.enabled.contains(EventKind::Dropped));
+    }
+
+    #[test]
     fn a_kind_limit_lets_so_many_through_per_second() {
         let limit = KindLimit::new(3);
         let second = 1_700_000_000_000;
