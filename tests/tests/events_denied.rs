@@ -3,7 +3,7 @@
 //! Debian's mosquitto, with rumqttc, Debian's `mosquitto_pub` / `mosquitto_sub` and raw
 //! sockets; on its own Kafka topic against a real tansu; and against a hostile client that
 //! hammers denied publishes: bounded per connection and for all clients, counted, and the
-//! other clients are served meanwhile.
+//! other clients are served meanwhile (each round trip within 5 s; the slowest is printed).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use tests::hostile::packet;
 use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
 use tests::tap::{Mosquitto, start_tap, tap_config, wait_publisher};
 use tests::{
-    Client, Ev, Monitor, MosquittoSub, RawClient, assert_fields, assert_ts_recent, connect_packet,
+    Client, Ev, Monitor, MosquittoSub, RawClient, WAIT, assert_fields, assert_ts_recent, connect_packet,
     mosquitto_pub, options, start_broker, test_config,
 };
 use tokio::io::AsyncWriteExt;
@@ -177,7 +177,9 @@ async fn hammer(config: Config, hammerers: usize, per_client: u64) -> (Vec<Ev>, 
             raw
         }));
     }
-    // Meanwhile the worker's messages keep coming back, each within a second.
+    // Meanwhile the worker's messages keep coming back, each within WAIT (the bound leaves room
+    // for a busy 2-core machine; the slowest is printed).
+    let mut slowest = Duration::ZERO;
     for n in 0..20u32 {
         let started = Instant::now();
         let payload = n.to_string();
@@ -186,12 +188,14 @@ async fn hammer(config: Config, hammerers: usize, per_client: u64) -> (Vec<Ev>, 
             .await;
         let got = worker.next_publish().await;
         assert_eq!(got.payload, payload.as_bytes());
+        slowest = slowest.max(started.elapsed());
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < WAIT,
             "round trip {n} took {:?} during the flood",
             started.elapsed()
         );
     }
+    eprintln!("the slowest of 20 round trips during the flood: {slowest:?}");
     let mut hammers = Vec::new();
     for task in tasks {
         hammers.push(task.await.expect("a hammerer"));
