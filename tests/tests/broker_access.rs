@@ -55,9 +55,13 @@ async fn reserved_client_id_broker_is_refused_with_connack_2() {
     let out = mosquitto_pub(addr, &["-i", "broker", "-t", "t", "-m", "x"]).await;
     assert!(!out.status.success(), "mosquitto_pub must fail: {out:?}");
 
-    // A later client's connected event proves the pipeline caught up: none for `broker`.
+    // A later client's connected event proves the pipeline caught up: for `broker` only the
+    // three `refused` events, no session.
     let _after = Client::connect(addr, "after-broker").await;
     monitor.next_event("connected", "after-broker").await;
+    for _ in 0..3 {
+        monitor.next_event("refused", "broker").await;
+    }
     monitor
         .assert_none("about client id broker", QUIET, |e| {
             e.subject() == Some("broker")

@@ -558,15 +558,32 @@ async fn refusals(server: &mut Server) {
     early.expect_closed("a PINGREQ before CONNECT").await;
     drop(early);
 
-    // No event for any of them: a later client's `connected` event proves the pipeline caught
-    // up.
+    // A `refused` event for each CONNACK (client id and code as sent; no client id is read
+    // from a CONNECT of an unknown level) and no other event about them: a later client's
+    // `connected` event proves the pipeline caught up.
     let marker = Wire::connected(addr, "c5-marker").await;
     connected(&mut monitor, &marker, 60).await;
+    for (client, code, reason) in [
+        ("broker", 2, "client_identifier_not_valid"),
+        ("", 1, "unsupported_protocol_version"),
+        ("", 1, "unsupported_protocol_version"),
+        ("c5-wrong", 4, "bad_username_or_password"),
+        ("c5-mallory", 4, "bad_username_or_password"),
+        ("c5-sneaky", 5, "not_authorized"),
+    ] {
+        let ev = monitor
+            .wait_for(&format!("refused of {client:?}"), |e| {
+                e.kind() == "refused" && e.json["client_id"] == client
+            })
+            .await;
+        assert_eq!(ev.json["reason_code"], code, "{}", ev.json);
+        assert_eq!(ev.json["reason"], reason, "{}", ev.json);
+    }
     monitor
         .assert_none("about a refused client", QUIET, |e| {
             matches!(
                 e.subject(),
-                Some("broker" | "c5-v6" | "c5-v3" | "c5-wrong" | "c5-mallory" | "c5-sneaky")
+                Some("broker" | "c5-v6" | "c5-v3" | "c5-wrong" | "c5-mallory" | "c5-sneaky" | "")
             )
         })
         .await;
