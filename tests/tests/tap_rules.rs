@@ -33,6 +33,9 @@ async fn reserved_client_id_broker_is_refused_with_connack_2() {
     // The tap's own `broker` connection to mosquitto was not taken over: events still flow.
     let _probe = Client::connect(tap.local_addr(), "probe").await;
     monitor.next_event("connected", "probe").await;
+    // The refusals are reported (`refused`); no session event about `broker`.
+    monitor.next_event("refused", "broker").await;
+    monitor.next_event("refused", "broker/tap-a").await;
     monitor
         .assert_none("an event about `broker`", QUIET, |e| {
             e.subject() == Some("broker")
