@@ -19,8 +19,8 @@ use tests::hostile::packet;
 use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
 use tests::tap::{Mosquitto, start_tap, tap_config, wait_publisher};
 use tests::{
-    Client, Ev, Monitor, MosquittoSub, RawClient, WAIT, assert_fields, assert_ts_recent, connect_packet,
-    mosquitto_pub, options, start_broker, test_config,
+    Client, Ev, Monitor, MosquittoSub, RawClient, WAIT, assert_fields, assert_ts_recent,
+    connect_packet, mosquitto_pub, options, start_broker, test_config,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, sleep};
