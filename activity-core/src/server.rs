@@ -1260,7 +1260,8 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     }
 
     /// The SUBACK code for one filter: the access rules (MQTT 5: 0x87 not authorized), the
-    /// limit (0x97 quota exceeded), the router (0x80).
+    /// limit (0x97 quota exceeded), the router (0x80, or 0x97 when its memory bound is
+    /// reached, [`Routed::Full`]).
     fn grant(
         &mut self,
         now: u64,
@@ -1305,20 +1306,21 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         let _ = self.store.set_subscription_extras(filter, options, id);
         let plain = is_plain(options, id);
         let is_new = !held;
-        if out.route(Route::Subscribe {
+        let code = match out.route(Route::Subscribe {
             filter,
             options,
             plain,
             is_new,
-        }) == Routed::Refused
-        {
-            if !held {
-                self.store.remove_subscription(filter);
-            }
-            out.count(Counter::SubscriptionRefused);
-            return SubAckCode::Failure;
+        }) {
+            Routed::Refused => SubAckCode::Failure,
+            Routed::Full => SubAckCode::Refused(ReasonCode::QuotaExceeded.as_u8()),
+            Routed::Accepted | Routed::ExceptSender => return SubAckCode::Success(qos),
+        };
+        if !held {
+            self.store.remove_subscription(filter);
         }
-        SubAckCode::Success(qos)
+        out.count(Counter::SubscriptionRefused);
+        code
     }
 
     /// UNSUBSCRIBE (section 3.10): always an UNSUBACK; the router and an `unsubscribed` event

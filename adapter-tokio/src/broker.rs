@@ -22,6 +22,7 @@ use crate::http::{Api, EventHub, HttpServer};
 use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
+use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::page::AckTable;
 use crate::presence::Presence;
@@ -165,6 +166,10 @@ impl Broker {
             presence: config
                 .http_listen
                 .map(|_| Arc::new(Presence::new(config.max_connections))),
+            log_budget: config
+                .router
+                .max_filters(config.max_packet_size)
+                .map(LogBudget::new),
         });
 
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());

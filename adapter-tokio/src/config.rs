@@ -112,6 +112,13 @@ pub struct RouterLogConfig {
     pub segment_size: usize,
     /// The segments of one filter's log kept in memory (default 4, at least 1).
     pub segment_count: usize,
+    /// A bound on the memory of all the router's logs together, in bytes (default: none). The
+    /// router keeps a log for every filter ever subscribed (rumqttd 0.20 frees none), so the
+    /// bound is a number of filters: `max_log_memory / filter_log_bound` (see
+    /// [`RouterLogConfig::filter_log_bound`]). A subscription to a filter the router has no
+    /// log for yet, past that number, is refused with SUBACK 0x80 (MQTT 5: 0x97 quota
+    /// exceeded), counted in `activity_router_filters_refused_total` and logged.
+    pub max_log_memory: Option<u64>,
 }
 
 impl Default for RouterLogConfig {
@@ -119,7 +126,46 @@ impl Default for RouterLogConfig {
         RouterLogConfig {
             segment_size: 16 * 1024 * 1024,
             segment_count: 4,
+            max_log_memory: None,
         }
+    }
+}
+
+/// The fewest bytes rumqttd counts for a message in a log: 4 plus a topic of 1 byte and an
+/// empty payload (`PublishData::size` in rumqttd's `router/logs.rs`).
+const MIN_COUNTED_MESSAGE: usize = 5;
+
+/// Heap bytes per message and filter beyond its topic and payload: the allocator's rounding of
+/// the message's buffer and the publisher's id that the front adds as a user property.
+const MESSAGE_SLACK: usize = 192;
+
+impl RouterLogConfig {
+    /// The most memory one filter's log can hold, in bytes, with messages of at most
+    /// `max_packet_size` bytes: `segment_count` segments, each holding messages until rumqttd
+    /// has counted `segment_size` bytes of them (4 + topic + payload each, so at most
+    /// `segment_size / 5 + 1` messages), in a vector of at least 1,024 entries that doubles
+    /// as it grows. rumqttd does not count the entries themselves (a `Publish` with its
+    /// properties and a timestamp), which for small messages are most of the memory. Not in
+    /// the bound: MQTT 5 properties a client puts on its publishes (user properties, content
+    /// type, response topic, correlation data), which rumqttd copies into every matching log.
+    pub fn filter_log_bound(&self, max_packet_size: usize) -> u64 {
+        let entry = std::mem::size_of::<(
+            rumqttd::protocol::Publish,
+            Option<rumqttd::protocol::PublishProperties>,
+            std::time::Instant,
+        )>();
+        let messages = (self.segment_size - 1) / MIN_COUNTED_MESSAGE + 1;
+        let entries = (2 * messages).max(1024);
+        let bytes = (self.segment_size + max_packet_size) / 8 * 9;
+        let segment = entries * entry + messages * MESSAGE_SLACK + bytes;
+        u64::try_from(segment.saturating_mul(self.segment_count)).unwrap_or(u64::MAX)
+    }
+
+    /// With `max_log_memory` set, how many filters the router may keep a log for.
+    pub fn max_filters(&self, max_packet_size: usize) -> Option<usize> {
+        let bound = self.max_log_memory?;
+        let per_filter = self.filter_log_bound(max_packet_size).max(1);
+        Some(usize::try_from(bound / per_filter).unwrap_or(usize::MAX))
     }
 }
 
@@ -727,6 +773,20 @@ impl Config {
         }
         if self.router.segment_count == 0 {
             return Err(invalid("router.segment_count", "must be at least 1, got 0"));
+        }
+        if let Some(bound) = self.router.max_log_memory {
+            let per_filter = self.router.filter_log_bound(self.max_packet_size);
+            if bound < per_filter {
+                return Err(invalid(
+                    "router.max_log_memory",
+                    format!(
+                        "leaves room for no filter's log: with segment_size {}, segment_count \
+                         {} and max_packet_size {} one log may hold {per_filter} bytes, got \
+                         {bound} (make the segments smaller or the bound larger)",
+                        self.router.segment_size, self.router.segment_count, self.max_packet_size
+                    ),
+                ));
+            }
         }
         if !(MIN_PACKET_SIZE_LIMIT..=MAX_PACKET_SIZE_LIMIT).contains(&self.max_packet_size) {
             return Err(invalid(

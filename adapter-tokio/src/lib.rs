@@ -22,6 +22,7 @@ pub mod interest;
 pub mod kafka;
 pub mod limits;
 mod listeners;
+pub mod log_budget;
 pub mod logging;
 pub mod metrics;
 pub mod page;

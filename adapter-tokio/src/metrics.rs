@@ -115,6 +115,11 @@ pub struct Metrics {
     /// Messages rumqttd's router skipped for a slow subscriber: its log wrapped past the
     /// subscriber's position and the subscriber jumped to the head.
     pub deliveries_skipped: AtomicU64,
+    /// Subscriptions refused because the router's logs are at `router.max_log_memory`
+    /// ([`crate::log_budget`]).
+    pub router_filters_refused: AtomicU64,
+    /// Filters the router keeps a log for, with `router.max_log_memory` set (a gauge).
+    pub router_logs: AtomicU64,
     /// The Kafka sink's counters.
     pub kafka: KafkaMetrics,
 }
@@ -551,6 +556,18 @@ impl Metrics {
             "counter",
             "Messages the router skipped for a slow subscriber (its log wrapped).",
             &self.deliveries_skipped,
+        );
+        r.single(
+            "router_filters_refused_total",
+            "counter",
+            "Subscriptions refused because the router's logs are at router.max_log_memory.",
+            &self.router_filters_refused,
+        );
+        r.single(
+            "router_logs",
+            "gauge",
+            "Filters the router keeps a log for (with router.max_log_memory set).",
+            &self.router_logs,
         );
         out
     }

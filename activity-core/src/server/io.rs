@@ -133,7 +133,8 @@ pub enum Route<'a> {
     Connect(ConnectRequest<'a>),
     /// Deliver an application message.
     Publish(RoutedPublish<'a>),
-    /// Add (or update) a subscription of this client. [`Routed::Refused`] gives SUBACK 0x80.
+    /// Add (or update) a subscription of this client. [`Routed::Refused`] gives SUBACK 0x80,
+    /// [`Routed::Full`] 0x97 quota exceeded (0x80 before MQTT 5).
     /// Also at the CONNACK for each subscription of a resumed session (see
     /// [`Connection::handle_session_resumed`](super::Connection::handle_session_resumed)),
     /// with Retain Handling 2: the router holds the filter already and sends no retained
@@ -196,6 +197,10 @@ pub enum Routed {
     ExceptSender,
     /// The router could not take it (a full table, a closed link).
     Refused,
+    /// A [`Route::Subscribe`] of a filter the router would need new memory for, past the
+    /// driver's bound on the router's memory: SUBACK 0x97 quota exceeded (0x80 before MQTT 5),
+    /// counted as [`Counter::SubscriptionRefused`].
+    Full,
 }
 
 /// Things a server counts; the engine decides what is counted, the driver keeps the numbers.

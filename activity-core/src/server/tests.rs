@@ -34,13 +34,15 @@ enum R {
     SessionExpired,
 }
 
-/// Records everything; refuses subscriptions to filters in `refuse`.
+/// Records everything; refuses subscriptions to filters in `refuse`, and answers
+/// [`Routed::Full`] for those in `full`.
 #[derive(Default)]
 struct Rec {
     routes: Vec<R>,
     events: Vec<(EventKind, Value)>,
     counts: Vec<Counter>,
     refuse: Vec<&'static str>,
+    full: Vec<&'static str>,
     listed: Vec<&'static str>,
     /// Topics and filters the access rules refuse (to any client).
     deny: Vec<&'static str>,
@@ -89,6 +91,9 @@ impl Output for Rec {
             } => {
                 if self.refuse.contains(&filter) {
                     return Routed::Refused;
+                }
+                if self.full.contains(&filter) {
+                    return Routed::Full;
                 }
                 R::Subscribe(filter.to_owned(), options.qos)
             }

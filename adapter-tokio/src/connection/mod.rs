@@ -52,6 +52,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventSender;
 use crate::interest::Interest;
+use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::session_store::HeapSessionStore;
@@ -151,6 +152,8 @@ pub struct Shared {
     pub acl: Acl,
     /// Who is online, for the HTTP API (when `http_listen` is set).
     pub presence: Option<Arc<Presence>>,
+    /// The bound on the router's logs, with `router.max_log_memory` set.
+    pub log_budget: Option<LogBudget>,
 }
 
 /// The engine's policy for the broker's connections: the system topics and event kinds of

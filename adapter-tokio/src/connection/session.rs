@@ -239,6 +239,11 @@ impl Output for Side {
                 plain,
                 ..
             } => {
+                if let Some(budget) = &self.shared.log_budget
+                    && !budget.admit(filter, &self.client_id, &self.shared.metrics)
+                {
+                    return Routed::Full;
+                }
                 self.shared
                     .interest
                     .subscribe(&self.client_id, self.serial, filter);

@@ -119,6 +119,40 @@ fn mqtt_5_a_filter_the_rules_refuse_gets_0x87() {
     assert_eq!(client.out.counts, [Counter::SubscriptionNotAllowed]);
 }
 
+#[test]
+fn a_filter_past_the_routers_memory_bound_gets_0x80_and_is_not_held() {
+    let mut client = Client::new(REMOTE);
+    client.send(&encoded(connect("c")));
+    client.answer(ConnectAnswer::accept(false));
+    client.out.full = vec!["b/#"];
+    assert_eq!(
+        client.send(&subscribe(
+            1,
+            &[("a/#", QoS::AtMostOnce), ("b/#", QoS::AtMostOnce)]
+        )),
+        [0x90, 4, 0, 1, 0x00, 0x80]
+    );
+    assert_eq!(client.out.counts, [Counter::SubscriptionRefused]);
+    // Not held: the engine keeps only the filter the router took.
+    assert!(client.conn.store().subscription("b/#").is_none());
+    assert!(client.conn.store().subscription("a/#").is_some());
+}
+
+#[test]
+fn mqtt_5_a_filter_past_the_routers_memory_bound_gets_0x97() {
+    let mut c = connect("c5");
+    c.protocol_level = 5;
+    let mut client = Client::new(REMOTE);
+    client.send(&encoded(c));
+    client.answer(ConnectAnswer::accept(false));
+    client.out.full = vec!["b/#"];
+    assert_eq!(
+        client.send(&subscribe5(1, &["a/#", "b/#"])),
+        [0x90, 5, 0, 1, 0, 0x00, 0x97]
+    );
+    assert_eq!(client.out.counts, [Counter::SubscriptionRefused]);
+}
+
 /// The router's deliveries of an event and an ordinary message to a client subscribed to
 /// `filters`: which ones reach it.
 fn delivered(config: ServerConfig, filters: &'static [(&'static str, QoS)]) -> [bool; 2] {
