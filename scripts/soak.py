@@ -244,7 +244,7 @@ def publisher(port, n, rate, counts, stop, held):
             next_at = time.monotonic()
 
 
-def churn(port, w, rate, counts, stop):
+def churn(port, w, rate, filters, counts, stop):
     interval = 1.0 / rate
     next_at = time.monotonic() + random.random() * interval
     n = 0
@@ -258,7 +258,7 @@ def churn(port, w, rate, counts, stop):
         else:
             counts.add("connects")
             try:
-                topic = f"soak/churn/{w}/{n % 50}"
+                topic = f"soak/churn/{(w + n) % filters}"
                 conn.sock.sendall(subscribe_packet(1, topic, 1))
                 conn.expect(9)
                 counts.add("subscribes")
@@ -427,6 +427,10 @@ def main():
     ap.add_argument("--publishes-per-s", type=float, default=200.0)
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--subscribers", type=int, default=4)
+    ap.add_argument("--churn-filters", type=int, default=20,
+                    help="distinct filters the churn clients subscribe to (each a router log)")
+    ap.add_argument("--segment-size", type=int, help="[router] segment_size (default: the broker's)")
+    ap.add_argument("--segment-count", type=int, help="[router] segment_count (default: the broker's)")
     ap.add_argument("--max-growth-mib-per-h", type=float, default=16.0)
     args = ap.parse_args()
 
@@ -434,6 +438,11 @@ def main():
     svg = args.svg or os.path.join(args.out, "soak.svg")
     port, metrics_port, kafka_port = free_port(), free_port(), free_port()
     config = os.path.join(args.out, "broker.toml")
+    router = "[router]\n"
+    if args.segment_size:
+        router += f"segment_size = {args.segment_size}\n"
+    if args.segment_count:
+        router += f"segment_count = {args.segment_count}\n"
     with open(config, "w") as f:
         f.write(f'''listen = "127.0.0.1:{port}"
 metrics_listen = "127.0.0.1:{metrics_port}"
@@ -444,6 +453,7 @@ sinks = ["mqtt", "kafka"]
 brokers = ["127.0.0.1:{kafka_port}"]
 partitions = 1
 
+{router}
 [events.connected]
 enabled = true
 [events.disconnected]
@@ -498,7 +508,8 @@ def run(args, broker, tansu, port, metrics_port, kafka_port, svg):
             target=publisher, args=(port, n, args.publishes_per_s / args.publishers, counts, stop, held)))
     for w in range(args.churn_workers):
         threads.append(threading.Thread(
-            target=churn, args=(port, w, args.connects_per_s / args.churn_workers, counts, stop)))
+            target=churn,
+            args=(port, w, args.connects_per_s / args.churn_workers, args.churn_filters, counts, stop)))
     for t in threads[1:]:
         t.start()
 
