@@ -980,6 +980,42 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_on_the_logs_counts_the_entries_rumqttd_does_not() {
+        let mut router = RouterLogConfig {
+            segment_size: 16384,
+            segment_count: 2,
+            max_log_memory: Some(256 * 1024 * 1024),
+        };
+        let entry = std::mem::size_of::<(
+            rumqttd::protocol::Publish,
+            Option<rumqttd::protocol::PublishProperties>,
+            std::time::Instant,
+        )>();
+        let bound = router.filter_log_bound(1_048_576);
+        eprintln!(
+            "entry {entry} B; one log {bound} B; {:?} logs",
+            router.max_filters(1_048_576)
+        );
+        // 3,277 messages of 5 counted bytes per segment, in a vector of 6,554 entries.
+        assert_eq!(
+            bound,
+            2 * (6554 * entry as u64 + 3277 * 192 + (16384 + 1_048_576) / 8 * 9)
+        );
+        assert_eq!(
+            router.max_filters(1_048_576),
+            Some(usize::try_from(256 * 1024 * 1024 / bound).unwrap())
+        );
+        // A bound below one log is refused.
+        router.max_log_memory = Some(bound - 1);
+        let config = Config {
+            router,
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("router.max_log_memory"), "{error}");
+    }
+
+    #[test]
     fn empty_text_is_the_default() {
         let config = Config::from_toml_str("").unwrap();
         assert_eq!(config, Config::default());
