@@ -19,6 +19,7 @@
 //! The client is raw MQTT: packets are encoded and decoded with `activity_core::codec` on
 //! tokio sockets, with no client library in between.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -193,6 +194,23 @@ struct IdleArgs {
     /// Seconds the connecting may take.
     #[arg(long, default_value_t = 60.0)]
     max_seconds: f64,
+    /// Connect from this many loopback source addresses, 127.0.1.1, 127.0.1.2, ... in turn
+    /// (0: the system's choice): each has its own range of ephemeral ports.
+    #[arg(long, default_value_t = 0)]
+    sources: u8,
+    /// Every idle client subscribes to this filter (QoS 0) after its CONNACK.
+    #[arg(long)]
+    subscribe: Option<String>,
+    /// Seconds to hold every connection idle after the settle (CPU and RSS measured again).
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+    /// Then publish one message on this topic and count the idle clients it reaches.
+    #[arg(long)]
+    broadcast: Option<String>,
+    /// Also run a client that subscribes to `SYSTEM/presence/#` first and counts the
+    /// `connected` and `disconnected` events of every connection (including the broadcaster).
+    #[arg(long)]
+    presence: bool,
 }
 
 /// Options of `report`.
@@ -801,8 +819,10 @@ async fn throughput(args: &ThroughputArgs, pid: Option<u32>) -> anyhow::Result<R
 
 /// Connects `clients` clients, at most `concurrency` at once, handing each stream to `f`.
 /// Returns how many connected and how many failed (the first error is printed).
+#[allow(clippy::too_many_arguments)]
 async fn connect_many<F, Fut>(
     addr: &str,
+    sources: &[IpAddr],
     version: Version,
     prefix: &str,
     clients: usize,
@@ -823,9 +843,11 @@ where
         };
         let addr = addr.to_owned();
         let id = format!("{prefix}-{i}");
+        let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
         let f = f.clone();
         tasks.spawn(async move {
-            let result = timeout_at(deadline, wire::connect(&addr, &id, KEEP_ALIVE, version)).await;
+            let connect = wire::connect_from(&addr, source, &id, KEEP_ALIVE, version);
+            let result = timeout_at(deadline, connect).await;
             let outcome = match result {
                 Ok(Ok((stream, _))) => {
                     f(stream).await;
@@ -902,6 +924,7 @@ async fn storm(args: &StormArgs, pid: Option<u32>) -> anyhow::Result<Row> {
     let start = Instant::now();
     let (ok, failed) = connect_many(
         &common.addr,
+        &[],
         common.version(),
         "storm",
         args.clients,
@@ -958,22 +981,59 @@ async fn idle(args: &IdleArgs, pid: Option<u32>) -> anyhow::Result<Row> {
         bail!("idle needs the broker's pid: give --pid or a broker command after --");
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.max_seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let expected = Arc::new(AtomicU64::new(0));
+    let presence = if args.presence {
+        let (mut s, mut r) =
+            wire::connect(&common.addr, "bench-presence", KEEP_ALIVE, common.version()).await?;
+        wire::subscribe(&mut s, &mut r, "SYSTEM/presence/#", QoS::AtMostOnce).await?;
+        // Bounded: the connecting, the hold and the broadcast, plus time for the last events.
+        let events_deadline =
+            deadline + Duration::from_secs_f64(args.settle + args.hold) + Duration::from_secs(300);
+        Some(tokio::spawn(event_counter(
+            s,
+            r,
+            events_deadline,
+            expected.clone(),
+            stop.clone(),
+        )))
+    } else {
+        None
+    };
     sleep(Duration::from_millis(300)).await;
     let before = procfs::status_kib(pid, "VmRSS").context("cannot read the broker's VmRSS")?;
     let held = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.clients)));
+    let sources: Vec<IpAddr> = (1..=args.sources)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, i)))
+        .collect();
+    let cpu = CpuMark::now(Some(pid));
     let start = Instant::now();
     let (ok, failed) = {
         let held = held.clone();
+        let filter = args.subscribe.clone().map(Arc::new);
+        let version = common.version();
         connect_many(
             &common.addr,
-            common.version(),
+            &sources,
+            version,
             "idle",
             args.clients,
             args.concurrency,
             deadline,
-            move |stream: tokio::net::TcpStream| {
+            move |mut stream: tokio::net::TcpStream| {
                 let held = held.clone();
+                let filter = filter.clone();
                 async move {
+                    if let Some(filter) = filter {
+                        let mut reader = PacketReader::new(version);
+                        if let Err(e) =
+                            wire::subscribe(&mut stream, &mut reader, &filter, QoS::AtMostOnce)
+                                .await
+                        {
+                            eprintln!("activity-bench: an idle client's subscription: {e:#}");
+                            return;
+                        }
+                    }
                     held.lock().expect("no panics while held").push(stream);
                 }
             },
@@ -981,6 +1041,9 @@ async fn idle(args: &IdleArgs, pid: Option<u32>) -> anyhow::Result<Row> {
         .await
     };
     let connect_time = start.elapsed().as_secs_f64();
+    let mut connect_cpu = Row::default();
+    cpu.finish(Some(pid), &mut connect_cpu);
+    let subscribed = held.lock().expect("no panics while held").len();
     sleep(Duration::from_secs_f64(args.settle)).await;
     let after = procfs::status_kib(pid, "VmRSS").context("cannot read the broker's VmRSS")?;
     let delta = after.saturating_sub(before);
@@ -992,6 +1055,12 @@ async fn idle(args: &IdleArgs, pid: Option<u32>) -> anyhow::Result<Row> {
     row.set("idle_rss_kib", after);
     row.set("bytes_per_conn", per_conn);
     row.set("duration_s", format!("{connect_time:.2}"));
+    row.set(
+        "conns_per_s",
+        format!("{:.0}", ok as f64 / connect_time.max(1e-9)),
+    );
+    row.set("broker_cpu_s", connect_cpu.get("broker_cpu_s"));
+    row.set("broker_cpu_pct", connect_cpu.get("broker_cpu_pct"));
     if let Some(kib) = procfs::status_kib(pid, "VmHWM") {
         row.set("broker_peak_rss_kib", kib);
     }
@@ -999,16 +1068,133 @@ async fn idle(args: &IdleArgs, pid: Option<u32>) -> anyhow::Result<Row> {
         row.set("loadavg1", load);
     }
     eprintln!(
-        "{} {}: {ok} idle connections ({failed} failed) in {connect_time:.2} s; broker RSS \
-         {before} KiB before, {after} KiB with them: {per_conn} bytes per connection \
-         ({} bytes/conn counting the whole RSS)",
+        "{} {}: {ok} idle connections ({failed} failed, {subscribed} held) in {connect_time:.2} \
+         s ({:.0} conn/s, broker CPU {} s = {}% while connecting); broker RSS {before} KiB \
+         before, {after} KiB with them: {per_conn} bytes per connection ({} bytes/conn \
+         counting the whole RSS)",
         common.scenario,
         common.case,
+        ok as f64 / connect_time.max(1e-9),
+        connect_cpu.get("broker_cpu_s"),
+        connect_cpu.get("broker_cpu_pct"),
         after * 1024 / ok.max(1)
     );
+    if args.hold > 0.0 {
+        let cpu = CpuMark::now(Some(pid));
+        sleep(Duration::from_secs_f64(args.hold)).await;
+        let mut hold = Row::default();
+        cpu.finish(Some(pid), &mut hold);
+        let rss = procfs::status_kib(pid, "VmRSS").unwrap_or(0);
+        eprintln!(
+            "{} {}: held {subscribed} idle connections for {:.0} s: broker CPU {} s ({}%), \
+             RSS {rss} KiB",
+            common.scenario,
+            common.case,
+            args.hold,
+            hold.get("broker_cpu_s"),
+            hold.get("broker_cpu_pct")
+        );
+    }
     let streams = std::mem::take(&mut *held.lock().expect("no panics while held"));
+    let mut broadcaster = None;
+    let streams = match &args.broadcast {
+        None => streams,
+        Some(topic) => {
+            let (stream, (count, back), elapsed, cpu) =
+                broadcast(&common.addr, common.version(), topic, streams, pid).await?;
+            eprintln!(
+                "{} {}: broadcast on {topic}: {count} of {subscribed} idle clients got it within \
+                 {elapsed:.2} s (broker CPU {} s)",
+                common.scenario,
+                common.case,
+                cpu.get("broker_cpu_s")
+            );
+            broadcaster = Some(stream);
+            back
+        }
+    };
     drop(streams);
+    drop(broadcaster);
+    if let Some(presence) = presence {
+        // One `connected` and one `disconnected` per client, the broadcaster's included.
+        let clients = ok + u64::from(args.broadcast.is_some());
+        expected.store(2 * clients, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        let count = presence.await??;
+        eprintln!(
+            "{} {}: {} presence events of {} expected (connected and disconnected of {clients} \
+             clients)",
+            common.scenario,
+            common.case,
+            count.events,
+            2 * clients
+        );
+        row.set("presence_events", count.events);
+    }
     Ok(row)
+}
+
+/// Publishes one QoS 0 message on `topic` from a new client and reads every stream of
+/// `streams` (idle clients subscribed to it) until its delivery, each within 120 s. Returns
+/// the publisher's stream, (deliveries, the streams), the seconds until the last delivery, and
+/// the broker's CPU meanwhile.
+async fn broadcast(
+    addr: &str,
+    version: Version,
+    topic: &str,
+    streams: Vec<tokio::net::TcpStream>,
+    pid: u32,
+) -> anyhow::Result<(
+    tokio::net::TcpStream,
+    (u64, Vec<tokio::net::TcpStream>),
+    f64,
+    Row,
+)> {
+    let (mut publisher, _) = wire::connect(addr, "idle-broadcaster", KEEP_ALIVE, version).await?;
+    let mut readers = JoinSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let cpu = CpuMark::now(Some(pid));
+    let start = Instant::now();
+    let mut out = Vec::new();
+    push_packet(
+        &mut out,
+        &Packet::Publish(Publish {
+            properties: activity_core::codec::Properties::EMPTY,
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            pkid: None,
+            payload: b"broadcast",
+        }),
+        version,
+    )?;
+    for mut stream in streams {
+        readers.spawn(async move {
+            let mut reader = PacketReader::new(version);
+            let got = timeout_at(
+                deadline,
+                reader.next(&mut stream, |p| matches!(p, Packet::Publish(_))),
+            )
+            .await;
+            (matches!(got, Ok(Ok(true))), stream)
+        });
+    }
+    publisher.write_all(&out).await?;
+    let mut count = 0;
+    let mut back = Vec::new();
+    let mut last = 0.0;
+    while let Some(done) = readers.join_next().await {
+        let (got, stream) = done?;
+        if got {
+            count += 1;
+            last = start.elapsed().as_secs_f64();
+        }
+        back.push(stream);
+    }
+    let mut row = Row::default();
+    cpu.finish(Some(pid), &mut row);
+    Ok((publisher, (count, back), last, row))
 }
 
 fn run_report(args: &ReportArgs) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 //! Only what the load tool needs: connect (3.1, 3.2), subscribe (3.8, 3.9), publish batches
 //! (3.3), acknowledgements (3.4) and disconnect (3.14). Every wait is bounded by a timeout.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use activity_core::QoS;
@@ -14,7 +15,7 @@ use activity_core::codec::{
 };
 use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 /// The largest packet the tool accepts from a broker.
@@ -134,10 +135,38 @@ pub async fn connect(
     keep_alive: u16,
     version: Version,
 ) -> anyhow::Result<(TcpStream, PacketReader)> {
-    let mut stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+    connect_from(addr, None, client_id, keep_alive, version).await
+}
+
+/// [`connect`] from the local address `source` (port chosen by the system), or the system's
+/// choice of address with `None`: several loopback sources (127.0.0.x) give several ranges of
+/// ephemeral ports, for more connections to one broker address than one range holds.
+pub async fn connect_from(
+    addr: &str,
+    source: Option<IpAddr>,
+    client_id: &str,
+    keep_alive: u16,
+    version: Version,
+) -> anyhow::Result<(TcpStream, PacketReader)> {
+    let tcp = async {
+        match source {
+            None => TcpStream::connect(addr).await,
+            Some(source) => {
+                let target: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+                let socket = if target.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(target).await
+            }
+        }
+    };
+    let mut stream = timeout(HANDSHAKE_TIMEOUT, tcp)
         .await
         .context("TCP connect timed out")?
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .with_context(|| format!("cannot connect to {addr} from {source:?}"))?;
     stream.set_nodelay(true)?;
     let connect = Packet::Connect(Connect {
         protocol_name: match version {
