@@ -244,14 +244,14 @@ def publisher(port, n, rate, counts, stop, held):
             next_at = time.monotonic()
 
 
-def churn(port, w, rate, filters, counts, stop):
+def churn(port, w, rate, filters, ids, counts, stop):
     interval = 1.0 / rate
     next_at = time.monotonic() + random.random() * interval
     n = 0
     while not stop.is_set():
         n += 1
         try:
-            conn = Conn(port, f"soak-churn-{w}-{n}")
+            conn = Conn(port, f"soak-churn-{w}-{n % ids if ids else n}")
         except (OSError, ConnectionError, EOFError) as e:
             counts.add("connect_errors")
             print(f"soak: churn connect failed: {e}", file=sys.stderr)
@@ -427,6 +427,8 @@ def main():
     ap.add_argument("--publishes-per-s", type=float, default=200.0)
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--subscribers", type=int, default=4)
+    ap.add_argument("--churn-ids", type=int, default=0,
+                    help="reuse this many client ids per churn worker (0: every client a new id)")
     ap.add_argument("--churn-filters", type=int, default=20,
                     help="distinct filters the churn clients subscribe to (each a router log)")
     ap.add_argument("--segment-size", type=int, help="[router] segment_size (default: the broker's)")
@@ -509,7 +511,8 @@ def run(args, broker, tansu, port, metrics_port, kafka_port, svg):
     for w in range(args.churn_workers):
         threads.append(threading.Thread(
             target=churn,
-            args=(port, w, args.connects_per_s / args.churn_workers, args.churn_filters, counts, stop)))
+            args=(port, w, args.connects_per_s / args.churn_workers, args.churn_filters,
+                  args.churn_ids, counts, stop)))
     for t in threads[1:]:
         t.start()
 
