@@ -194,6 +194,15 @@ def presence_consumer(port, counts, stop, ready):
         if qos:
             pid = body[2 + tlen : 4 + tlen]
             conn.sock.sendall(b"\x40\x02" + pid)
+        payload = body[2 + tlen + (2 if qos else 0) :]
+        try:
+            client_id = json.loads(payload).get("client_id")
+        except ValueError:
+            client_id = None
+        if client_id == "soak-presence":
+            # Its own `connected` event reaches it when the event was published after its
+            # SUBSCRIBE (events are published asynchronously): not a load connection.
+            continue
         if topic.endswith("/connected"):
             counts.add("ev_connected")
         elif topic.endswith("/disconnected"):
