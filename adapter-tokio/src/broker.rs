@@ -18,14 +18,12 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
 use crate::events::{self, Dispatcher, EventSender, MqttSink, SinkQueue};
-use crate::http::{Api, EventHub, HttpServer};
+use crate::http::{HttpParts, HttpServer};
 use crate::interest::Interest;
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
-use crate::page::AckTable;
-use crate::presence::Presence;
 
 /// The name rumqttd gives the thread of router 0.
 const ROUTER_THREAD: &str = "router-0";
@@ -135,16 +133,9 @@ impl Broker {
         if let Some(queue) = kafka_queue {
             queues.push(Box::new(queue));
         }
-        let acks = Arc::new(AckTable::new(config.http.ack_table));
-        if config.http_listen.is_some() {
-            queues.push(Box::new(acks.clone()));
-        }
-        // The HTTP API's event streams, last: a short lock and a broadcast send per event.
-        let hub = config
-            .http_listen
-            .map(|_| Arc::new(EventHub::new(&config.http)));
-        if let Some(hub) = &hub {
-            queues.push(Box::new(hub.clone()));
+        let http_parts = HttpParts::new(&config);
+        if let Some(parts) = &http_parts {
+            queues.extend(parts.sinks());
         }
         let dispatcher = Dispatcher { mqtt, queues };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
@@ -163,9 +154,7 @@ impl Broker {
             unreported: AtomicU64::new(0),
             interest,
             acl: config.acl()?,
-            presence: config
-                .http_listen
-                .map(|_| Arc::new(Presence::new(config.max_connections))),
+            presence: http_parts.as_ref().map(|parts| parts.presence.clone()),
             log_budget: config
                 .router
                 .max_filters(config.max_packet_size)
@@ -175,19 +164,13 @@ impl Broker {
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
         info!(local_addr = %listeners.local_addr, "MQTT listener ready");
-        let http = match (&shared.presence, hub) {
-            (Some(presence), Some(hub)) => {
-                let api = Api::new(
-                    &config,
-                    metrics.clone(),
-                    shared.phase.clone(),
-                    presence.clone(),
-                    hub,
-                    acks,
-                );
-                HttpServer::start(&config, http_tls, Arc::new(api)).await?
+        let http = match http_parts {
+            Some(parts) => {
+                parts
+                    .start(&config, http_tls, metrics.clone(), shared.phase.clone())
+                    .await?
             }
-            _ => None,
+            None => None,
         };
 
         Ok(Broker {

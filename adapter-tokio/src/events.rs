@@ -72,7 +72,7 @@ pub struct EventRecord {
     /// The `session_seq` of a `connected` or `disconnected` event (`None` for the other kinds,
     /// and for a record read back from the Kafka spool).
     pub session_seq: Option<u64>,
-    /// Set on a retained presence state instead of an event (see [`crate::presence`]): the
+    /// Set on a retained presence state instead of an event (see [`crate::retained_presence`]): the
     /// topic to publish it on, with RETAIN. Only [`SinkQueue::offer_presence`] makes such
     /// records; no sink is offered one through [`SinkQueue::offer`].
     pub retained_topic: Option<String>,
@@ -473,7 +473,7 @@ pub trait SinkQueue: Send {
     /// is the sink's policy) and the drop is counted.
     fn offer(&self, record: EventRecord);
 
-    /// Takes a retained presence state (see [`crate::presence`]) the same way; a sink without
+    /// Takes a retained presence state (see [`crate::retained_presence`]) the same way; a sink without
     /// retained messages ignores it (the default).
     fn offer_presence(&self, state: &PresenceState) {
         let _ = state;

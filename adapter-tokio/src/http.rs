@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{Phase, is_loopback};
 use crate::config::{Config, HttpConfig};
+use crate::events::SinkQueue;
 use crate::metrics::Metrics;
 use crate::page::{self, AckTable, PageSource};
 use crate::presence::Presence;
@@ -293,6 +294,45 @@ async fn method_not_allowed() -> Response {
 /// How much nicer than the process the HTTP API's thread runs: under load, MQTT clients (and
 /// the Kafka sink) get the CPU first, and event streams fall behind instead (counted).
 pub const HTTP_THREAD_NICE: i32 = 10;
+
+/// What the HTTP API shares with the server it serves, made once when `http_listen` is set:
+/// the registry of who is online (the connections keep it), the ack table and the event
+/// streams' hub (both fed by the event dispatcher).
+pub struct HttpParts {
+    /// Who is online, for the server's connections to keep.
+    pub presence: Arc<Presence>,
+    hub: Arc<EventHub>,
+    acks: Arc<AckTable>,
+}
+
+impl HttpParts {
+    /// The parts, when `config` turns the HTTP API on.
+    pub fn new(config: &Config) -> Option<HttpParts> {
+        config.http_listen.map(|_| HttpParts {
+            presence: Arc::new(Presence::new(config.max_connections)),
+            hub: Arc::new(EventHub::new(&config.http)),
+            acks: Arc::new(AckTable::new(config.http.ack_table)),
+        })
+    }
+
+    /// The event sinks the API adds to the dispatcher, after the server's own: the ack table,
+    /// then the streams' hub (a short lock and a broadcast send per event).
+    pub fn sinks(&self) -> [Box<dyn SinkQueue>; 2] {
+        [Box::new(self.acks.clone()), Box::new(self.hub.clone())]
+    }
+
+    /// Binds the listener and serves the API (see [`HttpServer::start`]).
+    pub async fn start(
+        self,
+        config: &Config,
+        tls: Option<TlsAcceptor>,
+        metrics: Arc<Metrics>,
+        phase: watch::Receiver<Phase>,
+    ) -> anyhow::Result<Option<HttpServer>> {
+        let api = Api::new(config, metrics, phase, self.presence, self.hub, self.acks);
+        HttpServer::start(config, tls, Arc::new(api)).await
+    }
+}
 
 /// The running HTTP listener, on a thread and tokio runtime of its own (at
 /// [`HTTP_THREAD_NICE`]), so that HTTP clients, and a thousand event streams, never take the

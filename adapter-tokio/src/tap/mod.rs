@@ -31,11 +31,10 @@ use crate::admission::Phase;
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
 use crate::events::{self, Dispatcher, EventSender, SinkQueue};
-use crate::http::{Api, EventHub, HttpServer};
+use crate::http::{HttpParts, HttpServer};
 use crate::kafka::KafkaSink;
 use crate::listeners::{Listeners, Serve};
 use crate::metrics::Metrics;
-use crate::page::AckTable;
 use crate::presence::Presence;
 
 pub mod publisher;
@@ -206,16 +205,9 @@ impl Tap {
         if let Some(queue) = &upstream_queue {
             queues.push(Box::new(queue.clone()));
         }
-        let acks = Arc::new(AckTable::new(config.http.ack_table));
-        if config.http_listen.is_some() {
-            queues.push(Box::new(acks.clone()));
-        }
-        // The HTTP API's event streams, last: a short lock and a broadcast send per event.
-        let hub = config
-            .http_listen
-            .map(|_| Arc::new(EventHub::new(&config.http)));
-        if let Some(hub) = &hub {
-            queues.push(Box::new(hub.clone()));
+        let http_parts = HttpParts::new(&config);
+        if let Some(parts) = &http_parts {
+            queues.extend(parts.sinks());
         }
         let dispatcher = Dispatcher { mqtt: None, queues };
         let sink = Some(tokio::spawn(dispatcher.run(receiver)));
@@ -233,26 +225,18 @@ impl Tap {
             serial: AtomicU64::new(1),
             publishers: Mutex::new(Box::default()),
             acl: config.acl()?,
-            presence: config
-                .http_listen
-                .map(|_| Arc::new(Presence::new(config.max_connections))),
+            presence: http_parts.as_ref().map(|parts| parts.presence.clone()),
         });
 
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
-        let http = match (&shared.presence, hub) {
-            (Some(presence), Some(hub)) => {
-                let api = Api::new(
-                    &config,
-                    metrics.clone(),
-                    shared.phase.clone(),
-                    presence.clone(),
-                    hub,
-                    acks,
-                );
-                HttpServer::start(&config, http_tls, Arc::new(api)).await?
+        let http = match http_parts {
+            Some(parts) => {
+                parts
+                    .start(&config, http_tls, metrics.clone(), shared.phase.clone())
+                    .await?
             }
-            _ => None,
+            None => None,
         };
         info!(local_addr = %listeners.local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
 
