@@ -165,6 +165,34 @@ pub async fn read_n(stream: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<u8> 
     buf
 }
 
+/// Removes the whole packets at the front of `buf` (bytes read from a socket, maybe ending in
+/// part of a packet); returns how many of them were PUBLISHes.
+pub fn count_publishes(buf: &mut Vec<u8>) -> u64 {
+    let mut at = 0;
+    let mut count = 0;
+    while let Some(&first) = buf.get(at) {
+        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
+        let complete = loop {
+            let Some(&byte) = buf.get(i) else { break false };
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break true;
+            }
+        };
+        if !complete || buf.len() < i + len {
+            break;
+        }
+        if first >> 4 == 3 {
+            count += 1;
+        }
+        at = i + len;
+    }
+    buf.drain(..at);
+    count
+}
+
 /// Runs `task(i)` for every `i` in `0..count`, at most `at_once` at a time, and returns the
 /// results in the order of `i`. A panicking task panics the caller.
 pub async fn run_bounded<T, F, Fut>(count: usize, at_once: usize, mut task: F) -> Vec<T>

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tests::hostile::packet;
+use tests::hostile::{count_publishes, publish_packet, read_n, subscribe_packet};
 use tests::{connect_packet, start_broker, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -38,62 +38,6 @@ impl Log {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
     }
-}
-
-/// A QoS 0 PUBLISH of `payload` on `topic`.
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = (u16::try_from(topic.len()).expect("short topic"))
-        .to_be_bytes()
-        .to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(payload);
-    packet(0x30, &body)
-}
-
-/// A SUBSCRIBE of `filter` at QoS 0, packet id 1.
-fn subscribe(filter: &str) -> Vec<u8> {
-    let mut body = vec![0, 1];
-    body.extend_from_slice(&(u16::try_from(filter.len()).expect("short")).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(0);
-    packet(0x82, &body)
-}
-
-/// Removes the whole packets at the front of `buf`; returns how many were PUBLISHes.
-fn count_publishes(buf: &mut Vec<u8>) -> u64 {
-    let mut at = 0;
-    let mut count = 0;
-    while let Some(&first) = buf.get(at) {
-        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
-        let complete = loop {
-            let Some(&byte) = buf.get(i) else { break false };
-            len |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            i += 1;
-            if byte & 0x80 == 0 {
-                break true;
-            }
-        };
-        if !complete || buf.len() < i + len {
-            break;
-        }
-        if first >> 4 == 3 {
-            count += 1;
-        }
-        at = i + len;
-    }
-    buf.drain(..at);
-    count
-}
-
-/// Reads exactly `n` bytes within 5 s.
-async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    timeout(tests::WAIT, stream.read_exact(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .expect("answer bytes");
-    buf
 }
 
 #[tokio::test]
@@ -125,7 +69,7 @@ async fn skipped_deliveries_are_counted_and_logged_with_the_client_id() {
         [0x20, 2, 0, 0],
         "CONNACK accepted"
     );
-    slow.write_all(&subscribe("flood/#"))
+    slow.write_all(&subscribe_packet(1, b"flood/#", 0))
         .await
         .expect("SUBSCRIBE");
     assert_eq!(
@@ -144,7 +88,7 @@ async fn skipped_deliveries_are_counted_and_logged_with_the_client_id() {
     // One message delivered first: the front knows where the subscriber is in the log only
     // from a delivery (skips before the first one cannot be seen, see docs/scale.md).
     publisher
-        .write_all(&publish("flood/first", b"1"))
+        .write_all(&publish_packet(b"flood/first", 0, 0, b"1"))
         .await
         .expect("the first message");
     let first = read_n(&mut slow, 2).await;
@@ -152,7 +96,7 @@ async fn skipped_deliveries_are_counted_and_logged_with_the_client_id() {
     read_n(&mut slow, usize::from(first[1])).await;
     let payload = vec![b'x'; 1024];
     let batch: Vec<u8> = (0..64)
-        .flat_map(|i| publish(&format!("flood/{i}"), &payload))
+        .flat_map(|i| publish_packet(format!("flood/{i}").as_bytes(), 0, 0, &payload))
         .collect();
     for _ in 0..512 {
         publisher.write_all(&batch).await.expect("flood");

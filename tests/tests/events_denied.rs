@@ -15,7 +15,7 @@ use adapter_tokio::config::{AclRuleConfig, Config};
 use adapter_tokio::metrics::Metrics;
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::json;
-use tests::hostile::packet;
+use tests::hostile::publish_packet;
 use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
 use tests::tap::{Mosquitto, start_tap, tap_config, wait_publisher};
 use tests::{
@@ -56,17 +56,6 @@ async fn denied(monitor: &mut Monitor, client_id: &str, topic: &str, action: &st
     );
     assert_ts_recent(&ev);
     ev
-}
-
-/// A QoS 0 PUBLISH of `payload` on `topic`.
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = u16::try_from(topic.len())
-        .expect("short topic")
-        .to_be_bytes()
-        .to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(payload);
-    packet(0x30, &body)
 }
 
 async fn wait_metric(metrics: &Metrics, what: &str, condition: impl Fn(&Metrics) -> bool) {
@@ -159,7 +148,7 @@ async fn hammer(config: Config, hammerers: usize, per_client: u64) -> (Vec<Ev>, 
     worker.subscribe("work/#", QoS::AtLeastOnce).await;
 
     let batch: Vec<u8> = (0..500)
-        .flat_map(|_| publish("secret/x", b"spam"))
+        .flat_map(|_| publish_packet(b"secret/x", 0, 0, b"spam"))
         .collect();
     let mut tasks = Vec::new();
     for i in 0..hammerers {

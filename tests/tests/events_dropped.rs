@@ -11,7 +11,7 @@ use std::time::Duration;
 use activity_core::event::EventKind;
 use rumqttc::QoS;
 use serde_json::{Value, json};
-use tests::hostile::packet;
+use tests::hostile::{count_publishes, publish_packet, read_n, subscribe_packet};
 use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
 use tests::{
     Ev, Monitor, MosquittoSub, assert_fields, assert_ts_recent, connect_packet, mosquitto_pub,
@@ -20,62 +20,6 @@ use tests::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
-
-/// A QoS 0 PUBLISH of `payload` on `topic`.
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = u16::try_from(topic.len())
-        .expect("short topic")
-        .to_be_bytes()
-        .to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(payload);
-    packet(0x30, &body)
-}
-
-/// A SUBSCRIBE of `filter` at QoS 0, packet id 1.
-fn subscribe(filter: &str) -> Vec<u8> {
-    let mut body = vec![0, 1];
-    body.extend_from_slice(&u16::try_from(filter.len()).expect("short").to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(0);
-    packet(0x82, &body)
-}
-
-/// Removes the whole packets at the front of `buf`; returns how many were PUBLISHes.
-fn count_publishes(buf: &mut Vec<u8>) -> u64 {
-    let mut at = 0;
-    let mut count = 0;
-    while let Some(&first) = buf.get(at) {
-        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
-        let complete = loop {
-            let Some(&byte) = buf.get(i) else { break false };
-            len |= usize::from(byte & 0x7f) << shift;
-            shift += 7;
-            i += 1;
-            if byte & 0x80 == 0 {
-                break true;
-            }
-        };
-        if !complete || buf.len() < i + len {
-            break;
-        }
-        if first >> 4 == 3 {
-            count += 1;
-        }
-        at = i + len;
-    }
-    buf.drain(..at);
-    count
-}
-
-async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    timeout(tests::WAIT, stream.read_exact(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .expect("answer bytes");
-    buf
-}
 
 #[tokio::test]
 async fn messages_the_router_skips_are_reported_with_their_count() {
@@ -100,7 +44,7 @@ async fn messages_the_router_skips_are_reported_with_their_count() {
         .await
         .expect("CONNECT");
     assert_eq!(read_n(&mut slow, 4).await, [0x20, 2, 0, 0]);
-    slow.write_all(&subscribe("flood/#"))
+    slow.write_all(&subscribe_packet(1, b"flood/#", 0))
         .await
         .expect("SUBSCRIBE");
     assert_eq!(read_n(&mut slow, 5).await, [0x90, 3, 0, 1, 0]);
@@ -113,7 +57,7 @@ async fn messages_the_router_skips_are_reported_with_their_count() {
     assert_eq!(read_n(&mut publisher, 4).await, [0x20, 2, 0, 0]);
     // One delivery first: the front learns the subscriber's position in the log from it.
     publisher
-        .write_all(&publish("flood/first", b"1"))
+        .write_all(&publish_packet(b"flood/first", 0, 0, b"1"))
         .await
         .expect("the first message");
     let first = read_n(&mut slow, 2).await;
@@ -121,7 +65,7 @@ async fn messages_the_router_skips_are_reported_with_their_count() {
     read_n(&mut slow, usize::from(first[1])).await;
     let payload = vec![b'x'; 1024];
     let batch: Vec<u8> = (0..64)
-        .flat_map(|i| publish(&format!("flood/{i}"), &payload))
+        .flat_map(|i| publish_packet(format!("flood/{i}").as_bytes(), 0, 0, &payload))
         .collect();
     for _ in 0..512 {
         publisher.write_all(&batch).await.expect("flood");

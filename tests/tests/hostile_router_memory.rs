@@ -13,7 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tests::hostile::{mib, packet, read_n, rss_bytes};
+use tests::hostile::{mib, packet, publish_packet, read_n, rss_bytes};
 use tests::{connect_packet, start_broker, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -37,16 +37,6 @@ const PER_SUBSCRIBE: usize = 120;
 /// Messages published to each of the hog's filters: past what the two segments of a log hold
 /// of the smallest messages here (4,096 / 12 bytes counted each, twice), so every log wraps.
 const MESSAGES_PER_FILTER: usize = 1_000;
-
-/// A QoS 0 PUBLISH of `payload` on `topic`.
-fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = (u16::try_from(topic.len()).expect("short topic"))
-        .to_be_bytes()
-        .to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(payload);
-    packet(0x30, &body)
-}
 
 /// A SUBSCRIBE of `filters` at QoS 0 (`v5`: with an empty property block).
 fn subscribe(pkid: u16, filters: &[String], v5: bool) -> Vec<u8> {
@@ -94,10 +84,10 @@ const ROUND_TRIP: Duration = Duration::from_secs(30);
 /// delivery on `probe` (subscribed to it), skipping nothing else (it holds only that filter).
 async fn round_trip(from: &mut TcpStream, probe: &mut TcpStream, payload: &[u8]) -> Duration {
     let start = Instant::now();
-    from.write_all(&publish("probe/echo", payload))
+    from.write_all(&publish_packet(b"probe/echo", 0, 0, payload))
         .await
         .expect("the probe's publish");
-    let expected = publish("probe/echo", payload);
+    let expected = publish_packet(b"probe/echo", 0, 0, payload);
     let mut got = vec![0u8; expected.len()];
     timeout(ROUND_TRIP, probe.read_exact(&mut got))
         .await
@@ -190,7 +180,10 @@ async fn many_filters_flooded_and_never_read_stay_within_max_log_memory() {
 
     // The flood: the smallest messages, round robin over every filter the hog asked for.
     let mut flooder = connect(addr, "flooder", 4).await;
-    let batch: Vec<u8> = filters.iter().flat_map(|f| publish(f, b"")).collect();
+    let batch: Vec<u8> = filters
+        .iter()
+        .flat_map(|f| publish_packet(f.as_bytes(), 0, 0, b""))
+        .collect();
     let mut worst = before_rtt;
     for round in 0..MESSAGES_PER_FILTER {
         flooder.write_all(&batch).await.expect("flood");
