@@ -79,7 +79,30 @@ fn wrong_credentials_get_connack_4_and_anonymous_clients_connack_5() {
         let stats = handle.stats();
         assert_eq!((stats.refused_auth, stats.clients_connected), (5, 1));
 
-        // No refused CONNECT made an event: the next one is alice's.
+        // Each refused CONNECT made a `refused` event, in order; then alice's `connected`.
+        let refusals = [
+            ("anon", None, 5),
+            ("dev", Some("alice"), 4),
+            ("dev", Some("alice"), 4),
+            ("dev", Some("alice"), 4),
+            ("dev", Some("mallory"), 4),
+        ];
+        for (client_id, username, code) in refusals {
+            let refused = monitor.event("presence/refused").await;
+            assert_eq!(
+                (
+                    &refused["client_id"],
+                    &refused["username"],
+                    &refused["reason_code"]
+                ),
+                (
+                    &serde_json::json!(client_id),
+                    &username.map_or(serde_json::Value::Null, |u| serde_json::json!(u)),
+                    &serde_json::json!(code)
+                ),
+                "{refused}"
+            );
+        }
         assert_eq!(
             connack(stack, login("dev", "alice", Some(b"secret"))).await,
             0

@@ -87,11 +87,20 @@ async fn a_kept_session_that_expires_says_session_expired_after_its_disconnected
         .await;
     assert_eq!(
         fields(&expired),
-        ["client_id", "connected_at", "reason", "ts"],
+        [
+            "client_id",
+            "connected_at",
+            "event_seq",
+            "reason",
+            "session_seq",
+            "ts"
+        ],
         "{}",
         expired.json
     );
     assert_eq!(expired.json["connected_at"], gone.json["connected_at"]);
+    // The session's end carries the number of the connection it outlived.
+    assert_eq!(expired.json["session_seq"], gone.json["session_seq"]);
     assert_eq!(expired.json["connected_at"], connected.json["ts"]);
     assert!(
         expired.ts() >= gone.ts() + 1_000,
