@@ -193,6 +193,90 @@ pub fn count_publishes(buf: &mut Vec<u8>) -> u64 {
     count
 }
 
+/// The messages [`flood_a_slow_subscriber`] publishes (64 topics x 512 rounds, 1 KiB each).
+pub const FLOOD_MESSAGES: u64 = 64 * 512;
+
+/// A subscriber of `flood/#` at QoS 0 with a 4 KiB receive buffer that stops reading after its
+/// SUBACK and one first delivery (the front learns its position in the router's log only from
+/// a delivery), then [`FLOOD_MESSAGES`] messages of 1 KiB from a raw publisher: a router log of
+/// a few KiB wraps past the subscriber. Returns the subscriber's socket, unread since, and the
+/// publisher's, kept open so that the flood does not end with a disconnect.
+pub async fn flood_a_slow_subscriber(addr: SocketAddr) -> (TcpStream, TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut slow = socket.connect(addr).await.expect("connect");
+    slow.write_all(&connect_packet("slow-reader", 120, 4))
+        .await
+        .expect("CONNECT");
+    assert_eq!(
+        read_n(&mut slow, 4).await,
+        [0x20, 2, 0, 0],
+        "CONNACK accepted"
+    );
+    slow.write_all(&subscribe_packet(1, b"flood/#", 0))
+        .await
+        .expect("SUBSCRIBE");
+    assert_eq!(
+        read_n(&mut slow, 5).await,
+        [0x90, 3, 0, 1, 0],
+        "SUBACK QoS 0"
+    );
+
+    let mut publisher = TcpStream::connect(addr).await.expect("connect");
+    publisher
+        .write_all(&connect_packet("flooder", 120, 4))
+        .await
+        .expect("CONNECT");
+    assert_eq!(read_n(&mut publisher, 4).await, [0x20, 2, 0, 0]);
+    publisher
+        .write_all(&publish_packet(b"flood/first", 0, 0, b"1"))
+        .await
+        .expect("the first message");
+    let first = read_n(&mut slow, 2).await;
+    assert_eq!(first[0] >> 4, 3, "a PUBLISH");
+    read_n(&mut slow, usize::from(first[1])).await;
+    let payload = vec![b'x'; 1024];
+    let batch: Vec<u8> = (0..64)
+        .flat_map(|i| publish_packet(format!("flood/{i}").as_bytes(), 0, 0, &payload))
+        .collect();
+    for _ in 0..512 {
+        publisher.write_all(&batch).await.expect("flood");
+    }
+    (slow, publisher)
+}
+
+/// Reads `slow` (from [`flood_a_slow_subscriber`]) until every flood message was delivered to
+/// it or counted as skipped (`skipped()`), within 30 s; returns how many were delivered.
+/// `context()` is added to a failure's message.
+pub async fn read_until_accounted(
+    slow: &mut TcpStream,
+    skipped: impl Fn() -> u64,
+    context: impl Fn() -> String,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut delivered: u64 = 0;
+    while delivered + skipped() < FLOOD_MESSAGES {
+        assert!(
+            Instant::now() < deadline,
+            "{delivered} delivered and {} counted as skipped of {FLOOD_MESSAGES} within 30 s{}",
+            skipped(),
+            context()
+        );
+        match timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("the broker closed the slow subscriber{}", context()),
+            Ok(Ok(n)) => {
+                pending.extend_from_slice(&buf[..n]);
+                delivered += count_publishes(&mut pending);
+            }
+            Err(_) => {}
+            Ok(Err(e)) => panic!("read: {e}"),
+        }
+    }
+    delivered
+}
+
 /// Runs `task(i)` for every `i` in `0..count`, at most `at_once` at a time, and returns the
 /// results in the order of `i`. A panicking task panics the caller.
 pub async fn run_bounded<T, F, Fut>(count: usize, at_once: usize, mut task: F) -> Vec<T>

@@ -14,11 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tests::hostile::{count_publishes, publish_packet, read_n, subscribe_packet};
-use tests::{connect_packet, start_broker, test_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, sleep, timeout};
+use tests::hostile::{FLOOD_MESSAGES, flood_a_slow_subscriber, read_until_accounted};
+use tests::{start_broker, test_config};
+use tokio::time::{Instant, sleep};
 
 /// The captured log.
 #[derive(Clone, Default)]
@@ -57,83 +55,23 @@ async fn skipped_deliveries_are_counted_and_logged_with_the_client_id() {
     let addr = broker.local_addr();
     let metrics = broker.metrics().clone();
 
-    // The slow subscriber: a 4 KiB receive buffer, and it stops reading after its SUBACK.
-    let socket = TcpSocket::new_v4().expect("a socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let mut slow = socket.connect(addr).await.expect("connect");
-    slow.write_all(&connect_packet("slow-reader", 120, 4))
-        .await
-        .expect("CONNECT");
-    assert_eq!(
-        read_n(&mut slow, 4).await,
-        [0x20, 2, 0, 0],
-        "CONNACK accepted"
-    );
-    slow.write_all(&subscribe_packet(1, b"flood/#", 0))
-        .await
-        .expect("SUBSCRIBE");
-    assert_eq!(
-        read_n(&mut slow, 5).await,
-        [0x90, 3, 0, 1, 0],
-        "SUBACK QoS 0"
-    );
-
-    // The flood: 1 KiB messages, 32 MiB in all, from a raw publisher.
-    let mut publisher = TcpStream::connect(addr).await.expect("connect");
-    publisher
-        .write_all(&connect_packet("flooder", 120, 4))
-        .await
-        .expect("CONNECT");
-    assert_eq!(read_n(&mut publisher, 4).await, [0x20, 2, 0, 0]);
-    // One message delivered first: the front knows where the subscriber is in the log only
-    // from a delivery (skips before the first one cannot be seen, see docs/scale.md).
-    publisher
-        .write_all(&publish_packet(b"flood/first", 0, 0, b"1"))
-        .await
-        .expect("the first message");
-    let first = read_n(&mut slow, 2).await;
-    assert_eq!(first[0] >> 4, 3, "a PUBLISH");
-    read_n(&mut slow, usize::from(first[1])).await;
-    let payload = vec![b'x'; 1024];
-    let batch: Vec<u8> = (0..64)
-        .flat_map(|i| publish_packet(format!("flood/{i}").as_bytes(), 0, 0, &payload))
-        .collect();
-    for _ in 0..512 {
-        publisher.write_all(&batch).await.expect("flood");
-    }
+    // The slow subscriber: a 4 KiB receive buffer, and it stops reading after its SUBACK and
+    // one first delivery; then the flood, 32 MiB of 1 KiB messages from a raw publisher.
+    let (mut slow, publisher) = flood_a_slow_subscriber(addr).await;
     // The subscriber reads again: every message of the flood was either delivered to it or
     // counted as skipped.
-    let total: u64 = 64 * 512;
+    let delivered = read_until_accounted(
+        &mut slow,
+        || metrics.deliveries_skipped.load(Ordering::Relaxed),
+        || format!("; log:\n{}", log.text()),
+    )
+    .await;
+    let skipped = metrics.deliveries_skipped.load(Ordering::Relaxed);
     let log_lines = |text: &str| {
         text.lines()
             .filter(|l| l.contains("skipped messages"))
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut delivered: u64 = 0;
-    while delivered + metrics.deliveries_skipped.load(Ordering::Relaxed) < total {
-        assert!(
-            Instant::now() < deadline,
-            "{delivered} delivered and {} counted as skipped of {total} within 30 s; log:\n{}",
-            metrics.deliveries_skipped.load(Ordering::Relaxed),
-            log.text()
-        );
-        match timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
-            Ok(Ok(0)) => panic!(
-                "the broker closed the slow subscriber; log:\n{}",
-                log.text()
-            ),
-            Ok(Ok(n)) => {
-                pending.extend_from_slice(&buf[..n]);
-                delivered += count_publishes(&mut pending);
-            }
-            Err(_) => {}
-            Ok(Err(e)) => panic!("read: {e}"),
-        }
-    }
-    let skipped = metrics.deliveries_skipped.load(Ordering::Relaxed);
     let rendered = metrics.render();
     assert!(
         rendered.contains("activity_deliveries_skipped_total"),
@@ -158,11 +96,11 @@ async fn skipped_deliveries_are_counted_and_logged_with_the_client_id() {
         );
         sleep(Duration::from_millis(10)).await;
     }
-    eprintln!("of {total} messages: {delivered} delivered, {skipped} counted as skipped");
+    eprintln!("of {FLOOD_MESSAGES} messages: {delivered} delivered, {skipped} counted as skipped");
     assert!(skipped > 0, "the log wrapped past the subscriber");
     assert_eq!(
         delivered + skipped,
-        total,
+        FLOOD_MESSAGES,
         "every message was delivered or counted, none twice"
     );
     drop(publisher);

@@ -11,15 +11,13 @@ use std::time::Duration;
 use activity_core::event::EventKind;
 use rumqttc::QoS;
 use serde_json::{Value, json};
-use tests::hostile::{count_publishes, publish_packet, read_n, subscribe_packet};
+use tests::hostile::{flood_a_slow_subscriber, read_until_accounted};
 use tests::kafka::{PROBLEM_TOPICS, Reader, Tansu, kafka_config};
 use tests::{
-    Ev, Monitor, MosquittoSub, assert_fields, assert_ts_recent, connect_packet, mosquitto_pub,
-    start_broker, test_config,
+    Ev, Monitor, MosquittoSub, assert_fields, assert_ts_recent, mosquitto_pub, start_broker,
+    test_config,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn messages_the_router_skips_are_reported_with_their_count() {
@@ -37,58 +35,14 @@ async fn messages_the_router_skips_are_reported_with_their_count() {
     let metrics = broker.metrics().clone();
 
     // The slow subscriber: a 4 KiB receive buffer, and it stops reading after its SUBACK.
-    let socket = TcpSocket::new_v4().expect("a socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let mut slow = socket.connect(addr).await.expect("connect");
-    slow.write_all(&connect_packet("slow-reader", 120, 4))
-        .await
-        .expect("CONNECT");
-    assert_eq!(read_n(&mut slow, 4).await, [0x20, 2, 0, 0]);
-    slow.write_all(&subscribe_packet(1, b"flood/#", 0))
-        .await
-        .expect("SUBSCRIBE");
-    assert_eq!(read_n(&mut slow, 5).await, [0x90, 3, 0, 1, 0]);
-
-    let mut publisher = TcpStream::connect(addr).await.expect("connect");
-    publisher
-        .write_all(&connect_packet("flooder", 120, 4))
-        .await
-        .expect("CONNECT");
-    assert_eq!(read_n(&mut publisher, 4).await, [0x20, 2, 0, 0]);
-    // One delivery first: the front learns the subscriber's position in the log from it.
-    publisher
-        .write_all(&publish_packet(b"flood/first", 0, 0, b"1"))
-        .await
-        .expect("the first message");
-    let first = read_n(&mut slow, 2).await;
-    assert_eq!(first[0] >> 4, 3, "a PUBLISH");
-    read_n(&mut slow, usize::from(first[1])).await;
-    let payload = vec![b'x'; 1024];
-    let batch: Vec<u8> = (0..64)
-        .flat_map(|i| publish_packet(format!("flood/{i}").as_bytes(), 0, 0, &payload))
-        .collect();
-    for _ in 0..512 {
-        publisher.write_all(&batch).await.expect("flood");
-    }
+    let (mut slow, _publisher) = flood_a_slow_subscriber(addr).await;
     // The subscriber reads again until every message is delivered or counted as skipped.
-    let total: u64 = 64 * 512;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut delivered: u64 = 0;
-    while delivered + metrics.deliveries_skipped.load(Ordering::Relaxed) < total {
-        assert!(
-            Instant::now() < deadline,
-            "{delivered} delivered, {} skipped of {total} within 30 s",
-            metrics.deliveries_skipped.load(Ordering::Relaxed)
-        );
-        if let Ok(read) = timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
-            let n = read.expect("read");
-            assert_ne!(n, 0, "the broker closed the slow subscriber");
-            pending.extend_from_slice(&buf[..n]);
-            delivered += count_publishes(&mut pending);
-        }
-    }
+    read_until_accounted(
+        &mut slow,
+        || metrics.deliveries_skipped.load(Ordering::Relaxed),
+        String::new,
+    )
+    .await;
     let skipped = metrics.deliveries_skipped.load(Ordering::Relaxed);
     assert!(skipped > 0, "the log wrapped past the subscriber");
     // One event per jump, the counts adding up to what was skipped (read from Kafka: a
