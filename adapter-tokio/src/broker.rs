@@ -143,6 +143,7 @@ impl Broker {
         let shared = Arc::new(Shared {
             config: config.clone(),
             link_factory,
+            router_names: Default::default(),
             events: events.clone(),
             metrics: metrics.clone(),
             registry: Registry::default(),

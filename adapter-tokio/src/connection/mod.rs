@@ -15,8 +15,8 @@
 //! - rumqttd's ways: every client publish enters the router at QoS 0 with a marker of its real
 //!   QoS ([`crate::qos_marker`]), so that deliveries go at `min(publish QoS, subscription QoS)`
 //!   (section 3.8.4) with the [`AckSequencer`](crate::sequencer::AckSequencer) completing the router's flow; the publisher of a
-//!   message rides along in a user property, for `msgack`; client ids are escaped for the
-//!   router; the router's own SUBACK and PUBREL are not passed on (the engine answered);
+//!   message rides along in a user property, for `msgack`; a clean link enters the router
+//!   under a pooled name ([`RouterNames`]), a kept session under its escaped client id; the router's own SUBACK and PUBREL are not passed on (the engine answered);
 //! - a client that stops reading: a write may stall until the keep-alive deadline, or
 //!   [`WRITE_STALL_LIMIT`] without keep-alive, and then the connection closes as
 //!   `keepalive_timeout`;
@@ -56,10 +56,12 @@ use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::session_store::HeapSessionStore;
+pub use router_names::RouterNames;
 
 pub use crate::admission::Phase;
 
 mod properties;
+mod router_names;
 mod session;
 mod skips;
 
@@ -154,6 +156,8 @@ pub struct Shared {
     pub presence: Option<Arc<Presence>>,
     /// The bound on the router's logs, with `router.max_log_memory` set.
     pub log_budget: Option<LogBudget>,
+    /// The router names of clean links (see [`RouterNames`]).
+    pub router_names: Arc<RouterNames>,
 }
 
 /// The engine's policy for the broker's connections: the system topics and event kinds of

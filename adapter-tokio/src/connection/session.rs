@@ -29,6 +29,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, info, warn};
 
 use super::properties;
+use super::router_names::RouterName;
 use super::skips::LogPositions;
 use super::{
     ACK_STORE_CAPACITY, Kick, PUBLISHER_PROPERTY, Phase, Shared, WRITE_STALL_LIMIT, now_ms,
@@ -191,6 +192,8 @@ struct Side {
     router_ids: HashMap<String, usize>,
     /// The last router identifier given.
     router_next_id: usize,
+    /// The pooled router name of a clean link, until the link is gone.
+    router_name: Option<RouterName>,
     /// The packet id of the last router SUBSCRIBE of a resumed session's subscriptions (see
     /// [`Connection::handle_session_resumed`]), until its SUBACK: rumqttd forgot the
     /// session's router identifiers with its last connection, so until then a delivery
@@ -572,6 +575,7 @@ impl Session {
                 router_filters: HashMap::new(),
                 router_ids: HashMap::new(),
                 router_next_id: 0,
+                router_name: None,
                 unnamed_until: None,
                 v5: false,
                 username: None,
@@ -779,13 +783,22 @@ impl Session {
                 self.conn.handle_session_resumed(&resumed);
             }
         }
-        let router_id = router_client_id(&client_id);
         if self.side.discard_first {
             discard_router_session(&shared, &client_id).await;
         }
         let factory = shared.link_factory.clone();
         // rumqttd's clean flag both discards an earlier session and keeps none at the end.
         let clean = !self.side.router_keeps;
+        // A clean link resumes nothing: it takes a pooled name, which keeps the router from
+        // remembering every client id that ever left (see `RouterNames`).
+        let router_id = if clean {
+            let name = shared.router_names.take();
+            let id = name.to_router_id();
+            self.side.router_name = Some(name);
+            id
+        } else {
+            router_client_id(&client_id)
+        };
         let built = tokio::task::spawn_blocking(move || factory(&router_id, clean)).await;
         let (tx, rx, connack) = match built {
             Ok(Ok(link)) => link,
@@ -942,6 +955,8 @@ impl Session {
             None,
         ));
         let _ = side.send(&mut link.tx).await;
+        // The router handles that DISCONNECT before any later link's CONNECT (one channel).
+        side.router_name = None;
         // The session ends now although the router was told to keep it: a DISCONNECT set its
         // expiry to 0, or it could not be kept.
         let ends_now = side.router_keeps && side.end_expiry == Some(0);
@@ -1008,8 +1023,9 @@ impl Session {
         let side = &mut self.side;
         if !side.batch.is_empty() {
             let factory = side.shared.link_factory.clone();
-            // `%%` never starts an escaped client id (see `router_client_id`).
-            let router_id = format!("%%will-{}", side.serial);
+            // Held until the will's DISCONNECT is sent.
+            let name = side.shared.router_names.take();
+            let router_id = name.to_router_id();
             let built = tokio::task::spawn_blocking(move || factory(&router_id, true)).await;
             match built {
                 Ok(Ok((mut tx, _rx, _))) => {
