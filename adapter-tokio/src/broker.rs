@@ -144,6 +144,7 @@ impl Broker {
             config: config.clone(),
             link_factory,
             router_names: Default::default(),
+            router_sessions: Default::default(),
             events: events.clone(),
             metrics: metrics.clone(),
             registry: Registry::default(),

@@ -65,9 +65,11 @@ pub struct Config {
     /// The MQTT 5 Server Keep Alive, in seconds (default: none, the client's keep-alive
     /// holds): told to MQTT 5 clients in the CONNACK and applied to them.
     pub server_keep_alive: Option<u16>,
-    /// The most MQTT 5 sessions kept after their connection ended, waiting for their expiry
-    /// or a delayed will (default 10,000); past it, a session ends with its connection and
-    /// `activity_sessions_not_kept_total` counts it.
+    /// The most sessions kept after their connection ended (default 10,000): MQTT 5 sessions
+    /// waiting for their expiry or a delayed will, at most this many; MQTT 3.1.1 sessions with
+    /// clean session 0 (kept by rumqttd's router until a clean connection of the client id),
+    /// only while fewer than this many of both kinds are kept. Past it, a session ends with
+    /// its connection and `activity_sessions_not_kept_total` counts it.
     pub max_kept_sessions: usize,
     /// How long shutdown waits for `server_shutdown` events to go out before closing sockets,
     /// in milliseconds (default 500).

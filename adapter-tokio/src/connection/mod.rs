@@ -56,7 +56,7 @@ use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::session_store::HeapSessionStore;
-pub use router_names::RouterNames;
+pub use router_names::{RouterNames, RouterSessions};
 
 pub use crate::admission::Phase;
 
@@ -158,6 +158,8 @@ pub struct Shared {
     pub log_budget: Option<LogBudget>,
     /// The router names of clean links (see [`RouterNames`]).
     pub router_names: Arc<RouterNames>,
+    /// The client ids whose session the router keeps (see [`RouterSessions`]).
+    pub router_sessions: RouterSessions,
 }
 
 /// The engine's policy for the broker's connections: the system topics and event kinds of

@@ -11,7 +11,12 @@
 //! knows at most as many names as there were clean links at once (bounded by
 //! `max_connections` and the delayed wills in flight). Links of sessions the router keeps
 //! still use the escaped client id (see `router_client_id`), which is how they resume.
+//!
+//! A clean link under the client id also ended the session the router kept for it (rumqttd's
+//! clean flag); under a pooled name it cannot, so [`RouterSessions`] remembers which client ids
+//! have a session in the router, and a clean connection of one ends it first.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Router names for clean links, reused once their link is gone.
@@ -77,6 +82,50 @@ impl Drop for RouterName {
     }
 }
 
+/// The client ids whose session rumqttd's router keeps after their connection: 3.1.1
+/// sessions with clean session 0 and MQTT 5 sessions with a session expiry. Bounded like those
+/// sessions (see the broker's `max_kept_sessions`).
+#[derive(Debug, Default)]
+pub struct RouterSessions {
+    ids: Mutex<HashSet<String>>,
+}
+
+impl RouterSessions {
+    /// Notes that the router keeps a session for `client_id`, unless `limit` sessions are
+    /// noted already; false then (the caller ends that session instead).
+    pub fn keep(&self, client_id: &str, limit: usize) -> bool {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.contains(client_id) {
+            return true;
+        }
+        if ids.len() >= limit {
+            return false;
+        }
+        ids.insert(client_id.to_owned())
+    }
+
+    /// Forgets the session of `client_id`; whether the router had one.
+    pub fn forget(&self, client_id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(client_id)
+    }
+
+    /// How many sessions the router keeps.
+    pub fn len(&self) -> usize {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether the router keeps none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +159,19 @@ mod tests {
         assert!(names.issued() <= 6, "issued {}", names.issued());
         let ids: std::collections::HashSet<_> = live.iter().map(RouterName::to_router_id).collect();
         assert_eq!(ids.len(), live.len());
+    }
+
+    #[test]
+    fn kept_sessions_are_bounded_and_forgotten() {
+        let sessions = RouterSessions::default();
+        assert!(sessions.keep("a", 2));
+        assert!(sessions.keep("a", 2), "the same id again takes no room");
+        assert!(sessions.keep("b", 2));
+        assert!(!sessions.keep("c", 2), "past the limit");
+        assert!(sessions.forget("a"));
+        assert!(!sessions.forget("a"));
+        assert!(sessions.keep("c", 2));
+        assert_eq!(sessions.len(), 2);
     }
 
     #[test]

@@ -783,12 +783,14 @@ impl Session {
                 self.conn.handle_session_resumed(&resumed);
             }
         }
-        if self.side.discard_first {
+        // rumqttd's clean flag both discards an earlier session and keeps none at the end.
+        let clean = !self.side.router_keeps;
+        // A clean link enters under a pooled name, so it cannot end the router's session of
+        // the client id itself (see `RouterSessions`).
+        if self.side.discard_first || (clean && shared.router_sessions.forget(&client_id)) {
             discard_router_session(&shared, &client_id).await;
         }
         let factory = shared.link_factory.clone();
-        // rumqttd's clean flag both discards an earlier session and keeps none at the end.
-        let clean = !self.side.router_keeps;
         // A clean link resumes nothing: it takes a pooled name, which keeps the router from
         // remembering every client id that ever left (see `RouterNames`).
         let router_id = if clean {
@@ -946,6 +948,7 @@ impl Session {
                 self.kept_slot = true;
             }
         }
+        let engine_keeps = self.conn.is_kept();
         let side = &mut self.side;
         // DISCONNECT makes the router drop the connection and keep a persistent session.
         side.batch.push(Packet::Disconnect(
@@ -960,9 +963,30 @@ impl Session {
         // The session ends now although the router was told to keep it: a DISCONNECT set its
         // expiry to 0, or it could not be kept.
         let ends_now = side.router_keeps && side.end_expiry == Some(0);
-        let router_keeps = side.router_keeps && !ends_now && !side.expired;
+        let mut router_keeps = side.router_keeps && !ends_now && !side.expired;
         if ends_now || std::mem::take(&mut side.expired) {
             discard_router_session(&side.shared, &side.client_id).await;
+        }
+        if router_keeps {
+            // Kept by the engine: counted in `sessions_kept` above. Kept by rumqttd alone (3.1.1
+            // clean session 0): bounded here, by the same figure.
+            let limit = if engine_keeps {
+                usize::MAX
+            } else {
+                side.shared.config.max_kept_sessions
+            };
+            if !side.shared.router_sessions.keep(&side.client_id, limit) {
+                warn!(
+                    client_id = %side.client_id,
+                    "max_kept_sessions reached: the session ends with its connection"
+                );
+                side.shared
+                    .metrics
+                    .sessions_not_kept
+                    .fetch_add(1, Ordering::Relaxed);
+                discard_router_session(&side.shared, &side.client_id).await;
+                router_keeps = false;
+            }
         }
         // Before the registry: once the client id is gone, its clean session's filters are.
         side.shared
@@ -1326,6 +1350,7 @@ impl Session {
 /// clean connection of the same client id replaces it, so one connects and leaves. The caller
 /// holds the client id in the registry, so that no client connects meanwhile.
 async fn discard_router_session(shared: &Shared, client_id: &str) {
+    shared.router_sessions.forget(client_id);
     let factory = shared.link_factory.clone();
     let router_id = router_client_id(client_id);
     match tokio::task::spawn_blocking(move || factory(&router_id, true)).await {
