@@ -731,13 +731,27 @@ pub fn encode(
     options: &EncodeOptions<'_>,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
+    let available = out.len();
+    encode_or_full(event, options, out).ok_or_else(|| EncodeError::BufferTooSmall {
+        needed: encoded_len_bound(event, options),
+        available,
+    })
+}
+
+/// [`encode`] without the length it would have needed: `None` when `out` is too small (the
+/// bytes already written to `out` are then meaningless).
+///
+/// For a driver that only counts a dropped event: it does not link [`encoded_len_bound`]'s
+/// second walk over the fields (about 1 KB of flash on a Cortex-M).
+pub fn encode_or_full(
+    event: &Event<'_>,
+    options: &EncodeOptions<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
     let document = Document { event, options };
     // serde-json-core's only serialization error is `BufferFull`; its error type is
     // `#[non_exhaustive]`, so any other (future) variant is reported the same way.
-    serde_json_core::ser::to_slice(&document, out).map_err(|_| EncodeError::BufferTooSmall {
-        needed: encoded_len_bound(event, options),
-        available: out.len(),
-    })
+    serde_json_core::ser::to_slice(&document, out).ok()
 }
 
 /// An upper bound of `encode`'s output length for this event and options.

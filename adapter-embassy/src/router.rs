@@ -17,7 +17,7 @@ use core::cell::{Cell, RefCell, RefMut};
 use activity_core::QoS;
 use activity_core::acks::FixedAckStore;
 use activity_core::client_id::CLIENT_ID_CAPACITY;
-use activity_core::event::{EncodeOptions, Event, EventKind, Transport, encode};
+use activity_core::event::{EncodeOptions, Event, EventKind, Transport, encode_or_full};
 use activity_core::outbox::Outbox;
 use activity_core::retained::{Retained, sends_retained};
 use activity_core::server::{
@@ -629,9 +629,9 @@ impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, 
             event_seq: Some(u64::from(self.ctx.counters.events_numbered.get())),
             ..EncodeOptions::default()
         };
-        let len = match encode(event, &options, &mut self.scratch[..]) {
-            Ok(len) => len,
-            Err(_) => {
+        let len = match encode_or_full(event, &options, &mut self.scratch[..]) {
+            Some(len) => len,
+            None => {
                 bump(&self.ctx.counters.events_dropped);
                 warn!("gateway: event too large for the event buffer, dropped");
                 return None;
