@@ -8,7 +8,7 @@
 #![no_main]
 
 use adapter_embassy::{Config, GatewayResources, GatewayRunner, UplinkConfig};
-use defmt::{info, unwrap};
+use defmt::info;
 use embassy_executor::Spawner;
 use embassy_net::{
     IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4,
@@ -120,7 +120,7 @@ async fn main(spawner: Spawner) -> ! {
     static STACK: ConstStaticCell<StackResources<{ CLIENTS + 2 }>> =
         ConstStaticCell::new(StackResources::new());
     let (stack, net_runner) = embassy_net::new(device, net_config, STACK.take(), seed);
-    spawner.spawn(unwrap!(net_task(net_runner)));
+    spawner.spawn(net_task(net_runner).unwrap());
     wait_for_link(stack).await;
 
     // All zero bits: in .bss, nothing to copy at boot.
@@ -138,7 +138,7 @@ async fn main(spawner: Spawner) -> ! {
         ..Config::new("nucleo-gw")
     };
     let (handle, runner) = adapter_embassy::new(stack, GATEWAY.take(), config);
-    spawner.spawn(unwrap!(gateway_task(runner)));
+    spawner.spawn(gateway_task(runner).unwrap());
     info!("gateway listening on 1883");
 
     loop {
