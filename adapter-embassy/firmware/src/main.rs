@@ -1,9 +1,11 @@
 //! The mqtt-activity edge gateway on a NUCLEO-F429ZI: embassy-stm32 Ethernet (RMII, LAN8742A
 //! PHY), a static IPv4 address, the gateway with its uplink, logging through defmt over RTT.
 //!
-//! Build: `cargo build --release` in this directory (target and linker come from
+//! Build: `build.sh` (the pinned nightly with `-Zbuild-std` and `panic = "immediate-abort"`,
+//! the build that fits the size budget; docs/gateway.md, "Building the firmware"), or
+//! `cargo build --release` in this directory on stable, larger (target and linker come from
 //! `.cargo/config.toml`; flip-link must be installed, `build.sh` does that). Flash and watch
-//! the log with `cargo run --release` (probe-rs).
+//! the log with `cargo run --release` (probe-rs), with the same flags as `build.sh`.
 #![no_std]
 #![no_main]
 
