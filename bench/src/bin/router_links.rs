@@ -17,6 +17,7 @@ use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use rumqttd::{Notification, Router, RouterConfig};
 
 /// The allocator activity-broker runs with.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

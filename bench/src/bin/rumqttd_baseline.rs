@@ -15,6 +15,7 @@ use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
 /// The allocator activity-broker runs with, so that case 1 and the activity-broker cases differ
 /// only in the network front (rumqttd's own binary keeps the system allocator).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
