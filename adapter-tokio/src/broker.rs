@@ -95,15 +95,16 @@ impl Broker {
         });
 
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        // With the router as the only sink, events no subscription receives are not encoded
-        // (the HTTP API's event streams and their ring are a sink too).
+        // With the router as the only sink, events no subscription receives are not encoded,
+        // unless the HTTP API takes them (a stream holds their kind, or the ack table's).
         let interest = Arc::new(Interest::new(&tracker_config.topics));
-        let router_only =
-            config.sinks.iter().all(|sink| *sink == Sink::Mqtt) && config.http_listen.is_none();
+        let router_only = config.sinks.iter().all(|sink| *sink == Sink::Mqtt);
+        let http_parts = HttpParts::new(&config);
         let (events, receiver) = events::channel(
             &config.events,
             metrics.clone(),
             router_only.then(|| interest.clone()),
+            http_parts.as_ref().map(HttpParts::watched),
         );
 
         // The reserved client `broker` publishes the events.
@@ -133,7 +134,6 @@ impl Broker {
         if let Some(queue) = kafka_queue {
             queues.push(Box::new(queue));
         }
-        let http_parts = HttpParts::new(&config);
         if let Some(parts) = &http_parts {
             queues.extend(parts.sinks());
         }

@@ -210,8 +210,13 @@ pub struct HttpConfig {
     /// The most `/api/v1/events` streams open at once (default 128, at least 1); past it, a
     /// new stream is refused with 503 and counted.
     pub max_watchers: usize,
-    /// The recent events kept for `Last-Event-ID` replays (default 1,024, at least 1).
+    /// The recent events kept for `Last-Event-ID` replays (default 1,024, at least 1): of the
+    /// kinds an event stream holds (see `replay_grace_ms`).
     pub event_ring: usize,
+    /// How long a closed event stream still holds its kinds, in milliseconds (default 30,000;
+    /// 0: not after it closes): the ring keeps them that long for its reconnect's
+    /// `Last-Event-ID` replay.
+    pub replay_grace_ms: u64,
     /// The events one stream may fall behind before it skips the oldest, counted (default
     /// 1,024, at least 1).
     pub watcher_buffer: usize,
@@ -230,6 +235,7 @@ impl Default for HttpConfig {
             max_connections: 256,
             max_watchers: 128,
             event_ring: 1024,
+            replay_grace_ms: 30_000,
             watcher_buffer: 1024,
             header_timeout_ms: 10_000,
             ack_table: 10_000,
@@ -254,6 +260,11 @@ impl HttpConfig {
             return Err(invalid("http.header_timeout_ms", "must be above 0, got 0"));
         }
         Ok(())
+    }
+
+    /// `replay_grace_ms` as a duration.
+    pub fn replay_grace(&self) -> Duration {
+        Duration::from_millis(self.replay_grace_ms)
     }
 
     /// `header_timeout_ms` as a duration.

@@ -24,11 +24,12 @@
 //! An event dropped because the queue was full still uses up a number (the next event the
 //! dispatcher numbers skips it), so the sinks' consumers see the loss as a gap; an event nobody
 //! would receive (the router is the only sink and no subscription matches its kind, see
-//! [`crate::interest`]) gets none, and leaves no gap. The `session_seq` of each connection comes
+//! [`crate::interest`], and no HTTP event stream holds it, see [`Watched`]) gets none, and
+//! leaves no gap. The `session_seq` of each connection comes
 //! from [`EventSender::session_seq`] (see [`activity_core::seq`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use activity_core::QoS;
@@ -160,6 +161,50 @@ pub struct EventSender {
     /// Set when the router is the only sink: an event no subscription receives is dropped
     /// before it is encoded (see [`crate::interest`]).
     only_for: Option<Arc<Interest>>,
+    /// The kinds the HTTP API takes besides (see [`Watched`]), when it is on.
+    watched: Option<Watched>,
+}
+
+/// Per event kind, how many holders want its events now: lock-free counts the event path reads
+/// with one atomic load. The HTTP API's event streams hold the kinds they send (see
+/// [`crate::http::EventHub`]).
+#[derive(Debug, Default)]
+pub struct KindHolds {
+    counts: [AtomicUsize; EventKind::ALL.len()],
+}
+
+impl KindHolds {
+    /// Whether some holder wants `kind` now.
+    pub fn held(&self, kind: EventKind) -> bool {
+        // SeqCst, as `hold`: the event hub orders its own counter around both (a plain load on
+        // x86-64 and AArch64).
+        self.counts[kind as usize].load(Ordering::SeqCst) > 0
+    }
+
+    /// One more holder of `kind`; `true` when it was held by none before.
+    pub fn hold(&self, kind: EventKind) -> bool {
+        self.counts[kind as usize].fetch_add(1, Ordering::SeqCst) == 0
+    }
+
+    /// One holder of `kind` fewer (each [`KindHolds::hold`] is released once).
+    pub fn release(&self, kind: EventKind) {
+        self.counts[kind as usize].fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many kinds are held now.
+    pub fn kinds_held(&self) -> usize {
+        EventKind::ALL.iter().filter(|k| self.held(**k)).count()
+    }
+}
+
+/// What the HTTP API takes from the event pipeline besides the other sinks: the kinds its
+/// event streams hold now, and the kinds it always takes (`msgack`, for the ack table).
+#[derive(Clone, Debug)]
+pub struct Watched {
+    /// The kinds the event streams hold.
+    pub streams: Arc<KindHolds>,
+    /// The kinds taken whether or not a stream is open.
+    pub always: EventKinds,
 }
 
 /// What [`channel`] returns to the sink side.
@@ -197,12 +242,14 @@ pub(crate) fn tracker_config(config: &EventsConfig) -> anyhow::Result<TrackerCon
 
 /// A bounded event queue of `config.queue_capacity` events.
 ///
-/// `only_for` is the subscriptions of the router when it is the only sink: events of a kind no
-/// subscription receives are then counted and skipped (see [`crate::interest`]).
+/// `only_for` is the subscriptions of the router when it is the only sink besides the HTTP
+/// API: events of a kind no subscription receives and the API does not take (`watched`) are
+/// then counted and skipped (see [`crate::interest`]).
 pub fn channel(
     config: &EventsConfig,
     metrics: Arc<Metrics>,
     only_for: Option<Arc<Interest>>,
+    watched: Option<Watched>,
 ) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let payload = match config.payload {
@@ -228,6 +275,7 @@ pub fn channel(
             limits,
             metrics,
             only_for,
+            watched,
         },
         EventReceiver {
             rx,
@@ -242,9 +290,14 @@ pub fn channel(
 
 impl EventSender {
     /// Whether an event of `kind` would reach a sink now: always, unless the router is the only
-    /// sink and no subscription receives that kind (see [`crate::interest`]).
+    /// sink and no subscription receives that kind (see [`crate::interest`]) and the HTTP API
+    /// does not take it (no event stream holds it, see [`Watched`]).
     pub fn wants(&self, kind: EventKind) -> bool {
         self.only_for.as_ref().is_none_or(|i| i.wanted(kind))
+            || self
+                .watched
+                .as_ref()
+                .is_some_and(|w| w.always.contains(kind) || w.streams.held(kind))
             || (self.encoding.retained_presence && is_presence(kind))
     }
 
@@ -473,6 +526,13 @@ pub trait SinkQueue: Send {
     /// is the sink's policy) and the drop is counted.
     fn offer(&self, record: EventRecord);
 
+    /// Takes `record` as [`SinkQueue::offer`] does, cloning only what it keeps: the dispatcher
+    /// calls this one. The default clones the whole record into `offer`; a sink that keeps few
+    /// events (or only their shared JSON) overrides it, so that the others cost no allocation.
+    fn take(&self, record: &EventRecord) {
+        self.offer(record.clone());
+    }
+
     /// Takes a retained presence state (see [`crate::retained_presence`]) the same way; a sink without
     /// retained messages ignores it (the default).
     fn offer_presence(&self, state: &PresenceState) {
@@ -544,7 +604,7 @@ impl Dispatcher {
                             continue;
                         };
                         for queue in &self.queues {
-                            queue.offer(record.clone());
+                            queue.take(&record);
                         }
                         let state = receiver.presence.as_mut().and_then(|presence| {
                             presence.state_of(

@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use activity_core::event::EventKind;
+use activity_core::tracker::EventKinds;
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::State;
@@ -36,7 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{Phase, is_loopback};
 use crate::config::{Config, HttpConfig};
-use crate::events::SinkQueue;
+use crate::events::{SinkQueue, Watched};
 use crate::metrics::Metrics;
 use crate::page::{self, AckTable, PageSource};
 use crate::presence::Presence;
@@ -79,6 +81,7 @@ impl Api {
         let hub = &self.hub;
         let watchers = AtomicU64::new(hub.watchers() as u64);
         let online = AtomicU64::new(self.presence.len() as u64);
+        let kept = AtomicU64::new(hub.kinds_held() as u64);
         let counters = [
             (
                 "activity_http_online_clients",
@@ -91,6 +94,12 @@ impl Api {
                 "gauge",
                 "/api/v1/events streams open now.",
                 &watchers,
+            ),
+            (
+                "activity_http_event_kinds_kept",
+                "gauge",
+                "Event kinds the /api/v1/events ring keeps now: held by an open stream, or by one closed less than http.replay_grace_ms ago.",
+                &kept,
             ),
             (
                 "activity_http_event_streams_total",
@@ -315,10 +324,20 @@ impl HttpParts {
         })
     }
 
-    /// The event sinks the API adds to the dispatcher, after the server's own: the ack table,
-    /// then the streams' hub (a short lock and a broadcast send per event).
+    /// The event sinks the API adds to the dispatcher, after the server's own: the ack table
+    /// (it keeps the `msgack` events), then the streams' hub (it keeps the kinds a stream holds:
+    /// a short lock and a broadcast send per such event, one atomic load for the others).
     pub fn sinks(&self) -> [Box<dyn SinkQueue>; 2] {
         [Box::new(self.acks.clone()), Box::new(self.hub.clone())]
+    }
+
+    /// The kinds the API takes from the event pipeline: those the event streams hold now, and
+    /// `msgack` always (the ack table answers about the past, watched or not).
+    pub fn watched(&self) -> Watched {
+        Watched {
+            streams: self.hub.holds(),
+            always: EventKinds::NONE.with(EventKind::MsgAck),
+        }
     }
 
     /// Binds the listener and serves the API (see [`HttpServer::start`]).

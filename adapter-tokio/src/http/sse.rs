@@ -2,11 +2,33 @@
 //! section 9.2), fed by the event pipeline's [`Dispatcher`](crate::events::Dispatcher).
 //!
 //! Each event is `id:` its sequence number, `event:` its kind's name and `data:` the JSON
-//! published on the system topic. The [`EventHub`] keeps the last `http.event_ring` events for
-//! a reconnect's `Last-Event-ID`; what the ring no longer holds is said in a comment line. The
-//! dispatcher hands the hub every event without waiting ([`SinkQueue::offer`]: a short lock and
-//! a broadcast send): a stream that falls `http.watcher_buffer` events behind skips the oldest,
-//! says so in a comment and counts them; MQTT never waits for a stream.
+//! published on the system topic.
+//!
+//! # What it costs: the kinds the streams hold
+//!
+//! An open stream holds the kinds it sends (its `?kinds=`, every kind without one), and keeps
+//! holding them for `http.replay_grace_ms` after it closes (a grace window for its reconnect).
+//! Only held kinds cost anything: the event pipeline encodes an event that no other sink wants
+//! only while its kind is held (one atomic load per event, [`KindHolds`]), and the [`EventHub`]
+//! keeps and broadcasts only held kinds; for another kind the dispatcher pays one atomic load.
+//! The holds are counts per kind; the grace is one timer task per hub (not one per stream).
+//!
+//! # Replay
+//!
+//! The ring keeps the last `http.event_ring` events of held kinds. For each kind it knows the
+//! first `event_seq` from which it kept every event of that kind without a break
+//! ([`Ring::since`]): a kind's run of keeping breaks when no stream held it (its holds, grace
+//! included, dropped to none). A reconnect with `Last-Event-ID: N` gets the ring's events after
+//! `N` of its kinds, then the live ones, with no gap and no repeat, when each of its kinds was
+//! kept without a break since before `N + 1` and the ring evicted none of them after `N`: in
+//! short, when it reconnects within `http.replay_grace_ms` with the same or fewer kinds and
+//! less than `http.event_ring` events went by. Otherwise it still gets what the ring holds, and
+//! a comment line first says what is missing: the events the ring evicted, the kinds kept only
+//! from some later event on, the kinds not kept at all (then from its first live event on).
+//!
+//! The dispatcher hands the hub each event without waiting ([`SinkQueue::take`]): a stream that
+//! falls `http.watcher_buffer` events behind skips the oldest, says so in a comment and counts
+//! them; MQTT never waits for a stream.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -24,13 +46,17 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::Instant;
 
 use super::{Api, error};
 use crate::config::HttpConfig;
-use crate::events::{EventRecord, SinkQueue};
+use crate::events::{EventRecord, KindHolds, SinkQueue};
 
 /// How often an idle stream gets a comment line, so that proxies and clients see it alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The number of event kinds.
+const KINDS: usize = EventKind::ALL.len();
 
 /// One event as the streams send it.
 #[derive(Debug)]
@@ -47,6 +73,14 @@ pub struct Stamped {
 pub struct EventHub {
     ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<Stamped>>,
+    /// The kinds the streams hold (open ones, and closed ones in their grace window).
+    holds: Arc<KindHolds>,
+    /// The `event_seq` of the last event the dispatcher handed the hub, kept or not.
+    dispatched: AtomicU64,
+    /// How long a closed stream still holds its kinds.
+    grace: Duration,
+    /// The grace holds of closed streams.
+    graces: Mutex<Graces>,
     /// Streams open now.
     watchers: AtomicUsize,
     /// Streams refused: `http.max_watchers` were open.
@@ -57,22 +91,50 @@ pub struct EventHub {
     pub watchers_total: AtomicU64,
 }
 
-/// The last events, oldest first.
+/// The last events of held kinds, oldest first.
 struct Ring {
     events: VecDeque<Arc<Stamped>>,
     capacity: usize,
+    /// Per kind: the ring has kept every event of that kind numbered from this one on, and
+    /// events of it before this one may have gone unkept (or unmade: an event no sink wanted
+    /// is not numbered); set when a stream holds the kind after none did. `None`: never held.
+    since: [Option<u64>; KINDS],
+    /// The `event_seq` of the newest event the ring evicted (0: none yet).
+    evicted: u64,
+}
+
+/// Per kind, until when closed streams hold it (one hold per kind, however many closed), and
+/// whether the task that lets the holds go runs.
+#[derive(Default)]
+struct Graces {
+    until: [Option<Instant>; KINDS],
+    reaper: bool,
+}
+
+/// What a new stream starts with: the events it missed, the comment lines about what the ring
+/// does not hold, and its live feed.
+struct Start {
+    missed: VecDeque<Arc<Stamped>>,
+    notes: Vec<String>,
+    live: broadcast::Receiver<Arc<Stamped>>,
 }
 
 impl EventHub {
-    /// A hub with the ring and stream buffer sizes of `config`.
+    /// A hub with the ring, stream buffer and grace of `config`.
     pub fn new(config: &HttpConfig) -> EventHub {
         let (live, _) = broadcast::channel(config.watcher_buffer.max(1));
         EventHub {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(config.event_ring.min(4096)),
                 capacity: config.event_ring.max(1),
+                since: [None; KINDS],
+                evicted: 0,
             }),
             live,
+            holds: Arc::new(KindHolds::default()),
+            dispatched: AtomicU64::new(0),
+            grace: config.replay_grace(),
+            graces: Mutex::new(Graces::default()),
             watchers: AtomicUsize::new(0),
             watchers_refused: AtomicU64::new(0),
             watcher_lagged: AtomicU64::new(0),
@@ -84,21 +146,45 @@ impl EventHub {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn graces(&self) -> MutexGuard<'_, Graces> {
+        self.graces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Streams open now.
     pub fn watchers(&self) -> usize {
         self.watchers.load(Ordering::Relaxed)
     }
 
-    /// Keeps `record` in the ring and sends it to every stream; never waits.
+    /// The kinds the streams hold, for the event pipeline (see [`crate::events::Watched`]).
+    pub fn holds(&self) -> Arc<KindHolds> {
+        self.holds.clone()
+    }
+
+    /// How many kinds the ring keeps now (held by a stream or a grace window).
+    pub fn kinds_held(&self) -> usize {
+        self.holds.kinds_held()
+    }
+
+    /// Keeps `record` in the ring and sends it to every stream when a stream holds its kind;
+    /// otherwise an atomic store and load, no lock. Never waits.
     pub fn publish(&self, record: &EventRecord) {
+        // Stored before the holds are read, and read by `subscribe` after it holds a kind (both
+        // in the one total order of SeqCst): an event this misses is one `subscribe` counts
+        // among those before `since`.
+        self.dispatched.store(record.event_seq, Ordering::SeqCst);
+        if !self.holds.held(record.kind) {
+            return;
+        }
         let mut ring = self.ring();
         let stamped = Arc::new(Stamped {
             seq: record.event_seq,
             kind: record.kind,
             json: record.json.clone(),
         });
-        if ring.events.len() == ring.capacity {
-            ring.events.pop_front();
+        if ring.events.len() == ring.capacity
+            && let Some(old) = ring.events.pop_front()
+        {
+            ring.evicted = old.seq;
         }
         ring.events.push_back(stamped.clone());
         // Sent under the lock, so that a new stream's replay and its live feed meet exactly.
@@ -106,48 +192,117 @@ impl EventHub {
         let _ = self.live.send(stamped);
     }
 
-    /// A new stream's start: what it missed after `last_seen` (the ring's events after it,
-    /// and whether the ring no longer holds some), and its live feed.
-    fn subscribe(
-        &self,
-        last_seen: Option<u64>,
-    ) -> (
-        VecDeque<Arc<Stamped>>,
-        Option<String>,
-        broadcast::Receiver<Arc<Stamped>>,
-    ) {
-        let ring = self.ring();
+    /// A new stream of `kinds` starts: it holds them, and gets what it missed after
+    /// `last_seen` (see [Replay](self#replay)) and its live feed.
+    fn subscribe(&self, last_seen: Option<u64>, kinds: KindFilter) -> Start {
+        let mut ring = self.ring();
+        for kind in kinds.kinds() {
+            if self.holds.hold(kind) {
+                // Held by none until now: kept from the next event on.
+                let next = self.dispatched.load(Ordering::SeqCst) + 1;
+                ring.since[kind as usize] = Some(next);
+            }
+        }
         let live = self.live.subscribe();
+        let mut start = Start {
+            missed: VecDeque::new(),
+            notes: Vec::new(),
+            live,
+        };
         let Some(last) = last_seen else {
-            return (VecDeque::new(), None, live);
+            return start;
         };
         let newest = ring.events.back().map_or(0, |e| e.seq);
         if last > newest {
-            let note = format!("Last-Event-ID {last} is newer than the last event ({newest})");
-            return (VecDeque::new(), Some(note), live);
+            let note = format!("Last-Event-ID {last} is newer than the last event kept ({newest})");
+            start.notes.push(note);
+            return start;
         }
         let oldest = ring.events.front().map_or(newest + 1, |e| e.seq);
-        let note = (last + 1 < oldest).then(|| {
-            format!(
+        if ring.evicted > last {
+            start.notes.push(format!(
                 "events {} to {} are no longer held (the ring keeps {}): replaying from {oldest}",
                 last + 1,
-                oldest - 1,
+                ring.evicted,
                 ring.capacity
-            )
-        });
-        let missed = ring
+            ));
+        }
+        for kind in kinds.kinds() {
+            let since = ring.since[kind as usize].unwrap_or(u64::MAX);
+            if since > last {
+                start.notes.push(format!(
+                    "{} events after {last} and before {since} may be missing: no stream held the kind for a while",
+                    kind.name()
+                ));
+            }
+        }
+        start.missed = ring
             .events
             .iter()
-            .filter(|e| e.seq > last)
+            .filter(|e| e.seq > last && kinds.wants(e.kind))
             .cloned()
             .collect();
-        (missed, note, live)
+        start
+    }
+
+    /// A stream of `kinds` closed: it holds them `http.replay_grace_ms` longer (the hub's one
+    /// timer task lets them go), or lets them go now without a grace or a runtime.
+    fn closed(self: &Arc<Self>, kinds: KindFilter) {
+        let handle = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if !self.grace.is_zero() => handle,
+            _ => {
+                for kind in kinds.kinds() {
+                    self.holds.release(kind);
+                }
+                return;
+            }
+        };
+        let until = Instant::now() + self.grace;
+        let mut graces = self.graces();
+        for kind in kinds.kinds() {
+            // One grace hold per kind: a kind already in its grace window keeps that hold.
+            if graces.until[kind as usize].replace(until).is_some() {
+                self.holds.release(kind);
+            }
+        }
+        if !graces.reaper {
+            graces.reaper = true;
+            handle.spawn(self.clone().reap());
+        }
+    }
+
+    /// Lets the grace holds go as their windows end; stops when none is left.
+    async fn reap(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut graces = self.graces();
+                let now = Instant::now();
+                for (i, until) in graces.until.iter_mut().enumerate() {
+                    if until.is_some_and(|t| t <= now) {
+                        *until = None;
+                        self.holds.release(EventKind::ALL[i]);
+                    }
+                }
+                match graces.until.iter().flatten().min() {
+                    Some(next) => *next,
+                    None => {
+                        graces.reaper = false;
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(next).await;
+        }
     }
 }
 
 impl SinkQueue for Arc<EventHub> {
     fn offer(&self, record: EventRecord) {
         self.publish(&record);
+    }
+
+    fn take(&self, record: &EventRecord) {
+        self.publish(record);
     }
 }
 
@@ -184,21 +339,33 @@ impl KindFilter {
     fn wants(self, kind: EventKind) -> bool {
         self.0 & (1 << (kind as usize)) != 0
     }
+
+    /// The kinds it sends.
+    fn kinds(self) -> impl Iterator<Item = EventKind> {
+        EventKind::ALL.into_iter().filter(move |k| self.wants(*k))
+    }
 }
 
-/// Counts a stream while it is open.
-struct WatcherSlot(Arc<Api>);
+/// Counts a stream while it is open; when it closes, its kinds go into their grace window.
+struct WatcherSlot {
+    api: Arc<Api>,
+    /// The kinds the stream holds, once it started.
+    holds: Option<KindFilter>,
+}
 
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
-        self.0.hub.watchers.fetch_sub(1, Ordering::Relaxed);
+        self.api.hub.watchers.fetch_sub(1, Ordering::Relaxed);
+        if let Some(kinds) = self.holds {
+            self.api.hub.closed(kinds);
+        }
     }
 }
 
 /// A stream's state between two events.
 struct Watch {
     missed: VecDeque<Arc<Stamped>>,
-    note: Option<String>,
+    notes: Vec<String>,
     live: broadcast::Receiver<Arc<Stamped>>,
     kinds: KindFilter,
     slot: WatcherSlot,
@@ -232,7 +399,7 @@ impl Watch {
     /// `None` when the hub is gone.
     async fn next(&mut self) -> Option<Bytes> {
         let mut out = Vec::new();
-        if let Some(note) = self.note.take() {
+        for note in self.notes.drain(..) {
             push_comment(&mut out, &note);
         }
         let mut events = 0;
@@ -240,10 +407,8 @@ impl Watch {
             let Some(stamped) = self.missed.pop_front() else {
                 break;
             };
-            if self.kinds.wants(stamped.kind) {
-                push_event(&mut out, &stamped);
-                events += 1;
-            }
+            push_event(&mut out, &stamped);
+            events += 1;
         }
         if !out.is_empty() {
             return Some(Bytes::from(out));
@@ -265,7 +430,7 @@ impl Watch {
                 }
                 Err(RecvError::Lagged(n)) => {
                     self.slot
-                        .0
+                        .api
                         .hub
                         .watcher_lagged
                         .fetch_add(n, Ordering::Relaxed);
@@ -287,7 +452,7 @@ impl Watch {
                     }
                     Err(TryRecvError::Lagged(n)) => {
                         self.slot
-                            .0
+                            .api
                             .hub
                             .watcher_lagged
                             .fetch_add(n, Ordering::Relaxed);
@@ -340,12 +505,16 @@ pub(super) async fn events(
         );
     }
     hub.watchers_total.fetch_add(1, Ordering::Relaxed);
-    let slot = WatcherSlot(api.clone());
-    let (missed, note, live) = hub.subscribe(last_seen);
+    let mut slot = WatcherSlot {
+        api: api.clone(),
+        holds: None,
+    };
+    let start = hub.subscribe(last_seen, kinds);
+    slot.holds = Some(kinds);
     let watch = Watch {
-        missed,
-        note,
-        live,
+        missed: start.missed,
+        notes: start.notes,
+        live: start.live,
         kinds,
         slot,
     };
@@ -379,38 +548,154 @@ mod tests {
         }
     }
 
-    fn hub(ring: usize) -> EventHub {
-        EventHub::new(&HttpConfig {
+    fn hub(ring: usize) -> Arc<EventHub> {
+        Arc::new(EventHub::new(&HttpConfig {
             event_ring: ring,
             ..HttpConfig::default()
-        })
+        }))
+    }
+
+    const ALL: KindFilter = KindFilter(u64::MAX);
+
+    fn seqs(start: &Start) -> Vec<u64> {
+        start.missed.iter().map(|e| e.seq).collect()
     }
 
     #[test]
     fn a_reconnect_gets_what_it_missed_from_the_ring() {
         let hub = hub(4);
+        let _watching = hub.subscribe(None, ALL);
         for seq in 1..=3 {
             hub.publish(&record(EventKind::Connected, seq));
         }
-        let (missed, note, _) = hub.subscribe(Some(1));
-        assert_eq!(missed.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
-        assert!(note.is_none());
-        let (missed, note, _) = hub.subscribe(Some(3));
-        assert!(missed.is_empty() && note.is_none());
+        let start = hub.subscribe(Some(1), ALL);
+        assert_eq!(seqs(&start), [2, 3]);
+        assert!(start.notes.is_empty(), "{:?}", start.notes);
+        let start = hub.subscribe(Some(3), ALL);
+        assert!(start.missed.is_empty() && start.notes.is_empty());
     }
 
     #[test]
     fn events_the_ring_lost_are_said_in_a_note() {
         let hub = hub(2);
+        let _watching = hub.subscribe(None, ALL);
         for seq in 1..=5 {
             hub.publish(&record(EventKind::Message, seq));
         }
-        let (missed, note, _) = hub.subscribe(Some(1));
-        assert_eq!(missed.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
-        let note = note.expect("events 2 and 3 are gone");
-        assert!(note.contains("events 2 to 3"), "{note}");
-        let (_, note, _) = hub.subscribe(Some(9));
-        assert!(note.is_some(), "an id from the future is said too");
+        let start = hub.subscribe(Some(1), ALL);
+        assert_eq!(seqs(&start), [4, 5]);
+        assert_eq!(start.notes.len(), 1, "{:?}", start.notes);
+        assert!(
+            start.notes[0].contains("events 2 to 3"),
+            "{:?}",
+            start.notes
+        );
+        let start = hub.subscribe(Some(9), ALL);
+        assert!(!start.notes.is_empty(), "an id from the future is said too");
+    }
+
+    #[test]
+    fn only_held_kinds_are_kept_and_a_break_is_said() {
+        let hub = hub(16);
+        // Nobody holds anything: nothing is kept.
+        hub.publish(&record(EventKind::Connected, 1));
+        assert!(hub.ring().events.is_empty());
+        let presence = KindFilter::parse(Some("connected,disconnected")).unwrap();
+        let _watching = hub.subscribe(None, presence);
+        assert!(hub.holds.held(EventKind::Connected) && !hub.holds.held(EventKind::Message));
+        hub.publish(&record(EventKind::Connected, 2));
+        hub.publish(&record(EventKind::Message, 3));
+        hub.publish(&record(EventKind::Disconnected, 4));
+        let kept: Vec<u64> = hub.ring().events.iter().map(|e| e.seq).collect();
+        assert_eq!(kept, [2, 4], "the message nobody holds is not kept");
+        // A reconnect of the same kinds after 2: complete, no note.
+        let start = hub.subscribe(Some(2), presence);
+        assert_eq!(seqs(&start), [4]);
+        assert!(start.notes.is_empty(), "{:?}", start.notes);
+        // One that also wants messages: told that they were not kept before it held them.
+        let start = hub.subscribe(Some(2), ALL);
+        assert_eq!(seqs(&start), [4]);
+        assert!(
+            start
+                .notes
+                .iter()
+                .any(|n| n.contains("message events after 2 and before 5 may be missing")),
+            "{:?}",
+            start.notes
+        );
+        // Messages are held from now on: kept from the next event on.
+        hub.publish(&record(EventKind::Message, 5));
+        let start = hub.subscribe(Some(4), ALL);
+        assert_eq!(seqs(&start), [5]);
+        let start = hub.subscribe(Some(5), ALL);
+        assert!(
+            start.missed.is_empty() && start.notes.is_empty(),
+            "{:?}",
+            start.notes
+        );
+    }
+
+    #[test]
+    fn a_kind_nobody_held_for_a_while_breaks_its_run() {
+        let hub = hub(16);
+        let connected = KindFilter::parse(Some("connected")).unwrap();
+        hub.subscribe(None, connected);
+        hub.publish(&record(EventKind::Connected, 1));
+        // The stream goes without a grace window (no runtime here): the kind is let go, and
+        // events of it pass unkept (here one that another sink wanted, numbered 2).
+        hub.closed(connected);
+        assert!(!hub.holds.held(EventKind::Connected));
+        hub.publish(&record(EventKind::Connected, 2));
+        let start = hub.subscribe(Some(1), connected);
+        assert!(start.missed.is_empty());
+        assert!(
+            start.notes.iter().any(|n| n.contains("may be missing")),
+            "{:?}",
+            start.notes
+        );
+        // Kept again from 3 on, then let go with no event after it (those of the kind that
+        // came were not even encoded): the next hold still knows of the break.
+        hub.publish(&record(EventKind::Connected, 3));
+        hub.closed(connected);
+        let start = hub.subscribe(Some(3), connected);
+        assert!(
+            start.notes.iter().any(|n| n.contains("may be missing")),
+            "{:?}",
+            start.notes
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_holds_its_kinds_for_the_grace_window() {
+        let grace = Duration::from_millis(200);
+        let hub = Arc::new(EventHub::new(&HttpConfig {
+            replay_grace_ms: 200,
+            ..HttpConfig::default()
+        }));
+        let closed_at = Instant::now();
+        let connected = KindFilter::parse(Some("connected")).unwrap();
+        hub.subscribe(None, connected);
+        hub.closed(connected);
+        assert!(
+            hub.holds.held(EventKind::Connected),
+            "held in the grace window"
+        );
+        hub.publish(&record(EventKind::Connected, 1));
+        // Two more streams close in the window: still one grace hold for the kind.
+        for _ in 0..2 {
+            hub.subscribe(None, connected);
+            hub.closed(connected);
+        }
+        assert_eq!(hub.kinds_held(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hub.holds.held(EventKind::Connected) {
+            assert!(Instant::now() < deadline, "never let go");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed_at.elapsed() >= grace, "not before the window ends");
+        assert!(!hub.graces().reaper, "the timer task stopped");
+        hub.publish(&record(EventKind::Connected, 2));
+        assert_eq!(hub.ring().events.len(), 1, "not kept after the window");
     }
 
     #[test]
@@ -418,6 +703,7 @@ mod tests {
         let filter = KindFilter::parse(Some("connected,disconnected")).unwrap();
         assert!(filter.wants(EventKind::Connected) && filter.wants(EventKind::Disconnected));
         assert!(!filter.wants(EventKind::Message));
+        assert_eq!(filter.kinds().count(), 2);
         assert!(KindFilter::parse(Some("connected,bogus")).is_err());
         assert!(KindFilter::parse(Some(",")).is_err());
         assert!(KindFilter::parse(None).unwrap().wants(EventKind::MsgAck));

@@ -278,8 +278,13 @@ impl AckTable {
 /// The dispatcher's handle: the table is shared with the HTTP handlers.
 impl SinkQueue for Arc<AckTable> {
     fn offer(&self, record: EventRecord) {
+        self.take(&record);
+    }
+
+    /// Keeps the `msgack` events (their shared JSON, not a copy); the others cost nothing.
+    fn take(&self, record: &EventRecord) {
         if record.kind == EventKind::MsgAck {
-            self.record(record.json);
+            self.record(record.json.clone());
         }
     }
 }

@@ -179,7 +179,7 @@ impl Tap {
         };
 
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-        let (events, receiver) = events::channel(&config.events, metrics.clone(), None);
+        let (events, receiver) = events::channel(&config.events, metrics.clone(), None, None);
         let (upstream_queue, publisher) = if config.sinks.contains(&Sink::Mqtt) {
             let (queue, task) = publisher::start(
                 &config,
