@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Events on, without vs with the HTTP API and 10 SSE watchers (curl -N), interleaved rounds.
-# Usage: scripts/http-api-cost.sh TARGET_DIR [ROUNDS]   (from the repository root; TARGET_DIR holds
-# release builds of activity-broker and activity-bench: cargo build --release -p adapter-tokio -p bench)
+# Usage: scripts/http-api-cost.sh TARGET_DIR [ROUNDS] [KINDS]   (from the repository root; TARGET_DIR
+# holds release builds of activity-broker and activity-bench: cargo build --release -p adapter-tokio
+# -p bench). KINDS: the watchers' ?kinds= (e.g. connected,disconnected, what a presence dashboard
+# watches); none: every kind. CASES (env): the cases to run, a regular expression (default: all).
 set -u
-T=$1; ROUNDS=${2:-3}
+T=$1; ROUNDS=${2:-3}; KINDS=${3:-}; CASES=${CASES:-.}
+QUERY=""; [ -n "$KINDS" ] && QUERY="?kinds=$KINDS"
 B=$T/release/activity-broker; BENCH=$T/release/activity-bench
 CONF=bench/configs/events-on.toml
 PORT=17883; HPORT=17880
@@ -11,6 +14,7 @@ first=1
 for round in $(seq 1 "$ROUNDS"); do
   for scenario in "--publishers 1 --subscribers 1 --qos 1" "--publishers 10 --subscribers 10 --qos 0"; do
     for case in "events on" "events on + HTTP API + 10 SSE watchers" "events on + SYSTEM/# consumer" "events on + SYSTEM/# consumer + HTTP API + 10 SSE watchers"; do
+      echo "$case" | grep -qE "$CASES" || continue
       extra=(); flags=()
       case "$case" in *"HTTP API"*) extra=(--http-listen 127.0.0.1:$HPORT);; esac
       case "$case" in *"consumer"*) flags=(--system-consumer);; esac
@@ -18,14 +22,14 @@ for round in $(seq 1 "$ROUNDS"); do
       for i in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
       watchers=()
       if ((${#extra[@]})); then
-        for w in $(seq 1 10); do curl -sN http://127.0.0.1:$HPORT/api/v1/events > /dev/null 2>&1 & watchers+=($!); done
+        for w in $(seq 1 10); do curl -sN "http://127.0.0.1:$HPORT/api/v1/events$QUERY" > /dev/null 2>&1 & watchers+=($!); done
         for i in $(seq 1 100); do
           n=$(curl -s http://127.0.0.1:$HPORT/metrics | awk '$1=="activity_http_event_streams"{print $2}')
           [ "$n" = "10" ] && break; sleep 0.1
         done
       fi
       h=(); ((first)) && h=(--header); first=0
-      $BENCH throughput --addr 127.0.0.1:$PORT --scenario "$(echo $scenario | sed 's/--//g')" --case "$case" --run $round \
+      $BENCH throughput --addr 127.0.0.1:$PORT --scenario "$(echo $scenario | sed 's/--//g')" --case "$case${KINDS:+ (kinds=$KINDS)}" --run $round \
         $scenario --payload 100 --duration 5 "${flags[@]}" --pid $bpid "${h[@]}"
       if ((${#extra[@]})); then
         curl -s http://127.0.0.1:$HPORT/metrics | grep -E '^activity_http_event_stream_lagged_total|^activity_events_dropped_total' >&2
