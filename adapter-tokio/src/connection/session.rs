@@ -19,9 +19,9 @@ use bytes::{Buf, BytesMut};
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, Filter, Packet, PubAck, PubAckReason, PubComp, PubCompReason,
-    PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe,
-    SubscribeProperties, Unsubscribe,
+    Disconnect, DisconnectReasonCode, Filter, Packet, Protocol, PubAck, PubAckReason, PubComp,
+    PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe,
+    SubscribeProperties, Unsubscribe, v4::V4,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
@@ -527,6 +527,11 @@ struct Session {
     resumed: HeapSessionStore,
     /// Where the property block of a delivery to an MQTT 5 client is written.
     properties_buf: Vec<u8>,
+    /// Where a delivery's flags are read from ([`router_flags`]).
+    flags_buf: BytesMut,
+    /// Deliveries written since `Metrics::packets_out` was last told (once per batch of
+    /// notifications instead of once per delivery: the counter is shared by every connection).
+    packets_out: u64,
     /// A delivery that waits for the client's acknowledgements: its Receive Maximum is in
     /// flight (see [`Connection::may_deliver`]). While one waits, nothing more is taken from
     /// the router, which holds the rest: no loss, one notification of memory.
@@ -587,6 +592,8 @@ impl Session {
             kept_slot: false,
             resumed: HeapSessionStore::new(),
             properties_buf: Vec::new(),
+            flags_buf: BytesMut::new(),
+            packets_out: 0,
             pending: None,
         }
     }
@@ -834,10 +841,17 @@ impl Session {
     {
         let mut phase = self.side.shared.phase.clone();
         let mut exit = self.flush(stream, &mut link.tx).await.err();
+        // One timer and one wait for shutdown for the connection's life, moved instead of
+        // built again for every step: a step per router wake-up would otherwise register (and
+        // drop) a timer and a waiter of the shared phase channel each time.
+        let sleep = sleep_until(self.deadline());
+        tokio::pin!(sleep);
+        let stopping = stopping(phase.clone());
+        tokio::pin!(stopping);
         // A kept session (the client left, the session stays) is over for the socket too.
         while exit.is_none() && !self.conn.is_closed() && !self.conn.is_kept() {
             reserve_read_space(&mut self.rbuf);
-            let deadline = self.deadline();
+            sleep.as_mut().reset(self.deadline());
             let step = tokio::select! {
                 read = stream.read_buf(&mut self.rbuf) => match read {
                     Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
@@ -858,7 +872,7 @@ impl Session {
                         Err(CloseCause::RouterClosed)
                     }
                 },
-                () = sleep_until(deadline) => {
+                () = &mut sleep => {
                     self.timeout();
                     Ok(())
                 }
@@ -866,13 +880,7 @@ impl Session {
                     self.kick = kick;
                     Err(CloseCause::TakenOver)
                 }
-                changed = phase.changed() => {
-                    if changed.is_err() || *phase.borrow() != Phase::Running {
-                        Err(CloseCause::ServerShutdown)
-                    } else {
-                        Ok(())
-                    }
-                }
+                () = &mut stopping => Err(CloseCause::ServerShutdown),
             };
             exit = match step {
                 Ok(()) => self.flush(stream, &mut link.tx).await.err(),
@@ -881,6 +889,8 @@ impl Session {
         }
         match exit {
             Some(CloseCause::ServerShutdown) => {
+                // `stopping` saw the change; `drain` waits for the next one.
+                phase.mark_unchanged();
                 let written =
                     self.conn
                         .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
@@ -1124,10 +1134,23 @@ impl Session {
                 None => None,
             };
         }
+        self.count_packets_out();
         if wake && rx.wake().await.is_err() {
             return Err(CloseCause::RouterClosed);
         }
         Ok(())
+    }
+
+    /// Adds the deliveries written since the last call to `Metrics::packets_out`.
+    fn count_packets_out(&mut self) {
+        let n = std::mem::take(&mut self.packets_out);
+        if n > 0 {
+            self.side
+                .shared
+                .metrics
+                .packets_out
+                .fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Delivers the delivery that waited for the client's Receive Maximum, once an
@@ -1137,6 +1160,7 @@ impl Session {
             && let Some(notification) = self.pending.take()
         {
             self.handle_notification(notification);
+            self.count_packets_out();
         }
     }
 
@@ -1260,7 +1284,8 @@ impl Session {
             .map_or(0, |(at, _)| now_ms().saturating_sub(at));
         let topic = std::mem::take(&mut publish.topic);
         let payload = std::mem::take(&mut publish.payload);
-        let Some((router_qos, pkid, dup)) = router_flags(&publish) else {
+        let retain = publish.retain;
+        let Some((router_qos, pkid, dup)) = router_flags(publish, &mut self.flags_buf) else {
             warn!("router delivery with an invalid QoS");
             return;
         };
@@ -1282,7 +1307,7 @@ impl Session {
         };
         let delivery = Delivery {
             subscription_qos: router_qos,
-            retain: publish.retain,
+            retain,
             dup,
             pkid: Some(pkid),
             publisher,
@@ -1308,7 +1333,7 @@ impl Session {
         let sent_qos = match result {
             Ok(delivered) => {
                 self.tx.commit(delivered.written);
-                metrics.packets_out.fetch_add(1, Ordering::Relaxed);
+                self.packets_out += 1;
                 if delivered.forgotten {
                     metrics.deliveries_evicted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1364,6 +1389,15 @@ async fn discard_router_session(shared: &Shared, client_id: &str) {
     }
 }
 
+/// Returns once the broker's phase leaves [`Phase::Running`] (or its sender is gone).
+async fn stopping(mut phase: watch::Receiver<Phase>) {
+    while phase.changed().await.is_ok() {
+        if *phase.borrow() != Phase::Running {
+            return;
+        }
+    }
+}
+
 /// Makes room in the read buffer before a read, in steps of [`READ_GROW`].
 ///
 /// Packets are decoded in place and the buffer is advanced past them, so it is never shared
@@ -1397,14 +1431,20 @@ fn may_be_envelope(payload: &[u8]) -> bool {
 
 /// The QoS, packet id and DUP flag of a router delivery, which rumqttd keeps private.
 ///
-/// `Publish::serialize` (rumqttd's MQTT-independent form) starts with the MQTT fixed-header
-/// flags byte and the packet id; `publish` should have its topic and payload taken out first,
-/// so that this copies nothing but those few bytes. `None` for an invalid QoS.
-fn router_flags(publish: &Publish) -> Option<(QoS, u16, bool)> {
-    let head = publish.serialize();
-    let (&flags, rest) = head.split_first()?;
-    let pkid = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+/// rumqttd's MQTT 3.1.1 encoding of `publish` (its topic and payload taken out first) into
+/// `buf`, reused between deliveries: the fixed-header flags, the remaining length (one byte),
+/// the empty topic's length and, at QoS 1 and 2, the packet id; at QoS 0 the packet id is 0
+/// (rumqttd gives none). Nothing is allocated per delivery. `None` for an invalid QoS, or a
+/// QoS 1 or 2 delivery without a packet id (rumqttd's encoder refuses it).
+fn router_flags(publish: Publish, buf: &mut BytesMut) -> Option<(QoS, u16, bool)> {
+    buf.clear();
+    V4.write(Packet::Publish(publish, None), buf).ok()?;
+    let flags = *buf.first()?;
     let qos = QoS::from_u8((flags >> 1) & 0b11)?;
+    let pkid = match qos {
+        QoS::AtMostOnce => 0,
+        _ => u16::from_be_bytes([*buf.get(4)?, *buf.get(5)?]),
+    };
     Some((qos, pkid, flags & 0b1000 != 0))
 }
 
@@ -1425,6 +1465,7 @@ mod tests {
 
     #[test]
     fn router_flags_read_qos_packet_id_and_dup() {
+        let mut buf = BytesMut::new();
         // rumqttd's MQTT-independent form: flags, packet id, topic length, topic, payload.
         for (flags, pkid, expected) in [
             (0x30, 0, (QoS::AtMostOnce, 0, false)),
@@ -1438,7 +1479,7 @@ mod tests {
             assert_eq!(&publish.topic[..], b"a/b");
             publish.topic = Bytes::new();
             publish.payload = Bytes::new();
-            assert_eq!(router_flags(&publish), Some(expected));
+            assert_eq!(router_flags(publish, &mut buf), Some(expected));
         }
     }
 
