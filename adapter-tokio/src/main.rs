@@ -23,7 +23,10 @@ use tracing::{error, info, warn};
 
 /// mimalloc instead of glibc's malloc: events are allocated on the connection tasks and freed on
 /// the dispatcher, the Kafka feeder and librdkafka's threads, and glibc's per-thread arenas spent
-/// most of the Kafka feeder's time consolidating such frees (see BENCHMARKS.md).
+/// most of the Kafka feeder's time consolidating such frees (see BENCHMARKS.md). The `mimalloc`
+/// feature (on by default) selects it; without it the broker runs on the system allocator, for
+/// heap profilers.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
