@@ -28,6 +28,17 @@ use crate::metrics::Metrics;
 /// The name rumqttd gives the thread of router 0.
 const ROUTER_THREAD: &str = "router-0";
 
+/// The sizes of the front's tables keyed by client id ([`Broker::client_tables`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTables {
+    /// Client ids connected now (the takeover registry).
+    pub connected: usize,
+    /// Clients listed by the HTTP API's presence (0 without the HTTP API).
+    pub presence: usize,
+    /// Client ids with a subscription to an event topic (which event kinds are wanted).
+    pub event_subscribers: usize,
+}
+
 /// A running broker. Drop it or call [`Broker::shutdown`] to stop (dropping stops the Kafka
 /// sink at once: what it still buffers goes to its spool, when there is one).
 pub struct Broker {
@@ -224,6 +235,17 @@ impl Broker {
     /// How many client ids are connected now.
     pub fn connected_clients(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// How many entries the front's tables keyed by client id hold now: each is released when
+    /// its client leaves (a clean session) or is taken over, so a broker that sees a new client
+    /// id per connection does not grow in them (docs/scale.md, "Soak").
+    pub fn client_tables(&self) -> ClientTables {
+        ClientTables {
+            connected: self.shared.registry.len(),
+            presence: self.shared.presence.as_ref().map_or(0, |p| p.len()),
+            event_subscribers: self.shared.interest.sessions(),
+        }
     }
 
     /// Stops accepting, reports `server_shutdown` for every connected client, gives the events

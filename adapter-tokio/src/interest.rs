@@ -55,6 +55,11 @@ impl Interest {
         }
     }
 
+    /// How many client ids have a subscription to an event topic (one entry each).
+    pub fn sessions(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Whether some subscription receives events of `kind`.
     pub fn wanted(&self, kind: EventKind) -> bool {
         self.counts[kind as usize].load(Ordering::Acquire) > 0
