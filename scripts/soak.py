@@ -23,9 +23,10 @@ and open files (from /proc), the load's own counts, the presence events seen, an
 the broker's metrics endpoint. At the end it closes every client and checks:
 
 - memory: a least-squares line through the RSS samples of the second half; its slope must stay
-  below `--max-growth-mib-per-h` (default 16) plus rumqttd's floor for the new client ids of
-  that half (`--router-bytes-per-id`, 600: the router keeps an entry per client id that ever
-  disconnected, see ROUTER_BYTES_PER_ID); the summary prints both terms and the net slope;
+  below `--max-growth-mib-per-h` (default 16) plus the slope of rumqttd's graveyard over the
+  same samples (the router keeps an entry per client id that ever disconnected, about 600 B an
+  id in steps, see graveyard_bytes); the summary prints both terms and the net slope
+  (`--recheck DIR` redoes this check on an earlier run's samples);
 - events: the presence consumer saw one `connected` and one `disconnected` event per load
   connection, Kafka holds the same plus the consumer's own two (counted by `kafka-count`,
   a real rdkafka consumer), and the broker dropped no event (`activity_events_dropped_total`).
@@ -268,7 +269,7 @@ def churn(port, w, rate, filters, ids, counts, stop):
         n += 1
         if not ids or n <= ids:
             # A client id the broker has not seen yet (rumqttd keeps an entry per client id
-            # that ever disconnected: the memory check allows for it, see --router-bytes-per-id).
+            # that ever disconnected: the memory check allows for it, see graveyard_bytes).
             counts.add("new_ids")
         try:
             conn = Conn(port, f"soak-churn-{w}-{n % ids if ids else n}")
@@ -373,12 +374,27 @@ def metrics(port):
 
 # rumqttd 0.20's router keeps an entry per client id that ever disconnected (`Graveyard`, in
 # router/graveyard.rs: a HashMap<String, SavedState> that `handle_disconnection` inserts into
-# for clean sessions too, and only a new connection of the same id removes from). A heap profile
-# of the soak (heaptrack, docs/scale.md) puts it at about 600 bytes per id: the table's slot
-# (about 210 bytes, 1.1-2.3 slots per entry as it doubles), the id, and the connection's event
-# strings ("connection at ...", "disconnection at ...") in a VecDeque. With a new client id per
-# connection that grows without bound; the front cannot remove it (rumqttd has no API for it).
-ROUTER_BYTES_PER_ID = 600.0
+# for clean sessions too, and only a new connection of the same id removes from); the front
+# cannot remove it (rumqttd has no API or setting for it). A heap profile of the soak
+# (heaptrack, docs/scale.md) shows what it holds for n ids: a hashbrown table of 200-byte
+# `(String, SavedState)` slots plus a control byte each, which doubles when 7/8 full, and per
+# id on the heap the id, a VecDeque<String> of 4 and two event strings ("connection at ...",
+# "disconnection at ..."), about 250 B. Averaged over the doublings that is about 600 B an id,
+# but it comes in steps (the 57,345th id moves 13 MB of slots into a 26 MB table), so the
+# memory check fits the same line through this function of the ids seen as through the RSS.
+GRAVEYARD_SLOT_BYTES = 201
+GRAVEYARD_ID_BYTES = 250.0
+
+
+def graveyard_bytes(ids, id_bytes=GRAVEYARD_ID_BYTES):
+    """rumqttd's graveyard for `ids` client ids: the table (hashbrown's buckets: a power of
+    two, at least 4, holding n - 1 below 8 buckets and 7/8 of them from 8 on) and the heap."""
+    if ids <= 0:
+        return 0.0
+    buckets = 4
+    while (buckets - 1 if buckets < 8 else buckets // 8 * 7) < ids:
+        buckets *= 2
+    return buckets * GRAVEYARD_SLOT_BYTES + ids * id_bytes
 
 
 def fit_slope(xs, ys):
@@ -388,6 +404,22 @@ def fit_slope(xs, ys):
     if sxx == 0:
         return 0.0
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def memory_check(rows, args):
+    """The RSS slope over the second half of `rows` against the limit plus rumqttd's graveyard
+    (the same fit through `graveyard_bytes` of the new client ids seen): (text, passed)."""
+    half = [r for r in rows if r["t_s"] >= rows[-1]["t_s"] / 2]
+    ts = [r["t_s"] for r in half]
+    growth = fit_slope(ts, [r["rss_kib"] for r in half]) * 3600 / 1024
+    floor = fit_slope(ts, [graveyard_bytes(r["new_ids"], args.graveyard_id_bytes) for r in half]) \
+        * 3600 / 2**20
+    ids_per_h = fit_slope(ts, [r["new_ids"] for r in half]) * 3600
+    limit = args.max_growth_mib_per_h + floor
+    return (f"RSS slope over the second half {growth:+.2f} MiB/h <= {limit:.2f} "
+            f"({args.max_growth_mib_per_h:g} + rumqttd's graveyard {floor:+.2f}: "
+            f"{ids_per_h:,.0f} new client ids/h); net of the graveyard {growth - floor:+.2f} MiB/h",
+            growth <= limit)
 
 
 def svg_plot(rows, path, title):
@@ -465,10 +497,20 @@ def main():
     ap.add_argument("--segment-count", type=int, help="[router] segment_count (default: the broker's)")
     ap.add_argument("--max-growth-mib-per-h", type=float, default=16.0,
                     help="RSS growth allowed over the second half, beyond rumqttd's per-id floor")
-    ap.add_argument("--router-bytes-per-id", type=float, default=ROUTER_BYTES_PER_ID,
-                    help="rumqttd's memory per distinct client id that disconnected (its graveyard, "
-                         "never freed); the memory check allows this much per new client id")
+    ap.add_argument("--graveyard-id-bytes", type=float, default=GRAVEYARD_ID_BYTES,
+                    help="rumqttd's heap per client id in its graveyard besides the table's slot "
+                         "(see GRAVEYARD_SLOT_BYTES); the memory check allows for the graveyard")
+    ap.add_argument("--recheck", metavar="DIR",
+                    help="only redo the memory check on DIR/samples.csv of an earlier run")
     args = ap.parse_args()
+    if args.recheck:
+        with open(os.path.join(args.recheck, "samples.csv")) as f:
+            header = f.readline().strip().split(",")
+            rows = [dict(zip(header, line.strip().split(","))) for line in f if line.strip()]
+        rows = [{k: float(r[k]) for k in ("t_s", "rss_kib", "new_ids")} for r in rows]
+        text, ok = memory_check(rows, args)
+        print(("PASS " if ok else "FAIL ") + text)
+        return 0 if ok else 1
 
     os.makedirs(args.out, exist_ok=True)
     svg = args.svg or os.path.join(args.out, "soak.svg")
@@ -607,19 +649,8 @@ def run(args, broker, tansu, port, metrics_port, kafka_port, svg):
                 kafka.get("SYSTEM.presence.disconnected") == kafka_expected:
             break
 
-    half = [r for r in rows if r["t_s"] >= rows[-1]["t_s"] / 2]
-    slope_kib_s = fit_slope([r["t_s"] for r in half], [r["rss_kib"] for r in half])
-    growth = slope_kib_s * 3600 / 1024
-    # rumqttd's floor: new client ids an hour (over the same half) times its bytes per id.
-    ids_per_h = fit_slope([r["t_s"] for r in half], [r["new_ids"] for r in half]) * 3600
-    floor = ids_per_h * args.router_bytes_per_id / 2**20
-    limit = args.max_growth_mib_per_h + floor
     checks = [
-        (f"RSS slope over the second half {growth:+.2f} MiB/h <= {limit:.2f} "
-         f"({args.max_growth_mib_per_h:g} + rumqttd's per-id floor {floor:.2f}: "
-         f"{ids_per_h:,.0f} new client ids/h x {args.router_bytes_per_id:g} B); "
-         f"net of the floor {growth - floor:+.2f} MiB/h",
-         growth <= limit),
+        memory_check(rows, args),
         (f"presence consumer: connected {seen['ev_connected']} == {expected} load connections "
          f"(its own connected event, not counted: {'seen' if seen['own_connected'] else 'not seen'})",
          seen["ev_connected"] == expected),
