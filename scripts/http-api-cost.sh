@@ -4,11 +4,12 @@
 # holds release builds of activity-broker and activity-bench: cargo build --release -p adapter-tokio
 # -p bench). KINDS: the watchers' ?kinds= (e.g. connected,disconnected, what a presence dashboard
 # watches); none: every kind. CASES (env): the cases to run, a regular expression (default: all).
+# CONF (env): the broker configuration (default bench/configs/events-on.toml).
 set -u
 T=$1; ROUNDS=${2:-3}; KINDS=${3:-}; CASES=${CASES:-.}
 QUERY=""; [ -n "$KINDS" ] && QUERY="?kinds=$KINDS"
 B=$T/release/activity-broker; BENCH=$T/release/activity-bench
-CONF=bench/configs/events-on.toml
+CONF=${CONF:-bench/configs/events-on.toml}
 PORT=17883; HPORT=17880
 first=1
 for round in $(seq 1 "$ROUNDS"); do

@@ -224,8 +224,9 @@ pub struct HttpConfig {
     /// between requests, in milliseconds (default 10,000, above 0).
     pub header_timeout_ms: u64,
     /// The recent `msgack` events kept for `GET /api/v1/acks` and the live page's lookup
-    /// (default 10,000, at least 1); past it, the oldest is evicted and counted (see
-    /// [`crate::page::AckTable`]).
+    /// (default 10,000); past it, the oldest is evicted and counted (see
+    /// [`crate::page::AckTable`]). 0 turns the table off: the API then costs nothing per
+    /// `msgack` (no event is encoded for it), and a lookup answers 404.
     pub ack_table: usize,
 }
 
@@ -250,7 +251,6 @@ impl HttpConfig {
             ("http.max_watchers", self.max_watchers),
             ("http.event_ring", self.event_ring),
             ("http.watcher_buffer", self.watcher_buffer),
-            ("http.ack_table", self.ack_table),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1, got 0"));

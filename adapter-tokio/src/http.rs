@@ -332,11 +332,15 @@ impl HttpParts {
     }
 
     /// The kinds the API takes from the event pipeline: those the event streams hold now, and
-    /// `msgack` always (the ack table answers about the past, watched or not).
+    /// `msgack` always while the ack table is on (it answers about the past, watched or not).
     pub fn watched(&self) -> Watched {
         Watched {
             streams: self.hub.holds(),
-            always: EventKinds::NONE.with(EventKind::MsgAck),
+            always: if self.acks.is_off() {
+                EventKinds::NONE
+            } else {
+                EventKinds::NONE.with(EventKind::MsgAck)
+            },
         }
     }
 

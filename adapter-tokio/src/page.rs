@@ -124,6 +124,12 @@ async fn acks_lookup<S: PageSource>(
             "product_id and message_id are required (client_id is optional)",
         );
     };
+    if source.acks().is_off() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the ack table is off (http.ack_table = 0): no acknowledgements are kept",
+        );
+    }
     let client = q.client_id.as_deref().filter(|c| !c.is_empty());
     let found = source.acks().lookup(&q.product_id, &q.message_id, client);
     // The table holds events our own encoder wrote: each parses (one that would not is left

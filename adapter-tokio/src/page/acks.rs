@@ -126,10 +126,11 @@ pub struct Lookup {
 }
 
 impl AckTable {
-    /// An empty table of at most `capacity` acknowledgements (at least 1).
+    /// An empty table of at most `capacity` acknowledgements; 0 turns it off (it records
+    /// nothing, see [`AckTable::is_off`]).
     pub fn new(capacity: usize) -> AckTable {
         AckTable {
-            capacity: capacity.max(1),
+            capacity,
             inner: Mutex::new(Inner::default()),
             recorded: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -162,9 +163,18 @@ impl AckTable {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the table is off (`http.ack_table = 0`): the HTTP API then takes no `msgack`
+    /// event for it, and a lookup is refused.
+    pub fn is_off(&self) -> bool {
+        self.capacity == 0
+    }
+
     /// Records one `msgack` event (`json` as published); the oldest entry goes when the table
     /// is full. An event without the `msgack` fields is counted as unreadable and dropped.
     pub fn record(&self, json: Bytes) {
+        if self.is_off() {
+            return;
+        }
         let Ok(fields) = serde_json::from_slice::<AckFields<'_>>(&json) else {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
