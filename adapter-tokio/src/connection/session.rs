@@ -1130,7 +1130,11 @@ impl Session {
             }
             next = match futures_util::FutureExt::now_or_never(rx.next()) {
                 Some(Ok(n)) => n,
-                Some(Err(_)) => return Err(CloseCause::RouterClosed),
+                Some(Err(_)) => {
+                    // What this batch wrote is counted on this way out too.
+                    self.count_packets_out();
+                    return Err(CloseCause::RouterClosed);
+                }
                 None => None,
             };
         }
