@@ -177,14 +177,14 @@ impl Broker {
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
         info!(local_addr = %listeners.local_addr, "MQTT listener ready");
-        let http = match http_parts {
-            Some(parts) => {
-                parts
-                    .start(&config, http_tls, metrics.clone(), shared.phase.clone())
-                    .await?
-            }
-            None => None,
-        };
+        let http = HttpParts::start(
+            http_parts,
+            &config,
+            http_tls,
+            metrics.clone(),
+            shared.phase.clone(),
+        )
+        .await?;
 
         Ok(Broker {
             listeners,

@@ -344,15 +344,26 @@ impl HttpParts {
         }
     }
 
-    /// Binds the listener and serves the API (see [`HttpServer::start`]).
+    /// Binds the listener and serves the API (see [`HttpServer::start`]) when there are
+    /// `parts` (the API is on); `None` when there are none.
     pub async fn start(
-        self,
+        parts: Option<HttpParts>,
         config: &Config,
         tls: Option<TlsAcceptor>,
         metrics: Arc<Metrics>,
         phase: watch::Receiver<Phase>,
     ) -> anyhow::Result<Option<HttpServer>> {
-        let api = Api::new(config, metrics, phase, self.presence, self.hub, self.acks);
+        let Some(parts) = parts else {
+            return Ok(None);
+        };
+        let api = Api::new(
+            config,
+            metrics,
+            phase,
+            parts.presence,
+            parts.hub,
+            parts.acks,
+        );
         HttpServer::start(config, tls, Arc::new(api)).await
     }
 }

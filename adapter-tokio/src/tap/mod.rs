@@ -230,14 +230,14 @@ impl Tap {
 
         let http_tls = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let listeners = Listeners::bind(&config, tls, shared.clone(), &metrics).await?;
-        let http = match http_parts {
-            Some(parts) => {
-                parts
-                    .start(&config, http_tls, metrics.clone(), shared.phase.clone())
-                    .await?
-            }
-            None => None,
-        };
+        let http = HttpParts::start(
+            http_parts,
+            &config,
+            http_tls,
+            metrics.clone(),
+            shared.phase.clone(),
+        )
+        .await?;
         info!(local_addr = %listeners.local_addr, upstream = %upstream.address, tls = config.upstream.tls.is_some(), "MQTT tap ready");
 
         Ok(Tap {
