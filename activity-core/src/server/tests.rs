@@ -837,6 +837,41 @@ fn a_delivery_without_room_says_how_much_it_needs() {
 }
 
 #[test]
+fn a_delivery_not_written_takes_no_packet_id() {
+    let mut client = Client::connected(REMOTE, &connect("ids"));
+    let delivery = Delivery {
+        properties: crate::codec::Properties::EMPTY,
+        topic: "t",
+        payload: b"0123456789",
+        qos: QoS::AtLeastOnce,
+        subscription_qos: QoS::AtLeastOnce,
+        retain: false,
+        dup: true,
+        pkid: None,
+        publisher: None,
+        ..Delivery::new("", b"", QoS::AtMostOnce)
+    };
+    // 2 + 1 + 2 + 2 + 10 bytes: the packet id counts in what it needs.
+    let mut small = [0u8; 8];
+    let result = client.conn.handle_delivery(delivery, &mut small, |_| None);
+    assert_eq!(result, Err(DeliveryError::NoRoom { needed: 17 }));
+    let mut tx = [0u8; 64];
+    let first = client
+        .conn
+        .handle_delivery(delivery, &mut tx, |_| None)
+        .expect("written");
+    assert_eq!((first.written, first.pkid), (17, Some(1)));
+    // The engine's own packet id, with the router's DUP flag: 0x3a = PUBLISH, DUP, QoS 1.
+    assert_eq!(&tx[..2], &[0x3a, 15]);
+    assert_eq!(&tx[5..7], &[0, 1]);
+    let second = client
+        .conn
+        .handle_delivery(delivery, &mut tx, |_| None)
+        .expect("written");
+    assert_eq!(second.pkid, Some(2));
+}
+
+#[test]
 fn the_will_is_published_unless_the_client_said_goodbye() {
     let will = Connect {
         will: Some(LastWill {

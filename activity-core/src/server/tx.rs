@@ -1,7 +1,7 @@
 //! Writing into the driver's transmit buffer: deliveries and SUBACK frames.
 
 use crate::QoS;
-use crate::codec::{Context, Packet, Properties, Publish, Version};
+use crate::codec::{Context, EncodeError, Packet, Properties, Publish, Version};
 
 use super::outbound::Additions;
 use super::{Counter, Delivered, Delivery, DeliveryError, Output};
@@ -54,44 +54,46 @@ pub(super) fn encode_delivery(
     } else {
         delivery.properties
     };
-    let mut publish = Publish {
-        dup: false,
+    // The packet id is taken before encoding (its 2 bytes count in the length) and given back
+    // when the delivery is not written.
+    let before = *next_pkid;
+    let pkid = (qos != QoS::AtMostOnce).then(|| {
+        delivery.pkid.unwrap_or_else(|| {
+            *next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+            *next_pkid
+        })
+    });
+    let publish = Publish {
+        dup: pkid.is_some() && delivery.dup,
         qos,
         retain: delivery.retain,
         topic,
-        // A stand-in of the same size until the room is known (a packet id is 2 bytes).
-        pkid: (qos != QoS::AtMostOnce).then_some(1),
+        pkid,
         payload: delivery.payload,
         properties,
     };
-    let needed = Packet::Publish(publish)
-        .encoded_len_with(tx.version)
-        .map_err(|_| DeliveryError::Unencodable)?;
-    if u32::try_from(needed).map_or(true, |n| n > max_packet_size) {
-        return Err(DeliveryError::Dropped(Counter::DeliveryTooLarge));
-    }
-    if head.len() < needed {
-        return Err(DeliveryError::NoRoom {
+    // Encoded once: the encoder computes the length, checks the room and writes; a packet
+    // over the client's maximum is left unused in the free room (`tx.len` does not move).
+    let encoded = Packet::Publish(publish).encode_with(head, tx.version);
+    let too_large = |n: usize| u32::try_from(n).map_or(true, |n| n > max_packet_size);
+    let written = match encoded {
+        Ok(written) if !too_large(written) => Ok(written),
+        Ok(_) => Err(DeliveryError::Dropped(Counter::DeliveryTooLarge)),
+        Err(EncodeError::BufferTooSmall { needed }) if too_large(needed) => {
+            Err(DeliveryError::Dropped(Counter::DeliveryTooLarge))
+        }
+        Err(EncodeError::BufferTooSmall { needed }) => Err(DeliveryError::NoRoom {
             needed: needed + scratch,
-        });
+        }),
+        Err(_) => Err(DeliveryError::Unencodable),
     }
-    if qos != QoS::AtMostOnce {
-        let pkid = delivery.pkid.unwrap_or_else(|| {
-            *next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-            *next_pkid
-        });
-        publish.pkid = Some(pkid);
-        publish.dup = delivery.dup;
-    }
-    let written = Packet::Publish(publish)
-        .encode_with(head, tx.version)
-        .map_err(|_| DeliveryError::Unencodable)?;
+    .inspect_err(|_| *next_pkid = before)?;
     tx.len += written;
     tx.packets += 1;
     Ok(Delivered {
         written,
         qos,
-        pkid: publish.pkid,
+        pkid,
         forgotten: false,
         subscription_ids_cut: additions.ids_cut,
     })
