@@ -28,12 +28,13 @@
 //! leaves no gap. The `session_seq` of each connection comes
 //! from [`EventSender::session_seq`] (see [`activity_core::seq`]).
 
-use std::sync::Arc;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use activity_core::QoS;
-use activity_core::event::{self, EncodeOptions, Event, EventKind};
+use activity_core::event::{self, EncodeOptions, Event, EventKind, Id};
 use activity_core::seq::{NodeBits, next_session_seq};
 use activity_core::system::SystemTopics;
 use activity_core::tracker::{EventKinds, TrackerConfig};
@@ -77,6 +78,53 @@ pub struct EventRecord {
     /// topic to publish it on, with RETAIN. Only [`SinkQueue::offer_presence`] makes such
     /// records; no sink is offered one through [`SinkQueue::offer`].
     pub retained_topic: Option<String>,
+    /// The [`ack_key`] of a `msgack` event's message, taken where the event is made (`None`
+    /// for the other kinds, and for a record read back from the Kafka spool).
+    pub ack_key: Option<u64>,
+}
+
+/// The hash of a message's (`product_id`, `message_id`) as text (an integer id as its decimal
+/// digits, so that `42` and `"42"` are the same message): the index of the HTTP API's ack
+/// table, computed once where a `msgack` event is made, so that the table reads no JSON per
+/// acknowledgement. Keyed per process (SipHash with random keys): ids are chosen by clients,
+/// and a lookup compares the ids themselves, so a collision costs a comparison, never a
+/// wrong answer.
+pub fn ack_key(product_id: Id<'_>, message_id: Id<'_>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut hasher = KEYS.get_or_init(RandomState::new).build_hasher();
+    for id in [product_id, message_id] {
+        match id {
+            Id::Str(s) => hasher.write(s.as_bytes()),
+            Id::Int(i) => {
+                let mut digits = [0u8; 20];
+                hasher.write(int_text(i, &mut digits));
+            }
+        }
+        // Not UTF-8: ends the first id unambiguously.
+        hasher.write_u8(0xff);
+    }
+    hasher.finish()
+}
+
+/// The decimal text of `i`, written into the end of `buf`.
+fn int_text(i: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = i.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // A digit: n % 10 < 10 fits.
+        buf[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
 enum Item {
@@ -386,6 +434,10 @@ impl EventSender {
             Event::Disconnected(e) => Some(e.session_seq),
             _ => None,
         };
+        let ack_key = match event {
+            Event::MsgAck(e) => Some(ack_key(e.product_id, e.message_id)),
+            _ => None,
+        };
         Some(EventRecord {
             kind,
             subject: event.subject().to_owned(),
@@ -394,6 +446,7 @@ impl EventSender {
             event_seq: 0,
             session_seq,
             retained_topic: None,
+            ack_key,
         })
     }
 
@@ -682,6 +735,35 @@ mod tests {
         assert!(limit.admit(second + 1_000), "the next second starts over");
         let none = KindLimit::new(0);
         assert!((0..10_000).all(|i| none.admit(second + i)));
+    }
+
+    #[test]
+    fn an_ack_key_is_the_ids_as_text() {
+        let key = |p, m| ack_key(p, m);
+        assert_eq!(
+            key(Id::Str("p"), Id::Int(42)),
+            key(Id::Str("p"), Id::Str("42"))
+        );
+        assert_eq!(
+            key(Id::Int(-7), Id::Int(0)),
+            key(Id::Str("-7"), Id::Str("0"))
+        );
+        assert_eq!(
+            key(Id::Int(i64::MIN), Id::Int(i64::MAX)),
+            key(
+                Id::Str("-9223372036854775808"),
+                Id::Str("9223372036854775807")
+            )
+        );
+        // The boundary between the two ids counts.
+        assert_ne!(
+            key(Id::Str("ab"), Id::Str("c")),
+            key(Id::Str("a"), Id::Str("bc"))
+        );
+        assert_ne!(
+            key(Id::Str("p"), Id::Str("m1")),
+            key(Id::Str("p"), Id::Str("m2"))
+        );
     }
 
     #[test]

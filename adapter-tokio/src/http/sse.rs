@@ -545,6 +545,7 @@ mod tests {
             event_seq,
             session_seq: None,
             retained_topic: None,
+            ack_key: None,
         }
     }
 

@@ -345,6 +345,7 @@ fn decode(bytes: &[u8]) -> Option<EventRecord> {
         event_seq: 0,
         session_seq: None,
         retained_topic: None,
+        ack_key: None,
     })
 }
 
@@ -361,6 +362,7 @@ mod tests {
             event_seq: 0,
             session_seq: None,
             retained_topic: None,
+            ack_key: None,
         }
     }
 

@@ -4,22 +4,29 @@
 //! One [`AckTable`] per server, fed by the event [`Dispatcher`](crate::events::Dispatcher) (it
 //! is a [`SinkQueue`]: offered every event, it keeps the `msgack` ones) and read by the lookup.
 //! It holds the last [`AckTable::capacity`] acknowledgements in arrival order; a full table
-//! evicts the oldest, and counts it. An entry costs its event's JSON (shared with the other
-//! sinks, not copied), its product id, message id and acknowledging client id, and about 100
-//! bytes of bookkeeping.
+//! evicts the oldest, and counts it.
+//!
+//! Recording reads no JSON and allocates nothing: an entry is its event's JSON (shared with the
+//! other sinks, not copied), its `ts` and the [`ack_key`] of its message, which the event
+//! pipeline computed from the event's fields where it made it (about 64 bytes with the ring's
+//! slot). The index maps a key to its newest entry, and each entry points to the previous one
+//! of its key. A lookup walks that chain and reads the ids and the client id from each
+//! candidate's JSON, outside the lock, so that a hash collision costs a comparison, never a
+//! wrong answer.
 //!
 //! Ids are compared as text: a `product_id` or `message_id` that is a JSON number matches its
 //! decimal digits, so `message_id=42` finds both `42` and `"42"`.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use activity_core::event::EventKind;
+use activity_core::event::{EventKind, Id};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::events::{EventRecord, SinkQueue};
+use crate::events::{EventRecord, SinkQueue, ack_key};
 
 /// The acknowledgements one lookup returns at most (the newest); `matched` counts them all.
 pub const MAX_LOOKUP_ACKS: usize = 100;
@@ -27,20 +34,14 @@ pub const MAX_LOOKUP_ACKS: usize = 100;
 /// One remembered acknowledgement.
 #[derive(Debug)]
 struct Entry {
-    /// Its position in arrival order (the index counts from the table's first entry).
-    seq: u64,
-    key: Key,
-    ack_client_id: Box<str>,
+    /// The [`ack_key`] of its message.
+    key: u64,
+    /// The `seq` of the previous entry of the same key, if there was one when this came (it
+    /// may be evicted since).
+    prev: Option<u64>,
     ts: u64,
     /// The `msgack` event as published.
     json: Bytes,
-}
-
-/// The message an acknowledgement is for: its product id and message id, as text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    product_id: Box<str>,
-    message_id: Box<str>,
 }
 
 /// A `product_id` or `message_id` of a `msgack` event: a string or an integer.
@@ -52,15 +53,23 @@ enum IdField<'a> {
 }
 
 impl IdField<'_> {
-    fn into_text(self) -> Box<str> {
+    fn id(&self) -> Id<'_> {
         match self {
-            IdField::Str(s) => s.into(),
-            IdField::Int(i) => i.to_string().into(),
+            IdField::Str(s) => Id::Str(s),
+            IdField::Int(i) => Id::Int(*i),
+        }
+    }
+
+    /// Whether it is `text` (an integer: its decimal digits).
+    fn is(&self, text: &str) -> bool {
+        match self {
+            IdField::Str(s) => s == text,
+            IdField::Int(i) => i.to_string() == text,
         }
     }
 }
 
-/// The fields of a `msgack` event the table indexes (serde skips the others).
+/// The fields of a `msgack` event the table reads (serde skips the others).
 #[derive(Deserialize)]
 struct AckFields<'a> {
     #[serde(borrow)]
@@ -72,21 +81,42 @@ struct AckFields<'a> {
     ts: u64,
 }
 
+/// The index's hasher: its keys are already keyed hashes ([`ack_key`]), used as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); any other input is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The table's contents; behind the [`AckTable`]'s lock.
 #[derive(Debug, Default)]
 struct Inner {
     /// Oldest first.
     entries: VecDeque<Entry>,
-    /// The `seq` of every entry, by key, oldest first.
-    index: HashMap<Key, VecDeque<u64>>,
-    /// The `seq` the next entry gets.
+    /// The `seq` of the newest entry of each key held.
+    index: HashMap<u64, u64, BuildHasherDefault<KeyHasher>>,
+    /// The `seq` the next entry gets (the index counts from the table's first entry).
     next_seq: u64,
 }
 
 impl Inner {
     /// The entry numbered `seq`, if the table still holds it.
     fn entry(&self, seq: u64) -> Option<&Entry> {
-        let first = self.entries.front()?.seq;
+        let first = self.next_seq - self.entries.len() as u64;
         let i = usize::try_from(seq.checked_sub(first)?).ok()?;
         self.entries.get(i)
     }
@@ -131,7 +161,10 @@ impl AckTable {
     pub fn new(capacity: usize) -> AckTable {
         AckTable {
             capacity,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                entries: VecDeque::with_capacity(capacity.min(4096)),
+                ..Inner::default()
+            }),
             recorded: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
@@ -169,8 +202,9 @@ impl AckTable {
         self.capacity == 0
     }
 
-    /// Records one `msgack` event (`json` as published); the oldest entry goes when the table
-    /// is full. An event without the `msgack` fields is counted as unreadable and dropped.
+    /// Records one `msgack` event (`json` as published), reading its message's ids and `ts`
+    /// from the JSON (the dispatcher's records carry them: see [`AckTable::take`](SinkQueue::take)).
+    /// An event without the `msgack` fields is counted as unreadable and dropped.
     pub fn record(&self, json: Bytes) {
         if self.is_off() {
             return;
@@ -179,32 +213,35 @@ impl AckTable {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let key = Key {
-            product_id: fields.product_id.into_text(),
-            message_id: fields.message_id.into_text(),
-        };
-        let ack_client_id: Box<str> = fields.ack_client_id.into();
+        let key = ack_key(fields.product_id.id(), fields.message_id.id());
         let ts = fields.ts;
+        self.insert(key, ts, json);
+    }
+
+    /// Records one `msgack` event of the message whose [`ack_key`] is `key`; the oldest entry
+    /// goes when the table is full.
+    fn insert(&self, key: u64, ts: u64, json: Bytes) {
+        if self.is_off() {
+            return;
+        }
         let mut inner = self.lock();
         if inner.entries.len() >= self.capacity
             && let Some(old) = inner.entries.pop_front()
         {
-            if let Some(seqs) = inner.index.get_mut(&old.key) {
-                // Entries leave in arrival order: the evicted one is its key's oldest.
-                seqs.pop_front();
-                if seqs.is_empty() {
-                    inner.index.remove(&old.key);
-                }
+            // Entries leave in arrival order: when the evicted one is its key's newest, the key
+            // has no entry left.
+            let old_seq = inner.next_seq - inner.entries.len() as u64 - 1;
+            if inner.index.get(&old.key) == Some(&old_seq) {
+                inner.index.remove(&old.key);
             }
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        inner.index.entry(key.clone()).or_default().push_back(seq);
+        let prev = inner.index.insert(key, seq);
         inner.entries.push_back(Entry {
-            seq,
             key,
-            ack_client_id,
+            prev,
             ts,
             json,
         });
@@ -215,34 +252,45 @@ impl AckTable {
     /// The acknowledgements held of message (`product_id`, `message_id`), by `client_id` when
     /// given.
     pub fn lookup(&self, product_id: &str, message_id: &str, client_id: Option<&str>) -> Lookup {
-        let inner = self.lock();
-        let key = Key {
-            product_id: product_id.into(),
-            message_id: message_id.into(),
+        let key = ack_key(Id::Str(product_id), Id::Str(message_id));
+        // The candidates (the chain of the key), newest first, taken under the lock; their JSON
+        // is read after it.
+        let mut candidates = Vec::new();
+        let (held, oldest_ts) = {
+            let inner = self.lock();
+            let mut next = inner.index.get(&key).copied();
+            while let Some(entry) = next.and_then(|seq| inner.entry(seq)) {
+                if entry.key == key {
+                    candidates.push(entry.json.clone());
+                }
+                next = entry.prev;
+            }
+            (inner.entries.len(), inner.entries.front().map(|e| e.ts))
         };
         let mut acks = Vec::new();
         let mut matched = 0;
-        if let Some(seqs) = inner.index.get(&key) {
-            for &seq in seqs.iter().rev() {
-                let Some(entry) = inner.entry(seq) else {
-                    continue;
-                };
-                if client_id.is_some_and(|c| c != &*entry.ack_client_id) {
-                    continue;
-                }
-                matched += 1;
-                if acks.len() < MAX_LOOKUP_ACKS {
-                    acks.push(entry.json.clone());
-                }
+        for json in candidates {
+            let Ok(fields) = serde_json::from_slice::<AckFields<'_>>(&json) else {
+                continue;
+            };
+            if !fields.product_id.is(product_id)
+                || !fields.message_id.is(message_id)
+                || client_id.is_some_and(|c| c != fields.ack_client_id)
+            {
+                continue;
+            }
+            matched += 1;
+            if acks.len() < MAX_LOOKUP_ACKS {
+                acks.push(json);
             }
         }
         Lookup {
             acks,
             matched,
-            held: inner.entries.len(),
+            held,
             capacity: self.capacity,
             evicted: self.evicted(),
-            oldest_ts: inner.entries.front().map(|e| e.ts),
+            oldest_ts,
         }
     }
 
@@ -291,10 +339,15 @@ impl SinkQueue for Arc<AckTable> {
         self.take(&record);
     }
 
-    /// Keeps the `msgack` events (their shared JSON, not a copy); the others cost nothing.
+    /// Keeps the `msgack` events (their shared JSON, not a copy, under the [`ack_key`] the
+    /// record carries); the others cost nothing.
     fn take(&self, record: &EventRecord) {
-        if record.kind == EventKind::MsgAck {
-            self.record(record.json.clone());
+        if record.kind != EventKind::MsgAck {
+            return;
+        }
+        match record.ack_key {
+            Some(key) => self.insert(key, record.ts, record.json.clone()),
+            None => self.record(record.json.clone()),
         }
     }
 }
@@ -386,6 +439,51 @@ mod tests {
         assert_eq!(all.matched, 150);
         assert_eq!(all.acks.len(), MAX_LOOKUP_ACKS);
         assert_eq!(all.acks[0], ack("p", "\"m\"", "dev-149", 149));
+    }
+
+    #[test]
+    fn the_dispatchers_records_are_kept_by_the_key_they_carry() {
+        let table = Arc::new(AckTable::new(4));
+        let record = |json: Bytes, key| EventRecord {
+            kind: EventKind::MsgAck,
+            subject: "dev".into(),
+            ts: 5,
+            json,
+            event_seq: 1,
+            session_seq: None,
+            retained_topic: None,
+            ack_key: key,
+        };
+        let json = ack("p1", "7", "dev", 5);
+        table.take(&record(
+            json.clone(),
+            Some(ack_key(Id::Str("p1"), Id::Int(7))),
+        ));
+        // A record without a key (none is made so) is read from its JSON.
+        table.take(&record(ack("p1", "\"7\"", "dev", 6), None));
+        let found = table.lookup("p1", "7", None);
+        assert_eq!(found.matched, 2);
+        assert_eq!(found.acks[1], json);
+        // Other kinds are not kept.
+        let mut other = record(ack("p1", "7", "dev", 7), None);
+        other.kind = EventKind::Message;
+        table.take(&other);
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_key_collision_is_told_apart_by_the_ids() {
+        let table = AckTable::new(8);
+        let key = ack_key(Id::Str("p1"), Id::Str("m1"));
+        // Three events under one key, as if their ids collided: only the real match counts.
+        table.insert(key, 1, ack("p1", "\"m1\"", "dev-a", 1));
+        table.insert(key, 2, ack("p2", "\"m2\"", "dev-a", 2));
+        table.insert(key, 3, ack("p1", "\"m1x\"", "dev-b", 3));
+        let found = table.lookup("p1", "m1", None);
+        assert_eq!(found.matched, 1);
+        assert_eq!(found.acks, vec![ack("p1", "\"m1\"", "dev-a", 1)]);
+        assert_eq!(table.lookup("p1", "m1", Some("dev-b")).matched, 0);
+        assert_eq!(table.lookup("p2", "m2", None).matched, 0, "not its key");
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl SinkQueue for UpstreamQueue {
             event_seq: 0,
             session_seq: None,
             retained_topic: Some(state.topic.clone()),
+            ack_key: None,
         });
     }
 }
@@ -474,6 +475,7 @@ mod tests {
             event_seq: 0,
             session_seq: None,
             retained_topic: None,
+            ack_key: None,
         }
     }
 
