@@ -65,8 +65,30 @@ pub struct Stamped {
     pub seq: u64,
     /// Its kind, the `event:` line.
     pub kind: EventKind,
-    /// Its JSON, the `data:` line.
-    pub json: Bytes,
+    /// Its event block as every stream sends it (`id:`, `event:`, `data:` its JSON, the blank
+    /// line), formatted once for all streams and replays.
+    pub block: Bytes,
+}
+
+impl Stamped {
+    /// The event of `record`, its block formatted (the `data:` JSON is one line: JSON strings
+    /// escape line breaks).
+    fn new(record: &EventRecord) -> Stamped {
+        let name = record.kind.name();
+        let mut block = Vec::with_capacity(record.json.len() + name.len() + 40);
+        block.extend_from_slice(b"id: ");
+        block.extend_from_slice(record.event_seq.to_string().as_bytes());
+        block.extend_from_slice(b"\nevent: ");
+        block.extend_from_slice(name.as_bytes());
+        block.extend_from_slice(b"\ndata: ");
+        block.extend_from_slice(&record.json);
+        block.extend_from_slice(b"\n\n");
+        Stamped {
+            seq: record.event_seq,
+            kind: record.kind,
+            block: Bytes::from(block),
+        }
+    }
 }
 
 /// The recent events and the live feed of the event streams.
@@ -175,12 +197,8 @@ impl EventHub {
         if !self.holds.held(record.kind) {
             return;
         }
+        let stamped = Arc::new(Stamped::new(record));
         let mut ring = self.ring();
-        let stamped = Arc::new(Stamped {
-            seq: record.event_seq,
-            kind: record.kind,
-            json: record.json.clone(),
-        });
         if ring.events.len() == ring.capacity
             && let Some(old) = ring.events.pop_front()
         {
@@ -374,16 +392,9 @@ struct Watch {
 /// Most events written in one chunk: a stream that is behind catches up in few writes.
 const CHUNK_EVENTS: usize = 64;
 
-/// Appends `stamped` as one event block (the `data:` JSON is one line: JSON strings escape
-/// line breaks).
+/// Appends `stamped`'s event block.
 fn push_event(out: &mut Vec<u8>, stamped: &Stamped) {
-    out.extend_from_slice(b"id: ");
-    out.extend_from_slice(stamped.seq.to_string().as_bytes());
-    out.extend_from_slice(b"\nevent: ");
-    out.extend_from_slice(stamped.kind.name().as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(&stamped.json);
-    out.extend_from_slice(b"\n\n");
+    out.extend_from_slice(&stamped.block);
 }
 
 /// Appends a comment line.
