@@ -8,7 +8,7 @@
 # BASE (env): a second TARGET_DIR (e.g. a build of main): every case then runs on both brokers in
 # each round, BASE's first, labelled "base: CASE" and "new: CASE" (the bench of TARGET_DIR loads
 # both); `scripts/http-api-ratios.py FILE` prints the same-round ratios of such a CSV.
-# PERF (env): a directory; each broker with the API is then recorded by `perf record -g` during
+# PERF (env): a directory; each broker is then recorded by `perf record -g` during
 # the load, into PERF/<round>-<scenario>-<case>.data (`perf report -i FILE --no-children`).
 set -u
 T=$1; ROUNDS=${2:-3}; KINDS=${3:-}; CASES=${CASES:-.}; BASE=${BASE:-}; PERF=${PERF:-}
@@ -40,7 +40,7 @@ for round in $(seq 1 "$ROUNDS"); do
         done
       fi
       perf_pid=
-      if [ -n "$PERF" ] && ((${#extra[@]})); then
+      if [ -n "$PERF" ]; then
         s=$(echo "$scenario" | tr -d ' -'); c=$(echo "$name-$case" | tr -c 'a-zA-Z0-9\n' '_')
         perf record -g -o "$PERF/$round-$s-$c.data" -p $bpid 2>/dev/null & perf_pid=$!
       fi

@@ -6,19 +6,19 @@
 //! It holds the last [`AckTable::capacity`] acknowledgements in arrival order; a full table
 //! evicts the oldest, and counts it.
 //!
-//! Recording reads no JSON and allocates nothing: an entry is its event's JSON (shared with the
-//! other sinks, not copied), its `ts` and the [`ack_key`] of its message, which the event
-//! pipeline computed from the event's fields where it made it (about 64 bytes with the ring's
-//! slot). The index maps a key to its newest entry, and each entry points to the previous one
-//! of its key. A lookup walks that chain and reads the ids and the client id from each
-//! candidate's JSON, outside the lock, so that a hash collision costs a comparison, never a
-//! wrong answer.
+//! Recording reads no JSON, allocates nothing and touches no index: an entry is its event's
+//! JSON (shared with the other sinks, not copied), its `ts` and the [`ack_key`] of its message,
+//! which the event pipeline computed from the event's fields where it made it (48 bytes in the
+//! table's two rings). A lookup, rare next to the acknowledgements, scans the ring of keys (8
+//! bytes an entry: some 10 µs for the default 10,000 under the lock) and reads the ids and
+//! the client id from each candidate's JSON after the lock, so that a hash collision costs a
+//! comparison, never a wrong answer. (A hash index made each acknowledgement pay two or three
+//! cache misses instead: the profile in BENCHMARKS.md, issue 17.)
 //!
 //! Ids are compared as text: a `product_id` or `message_id` that is a JSON number matches its
 //! decimal digits, so `message_id=42` finds both `42` and `"42"`.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,14 +31,9 @@ use crate::events::{EventRecord, SinkQueue, ack_key};
 /// The acknowledgements one lookup returns at most (the newest); `matched` counts them all.
 pub const MAX_LOOKUP_ACKS: usize = 100;
 
-/// One remembered acknowledgement.
+/// One remembered acknowledgement (its key is in [`Inner::keys`]).
 #[derive(Debug)]
 struct Entry {
-    /// The [`ack_key`] of its message.
-    key: u64,
-    /// The `seq` of the previous entry of the same key, if there was one when this came (it
-    /// may be evicted since).
-    prev: Option<u64>,
     ts: u64,
     /// The `msgack` event as published.
     json: Bytes,
@@ -81,45 +76,13 @@ struct AckFields<'a> {
     ts: u64,
 }
 
-/// The index's hasher: its keys are already keyed hashes ([`ack_key`]), used as they are.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (the keys are `u64`); any other input is folded in.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// The table's contents; behind the [`AckTable`]'s lock.
 #[derive(Debug, Default)]
 struct Inner {
-    /// Oldest first.
+    /// The [`ack_key`] of each entry's message, oldest first: scanned by a lookup.
+    keys: VecDeque<u64>,
+    /// The entries, in the order of `keys`.
     entries: VecDeque<Entry>,
-    /// The `seq` of the newest entry of each key held.
-    index: HashMap<u64, u64, BuildHasherDefault<KeyHasher>>,
-    /// The `seq` the next entry gets (the index counts from the table's first entry).
-    next_seq: u64,
-}
-
-impl Inner {
-    /// The entry numbered `seq`, if the table still holds it.
-    fn entry(&self, seq: u64) -> Option<&Entry> {
-        let first = self.next_seq - self.entries.len() as u64;
-        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
-        self.entries.get(i)
-    }
 }
 
 /// The bounded table of recent `msgack` events; see the [module docs](self).
@@ -162,8 +125,8 @@ impl AckTable {
         AckTable {
             capacity,
             inner: Mutex::new(Inner {
+                keys: VecDeque::with_capacity(capacity.min(4096)),
                 entries: VecDeque::with_capacity(capacity.min(4096)),
-                ..Inner::default()
             }),
             recorded: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -225,26 +188,13 @@ impl AckTable {
             return;
         }
         let mut inner = self.lock();
-        if inner.entries.len() >= self.capacity
-            && let Some(old) = inner.entries.pop_front()
-        {
-            // Entries leave in arrival order: when the evicted one is its key's newest, the key
-            // has no entry left.
-            let old_seq = inner.next_seq - inner.entries.len() as u64 - 1;
-            if inner.index.get(&old.key) == Some(&old_seq) {
-                inner.index.remove(&old.key);
-            }
+        if inner.entries.len() >= self.capacity {
+            inner.keys.pop_front();
+            inner.entries.pop_front();
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        let prev = inner.index.insert(key, seq);
-        inner.entries.push_back(Entry {
-            key,
-            prev,
-            ts,
-            json,
-        });
+        inner.keys.push_back(key);
+        inner.entries.push_back(Entry { ts, json });
         drop(inner);
         self.recorded.fetch_add(1, Ordering::Relaxed);
     }
@@ -253,19 +203,16 @@ impl AckTable {
     /// given.
     pub fn lookup(&self, product_id: &str, message_id: &str, client_id: Option<&str>) -> Lookup {
         let key = ack_key(Id::Str(product_id), Id::Str(message_id));
-        // The candidates (the chain of the key), newest first, taken under the lock; their JSON
-        // is read after it.
-        let mut candidates = Vec::new();
-        let (held, oldest_ts) = {
+        // The candidates (the entries of the key), newest first, taken under the lock; their
+        // JSON is read after it.
+        let (candidates, held, oldest_ts) = {
             let inner = self.lock();
-            let mut next = inner.index.get(&key).copied();
-            while let Some(entry) = next.and_then(|seq| inner.entry(seq)) {
-                if entry.key == key {
-                    candidates.push(entry.json.clone());
-                }
-                next = entry.prev;
-            }
-            (inner.entries.len(), inner.entries.front().map(|e| e.ts))
+            let candidates: Vec<Bytes> = (inner.keys.iter().zip(&inner.entries).rev())
+                .filter(|(k, _)| **k == key)
+                .map(|(_, entry)| entry.json.clone())
+                .collect();
+            let oldest_ts = inner.entries.front().map(|e| e.ts);
+            (candidates, inner.entries.len(), oldest_ts)
         };
         let mut acks = Vec::new();
         let mut matched = 0;
@@ -409,12 +356,11 @@ mod tests {
         assert_eq!(m0.matched, 2);
         assert_eq!(m0.oldest_ts, Some(2));
         assert_eq!(table.lookup("p", "m1", None).matched, 1);
-        // The index forgets keys whose entries are all gone.
         for i in 5..8 {
             table.record(ack("q", &format!("\"n{i}\""), "dev", i));
         }
         assert_eq!(table.lookup("p", "m0", None).matched, 0);
-        assert_eq!(table.lock().index.len(), 3);
+        assert_eq!(table.lock().keys.len(), 3);
         assert_eq!(table.evicted(), 5);
         let mut text = String::new();
         table.render(&mut text);
