@@ -223,10 +223,11 @@ pub struct HttpConfig {
     /// How long a request's head may take to arrive, and how long a connection may sit idle
     /// between requests, in milliseconds (default 10,000, above 0).
     pub header_timeout_ms: u64,
-    /// The recent `msgack` events kept for `GET /api/v1/acks` and the live page's lookup
-    /// (default 10,000); past it, the oldest is evicted and counted (see
-    /// [`crate::page::AckTable`]). 0 turns the table off: the API then costs nothing per
-    /// `msgack` (no event is encoded for it), and a lookup answers 404.
+    /// The recent `msgack` events kept for `GET /api/v1/acks` and the live page's lookup;
+    /// past it, the oldest is evicted and counted (see [`crate::page::AckTable`]). 0 (the
+    /// default) turns the table off: the API then costs nothing per `msgack` (no event is
+    /// encoded for it), and a lookup answers 404. On, it makes every acknowledged envelope's
+    /// `msgack` event even when no consumer wants it (docs/http.md, "The cost").
     pub ack_table: usize,
 }
 
@@ -239,7 +240,7 @@ impl Default for HttpConfig {
             replay_grace_ms: 30_000,
             watcher_buffer: 1024,
             header_timeout_ms: 10_000,
-            ack_table: 10_000,
+            ack_table: 0,
         }
     }
 }

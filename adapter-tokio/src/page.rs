@@ -127,7 +127,7 @@ async fn acks_lookup<S: PageSource>(
     if source.acks().is_off() {
         return error(
             StatusCode::NOT_FOUND,
-            "the ack table is off (http.ack_table = 0): no acknowledgements are kept",
+            "the ack table is off (set http.ack_table, e.g. 10000, to keep recent acknowledgements)",
         );
     }
     let client = q.client_id.as_deref().filter(|c| !c.is_empty());

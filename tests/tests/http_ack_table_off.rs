@@ -1,4 +1,4 @@
-//! `http.ack_table = 0` turns the HTTP API's ack table off (docs/live-page.md): an acknowledged
+//! The HTTP API's ack table is off by default (`http.ack_table = 0`, docs/live-page.md): an acknowledged
 //! envelope is recorded nowhere, and a lookup answers 404 with a JSON error. (With no other
 //! taker of `msgack`, the engine then does not correlate acknowledgements at all.)
 
@@ -7,10 +7,10 @@ use tests::http::{http_get, http_metric};
 use tests::*;
 
 #[tokio::test]
-async fn an_ack_table_of_zero_takes_no_msgack_and_refuses_lookups() {
+async fn the_default_ack_table_is_off_takes_no_msgack_and_refuses_lookups() {
     let mut config = test_config();
     config.http_listen = Some("127.0.0.1:0".parse().expect("address"));
-    config.http.ack_table = 0;
+    assert_eq!(config.http.ack_table, 0, "the default");
     let broker = start_broker(config).await;
     let http = broker.http_addr().expect("the HTTP listener is up");
     let addr = broker.local_addr();

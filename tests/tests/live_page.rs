@@ -32,11 +32,12 @@ const ONLINE: &str =
 const EVENT_ROWS: &str = "return [...document.querySelectorAll('#events tr')]
     .map(r => [r.dataset.kind, r.dataset.client, r.hidden]);";
 
-/// A broker with the HTTP API on a free loopback port (events to MQTT only: the page's
-/// msgack table must still see every event).
+/// A broker with the HTTP API on a free loopback port and its ack table on (it is off by
+/// default; events to MQTT only: the page's msgack table must still see every event).
 async fn broker_with_page(token: Option<&str>) -> (adapter_tokio::broker::Broker, SocketAddr) {
     let mut config = test_config();
     config.http_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    config.http.ack_table = 10_000;
     config.http_token = token.map(str::to_owned);
     let broker = start_broker(config).await;
     let http = broker.http_addr().expect("the HTTP listener is up");
@@ -269,6 +270,7 @@ async fn the_page_of_a_tap_shows_its_clients_and_finds_their_acks() {
     let mosquitto = Mosquitto::start().await;
     let mut config = tap_config(mosquitto.addr);
     config.http_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    config.http.ack_table = 10_000;
     let tap = start_tap(config).await;
     wait_publisher(&tap).await;
     let http = tap.http_addr().expect("the tap's HTTP listener is up");
