@@ -44,11 +44,12 @@
 //!
 //! # Memory
 //!
-//! Encoding allocates nothing and needs no scratch buffer: base64 is produced in small stack
-//! chunks, and a string that needs escaping is escaped in a 256-byte stack buffer (a longer one
+//! Encoding allocates nothing and needs no scratch buffer: base64 is written straight into the
+//! output buffer (in place of a marker byte the serializer wrote), and a string that needs escaping is escaped in a 256-byte stack buffer (a longer one
 //! is escaped by serde-json-core character by character, with the same output). [`encoded_len_bound`] tells how large the output buffer must be; a buffer that is too
 //! small gives [`EncodeError::BufferTooSmall`], never a panic or a truncated document.
 
+use core::cell::Cell;
 use core::fmt;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
@@ -748,10 +749,45 @@ pub fn encode_or_full(
     options: &EncodeOptions<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
-    let document = Document { event, options };
+    let document = Document {
+        event,
+        options,
+        base64: Cell::new(None),
+    };
     // serde-json-core's only serialization error is `BufferFull`; its error type is
     // `#[non_exhaustive]`, so any other (future) variant is reported the same way.
-    serde_json_core::ser::to_slice(&document, out).ok()
+    let len = serde_json_core::ser::to_slice(&document, out).ok()?;
+    let Some(kept) = document.base64.get() else {
+        return Some(len);
+    };
+    // The first `kept` bytes of a binary payload went out as one marker byte (see [`Base64`]):
+    // their base64 text replaces it, in place, moving the fields after it.
+    let Event::Message(message) = event else {
+        return None;
+    };
+    expand_base64(out, len, message.payload.get(..kept)?)
+}
+
+/// Replaces the [`BASE64_MARKER`] in the document `out[..len]` with `bytes` as a base64 JSON
+/// string; returns the new length, `None` when `out` cannot hold it.
+///
+/// The marker is the document's last byte 0xFF: nothing else serde-json-core writes has one
+/// (its strings are UTF-8, where 0xFF never occurs, and the rest is ASCII).
+#[inline(never)]
+fn expand_base64(out: &mut [u8], len: usize, bytes: &[u8]) -> Option<usize> {
+    let at = out.get(..len)?.iter().rposition(|&b| b == BASE64_MARKER)?;
+    let text = base64_len(bytes.len());
+    // The marker's byte becomes the opening quote; the text and the closing quote are new.
+    let new_len = len.checked_add(text + 1)?;
+    let out = out.get_mut(..new_len)?;
+    out.copy_within(at + 1..len, at + 2 + text);
+    let (quoted, _) = out.get_mut(at..)?.split_at_mut_checked(text + 2)?;
+    let (open, rest) = quoted.split_first_mut()?;
+    let (close, text) = rest.split_last_mut()?;
+    *open = b'"';
+    *close = b'"';
+    write_base64(bytes, text);
+    Some(new_len)
 }
 
 /// An upper bound of `encode`'s output length for this event and options.
@@ -773,14 +809,21 @@ pub fn encoded_len_bound(event: &Event<'_>, options: &EncodeOptions<'_>) -> usiz
 struct Document<'e, 'a> {
     event: &'e Event<'a>,
     options: &'e EncodeOptions<'a>,
+    /// How many payload bytes went out as the [`BASE64_MARKER`], for [`encode_or_full`] to
+    /// fill in (only a `message` event's payload is base64, and only a prefix of it).
+    base64: Cell<Option<usize>>,
 }
 
 impl Serialize for Document<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // The field count is a hint serde-json-core ignores; 12 is the most any event has.
         let state = serializer.serialize_struct("Event", 12)?;
-        let mut sink = StructSink { state };
+        let mut sink = StructSink {
+            state,
+            base64: None,
+        };
         walk(self.event, self.options, &mut sink)?;
+        self.base64.set(sink.base64);
         sink.state.end()
     }
 }
@@ -1041,6 +1084,8 @@ pub fn append_event_seq(
 /// event than when they are inlined into [`walk`].
 struct StructSink<S> {
     state: S,
+    /// How many bytes a [`Base64`] marker stands for, if one was written.
+    base64: Option<usize>,
 }
 
 impl<S: SerializeStruct> FieldSink for StructSink<S> {
@@ -1073,6 +1118,7 @@ impl<S: SerializeStruct> FieldSink for StructSink<S> {
 
     #[inline]
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), S::Error> {
+        self.base64 = Some(value.len());
         self.state.serialize_field(key, &Base64(value))
     }
 
@@ -1319,38 +1365,50 @@ const fn base64_len(len: usize) -> usize {
 const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Displays bytes as standard base64 with padding; serialized through `collect_str`.
+/// The byte [`Base64`] serializes as; [`encode_or_full`] replaces it with the base64 text.
+const BASE64_MARKER: u8 = 0xFF;
+
+/// Bytes as standard base64 with padding.
+///
+/// Serialized as one [`BASE64_MARKER`] byte (serde-json-core's `serialize_bytes` writes bytes
+/// as they are), which [`encode_or_full`] replaces with the quoted text: the text is written
+/// straight into the output buffer, so it needs no buffer of its own and no `core::fmt` (which
+/// `collect_str` would take, about 800 B of flash on a Cortex-M). Only for [`encode_or_full`].
 struct Base64<'p>(&'p [u8]);
+
+/// Writes `bytes` as base64 into `text`, which holds [`base64_len`] bytes for them.
+#[inline(never)]
+fn write_base64(bytes: &[u8], text: &mut [u8]) {
+    let mut at = 0;
+    for group in bytes.chunks(3) {
+        // The group's (up to) three bytes as 24 bits, missing ones zero.
+        let mut bits = 0u32;
+        for k in 0..3 {
+            bits = (bits << 8) | u32::from(group.get(k).copied().unwrap_or(0));
+        }
+        for i in 0..4 {
+            // A group of n bytes gives n + 1 characters, then `=` padding.
+            let c = if i <= group.len() {
+                BASE64_ALPHABET[((bits >> (18 - 6 * i)) & 0x3F) as usize]
+            } else {
+                b'='
+            };
+            if let Some(slot) = text.get_mut(at) {
+                *slot = c;
+            }
+            at += 1;
+        }
+    }
+}
 
 impl fmt::Display for Base64<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // 48 input bytes become 64 output characters; the buffer is flushed once per chunk.
         let mut text = [0u8; 64];
         for chunk in self.0.chunks(48) {
-            let mut len = 0;
-            for group in chunk.chunks(3) {
-                // `chunks` never yields an empty slice, and 16 groups of 4 fill `text` exactly.
-                let b0 = group[0];
-                let b1 = group.get(1).copied().unwrap_or(0);
-                let b2 = group.get(2).copied().unwrap_or(0);
-                let sextets = [
-                    b0 >> 2,
-                    ((b0 & 0x03) << 4) | (b1 >> 4),
-                    ((b1 & 0x0F) << 2) | (b2 >> 6),
-                    b2 & 0x3F,
-                ];
-                for (i, sextet) in sextets.into_iter().enumerate() {
-                    // A group of n bytes gives n + 1 characters, then `=` padding.
-                    text[len + i] = if i <= group.len() {
-                        BASE64_ALPHABET[usize::from(sextet)]
-                    } else {
-                        b'='
-                    };
-                }
-                len += 4;
-            }
-            let ascii = core::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?;
-            f.write_str(ascii)?;
+            let text = text.get_mut(..base64_len(chunk.len())).ok_or(fmt::Error)?;
+            write_base64(chunk, text);
+            f.write_str(core::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
         }
         Ok(())
     }
@@ -1358,7 +1416,7 @@ impl fmt::Display for Base64<'_> {
 
 impl Serialize for Base64<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_bytes(&[BASE64_MARKER])
     }
 }
 
