@@ -1551,7 +1551,7 @@ fn deliver_to_sender<A: AckStore>(
                 pub_client_id: Some(&publisher),
                 properties: own.properties,
             };
-            tracker.handle_delivery(info, |_| None);
+            tracker.handle_delivery(info, crate::tracker::no_publisher);
         }
         Ok(_) => {}
         Err(_) => {

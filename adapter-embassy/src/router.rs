@@ -26,6 +26,7 @@ use activity_core::server::{
 };
 use activity_core::system::TOPIC_CAPACITY;
 use activity_core::topic::matches;
+use activity_core::tracker::no_publisher;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use heapless::String;
@@ -164,7 +165,7 @@ impl<const SUBS: usize, const QUEUE: usize> Client<SUBS, QUEUE> {
             subscription_qos,
             ..delivery
         };
-        match conn.handle_delivery(delivery, self.out.spare(), |_| None) {
+        match conn.handle_delivery(delivery, self.out.spare(), no_publisher) {
             Ok(delivered) => {
                 self.out.commit(delivered.written);
                 wake.signal(());
@@ -473,7 +474,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
                 published_retain: true,
                 ..Delivery::new(message.topic, message.payload, message.qos)
             };
-            match conn.handle_delivery(delivery, client.out.spare(), |_| None) {
+            match conn.handle_delivery(delivery, client.out.spare(), no_publisher) {
                 Ok(delivered) => {
                     client.out.commit(delivered.written);
                     client.retained_pending &= !bit;
