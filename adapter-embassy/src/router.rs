@@ -277,6 +277,12 @@ pub(crate) struct Core<const CLIENTS: usize, const SUBS: usize, const QUEUE: usi
     retained: RetainedTable,
 }
 
+/// One call into a slot's engine for [`Core::drive`], with the slot's queue as its transmit
+/// buffer: returns what it consumed (0 when it reads nothing) and the bytes it wrote. One
+/// `dyn` type instead of a closure type per call: one copy of `drive` in the firmware.
+type Step<'s, const SUBS: usize, const QUEUE: usize> = dyn FnMut(&mut Conn<SUBS>, &mut [u8], &mut SlotOutput<'_, '_, SUBS, QUEUE>) -> (usize, usize)
+    + 's;
+
 /// The driver's verdict on a CONNECT, taken while the engine asked.
 struct Verdict {
     answer: ConnectAnswer,
@@ -359,17 +365,13 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
     /// Runs `step` on slot `i`'s engine with the slot's queue as its transmit buffer and the
     /// routing table as its output; `answering` says whether `step` answers a CONNECT (for the
     /// counters). `None` when the slot has no engine.
-    fn drive<R>(
+    fn drive(
         &mut self,
         ctx: &Ctx<'_>,
         i: usize,
         answering: bool,
-        step: impl FnOnce(
-            &mut Conn<SUBS>,
-            &mut [u8],
-            &mut SlotOutput<'_, '_, SUBS, QUEUE>,
-        ) -> (R, usize),
-    ) -> Option<(R, Option<Verdict>)> {
+        step: &mut Step<'_, SUBS, QUEUE>,
+    ) -> Option<(usize, Option<Verdict>)> {
         let Core {
             clients,
             scratch,
@@ -417,7 +419,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         input: &[u8],
         now: u64,
     ) -> usize {
-        let Some((consumed, verdict)) = self.drive(ctx, i, false, |conn, tx, out| {
+        let Some((consumed, verdict)) = self.drive(ctx, i, false, &mut |conn, tx, out| {
             let progress = conn.handle_input(now, input, tx, out);
             (progress.consumed, progress.written)
         }) else {
@@ -437,7 +439,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             info!("gateway: client connected");
         }
         let rest = input.get(consumed..).unwrap_or_default();
-        let answered = self.drive(ctx, i, true, |conn, tx, out| {
+        let answered = self.drive(ctx, i, true, &mut |conn, tx, out| {
             let progress = conn.handle_connect_answer(now, verdict.answer, rest, tx, out);
             (progress.consumed, progress.written)
         });
@@ -494,16 +496,16 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
 
     /// Closes slot `i`'s connection if its deadline has passed.
     pub(crate) fn handle_timeout(&mut self, ctx: &Ctx<'_>, i: usize, now: u64) {
-        self.drive(ctx, i, false, |conn, tx, out| {
-            ((), conn.handle_timeout(now, tx, out))
+        self.drive(ctx, i, false, &mut |conn, tx, out| {
+            (0, conn.handle_timeout(now, tx, out))
         });
     }
 
     /// Ends slot `i`'s connection for `cause` (the engine publishes the will when due and
     /// reports `disconnected`). Does nothing for a slot whose connection is over already.
     pub(crate) fn close_client(&mut self, ctx: &Ctx<'_>, i: usize, now: u64, cause: CloseCause) {
-        self.drive(ctx, i, false, |conn, tx, out| {
-            ((), conn.handle_close(now, cause, tx, out))
+        self.drive(ctx, i, false, &mut |conn, tx, out| {
+            (0, conn.handle_close(now, cause, tx, out))
         });
     }
 
