@@ -239,7 +239,7 @@ impl Scanner<'_> {
     /// run of characters without escapes in one call, each escaped character in its own call.
     ///
     /// A `None` from `sink` stops the scan and is returned.
-    fn string(&mut self, mut sink: impl FnMut(&str) -> Option<()>) -> Option<()> {
+    fn string(&mut self, sink: &mut dyn FnMut(&str) -> Option<()>) -> Option<()> {
         self.expect(b'"')?;
         loop {
             // The run up to the next quote, backslash or control character. Those are ASCII, so
@@ -368,7 +368,7 @@ impl Scanner<'_> {
     fn key(&mut self) -> Option<Key> {
         let mut product = NameMatcher::new("product_id");
         let mut message = NameMatcher::new("message_id");
-        self.string(|piece| {
+        self.string(&mut |piece| {
             product.push(piece);
             message.push(piece);
             Some(())
@@ -387,7 +387,7 @@ impl Scanner<'_> {
         match self.peek()? {
             b'"' => {
                 let mut id = String::new();
-                self.string(|piece| id.push_str(piece).ok())?;
+                self.string(&mut |piece| id.push_str(piece).ok())?;
                 (!id.is_empty()).then_some(OwnedId::Str(id))
             }
             b'-' | b'0'..=b'9' => self.number()?.map(OwnedId::Int),
@@ -411,7 +411,7 @@ impl Scanner<'_> {
             match self.peek()? {
                 b'{' => opened = Some(true),
                 b'[' => opened = Some(false),
-                b'"' => self.string(|_| Some(()))?,
+                b'"' => self.string(&mut |_| Some(()))?,
                 b'-' | b'0'..=b'9' => {
                     self.number()?;
                 }
@@ -467,7 +467,7 @@ impl Scanner<'_> {
 
     /// Skips a nested object's `"name" :`.
     fn member_name(&mut self) -> Option<()> {
-        self.string(|_| Some(()))?;
+        self.string(&mut |_| Some(()))?;
         self.skip_ws();
         self.expect(b':')
     }
