@@ -1440,9 +1440,7 @@ fn event_qos(store: &impl SessionStore, topic: &str, wildcard_events: bool) -> O
 /// Whether `filter` (a shared subscription's: the filter it shares) starts with a wildcard
 /// level, which receives no activity events unless configured to.
 fn is_wildcard_first(filter: &str) -> bool {
-    crate::topic::shared_filter(filter)
-        .1
-        .starts_with(['#', '+'])
+    crate::topic::starts_with_wildcard(crate::topic::shared_filter(filter).1)
 }
 
 /// Routes a publish of the client's, or its last will (`tx` is `None`: the client is gone),

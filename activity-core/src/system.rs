@@ -136,7 +136,7 @@ impl SystemTopics {
     /// is no wildcard. A shared subscription is judged by the filter it shares.
     pub fn filter_receives_event(&self, filter: &str, topic: &str) -> bool {
         let filter = topic::shared_filter(filter).1;
-        (self.wildcards_receive_events || !filter.starts_with(['#', '+']))
+        (self.wildcards_receive_events || !crate::topic::starts_with_wildcard(filter))
             && topic::matches(filter, topic)
     }
 
