@@ -378,9 +378,7 @@ pub struct Subscribed<'a> {
 /// The group of a shared subscription's filter (`$share/<group>/<filter>`, MQTT 5.0 section
 /// 4.8.2), or `None` for any other filter.
 pub fn share_group(filter: &str) -> Option<&str> {
-    let rest = filter.strip_prefix(crate::topic::SHARED_PREFIX)?;
-    let (group, _) = rest.split_once('/')?;
-    Some(group)
+    crate::topic::shared_filter(filter).0
 }
 
 /// A client unsubscribed from one topic filter (published on `SYSTEM/subscription/unsubscribed`).

@@ -134,10 +134,13 @@ pub const SHARED_PREFIX: &str = "$share/";
 /// section 4.8.2), or no group and `filter` itself for any other filter. A `$share/` filter
 /// without a second `/` comes back whole (no valid shared subscription).
 pub fn shared_filter(filter: &str) -> (Option<&str>, &str) {
-    match filter
-        .strip_prefix(SHARED_PREFIX)
-        .and_then(|rest| rest.split_once('/'))
-    {
+    // At the first `/` byte (ASCII: never inside a multi-byte character), without `core`'s
+    // character searcher.
+    let split = filter.strip_prefix(SHARED_PREFIX).and_then(|rest| {
+        let at = rest.bytes().position(|b| b == b'/')?;
+        Some((rest.get(..at)?, rest.get(at + 1..)?))
+    });
+    match split {
         Some((group, shared)) => (Some(group), shared),
         None => (None, filter),
     }
