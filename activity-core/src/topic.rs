@@ -52,7 +52,7 @@ fn validate_common(s: &str) -> Result<(), TopicError> {
     if s.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong);
     }
-    if s.contains('\0') {
+    if has_nul(s) {
         return Err(TopicError::NullCharacter);
     }
     Ok(())
@@ -105,6 +105,14 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
         }
     }
     Ok(())
+}
+
+/// Whether `s` holds U+0000 (which MQTT strings may not, section 1.5.3).
+///
+/// A byte loop, not `str::contains('\0')`: that links `core`'s `memchr` (about 190 B of flash on
+/// a Cortex-M) for strings that are mostly a few dozen bytes.
+pub(crate) fn has_nul(s: &str) -> bool {
+    s.bytes().any(|b| b == 0)
 }
 
 /// The levels of a topic name or filter (split at `/`), as bytes.

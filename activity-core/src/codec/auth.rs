@@ -39,7 +39,7 @@ impl<'a> Auth<'a> {
     }
 
     pub(super) fn body_len(&self) -> Result<usize, EncodeError> {
-        if !AUTH.contains(&self.reason) {
+        if !super::ack::is_in(self.reason, AUTH) {
             return Err(EncodeError::NotInVersion);
         }
         reason_and_properties_len(self.reason, &self.properties)

@@ -107,7 +107,7 @@ impl<'a> ConnAck<'a> {
     /// The remaining length, after checking the code.
     pub(super) fn body_len(&self, v: Version) -> Result<usize, EncodeError> {
         if v.is_v5() {
-            if !CONNACK.contains(&self.code) {
+            if !super::ack::is_in(self.code, CONNACK) {
                 return Err(EncodeError::NotInVersion);
             }
             add(2, self.properties.encoded_len()?)

@@ -65,7 +65,7 @@ impl<'a> Disconnect<'a> {
                 Err(EncodeError::NotInVersion)
             };
         }
-        if !DISCONNECT.contains(&self.reason) {
+        if !super::ack::is_in(self.reason, DISCONNECT) {
             return Err(EncodeError::NotInVersion);
         }
         reason_and_properties_len(self.reason, &self.properties)

@@ -5,7 +5,7 @@
 //! here indexes or casts in a way that can panic or truncate.
 
 use super::{DecodeError, EncodeError};
-use crate::topic::MAX_TOPIC_LEN;
+use crate::topic::{MAX_TOPIC_LEN, has_nul};
 
 /// The largest remaining length four bytes can encode (section 2.2.3).
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
@@ -92,7 +92,7 @@ impl<'a> Reader<'a> {
     pub(super) fn string(&mut self) -> Result<&'a str, DecodeError> {
         let bytes = self.binary()?;
         let s = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
-        if s.contains('\0') {
+        if has_nul(s) {
             return Err(DecodeError::InvalidUtf8);
         }
         Ok(s)
@@ -128,7 +128,7 @@ pub(super) fn binary_len(data: &[u8]) -> Result<usize, EncodeError> {
 
 /// The encoded length of a string: 2 + its length, or an error past 65535 bytes or on U+0000.
 pub(super) fn string_len(s: &str) -> Result<usize, EncodeError> {
-    if s.contains('\0') {
+    if has_nul(s) {
         return Err(EncodeError::InvalidString);
     }
     binary_len(s.as_bytes())
