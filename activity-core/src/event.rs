@@ -56,7 +56,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::QoS;
 use crate::codec::{Properties, SubscriptionOptions};
-use crate::json_scan::{find_special, first_marked, is_special, special_mask};
+use crate::json_scan::{WORDS, find_special, first_marked, is_special, special_mask};
 
 /// Which of the activity events an [`Event`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1224,6 +1224,12 @@ fn serialize_escaped<S: Serializer>(
 /// `\u00XX` with upper-case hex for the other control characters; every other byte, also of
 /// multi-byte characters, as it is.
 fn write_quoted(text: &[u8], plain: usize, out: &mut [u8]) -> Option<usize> {
+    write_quoted_with(text, plain, out, WORDS)
+}
+
+/// [`write_quoted`], eight bytes per step while it can when `words` (see [`WORDS`]), else
+/// byte by byte.
+fn write_quoted_with(text: &[u8], plain: usize, out: &mut [u8], words: bool) -> Option<usize> {
     *out.first_mut()? = b'"';
     out.get_mut(1..=plain)?.copy_from_slice(text.get(..plain)?);
     let mut len = 1 + plain;
@@ -1232,7 +1238,7 @@ fn write_quoted(text: &[u8], plain: usize, out: &mut [u8]) -> Option<usize> {
     // (at most six bytes each) plus one more copy: the step's bytes are copied as they are,
     // then each special one is escaped over its copy and the bytes after it are copied again
     // after the escape.
-    while let (Some(chunk), true) = (text.get(at..at + 8), len + 56 <= out.len()) {
+    while let (true, Some(chunk), true) = (words, text.get(at..at + 8), len + 56 <= out.len()) {
         let bytes = word(chunk)?;
         let mut mask = special_mask(bytes);
         out.get_mut(len..len + 8)?.copy_from_slice(chunk);
@@ -1255,7 +1261,7 @@ fn write_quoted(text: &[u8], plain: usize, out: &mut [u8]) -> Option<usize> {
         len += 8 - done;
         at += 8;
     }
-    // The last bytes, fewer than eight, one by one.
+    // The rest one by one (after the word steps, fewer than eight).
     for &byte in text.get(at..)? {
         len = if is_special(byte) {
             write_escaped(byte, out, len)?

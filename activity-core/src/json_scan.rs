@@ -6,6 +6,14 @@
 //! parser to find the end of a run of plain text. Both are on the broker's per-message path, so
 //! [`find_special`] tests eight bytes per step in a `u64` instead of one byte at a time, and
 //! [`special_mask`] tells exactly which of eight bytes are special, for the encoder's escaping.
+//!
+//! [`WORDS`] says whether to: on a 32-bit target (a microcontroller) a `u64` is two registers,
+//! the word steps are slow there and cost flash (about 600 B with the encoder's escaping, on a
+//! Cortex-M), so the byte-by-byte loop runs instead; the results are the same.
+
+/// Whether [`find_special`] and the event encoder's escaping step eight bytes at a time: on
+/// 64-bit targets only.
+pub(crate) const WORDS: bool = cfg!(target_pointer_width = "64");
 
 /// Whether `byte` must be escaped inside a JSON string: `"`, `\` or a control character.
 pub(crate) const fn is_special(byte: u8) -> bool {
@@ -14,6 +22,20 @@ pub(crate) const fn is_special(byte: u8) -> bool {
 
 /// The index of the first byte of `bytes` that [`is_special`], if any.
 pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
+    if WORDS {
+        find_special_words(bytes)
+    } else {
+        find_special_bytes(bytes)
+    }
+}
+
+/// [`find_special`] one byte at a time.
+pub(crate) fn find_special_bytes(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| is_special(b))
+}
+
+/// [`find_special`] eight bytes at a time.
+fn find_special_words(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     /// Non-zero when some byte of `x` is below `n` (for `n` at most 0x80): a byte below `n`
@@ -83,13 +105,12 @@ mod tests {
                     if at + 3 < len {
                         bytes[at + 3] = b'"';
                     }
-                    assert_eq!(
-                        find_special(&bytes),
-                        Some(at),
-                        "{special:#x} at {at} of {len}"
-                    );
+                    for find in [find_special_words, find_special_bytes] {
+                        assert_eq!(find(&bytes), Some(at), "{special:#x} at {at} of {len}");
+                    }
                 }
-                assert_eq!(find_special(&vec![b'a'; len]), None);
+                assert_eq!(find_special_words(&vec![b'a'; len]), None);
+                assert_eq!(find_special_bytes(&vec![b'a'; len]), None);
             }
         }
     }
@@ -125,7 +146,8 @@ mod tests {
             let mut bytes = [b' '; 19];
             bytes[11] = b;
             let expected = is_special(b).then_some(11);
-            assert_eq!(find_special(&bytes), expected, "byte {b:#x}");
+            assert_eq!(find_special_words(&bytes), expected, "byte {b:#x}");
+            assert_eq!(find_special_bytes(&bytes), expected, "byte {b:#x}");
             assert_eq!(is_special(b), b == b'"' || b == b'\\' || b < 0x20);
         }
         // Bytes of multi-byte characters are never special.

@@ -1443,6 +1443,27 @@ proptest! {
     }
 
     #[test]
+    fn byte_escaping_is_the_word_escaping(text in ".{0,120}", cut in 0usize..200) {
+        // Control characters, quotes and backslashes often enough.
+        let text: String = text
+            .chars()
+            .enumerate()
+            .map(|(i, c)| match i % 7 { 1 => '"', 3 => char::from(u8::try_from(i % 32).unwrap()), 5 => '\\', _ => c })
+            .collect();
+        let plain = crate::json_scan::find_special(text.as_bytes()).unwrap_or(text.len());
+        let room = (6 * text.len() + 2).min(cut + plain + 1);
+        let mut words = vec![0u8; room];
+        let mut bytes = vec![0u8; room];
+        let a = write_quoted_with(text.as_bytes(), plain, &mut words, true);
+        let b = write_quoted_with(text.as_bytes(), plain, &mut bytes, false);
+        prop_assert_eq!(a, b);
+        if let Some(len) = a {
+            prop_assert_eq!(&words[..len], &bytes[..len]);
+            prop_assert_eq!(len, json_string_len(&text));
+        }
+    }
+
+    #[test]
     fn base64_matches_reference(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let text = Base64(&bytes).to_string();
         prop_assert_eq!(&text, &reference_base64(&bytes));
