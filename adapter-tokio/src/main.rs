@@ -30,6 +30,17 @@ use tracing::{error, info, warn};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// jemalloc instead (the `jemalloc` feature, without `mimalloc`): an idle connection costs less
+/// resident memory (docs/scale.md, "Memory per idle connection").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!(
+    "the features `mimalloc` and `jemalloc` exclude each other: build with `--no-default-features --features jemalloc`"
+);
+
 /// File descriptors kept for everything but client connections: listeners, logs, metrics.
 const RESERVED_FDS: u64 = 64;
 
