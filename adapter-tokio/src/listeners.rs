@@ -190,6 +190,11 @@ async fn accept_loop<T: Serve>(
     }
 }
 
+/// The task of one accepted connection. A plain TCP connection's future is the size of its
+/// session: the TLS, WebSocket and WebSocket-over-TLS variants (handshake state, TLS and
+/// WebSocket framing around the session) are boxed, one allocation per such connection, so
+/// that every connection's task does not carry room for the largest of them (docs/scale.md,
+/// "Memory per idle connection").
 async fn serve_accepted<T: Serve>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -197,42 +202,108 @@ async fn serve_accepted<T: Serve>(
     server: T,
     metrics: Arc<Metrics>,
 ) {
-    let timeout = server.handshake_timeout();
     match wrap {
         Wrap::Tcp => server.serve(stream, peer, Transport::Tcp).await,
-        Wrap::Tls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => server.serve(tls_stream, peer, Transport::Tls).await,
-            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => debug!(%peer, "TLS handshake timed out"),
-        },
-        Wrap::Ws(endpoint) => {
-            match tokio::time::timeout(timeout, websocket::accept(stream, &endpoint)).await {
-                Ok(Some(ws)) => server.serve(ws, peer, Transport::Ws).await,
-                Ok(None) => {}
-                Err(_) => {
-                    debug!(%peer, "WebSocket handshake timed out");
-                    metrics.websocket_rejected(WsReject::HandshakeTimeout);
-                }
-            }
-        }
+        Wrap::Tls(acceptor) => Box::pin(serve_tls(stream, peer, acceptor, server)).await,
+        Wrap::Ws(endpoint) => Box::pin(serve_ws(stream, peer, endpoint, server, metrics)).await,
         Wrap::Wss(acceptor, endpoint) => {
-            let handshakes = async {
-                match acceptor.accept(stream).await {
-                    Ok(tls_stream) => websocket::accept(tls_stream, &endpoint).await,
-                    Err(e) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        None
-                    }
-                }
-            };
-            match tokio::time::timeout(timeout, handshakes).await {
-                Ok(Some(ws)) => server.serve(ws, peer, Transport::Wss).await,
-                Ok(None) => {}
-                Err(_) => {
-                    debug!(%peer, "TLS or WebSocket handshake timed out");
-                    metrics.websocket_rejected(WsReject::HandshakeTimeout);
-                }
+            Box::pin(serve_wss(stream, peer, acceptor, endpoint, server, metrics)).await;
+        }
+    }
+}
+
+/// MQTT over TLS: the handshake, then the session.
+async fn serve_tls<T: Serve>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    server: T,
+) {
+    let timeout = server.handshake_timeout();
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => server.serve(tls_stream, peer, Transport::Tls).await,
+        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// MQTT over WebSocket: the handshake, then the session.
+async fn serve_ws<T: Serve>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    server: T,
+    metrics: Arc<Metrics>,
+) {
+    let timeout = server.handshake_timeout();
+    match tokio::time::timeout(timeout, websocket::accept(stream, &endpoint)).await {
+        Ok(Some(ws)) => server.serve(ws, peer, Transport::Ws).await,
+        Ok(None) => {}
+        Err(_) => {
+            debug!(%peer, "WebSocket handshake timed out");
+            metrics.websocket_rejected(WsReject::HandshakeTimeout);
+        }
+    }
+}
+
+/// MQTT over WebSocket over TLS: both handshakes, then the session.
+async fn serve_wss<T: Serve>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    endpoint: Arc<Endpoint>,
+    server: T,
+    metrics: Arc<Metrics>,
+) {
+    let timeout = server.handshake_timeout();
+    let handshakes = async {
+        match acceptor.accept(stream).await {
+            Ok(tls_stream) => websocket::accept(tls_stream, &endpoint).await,
+            Err(e) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                None
             }
         }
+    };
+    match tokio::time::timeout(timeout, handshakes).await {
+        Ok(Some(ws)) => server.serve(ws, peer, Transport::Wss).await,
+        Ok(None) => {}
+        Err(_) => {
+            debug!(%peer, "TLS or WebSocket handshake timed out");
+            metrics.websocket_rejected(WsReject::HandshakeTimeout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Shared;
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size<A, B, C, D, E, R>(_: &impl Fn(A, B, C, D, E) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size4<A, B, C, D, R>(_: &impl Fn(A, B, C, D) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    #[test]
+    fn a_plain_tcp_connection_task_is_the_size_of_its_session() {
+        let task = returned_size(&serve_accepted::<Arc<Shared>>);
+        let session = returned_size4(&<Arc<Shared> as Serve>::serve::<TcpStream>);
+        let tls = returned_size4(&serve_tls::<Arc<Shared>>);
+        let ws = returned_size(&serve_ws::<Arc<Shared>>);
+        println!(
+            "connection task {task} B, plain TCP session {session} B, TLS {tls} B, WebSocket {ws} B"
+        );
+        // The boxed variants add a pointer and the arguments, not their handshakes' state.
+        assert!(task <= session + 256, "task {task} B, session {session} B");
+        assert!(
+            task < tls && task < ws,
+            "task {task} B, TLS {tls} B, WebSocket {ws} B"
+        );
     }
 }
