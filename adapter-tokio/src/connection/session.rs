@@ -62,6 +62,10 @@ const READ_MIN_SPARE: usize = 1024;
 /// How much the read buffer grows by.
 const READ_GROW: usize = 32 * 1024;
 
+/// The read buffer a connection starts with: a CONNECT, a PINGREQ, a SUBSCRIBE of an idle
+/// device fit; it grows by [`READ_GROW`] once a read fills it or a packet does not fit.
+const READ_FIRST: usize = 256;
+
 /// Most router notifications handled before the socket gets what they produced.
 const NOTIFICATION_BUDGET: usize = 1024;
 
@@ -87,7 +91,9 @@ pub(super) async fn serve<S>(
 
 /// The bytes for the client: the engine writes into the spare room, the socket takes what is
 /// written. Grows only when the engine needs more room than is spare (zeroed once), so that a
-/// busy connection reuses it.
+/// busy connection reuses it. It starts at the size of the first answers (the CONNACK), so
+/// that a connection that stays idle after its CONNECT holds no more; past that it grows in
+/// steps of [`TX_CHUNK`].
 #[derive(Default)]
 struct TxBuf {
     buf: Vec<u8>,
@@ -99,7 +105,12 @@ impl TxBuf {
     fn spare(&mut self, min: usize) -> &mut [u8] {
         let needed = self.len.saturating_add(min);
         if self.buf.len() < needed {
-            self.buf.resize(needed.max(TX_CHUNK), 0);
+            let size = if self.buf.is_empty() {
+                needed
+            } else {
+                needed.max(TX_CHUNK)
+            };
+            self.buf.resize(size, 0);
         }
         self.buf.get_mut(self.len..).unwrap_or_default()
     }
@@ -586,7 +597,7 @@ impl Session {
                 username: None,
                 log_positions: LogPositions::default(),
             },
-            rbuf: BytesMut::with_capacity(4096),
+            rbuf: BytesMut::new(),
             tx: TxBuf::default(),
             kick: None,
             kept_slot: false,
@@ -606,11 +617,12 @@ impl Session {
         }
     }
 
-    /// Hands every unconsumed byte to the engine, with room for its answers.
+    /// Hands every unconsumed byte to the engine, with room for its answers (the transmit
+    /// buffer grows while the engine is blocked for room).
     fn input(&mut self) {
         self.side.refresh(&mut self.conn);
         loop {
-            let room = self.conn.answer_room().max(TX_CHUNK);
+            let room = self.conn.answer_room();
             let progress =
                 self.conn
                     .handle_input(now_ms(), &self.rbuf, self.tx.spare(room), &mut self.side);
@@ -705,6 +717,7 @@ impl Session {
                     Ok(0) | Err(_) => return None,
                     Ok(n) => {
                         self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        grow_if_filled(&mut self.rbuf);
                         self.input();
                     }
                 },
@@ -723,11 +736,12 @@ impl Session {
             self.side.shared.metrics.connection_opened();
         }
         self.side.refresh(&mut self.conn);
+        let room = self.conn.answer_room();
         let progress = self.conn.handle_connect_answer(
             now_ms(),
             answer,
             &self.rbuf,
-            self.tx.spare(TX_CHUNK),
+            self.tx.spare(room),
             &mut self.side,
         );
         self.tx.commit(progress.written);
@@ -857,6 +871,7 @@ impl Session {
                     Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
                     Ok(n) => {
                         self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        grow_if_filled(&mut self.rbuf);
                         if let Some(online) = &self.side.online {
                             online.touch(now_ms());
                         }
@@ -1407,9 +1422,28 @@ async fn stopping(mut phase: watch::Receiver<Phase>) {
 /// Packets are decoded in place and the buffer is advanced past them, so it is never shared
 /// and `reserve` reuses it (moving the few bytes of a partial packet to its front) instead of
 /// allocating. Growing in large steps keeps that move rare; an idle connection keeps its small
-/// buffer, which only grows when it fills.
+/// buffer ([`READ_FIRST`] bytes from the start), which only grows when a packet does not fit
+/// the room left (or a read fills it, [`grow_if_filled`]).
 fn reserve_read_space(rbuf: &mut BytesMut) {
-    if rbuf.capacity() - rbuf.len() < READ_MIN_SPARE {
+    if rbuf.capacity() == 0 {
+        rbuf.reserve(READ_FIRST);
+    } else if rbuf.capacity() - rbuf.len() < READ_MIN_SPARE {
+        if rbuf.is_empty() {
+            // Everything read was consumed: the buffer is reused from its start, whatever its
+            // size (no allocation).
+            rbuf.reserve(READ_FIRST);
+        } else {
+            rbuf.reserve(READ_GROW);
+        }
+    }
+}
+
+/// A read filled a small read buffer (smaller than [`READ_MIN_SPARE`]): more is probably
+/// waiting, so it grows before the bytes are consumed instead of reading a few hundred bytes at
+/// a time. A large buffer that a read fills grows as before, once its bytes are consumed
+/// ([`reserve_read_space`]), not here: that would double it on every full read of a flood.
+fn grow_if_filled(rbuf: &mut BytesMut) {
+    if rbuf.len() == rbuf.capacity() && rbuf.capacity() < READ_MIN_SPARE {
         rbuf.reserve(READ_GROW);
     }
 }
@@ -1490,9 +1524,13 @@ mod tests {
     #[test]
     fn the_transmit_buffer_grows_on_demand_and_gives_memory_back() {
         let mut tx = TxBuf::default();
-        assert!(tx.spare(10).len() >= TX_CHUNK);
+        // The first answers (a CONNACK) take only what they need.
+        assert_eq!(tx.spare(10).len(), 10);
         tx.spare(10)[..3].copy_from_slice(b"abc");
         tx.commit(3);
+        assert_eq!(tx.written(), b"abc");
+        // Past that, it grows in chunks.
+        assert!(tx.spare(10).len() >= TX_CHUNK - 3);
         assert_eq!(tx.written(), b"abc");
         // A large delivery: the room grows past what is written.
         assert!(tx.spare(TX_KEEP * 2).len() >= TX_KEEP * 2);
@@ -1501,5 +1539,41 @@ mod tests {
         tx.clear();
         assert!(tx.written().is_empty());
         assert!(tx.buf.capacity() <= TX_KEEP, "memory given back once sent");
+    }
+
+    #[test]
+    fn the_read_buffer_starts_small_and_grows_when_filled_or_a_packet_does_not_fit() {
+        let mut rbuf = BytesMut::new();
+        reserve_read_space(&mut rbuf);
+        assert_eq!(rbuf.capacity(), READ_FIRST);
+        // Small packets consumed whole: the small buffer is reused from its start.
+        rbuf.extend_from_slice(&[0xC0, 0]);
+        grow_if_filled(&mut rbuf);
+        rbuf.advance(2);
+        reserve_read_space(&mut rbuf);
+        assert_eq!(rbuf.capacity(), READ_FIRST);
+        // A partial packet with little room left: grows.
+        rbuf.extend_from_slice(&[0x30; 100]);
+        reserve_read_space(&mut rbuf);
+        assert!(rbuf.capacity() >= READ_GROW);
+        assert_eq!(&rbuf[..], &[0x30; 100][..]);
+        // A read that fills a small buffer: grows before the bytes are consumed.
+        let mut rbuf = BytesMut::new();
+        reserve_read_space(&mut rbuf);
+        rbuf.extend_from_slice(&[1; READ_FIRST]);
+        grow_if_filled(&mut rbuf);
+        assert!(rbuf.capacity() - rbuf.len() >= READ_GROW);
+        assert_eq!(&rbuf[..], &[1; READ_FIRST][..]);
+        // A read that fills a large buffer does not grow it (that would double it on every
+        // full read of a flood).
+        rbuf.advance(READ_FIRST);
+        let cap = rbuf.capacity();
+        rbuf.extend_from_slice(&vec![3; cap]);
+        grow_if_filled(&mut rbuf);
+        assert_eq!(rbuf.capacity(), cap);
+        // Consumed whole: the large buffer is reused from its start (not a new small one).
+        rbuf.advance(cap);
+        reserve_read_space(&mut rbuf);
+        assert!(rbuf.capacity() >= READ_GROW);
     }
 }
