@@ -590,18 +590,27 @@ async fn event_counter(
     let version = reader.version();
     let (mut rd, mut wr) = stream.split();
     let quiet = Duration::from_millis(1500);
+    // When `stop` was first seen: the quiet time counts from there too, or a consumer whose
+    // last event came long before (the `connected` events, then a hold) would stop before the
+    // first `disconnected` event could arrive.
+    let mut stopped: Option<Instant> = None;
     loop {
         let target = expected.load(Ordering::Relaxed);
-        if stop.load(Ordering::Relaxed) && target > 0 && count.events >= target {
-            break;
+        if stop.load(Ordering::Relaxed) {
+            stopped.get_or_insert_with(Instant::now);
+            if target > 0 && count.events >= target {
+                break;
+            }
         }
         let step = tokio::time::Instant::now() + Duration::from_millis(200);
         match timeout_at(step.min(deadline), reader.fill(&mut rd)).await {
             Err(_) => {
-                let idle = count.last.map_or(Duration::MAX, |l| l.elapsed());
-                if tokio::time::Instant::now() >= deadline
-                    || (stop.load(Ordering::Relaxed) && idle >= quiet)
-                {
+                let last = match (count.last, stopped) {
+                    (Some(l), Some(s)) => Some(l.max(s)),
+                    (l, s) => l.or(s),
+                };
+                let idle = last.map_or(Duration::MAX, |l| l.elapsed());
+                if tokio::time::Instant::now() >= deadline || (stopped.is_some() && idle >= quiet) {
                     break;
                 }
                 continue;
