@@ -576,8 +576,8 @@ struct EventCount {
     last: Option<Instant>,
 }
 
-/// Counts publishes on `filter` until `deadline`, or until `expected` arrived (or `quiet` passed
-/// without any once `stop` is set); acknowledges QoS 1.
+/// Counts publishes on `filter` until `deadline`, or until `expected` arrived (or a quiet time
+/// passed without any once `stop` is set); acknowledges QoS 1.
 async fn event_counter(
     mut stream: tokio::net::TcpStream,
     mut reader: PacketReader,
@@ -589,7 +589,11 @@ async fn event_counter(
     let mut acks = Vec::with_capacity(4096);
     let version = reader.version();
     let (mut rd, mut wr) = stream.split();
-    let quiet = Duration::from_millis(1500);
+    // Without an expected count (throughput) the events end when they pause this long. With
+    // one, a complete run ends at the count and only a run with events missing waits the
+    // longer pause: a loaded broker closing 10,000 connections can pause its events for more
+    // than a second.
+    let (quiet, quiet_expecting) = (Duration::from_millis(1500), Duration::from_secs(10));
     // When `stop` was first seen: the quiet time counts from there too, or a consumer whose
     // last event came long before (the `connected` events, then a hold) would stop before the
     // first `disconnected` event could arrive.
@@ -610,6 +614,7 @@ async fn event_counter(
                     (l, s) => l.or(s),
                 };
                 let idle = last.map_or(Duration::MAX, |l| l.elapsed());
+                let quiet = if target > 0 { quiet_expecting } else { quiet };
                 if tokio::time::Instant::now() >= deadline || (stopped.is_some() && idle >= quiet) {
                     break;
                 }
