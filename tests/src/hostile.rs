@@ -166,10 +166,10 @@ pub async fn read_n(stream: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<u8> 
 }
 
 /// Removes the whole packets at the front of `buf` (bytes read from a socket, maybe ending in
-/// part of a packet); returns how many of them were PUBLISHes.
-pub fn count_publishes(buf: &mut Vec<u8>) -> u64 {
+/// part of a packet), calling `each` with the first byte of each; what is left is the start of
+/// a packet not read whole yet.
+pub fn take_packets(buf: &mut Vec<u8>, mut each: impl FnMut(u8)) {
     let mut at = 0;
-    let mut count = 0;
     while let Some(&first) = buf.get(at) {
         let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
         let complete = loop {
@@ -184,12 +184,21 @@ pub fn count_publishes(buf: &mut Vec<u8>) -> u64 {
         if !complete || buf.len() < i + len {
             break;
         }
-        if first >> 4 == 3 {
-            count += 1;
-        }
+        each(first);
         at = i + len;
     }
     buf.drain(..at);
+}
+
+/// Removes the whole packets at the front of `buf` ([`take_packets`]); returns how many of
+/// them were PUBLISHes.
+pub fn count_publishes(buf: &mut Vec<u8>) -> u64 {
+    let mut count = 0;
+    take_packets(buf, |first| {
+        if first >> 4 == 3 {
+            count += 1;
+        }
+    });
     count
 }
 

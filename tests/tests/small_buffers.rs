@@ -39,26 +39,7 @@ async fn read_packets(stream: &mut TcpStream, done: impl Fn(&[u64; 16]) -> bool)
             .expect("read");
         assert!(n > 0, "the broker closed the connection: {counts:?}");
         buf.extend_from_slice(&chunk[..n]);
-        // Whole packets at the front of `buf`.
-        let mut at = 0;
-        while let Some(&first) = buf.get(at) {
-            let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
-            let complete = loop {
-                let Some(&byte) = buf.get(i) else { break false };
-                len |= usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                i += 1;
-                if byte & 0x80 == 0 {
-                    break true;
-                }
-            };
-            if !complete || buf.len() < i + len {
-                break;
-            }
-            counts[usize::from(first >> 4)] += 1;
-            at = i + len;
-        }
-        buf.drain(..at);
+        tests::hostile::take_packets(&mut buf, |first| counts[usize::from(first >> 4)] += 1);
     }
     counts
 }
