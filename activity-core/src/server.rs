@@ -484,7 +484,8 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                 self.blocked = !rest.is_empty();
                 return consumed;
             }
-            let decoded = codec::decode_with(rest, self.limits.max_packet_size, self.version);
+            let decoded =
+                codec::decode_from_client(rest, self.limits.max_packet_size, self.version);
             let (packet, len) = match decoded {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => return consumed,
@@ -537,7 +538,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             return Progress::default();
         }
         let Ok(Some((Packet::Connect(connect), len))) =
-            codec::decode_with(input, self.limits.max_packet_size, self.version)
+            codec::decode_from_client(input, self.limits.max_packet_size, self.version)
         else {
             return Progress::default();
         };

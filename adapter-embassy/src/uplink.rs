@@ -12,7 +12,9 @@
 //! while the uplink is down. A broken connection is retried with exponential backoff.
 
 use activity_core::QoS;
-use activity_core::codec::{ConnectReturnCode, LastWill, PROTOCOL_LEVEL, Packet, Publish, decode};
+use activity_core::codec::{
+    ConnectReturnCode, LastWill, PROTOCOL_LEVEL, Packet, PacketType, Publish, fixed_header,
+};
 use embassy_futures::select::{Either3, select3};
 use embassy_net::Stack;
 use embassy_net::tcp::TcpSocket;
@@ -81,6 +83,50 @@ pub(crate) async fn run_uplink<
     }
 }
 
+/// A packet from the upstream broker, as far as the uplink reads it.
+enum Incoming {
+    /// CONNACK with its return code (section 3.2.2.3).
+    ConnAck(u8),
+    /// PUBACK with its packet id (section 3.4.2).
+    PubAck(u16),
+    /// Any other packet (skipped).
+    Other,
+}
+
+/// Frames one packet at the front of `buf` (at most `max` bytes) with the codec's fixed header
+/// and reads the two the uplink uses from their bytes: CONNACK `0x20 0x02 flags code` (section
+/// 3.2) and PUBACK `0x40 0x02 id` (section 3.4), both MQTT 3.1.1. The codec's decoders of those
+/// types are not linked: the engine decodes with
+/// [`decode_from_client`](activity_core::codec::decode_from_client), which has none, and
+/// the uplink needs two bytes of each.
+///
+/// `Ok(None)` until the packet is complete; `Err` for a fixed header that can never be valid,
+/// a packet longer than `max`, or a CONNACK or PUBACK that is not 2 bytes long, a CONNACK with
+/// reserved flags set, a PUBACK for packet id 0. Other packets are skipped by their length,
+/// their bodies unread.
+fn next_packet(buf: &[u8], max: usize) -> Result<Option<(Incoming, usize)>, ()> {
+    let Some(header) = fixed_header(buf).map_err(drop)? else {
+        return Ok(None);
+    };
+    let size = header.packet_len();
+    if size > max {
+        return Err(());
+    }
+    let Some(body) = buf.get(header.header_len()..size) else {
+        return Ok(None);
+    };
+    let incoming = match (header.packet_type(), body) {
+        // Section 3.2.2.1: bits 7-1 of the acknowledge flags are reserved.
+        (PacketType::ConnAck, &[flags, code]) if flags & 0xFE == 0 => Incoming::ConnAck(code),
+        (PacketType::PubAck, &[high, low]) if high | low != 0 => {
+            Incoming::PubAck(u16::from_be_bytes([high, low]))
+        }
+        (PacketType::ConnAck | PacketType::PubAck, _) => return Err(()),
+        _ => Incoming::Other,
+    };
+    Ok(Some((incoming, size)))
+}
+
 /// Writes all of `bytes`.
 async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), ()> {
     while !bytes.is_empty() {
@@ -142,15 +188,15 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
     let mut have = 0;
     let accepted = with_timeout(CONNECT_TIMEOUT, async {
         loop {
-            match decode(packet.get(..have).unwrap_or_default(), packet.len()) {
-                Ok(Some((Packet::ConnAck(connack), _))) => {
-                    if connack.code != ConnectReturnCode::Accepted.as_u8() {
-                        warn!("uplink: refused, CONNACK {}", connack.code);
+            match next_packet(packet.get(..have).unwrap_or_default(), packet.len()) {
+                Ok(Some((Incoming::ConnAck(code), _))) => {
+                    if code != ConnectReturnCode::Accepted.as_u8() {
+                        warn!("uplink: refused, CONNACK {}", code);
                     }
-                    return connack.code == ConnectReturnCode::Accepted.as_u8();
+                    return code == ConnectReturnCode::Accepted.as_u8();
                 }
                 Ok(None) => {}
-                Ok(Some(_)) | Err(_) => return false,
+                Ok(Some(_)) | Err(()) => return false,
             }
             match socket
                 .read(packet.get_mut(have..).unwrap_or_default())
@@ -206,10 +252,10 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
         // The upstream broker sends PUBACKs for the QoS 1 messages and PINGRESPs (nothing is
         // subscribed); whatever else arrives is skipped, packet by packet.
         loop {
-            match decode(packet.get(..have).unwrap_or_default(), packet.len()) {
-                Ok(Some((decoded, used))) => {
-                    if let Packet::PubAck(ack) = decoded {
-                        shared.core().uplink.handle_puback(ack.pkid);
+            match next_packet(packet.get(..have).unwrap_or_default(), packet.len()) {
+                Ok(Some((incoming, used))) => {
+                    if let Incoming::PubAck(pkid) = incoming {
+                        shared.core().uplink.handle_puback(pkid);
                     }
                     have = consume(packet, have, used);
                     last_rx = Instant::now();
@@ -249,5 +295,43 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
                 next_ping = Instant::now() + interval;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> Result<Option<(u8, u16, usize)>, ()> {
+        Ok(
+            next_packet(bytes, 64)?.map(|(incoming, used)| match incoming {
+                Incoming::ConnAck(code) => (1, u16::from(code), used),
+                Incoming::PubAck(pkid) => (2, pkid, used),
+                Incoming::Other => (0, 0, used),
+            }),
+        )
+    }
+
+    #[test]
+    fn reads_connack_and_puback_and_skips_the_rest() {
+        assert_eq!(read(&[0x20, 0x02, 0x01, 0x00, 0xFF]), Ok(Some((1, 0, 4))));
+        assert_eq!(read(&[0x20, 0x02, 0x00, 0x05]), Ok(Some((1, 5, 4))));
+        assert_eq!(read(&[0x40, 0x02, 0x12, 0x34]), Ok(Some((2, 0x1234, 4))));
+        assert_eq!(read(&[0xD0, 0x00]), Ok(Some((0, 0, 2))));
+        // A PUBLISH is skipped whole, body unread.
+        assert_eq!(
+            read(&[0x30, 0x03, 0x00, 0x01, b'a', 0x20]),
+            Ok(Some((0, 0, 5)))
+        );
+        // Incomplete.
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(read(&[0x40, 0x02, 0x12]), Ok(None));
+        // Reserved CONNACK flags, wrong lengths, packet id 0, a reserved type, too long.
+        assert_eq!(read(&[0x20, 0x02, 0x02, 0x00]), Err(()));
+        assert_eq!(read(&[0x20, 0x03, 0x00, 0x00, 0x00]), Err(()));
+        assert_eq!(read(&[0x40, 0x03, 0x00, 0x01, 0x00]), Err(()));
+        assert_eq!(read(&[0x40, 0x02, 0x00, 0x00]), Err(()));
+        assert_eq!(read(&[0x00, 0x00]), Err(()));
+        assert_eq!(read(&[0x30, 0x7F]), Err(()));
     }
 }

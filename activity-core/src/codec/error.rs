@@ -69,6 +69,10 @@ pub enum DecodeError {
     /// MQTT 5 subscription options that break a rule: Retain Handling 3, or No Local on a
     /// shared subscription (5.0 section 3.8.3.1; a Protocol Error).
     InvalidSubscriptionOptions,
+    /// A packet type only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP; the value is
+    /// the type number) from a client, reported by
+    /// [`decode_from_client`](super::decode_from_client) (a Protocol Error).
+    ServerPacket(u8),
 }
 
 impl DecodeError {
@@ -81,6 +85,7 @@ impl DecodeError {
                 | DecodeError::InvalidPropertyValue(_)
                 | DecodeError::InvalidSubscriptionOptions
                 | DecodeError::ZeroPacketId
+                | DecodeError::ServerPacket(_)
         )
     }
 }
@@ -93,6 +98,7 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::MalformedRemainingLength => f.write_str("malformed remaining length"),
             DecodeError::InvalidPacketType(t) => write!(f, "reserved packet type {t}"),
+            DecodeError::ServerPacket(t) => write!(f, "packet type {t} from a client"),
             DecodeError::InvalidFlags => f.write_str("invalid fixed header flags"),
             DecodeError::InvalidUtf8 => f.write_str("invalid UTF-8 string"),
             DecodeError::InvalidTopic(e) => write!(f, "invalid topic: {e}"),

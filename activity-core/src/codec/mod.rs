@@ -208,6 +208,30 @@ pub fn decode_with(
     max_packet_size: usize,
     version: Version,
 ) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
+    decode_packet::<false>(buf, max_packet_size, version)
+}
+
+/// Decodes one packet a client sent to a server, as [`decode_with`] does, except that a packet
+/// type only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP) is
+/// [`DecodeError::ServerPacket`] (a Protocol Error, sections 3.2-3.13) once the whole packet has
+/// arrived, without decoding its body.
+///
+/// The server engine decodes with this one, so a build that links only the engine does not
+/// link those four decoders. Never panics.
+pub fn decode_from_client(
+    buf: &[u8],
+    max_packet_size: usize,
+    version: Version,
+) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
+    decode_packet::<true>(buf, max_packet_size, version)
+}
+
+/// [`decode_with`] (`FROM_CLIENT` false) and [`decode_from_client`] (true).
+fn decode_packet<const FROM_CLIENT: bool>(
+    buf: &[u8],
+    max_packet_size: usize,
+    version: Version,
+) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
     let Some(header) = fixed_header(buf)? else {
         return Ok(None);
     };
@@ -221,7 +245,7 @@ pub fn decode_with(
     let Some(body) = buf.get(header.header_len()..size) else {
         return Ok(None);
     };
-    let packet = Packet::decode_body(header, body, version)?;
+    let packet = Packet::decode_body::<FROM_CLIENT>(header, body, version)?;
     trace!(
         "decoded packet type {} of {} bytes",
         header.packet_type().as_u8(),
@@ -252,14 +276,27 @@ impl<'a> Packet<'a> {
         }
     }
 
-    /// Decodes the body (everything after the fixed header) of a packet of type `header`.
-    fn decode_body(
+    /// Decodes the body (everything after the fixed header) of a packet of type `header`;
+    /// `FROM_CLIENT` refuses the four types only a server sends, without their decoders.
+    fn decode_body<const FROM_CLIENT: bool>(
         header: FixedHeader,
         body: &'a [u8],
         version: Version,
     ) -> Result<Self, DecodeError> {
         let v = version;
-        Ok(match header.packet_type() {
+        let packet_type = header.packet_type();
+        if FROM_CLIENT
+            && matches!(
+                packet_type,
+                PacketType::ConnAck
+                    | PacketType::SubAck
+                    | PacketType::UnsubAck
+                    | PacketType::PingResp
+            )
+        {
+            return Err(DecodeError::ServerPacket(packet_type.as_u8()));
+        }
+        Ok(match packet_type {
             PacketType::Connect => Packet::Connect(Connect::decode(body)?),
             PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(body, v)?),
             PacketType::Publish => Packet::Publish(Publish::decode(header.flags(), body, v)?),
