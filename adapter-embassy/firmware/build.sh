@@ -32,10 +32,11 @@ else
         rustup component add rust-src --toolchain "$toolchain"
     fi
     zflags=(-Zbuild-std=core -Zbuild-std-features=optimize_for_size)
-    # MIR optimisations at level 1 instead of 2 (every crate, `core` too): LLVM still runs at
-    # opt-level z; level 2's MIR passes left 220 B more code after it (docs/gateway.md). The
-    # array is added to .cargo/config.toml's rustflags.
-    zflags+=(--config 'target.thumbv7em-none-eabihf.rustflags=["-Zmir-opt-level=1"]')
+    # MIR optimisations at level 1 instead of 2, with rustc's MIR inliner on (every crate,
+    # `core` too): LLVM still runs at opt-level z; level 2's MIR passes left 220 B more code
+    # after it, and inlining small functions before LLVM sees them saves 436 B more
+    # (docs/gateway.md). The array is added to .cargo/config.toml's rustflags.
+    zflags+=(--config 'target.thumbv7em-none-eabihf.rustflags=["-Zmir-opt-level=1", "-Zinline-mir=yes"]')
     # `panic-message` prints the message through panic-probe, which immediate-abort bypasses.
     if [[ " $* " != *panic-message* ]]; then
         zflags+=(-Zpanic-immediate-abort --config 'profile.release.panic="immediate-abort"')
