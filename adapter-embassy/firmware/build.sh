@@ -35,10 +35,11 @@ else
     # MIR optimisations at level 1 instead of 2, with rustc's MIR inliner on (every crate,
     # `core` too): LLVM still runs at opt-level z; level 2's MIR passes left 220 B more code
     # after it, and inlining small functions before LLVM sees them saves 436 B more
-    # (docs/gateway.md). Two of LLVM's code-layout heuristics: tail merging from two shared
-    # instructions on (default three) and no shrink-wrapping of prologues (80 B together). The
-    # array is added to .cargo/config.toml's rustflags.
-    zflags+=(--config 'target.thumbv7em-none-eabihf.rustflags=["-Zmir-opt-level=1", "-Zinline-mir=yes", "-Cllvm-args=-tail-merge-size=2", "-Cllvm-args=-enable-shrink-wrap=false"]')
+    # (docs/gateway.md). Three of LLVM's heuristics: tail merging from two shared instructions
+    # on (default three), no shrink-wrapping of prologues (84 B together), and the register
+    # allocator's live-range splitting in its size mode (144 B). The array is added to
+    # .cargo/config.toml's rustflags.
+    zflags+=(--config 'target.thumbv7em-none-eabihf.rustflags=["-Zmir-opt-level=1", "-Zinline-mir=yes", "-Cllvm-args=-tail-merge-size=2", "-Cllvm-args=-enable-shrink-wrap=false", "-Cllvm-args=-split-spill-mode=size"]')
     # `panic-message` prints the message through panic-probe, which immediate-abort bypasses.
     if [[ " $* " != *panic-message* ]]; then
         zflags+=(-Zpanic-immediate-abort --config 'profile.release.panic="immediate-abort"')
