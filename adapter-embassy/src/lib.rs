@@ -58,7 +58,9 @@
 //!
 //! # Memory
 //!
-//! Everything lives in [`GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>`](GatewayResources):
+//! Everything lives in [`GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE, S>`](GatewayResources);
+//! `S`, the engine stores ([`SlotStores`], with the constants below as its defaults), sets
+//! what each client may keep:
 //!
 //! - `CLIENTS` client slots, each a listening TCP socket (smoltcp has no backlog) with an
 //!   `RX`-byte receive buffer, a `TX`-byte transmit buffer and an `RX`-byte packet buffer.
@@ -67,7 +69,8 @@
 //! - per slot: a `QUEUE`-byte queue of packets waiting for the socket (a delivery that does not
 //!   fit is dropped and counted), `SUBS` subscriptions of up to [`FILTER_CAPACITY`] bytes, a
 //!   last will of up to [`WILL_CAPACITY`] bytes (topic and message) and the
-//!   tracker with [`ACK_ENTRIES`] pending `msgack` deliveries.
+//!   tracker with [`ACK_ENTRIES`] pending `msgack` deliveries of up to [`ACK_TEXT`] bytes of
+//!   text (the defaults of [`SlotStores`]).
 //! - one `QUEUE`-byte event buffer (an event whose JSON is larger is dropped and counted) and
 //!   one uplink queue ([`activity_core::outbox::Outbox`]) of `QUEUE` bytes plus 12 bytes of
 //!   bookkeeping, holding encoded PUBLISH packets (an event is about 200-300 bytes).
@@ -77,8 +80,9 @@
 //!
 //! The stack's `StackResources` must have room for `CLIENTS + 2` sockets besides the
 //! application's own. One more client slot costs about `2 * RX + TX + QUEUE + 2 KiB` of RAM
-//! (tracker, subscriptions, will, socket state): measured 4,192 bytes of `.bss` with
-//! `RX = TX = QUEUE = 512` and `SUBS = 4` in the firmware example.
+//! (tracker, subscriptions, will, socket state): measured 4,224 bytes of `.bss` with
+//! `RX = TX = QUEUE = 512`, `SUBS = 4` and the default [`SlotStores`] (docs/gateway.md,
+//! "Memory sizing").
 //!
 //! # Feature flags
 //!
@@ -112,8 +116,8 @@ use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Instant};
 
 pub use router::{
-    ACK_ENTRIES, ACK_TEXT, FILTER_CAPACITY, MAX_FILTERS_PER_SUBSCRIBE, QOS2_INFLIGHT,
-    RETAINED_BYTES, RETAINED_ENTRIES, UPLINK_TOPIC_CAPACITY, WILL_CAPACITY,
+    ACK_ENTRIES, ACK_TEXT, EngineStores, FILTER_CAPACITY, MAX_FILTERS_PER_SUBSCRIBE, QOS2_INFLIGHT,
+    RETAINED_BYTES, RETAINED_ENTRIES, SlotStores, UPLINK_TOPIC_CAPACITY, WILL_CAPACITY,
 };
 pub use stats::GatewayStats;
 pub use uplink::{OFFLINE, ONLINE};
@@ -299,32 +303,46 @@ pub struct UplinkBuffers<const TX: usize> {
 ///
 /// `CLIENTS` slots; `RX` bytes per socket receive buffer (also the largest packet a client may
 /// send); `TX` bytes per socket transmit buffer; `SUBS` subscriptions per client; `QUEUE` bytes
-/// of queued packets per client, of the event buffer and of the uplink queue. See the crate's
-/// "Memory" section.
+/// of queued packets per client, of the event buffer and of the uplink queue; `S` the limits
+/// of each client's engine stores ([`SlotStores`]: `msgack` entries, filter and will sizes).
+/// See the crate's "Memory" section.
 pub struct GatewayResources<
     const CLIENTS: usize,
     const RX: usize,
     const TX: usize,
     const SUBS: usize,
     const QUEUE: usize,
+    S: EngineStores = SlotStores,
 > {
     slots: [SlotBuffers<RX, TX>; CLIENTS],
     refuser_rx: [u8; 64],
     refuser_tx: [u8; 64],
     uplink: UplinkBuffers<TX>,
-    shared: Shared<CLIENTS, SUBS, QUEUE>,
+    shared: Shared<CLIENTS, SUBS, QUEUE, S>,
 }
 
-impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
-    Default for GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>
+impl<
+    const CLIENTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+    S: EngineStores,
+> Default for GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE, S>
 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
-    GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>
+impl<
+    const CLIENTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+    S: EngineStores,
+> GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE, S>
 {
     /// Zeroed resources (all zero bits); usable in a `static` initializer.
     ///
@@ -361,13 +379,14 @@ pub fn new<
     const TX: usize,
     const SUBS: usize,
     const QUEUE: usize,
+    S: EngineStores,
 >(
     stack: Stack<'d>,
-    resources: &'d mut GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>,
+    resources: &'d mut GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE, S>,
     config: Config<'d>,
 ) -> (
     GatewayHandle<'d>,
-    GatewayRunner<'d, CLIENTS, RX, TX, SUBS, QUEUE>,
+    GatewayRunner<'d, CLIENTS, RX, TX, SUBS, QUEUE, S>,
 ) {
     let GatewayResources {
         slots,
@@ -376,7 +395,7 @@ pub fn new<
         uplink,
         shared,
     } = resources;
-    let shared: &'d Shared<CLIENTS, SUBS, QUEUE> = shared;
+    let shared: &'d Shared<CLIENTS, SUBS, QUEUE, S> = shared;
     (
         GatewayHandle {
             status: &shared.status,
@@ -427,6 +446,7 @@ pub struct GatewayRunner<
     const TX: usize,
     const SUBS: usize,
     const QUEUE: usize,
+    S: EngineStores = SlotStores,
 > {
     stack: Stack<'d>,
     config: Config<'d>,
@@ -434,11 +454,17 @@ pub struct GatewayRunner<
     refuser_rx: &'d mut [u8; 64],
     refuser_tx: &'d mut [u8; 64],
     uplink: &'d mut UplinkBuffers<TX>,
-    shared: &'d Shared<CLIENTS, SUBS, QUEUE>,
+    shared: &'d Shared<CLIENTS, SUBS, QUEUE, S>,
 }
 
-impl<const CLIENTS: usize, const RX: usize, const TX: usize, const SUBS: usize, const QUEUE: usize>
-    GatewayRunner<'_, CLIENTS, RX, TX, SUBS, QUEUE>
+impl<
+    const CLIENTS: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+    S: EngineStores,
+> GatewayRunner<'_, CLIENTS, RX, TX, SUBS, QUEUE, S>
 {
     /// Runs the gateway forever. Run it in a task of its own (or `join` it with others).
     pub async fn run(&mut self) -> ! {

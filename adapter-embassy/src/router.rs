@@ -15,7 +15,7 @@
 use core::cell::{Cell, RefCell, RefMut};
 
 use activity_core::QoS;
-use activity_core::acks::FixedAckStore;
+use activity_core::acks::{AckStore, FixedAckStore};
 use activity_core::client_id::CLIENT_ID_CAPACITY;
 use activity_core::event::{EncodeOptions, Event, EventKind, Transport, encode_or_full};
 use activity_core::outbox::Outbox;
@@ -35,15 +35,17 @@ use crate::Config;
 use crate::queue::PacketQueue;
 use crate::stats::{Counters, add, bump};
 
-/// The longest topic filter a subscription may have, in bytes; longer ones get SUBACK 0x80.
+/// The longest topic filter a subscription may have, in bytes, with the default
+/// [`SlotStores`]; longer ones get SUBACK 0x80.
 pub const FILTER_CAPACITY: usize = 64;
-/// The longest last will, topic and message together, in bytes; a longer one is refused with
-/// CONNACK 3.
+/// The longest last will, topic and message together, in bytes, with the default
+/// [`SlotStores`]; a longer one is refused with CONNACK 3.
 pub const WILL_CAPACITY: usize = 128;
 /// Deliveries of envelope messages per client remembered for `msgack` (see
-/// [`activity_core::acks`]).
+/// [`activity_core::acks`]), with the default [`SlotStores`].
 pub const ACK_ENTRIES: usize = 4;
-/// Text bytes per remembered delivery (topic, ids, publisher).
+/// Text bytes per remembered delivery (topic, ids, publisher), with the default
+/// [`SlotStores`].
 pub const ACK_TEXT: usize = 96;
 /// QoS 2 publishes per client awaiting PUBREL; one more closes the connection.
 pub const QOS2_INFLIGHT: usize = 4;
@@ -61,14 +63,54 @@ pub const RETAINED_BYTES: usize = 128;
 /// The gateway's retained messages.
 pub(crate) type RetainedTable = Retained<RETAINED_ENTRIES, RETAINED_BYTES>;
 
-/// The per-connection acknowledgement store.
-pub(crate) type Acks = FixedAckStore<ACK_ENTRIES, ACK_TEXT>;
-/// The per-connection session store.
-pub(crate) type Store<const SUBS: usize> =
-    FixedSessionStore<SUBS, FILTER_CAPACITY, QOS2_INFLIGHT, WILL_CAPACITY>;
+/// The fixed stores of each slot's protocol engine: what a client may keep while it is
+/// connected. [`SlotStores`] is the one implementation; its parameters are the limits.
+pub trait EngineStores {
+    /// The deliveries remembered for `msgack` (see [`activity_core::acks`]).
+    type Acks: AckStore + Default;
+    /// The subscriptions (`SUBS` of them), the will and the QoS 2 publishes awaiting PUBREL.
+    type Session<const SUBS: usize>: SessionStore + Default;
+}
+
+/// The limits of a slot's engine stores, chosen by the firmware as the last parameter of
+/// [`GatewayResources`](crate::GatewayResources); the defaults are the crate's constants.
+///
+/// - `ACKS` deliveries of envelope messages remembered for `msgack`, each with up to
+///   `ACK_TEXT` bytes of topic, string ids and publisher id (a delivery whose text is longer
+///   is not remembered, and its `msgack` is not matched); the oldest goes for a new one.
+///   About `ACKS * (ACK_TEXT + 48) + 16` bytes.
+/// - subscriptions with filters of up to `FILTER` bytes (a longer one gets SUBACK 0x80, counted
+///   in [`GatewayStats::subscriptions_refused`](crate::GatewayStats)); about `FILTER + 16`
+///   bytes each.
+/// - a last will of up to `WILL` bytes of topic and message (a longer one is refused with
+///   CONNACK 3, counted in [`GatewayStats::refused_no_buffer`](crate::GatewayStats)); about
+///   `WILL + 16` bytes.
+///
+/// ```
+/// # use adapter_embassy::{GatewayResources, SlotStores};
+/// // 2 msgack entries of 64 bytes, filters up to 48 bytes, wills up to 64 bytes.
+/// type Small = SlotStores<2, 64, 48, 64>;
+/// type Resources = GatewayResources<4, 256, 256, 2, 256, Small>;
+/// let resources = Resources::new();
+/// ```
+pub struct SlotStores<
+    const ACKS: usize = ACK_ENTRIES,
+    const ACK_TEXT: usize = { self::ACK_TEXT },
+    const FILTER: usize = FILTER_CAPACITY,
+    const WILL: usize = WILL_CAPACITY,
+>;
+
+impl<const ACKS: usize, const TEXT: usize, const FILTER: usize, const WILL: usize> EngineStores
+    for SlotStores<ACKS, TEXT, FILTER, WILL>
+{
+    type Acks = FixedAckStore<ACKS, TEXT>;
+    type Session<const SUBS: usize> = FixedSessionStore<SUBS, FILTER, QOS2_INFLIGHT, WILL>;
+}
+
 /// One slot's protocol engine; it keeps no session past its connection (`KEEP` false: the
 /// code for kept MQTT 5 sessions is not linked).
-pub(crate) type Conn<const SUBS: usize> = Connection<Acks, Store<SUBS>, false>;
+pub(crate) type Conn<const SUBS: usize, S> =
+    Connection<<S as EngineStores>::Acks, <S as EngineStores>::Session<SUBS>, false>;
 
 /// The engine's policy for every slot: the gateway's limits (at most QoS 1, packets up to the
 /// slot's packet buffer), the configured system topics and events, and only listed clients
@@ -100,9 +142,9 @@ pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> Serv
 }
 
 /// One client slot.
-pub(crate) struct Client<const SUBS: usize, const QUEUE: usize> {
+pub(crate) struct Client<const SUBS: usize, const QUEUE: usize, S: EngineStores> {
     /// The engine of the slot's connection, from its accept until the next one.
-    engine: Option<Engine<SUBS>>,
+    engine: Option<Engine<SUBS, S>>,
     pub(crate) out: PacketQueue<QUEUE>,
     /// The entries of the retained table still to be sent to this client for its new
     /// subscriptions (bit `i`: entry `i`), sent as its queue has room.
@@ -115,8 +157,8 @@ const _: () = assert!(
 );
 
 /// A slot's engine, with the byte that makes a slot without one all zeros.
-struct Engine<const SUBS: usize> {
-    conn: Conn<SUBS>,
+struct Engine<const SUBS: usize, S: EngineStores> {
+    conn: Conn<SUBS, S>,
     /// Never zero, and the field with the most invalid values (a `u64` with one valid value;
     /// the engine's own enums have a few), so the compiler stores the `None` of
     /// `Option<Engine>` in it, and as zero. With that, [`Core::new`] and so
@@ -132,7 +174,7 @@ enum NonZero {
     One = 1,
 }
 
-impl<const SUBS: usize, const QUEUE: usize> Client<SUBS, QUEUE> {
+impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Client<SUBS, QUEUE, S> {
     const fn new() -> Self {
         Client {
             engine: None,
@@ -142,7 +184,7 @@ impl<const SUBS: usize, const QUEUE: usize> Client<SUBS, QUEUE> {
     }
 
     /// The slot's engine, if it ever had a connection.
-    fn conn(&self) -> Option<&Conn<SUBS>> {
+    fn conn(&self) -> Option<&Conn<SUBS, S>> {
         self.engine.as_ref().map(|e| &e.conn)
     }
 
@@ -223,14 +265,21 @@ impl Status {
 }
 
 /// Everything the runner's futures share, inside the caller's resources.
-pub(crate) struct Shared<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> {
-    core: RefCell<Core<CLIENTS, SUBS, QUEUE>>,
+pub(crate) struct Shared<
+    const CLIENTS: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+    S: EngineStores,
+> {
+    core: RefCell<Core<CLIENTS, SUBS, QUEUE, S>>,
     pub(crate) wake: [Signal<NoopRawMutex, ()>; CLIENTS],
     pub(crate) uplink_wake: Signal<NoopRawMutex, ()>,
     pub(crate) status: Status,
 }
 
-impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Shared<CLIENTS, SUBS, QUEUE> {
+impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>
+    Shared<CLIENTS, SUBS, QUEUE, S>
+{
     pub(crate) const fn new() -> Self {
         Shared {
             core: RefCell::new(Core::new()),
@@ -245,7 +294,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Shared<CLIENTS
     /// Not inlined: one borrow check for every use, instead of a check and a panic location
     /// at each.
     #[inline(never)]
-    pub(crate) fn core(&self) -> RefMut<'_, Core<CLIENTS, SUBS, QUEUE>> {
+    pub(crate) fn core(&self) -> RefMut<'_, Core<CLIENTS, SUBS, QUEUE, S>> {
         self.core.borrow_mut()
     }
 
@@ -266,8 +315,9 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Shared<CLIENTS
 }
 
 /// The mutable part of the shared state.
-pub(crate) struct Core<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> {
-    pub(crate) clients: [Client<SUBS, QUEUE>; CLIENTS],
+pub(crate) struct Core<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>
+{
+    pub(crate) clients: [Client<SUBS, QUEUE, S>; CLIENTS],
     /// The JSON of the event being published.
     scratch: [u8; QUEUE],
     /// Messages for the upstream broker, kept until sent (QoS 0) or acknowledged (QoS 1).
@@ -280,7 +330,7 @@ pub(crate) struct Core<const CLIENTS: usize, const SUBS: usize, const QUEUE: usi
 /// One call into a slot's engine for [`Core::drive`], with the slot's queue as its transmit
 /// buffer: returns what it consumed (0 when it reads nothing) and the bytes it wrote. One
 /// `dyn` type instead of a closure type per call: one copy of `drive` in the firmware.
-type Step<'s, const SUBS: usize, const QUEUE: usize> = dyn FnMut(&mut Conn<SUBS>, &mut [u8], &mut SlotOutput<'_, '_, SUBS, QUEUE>) -> (usize, usize)
+type Step<'s, const SUBS: usize, const QUEUE: usize, S> = dyn FnMut(&mut Conn<SUBS, S>, &mut [u8], &mut SlotOutput<'_, '_, SUBS, QUEUE, S>) -> (usize, usize)
     + 's;
 
 /// The driver's verdict on a CONNECT, taken while the engine asked.
@@ -289,7 +339,9 @@ struct Verdict {
     client_id: String<CLIENT_ID_CAPACITY>,
 }
 
-impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, SUBS, QUEUE> {
+impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>
+    Core<CLIENTS, SUBS, QUEUE, S>
+{
     const fn new() -> Self {
         Core {
             clients: [const { Client::new() }; CLIENTS],
@@ -318,7 +370,14 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
             client.out.clear();
             client.retained_pending = 0;
             client.engine = Some(Engine {
-                conn: Connection::new(server, Acks::new(), Store::new(), peer, now, nonce),
+                conn: Connection::new(
+                    server,
+                    S::Acks::default(),
+                    S::Session::<SUBS>::default(),
+                    peer,
+                    now,
+                    nonce,
+                ),
                 _nonzero: NonZero::One,
             });
         }
@@ -341,7 +400,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
     }
 
     /// Slot `i`'s engine, if it ever had a connection.
-    fn conn(&self, i: usize) -> Option<&Conn<SUBS>> {
+    fn conn(&self, i: usize) -> Option<&Conn<SUBS, S>> {
         self.clients.get(i)?.conn()
     }
 
@@ -370,7 +429,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
         ctx: &Ctx<'_>,
         i: usize,
         answering: bool,
-        step: &mut Step<'_, SUBS, QUEUE>,
+        step: &mut Step<'_, SUBS, QUEUE, S>,
     ) -> Option<(usize, Option<Verdict>)> {
         let Core {
             clients,
@@ -521,11 +580,11 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize> Core<CLIENTS, 
 
 /// The routing table as slot `index`'s engine sees it: every other slot, the event buffer and
 /// the uplink.
-struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize> {
+struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize, S: EngineStores> {
     ctx: &'a Ctx<'c>,
     index: usize,
-    before: &'a mut [Client<SUBS, QUEUE>],
-    after: &'a mut [Client<SUBS, QUEUE>],
+    before: &'a mut [Client<SUBS, QUEUE, S>],
+    after: &'a mut [Client<SUBS, QUEUE, S>],
     scratch: &'a mut [u8; QUEUE],
     uplink: &'a mut Outbox<QUEUE>,
     uplink_topic: &'a mut String<UPLINK_TOPIC_CAPACITY>,
@@ -538,11 +597,11 @@ struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize> {
 }
 
 /// Delivers to every slot of `before` and `after` (slot `index` sits between them).
-fn deliver_to_others<const SUBS: usize, const QUEUE: usize>(
+fn deliver_to_others<const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     ctx: &Ctx<'_>,
     index: usize,
-    before: &mut [Client<SUBS, QUEUE>],
-    after: &mut [Client<SUBS, QUEUE>],
+    before: &mut [Client<SUBS, QUEUE, S>],
+    after: &mut [Client<SUBS, QUEUE, S>],
     delivery: Delivery<'_>,
 ) {
     let wakes_after = ctx.wake.get(index + 1..).unwrap_or_default();
@@ -554,7 +613,9 @@ fn deliver_to_others<const SUBS: usize, const QUEUE: usize>(
     }
 }
 
-impl<const SUBS: usize, const QUEUE: usize> Output for SlotOutput<'_, '_, SUBS, QUEUE> {
+impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
+    for SlotOutput<'_, '_, SUBS, QUEUE, S>
+{
     fn route(&mut self, route: Route<'_>) -> Routed {
         match route {
             Route::Connect(request) => {

@@ -13,7 +13,7 @@ use embassy_net::{IpAddress, IpEndpoint, Stack};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
-use crate::router::{Ctx, Shared, server_config};
+use crate::router::{Ctx, EngineStores, Shared, server_config};
 use crate::stats::bump;
 use crate::{Config, SlotBuffers};
 
@@ -36,9 +36,10 @@ pub(crate) async fn run_slot<
     const TX: usize,
     const SUBS: usize,
     const QUEUE: usize,
+    S: EngineStores,
 >(
     stack: Stack<'_>,
-    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     config: &Config<'_>,
     index: usize,
     buffers: &mut SlotBuffers<RX, TX>,
@@ -139,9 +140,9 @@ pub(crate) fn consume(buf: &mut [u8], have: usize, n: usize) -> usize {
 
 /// Moves bytes between the socket and the slot's engine until the connection ends; returns
 /// why, when the transport (not the engine) ended it.
-async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
+async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     socket: &mut TcpSocket<'_>,
-    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     ctx: &Ctx<'_>,
     index: usize,
     packet: &mut [u8],

@@ -21,7 +21,7 @@ use embassy_net::tcp::TcpSocket;
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
-use crate::router::{Shared, UPLINK_TOPIC_CAPACITY};
+use crate::router::{EngineStores, Shared, UPLINK_TOPIC_CAPACITY};
 use crate::session::{close_socket, consume};
 use crate::stats::{add, bump};
 use crate::{Config, UplinkBuffers, UplinkConfig};
@@ -40,9 +40,10 @@ pub(crate) async fn run_uplink<
     const TX: usize,
     const SUBS: usize,
     const QUEUE: usize,
+    S: EngineStores,
 >(
     stack: Stack<'_>,
-    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     config: &Config<'_>,
     buffers: &mut UplinkBuffers<TX>,
 ) {
@@ -139,9 +140,9 @@ async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), (
 }
 
 /// One uplink connection; returns whether it got as far as CONNACK 0.
-async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
+async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     socket: &mut TcpSocket<'_>,
-    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     config: &Config<'_>,
     uplink: &UplinkConfig<'_>,
     state_topic: &str,
@@ -237,9 +238,9 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
 }
 
 /// Forwards the queue and keeps the connection alive until it breaks.
-async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize>(
+async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     socket: &mut TcpSocket<'_>,
-    shared: &Shared<CLIENTS, SUBS, QUEUE>,
+    shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     uplink: &UplinkConfig<'_>,
     packet: &mut [u8],
 ) {

@@ -5,7 +5,9 @@
 
 mod common;
 
-use adapter_embassy::Config;
+use activity_core::QoS;
+use activity_core::codec::{LastWill, Properties};
+use adapter_embassy::{Config, GatewayResources, SlotStores};
 use embassy_time::{Duration, Timer};
 
 use common::*;
@@ -41,5 +43,59 @@ fn busy_slots_refuse_with_connack_3() {
             );
             Timer::after(Duration::from_millis(20)).await;
         };
+    });
+}
+
+/// The engine stores the firmware chooses bound what a client keeps, and each refusal is
+/// counted: here 2 subscriptions of filters up to 16 bytes and wills up to 32 bytes.
+#[test]
+fn chosen_store_limits_refuse_and_count() {
+    type Small = SlotStores<2, 64, 16, 32>;
+    let resources = Box::leak(Box::new(
+        GatewayResources::<2, 1024, 1024, 2, 1024, Small>::new(),
+    ));
+    gateway_test_in(resources, config(), |stack, handle| async move {
+        // A will of 33 bytes (topic 8, message 25): CONNACK 3.
+        let will = LastWill {
+            topic: "will/abc",
+            message: b"0123456789012345678901234",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::EMPTY,
+        };
+        let mut big_will = RawClient::open(stack, GATEWAY).await;
+        let answer = big_will
+            .connect_with(connect_with_will("big-will", will, 60))
+            .await;
+        assert_eq!(answer, (false, 3));
+        big_will.expect_closed().await;
+        assert_eq!(handle.stats().refused_no_buffer, 1);
+        // One byte less fits.
+        let will = LastWill {
+            message: b"012345678901234567890123",
+            ..will
+        };
+        let mut client = RawClient::open(stack, GATEWAY).await;
+        let answer = client
+            .connect_with(connect_with_will("small-will", will, 60))
+            .await;
+        assert_eq!(answer, (false, 0));
+        // A filter of 17 bytes is refused, one of 16 is kept; a third filter finds no room.
+        assert_eq!(
+            client
+                .subscribe(1, "sensors/abcdefgh", QoS::AtLeastOnce)
+                .await,
+            1
+        );
+        assert_eq!(
+            client
+                .subscribe(2, "sensors/abcdefghi", QoS::AtLeastOnce)
+                .await,
+            0x80
+        );
+        assert_eq!(client.subscribe(3, "a/#", QoS::AtMostOnce).await, 0);
+        assert_eq!(client.subscribe(4, "b/#", QoS::AtMostOnce).await, 0x80);
+        assert_eq!(handle.stats().subscriptions_refused, 2);
+        client.close().await;
     });
 }

@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 
 use activity_core::QoS;
 use activity_core::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeFilters};
-use adapter_embassy::{GatewayHandle, GatewayResources};
+use adapter_embassy::{EngineStores, GatewayHandle, GatewayResources};
 use embassy_futures::join::join4;
 use embassy_futures::select::{Either, select};
 use embassy_net::driver::HardwareAddress;
@@ -377,9 +377,30 @@ where
     F: FnOnce(Stack<'static>, GatewayHandle<'static>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let resources = Box::leak(Box::new(GatewayResources::<N, 1024, 1024, 4, 1024>::new()));
+    gateway_test_in(resources, config, test);
+}
+
+/// Runs `test` with a gateway in `resources` on stack A; `test` gets stack B and the handle.
+pub fn gateway_test_in<
+    const N: usize,
+    const RX: usize,
+    const TX: usize,
+    const SUBS: usize,
+    const QUEUE: usize,
+    S: EngineStores,
+    F,
+    Fut,
+>(
+    resources: &'static mut GatewayResources<N, RX, TX, SUBS, QUEUE, S>,
+    config: adapter_embassy::Config<'static>,
+    test: F,
+) where
+    F: FnOnce(Stack<'static>, GatewayHandle<'static>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let (gw_stack, mut gw_net, gw_wire) = stack(1, GATEWAY_IP);
     let (client_stack, mut client_net, client_wire) = stack(2, CLIENT_IP);
-    let resources = Box::leak(Box::new(GatewayResources::<N, 1024, 1024, 4, 1024>::new()));
     let (handle, mut runner) = adapter_embassy::new(gw_stack, resources, config);
     let infra = async move {
         join4(
