@@ -9,7 +9,7 @@
 #![no_std]
 #![no_main]
 
-use adapter_embassy::{Config, GatewayResources, GatewayRunner, UplinkConfig};
+use adapter_embassy::{Config, GatewayResources, GatewayRunner, SlotStores, UplinkConfig};
 use defmt::info;
 use embassy_executor::Spawner;
 use embassy_net::{
@@ -39,9 +39,13 @@ const TX: usize = 512;
 const SUBS: usize = 4;
 /// Queued packet bytes per client, event buffer, uplink queue.
 const QUEUE: usize = 512;
+/// What each client keeps (docs/gateway.md, "Memory sizing"): 2 deliveries remembered for
+/// `msgack` with up to 64 bytes of topic, ids and publisher each, topic filters up to 48 bytes,
+/// a last will up to 64 bytes of topic and message.
+type Stores = SlotStores<2, 64, 48, 64>;
 
 type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
-type Gateway = GatewayRunner<'static, CLIENTS, RX, TX, SUBS, QUEUE>;
+type Gateway = GatewayRunner<'static, CLIENTS, RX, TX, SUBS, QUEUE, Stores>;
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
@@ -126,7 +130,7 @@ async fn main(spawner: Spawner) -> ! {
     wait_for_link(stack).await;
 
     // All zero bits: in .bss, nothing to copy at boot.
-    static GATEWAY: ConstStaticCell<GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE>> =
+    static GATEWAY: ConstStaticCell<GatewayResources<CLIENTS, RX, TX, SUBS, QUEUE, Stores>> =
         ConstStaticCell::new(GatewayResources::new());
     let config = Config {
         system_subscribers: &["monitor"],
