@@ -210,6 +210,9 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Client<SUBS, QUEUE,
         match conn.handle_delivery(delivery, self.out.spare(), no_publisher) {
             Ok(delivered) => {
                 self.out.commit(delivered.written);
+                if delivered.forgotten {
+                    bump(&counters.deliveries_evicted);
+                }
                 wake.signal(());
             }
             Err(DeliveryError::NotConnected) => {}
@@ -538,6 +541,9 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStore
             match conn.handle_delivery(delivery, client.out.spare(), no_publisher) {
                 Ok(delivered) => {
                     client.out.commit(delivered.written);
+                    if delivered.forgotten {
+                        bump(&ctx.counters.deliveries_evicted);
+                    }
                     client.retained_pending &= !bit;
                     ctx.wake(i);
                 }

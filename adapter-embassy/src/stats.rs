@@ -30,6 +30,11 @@ pub struct GatewayStats {
     pub publishes_denied: u32,
     /// Deliveries (messages, events, wills) dropped because a client's queue was full.
     pub deliveries_dropped: u32,
+    /// Deliveries whose `msgack` correlation was forgotten: the client's store of pending
+    /// acknowledgements (`SlotStores`' `ACKS` entries of `ACK_TEXT` bytes) was full, so the
+    /// oldest pending one was forgotten, or this one's text did not fit. The message itself was
+    /// delivered; its acknowledgement gives no `msgack` event.
+    pub deliveries_evicted: u32,
     /// Events that did not fit the event buffer, dropped.
     pub events_dropped: u32,
     /// Retained messages not kept: a new topic while every entry of the retained table was
@@ -84,6 +89,7 @@ counters!(
     subscriptions_refused,
     publishes_denied,
     deliveries_dropped,
+    deliveries_evicted,
     events_dropped,
     retained_dropped,
     uplink_dropped,

@@ -96,6 +96,28 @@ fn chosen_store_limits_refuse_and_count() {
         assert_eq!(client.subscribe(3, "a/#", QoS::AtMostOnce).await, 0);
         assert_eq!(client.subscribe(4, "b/#", QoS::AtMostOnce).await, 0x80);
         assert_eq!(handle.stats().subscriptions_refused, 2);
+        // Three QoS 1 envelopes delivered and not yet acknowledged: the third finds the two
+        // `msgack` entries taken, the oldest is forgotten, and that is counted.
+        let mut publisher = RawClient::connected(stack, GATEWAY, "publisher").await;
+        for (pkid, message_id) in [(1, 1), (2, 2), (3, 3)] {
+            let payload = format!(r#"{{"product_id":"p","message_id":{message_id}}}"#);
+            publisher
+                .publish(
+                    "sensors/abcdefgh",
+                    payload.as_bytes(),
+                    QoS::AtLeastOnce,
+                    Some(pkid),
+                )
+                .await;
+        }
+        for _ in 0..3 {
+            match client.recv().await {
+                Received::Publish { qos, .. } => assert_eq!(qos, QoS::AtLeastOnce),
+                other => panic!("expected a delivery, got {other:?}"),
+            }
+        }
+        assert_eq!(handle.stats().deliveries_evicted, 1);
+        publisher.close().await;
         client.close().await;
     });
 }
