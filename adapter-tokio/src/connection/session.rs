@@ -1491,6 +1491,57 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size<A, R>(_: &impl Fn(A) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size2<A, B, R>(_: &impl Fn(A, B) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size3<A, B, C, R>(_: &impl Fn(A, B, C) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size4<A, B, C, D, R>(_: &impl Fn(A, B, C, D) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// Prints the sizes of a connection's state and of the futures of its phases (`cargo test
+    /// -p adapter-tokio --lib sizes -- --nocapture`, with `--release` for a release build's):
+    /// a connection's task holds the largest phase beside the session (docs/scale.md, "Memory
+    /// per idle connection").
+    #[test]
+    fn sizes_of_a_connection_s_state() {
+        use tokio::net::TcpStream;
+        let sizes = [
+            ("serve", returned_size4(&serve::<TcpStream>)),
+            ("Session", size_of::<Session>()),
+            ("Engine", size_of::<Engine>()),
+            ("Side", size_of::<Side>()),
+            ("Link", size_of::<Link>()),
+            ("Notification", size_of::<Notification>()),
+            ("Packet", size_of::<Packet>()),
+            ("connect", returned_size2(&Session::connect::<TcpStream>)),
+            ("admit", returned_size(&Session::admit)),
+            ("run", returned_size3(&Session::run::<TcpStream>)),
+            ("flush", returned_size3(&Session::flush::<TcpStream>)),
+            ("write", returned_size2(&Session::write::<TcpStream>)),
+            ("handle_notifications", returned_size3(&Session::handle_notifications)),
+            ("drain", returned_size4(&Session::drain::<TcpStream>)),
+            ("finish", returned_size2(&Session::finish)),
+            ("linger", returned_size2(&Session::linger)),
+            ("tokio Sleep", size_of::<tokio::time::Sleep>()),
+        ];
+        for (what, size) in sizes {
+            println!("{what}: {size} B");
+        }
+    }
+
     #[test]
     fn envelope_candidates_start_with_a_brace() {
         assert!(may_be_envelope(br#"{"product_id":"p","message_id":1}"#));
