@@ -120,6 +120,12 @@ pub struct Metrics {
     pub router_filters_refused: AtomicU64,
     /// Filters the router keeps a log for, with `router.max_log_memory` set (a gauge).
     pub router_logs: AtomicU64,
+    /// Times a connection gave back the buffers it held after a second without traffic (see
+    /// `connection::IDLE_RELEASE`).
+    pub buffers_released: AtomicU64,
+    /// Bytes of read and transmit buffer those connections gave back (their queues towards
+    /// the router and the event sinks go too, not counted).
+    pub buffer_bytes_released: AtomicU64,
     /// The Kafka sink's counters.
     pub kafka: KafkaMetrics,
 }
@@ -568,6 +574,18 @@ impl Metrics {
             "gauge",
             "Filters the router keeps a log for (with router.max_log_memory set).",
             &self.router_logs,
+        );
+        r.single(
+            "buffers_released_total",
+            "counter",
+            "Times a connection gave back its buffers after a second without traffic.",
+            &self.buffers_released,
+        );
+        r.single(
+            "buffer_bytes_released_total",
+            "counter",
+            "Bytes of read and transmit buffer connections gave back after a second without traffic.",
+            &self.buffer_bytes_released,
         );
         out
     }

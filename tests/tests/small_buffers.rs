@@ -2,9 +2,11 @@
 //! buffer, a transmit buffer the size of its CONNACK; issue 19, docs/scale.md "Memory per idle
 //! connection"), which grow for what does not fit: a CONNECT larger than the read buffer with a
 //! burst behind it in the same write, many answers to one read, and large packets in both
-//! directions after the connection was idle.
+//! directions after the connection was idle. A connection that had a burst gives its grown
+//! buffers back once it idles (`IDLE_RELEASE`), and grows them again for the next burst.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use tests::hostile::{packet, publish_packet, push_str, read_n, subscribe_packet};
 use tests::{RawClient, WAIT, connect_packet, start_broker, test_config};
@@ -114,4 +116,76 @@ async fn an_idle_connection_sends_and_receives_large_packets() {
         rest == delivery.as_slice(),
         "the delivery is the message, whole"
     );
+}
+
+/// Sends a 20 KB QoS 0 PUBLISH on `large/1` from `client` (subscribed to `large/#`) and reads
+/// its delivery back, whole: both of the connection's buffers grow past 20 KB.
+async fn twenty_kb_round_trip(client: &mut RawClient) {
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let message = publish_packet(b"large/1", 0, 0, &payload);
+    client
+        .stream
+        .write_all(&message)
+        .await
+        .expect("write PUBLISH");
+    let got = read_n(&mut client.stream, message.len()).await;
+    assert!(got == message, "the delivery is the message, whole");
+}
+
+/// Waits until `done` holds for the broker's (buffers released, bytes released) counters.
+async fn wait_released(
+    broker: &adapter_tokio::broker::Broker,
+    done: impl Fn(u64, u64) -> bool,
+) -> (u64, u64) {
+    let metrics = broker.metrics();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let counts = (
+            metrics.buffers_released.load(Ordering::Relaxed),
+            metrics.buffer_bytes_released.load(Ordering::Relaxed),
+        );
+        if done(counts.0, counts.1) {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "buffers not released within {WAIT:?}: {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_gives_its_grown_buffers_back_once_it_idles_and_grows_them_again() {
+    let broker = start_broker(test_config()).await;
+    let addr: SocketAddr = broker.local_addr();
+    let (mut client, connack) = RawClient::connect(addr, &connect_packet("bursty", 60, 4)).await;
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    client
+        .stream
+        .write_all(&subscribe_packet(1, b"large/#", 0))
+        .await
+        .expect("write SUBSCRIBE");
+    assert_eq!(
+        read_n(&mut client.stream, 5).await,
+        [0x90, 0x03, 0x00, 0x01, 0x00]
+    );
+    // Idle after its SUBSCRIBE: it gives back what it holds, a few hundred bytes.
+    let (_, small) = wait_released(&broker, |times, _| times >= 1).await;
+    assert!(small < 4096, "an idle connection held {small} bytes");
+    // A burst: a 20 KB message each way. Its transmit buffer grows past 20 KB, its read buffer
+    // past 1 KiB free (the room it keeps before a read), and the connection gives both back
+    // once idle.
+    const GROWN: u64 = 20_000 + 1024;
+    twenty_kb_round_trip(&mut client).await;
+    let (_, bytes) = wait_released(&broker, |_, bytes| bytes >= small + GROWN).await;
+    // And it works as before: the buffers grow again for the next burst, and go again.
+    twenty_kb_round_trip(&mut client).await;
+    wait_released(&broker, |_, again| again >= bytes + GROWN).await;
+    client
+        .stream
+        .write_all(&[0xC0, 0x00])
+        .await
+        .expect("write PINGREQ");
+    assert_eq!(read_n(&mut client.stream, 2).await, [0xD0, 0x00]);
 }

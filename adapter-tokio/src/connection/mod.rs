@@ -45,7 +45,7 @@ use activity_core::tracker::TrackerConfig;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::acl::Acl;
 use crate::auth::Authenticator;
@@ -69,6 +69,12 @@ mod skips;
 /// before the connection is closed as `keepalive_timeout`.
 pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(60);
 
+/// After this long without a read, a write or a router notification, a connection gives back
+/// the buffers it holds (its read and transmit buffers, its queues towards the router and the
+/// event sinks; counted in `activity_buffer_bytes_released_total`): a connection that had a
+/// burst does not keep its grown buffers while it idles, and one that is busy keeps them.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// Most deliveries awaiting acknowledgement that one connection remembers for `msgack`.
 pub const ACK_STORE_CAPACITY: usize = 128;
 
@@ -91,7 +97,7 @@ struct Kick {
 /// The client ids connected now, to detect takeovers.
 #[derive(Default)]
 pub struct Registry {
-    inner: Mutex<HashMap<String, (u64, mpsc::Sender<Kick>)>>,
+    inner: Mutex<HashMap<String, (u64, oneshot::Sender<Kick>)>>,
 }
 
 impl Registry {
@@ -99,8 +105,8 @@ impl Registry {
         &self,
         client_id: &str,
         serial: u64,
-        kick: mpsc::Sender<Kick>,
-    ) -> Option<mpsc::Sender<Kick>> {
+        kick: oneshot::Sender<Kick>,
+    ) -> Option<oneshot::Sender<Kick>> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(client_id.to_owned(), (serial, kick))
             .map(|(_, k)| k)

@@ -24,7 +24,7 @@ use rumqttd::protocol::{
     SubscribeProperties, Unsubscribe, v4::V4,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, info, warn};
 
@@ -32,8 +32,8 @@ use super::properties;
 use super::router_names::RouterName;
 use super::skips::LogPositions;
 use super::{
-    ACK_STORE_CAPACITY, Kick, PUBLISHER_PROPERTY, Phase, Shared, WRITE_STALL_LIMIT, now_ms,
-    router_client_id, rumqttd_qos,
+    ACK_STORE_CAPACITY, IDLE_RELEASE, Kick, PUBLISHER_PROPERTY, Phase, Shared, WRITE_STALL_LIMIT,
+    now_ms, router_client_id, rumqttd_qos,
 };
 use crate::ack_store::HeapAckStore;
 use crate::admission::{self, Admission};
@@ -80,10 +80,14 @@ pub(super) async fn serve<S>(
 {
     let serial = shared.serial.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(shared, peer, transport, serial);
-    if let Some(link) = session.connect(&mut stream).await {
+    // The CONNECT phase (admission, takeover, the router link) and the end (a kept session's
+    // wait) are boxed, each allocated for its phase only: the task that stays for the
+    // connection's life has room for the loop's state alone (docs/scale.md, "Memory per idle
+    // connection").
+    if let Some(link) = Box::pin(session.connect(&mut stream)).await {
         let kick = session.run(&mut stream, link).await;
         let _ = stream.shutdown().await;
-        session.linger(kick).await;
+        Box::pin(session.linger(kick)).await;
         return;
     }
     let _ = stream.shutdown().await;
@@ -124,6 +128,11 @@ impl TxBuf {
         self.buf.get(..self.len).unwrap_or_default()
     }
 
+    /// The bytes it holds.
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Everything written was sent.
     fn clear(&mut self) {
         self.len = 0;
@@ -139,7 +148,22 @@ impl TxBuf {
 struct Link {
     tx: LinkTx,
     rx: LinkRx,
-    kick: mpsc::Receiver<Kick>,
+    kick: Takeover,
+}
+
+/// Where the takeover of a connection arrives: at most one, since the registry hands the
+/// sender to the one connection that replaces this one (a oneshot channel, about a tenth of the
+/// memory of a bounded channel's first block; docs/scale.md, "Memory per idle connection").
+/// `None` once it arrived or its sender is gone.
+type Takeover = Option<oneshot::Receiver<Kick>>;
+
+/// The takeover of `kick`, once it arrives; `None` when its sender is gone (the connection's
+/// registry entry was removed or handed on) or it already arrived, as a closed channel.
+async fn kicked(kick: &mut Takeover) -> Option<Kick> {
+    let receiver = kick.as_mut()?;
+    let request = receiver.await.ok();
+    *kick = None;
+    request
 }
 
 /// What the engine asked about a CONNECT, for [`Session::admit`].
@@ -475,7 +499,11 @@ impl Side {
 
     /// Sends the router what the engine asked for (and the acks the sequencer released), then
     /// queues the events.
-    async fn send(&mut self, link: &mut LinkTx) -> Result<(), CloseCause> {
+    ///
+    /// Not `async`: rumqttd 0.20's `LinkTx::send` never waits (it does a blocking send on the
+    /// router's queue, FACTS.md), so its future, which holds a 392-byte `Packet`, is polled
+    /// once here on the stack instead of taking room in every connection's task.
+    fn send(&mut self, link: &mut LinkTx) -> Result<(), CloseCause> {
         for ack in self.router_acks.drain(..) {
             self.batch.push(match ack {
                 RouterAck::PubAck(pkid) => Packet::PubAck(
@@ -504,10 +532,18 @@ impl Side {
         let sent = match self.batch.pop() {
             Some(last) => {
                 link.buffer().extend(self.batch.drain(..));
-                link.send(last).await.map(|_| ()).map_err(|e| {
-                    warn!(client_id = %self.client_id, error = %e, "router link failed");
-                    CloseCause::RouterClosed
-                })
+                match futures_util::FutureExt::now_or_never(link.send(last)) {
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => {
+                        warn!(client_id = %self.client_id, error = %e, "router link failed");
+                        Err(CloseCause::RouterClosed)
+                    }
+                    // A rumqttd whose send could wait: the packet did not go (not 0.20).
+                    None => {
+                        warn!(client_id = %self.client_id, "router link would wait");
+                        Err(CloseCause::RouterClosed)
+                    }
+                }
             }
             None => Ok(()),
         };
@@ -545,8 +581,9 @@ struct Session {
     packets_out: u64,
     /// A delivery that waits for the client's acknowledgements: its Receive Maximum is in
     /// flight (see [`Connection::may_deliver`]). While one waits, nothing more is taken from
-    /// the router, which holds the rest: no loss, one notification of memory.
-    pending: Option<Notification>,
+    /// the router, which holds the rest: no loss, one notification of memory (boxed: rare, and
+    /// a notification is 248 bytes that every connection's task would carry).
+    pending: Option<Box<Notification>>,
 }
 
 impl Session {
@@ -611,10 +648,55 @@ impl Session {
 
     /// When the engine's next deadline is due, on tokio's clock; far away without one.
     fn deadline(&self) -> Instant {
+        self.deadline_from(Instant::now())
+    }
+
+    /// [`Session::deadline`], with tokio's clock read at `now`.
+    fn deadline_from(&self, now: Instant) -> Instant {
         match self.conn.poll_timeout() {
-            Some(at) => Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())),
-            None => Instant::now() + Duration::from_secs(24 * 3600),
+            Some(at) => now + Duration::from_millis(at.saturating_sub(now_ms())),
+            None => now + Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// Whether the engine's deadline has passed (a timer may also fire for [`IDLE_RELEASE`]).
+    fn is_due(&self) -> bool {
+        self.conn.poll_timeout().is_some_and(|at| now_ms() >= at)
+    }
+
+    /// Gives back what the connection holds for traffic once it turned idle
+    /// ([`IDLE_RELEASE`]): the read buffer when it holds no partial packet (a new one of
+    /// [`READ_FIRST`] bytes is taken before the next read), the transmit buffer when all of it
+    /// was sent (the next answer allocates what it needs), the queues towards the router (the
+    /// link's, whose first use reserved room for 200 packets, and the batch) and the event
+    /// sinks, the delivery scratch buffers. Returns the bytes of the read and transmit buffers
+    /// given back (the ones a burst grows). A busy connection never gets here, so its buffers
+    /// stay grown and are reused as before.
+    fn release_buffers(&mut self, link: &LinkTx) -> usize {
+        fn give_back<T>(v: &mut Vec<T>) {
+            if v.is_empty() {
+                *v = Vec::new();
+            }
+        }
+        let mut released = 0;
+        if self.rbuf.is_empty() {
+            released += std::mem::take(&mut self.rbuf).capacity();
+        }
+        if self.tx.written().is_empty() {
+            released += std::mem::take(&mut self.tx).capacity();
+        }
+        give_back(&mut self.side.batch);
+        give_back(&mut self.side.events);
+        give_back(&mut self.side.router_acks);
+        give_back(&mut self.properties_buf);
+        self.flags_buf = BytesMut::new();
+        // rumqttd swaps these queues between its links and its own cache, so this may be
+        // another link's old queue: what counts is that an idle link holds none.
+        let mut queue = link.buffer();
+        if queue.is_empty() {
+            queue.shrink_to_fit();
+        }
+        released
     }
 
     /// Hands every unconsumed byte to the engine, with room for its answers (the transmit
@@ -693,7 +775,7 @@ impl Session {
     where
         S: AsyncWrite + Unpin,
     {
-        self.side.send(link).await?;
+        self.side.send(link)?;
         self.write(stream).await
     }
 
@@ -791,14 +873,14 @@ impl Session {
             .await?;
         let client_id = self.side.client_id.clone();
         let serial = self.side.serial;
-        let (kick_tx, kick) = mpsc::channel::<Kick>(1);
+        let (kick_tx, kick) = oneshot::channel::<Kick>();
         if let Some(old) = shared.registry.insert(&client_id, serial, kick_tx) {
             let (done_tx, done_rx) = oneshot::channel();
             let request = Kick {
                 done: done_tx,
                 clean_start: self.side.clean_start,
             };
-            if old.send(request).await.is_ok()
+            if old.send(request).is_ok()
                 && let Ok(Ok(resumed)) = tokio::time::timeout(Duration::from_secs(5), done_rx).await
             {
                 self.conn.handle_session_resumed(&resumed);
@@ -844,12 +926,19 @@ impl Session {
             Option::<Packet>::from(connack),
             Some(Packet::ConnAck(ack, _)) if ack.session_present
         );
-        Ok((session_present, Link { tx, rx, kick }))
+        Ok((
+            session_present,
+            Link {
+                tx,
+                rx,
+                kick: Some(kick),
+            },
+        ))
     }
 
     /// The accepted connection, until it ends; returns where takeovers arrive (for a kept
     /// session, see [`Session::linger`]).
-    async fn run<S>(&mut self, stream: &mut S, mut link: Link) -> mpsc::Receiver<Kick>
+    async fn run<S>(&mut self, stream: &mut S, mut link: Link) -> Takeover
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -862,10 +951,23 @@ impl Session {
         tokio::pin!(sleep);
         let stopping = stopping(phase.clone());
         tokio::pin!(stopping);
+        // When the buffers are given back if nothing happens before ([`IDLE_RELEASE`]); `None`
+        // once they were, until the next step that is not that release.
+        let mut release_at = None;
+        let mut busy = true;
         // A kept session (the client left, the session stays) is over for the socket too.
         while exit.is_none() && !self.conn.is_closed() && !self.conn.is_kept() {
             reserve_read_space(&mut self.rbuf);
-            sleep.as_mut().reset(self.deadline());
+            // One read of the clock per step, as before: the idle release moves with it.
+            let now = Instant::now();
+            if busy {
+                release_at = Some(now + IDLE_RELEASE);
+            }
+            busy = true;
+            let deadline = self.deadline_from(now);
+            sleep
+                .as_mut()
+                .reset(release_at.map_or(deadline, |at| at.min(deadline)));
             let step = tokio::select! {
                 read = stream.read_buf(&mut self.rbuf) => match read {
                     Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
@@ -888,10 +990,22 @@ impl Session {
                     }
                 },
                 () = &mut sleep => {
-                    self.timeout();
+                    if release_at.is_some_and(|at| Instant::now() >= at) {
+                        release_at = None;
+                        busy = false;
+                        let released = self.release_buffers(&link.tx);
+                        let metrics = &self.side.shared.metrics;
+                        metrics.buffers_released.fetch_add(1, Ordering::Relaxed);
+                        metrics
+                            .buffer_bytes_released
+                            .fetch_add(released as u64, Ordering::Relaxed);
+                    }
+                    if self.is_due() {
+                        self.timeout();
+                    }
                     Ok(())
                 }
-                kick = link.kick.recv() => {
+                kick = kicked(&mut link.kick) => {
                     self.kick = kick;
                     Err(CloseCause::TakenOver)
                 }
@@ -910,7 +1024,7 @@ impl Session {
                     self.conn
                         .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
                 self.tx.commit(written);
-                self.drain(stream, &mut link, phase).await;
+                Box::pin(self.drain(stream, &mut link, phase)).await;
                 self.close(CloseCause::ServerShutdown);
             }
             // The engine ended the session itself (DISCONNECT, keep-alive, a protocol error).
@@ -919,7 +1033,8 @@ impl Session {
         }
         // What the end produced: the will for the router, the events, bytes for the client.
         let _ = self.flush(stream, &mut link.tx).await;
-        self.finish(link).await
+        // Boxed like the CONNECT phase: once, at the end, not in every connection's task.
+        Box::pin(self.finish(link)).await
     }
 
     /// Shutdown: the end is reported; keep delivering (the events of everybody's shutdown among
@@ -953,7 +1068,7 @@ impl Session {
 
     /// Tells the router the connection is gone, and everything else that kept it; returns
     /// where takeovers arrive.
-    async fn finish(&mut self, mut link: Link) -> mpsc::Receiver<Kick> {
+    async fn finish(&mut self, mut link: Link) -> Takeover {
         let now = now_ms();
         if self.conn.is_kept() {
             // Taken over: the new connection resumes the session (or its clean start ends it).
@@ -982,7 +1097,7 @@ impl Session {
             },
             None,
         ));
-        let _ = side.send(&mut link.tx).await;
+        let _ = side.send(&mut link.tx);
         // The router handles that DISCONNECT before any later link's CONNECT (one channel).
         side.router_name = None;
         // The session ends now although the router was told to keep it: a DISCONNECT set its
@@ -1026,7 +1141,7 @@ impl Session {
 
     /// A kept session (see [`Connection::is_kept`]): waits for the engine's deadline (a delayed
     /// will, the expiry) or for the client id to connect again, then lets the client id go.
-    async fn linger(&mut self, mut kick: mpsc::Receiver<Kick>) {
+    async fn linger(&mut self, mut kick: Takeover) {
         let mut phase = self.side.shared.phase.clone();
         while self.conn.is_kept() && *phase.borrow() == Phase::Running {
             let deadline = self.deadline();
@@ -1035,7 +1150,7 @@ impl Session {
                     let mut tx = [0u8; 64];
                     self.conn.handle_timeout(now_ms(), &mut tx, &mut self.side);
                 }
-                request = kick.recv() => match request {
+                request = kicked(&mut kick) => match request {
                     Some(request) => {
                         self.conn.handle_resume(
                             now_ms(),
@@ -1084,7 +1199,7 @@ impl Session {
                         },
                         None,
                     ));
-                    let _ = side.send(&mut tx).await;
+                    let _ = side.send(&mut tx);
                 }
                 _ => {
                     warn!(client_id = %side.client_id, "no router link for a delayed will");
@@ -1134,7 +1249,7 @@ impl Session {
             } else if matches!(notification, Notification::Forward(_)) && !self.conn.may_deliver() {
                 // The client's Receive Maximum is in flight: this delivery waits for an
                 // acknowledgement, and the router keeps the rest.
-                self.pending = Some(notification);
+                self.pending = Some(Box::new(notification));
                 break;
             } else {
                 self.handle_notification(notification);
@@ -1154,7 +1269,9 @@ impl Session {
             };
         }
         self.count_packets_out();
-        if wake && rx.wake().await.is_err() {
+        // Boxed: its future holds a router event (about 1 KB), and the router pauses a
+        // connection only when its queue towards it is full, so this is rare.
+        if wake && Box::pin(rx.wake()).await.is_err() {
             return Err(CloseCause::RouterClosed);
         }
         Ok(())
@@ -1178,7 +1295,7 @@ impl Session {
         if self.conn.may_deliver()
             && let Some(notification) = self.pending.take()
         {
-            self.handle_notification(notification);
+            self.handle_notification(*notification);
             self.count_packets_out();
         }
     }
@@ -1531,7 +1648,10 @@ mod tests {
             ("run", returned_size3(&Session::run::<TcpStream>)),
             ("flush", returned_size3(&Session::flush::<TcpStream>)),
             ("write", returned_size2(&Session::write::<TcpStream>)),
-            ("handle_notifications", returned_size3(&Session::handle_notifications)),
+            (
+                "handle_notifications",
+                returned_size3(&Session::handle_notifications),
+            ),
             ("drain", returned_size4(&Session::drain::<TcpStream>)),
             ("finish", returned_size2(&Session::finish)),
             ("linger", returned_size2(&Session::linger)),
