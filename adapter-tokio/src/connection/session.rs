@@ -570,8 +570,9 @@ struct Session {
     /// Whether a kept session counts in `Metrics::sessions_kept`.
     kept_slot: bool,
     /// The subscriptions of a kept session that the connection taking over resumes, sent
-    /// with the answer to its [`Kick`].
-    resumed: HeapSessionStore,
+    /// with the answer to its [`Kick`]. Boxed, made at a takeover: a store is about 300 bytes
+    /// that every connection's task would carry.
+    resumed: Option<Box<HeapSessionStore>>,
     /// Where the property block of a delivery to an MQTT 5 client is written.
     properties_buf: Vec<u8>,
     /// Where a delivery's flags are read from ([`router_flags`]).
@@ -638,7 +639,7 @@ impl Session {
             tx: TxBuf::default(),
             kick: None,
             kept_slot: false,
-            resumed: HeapSessionStore::new(),
+            resumed: None,
             properties_buf: Vec::new(),
             flags_buf: BytesMut::new(),
             packets_out: 0,
@@ -1073,8 +1074,12 @@ impl Session {
         if self.conn.is_kept() {
             // Taken over: the new connection resumes the session (or its clean start ends it).
             if let Some(kick) = &self.kick {
-                self.conn
-                    .handle_resume(now, kick.clean_start, &mut self.resumed, &mut self.side);
+                self.conn.handle_resume(
+                    now,
+                    kick.clean_start,
+                    &mut **self.resumed.get_or_insert_default(),
+                    &mut self.side,
+                );
             }
         }
         if self.conn.is_kept() {
@@ -1155,7 +1160,7 @@ impl Session {
                         self.conn.handle_resume(
                             now_ms(),
                             request.clean_start,
-                            &mut self.resumed,
+                            &mut **self.resumed.get_or_insert_default(),
                             &mut self.side,
                         );
                         self.kick = Some(request);
@@ -1227,7 +1232,8 @@ impl Session {
         let side = &self.side;
         side.shared.registry.remove(&side.client_id, side.serial);
         if let Some(kick) = self.kick.take() {
-            let _ = kick.done.send(std::mem::take(&mut self.resumed));
+            let resumed = self.resumed.take().map(|store| *store).unwrap_or_default();
+            let _ = kick.done.send(resumed);
         }
     }
 
@@ -1643,6 +1649,7 @@ mod tests {
             ("Link", size_of::<Link>()),
             ("Notification", size_of::<Notification>()),
             ("Packet", size_of::<Packet>()),
+            ("HeapSessionStore", size_of::<HeapSessionStore>()),
             ("connect", returned_size2(&Session::connect::<TcpStream>)),
             ("admit", returned_size(&Session::admit)),
             ("run", returned_size3(&Session::run::<TcpStream>)),
