@@ -1667,6 +1667,19 @@ mod tests {
         for (what, size) in sizes {
             println!("{what}: {size} B");
         }
+        // The task holds the session and the loop, and nothing of the CONNECT phase or the
+        // end beside them (boxed; their futures would add to it when they are larger).
+        let size = |name: &str| {
+            sizes
+                .iter()
+                .find(|(what, _)| *what == name)
+                .map_or(0, |s| s.1)
+        };
+        let (serve, session, run) = (size("serve"), size("Session"), size("run"));
+        assert!(
+            serve <= session + run + 512,
+            "serve {serve} B, Session {session} B, run {run} B"
+        );
     }
 
     #[test]
