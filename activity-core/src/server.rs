@@ -146,7 +146,7 @@ pub use io::{
 pub use outbound::MAX_SUBSCRIPTION_IDS;
 pub use reason::{CloseCause, ReasonCode};
 pub use relay::{FixedRequestStore, Relay, RelayOutput, Relayed, RequestStore};
-pub use store::{AliasDirection, FixedSessionStore, SessionStore, StoreFull};
+pub use store::{AliasDirection, Declined, FixedSessionStore, SessionStore, StoreFull};
 pub use will::will_publish_properties;
 
 use flow::ClientFlow;
@@ -669,7 +669,10 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             self.flow.max_packet_size,
             &mut tx,
         )?;
-        if let Some((alias, false)) = additions.alias {
+        // A store that keeps no aliases assigns none (and the compiler drops this).
+        if let Some((alias, false)) = additions.alias
+            && self.store.alias_capacity() > 0
+        {
             // Too long a topic for the store: the next delivery on it sends the topic again.
             let _ = self
                 .store
@@ -703,13 +706,13 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             return false;
         }
         if let DeliveredFor::Filter(filter) = delivery.subscription {
-            return is_wildcard_first(filter);
+            return is_wildcard_first::<S>(filter);
         }
         let (mut matched, mut wanted) = (false, false);
         self.store
             .for_each_matching(delivery.topic, &mut |filter, _, _| {
                 matched = true;
-                wanted |= !is_wildcard_first(filter);
+                wanted |= !is_wildcard_first::<S>(filter);
             });
         matched && !wanted
     }
@@ -750,7 +753,9 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             let mut list: heapless::Vec<Property<'_>, 9> = heapless::Vec::new();
             // Capacity 9: at most six pushes below and three in push_session_properties.
             let _ = list.push(Property::MaximumPacketSize(max_packet_size));
-            let _ = list.push(Property::SubscriptionIdentifierAvailable(1));
+            let _ = list.push(Property::SubscriptionIdentifierAvailable(u8::from(
+                !S::DECLINED.contains(Declined::SUBSCRIPTION_IDENTIFIERS),
+            )));
             let _ = list.push(Property::SharedSubscriptionAvailable(u8::from(
                 self.serves_shared(self.granted_expiry(connect)),
             )));
@@ -873,7 +878,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             ConnAck {
                 properties: reason_properties(
                     reason,
-                    self.wants_problems,
+                    self.wants_reason_strings(),
                     Context::ConnAck,
                     &mut raw,
                 ),
@@ -988,7 +993,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             tx.put(&Packet::Disconnect(codec::Disconnect {
                 properties: reason_properties(
                     reason,
-                    self.wants_problems,
+                    self.wants_reason_strings(),
                     Context::Disconnect,
                     &mut raw,
                 ),
@@ -1200,9 +1205,24 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
         }
-        if subscribe.filters.iter_options().any(|(filter, options)| {
-            options.no_local && crate::topic::shared_filter(filter).0.is_some()
-        }) {
+        let id = subscribe.properties.subscription_identifier();
+        if id.is_some() && S::DECLINED.contains(Declined::SUBSCRIPTION_IDENTIFIERS) {
+            // MQTT 5.0 section 3.2.2.3.12: the CONNACK said Subscription Identifiers
+            // Available 0.
+            self.fail(
+                now,
+                CloseCause::SubscriptionIdentifiersNotSupported,
+                tx,
+                out,
+            );
+            return;
+        }
+        // Without shared subscriptions a `$share/` filter gets SUBACK 0x9E (`grant`).
+        if !S::DECLINED.contains(Declined::SHARED_SUBSCRIPTIONS)
+            && subscribe.filters.iter_options().any(|(filter, options)| {
+                options.no_local && crate::topic::shared_filter(filter).0.is_some()
+            })
+        {
             // MQTT 5.0 section 3.8.3.1: No Local on a shared subscription.
             debug!("server: No Local on a shared subscription");
             self.fail(now, CloseCause::ProtocolError, tx, out);
@@ -1213,7 +1233,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             self.fail(now, CloseCause::ProtocolError, tx, out);
             return;
         };
-        let id = subscribe.properties.subscription_identifier().unwrap_or(0);
+        let id = id.unwrap_or(0);
         for (at, (filter, options)) in (start..).zip(subscribe.filters.iter_options()) {
             let code = match self.grant(now, filter, options, id, out) {
                 // Before MQTT 5 every refusal is 0x80 (MQTT 3.1 has no such code; 0x80 is what
@@ -1253,10 +1273,17 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         access::check(&mut self.tracker, now, Action::Subscribe, filter, out)
     }
 
+    /// Whether reason strings go with a refusing CONNACK and the server's DISCONNECT: the
+    /// client did not ask for none, and the server does not decline them.
+    fn wants_reason_strings(&self) -> bool {
+        self.wants_problems && !S::DECLINED.contains(Declined::REASON_STRINGS)
+    }
+
     /// Whether a session of `session_expiry` (granted) may hold shared subscriptions (see
-    /// [`Limits::shared_subscriptions_in_kept_sessions`]).
+    /// [`Limits::shared_subscriptions_in_kept_sessions`]; never when the store declines them).
     fn serves_shared(&self, session_expiry: u32) -> bool {
-        self.limits.shared_subscriptions
+        !S::DECLINED.contains(Declined::SHARED_SUBSCRIPTIONS)
+            && self.limits.shared_subscriptions
             && (self.limits.shared_subscriptions_in_kept_sessions || session_expiry == 0)
     }
 
@@ -1425,13 +1452,13 @@ impl<'c, S> Own<'c, S> {
 /// The highest QoS of the client's subscriptions that receive the activity event on `topic`
 /// (see [`SystemTopics::filter_receives_event`](crate::system::SystemTopics::filter_receives_event):
 /// unless `wildcard_events`, a filter whose first level is a wildcard receives none).
-fn event_qos(store: &impl SessionStore, topic: &str, wildcard_events: bool) -> Option<QoS> {
+fn event_qos<S: SessionStore>(store: &S, topic: &str, wildcard_events: bool) -> Option<QoS> {
     if wildcard_events {
         return store.matching_qos(topic);
     }
     let mut best = None;
     store.for_each_matching(topic, &mut |filter, options, _| {
-        if !is_wildcard_first(filter) {
+        if !is_wildcard_first::<S>(filter) {
             best = best.max(Some(options.qos));
         }
     });
@@ -1439,8 +1466,12 @@ fn event_qos(store: &impl SessionStore, topic: &str, wildcard_events: bool) -> O
 }
 
 /// Whether `filter` (a shared subscription's: the filter it shares) starts with a wildcard
-/// level, which receives no activity events unless configured to.
-fn is_wildcard_first(filter: &str) -> bool {
+/// level, which receives no activity events unless configured to. A store `S` that declines
+/// shared subscriptions holds no `$share/` filter.
+fn is_wildcard_first<S: SessionStore>(filter: &str) -> bool {
+    if S::DECLINED.contains(Declined::SHARED_SUBSCRIPTIONS) {
+        return crate::topic::starts_with_wildcard(filter);
+    }
     crate::topic::starts_with_wildcard(crate::topic::shared_filter(filter).1)
 }
 

@@ -21,8 +21,8 @@ use activity_core::event::{EncodeOptions, Event, EventKind, Transport, encode_or
 use activity_core::outbox::Outbox;
 use activity_core::retained::{Retained, sends_retained};
 use activity_core::server::{
-    CloseCause, ConnectAnswer, Connection, Counter, Delivery, DeliveryError, FixedSessionStore,
-    Limits, Output, Peer, ReasonCode, Route, Routed, ServerConfig, SessionStore,
+    CloseCause, ConnectAnswer, Connection, Counter, Declined, Delivery, DeliveryError,
+    FixedSessionStore, Limits, Output, Peer, ReasonCode, Route, Routed, ServerConfig, SessionStore,
 };
 use activity_core::system::TOPIC_CAPACITY;
 use activity_core::topic::matches;
@@ -59,6 +59,15 @@ pub const RETAINED_ENTRIES: usize = 4;
 /// Bytes of topic and payload together of one retained message; a larger one is not kept
 /// (counted the same way).
 pub const RETAINED_BYTES: usize = 128;
+
+/// The MQTT 5 features the gateway leaves out for its flash (each one's engine code is not
+/// linked; docs/gateway.md, "Size cuts on the nightly build"): subscription identifiers (a
+/// SUBSCRIBE with one is answered with DISCONNECT 0xA1), shared subscriptions (a `$share/`
+/// filter gets SUBACK 0x9E) and reason strings. Its CONNACK says so. Topic aliases are left
+/// out too: the slot's store keeps none (an alias closes the connection with 0x94).
+pub const V5_DECLINED: Declined = Declined::SUBSCRIPTION_IDENTIFIERS
+    .and(Declined::SHARED_SUBSCRIPTIONS)
+    .and(Declined::REASON_STRINGS);
 
 /// The gateway's retained messages.
 pub(crate) type RetainedTable = Retained<RETAINED_ENTRIES, RETAINED_BYTES>;
@@ -104,7 +113,8 @@ impl<const ACKS: usize, const TEXT: usize, const FILTER: usize, const WILL: usiz
     for SlotStores<ACKS, TEXT, FILTER, WILL>
 {
     type Acks = FixedAckStore<ACKS, TEXT>;
-    type Session<const SUBS: usize> = FixedSessionStore<SUBS, FILTER, QOS2_INFLIGHT, WILL>;
+    type Session<const SUBS: usize> =
+        FixedSessionStore<SUBS, FILTER, QOS2_INFLIGHT, WILL, 0, { V5_DECLINED.bits() }>;
 }
 
 /// One slot's protocol engine; it keeps no session past its connection (`KEEP` false: the
@@ -126,7 +136,7 @@ pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> Serv
             max_qos: QoS::AtLeastOnce,
             // Left out of the gateway for its memory: no topic aliases (its store keeps
             // none), no shared subscriptions (its table delivers each message once per
-            // matching client; `$share/` filters get SUBACK 0x9E).
+            // matching client; the store declines them, `V5_DECLINED`).
             topic_alias_maximum: 0,
             outbound_topic_aliases: 0,
             shared_subscriptions: false,

@@ -1,13 +1,17 @@
 //! The gateway on one embassy-net stack, raw MQTT clients on another, in one process: what
-//! is the gateway's own, its client slots. The MQTT behaviour it shares with the broker and the
+//! is the gateway's own, its client slots, its store limits and the MQTT 5 it leaves out. The MQTT behaviour it shares with the broker and the
 //! tap (events, refusals, system topics, QoS flows, keep-alive, wills, takeover, limits) is
 //! held to it by the conformance suite, `tests/tests/conformance.rs`, over a TAP device.
 
 mod common;
 
 use activity_core::QoS;
-use activity_core::codec::{LastWill, Properties};
-use adapter_embassy::{Config, GatewayResources, SlotStores};
+use activity_core::codec::{
+    self, Connect, Context, LastWill, Packet, Properties, Property, Publish, Subscribe,
+    SubscribeFilters, Version,
+};
+use activity_core::server::Declined;
+use adapter_embassy::{Config, GatewayResources, SlotStores, V5_DECLINED};
 use embassy_time::{Duration, Timer};
 
 use common::*;
@@ -119,5 +123,107 @@ fn chosen_store_limits_refuse_and_count() {
         assert_eq!(handle.stats().deliveries_evicted, 1);
         publisher.close().await;
         client.close().await;
+    });
+}
+
+/// One MQTT 5 packet from `bytes`.
+fn decode5(bytes: &[u8]) -> Packet<'_> {
+    match codec::decode_with(bytes, 1 << 20, Version::V5) {
+        Ok(Some((packet, n))) if n == bytes.len() => packet,
+        other => panic!("not one MQTT 5 packet: {other:?}"),
+    }
+}
+
+/// A property block of `properties` for `context`, in `raw`.
+fn properties<'a>(list: &[Property<'_>], context: Context, raw: &'a mut [u8]) -> Properties<'a> {
+    let n = codec::encode_properties(list, raw).unwrap();
+    Properties::parse(&raw[..n], context).unwrap()
+}
+
+/// An MQTT 5 client, connected; the properties of its CONNACK.
+async fn connected5(stack: embassy_net::Stack<'static>, id: &str) -> (RawClient, Vec<String>) {
+    let mut client = RawClient::open(stack, GATEWAY).await;
+    client
+        .send5(Packet::Connect(Connect {
+            protocol_level: 5,
+            ..connect(id)
+        }))
+        .await;
+    let connack = client.recv5().await;
+    let Packet::ConnAck(ack) = decode5(&connack) else {
+        panic!("not a CONNACK: {connack:02x?}")
+    };
+    assert_eq!(ack.code, 0);
+    let properties = ack.properties.iter().map(|p| format!("{p:?}")).collect();
+    (client, properties)
+}
+
+/// The gateway speaks MQTT 5 without what it leaves out for its flash (`V5_DECLINED`, and
+/// topic aliases: its stores keep none). Its CONNACK says so, and a client that uses one
+/// anyway gets the answer of the specification: SUBACK 0x9E for a `$share/` filter,
+/// DISCONNECT 0xA1 for a subscription identifier, DISCONNECT 0x94 for a topic alias, each
+/// without a reason string.
+#[test]
+fn mqtt5_clients_are_told_what_the_gateway_leaves_out() {
+    assert!(
+        V5_DECLINED.contains(
+            Declined::SUBSCRIPTION_IDENTIFIERS
+                .and(Declined::SHARED_SUBSCRIPTIONS)
+                .and(Declined::REASON_STRINGS)
+        )
+    );
+    gateway_test::<2, _, _>(config(), |stack, handle| async move {
+        let (mut client, connack) = connected5(stack, "five").await;
+        // QoS 1 at most, retained messages and wildcards served (Retain Available and
+        // Wildcard Subscription Available absent: available), no Topic Alias Maximum.
+        assert_eq!(
+            connack,
+            [
+                "MaximumPacketSize(1024)",
+                "SubscriptionIdentifierAvailable(0)",
+                "SharedSubscriptionAvailable(0)",
+                "MaximumQoS(1)",
+                "ReceiveMaximum(4)",
+            ]
+        );
+        let filters = [("$share/g/a", QoS::AtLeastOnce), ("a/#", QoS::AtLeastOnce)];
+        client
+            .send5(Packet::Subscribe(Subscribe {
+                properties: Properties::EMPTY,
+                pkid: 1,
+                filters: SubscribeFilters::from_slice(&filters),
+            }))
+            .await;
+        assert_eq!(client.recv5().await, [0x90, 5, 0, 1, 0, 0x9E, 1]);
+        assert_eq!(handle.stats().subscriptions_refused, 1);
+
+        let mut raw = [0u8; 8];
+        let with_id = [Property::SubscriptionIdentifier(7)];
+        client
+            .send5(Packet::Subscribe(Subscribe {
+                properties: properties(&with_id, Context::Subscribe, &mut raw),
+                pkid: 2,
+                filters: SubscribeFilters::from_slice(&filters[1..]),
+            }))
+            .await;
+        assert_eq!(client.recv5().await, [0xE0, 1, 0xA1]);
+        client.expect_closed().await;
+
+        let (mut client, _) = connected5(stack, "alias").await;
+        let alias = [Property::TopicAlias(1)];
+        client
+            .send5(Packet::Publish(Publish {
+                properties: properties(&alias, Context::Publish, &mut raw),
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "a/b",
+                pkid: None,
+                payload: b"x",
+            }))
+            .await;
+        assert_eq!(client.recv5().await, [0xE0, 1, 0x94]);
+        client.expect_closed().await;
+        assert_eq!(handle.stats().protocol_errors, 2);
     });
 }

@@ -55,7 +55,8 @@ pub(super) fn topic_in<'a>(
     direction: AliasDirection,
     publish: &Publish<'a>,
 ) -> &'a str {
-    if !publish.topic.is_empty() {
+    // A store that keeps no aliases knows none (`learn` refused every one).
+    if !publish.topic.is_empty() || store.alias_capacity() == 0 {
         return publish.topic;
     }
     publish

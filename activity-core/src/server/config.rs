@@ -35,7 +35,8 @@ pub struct Limits {
     /// 0: deliveries carry no alias.
     pub outbound_topic_aliases: u16,
     /// MQTT 5: whether shared subscriptions (`$share/<group>/<filter>`) are served (the
-    /// CONNACK's Shared Subscription Available); when not, such a filter gets SUBACK 0x9E.
+    /// CONNACK's Shared Subscription Available); when not, such a filter gets SUBACK 0x9E. A
+    /// store that declines them ([`Declined`](super::Declined)) never serves them.
     pub shared_subscriptions: bool,
     /// Whether a session that outlives its connection (MQTT 3.1.1 clean session 0, MQTT 5 a
     /// granted session expiry above 0) may hold shared subscriptions too. When not, such a

@@ -11,7 +11,9 @@ use crate::codec::{
 };
 
 use super::flow::ClientFlow;
-use super::{AliasDirection, Counter, DeliveredFor, Delivery, DeliveryError, SessionStore};
+use super::{
+    AliasDirection, Counter, Declined, DeliveredFor, Delivery, DeliveryError, SessionStore,
+};
 
 /// The most subscription identifiers one delivery carries; the identifiers of further
 /// matching subscriptions are left out (counted as
@@ -113,8 +115,8 @@ impl Additions {
 ///   knows better) goes as it is;
 /// - the topic alias: the one the client knows for the topic, or a new one while the client
 ///   accepts aliases (round robin once all are taken, see [`ClientFlow::take_alias`]).
-pub(super) fn prepare(
-    store: &impl SessionStore,
+pub(super) fn prepare<S: SessionStore>(
+    store: &S,
     flow: &mut ClientFlow,
     client_id: &str,
     delivery: &mut Delivery<'_>,
@@ -134,6 +136,7 @@ pub(super) fn prepare(
     let ids = &mut additions.subscription_ids;
     let mut cut = false;
     let seen = *delivery;
+    let keeps_ids = !S::DECLINED.contains(Declined::SUBSCRIPTION_IDENTIFIERS);
     store.for_each_matching(seen.topic, &mut |filter, options, id| {
         if matches!(seen.subscription, DeliveredFor::Filter(named) if named != filter) {
             return;
@@ -146,7 +149,7 @@ pub(super) fn prepare(
         }
         wanted = true;
         keep_retain |= options.retain_as_published;
-        if id != 0 && ids.push(id).is_err() {
+        if id != 0 && keeps_ids && ids.push(id).is_err() {
             cut = true;
         }
     });
@@ -162,9 +165,10 @@ pub(super) fn prepare(
 }
 
 /// The topic alias of a delivery on `topic`: the one the client knows for it, or a new one
-/// while the client accepts aliases; the store is not asked when the client takes none.
+/// while the client accepts aliases; the store is not asked when the client takes none or
+/// the store keeps none.
 fn alias(store: &impl SessionStore, flow: &mut ClientFlow, topic: &str) -> Option<(u16, bool)> {
-    if flow.outbound_aliases == 0 {
+    if store.alias_capacity() == 0 || flow.outbound_aliases == 0 {
         return None;
     }
     match store.alias_of(AliasDirection::ToClient, topic) {

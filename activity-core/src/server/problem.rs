@@ -31,6 +31,7 @@ pub(super) const fn reason_string(code: ReasonCode) -> Option<&'static str> {
         ReasonCode::PacketTooLarge => "packet too large",
         ReasonCode::QuotaExceeded => "quota exceeded",
         ReasonCode::SharedSubscriptionsNotSupported => "no shared subscriptions",
+        ReasonCode::SubscriptionIdentifiersNotSupported => "no subscription identifiers",
         ReasonCode::Success => return None,
     })
 }
@@ -83,6 +84,7 @@ mod tests {
             C::PacketTooLarge,
             C::QuotaExceeded,
             C::SharedSubscriptionsNotSupported,
+            C::SubscriptionIdentifiersNotSupported,
         ] {
             let text = reason_string(code).expect("every error has a text");
             assert!(3 + text.len() <= REASON_STRING_ROOM, "{text}");

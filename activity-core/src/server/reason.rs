@@ -53,6 +53,8 @@ pub enum ReasonCode {
     QuotaExceeded = 0x97,
     /// 0x9E: shared subscriptions not supported.
     SharedSubscriptionsNotSupported = 0x9E,
+    /// 0xA1: subscription identifiers not supported.
+    SubscriptionIdentifiersNotSupported = 0xA1,
 }
 
 impl ReasonCode {
@@ -83,6 +85,7 @@ impl ReasonCode {
             0x95 => ReasonCode::PacketTooLarge,
             0x97 => ReasonCode::QuotaExceeded,
             0x9E => ReasonCode::SharedSubscriptionsNotSupported,
+            0xA1 => ReasonCode::SubscriptionIdentifiersNotSupported,
             _ => return None,
         })
     }
@@ -110,6 +113,9 @@ impl ReasonCode {
             ReasonCode::PacketTooLarge => "packet_too_large",
             ReasonCode::QuotaExceeded => "quota_exceeded",
             ReasonCode::SharedSubscriptionsNotSupported => "shared_subscriptions_not_supported",
+            ReasonCode::SubscriptionIdentifiersNotSupported => {
+                "subscription_identifiers_not_supported"
+            }
         }
     }
 
@@ -167,6 +173,9 @@ pub enum CloseCause {
     QuotaExceeded,
     /// The client used a topic alias the server did not offer (MQTT 5, engine).
     TopicAliasInvalid,
+    /// The client sent a subscription identifier to a server that declines them (MQTT 5,
+    /// engine; see [`Declined::SUBSCRIPTION_IDENTIFIERS`](super::Declined)).
+    SubscriptionIdentifiersNotSupported,
     /// The client had more QoS 2 publishes unacknowledged than the CONNACK's Receive Maximum
     /// allowed (MQTT 5, engine; an MQTT 3.1.1 client closes as [`CloseCause::QuotaExceeded`]).
     ReceiveMaximumExceeded,
@@ -216,6 +225,7 @@ impl CloseCause {
             | CloseCause::MalformedPacket
             | CloseCause::QuotaExceeded
             | CloseCause::TopicAliasInvalid
+            | CloseCause::SubscriptionIdentifiersNotSupported
             | CloseCause::ReceiveMaximumExceeded => DisconnectReason::ProtocolError,
             CloseCause::PacketTooLarge => DisconnectReason::PacketTooLarge,
             CloseCause::ServerShutdown => DisconnectReason::ServerShutdown,
@@ -238,6 +248,9 @@ impl CloseCause {
             CloseCause::PacketTooLarge => Some(ReasonCode::PacketTooLarge),
             CloseCause::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
             CloseCause::TopicAliasInvalid => Some(ReasonCode::TopicAliasInvalid),
+            CloseCause::SubscriptionIdentifiersNotSupported => {
+                Some(ReasonCode::SubscriptionIdentifiersNotSupported)
+            }
             CloseCause::ReceiveMaximumExceeded => Some(ReasonCode::ReceiveMaximumExceeded),
             CloseCause::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
             CloseCause::RouterClosed => Some(ReasonCode::ServerUnavailable),
@@ -326,6 +339,7 @@ mod tests {
             (CloseCause::PacketTooLarge, Some(0x95)),
             (CloseCause::QuotaExceeded, Some(0x97)),
             (CloseCause::TopicAliasInvalid, Some(0x94)),
+            (CloseCause::SubscriptionIdentifiersNotSupported, Some(0xA1)),
             (CloseCause::RouterClosed, Some(0x88)),
             (CloseCause::TransportClosed, None),
         ] {

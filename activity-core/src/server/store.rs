@@ -22,6 +22,51 @@ impl core::fmt::Display for StoreFull {
 
 impl core::error::Error for StoreFull {}
 
+/// MQTT 5 features a server leaves out (5.0 section 3.2.2.3), fixed at compile time by its
+/// [`SessionStore::DECLINED`]: the CONNACK says which are not available, a client that uses
+/// one anyway gets the answer the specification gives, and the engine's code that serves it
+/// is dead for that store (the firmware does not link it). Topic aliases are declined the same
+/// way by a store whose [`SessionStore::alias_capacity`] is 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Declined(u8);
+
+impl Declined {
+    /// Nothing declined (every server that keeps its sessions on the heap).
+    pub const NONE: Declined = Declined(0);
+    /// Subscription identifiers (section 3.8.2.1.2): the CONNACK says Subscription
+    /// Identifiers Available 0, a SUBSCRIBE that carries one closes the connection with
+    /// DISCONNECT 0xA1 (section 3.2.2.3.12), and deliveries carry none.
+    pub const SUBSCRIPTION_IDENTIFIERS: Declined = Declined(1);
+    /// Shared subscriptions (section 4.8.2): the CONNACK says Shared Subscription Available 0
+    /// and a `$share/` filter gets SUBACK 0x9E, whatever
+    /// [`Limits::shared_subscriptions`](super::Limits::shared_subscriptions) says.
+    pub const SHARED_SUBSCRIPTIONS: Declined = Declined(2);
+    /// Reason strings (sections 3.2.2.3.9 and 3.14.2.2.3), which a server may always leave
+    /// out: a refusing CONNACK and the server's DISCONNECT carry their reason code only.
+    pub const REASON_STRINGS: Declined = Declined(4);
+
+    /// The set with the bits `bits` (of the constants above; others mean nothing).
+    pub const fn from_bits(bits: u8) -> Declined {
+        Declined(bits)
+    }
+
+    /// The bits of the set (for [`FixedSessionStore`]'s `DECLINE` parameter).
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// This set and `other`.
+    pub const fn and(self, other: Declined) -> Declined {
+        Declined(self.0 | other.0)
+    }
+
+    /// Whether every feature of `feature` is declined.
+    pub const fn contains(self, feature: Declined) -> bool {
+        self.0 & feature.0 == feature.0
+    }
+}
+
 /// Which way a topic alias goes (MQTT 5.0 section 3.3.2.3.4): each direction has its own
 /// table, and the same number may stand for different topics in each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +87,10 @@ pub enum AliasDirection {
 /// that a store without them still serves MQTT 5 clients: the engine then announces no topic
 /// aliases and treats every subscription as having default options and no identifier.
 pub trait SessionStore {
+    /// The MQTT 5 features the server behind this store declines (see [`Declined`]); none by
+    /// default.
+    const DECLINED: Declined = Declined::NONE;
+
     /// The QoS granted to topic filter `filter`, if the client holds it.
     fn subscription(&self, filter: &str) -> Option<QoS>;
     /// Holds `filter` at `qos` (replacing the QoS of a filter already held, section 3.8.4).
@@ -125,7 +174,8 @@ pub trait SessionStore {
 /// A [`SessionStore`] with no heap: up to `SUBS` filters of at most `FILTER` bytes (with
 /// their MQTT 5 options and subscription identifier), `QOS2` QoS 2 publishes awaiting PUBREL,
 /// a will of at most `WILL` bytes of topic, message and MQTT 5 properties, and `ALIASES` topic
-/// aliases of at most `FILTER` bytes per direction (none by default).
+/// aliases of at most `FILTER` bytes per direction (none by default). `DECLINE` is the
+/// [`Declined::bits`] of the MQTT 5 features its server leaves out (none by default).
 ///
 /// Its size is about `SUBS * (FILTER + 16) + QOS2 * 2 + WILL + 2 * ALIASES * (FILTER + 12)
 /// + 40` bytes.
@@ -136,6 +186,7 @@ pub struct FixedSessionStore<
     const QOS2: usize,
     const WILL: usize,
     const ALIASES: usize = 0,
+    const DECLINE: u8 = 0,
 > {
     subs: heapless::Vec<(heapless::String<FILTER>, QoS, u8, u32), SUBS>,
     /// Topic aliases per [`AliasDirection`] (index 0: from the client); at most 255 each.
@@ -184,7 +235,8 @@ impl<
     const QOS2: usize,
     const WILL: usize,
     const ALIASES: usize,
-> FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>
+    const DECLINE: u8,
+> FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES, DECLINE>
 {
     /// An empty store.
     pub const fn new() -> Self {
@@ -203,7 +255,8 @@ impl<
     const QOS2: usize,
     const WILL: usize,
     const ALIASES: usize,
-> Default for FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>
+    const DECLINE: u8,
+> Default for FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES, DECLINE>
 {
     fn default() -> Self {
         Self::new()
@@ -216,8 +269,11 @@ impl<
     const QOS2: usize,
     const WILL: usize,
     const ALIASES: usize,
-> SessionStore for FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES>
+    const DECLINE: u8,
+> SessionStore for FixedSessionStore<SUBS, FILTER, QOS2, WILL, ALIASES, DECLINE>
 {
+    const DECLINED: Declined = Declined::from_bits(DECLINE);
+
     fn subscription(&self, filter: &str) -> Option<QoS> {
         self.subs
             .iter()
@@ -393,7 +449,13 @@ impl<
 
     fn for_each_matching(&self, topic: &str, f: &mut dyn FnMut(&str, SubscriptionOptions, u32)) {
         for (filter, qos, options, id) in &self.subs {
-            if crate::topic::matches(crate::topic::shared_filter(filter).1, topic) {
+            // Without shared subscriptions no filter held is a `$share/` one.
+            let shared = if Self::DECLINED.contains(Declined::SHARED_SUBSCRIPTIONS) {
+                filter.as_str()
+            } else {
+                crate::topic::shared_filter(filter).1
+            };
+            if crate::topic::matches(shared, topic) {
                 f(filter, options_of(*options, *qos), *id);
             }
         }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 mod access;
 mod reports;
 mod v5;
+mod v5_declined;
 mod v5_delivery;
 mod v5_events;
 mod v5_session;

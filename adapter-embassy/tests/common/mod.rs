@@ -207,6 +207,29 @@ impl RawClient {
         self.send_raw(&out).await;
     }
 
+    /// Sends one packet as an MQTT 5 client does.
+    pub async fn send5(&mut self, packet: Packet<'_>) {
+        let version = codec::Version::V5;
+        let mut out = vec![0u8; packet.encoded_len_with(version).unwrap()];
+        packet.encode_with(&mut out, version).unwrap();
+        self.send_raw(&out).await;
+    }
+
+    /// The bytes of the next packet, read as MQTT 5; panics on EOF or after 5 s.
+    pub async fn recv5(&mut self) -> Vec<u8> {
+        loop {
+            let decoded = codec::decode_with(&self.buf, 1 << 20, codec::Version::V5);
+            if let Some((_, used)) = decoded.expect("decode") {
+                return self.buf.drain(..used).collect();
+            }
+            let mut chunk = [0u8; 1024];
+            match with_timeout(Duration::from_secs(5), self.socket.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => panic!("no packet within 5 s"),
+            }
+        }
+    }
+
     /// Sends bytes.
     pub async fn send_raw(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {

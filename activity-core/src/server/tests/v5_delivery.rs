@@ -8,28 +8,28 @@ use super::*;
 type AliasConn = Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 2, 64, 4>>;
 
 /// A v5 connection under test, with a store of its choosing.
-struct V5<C> {
-    conn: C,
-    out: Rec,
+pub(super) struct V5<C> {
+    pub(super) conn: C,
+    pub(super) out: Rec,
     rx: Vec<u8>,
     now: u64,
 }
 
 /// Appends a 2-byte-length string.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&u16::try_from(s.len()).unwrap().to_be_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
 /// A packet with a remaining length below 128.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first, u8::try_from(body.len()).unwrap()];
     out.extend_from_slice(body);
     out
 }
 
 /// An MQTT 5 CONNECT with these CONNECT properties.
-fn connect5(client_id: &str, properties: &[Property<'_>]) -> Vec<u8> {
+pub(super) fn connect5(client_id: &str, properties: &[Property<'_>]) -> Vec<u8> {
     let mut props = [0u8; 64];
     let n = codec::encode_properties(properties, &mut props).unwrap();
     let mut body = Vec::new();
@@ -41,7 +41,7 @@ fn connect5(client_id: &str, properties: &[Property<'_>]) -> Vec<u8> {
 }
 
 /// An MQTT 5 PUBLISH at QoS 0 with these properties.
-fn publish5(topic: &str, properties: &[Property<'_>], payload: &[u8]) -> Vec<u8> {
+pub(super) fn publish5(topic: &str, properties: &[Property<'_>], payload: &[u8]) -> Vec<u8> {
     let mut props = [0u8; 64];
     let n = codec::encode_properties(properties, &mut props).unwrap();
     let mut body = Vec::new();
@@ -53,7 +53,7 @@ fn publish5(topic: &str, properties: &[Property<'_>], payload: &[u8]) -> Vec<u8>
 }
 
 /// An MQTT 5 SUBSCRIBE of `filters` with their options bytes and a subscription identifier.
-fn subscribe5(pkid: u16, id: Option<u32>, filters: &[(&str, u8)]) -> Vec<u8> {
+pub(super) fn subscribe5(pkid: u16, id: Option<u32>, filters: &[(&str, u8)]) -> Vec<u8> {
     let mut props = [0u8; 8];
     let n = match id {
         Some(id) => {
@@ -73,7 +73,7 @@ fn subscribe5(pkid: u16, id: Option<u32>, filters: &[(&str, u8)]) -> Vec<u8> {
 
 impl<A: AckStore, S: SessionStore> V5<Connection<A, S>> {
     /// Connects with `connect` (accepted); returns the CONNACK's properties as a list.
-    fn connect(conn: Connection<A, S>, connect: &[u8]) -> (Self, Vec<u8>) {
+    pub(super) fn connect(conn: Connection<A, S>, connect: &[u8]) -> (Self, Vec<u8>) {
         let mut client = V5 {
             conn,
             out: Rec::default(),
@@ -96,7 +96,7 @@ impl<A: AckStore, S: SessionStore> V5<Connection<A, S>> {
         (client, tx[..p.written].to_vec())
     }
 
-    fn send(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(super) fn send(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.rx.extend_from_slice(bytes);
         let mut tx = [0u8; 1024];
         let p = self
@@ -113,7 +113,7 @@ impl<A: AckStore, S: SessionStore> V5<Connection<A, S>> {
     }
 
     /// Delivers and decodes the PUBLISH: topic, retain flag, properties.
-    fn publish(&mut self, delivery: Delivery<'_>) -> (String, bool, Vec<String>) {
+    pub(super) fn publish(&mut self, delivery: Delivery<'_>) -> (String, bool, Vec<String>) {
         let bytes = self.deliver(delivery).expect("delivered");
         let Ok(Some((Packet::Publish(p), _))) = codec::decode_with(&bytes, 1 << 20, Version::V5)
         else {
@@ -146,7 +146,7 @@ fn plain_conn(config: ServerConfig) -> Conn {
     )
 }
 
-fn connack_properties(connack: &[u8]) -> Vec<Property<'_>> {
+pub(super) fn connack_properties(connack: &[u8]) -> Vec<Property<'_>> {
     let Ok(Some((Packet::ConnAck(ack), _))) = codec::decode_with(connack, 1 << 20, Version::V5)
     else {
         panic!("not a CONNACK: {connack:02x?}")
