@@ -795,10 +795,11 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             tx.version = version;
         }
         // MQTT 5.0 section 3.1.2.11.7: 0 asks for no reason strings.
-        self.wants_problems = !connect
-            .properties
-            .iter()
-            .any(|p| p == Property::RequestProblemInformation(0));
+        self.wants_problems = !S::DECLINED.contains(Declined::REASON_STRINGS)
+            && !connect
+                .properties
+                .iter()
+                .any(|p| p == Property::RequestProblemInformation(0));
         self.will_delay = connect
             .will
             .and_then(|will| will.properties.will_delay_interval())

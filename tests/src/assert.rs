@@ -102,7 +102,7 @@ pub fn with_reason_code(mut expected: Value, ev: &Ev) -> Value {
         "server_shutdown" => Some(0x8B),
         "packet_too_large" => Some(0x95),
         "upstream_closed" => Some(0x88),
-        "protocol_error" => actual.filter(|c| [0x81, 0x82, 0x93, 0x94, 0x97].contains(c)),
+        "protocol_error" => actual.filter(|c| [0x81, 0x82, 0x93, 0x94, 0x97, 0xA1].contains(c)),
         "client_error" => actual.filter(|c| *c >= 0x80),
         _ => None,
     };

@@ -1,6 +1,7 @@
 //! One behaviour list, three servers (issue 15): the same cases, with the same bytes from the
-//! same raw MQTT 3.1.1 client, against `activity-broker`, the tap in front of mosquitto and the
-//! embassy gateway, through the one abstraction of `tests::conformance`.
+//! same raw MQTT 3.1.1 client (raw MQTT 5 bytes in `mqtt5_optional_features`), against
+//! `activity-broker`, the tap in front of mosquitto and the embassy gateway, through the one
+//! abstraction of `tests::conformance`.
 //!
 //! Each case is a function below; the macro at the end makes one test per (case, server), named
 //! `<case>::<server>`, so a failure names both. Where a server does not follow the shared rule
@@ -1076,6 +1077,106 @@ async fn filters_per_subscribe_limit(server: &mut Server) {
     disconnected(&mut monitor, "c13-greedy", "protocol_error", &at).await;
 }
 
+/// What a server may decline of MQTT 5 (5.0 section 3.2.2.3), over raw MQTT 5 bytes: the
+/// broker and the tap serve subscription identifiers, shared subscriptions and topic aliases.
+/// The gateway leaves them out for its flash (and reason strings); its CONNACK says so, and a
+/// client that uses one anyway gets the answer of the specification.
+async fn mqtt5_optional_features(server: &mut Server) {
+    use activity_core::codec::{Context, Properties, Property};
+    use tests::raw5::{Raw5, connect5, packet5, subscribe5, subscribe5_with};
+
+    let addr = server.addr();
+    let mut monitor = server.monitor().await;
+    let declines = server.is(Kind::Gateway);
+    if declines {
+        skipped(
+            server,
+            "subscription identifiers, shared subscriptions and topic aliases",
+            "adapter-embassy leaves them out of MQTT 5 for its flash, and reason strings too \
+             (docs/gateway.md); the case checks that its CONNACK says so and how it answers",
+        );
+    }
+    let (mut client, connack) =
+        Raw5::connect(addr, &connect5("c14-five", true, 60, &[], None)).await;
+    assert_eq!(connack.reason(), 0, "CONNACK accepts");
+    let properties: Vec<Property<'_>> = Properties::parse(connack.properties(), Context::ConnAck)
+        .expect("CONNACK properties")
+        .iter()
+        .collect();
+    // Absent means available (5.0 sections 3.2.2.3.12 and 3.2.2.3.13).
+    for (property, name) in [
+        (
+            Property::SubscriptionIdentifierAvailable(0),
+            "Subscription Identifiers Available 0",
+        ),
+        (
+            Property::SharedSubscriptionAvailable(0),
+            "Shared Subscription Available 0",
+        ),
+    ] {
+        assert_eq!(properties.contains(&property), declines, "{name}");
+    }
+    // Absent means no topic alias may be sent (section 3.2.2.3.8).
+    let aliases = properties.iter().find_map(|p| match p {
+        Property::TopicAliasMaximum(n) => Some(*n),
+        _ => None,
+    });
+    assert_eq!(
+        aliases.is_none(),
+        declines,
+        "Topic Alias Maximum: {aliases:?}"
+    );
+
+    // A shared filter: granted, or SUBACK 0x9E.
+    client
+        .send(&subscribe5(1, "$share/c14/c14/shared", 1))
+        .await;
+    let suback = client.expect(0x90).await;
+    let code = if declines { 0x9E } else { 1 };
+    assert_eq!(suback.body, [0, 1, 0, code], "SUBACK of a shared filter");
+    if declines {
+        server.expect_counter(Counter::SubscriptionsDenied, 1).await;
+    }
+
+    // A topic alias on a publish (QoS 0, alias 1 on `c14/t`): used, or DISCONNECT 0x94.
+    let mut body = vec![0, 5];
+    body.extend_from_slice(b"c14/t");
+    body.extend_from_slice(&[3, 0x23, 0, 1]);
+    body.extend_from_slice(b"x");
+    let aliased = packet5(0x30, &body);
+    if !declines {
+        client.send(&aliased).await;
+    }
+
+    // A subscription identifier: granted, or DISCONNECT 0xA1 without a reason string.
+    client.send(&subscribe5_with(2, 7, "c14/id", 1)).await;
+    if !declines {
+        assert_eq!(client.expect(0x90).await.body, [0, 2, 0, 1]);
+        client.send(&packet5(0xE0, &[0])).await;
+        return;
+    }
+    let closing = client.until_closed().await;
+    assert_eq!(closing.len(), 1, "one DISCONNECT: {closing:02x?}");
+    assert_eq!(
+        (closing[0].first, closing[0].body.as_slice()),
+        (0xE0, &[0xA1][..])
+    );
+    let ev = monitor.next_event("disconnected", "c14-five").await;
+    assert_eq!(
+        (&ev.json["reason"], &ev.json["reason_code"]),
+        (&json!("protocol_error"), &json!(0xA1))
+    );
+    let (mut client, _) = Raw5::connect(addr, &connect5("c14-alias", true, 60, &[], None)).await;
+    client.send(&aliased).await;
+    let closing = client.until_closed().await;
+    assert_eq!(closing.len(), 1, "one DISCONNECT: {closing:02x?}");
+    assert_eq!(
+        (closing[0].first, closing[0].body.as_slice()),
+        (0xE0, &[0x94][..])
+    );
+    server.expect_counter(Counter::ProtocolErrors, 2).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // One test per (case, server)
 // ---------------------------------------------------------------------------------------------
@@ -1118,4 +1219,5 @@ conformance!(
     will_only_when_vanished,
     qos2_awaiting_pubrel_limit,
     filters_per_subscribe_limit,
+    mqtt5_optional_features,
 );

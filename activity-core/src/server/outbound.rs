@@ -136,7 +136,6 @@ pub(super) fn prepare<S: SessionStore>(
     let ids = &mut additions.subscription_ids;
     let mut cut = false;
     let seen = *delivery;
-    let keeps_ids = !S::DECLINED.contains(Declined::SUBSCRIPTION_IDENTIFIERS);
     store.for_each_matching(seen.topic, &mut |filter, options, id| {
         if matches!(seen.subscription, DeliveredFor::Filter(named) if named != filter) {
             return;
@@ -149,6 +148,9 @@ pub(super) fn prepare<S: SessionStore>(
         }
         wanted = true;
         keep_retain |= options.retain_as_published;
+        // The constant inside the closure, which is called through `dyn`: a captured bool
+        // would be read at run time, and the identifier code kept.
+        let keeps_ids = !S::DECLINED.contains(Declined::SUBSCRIPTION_IDENTIFIERS);
         if id != 0 && keeps_ids && ids.push(id).is_err() {
             cut = true;
         }
