@@ -112,6 +112,7 @@ pub use activity_core::outbox::DropPolicy;
 use activity_core::server::ReasonCode;
 use activity_core::tracker::TrackerConfig;
 use embassy_futures::join::{join_array, join3};
+use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Instant};
 
@@ -493,15 +494,17 @@ impl<
             let i = index;
             index += 1;
             let SlotBuffers { rx, tx, packet } = buffers;
-            session::run_slot(stack, shared, config, i, rx, tx, packet)
+            session::run_slot(shared, config, i, TcpSocket::new(stack, rx, tx), packet)
         });
         // The refusing socket is one more slot future (index `CLIENTS`), of the same type.
-        let refuser = async {
-            // Let every slot socket be created (on its first poll) before this one.
-            embassy_futures::yield_now().await;
-            let RefuserBuffers { rx, tx, scratch } = refuser;
-            session::run_slot(stack, shared, config, CLIENTS, rx, tx, scratch).await;
-        };
+        let RefuserBuffers { rx, tx, scratch } = refuser;
+        let refuser = session::run_slot(
+            shared,
+            config,
+            CLIENTS,
+            TcpSocket::new(stack, rx, tx),
+            scratch,
+        );
         join3(
             join_array(slots),
             refuser,

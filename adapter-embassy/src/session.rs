@@ -9,7 +9,7 @@
 use activity_core::server::{CloseCause, PEER_CAPACITY};
 use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{IpAddress, IpEndpoint, Stack};
+use embassy_net::{IpAddress, IpEndpoint};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
@@ -31,8 +31,8 @@ pub(crate) async fn close_socket(socket: &mut TcpSocket<'_>) {
 
 /// Serves one client slot forever; with `index` = `CLIENTS`, the refusing socket.
 ///
-/// The refusing socket runs as this same future (its buffers are slices, so the type is the
-/// same), so the socket, accept and close code is in the firmware once: a connection that it
+/// The refusing socket runs as this same future (the caller creates the socket, so the type is
+/// the same), so the accept and close code is in the firmware once: a connection that it
 /// accepts gets CONNACK 3 ([`refuse`]) instead of an engine.
 pub(crate) async fn run_slot<
     const CLIENTS: usize,
@@ -40,15 +40,12 @@ pub(crate) async fn run_slot<
     const QUEUE: usize,
     S: EngineStores,
 >(
-    stack: Stack<'_>,
     shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     config: &Config<'_>,
     index: usize,
-    rx: &mut [u8],
-    tx: &mut [u8],
+    mut socket: TcpSocket<'_>,
     packet: &mut [u8],
 ) {
-    let mut socket = TcpSocket::new(stack, rx, tx);
     let ctx = shared.ctx(config);
     loop {
         if socket.accept(config.port).await.is_err() {
