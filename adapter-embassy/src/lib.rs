@@ -75,7 +75,7 @@
 //!   one uplink queue ([`activity_core::outbox::Outbox`]) of `QUEUE` bytes plus 12 bytes of
 //!   bookkeeping, holding encoded PUBLISH packets (an event is about 200-300 bytes).
 //! - the retained table, [`RETAINED_ENTRIES`] x ([`RETAINED_BYTES`] + 6) bytes.
-//! - one refusing socket (64 + 64 bytes) and the uplink socket (`TX` +
+//! - one refusing socket (64 + 64 bytes, and 16 for the start of a CONNECT) and the uplink socket (`TX` +
 //!   [`UPLINK_SOCKET_RX`] + [`UPLINK_RX_BUFFER`] bytes).
 //!
 //! The stack's `StackResources` must have room for `CLIENTS + 2` sockets besides the
@@ -112,6 +112,7 @@ pub use activity_core::outbox::DropPolicy;
 use activity_core::server::ReasonCode;
 use activity_core::tracker::TrackerConfig;
 use embassy_futures::join::{join_array, join3};
+use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Instant};
 
@@ -293,6 +294,14 @@ impl<const RX: usize, const TX: usize> SlotBuffers<RX, TX> {
     }
 }
 
+/// The refusing socket's buffers: it reads only the first bytes of a CONNECT and writes one
+/// CONNACK.
+struct RefuserBuffers {
+    rx: [u8; 64],
+    tx: [u8; 64],
+    scratch: [u8; 16],
+}
+
 /// The uplink's socket and packet buffers.
 pub struct UplinkBuffers<const TX: usize> {
     rx: [u8; UPLINK_SOCKET_RX],
@@ -316,8 +325,7 @@ pub struct GatewayResources<
     S: EngineStores = SlotStores,
 > {
     slots: [SlotBuffers<RX, TX>; CLIENTS],
-    refuser_rx: [u8; 64],
-    refuser_tx: [u8; 64],
+    refuser: RefuserBuffers,
     uplink: UplinkBuffers<TX>,
     shared: Shared<CLIENTS, SUBS, QUEUE, S>,
 }
@@ -360,8 +368,11 @@ impl<
         }
         GatewayResources {
             slots: [const { SlotBuffers::new() }; CLIENTS],
-            refuser_rx: [0; 64],
-            refuser_tx: [0; 64],
+            refuser: RefuserBuffers {
+                rx: [0; 64],
+                tx: [0; 64],
+                scratch: [0; 16],
+            },
             uplink: UplinkBuffers {
                 rx: [0; UPLINK_SOCKET_RX],
                 tx: [0; TX],
@@ -391,8 +402,7 @@ pub fn new<
 ) {
     let GatewayResources {
         slots,
-        refuser_rx,
-        refuser_tx,
+        refuser,
         uplink,
         shared,
     } = resources;
@@ -405,8 +415,7 @@ pub fn new<
             stack,
             config,
             slots,
-            refuser_rx,
-            refuser_tx,
+            refuser,
             uplink,
             shared,
         },
@@ -452,8 +461,7 @@ pub struct GatewayRunner<
     stack: Stack<'d>,
     config: Config<'d>,
     slots: &'d mut [SlotBuffers<RX, TX>; CLIENTS],
-    refuser_rx: &'d mut [u8; 64],
-    refuser_tx: &'d mut [u8; 64],
+    refuser: &'d mut RefuserBuffers,
     uplink: &'d mut UplinkBuffers<TX>,
     shared: &'d Shared<CLIENTS, SUBS, QUEUE, S>,
 }
@@ -473,8 +481,7 @@ impl<
             stack,
             config,
             slots,
-            refuser_rx,
-            refuser_tx,
+            refuser,
             uplink,
             shared,
         } = self;
@@ -487,20 +494,18 @@ impl<
         let slots = slots.each_mut().map(|buffers| {
             let i = index;
             index += 1;
-            session::run_slot(stack, shared, config, i, buffers)
+            let SlotBuffers { rx, tx, packet } = buffers;
+            session::run_slot(shared, config, i, TcpSocket::new(stack, rx, tx), packet)
         });
-        let refuser = async {
-            // Let every slot socket be created (on its first poll) before this one.
-            embassy_futures::yield_now().await;
-            session::run_refuser(
-                stack,
-                config,
-                &shared.status.counters,
-                &mut refuser_rx[..],
-                &mut refuser_tx[..],
-            )
-            .await;
-        };
+        // The refusing socket is one more slot future (index `CLIENTS`), of the same type.
+        let RefuserBuffers { rx, tx, scratch } = refuser;
+        let refuser = session::run_slot(
+            shared,
+            config,
+            CLIENTS,
+            TcpSocket::new(stack, rx, tx),
+            scratch,
+        );
         join3(
             join_array(slots),
             refuser,

@@ -9,13 +9,13 @@
 use activity_core::server::{CloseCause, PEER_CAPACITY};
 use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{IpAddress, IpEndpoint, Stack};
+use embassy_net::{IpAddress, IpEndpoint};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
+use crate::Config;
 use crate::router::{Ctx, EngineStores, Shared, server_config};
-use crate::stats::bump;
-use crate::{Config, SlotBuffers};
+use crate::stats::{Counters, bump};
 
 /// How long a closing connection may take to send what is queued.
 const LINGER: Duration = Duration::from_secs(2);
@@ -29,28 +29,33 @@ pub(crate) async fn close_socket(socket: &mut TcpSocket<'_>) {
     let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
 }
 
-/// Serves one client slot forever.
+/// Serves one client slot forever; with `index` = `CLIENTS`, the refusing socket.
+///
+/// The refusing socket runs as this same future (the caller creates the socket, so the type is
+/// the same), so the accept and close code is in the firmware once: a connection that it
+/// accepts gets CONNACK 3 ([`refuse`]) instead of an engine.
 pub(crate) async fn run_slot<
     const CLIENTS: usize,
-    const RX: usize,
-    const TX: usize,
     const SUBS: usize,
     const QUEUE: usize,
     S: EngineStores,
 >(
-    stack: Stack<'_>,
     shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     config: &Config<'_>,
     index: usize,
-    buffers: &mut SlotBuffers<RX, TX>,
+    mut socket: TcpSocket<'_>,
+    packet: &mut [u8],
 ) {
-    let SlotBuffers { rx, tx, packet } = buffers;
-    let mut socket = TcpSocket::new(stack, rx, tx);
     let ctx = shared.ctx(config);
     loop {
         if socket.accept(config.port).await.is_err() {
             socket.abort();
             Timer::after_millis(100).await;
+            continue;
+        }
+        if index >= CLIENTS {
+            refuse(&mut socket, ctx.counters, packet).await;
+            close_socket(&mut socket).await;
             continue;
         }
         socket.set_nagle_enabled(false);
@@ -223,35 +228,20 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
 /// CONNACK with return code 3, server unavailable (section 3.2.2.3).
 const CONNACK_SERVER_UNAVAILABLE: [u8; 4] = [0x20, 0x02, 0x00, 0x03];
 
-/// Answers connections that find every slot busy with CONNACK 3, forever.
-pub(crate) async fn run_refuser(
-    stack: Stack<'_>,
-    config: &Config<'_>,
-    counters: &crate::stats::Counters,
-    rx: &mut [u8],
-    tx: &mut [u8],
-) {
-    let mut socket = TcpSocket::new(stack, rx, tx);
-    let mut scratch = [0u8; 16];
-    loop {
-        if socket.accept(config.port).await.is_err() {
-            socket.abort();
-            Timer::after_millis(100).await;
-            continue;
-        }
-        bump(&counters.refused_no_slot);
-        warn!("gateway: every client slot is busy, connection refused");
-        // Wait for the CONNECT to begin (its content does not matter), then refuse it.
-        let _ = select(socket.read(&mut scratch), Timer::after_secs(2)).await;
-        if let Either::First(Err(_)) | Either::Second(()) = select(
-            socket.write(&CONNACK_SERVER_UNAVAILABLE),
-            Timer::after_secs(1),
-        )
-        .await
-        {
-            socket.abort();
-        }
-        close_socket(&mut socket).await;
+/// Answers a connection that found every slot busy with CONNACK 3, reading its first bytes
+/// into `scratch` (a few bytes are enough).
+async fn refuse(socket: &mut TcpSocket<'_>, counters: &Counters, scratch: &mut [u8]) {
+    bump(&counters.refused_no_slot);
+    warn!("gateway: every client slot is busy, connection refused");
+    // Wait for the CONNECT to begin (its content does not matter), then refuse it.
+    let _ = select(socket.read(scratch), Timer::after_secs(2)).await;
+    if let Either::First(Err(_)) | Either::Second(()) = select(
+        socket.write(&CONNACK_SERVER_UNAVAILABLE),
+        Timer::after_secs(1),
+    )
+    .await
+    {
+        socket.abort();
     }
 }
 
