@@ -15,8 +15,19 @@
 //!   is not kept ([`Retain::Full`], [`Retain::TooLarge`]: the server counts it); the message is
 //!   still delivered to the subscribers of the moment. What is kept is never pushed out: a
 //!   device's state stays until the device clears it.
+//! - MQTT 5's Message Expiry Interval (section 3.3.2.3.3) is kept with the message and the
+//!   time it was stored, in whole seconds of the server's clock (`now_s`, a `u32`: it wraps
+//!   after 136 years, and the waiting time is taken with `wrapping_sub`, so a clock that wraps
+//!   once still counts right). [`RetainedMessage::waited_s`] is what the server passes on as
+//!   [`Delivery::waited_ms`](crate::server::Delivery::waited_ms) (the engine counts the
+//!   interval down); once [`RetainedMessage::is_expired`], the message is not sent and the
+//!   server removes it ([`Retained::remove`]); a new topic also takes the entry of an expired
+//!   message when no entry is free. An interval of 0 has passed at once: that PUBLISH clears
+//!   the topic like an empty payload.
 //!
-//! Memory: `N * (BYTES + 6)` bytes, rounded up to the alignment of 2.
+//! Memory: `N * (BYTES + 13)` bytes, each entry rounded up to the alignment of 4.
+
+use core::num::NonZeroU32;
 
 use crate::QoS;
 use crate::codec::{RetainHandling, SubscriptionOptions};
@@ -30,9 +41,10 @@ pub enum Retain {
     Stored,
     /// Kept, in place of the topic's earlier one.
     Replaced,
-    /// An empty payload removed the topic's retained message.
+    /// An empty payload (or a Message Expiry Interval of 0) removed the topic's retained
+    /// message.
     Cleared,
-    /// An empty payload for a topic that had none: nothing to do.
+    /// An empty payload (or an interval of 0) for a topic that had none: nothing to do.
     NothingToClear,
     /// Not kept: topic and payload are larger than an entry (the topic's earlier message, if
     /// any, is removed, since it is no longer the last one).
@@ -58,6 +70,27 @@ pub struct RetainedMessage<'a> {
     pub payload: &'a [u8],
     /// The QoS it was published with.
     pub qos: QoS,
+    /// Its MQTT 5 Message Expiry Interval as published, in seconds (`None`: it never expires).
+    pub expiry: Option<u32>,
+    /// When it was stored: the `now_s` given to [`Retained::handle_publish`].
+    pub stored_s: u32,
+}
+
+impl RetainedMessage<'_> {
+    /// The whole seconds it has waited in the table at `now_s` (the clock of
+    /// [`Retained::handle_publish`]; correct across one wrap of the `u32`).
+    pub const fn waited_s(&self, now_s: u32) -> u32 {
+        now_s.wrapping_sub(self.stored_s)
+    }
+
+    /// Whether its Message Expiry Interval has passed at `now_s`: it waited at least that
+    /// many whole seconds (the engine's rule for any delivery, so the two agree).
+    pub const fn is_expired(&self, now_s: u32) -> bool {
+        match self.expiry {
+            Some(expiry) => self.waited_s(now_s) >= expiry,
+            None => false,
+        }
+    }
 }
 
 /// Whether a subscription made with `options` gets the retained messages now: Retain Handling
@@ -75,6 +108,9 @@ pub const fn sends_retained(options: SubscriptionOptions, is_new: bool) -> bool 
 /// is never empty, section 4.7.3).
 struct Entry<const BYTES: usize> {
     text: [u8; BYTES],
+    stored_s: u32,
+    /// Never 0: a message with interval 0 is not kept (see the module docs).
+    expiry: Option<NonZeroU32>,
     topic_len: u16,
     payload_len: u16,
     qos: QoS,
@@ -84,6 +120,8 @@ impl<const BYTES: usize> Entry<BYTES> {
     const fn new() -> Self {
         Entry {
             text: [0; BYTES],
+            stored_s: 0,
+            expiry: None,
             topic_len: 0,
             payload_len: 0,
             qos: QoS::AtMostOnce,
@@ -113,6 +151,8 @@ impl<const BYTES: usize> Entry<BYTES> {
             topic: self.topic(),
             payload: self.text.get(start..end).unwrap_or_default(),
             qos: self.qos,
+            expiry: self.expiry.map(NonZeroU32::get),
+            stored_s: self.stored_s,
         })
     }
 }
@@ -157,14 +197,22 @@ impl<const N: usize, const BYTES: usize> Retained<N, BYTES> {
         self.entries.iter().all(|e| !e.is_free())
     }
 
-    /// Applies a PUBLISH with RETAIN 1 (see the module docs). The topic is a valid topic
+    /// Applies a PUBLISH with RETAIN 1 and Message Expiry Interval `expiry` (MQTT 5; `None`
+    /// without one), received at `now_s` (see the module docs). The topic is a valid topic
     /// name: the engine routes no other.
-    pub fn handle_publish(&mut self, topic: &str, payload: &[u8], qos: QoS) -> Retain {
+    pub fn handle_publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        expiry: Option<u32>,
+        now_s: u32,
+    ) -> Retain {
         let held = self
             .entries
             .iter()
             .position(|e| e.topic() == topic && !e.is_free());
-        if payload.is_empty() {
+        if payload.is_empty() || expiry == Some(0) {
             return match held.and_then(|i| self.entries.get_mut(i)) {
                 Some(entry) => {
                     entry.topic_len = 0;
@@ -184,7 +232,12 @@ impl<const N: usize, const BYTES: usize> Retained<N, BYTES> {
         }
         let (slot, verdict) = match held {
             Some(i) => (i, Retain::Replaced),
-            None => match self.entries.iter().position(Entry::is_free) {
+            // An expired message makes room like a free entry.
+            None => match self
+                .entries
+                .iter()
+                .position(|e| e.message().is_none_or(|m| m.is_expired(now_s)))
+            {
                 Some(i) => (i, Retain::Stored),
                 None => return Retain::Full,
             },
@@ -201,12 +254,21 @@ impl<const N: usize, const BYTES: usize> Retained<N, BYTES> {
         entry.topic_len = u16::try_from(topic.len()).unwrap_or(0);
         entry.payload_len = u16::try_from(payload.len()).unwrap_or(0);
         entry.qos = qos;
+        entry.expiry = expiry.and_then(NonZeroU32::new);
+        entry.stored_s = now_s;
         verdict
     }
 
     /// The retained message in entry `index` (`0..capacity()`), if it holds one.
     pub fn get(&self, index: usize) -> Option<RetainedMessage<'_>> {
         self.entries.get(index)?.message()
+    }
+
+    /// Removes the retained message in entry `index` (an expired one, see the module docs).
+    pub fn remove(&mut self, index: usize) {
+        if let Some(entry) = self.entries.get_mut(index) {
+            entry.topic_len = 0;
+        }
     }
 
     /// The entries whose topic `filter` matches, with their index (for [`Retained::get`]).

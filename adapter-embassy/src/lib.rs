@@ -49,7 +49,10 @@
 //!   and a new subscription gets the matching ones with RETAIN 1 after its SUBACK (MQTT 5:
 //!   by its Retain Handling). A message for one more topic, or a larger one, is not kept and
 //!   is counted in [`GatewayStats::retained_dropped`]; the table never pushes one out. It is
-//!   lost at a restart (RAM only).
+//!   lost at a restart (RAM only). Its MQTT 5 Message Expiry Interval is kept with it and
+//!   counted down by the seconds it waited in the table when it is sent at a subscribe; once
+//!   it has passed, the message is removed instead (counted the same way). Its other MQTT 5
+//!   properties are not kept.
 //! - Keep-alive: a client silent for 1.5 times its keep-alive is closed (`keepalive_timeout`).
 //! - Last wills are published when a connection ends without DISCONNECT, as a PUBLISH of
 //!   the client: its `message` event first, then `disconnected`.
@@ -74,7 +77,8 @@
 //! - one `QUEUE`-byte event buffer (an event whose JSON is larger is dropped and counted) and
 //!   one uplink queue ([`activity_core::outbox::Outbox`]) of `QUEUE` bytes plus 12 bytes of
 //!   bookkeeping, holding encoded PUBLISH packets (an event is about 200-300 bytes).
-//! - the retained table, [`RETAINED_ENTRIES`] x ([`RETAINED_BYTES`] + 6) bytes.
+//! - the retained table, [`RETAINED_ENTRIES`] x ([`RETAINED_BYTES`] + 16) bytes (13 rounded up
+//!   to a multiple of 4).
 //! - one refusing socket (64 + 64 bytes, and 16 for the start of a CONNECT) and the uplink socket (`TX` +
 //!   [`UPLINK_SOCKET_RX`] + [`UPLINK_RX_BUFFER`] bytes).
 //!

@@ -17,6 +17,7 @@ use core::cell::{Cell, RefCell, RefMut};
 use activity_core::QoS;
 use activity_core::acks::{AckStore, FixedAckStore};
 use activity_core::client_id::CLIENT_ID_CAPACITY;
+use activity_core::codec::Properties;
 use activity_core::event::{EncodeOptions, Event, EventKind, Transport, encode_or_full};
 use activity_core::outbox::Outbox;
 use activity_core::retained::{Retained, sends_retained};
@@ -71,6 +72,14 @@ pub const V5_DECLINED: Declined = Declined::SUBSCRIPTION_IDENTIFIERS
 
 /// The gateway's retained messages.
 pub(crate) type RetainedTable = Retained<RETAINED_ENTRIES, RETAINED_BYTES>;
+
+/// The retained table's clock: whole seconds since boot, in a `u32` (it wraps after 136
+/// years; the table counts a wait across one wrap right). Not the events' Unix time, which
+/// jumps when the firmware sets it.
+fn retained_clock() -> u32 {
+    // The low 32 bits: the table's clock wraps, see above.
+    u32::try_from(embassy_time::Instant::now().as_secs() & u64::from(u32::MAX)).unwrap_or(0)
+}
 
 /// The fixed stores of each slot's protocol engine: what a client may keep while it is
 /// connected. [`SlotStores`] is the one implementation; its parameters are the limits.
@@ -530,22 +539,41 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStore
         let Some(Engine { conn, .. }) = client.engine.as_mut() else {
             return;
         };
+        let now_s = retained_clock();
         while client.retained_pending != 0 {
             let entry = client.retained_pending.trailing_zeros();
             let bit = 1u32 << entry;
-            let message = retained.get(usize::try_from(entry).unwrap_or(usize::MAX));
+            let index = usize::try_from(entry).unwrap_or(usize::MAX);
             // Cleared meanwhile, or the subscription is gone: nothing to send.
-            let Some((message, subscription_qos)) = message.and_then(|m| {
-                let qos = conn.store().matching_qos(m.topic)?;
-                Some((m, qos))
-            }) else {
+            let Some(message) = retained.get(index) else {
                 client.retained_pending &= !bit;
                 continue;
+            };
+            // Its Message Expiry Interval has passed: removed, not sent (MQTT 5.0 section
+            // 3.3.2.3.3), and counted as a retained message not kept.
+            if message.is_expired(now_s) {
+                retained.remove(index);
+                bump(&ctx.counters.retained_dropped);
+                client.retained_pending &= !bit;
+                continue;
+            }
+            let Some(subscription_qos) = conn.store().matching_qos(message.topic) else {
+                client.retained_pending &= !bit;
+                continue;
+            };
+            // The interval as published and the time waited: the engine counts it down for an
+            // MQTT 5 client (an MQTT 3.1.1 one gets no properties).
+            let mut raw = [0; 5];
+            let properties = match message.expiry {
+                Some(expiry) => Properties::message_expiry(&mut raw, expiry),
+                None => Properties::EMPTY,
             };
             let delivery = Delivery {
                 subscription_qos,
                 retain: true,
                 published_retain: true,
+                properties,
+                waited_ms: u64::from(message.waited_s(now_s)) * 1000,
                 ..Delivery::new(message.topic, message.payload, message.qos)
             };
             match conn.handle_delivery(delivery, client.out.spare(), no_publisher) {
@@ -654,7 +682,13 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
                 if publish.retain
                     && self
                         .retained
-                        .handle_publish(publish.topic, publish.payload, publish.qos)
+                        .handle_publish(
+                            publish.topic,
+                            publish.payload,
+                            publish.qos,
+                            publish.properties.message_expiry_interval(),
+                            retained_clock(),
+                        )
                         .is_dropped()
                 {
                     bump(&self.ctx.counters.retained_dropped);

@@ -39,7 +39,8 @@ pub struct GatewayStats {
     pub events_dropped: u32,
     /// Retained messages not kept: a new topic while every entry of the retained table was
     /// taken, or topic and payload larger than an entry (see [`RETAINED_ENTRIES`](crate::RETAINED_ENTRIES)).
-    /// They still reach the subscribers of the moment.
+    /// They still reach the subscribers of the moment. Also retained messages removed because
+    /// their MQTT 5 Message Expiry Interval had passed when a subscriber would have got them.
     pub retained_dropped: u32,
     /// Messages for the uplink dropped because its queue was full (the one the
     /// [`UplinkConfig::drop_policy`](crate::UplinkConfig::drop_policy) picks), or, at QoS 0,

@@ -227,3 +227,147 @@ fn mqtt5_clients_are_told_what_the_gateway_leaves_out() {
         assert_eq!(handle.stats().protocol_errors, 2);
     });
 }
+
+/// An MQTT 5 client subscribes to `filter` and reads its SUBACK (code 0).
+async fn subscribe5(client: &mut RawClient, pkid: u16, filter: &str) {
+    let filters = [(filter, QoS::AtMostOnce)];
+    client
+        .send5(Packet::Subscribe(Subscribe {
+            properties: Properties::EMPTY,
+            pkid,
+            filters: SubscribeFilters::from_slice(&filters),
+        }))
+        .await;
+    let [hi, lo] = pkid.to_be_bytes();
+    assert_eq!(client.recv5().await, [0x90, 4, hi, lo, 0, 0]);
+}
+
+/// The next packet of an MQTT 5 client, a PUBLISH: its RETAIN flag, payload and properties.
+async fn publish5(client: &mut RawClient) -> (bool, Vec<u8>, Vec<String>) {
+    let bytes = client.recv5().await;
+    let Packet::Publish(publish) = decode5(&bytes) else {
+        panic!("not a PUBLISH: {bytes:02x?}")
+    };
+    let properties = publish
+        .properties
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
+    (publish.retain, publish.payload.to_vec(), properties)
+}
+
+/// A retained message waits in the gateway's table: a subscriber gets its Message Expiry
+/// Interval less the whole seconds it waited (MQTT 5.0 section 3.3.2.3.3, [MQTT-3.3.2-6]),
+/// and once the interval has passed the message is removed and no subscriber gets it
+/// (counted in `retained_dropped`). The table counts in whole seconds of the gateway's
+/// clock, so a wait of `e` seconds counts as `floor(e)` or one more.
+#[test]
+fn retained_messages_count_their_expiry_down_and_expire() {
+    use embassy_time::Instant;
+    gateway_test::<4, _, _>(config(), |stack, handle| async move {
+        let (mut publisher, _) = connected5(stack, "device").await;
+        let mut raw = [0u8; 8];
+        let expiry = [Property::MessageExpiryInterval(4)];
+        let before_store = Instant::now();
+        publisher
+            .send5(Packet::Publish(Publish {
+                properties: properties(&expiry, Context::Publish, &mut raw),
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: "state/lamp",
+                pkid: Some(1),
+                payload: b"on",
+            }))
+            .await;
+        assert_eq!(publisher.recv5().await, [0x40, 2, 0, 1]);
+        // Stored by now: the gateway answers the PUBACK after routing the PUBLISH.
+        let stored = Instant::now();
+
+        // At once: the interval as published, or one second less across a tick of the clock.
+        let (mut early, _) = connected5(stack, "early").await;
+        subscribe5(&mut early, 1, "state/#").await;
+        let (retain, payload, props) = publish5(&mut early).await;
+        assert!(retain);
+        assert_eq!(payload, b"on");
+        let waited = (Instant::now() - before_store).as_secs();
+        let early_left = expiry_left(&props);
+        assert!(
+            (4u64.saturating_sub(waited + 1)..=4).contains(&u64::from(early_left)),
+            "{props:?} after {waited} s"
+        );
+
+        // Two seconds later (the expiry itself is what the test waits for): counted down.
+        Timer::at(stored + Duration::from_secs(2)).await;
+        let (mut late, _) = connected5(stack, "late").await;
+        subscribe5(&mut late, 1, "state/#").await;
+        let (retain, payload, props) = publish5(&mut late).await;
+        assert!(retain);
+        assert_eq!(payload, b"on");
+        let waited = (Instant::now() - before_store).as_secs();
+        let left = expiry_left(&props);
+        // At least 2 s waited; at most `waited` whole seconds, counted as one more at most.
+        assert!(
+            (4u64.saturating_sub(waited + 1)..=2).contains(&u64::from(left)),
+            "{props:?} after {waited} s"
+        );
+        assert_eq!(handle.stats().retained_dropped, 0);
+
+        // Four seconds after the store the interval has passed: SUBACK, then no retained
+        // message (the next packet is a live one), and the entry is gone (counted once).
+        Timer::at(stored + Duration::from_secs(4)).await;
+        let (mut after, _) = connected5(stack, "after").await;
+        subscribe5(&mut after, 1, "state/#").await;
+        assert_eq!(handle.stats().retained_dropped, 1);
+        publisher
+            .send5(Packet::Publish(Publish {
+                properties: Properties::EMPTY,
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "state/lamp",
+                pkid: None,
+                payload: b"live",
+            }))
+            .await;
+        assert_eq!(
+            publish5(&mut after).await,
+            (false, b"live".to_vec(), vec![])
+        );
+        subscribe5(&mut after, 2, "state/lamp").await;
+        publisher
+            .send5(Packet::Publish(Publish {
+                properties: Properties::EMPTY,
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "state/lamp",
+                pkid: None,
+                payload: b"live 2",
+            }))
+            .await;
+        assert_eq!(
+            publish5(&mut after).await,
+            (false, b"live 2".to_vec(), vec![])
+        );
+        assert_eq!(handle.stats().retained_dropped, 1);
+        // Live deliveries do not wait: the early and late subscribers got them unchanged too.
+        for client in [&mut early, &mut late] {
+            for payload in [&b"live"[..], b"live 2"] {
+                assert_eq!(publish5(client).await, (false, payload.to_vec(), vec![]));
+            }
+        }
+    });
+}
+
+/// The Message Expiry Interval among printed properties (the only property expected).
+fn expiry_left(properties: &[String]) -> u32 {
+    match properties {
+        [one] => one
+            .strip_prefix("MessageExpiryInterval(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not an expiry interval: {one}")),
+        other => panic!("expected one Message Expiry Interval, got {other:?}"),
+    }
+}

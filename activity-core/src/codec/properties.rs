@@ -411,6 +411,15 @@ impl<'a> Properties<'a> {
         Properties::parse(r.take(len)?, context)
     }
 
+    /// A block of one Message Expiry Interval (0x02, a Four Byte Integer: section 3.3.2.3.3)
+    /// of `seconds`, written into `raw`: valid by construction, so nothing is parsed (a server
+    /// that keeps the interval without the block, as the gateway's retained table does).
+    pub const fn message_expiry(raw: &'a mut [u8; 5], seconds: u32) -> Self {
+        let [a, b, c, d] = seconds.to_be_bytes();
+        *raw = [0x02, a, b, c, d];
+        Properties { raw }
+    }
+
     /// The properties' bytes, without the length in front.
     pub const fn as_bytes(&self) -> &'a [u8] {
         self.raw

@@ -16,8 +16,14 @@ fn topics<const N: usize, const B: usize>(table: &Retained<N, B>, filter: &str) 
 fn a_retained_publish_stores_replaces_and_an_empty_one_clears() {
     let mut table = Retained::<4, 32>::new();
     assert!(table.is_empty());
-    assert_eq!(table.handle_publish("a/b", b"1", Q0), Retain::Stored);
-    assert_eq!(table.handle_publish("a/b", b"22", Q1), Retain::Replaced);
+    assert_eq!(
+        table.handle_publish("a/b", b"1", Q0, None, 0),
+        Retain::Stored
+    );
+    assert_eq!(
+        table.handle_publish("a/b", b"22", Q1, None, 0),
+        Retain::Replaced
+    );
     assert_eq!(table.len(), 1);
     let (i, message) = table.matching("a/#").next().unwrap();
     assert_eq!(
@@ -25,21 +31,32 @@ fn a_retained_publish_stores_replaces_and_an_empty_one_clears() {
         RetainedMessage {
             topic: "a/b",
             payload: b"22",
-            qos: Q1
+            qos: Q1,
+            expiry: None,
+            stored_s: 0,
         }
     );
     assert_eq!(table.get(i), Some(message));
-    assert_eq!(table.handle_publish("a/b", b"", Q0), Retain::Cleared);
+    assert_eq!(
+        table.handle_publish("a/b", b"", Q0, None, 0),
+        Retain::Cleared
+    );
     assert!(table.is_empty());
     assert_eq!(table.get(i), None);
-    assert_eq!(table.handle_publish("a/b", b"", Q0), Retain::NothingToClear);
+    assert_eq!(
+        table.handle_publish("a/b", b"", Q0, None, 0),
+        Retain::NothingToClear
+    );
 }
 
 #[test]
 fn filters_match_with_wildcards_and_not_dollar_topics() {
     let mut table = Retained::<4, 32>::new();
     for topic in ["home/kitchen/temp", "home/hall/temp", "home/hall", "$SYS/x"] {
-        assert_eq!(table.handle_publish(topic, b"v", Q0), Retain::Stored);
+        assert_eq!(
+            table.handle_publish(topic, b"v", Q0, None, 0),
+            Retain::Stored
+        );
     }
     assert_eq!(
         topics(&table, "home/+/temp"),
@@ -60,23 +77,32 @@ fn filters_match_with_wildcards_and_not_dollar_topics() {
 #[test]
 fn a_full_table_keeps_what_it_has() {
     let mut table = Retained::<2, 16>::new();
-    assert_eq!(table.handle_publish("a", b"1", Q0), Retain::Stored);
-    assert_eq!(table.handle_publish("b", b"2", Q0), Retain::Stored);
+    assert_eq!(table.handle_publish("a", b"1", Q0, None, 0), Retain::Stored);
+    assert_eq!(table.handle_publish("b", b"2", Q0, None, 0), Retain::Stored);
     assert!(table.is_full());
-    assert_eq!(table.handle_publish("c", b"3", Q0), Retain::Full);
+    assert_eq!(table.handle_publish("c", b"3", Q0, None, 0), Retain::Full);
     assert!(Retain::Full.is_dropped());
     // A known topic may still change, and a cleared entry takes a new topic.
-    assert_eq!(table.handle_publish("a", b"9", Q0), Retain::Replaced);
-    assert_eq!(table.handle_publish("b", b"", Q0), Retain::Cleared);
-    assert_eq!(table.handle_publish("c", b"3", Q0), Retain::Stored);
+    assert_eq!(
+        table.handle_publish("a", b"9", Q0, None, 0),
+        Retain::Replaced
+    );
+    assert_eq!(table.handle_publish("b", b"", Q0, None, 0), Retain::Cleared);
+    assert_eq!(table.handle_publish("c", b"3", Q0, None, 0), Retain::Stored);
     assert_eq!(topics(&table, "#"), ["a", "c"]);
 }
 
 #[test]
 fn a_message_too_large_is_not_kept_and_removes_the_older_one() {
     let mut table = Retained::<2, 8>::new();
-    assert_eq!(table.handle_publish("t", b"1234567", Q0), Retain::Stored); // 8 bytes: fits
-    assert_eq!(table.handle_publish("t", b"12345678", Q0), Retain::TooLarge);
+    assert_eq!(
+        table.handle_publish("t", b"1234567", Q0, None, 0),
+        Retain::Stored
+    ); // 8 bytes: fits
+    assert_eq!(
+        table.handle_publish("t", b"12345678", Q0, None, 0),
+        Retain::TooLarge
+    );
     assert!(Retain::TooLarge.is_dropped());
     assert!(
         table.is_empty(),
@@ -98,6 +124,65 @@ fn retain_handling_decides_when_retained_messages_go() {
 }
 
 #[test]
-fn the_memory_is_entries_times_bytes_plus_six() {
-    assert_eq!(size_of::<Retained<4, 128>>(), 4 * (128 + 6));
+fn the_memory_is_entries_times_bytes_plus_thirteen_rounded_to_four() {
+    assert_eq!(size_of::<Retained<4, 128>>(), 4 * (128 + 16));
+    assert_eq!(size_of::<Retained<4, 127>>(), 4 * (127 + 13));
+}
+
+#[test]
+fn the_expiry_interval_counts_from_the_store_and_an_interval_of_0_clears() {
+    let mut table = Retained::<2, 32>::new();
+    assert_eq!(
+        table.handle_publish("a", b"1", Q0, Some(3), 100),
+        Retain::Stored
+    );
+    let message = table.get(0).unwrap();
+    assert_eq!((message.expiry, message.stored_s), (Some(3), 100));
+    assert_eq!(message.waited_s(102), 2);
+    assert!(!message.is_expired(102));
+    assert!(message.is_expired(103));
+    table.remove(0);
+    assert!(table.is_empty());
+    // Replacing restamps; without an interval it never expires.
+    assert_eq!(
+        table.handle_publish("a", b"1", Q0, Some(3), 100),
+        Retain::Stored
+    );
+    assert_eq!(
+        table.handle_publish("a", b"2", Q0, None, 200),
+        Retain::Replaced
+    );
+    let message = table.get(0).unwrap();
+    assert_eq!((message.expiry, message.stored_s), (None, 200));
+    assert!(!message.is_expired(u32::MAX));
+    // Stored just before the u32 clock wraps: the wait is still counted right.
+    assert_eq!(
+        table.handle_publish("b", b"1", Q0, Some(10), u32::MAX - 1),
+        Retain::Stored
+    );
+    let message = table.get(1).unwrap();
+    assert_eq!(message.waited_s(5), 7);
+    assert!(!message.is_expired(5));
+    assert!(message.is_expired(8));
+    // An interval of 0 has passed at once: it clears the topic like an empty payload.
+    assert_eq!(
+        table.handle_publish("b", b"1", Q0, Some(0), 9),
+        Retain::Cleared
+    );
+    assert_eq!(
+        table.handle_publish("b", b"1", Q0, Some(0), 9),
+        Retain::NothingToClear
+    );
+    assert_eq!(table.len(), 1);
+    // A full table: a new topic takes the entry of an expired message, not of a live one.
+    assert_eq!(
+        table.handle_publish("c", b"1", Q0, Some(5), 10),
+        Retain::Stored
+    );
+    assert_eq!(table.handle_publish("d", b"1", Q0, None, 14), Retain::Full);
+    assert_eq!(
+        table.handle_publish("d", b"1", Q0, None, 15),
+        Retain::Stored
+    );
+    assert_eq!(topics(&table, "#"), ["a", "d"]);
 }

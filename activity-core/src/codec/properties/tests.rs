@@ -344,3 +344,19 @@ fn typed_getters_find_their_property() {
     let auth = Properties::parse(&[0x15, 0, 1, b'x'], Context::Auth).expect("valid");
     assert_eq!(auth.authentication_method(), Some("x"));
 }
+
+#[test]
+fn a_built_message_expiry_block_is_what_parse_accepts() {
+    for seconds in [0, 1, 300, 0x0102_0304, u32::MAX] {
+        let mut raw = [0; 5];
+        let built = Properties::message_expiry(&mut raw, seconds);
+        let parsed = Properties::parse(built.as_bytes(), Context::Publish).expect("valid");
+        assert_eq!(parsed.message_expiry_interval(), Some(seconds));
+        assert_eq!(built.iter().count(), 1);
+    }
+    let mut raw = [0; 5];
+    assert_eq!(
+        Properties::message_expiry(&mut raw, 0x0102_0304).as_bytes(),
+        [0x02, 1, 2, 3, 4]
+    );
+}
