@@ -894,7 +894,6 @@ impl Session {
         if self.side.discard_first || (clean && shared.router_sessions.forget(&client_id)) {
             discard_router_session(&shared, &client_id).await;
         }
-        let factory = shared.link_factory.clone();
         // A clean link resumes nothing: it takes a pooled name, which keeps the router from
         // remembering every client id that ever left (see `RouterNames`).
         let router_id = if clean {
@@ -905,16 +904,10 @@ impl Session {
         } else {
             router_client_id(&client_id)
         };
-        let built = tokio::task::spawn_blocking(move || factory(&router_id, clean)).await;
-        let (tx, rx, connack) = match built {
-            Ok(Ok(link)) => link,
-            Ok(Err(e)) => {
-                warn!(error = %e, "router refused the link");
-                shared.registry.remove(&client_id, serial);
-                return Err(ReasonCode::ServerUnavailable);
-            }
+        let (tx, rx, connack) = match shared.links.build(router_id, clean).await {
+            Ok(link) => link,
             Err(e) => {
-                warn!(error = %e, "link builder failed");
+                warn!(error = %e, "no router link");
                 shared.registry.remove(&client_id, serial);
                 return Err(ReasonCode::ServerUnavailable);
             }
@@ -1191,13 +1184,11 @@ impl Session {
     async fn kept_effects(&mut self) {
         let side = &mut self.side;
         if !side.batch.is_empty() {
-            let factory = side.shared.link_factory.clone();
             // Held until the will's DISCONNECT is sent.
             let name = side.shared.router_names.take();
             let router_id = name.to_router_id();
-            let built = tokio::task::spawn_blocking(move || factory(&router_id, true)).await;
-            match built {
-                Ok(Ok((mut tx, _rx, _))) => {
+            match side.shared.links.build(router_id, true).await {
+                Ok((mut tx, _rx, _)) => {
                     side.batch.push(Packet::Disconnect(
                         Disconnect {
                             reason_code: DisconnectReasonCode::NormalDisconnection,
@@ -1518,10 +1509,9 @@ impl Session {
 /// holds the client id in the registry, so that no client connects meanwhile.
 async fn discard_router_session(shared: &Shared, client_id: &str) {
     shared.router_sessions.forget(client_id);
-    let factory = shared.link_factory.clone();
     let router_id = router_client_id(client_id);
-    match tokio::task::spawn_blocking(move || factory(&router_id, true)).await {
-        Ok(Ok((mut tx, _rx, _))) => {
+    match shared.links.build(router_id, true).await {
+        Ok((mut tx, _rx, _)) => {
             let disconnect = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
