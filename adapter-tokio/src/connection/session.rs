@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use activity_core::server::{
 use activity_core::tracker::DropInfo;
 use bytes::{Buf, BytesMut};
 use rumqttd::Notification;
-use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, Filter, Packet, Protocol, PubAck, PubAckReason, PubComp,
     PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe,
@@ -25,7 +26,7 @@ use rumqttd::protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tracing::{debug, info, warn};
 
 use super::properties;
@@ -84,8 +85,9 @@ pub(super) async fn serve<S>(
     // wait) are boxed, each allocated for its phase only: the task that stays for the
     // connection's life has room for the loop's state alone (docs/scale.md, "Memory per idle
     // connection").
-    if let Some(link) = Box::pin(session.connect(&mut stream)).await {
-        let kick = session.run(&mut stream, link).await;
+    if let Some(mut link) = Box::pin(session.connect(&mut stream)).await {
+        let exit = session.run(&mut stream, &mut link).await;
+        let kick = Box::pin(session.end(&mut stream, link, exit)).await;
         let _ = stream.shutdown().await;
         Box::pin(session.linger(kick)).await;
         return;
@@ -164,6 +166,28 @@ async fn kicked(kick: &mut Takeover) -> Option<Kick> {
     let request = receiver.await.ok();
     *kick = None;
     request
+}
+
+/// What woke a connection's step: the branches of its wait.
+enum Wake {
+    /// A read from the client (its byte count; 0 when the client closed).
+    Read(std::io::Result<usize>),
+    /// A notification from the router, or the link's end.
+    Router(Result<Option<Notification>, LinkError>),
+    /// The timer: the engine's deadline or [`IDLE_RELEASE`].
+    Timer,
+    /// A takeover by a newer connection of the client id (`None`: its sender is gone).
+    Kicked(Option<Kick>),
+    /// The broker shuts down.
+    Stopping,
+}
+
+/// How [`Session::steps`] ended.
+enum Steps {
+    /// The connection idled: its buffers were given back, and it waits in [`Session::idle`].
+    Idle,
+    /// The connection is over (why, when it was not the engine that ended it).
+    End(Option<CloseCause>),
 }
 
 /// What the engine asked about a CONNECT, for [`Session::admit`].
@@ -930,63 +954,144 @@ impl Session {
         ))
     }
 
-    /// The accepted connection, until it ends; returns where takeovers arrive (for a kept
-    /// session, see [`Session::linger`]).
-    async fn run<S>(&mut self, stream: &mut S, mut link: Link) -> Takeover
+    /// The accepted connection, until it ends; returns why, when it was not the engine that
+    /// ended it (the end follows in [`Session::end`]).
+    ///
+    /// After its CONNACK, a connection waits here ([`Session::idle`]) with the few futures an
+    /// idle connection needs; once the client or the router has something for it, it runs
+    /// its steps in [`Session::steps`], boxed, and comes back here once it idled for
+    /// [`IDLE_RELEASE`] (its buffers given back). So the task that
+    /// stays for the connection's life holds the session and this wait, not the state of a
+    /// step (a batch of notifications, a write), which is allocated while the connection is
+    /// busy (docs/scale.md, "Memory per idle connection").
+    async fn run<S>(&mut self, stream: &mut S, link: &mut Link) -> Option<CloseCause>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut phase = self.side.shared.phase.clone();
-        let mut exit = self.flush(stream, &mut link.tx).await.err();
         // One timer and one wait for shutdown for the connection's life, moved instead of
         // built again for every step: a step per router wake-up would otherwise register (and
         // drop) a timer and a waiter of the shared phase channel each time.
         let sleep = sleep_until(self.deadline());
         tokio::pin!(sleep);
-        let stopping = stopping(phase.clone());
+        let stopping = stopping(self.side.shared.phase.clone());
         tokio::pin!(stopping);
-        // When the buffers are given back if nothing happens before ([`IDLE_RELEASE`]); `None`
-        // once they were, until the next step that is not that release.
+        // The CONNACK (and the answers to what came with the CONNECT), boxed like the steps;
+        // then the connection waits as an idle one until the client or the router has
+        // something for it.
+        let mut end = match Box::pin(self.flush(stream, &mut link.tx)).await {
+            Err(cause) => Steps::End(Some(cause)),
+            Ok(()) if self.conn.is_closed() || self.conn.is_kept() => Steps::End(None),
+            Ok(()) => Steps::Idle,
+        };
+        loop {
+            match end {
+                Steps::End(exit) => return exit,
+                Steps::Idle => {
+                    let woke = self
+                        .idle(stream, link, sleep.as_mut(), stopping.as_mut())
+                        .await;
+                    end =
+                        Box::pin(self.steps(stream, link, sleep.as_mut(), stopping.as_mut(), woke))
+                            .await;
+                }
+            }
+        }
+    }
+
+    /// The end of an accepted connection that `exit` ended (`None`: the engine ended it): the
+    /// shutdown's drain, the close, what the end produced; returns where takeovers arrive
+    /// (for a kept session, see [`Session::linger`]). Boxed by the caller: once, at the end,
+    /// not in every connection's task.
+    async fn end<S>(&mut self, stream: &mut S, mut link: Link, exit: Option<CloseCause>) -> Takeover
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match exit {
+            Some(CloseCause::ServerShutdown) => {
+                // `run` saw the change; `drain` waits for the next one.
+                let mut phase = self.side.shared.phase.clone();
+                phase.mark_unchanged();
+                let written =
+                    self.conn
+                        .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
+                self.tx.commit(written);
+                self.drain(stream, &mut link, phase).await;
+                self.close(CloseCause::ServerShutdown);
+            }
+            // The engine ended the session itself (DISCONNECT, keep-alive, a protocol error).
+            None => {}
+            Some(cause) => self.close(cause),
+        }
+        // What the end produced: the will for the router, the events, bytes for the client.
+        let _ = self.flush(stream, &mut link.tx).await;
+        self.finish(link).await
+    }
+
+    /// The steps of a connection with something to do, from `wake` (what woke it in
+    /// [`Session::idle`]), until it ends or idled for [`IDLE_RELEASE`] (its buffers given
+    /// back).
+    async fn steps<S, F>(
+        &mut self,
+        stream: &mut S,
+        link: &mut Link,
+        mut sleep: Pin<&mut Sleep>,
+        mut stopping: Pin<&mut F>,
+        wake: Wake,
+    ) -> Steps
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: Future<Output = ()>,
+    {
+        let mut wake = Some(wake);
+        let mut exit = None;
+        // When the buffers are given back if nothing happens before ([`IDLE_RELEASE`]).
         let mut release_at = None;
-        let mut busy = true;
         // A kept session (the client left, the session stays) is over for the socket too.
         while exit.is_none() && !self.conn.is_closed() && !self.conn.is_kept() {
-            reserve_read_space(&mut self.rbuf);
-            // One read of the clock per step, as before: the idle release moves with it.
-            let now = Instant::now();
-            if busy {
-                release_at = Some(now + IDLE_RELEASE);
-            }
-            busy = true;
-            let deadline = self.deadline_from(now);
-            sleep
-                .as_mut()
-                .reset(release_at.map_or(deadline, |at| at.min(deadline)));
-            let step = tokio::select! {
-                read = stream.read_buf(&mut self.rbuf) => match read {
-                    Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
-                    Ok(n) => {
-                        self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        grow_if_filled(&mut self.rbuf);
-                        if let Some(online) = &self.side.online {
-                            online.touch(now_ms());
+            let woke = match wake.take() {
+                Some(woke) => woke,
+                None => {
+                    reserve_read_space(&mut self.rbuf);
+                    // One read of the clock per step, as before: the idle release moves with
+                    // it.
+                    let now = Instant::now();
+                    let at = *release_at.insert(now + IDLE_RELEASE);
+                    sleep.as_mut().reset(self.deadline_from(now).min(at));
+                    tokio::select! {
+                        read = stream.read_buf(&mut self.rbuf) => Wake::Read(read),
+                        notification = link.rx.next(), if self.pending.is_none() => {
+                            Wake::Router(notification)
                         }
-                        self.input();
-                        self.resume();
-                        Ok(())
+                        () = &mut sleep => Wake::Timer,
+                        kick = kicked(&mut link.kick) => Wake::Kicked(kick),
+                        () = &mut stopping => Wake::Stopping,
                     }
-                },
-                notification = link.rx.next(), if self.pending.is_none() => match notification {
-                    Ok(first) => self.handle_notifications(first, &mut link.rx).await,
-                    Err(e) => {
-                        warn!(client_id = %self.side.client_id, error = %e, "router dropped the link");
-                        Err(CloseCause::RouterClosed)
+                }
+            };
+            let step = match woke {
+                Wake::Read(Ok(0) | Err(_)) => Err(CloseCause::TransportClosed),
+                Wake::Read(Ok(n)) => {
+                    self.side
+                        .shared
+                        .metrics
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    grow_if_filled(&mut self.rbuf);
+                    if let Some(online) = &self.side.online {
+                        online.touch(now_ms());
                     }
-                },
-                () = &mut sleep => {
-                    if release_at.is_some_and(|at| Instant::now() >= at) {
-                        release_at = None;
-                        busy = false;
+                    self.input();
+                    self.resume();
+                    Ok(())
+                }
+                Wake::Router(Ok(first)) => self.handle_notifications(first, &mut link.rx).await,
+                Wake::Router(Err(e)) => {
+                    warn!(client_id = %self.side.client_id, error = %e, "router dropped the link");
+                    Err(CloseCause::RouterClosed)
+                }
+                Wake::Timer => {
+                    let idled = release_at.is_some_and(|at| Instant::now() >= at);
+                    if idled {
                         let released = self.release_buffers(&link.tx);
                         let metrics = &self.side.shared.metrics;
                         metrics.buffers_released.fetch_add(1, Ordering::Relaxed);
@@ -996,39 +1101,49 @@ impl Session {
                     }
                     if self.is_due() {
                         self.timeout();
+                    } else if idled {
+                        // Nothing to write or send: the step was the release alone.
+                        return Steps::Idle;
                     }
                     Ok(())
                 }
-                kick = kicked(&mut link.kick) => {
+                Wake::Kicked(kick) => {
                     self.kick = kick;
                     Err(CloseCause::TakenOver)
                 }
-                () = &mut stopping => Err(CloseCause::ServerShutdown),
+                Wake::Stopping => Err(CloseCause::ServerShutdown),
             };
             exit = match step {
                 Ok(()) => self.flush(stream, &mut link.tx).await.err(),
                 Err(cause) => Some(cause),
             };
         }
-        match exit {
-            Some(CloseCause::ServerShutdown) => {
-                // `stopping` saw the change; `drain` waits for the next one.
-                phase.mark_unchanged();
-                let written =
-                    self.conn
-                        .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
-                self.tx.commit(written);
-                Box::pin(self.drain(stream, &mut link, phase)).await;
-                self.close(CloseCause::ServerShutdown);
-            }
-            // The engine ended the session itself (DISCONNECT, keep-alive, a protocol error).
-            None => {}
-            Some(cause) => self.close(cause),
+        Steps::End(exit)
+    }
+
+    /// Waits, with its buffers given back, until something happens to an idle connection:
+    /// the client sends, the router delivers, the engine's deadline comes, a takeover, the
+    /// shutdown.
+    async fn idle<S, F>(
+        &mut self,
+        stream: &mut S,
+        link: &mut Link,
+        mut sleep: Pin<&mut Sleep>,
+        mut stopping: Pin<&mut F>,
+    ) -> Wake
+    where
+        S: AsyncRead + Unpin,
+        F: Future<Output = ()>,
+    {
+        reserve_read_space(&mut self.rbuf);
+        sleep.as_mut().reset(self.deadline());
+        tokio::select! {
+            read = stream.read_buf(&mut self.rbuf) => Wake::Read(read),
+            notification = link.rx.next(), if self.pending.is_none() => Wake::Router(notification),
+            () = &mut sleep => Wake::Timer,
+            kick = kicked(&mut link.kick) => Wake::Kicked(kick),
+            () = &mut stopping => Wake::Stopping,
         }
-        // What the end produced: the will for the router, the events, bytes for the client.
-        let _ = self.flush(stream, &mut link.tx).await;
-        // Boxed like the CONNECT phase: once, at the end, not in every connection's task.
-        Box::pin(self.finish(link)).await
     }
 
     /// Shutdown: the end is reported; keep delivering (the events of everybody's shutdown among
@@ -1624,6 +1739,16 @@ mod tests {
         size_of::<R>()
     }
 
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size5<A, B, C, D, E, R>(_: &impl Fn(A, B, C, D, E) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size6<A, B, C, D, E, G, R>(_: &impl Fn(A, B, C, D, E, G) -> R) -> usize {
+        size_of::<R>()
+    }
+
     /// Prints the sizes of a connection's state and of the futures of its phases (`cargo test
     /// -p adapter-tokio --lib sizes -- --nocapture`, with `--release` for a release build's):
     /// a connection's task holds the largest phase beside the session (docs/scale.md, "Memory
@@ -1643,6 +1768,16 @@ mod tests {
             ("connect", returned_size2(&Session::connect::<TcpStream>)),
             ("admit", returned_size(&Session::admit)),
             ("run", returned_size3(&Session::run::<TcpStream>)),
+            ("end", returned_size4(&Session::end::<TcpStream>)),
+            // The stopping future is reached through a pointer: any type gives the size.
+            (
+                "steps",
+                returned_size6(&Session::steps::<TcpStream, std::future::Pending<()>>),
+            ),
+            (
+                "idle",
+                returned_size5(&Session::idle::<TcpStream, std::future::Pending<()>>),
+            ),
             ("flush", returned_size3(&Session::flush::<TcpStream>)),
             ("write", returned_size2(&Session::write::<TcpStream>)),
             (
@@ -1669,6 +1804,13 @@ mod tests {
         assert!(
             serve <= session + run + 512,
             "serve {serve} B, Session {session} B, run {run} B"
+        );
+        // The loop holds the idle wait, its timer and its shutdown wait; a step's state (a
+        // batch of notifications, a write) is boxed while the connection is busy.
+        let (idle, steps) = (size("idle"), size("steps"));
+        assert!(
+            run <= idle + 512 && run < steps,
+            "run {run} B, idle {idle} B, steps {steps} B"
         );
     }
 
