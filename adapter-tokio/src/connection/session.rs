@@ -224,7 +224,8 @@ struct Side {
     end_expiry: Option<u32>,
     /// The engine ended a kept session ([`Route::SessionExpired`]): the router discards it.
     expired: bool,
-    question: Option<ConnectQuestion>,
+    /// Boxed: asked once, at the CONNECT.
+    question: Option<Box<ConnectQuestion>>,
     /// Packets for the router.
     batch: Vec<Packet>,
     /// Events, queued after `batch` is sent.
@@ -242,15 +243,10 @@ struct Side {
     /// Packet ids of the SUBSCRIBEs and UNSUBSCRIBEs sent to the router (it answers them; the
     /// engine has answered the client).
     router_pkid: u16,
-    /// The client's filters by the subscription identifier the front gave each in the
-    /// router: rumqttd delivers once per matching filter and puts that identifier on the
-    /// delivery, which tells the engine which subscription it is for. Bounded by the engine's
-    /// subscription limit (an entry per filter held).
-    router_filters: HashMap<usize, String>,
-    /// The router identifier of each filter held.
-    router_ids: HashMap<String, usize>,
-    /// The last router identifier given.
-    router_next_id: usize,
+    /// The client's filters in the router, made at the first subscription (boxed: most
+    /// devices hold one or two filters or none, and every connection's task would carry
+    /// about 170 bytes for them; docs/scale.md, "Memory per idle connection").
+    filters: Option<Box<RouterFilters>>,
     /// The pooled router name of a clean link, until the link is gone.
     router_name: Option<RouterName>,
     /// The packet id of the last router SUBSCRIBE of a resumed session's subscriptions (see
@@ -261,9 +257,30 @@ struct Side {
     /// Whether the client speaks MQTT 5 (only its filters get router identifiers: the
     /// router then allocates properties for every delivery it carries).
     v5: bool,
+}
+
+/// The client's filters in the router.
+#[derive(Default)]
+struct RouterFilters {
+    /// The filters by the subscription identifier the front gave each in the router:
+    /// rumqttd delivers once per matching filter and puts that identifier on the delivery,
+    /// which tells the engine which subscription it is for. Bounded by the engine's
+    /// subscription limit (an entry per filter held).
+    by_id: HashMap<usize, String>,
+    /// The router identifier of each filter held.
+    ids: HashMap<String, usize>,
+    /// The last router identifier given.
+    next_id: usize,
     /// The last router log offset delivered per filter: messages the router skipped are
     /// counted and logged ([`super::skips`]).
-    log_positions: LogPositions,
+    positions: LogPositions,
+}
+
+impl Side {
+    /// The client's filters in the router, made at the first use.
+    fn filters(&mut self) -> &mut RouterFilters {
+        self.filters.get_or_insert_with(Box::default)
+    }
 }
 
 impl Output for Side {
@@ -286,10 +303,10 @@ impl Output for Side {
                 self.v5 = request.protocol_level == 5;
                 self.router_keeps = !request.discards_session() || request.keeps_session();
                 self.discard_first = request.discards_session() && request.keeps_session();
-                self.question = Some(ConnectQuestion {
+                self.question = Some(Box::new(ConnectQuestion {
                     username: request.username.map(str::to_owned),
                     password: request.password.map(<[u8]>::to_vec),
-                });
+                }));
             }
             Route::Publish(publish) => {
                 let packet = self.router_publish(&publish);
@@ -312,7 +329,7 @@ impl Output for Side {
                 if let Some(online) = &self.online {
                     online.subscribe(filter, options.qos as u8);
                 }
-                self.log_positions.subscribe(filter);
+                self.filters().positions.subscribe(filter);
                 self.router_subscribe(filter, options, plain);
             }
             Route::Unsubscribe { filter } => {
@@ -320,9 +337,11 @@ impl Output for Side {
                 if let Some(online) = &self.online {
                     online.unsubscribe(filter);
                 }
-                self.log_positions.unsubscribe(filter);
-                if let Some(id) = self.router_ids.remove(filter) {
-                    self.router_filters.remove(&id);
+                if let Some(filters) = &mut self.filters {
+                    filters.positions.unsubscribe(filter);
+                    if let Some(id) = filters.ids.remove(filter) {
+                        filters.by_id.remove(&id);
+                    }
                 }
                 self.router_unsubscribe(filter);
             }
@@ -468,17 +487,17 @@ impl Side {
     /// apply No Local, Retain As Published or Retain Handling: the engine does, at the
     /// delivery (docs/mqtt5.md).
     fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions, plain: bool) {
-        let id = match self.router_ids.get(filter) {
-            _ if !self.v5 => None,
+        let v5 = self.v5;
+        let filters = self.filters();
+        let id = match filters.ids.get(filter) {
+            _ if !v5 => None,
             Some(id) => Some(*id),
             None if plain => None,
             None => {
-                self.router_next_id += 1;
-                self.router_ids
-                    .insert(filter.to_owned(), self.router_next_id);
-                self.router_filters
-                    .insert(self.router_next_id, filter.to_owned());
-                Some(self.router_next_id)
+                filters.next_id += 1;
+                filters.ids.insert(filter.to_owned(), filters.next_id);
+                filters.by_id.insert(filters.next_id, filter.to_owned());
+                Some(filters.next_id)
             }
         };
         let filter = Filter {
@@ -650,14 +669,11 @@ impl Session {
                 unreported: false,
                 tracks_msgack: false,
                 router_pkid: 0,
-                router_filters: HashMap::new(),
-                router_ids: HashMap::new(),
-                router_next_id: 0,
+                filters: None,
                 router_name: None,
                 unnamed_until: None,
                 v5: false,
                 username: None,
-                log_positions: LogPositions::default(),
             },
             rbuf: BytesMut::new(),
             tx: TxBuf::default(),
@@ -854,7 +870,7 @@ impl Session {
         self.tx.commit(progress.written);
         self.rbuf.advance(progress.consumed);
         if answer == ConnectAnswer::accept(true) {
-            self.side.log_positions.resumed_session();
+            self.side.filters().positions.resumed_session();
         }
         if answer == ConnectAnswer::accept(true) && self.side.v5 && self.side.router_pkid != 0 {
             // The engine routed the resumed subscriptions again.
@@ -981,7 +997,12 @@ impl Session {
         let mut end = match Box::pin(self.flush(stream, &mut link.tx)).await {
             Err(cause) => Steps::End(Some(cause)),
             Ok(()) if self.conn.is_closed() || self.conn.is_kept() => Steps::End(None),
-            Ok(()) => Steps::Idle,
+            Ok(()) => {
+                // The CONNACK is sent: an idle connection keeps no transmit buffer (the next
+                // answer allocates what it needs).
+                self.tx = TxBuf::default();
+                Steps::Idle
+            }
         };
         loop {
             match end {
@@ -1459,11 +1480,13 @@ impl Session {
         let Ok(topic) = std::str::from_utf8(topic) else {
             return;
         };
+        // The field, not `Side::filters`: the skip borrows it while the rest of `side` is read.
+        let filters = self.side.filters.get_or_insert_with(Box::default);
         let named = properties
             .and_then(|p| p.subscription_identifiers.first())
-            .and_then(|id| self.side.router_filters.get(id))
+            .and_then(|id| filters.by_id.get(id))
             .map(String::as_str);
-        let Some(skip) = self.side.log_positions.observe(topic, named, offset) else {
+        let Some(skip) = filters.positions.observe(topic, named, offset) else {
             return;
         };
         self.side
@@ -1522,8 +1545,9 @@ impl Session {
             None => DeliveredFor::Plain,
             Some(id) => self
                 .side
-                .router_filters
-                .get(id)
+                .filters
+                .as_ref()
+                .and_then(|filters| filters.by_id.get(id))
                 .map_or(DeliveredFor::AllMatching, |f| DeliveredFor::Filter(f)),
         };
         // The clock is read only for a message with an expiry.
@@ -1807,6 +1831,8 @@ mod tests {
         );
         // The loop holds the idle wait, its timer and its shutdown wait; a step's state (a
         // batch of notifications, a write) is boxed while the connection is busy.
+        // The router filters and the CONNECT's question are boxed, made when used.
+        assert!(size("Side") <= 400, "Side {} B", size("Side"));
         let (idle, steps) = (size("idle"), size("steps"));
         assert!(
             run <= idle + 512 && run < steps,
