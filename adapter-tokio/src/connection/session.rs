@@ -67,6 +67,11 @@ const READ_GROW: usize = 32 * 1024;
 /// device fit; it grows by [`READ_GROW`] once a read fills it or a packet does not fit.
 const READ_FIRST: usize = 256;
 
+/// The bytes an idle connection reads in its wait, without a read buffer ([`Session::idle`]):
+/// a PINGREQ or a small packet fits; the rest of a larger one is read right after, into the
+/// read buffer.
+const IDLE_READ: usize = 32;
+
 /// Most router notifications handled before the socket gets what they produced.
 const NOTIFICATION_BUDGET: usize = 1024;
 
@@ -1159,10 +1164,26 @@ impl Session {
         S: AsyncRead + Unpin,
         F: Future<Output = ()>,
     {
-        reserve_read_space(&mut self.rbuf);
         sleep.as_mut().reset(self.deadline());
+        // An idle connection holds no read buffer: the first bytes that wake it are read into
+        // a few bytes of this wait, then copied into a new buffer. A partial packet keeps its
+        // buffer, and the rest of it is read into it.
+        let rbuf = &mut self.rbuf;
+        let read = async {
+            if rbuf.is_empty() {
+                *rbuf = BytesMut::new();
+                let mut first = [0u8; IDLE_READ];
+                let n = stream.read(&mut first).await?;
+                reserve_read_space(rbuf);
+                rbuf.extend_from_slice(&first[..n]);
+                Ok(n)
+            } else {
+                reserve_read_space(rbuf);
+                stream.read_buf(rbuf).await
+            }
+        };
         tokio::select! {
-            read = stream.read_buf(&mut self.rbuf) => Wake::Read(read),
+            read = read => Wake::Read(read),
             notification = link.rx.next(), if self.pending.is_none() => Wake::Router(notification),
             () = &mut sleep => Wake::Timer,
             kick = kicked(&mut link.kick) => Wake::Kicked(kick),
