@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Sink};
-use crate::connection::{self, LinkFactory, Phase, Registry, Shared};
+use crate::connection::{self, LinkBuilders, LinkFactory, Phase, Registry, Shared};
 use crate::events::{self, Dispatcher, EventSender, MqttSink, SinkQueue};
 use crate::http::{HttpParts, HttpServer};
 use crate::interest::Interest;
@@ -153,7 +153,7 @@ impl Broker {
 
         let shared = Arc::new(Shared {
             config: config.clone(),
-            link_factory,
+            links: LinkBuilders::new(link_factory, metrics.clone()),
             router_names: Default::default(),
             router_sessions: Default::default(),
             events: events.clone(),

@@ -126,6 +126,8 @@ pub struct Metrics {
     /// Bytes of read and transmit buffer those connections gave back (their queues towards
     /// the router and the event sinks go too, not counted).
     pub buffer_bytes_released: AtomicU64,
+    /// Router links whose build waited for one of the `connection::LINK_BUILDERS` to finish.
+    pub link_build_waits: AtomicU64,
     /// The Kafka sink's counters.
     pub kafka: KafkaMetrics,
 }
@@ -586,6 +588,12 @@ impl Metrics {
             "counter",
             "Bytes of read and transmit buffer connections gave back after a second without traffic.",
             &self.buffer_bytes_released,
+        );
+        r.single(
+            "link_build_waits_total",
+            "counter",
+            "Router links whose build waited for a free link builder (a few are built at once).",
+            &self.link_build_waits,
         );
         out
     }

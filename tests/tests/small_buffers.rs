@@ -3,7 +3,9 @@
 //! connection"), which grow for what does not fit: a CONNECT larger than the read buffer with a
 //! burst behind it in the same write, many answers to one read, and large packets in both
 //! directions after the connection was idle. A connection that had a burst gives its grown
-//! buffers back once it idles (`IDLE_RELEASE`), and grows them again for the next burst.
+//! buffers back once it idles (`IDLE_RELEASE`), and grows them again for the next burst. An
+//! idle connection holds no read buffer: it reads its first bytes in its wait, and keeps the
+//! buffer of a partial packet.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -188,4 +190,41 @@ async fn a_connection_gives_its_grown_buffers_back_once_it_idles_and_grows_them_
         .await
         .expect("write PINGREQ");
     assert_eq!(read_n(&mut client.stream, 2).await, [0xD0, 0x00]);
+}
+
+#[tokio::test]
+async fn an_idle_connection_reads_more_than_its_idle_read_and_keeps_half_a_packet() {
+    let broker = start_broker(test_config()).await;
+    let addr: SocketAddr = broker.local_addr();
+    let (mut client, connack) = RawClient::connect(addr, &connect_packet("split", 60, 4)).await;
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    // Idle since its CONNACK, without a read buffer: one write of a SUBSCRIBE, a PINGREQ and a
+    // 100-byte message (more than the 32 bytes the idle wait reads) wakes it, all answered.
+    let message = publish_packet(b"split/1", 0, 0, &[b'm'; 100]);
+    let mut burst = subscribe_packet(1, b"split/#", 0);
+    burst.extend_from_slice(&[0xC0, 0x00]);
+    burst.extend_from_slice(&message);
+    client.stream.write_all(&burst).await.expect("write burst");
+    let got = read_n(&mut client.stream, 5 + 2 + message.len()).await;
+    assert_eq!(got[..7], [0x90, 0x03, 0x00, 0x01, 0x00, 0xD0, 0x00]);
+    assert!(
+        got[7..] == message[..],
+        "the delivery is the message, whole"
+    );
+    // Idle again after the burst (its buffers given back once), then half a message wakes it,
+    // and it idles again holding that half: the rest completes the message.
+    wait_released(&broker, |times, _| times >= 1).await;
+    client
+        .stream
+        .write_all(&message[..10])
+        .await
+        .expect("write half");
+    wait_released(&broker, |times, _| times >= 2).await;
+    client
+        .stream
+        .write_all(&message[10..])
+        .await
+        .expect("write the rest");
+    let got = read_n(&mut client.stream, message.len()).await;
+    assert!(got == message, "the delivery is the message, whole");
 }

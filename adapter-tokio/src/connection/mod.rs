@@ -56,10 +56,12 @@ use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::session_store::HeapSessionStore;
+pub use link_builders::{LINK_BUILDERS, LinkBuilders};
 pub use router_names::{RouterNames, RouterSessions};
 
 pub use crate::admission::Phase;
 
+mod link_builders;
 mod properties;
 mod router_names;
 mod session;
@@ -134,8 +136,8 @@ impl Registry {
 pub struct Shared {
     /// The broker's configuration.
     pub config: Arc<Config>,
-    /// Builds router links.
-    pub link_factory: LinkFactory,
+    /// Builds router links, a few at a time.
+    pub links: LinkBuilders,
     /// Where events go.
     pub events: EventSender,
     /// Counters.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use activity_core::server::{
 use activity_core::tracker::DropInfo;
 use bytes::{Buf, BytesMut};
 use rumqttd::Notification;
-use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, Filter, Packet, Protocol, PubAck, PubAckReason, PubComp,
     PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, Subscribe,
@@ -25,7 +26,7 @@ use rumqttd::protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tracing::{debug, info, warn};
 
 use super::properties;
@@ -66,6 +67,11 @@ const READ_GROW: usize = 32 * 1024;
 /// device fit; it grows by [`READ_GROW`] once a read fills it or a packet does not fit.
 const READ_FIRST: usize = 256;
 
+/// The bytes an idle connection reads in its wait, without a read buffer ([`Session::idle`]):
+/// a PINGREQ or a small packet fits; the rest of a larger one is read right after, into the
+/// read buffer.
+const IDLE_READ: usize = 32;
+
 /// Most router notifications handled before the socket gets what they produced.
 const NOTIFICATION_BUDGET: usize = 1024;
 
@@ -84,8 +90,9 @@ pub(super) async fn serve<S>(
     // wait) are boxed, each allocated for its phase only: the task that stays for the
     // connection's life has room for the loop's state alone (docs/scale.md, "Memory per idle
     // connection").
-    if let Some(link) = Box::pin(session.connect(&mut stream)).await {
-        let kick = session.run(&mut stream, link).await;
+    if let Some(mut link) = Box::pin(session.connect(&mut stream)).await {
+        let exit = session.run(&mut stream, &mut link).await;
+        let kick = Box::pin(session.end(&mut stream, link, exit)).await;
         let _ = stream.shutdown().await;
         Box::pin(session.linger(kick)).await;
         return;
@@ -166,6 +173,31 @@ async fn kicked(kick: &mut Takeover) -> Option<Kick> {
     request
 }
 
+/// What woke a connection's step: the branches of its wait.
+// A notification is 248 bytes: a `Wake` is handled at once and never kept across a wait, and
+// boxing the notification would cost an allocation per router wake-up.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    /// A read from the client (its byte count; 0 when the client closed).
+    Read(std::io::Result<usize>),
+    /// A notification from the router, or the link's end.
+    Router(Result<Option<Notification>, LinkError>),
+    /// The timer: the engine's deadline or [`IDLE_RELEASE`].
+    Timer,
+    /// A takeover by a newer connection of the client id (`None`: its sender is gone).
+    Kicked(Option<Kick>),
+    /// The broker shuts down.
+    Stopping,
+}
+
+/// How [`Session::steps`] ended.
+enum Steps {
+    /// The connection idled: its buffers were given back, and it waits in [`Session::idle`].
+    Idle,
+    /// The connection is over (why, when it was not the engine that ended it).
+    End(Option<CloseCause>),
+}
+
 /// What the engine asked about a CONNECT, for [`Session::admit`].
 struct ConnectQuestion {
     username: Option<String>,
@@ -200,7 +232,8 @@ struct Side {
     end_expiry: Option<u32>,
     /// The engine ended a kept session ([`Route::SessionExpired`]): the router discards it.
     expired: bool,
-    question: Option<ConnectQuestion>,
+    /// Boxed: asked once, at the CONNECT.
+    question: Option<Box<ConnectQuestion>>,
     /// Packets for the router.
     batch: Vec<Packet>,
     /// Events, queued after `batch` is sent.
@@ -218,15 +251,10 @@ struct Side {
     /// Packet ids of the SUBSCRIBEs and UNSUBSCRIBEs sent to the router (it answers them; the
     /// engine has answered the client).
     router_pkid: u16,
-    /// The client's filters by the subscription identifier the front gave each in the
-    /// router: rumqttd delivers once per matching filter and puts that identifier on the
-    /// delivery, which tells the engine which subscription it is for. Bounded by the engine's
-    /// subscription limit (an entry per filter held).
-    router_filters: HashMap<usize, String>,
-    /// The router identifier of each filter held.
-    router_ids: HashMap<String, usize>,
-    /// The last router identifier given.
-    router_next_id: usize,
+    /// The client's filters in the router, made at the first subscription (boxed: most
+    /// devices hold one or two filters or none, and every connection's task would carry
+    /// about 170 bytes for them; docs/scale.md, "Memory per idle connection").
+    filters: Option<Box<RouterFilters>>,
     /// The pooled router name of a clean link, until the link is gone.
     router_name: Option<RouterName>,
     /// The packet id of the last router SUBSCRIBE of a resumed session's subscriptions (see
@@ -237,9 +265,30 @@ struct Side {
     /// Whether the client speaks MQTT 5 (only its filters get router identifiers: the
     /// router then allocates properties for every delivery it carries).
     v5: bool,
+}
+
+/// The client's filters in the router.
+#[derive(Default)]
+struct RouterFilters {
+    /// The filters by the subscription identifier the front gave each in the router:
+    /// rumqttd delivers once per matching filter and puts that identifier on the delivery,
+    /// which tells the engine which subscription it is for. Bounded by the engine's
+    /// subscription limit (an entry per filter held).
+    by_id: HashMap<usize, String>,
+    /// The router identifier of each filter held.
+    ids: HashMap<String, usize>,
+    /// The last router identifier given.
+    next_id: usize,
     /// The last router log offset delivered per filter: messages the router skipped are
     /// counted and logged ([`super::skips`]).
-    log_positions: LogPositions,
+    positions: LogPositions,
+}
+
+impl Side {
+    /// The client's filters in the router, made at the first use.
+    fn filters(&mut self) -> &mut RouterFilters {
+        self.filters.get_or_insert_with(Box::default)
+    }
 }
 
 impl Output for Side {
@@ -262,10 +311,10 @@ impl Output for Side {
                 self.v5 = request.protocol_level == 5;
                 self.router_keeps = !request.discards_session() || request.keeps_session();
                 self.discard_first = request.discards_session() && request.keeps_session();
-                self.question = Some(ConnectQuestion {
+                self.question = Some(Box::new(ConnectQuestion {
                     username: request.username.map(str::to_owned),
                     password: request.password.map(<[u8]>::to_vec),
-                });
+                }));
             }
             Route::Publish(publish) => {
                 let packet = self.router_publish(&publish);
@@ -288,7 +337,7 @@ impl Output for Side {
                 if let Some(online) = &self.online {
                     online.subscribe(filter, options.qos as u8);
                 }
-                self.log_positions.subscribe(filter);
+                self.filters().positions.subscribe(filter);
                 self.router_subscribe(filter, options, plain);
             }
             Route::Unsubscribe { filter } => {
@@ -296,9 +345,11 @@ impl Output for Side {
                 if let Some(online) = &self.online {
                     online.unsubscribe(filter);
                 }
-                self.log_positions.unsubscribe(filter);
-                if let Some(id) = self.router_ids.remove(filter) {
-                    self.router_filters.remove(&id);
+                if let Some(filters) = &mut self.filters {
+                    filters.positions.unsubscribe(filter);
+                    if let Some(id) = filters.ids.remove(filter) {
+                        filters.by_id.remove(&id);
+                    }
                 }
                 self.router_unsubscribe(filter);
             }
@@ -444,17 +495,17 @@ impl Side {
     /// apply No Local, Retain As Published or Retain Handling: the engine does, at the
     /// delivery (docs/mqtt5.md).
     fn router_subscribe(&mut self, filter: &str, options: SubscriptionOptions, plain: bool) {
-        let id = match self.router_ids.get(filter) {
-            _ if !self.v5 => None,
+        let v5 = self.v5;
+        let filters = self.filters();
+        let id = match filters.ids.get(filter) {
+            _ if !v5 => None,
             Some(id) => Some(*id),
             None if plain => None,
             None => {
-                self.router_next_id += 1;
-                self.router_ids
-                    .insert(filter.to_owned(), self.router_next_id);
-                self.router_filters
-                    .insert(self.router_next_id, filter.to_owned());
-                Some(self.router_next_id)
+                filters.next_id += 1;
+                filters.ids.insert(filter.to_owned(), filters.next_id);
+                filters.by_id.insert(filters.next_id, filter.to_owned());
+                Some(filters.next_id)
             }
         };
         let filter = Filter {
@@ -626,14 +677,11 @@ impl Session {
                 unreported: false,
                 tracks_msgack: false,
                 router_pkid: 0,
-                router_filters: HashMap::new(),
-                router_ids: HashMap::new(),
-                router_next_id: 0,
+                filters: None,
                 router_name: None,
                 unnamed_until: None,
                 v5: false,
                 username: None,
-                log_positions: LogPositions::default(),
             },
             rbuf: BytesMut::new(),
             tx: TxBuf::default(),
@@ -830,7 +878,7 @@ impl Session {
         self.tx.commit(progress.written);
         self.rbuf.advance(progress.consumed);
         if answer == ConnectAnswer::accept(true) {
-            self.side.log_positions.resumed_session();
+            self.side.filters().positions.resumed_session();
         }
         if answer == ConnectAnswer::accept(true) && self.side.v5 && self.side.router_pkid != 0 {
             // The engine routed the resumed subscriptions again.
@@ -894,7 +942,6 @@ impl Session {
         if self.side.discard_first || (clean && shared.router_sessions.forget(&client_id)) {
             discard_router_session(&shared, &client_id).await;
         }
-        let factory = shared.link_factory.clone();
         // A clean link resumes nothing: it takes a pooled name, which keeps the router from
         // remembering every client id that ever left (see `RouterNames`).
         let router_id = if clean {
@@ -905,16 +952,10 @@ impl Session {
         } else {
             router_client_id(&client_id)
         };
-        let built = tokio::task::spawn_blocking(move || factory(&router_id, clean)).await;
-        let (tx, rx, connack) = match built {
-            Ok(Ok(link)) => link,
-            Ok(Err(e)) => {
-                warn!(error = %e, "router refused the link");
-                shared.registry.remove(&client_id, serial);
-                return Err(ReasonCode::ServerUnavailable);
-            }
+        let (tx, rx, connack) = match shared.links.build(router_id, clean).await {
+            Ok(link) => link,
             Err(e) => {
-                warn!(error = %e, "link builder failed");
+                warn!(error = %e, "no router link");
                 shared.registry.remove(&client_id, serial);
                 return Err(ReasonCode::ServerUnavailable);
             }
@@ -937,63 +978,149 @@ impl Session {
         ))
     }
 
-    /// The accepted connection, until it ends; returns where takeovers arrive (for a kept
-    /// session, see [`Session::linger`]).
-    async fn run<S>(&mut self, stream: &mut S, mut link: Link) -> Takeover
+    /// The accepted connection, until it ends; returns why, when it was not the engine that
+    /// ended it (the end follows in [`Session::end`]).
+    ///
+    /// After its CONNACK, a connection waits here ([`Session::idle`]) with the few futures an
+    /// idle connection needs; once the client or the router has something for it, it runs
+    /// its steps in [`Session::steps`], boxed, and comes back here once it idled for
+    /// [`IDLE_RELEASE`] (its buffers given back). So the task that
+    /// stays for the connection's life holds the session and this wait, not the state of a
+    /// step (a batch of notifications, a write), which is allocated while the connection is
+    /// busy (docs/scale.md, "Memory per idle connection").
+    async fn run<S>(&mut self, stream: &mut S, link: &mut Link) -> Option<CloseCause>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut phase = self.side.shared.phase.clone();
-        let mut exit = self.flush(stream, &mut link.tx).await.err();
         // One timer and one wait for shutdown for the connection's life, moved instead of
         // built again for every step: a step per router wake-up would otherwise register (and
         // drop) a timer and a waiter of the shared phase channel each time.
         let sleep = sleep_until(self.deadline());
         tokio::pin!(sleep);
-        let stopping = stopping(phase.clone());
+        let stopping = stopping(self.side.shared.phase.clone());
         tokio::pin!(stopping);
-        // When the buffers are given back if nothing happens before ([`IDLE_RELEASE`]); `None`
-        // once they were, until the next step that is not that release.
+        // The CONNACK (and the answers to what came with the CONNECT), boxed like the steps;
+        // then the connection waits as an idle one until the client or the router has
+        // something for it.
+        let mut end = match Box::pin(self.flush(stream, &mut link.tx)).await {
+            Err(cause) => Steps::End(Some(cause)),
+            Ok(()) if self.conn.is_closed() || self.conn.is_kept() => Steps::End(None),
+            Ok(()) => {
+                // The CONNACK is sent: an idle connection keeps no transmit buffer (the next
+                // answer allocates what it needs).
+                self.tx = TxBuf::default();
+                Steps::Idle
+            }
+        };
+        loop {
+            match end {
+                Steps::End(exit) => return exit,
+                Steps::Idle => {
+                    let woke = self
+                        .idle(stream, link, sleep.as_mut(), stopping.as_mut())
+                        .await;
+                    end =
+                        Box::pin(self.steps(stream, link, sleep.as_mut(), stopping.as_mut(), woke))
+                            .await;
+                }
+            }
+        }
+    }
+
+    /// The end of an accepted connection that `exit` ended (`None`: the engine ended it): the
+    /// shutdown's drain, the close, what the end produced; returns where takeovers arrive
+    /// (for a kept session, see [`Session::linger`]). Boxed by the caller: once, at the end,
+    /// not in every connection's task.
+    async fn end<S>(&mut self, stream: &mut S, mut link: Link, exit: Option<CloseCause>) -> Takeover
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match exit {
+            Some(CloseCause::ServerShutdown) => {
+                // `run` saw the change; `drain` waits for the next one.
+                let mut phase = self.side.shared.phase.clone();
+                phase.mark_unchanged();
+                let written =
+                    self.conn
+                        .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
+                self.tx.commit(written);
+                self.drain(stream, &mut link, phase).await;
+                self.close(CloseCause::ServerShutdown);
+            }
+            // The engine ended the session itself (DISCONNECT, keep-alive, a protocol error).
+            None => {}
+            Some(cause) => self.close(cause),
+        }
+        // What the end produced: the will for the router, the events, bytes for the client.
+        let _ = self.flush(stream, &mut link.tx).await;
+        self.finish(link).await
+    }
+
+    /// The steps of a connection with something to do, from `wake` (what woke it in
+    /// [`Session::idle`]), until it ends or idled for [`IDLE_RELEASE`] (its buffers given
+    /// back).
+    async fn steps<S, F>(
+        &mut self,
+        stream: &mut S,
+        link: &mut Link,
+        mut sleep: Pin<&mut Sleep>,
+        mut stopping: Pin<&mut F>,
+        wake: Wake,
+    ) -> Steps
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: Future<Output = ()>,
+    {
+        let mut wake = Some(wake);
+        let mut exit = None;
+        // When the buffers are given back if nothing happens before ([`IDLE_RELEASE`]).
         let mut release_at = None;
-        let mut busy = true;
         // A kept session (the client left, the session stays) is over for the socket too.
         while exit.is_none() && !self.conn.is_closed() && !self.conn.is_kept() {
-            reserve_read_space(&mut self.rbuf);
-            // One read of the clock per step, as before: the idle release moves with it.
-            let now = Instant::now();
-            if busy {
-                release_at = Some(now + IDLE_RELEASE);
-            }
-            busy = true;
-            let deadline = self.deadline_from(now);
-            sleep
-                .as_mut()
-                .reset(release_at.map_or(deadline, |at| at.min(deadline)));
-            let step = tokio::select! {
-                read = stream.read_buf(&mut self.rbuf) => match read {
-                    Ok(0) | Err(_) => Err(CloseCause::TransportClosed),
-                    Ok(n) => {
-                        self.side.shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        grow_if_filled(&mut self.rbuf);
-                        if let Some(online) = &self.side.online {
-                            online.touch(now_ms());
+            let woke = match wake.take() {
+                Some(woke) => woke,
+                None => {
+                    reserve_read_space(&mut self.rbuf);
+                    // One read of the clock per step, as before: the idle release moves with
+                    // it.
+                    let now = Instant::now();
+                    let at = *release_at.insert(now + IDLE_RELEASE);
+                    sleep.as_mut().reset(self.deadline_from(now).min(at));
+                    tokio::select! {
+                        read = stream.read_buf(&mut self.rbuf) => Wake::Read(read),
+                        notification = link.rx.next(), if self.pending.is_none() => {
+                            Wake::Router(notification)
                         }
-                        self.input();
-                        self.resume();
-                        Ok(())
+                        () = &mut sleep => Wake::Timer,
+                        kick = kicked(&mut link.kick) => Wake::Kicked(kick),
+                        () = &mut stopping => Wake::Stopping,
                     }
-                },
-                notification = link.rx.next(), if self.pending.is_none() => match notification {
-                    Ok(first) => self.handle_notifications(first, &mut link.rx).await,
-                    Err(e) => {
-                        warn!(client_id = %self.side.client_id, error = %e, "router dropped the link");
-                        Err(CloseCause::RouterClosed)
+                }
+            };
+            let step = match woke {
+                Wake::Read(Ok(0) | Err(_)) => Err(CloseCause::TransportClosed),
+                Wake::Read(Ok(n)) => {
+                    self.side
+                        .shared
+                        .metrics
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    grow_if_filled(&mut self.rbuf);
+                    if let Some(online) = &self.side.online {
+                        online.touch(now_ms());
                     }
-                },
-                () = &mut sleep => {
-                    if release_at.is_some_and(|at| Instant::now() >= at) {
-                        release_at = None;
-                        busy = false;
+                    self.input();
+                    self.resume();
+                    Ok(())
+                }
+                Wake::Router(Ok(first)) => self.handle_notifications(first, &mut link.rx).await,
+                Wake::Router(Err(e)) => {
+                    warn!(client_id = %self.side.client_id, error = %e, "router dropped the link");
+                    Err(CloseCause::RouterClosed)
+                }
+                Wake::Timer => {
+                    let idled = release_at.is_some_and(|at| Instant::now() >= at);
+                    if idled {
                         let released = self.release_buffers(&link.tx);
                         let metrics = &self.side.shared.metrics;
                         metrics.buffers_released.fetch_add(1, Ordering::Relaxed);
@@ -1003,39 +1130,65 @@ impl Session {
                     }
                     if self.is_due() {
                         self.timeout();
+                    } else if idled {
+                        // Nothing to write or send: the step was the release alone.
+                        return Steps::Idle;
                     }
                     Ok(())
                 }
-                kick = kicked(&mut link.kick) => {
+                Wake::Kicked(kick) => {
                     self.kick = kick;
                     Err(CloseCause::TakenOver)
                 }
-                () = &mut stopping => Err(CloseCause::ServerShutdown),
+                Wake::Stopping => Err(CloseCause::ServerShutdown),
             };
             exit = match step {
                 Ok(()) => self.flush(stream, &mut link.tx).await.err(),
                 Err(cause) => Some(cause),
             };
         }
-        match exit {
-            Some(CloseCause::ServerShutdown) => {
-                // `stopping` saw the change; `drain` waits for the next one.
-                phase.mark_unchanged();
-                let written =
-                    self.conn
-                        .handle_shutdown(now_ms(), self.tx.spare(TX_CHUNK), &mut self.side);
-                self.tx.commit(written);
-                Box::pin(self.drain(stream, &mut link, phase)).await;
-                self.close(CloseCause::ServerShutdown);
+        Steps::End(exit)
+    }
+
+    /// Waits, with its buffers given back, until something happens to an idle connection:
+    /// the client sends, the router delivers, the engine's deadline comes, a takeover, the
+    /// shutdown.
+    async fn idle<S, F>(
+        &mut self,
+        stream: &mut S,
+        link: &mut Link,
+        mut sleep: Pin<&mut Sleep>,
+        mut stopping: Pin<&mut F>,
+    ) -> Wake
+    where
+        S: AsyncRead + Unpin,
+        F: Future<Output = ()>,
+    {
+        sleep.as_mut().reset(self.deadline());
+        // An idle connection holds no read buffer: the first bytes that wake it are read into
+        // a few bytes of this wait, then copied into a new buffer. A partial packet keeps its
+        // buffer, and the rest of it is read into it.
+        let rbuf = &mut self.rbuf;
+        let read = async {
+            if rbuf.is_empty() {
+                *rbuf = BytesMut::new();
+                let mut first = [0u8; IDLE_READ];
+                let n = stream.read(&mut first).await?;
+                reserve_read_space(rbuf);
+                rbuf.extend_from_slice(&first[..n]);
+                Ok(n)
+            } else {
+                reserve_read_space(rbuf);
+                stream.read_buf(rbuf).await
             }
-            // The engine ended the session itself (DISCONNECT, keep-alive, a protocol error).
-            None => {}
-            Some(cause) => self.close(cause),
+        };
+        tokio::select! {
+            read = read => Wake::Read(read),
+            notification = link.rx.next(), if self.pending.is_none() => Wake::Router(notification),
+            () = &mut sleep => Wake::Timer,
+            kick = kicked(&mut link.kick) => Wake::Kicked(kick),
+            () = &mut stopping => Wake::Stopping,
         }
-        // What the end produced: the will for the router, the events, bytes for the client.
-        let _ = self.flush(stream, &mut link.tx).await;
-        // Boxed like the CONNECT phase: once, at the end, not in every connection's task.
-        Box::pin(self.finish(link)).await
     }
 
     /// Shutdown: the end is reported; keep delivering (the events of everybody's shutdown among
@@ -1191,13 +1344,11 @@ impl Session {
     async fn kept_effects(&mut self) {
         let side = &mut self.side;
         if !side.batch.is_empty() {
-            let factory = side.shared.link_factory.clone();
             // Held until the will's DISCONNECT is sent.
             let name = side.shared.router_names.take();
             let router_id = name.to_router_id();
-            let built = tokio::task::spawn_blocking(move || factory(&router_id, true)).await;
-            match built {
-                Ok(Ok((mut tx, _rx, _))) => {
+            match side.shared.links.build(router_id, true).await {
+                Ok((mut tx, _rx, _)) => {
                     side.batch.push(Packet::Disconnect(
                         Disconnect {
                             reason_code: DisconnectReasonCode::NormalDisconnection,
@@ -1353,11 +1504,13 @@ impl Session {
         let Ok(topic) = std::str::from_utf8(topic) else {
             return;
         };
+        // The field, not `Side::filters`: the skip borrows it while the rest of `side` is read.
+        let filters = self.side.filters.get_or_insert_with(Box::default);
         let named = properties
             .and_then(|p| p.subscription_identifiers.first())
-            .and_then(|id| self.side.router_filters.get(id))
+            .and_then(|id| filters.by_id.get(id))
             .map(String::as_str);
-        let Some(skip) = self.side.log_positions.observe(topic, named, offset) else {
+        let Some(skip) = filters.positions.observe(topic, named, offset) else {
             return;
         };
         self.side
@@ -1416,8 +1569,9 @@ impl Session {
             None => DeliveredFor::Plain,
             Some(id) => self
                 .side
-                .router_filters
-                .get(id)
+                .filters
+                .as_ref()
+                .and_then(|filters| filters.by_id.get(id))
                 .map_or(DeliveredFor::AllMatching, |f| DeliveredFor::Filter(f)),
         };
         // The clock is read only for a message with an expiry.
@@ -1518,10 +1672,9 @@ impl Session {
 /// holds the client id in the registry, so that no client connects meanwhile.
 async fn discard_router_session(shared: &Shared, client_id: &str) {
     shared.router_sessions.forget(client_id);
-    let factory = shared.link_factory.clone();
     let router_id = router_client_id(client_id);
-    match tokio::task::spawn_blocking(move || factory(&router_id, true)).await {
-        Ok(Ok((mut tx, _rx, _))) => {
+    match shared.links.build(router_id, true).await {
+        Ok((mut tx, _rx, _)) => {
             let disconnect = Disconnect {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
@@ -1634,6 +1787,16 @@ mod tests {
         size_of::<R>()
     }
 
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size5<A, B, C, D, E, R>(_: &impl Fn(A, B, C, D, E) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The size of what `f` returns (a future), without calling it.
+    fn returned_size6<A, B, C, D, E, G, R>(_: &impl Fn(A, B, C, D, E, G) -> R) -> usize {
+        size_of::<R>()
+    }
+
     /// Prints the sizes of a connection's state and of the futures of its phases (`cargo test
     /// -p adapter-tokio --lib sizes -- --nocapture`, with `--release` for a release build's):
     /// a connection's task holds the largest phase beside the session (docs/scale.md, "Memory
@@ -1653,6 +1816,16 @@ mod tests {
             ("connect", returned_size2(&Session::connect::<TcpStream>)),
             ("admit", returned_size(&Session::admit)),
             ("run", returned_size3(&Session::run::<TcpStream>)),
+            ("end", returned_size4(&Session::end::<TcpStream>)),
+            // The stopping future is reached through a pointer: any type gives the size.
+            (
+                "steps",
+                returned_size6(&Session::steps::<TcpStream, std::future::Pending<()>>),
+            ),
+            (
+                "idle",
+                returned_size5(&Session::idle::<TcpStream, std::future::Pending<()>>),
+            ),
             ("flush", returned_size3(&Session::flush::<TcpStream>)),
             ("write", returned_size2(&Session::write::<TcpStream>)),
             (
@@ -1679,6 +1852,15 @@ mod tests {
         assert!(
             serve <= session + run + 512,
             "serve {serve} B, Session {session} B, run {run} B"
+        );
+        // The loop holds the idle wait, its timer and its shutdown wait; a step's state (a
+        // batch of notifications, a write) is boxed while the connection is busy.
+        // The router filters and the CONNECT's question are boxed, made when used.
+        assert!(size("Side") <= 400, "Side {} B", size("Side"));
+        let (idle, steps) = (size("idle"), size("steps"));
+        assert!(
+            run <= idle + 512 && run < steps,
+            "run {run} B, idle {idle} B, steps {steps} B"
         );
     }
 
