@@ -319,33 +319,13 @@ fn retained_messages_count_their_expiry_down_and_expire() {
         let (mut after, _) = connected5(stack, "after").await;
         subscribe5(&mut after, 1, "state/#").await;
         assert_eq!(handle.stats().retained_dropped, 1);
-        publisher
-            .send5(Packet::Publish(Publish {
-                properties: Properties::EMPTY,
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: "state/lamp",
-                pkid: None,
-                payload: b"live",
-            }))
-            .await;
+        publisher.send5(live("state/lamp", b"live")).await;
         assert_eq!(
             publish5(&mut after).await,
             (false, b"live".to_vec(), vec![])
         );
         subscribe5(&mut after, 2, "state/lamp").await;
-        publisher
-            .send5(Packet::Publish(Publish {
-                properties: Properties::EMPTY,
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: "state/lamp",
-                pkid: None,
-                payload: b"live 2",
-            }))
-            .await;
+        publisher.send5(live("state/lamp", b"live 2")).await;
         assert_eq!(
             publish5(&mut after).await,
             (false, b"live 2".to_vec(), vec![])
@@ -361,6 +341,19 @@ fn retained_messages_count_their_expiry_down_and_expire() {
 }
 
 /// The Message Expiry Interval among printed properties (the only property expected).
+/// A QoS 0 PUBLISH without properties, not retained.
+fn live<'a>(topic: &'a str, payload: &'a [u8]) -> Packet<'a> {
+    Packet::Publish(Publish {
+        properties: Properties::EMPTY,
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic,
+        pkid: None,
+        payload,
+    })
+}
+
 fn expiry_left(properties: &[String]) -> u32 {
     match properties {
         [one] => one
