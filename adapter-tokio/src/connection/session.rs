@@ -1701,17 +1701,21 @@ async fn stopping(mut phase: watch::Receiver<Phase>) {
 /// buffer ([`READ_FIRST`] bytes from the start), which only grows when a packet does not fit
 /// the room left (or a read fills it, [`grow_if_filled`]).
 fn reserve_read_space(rbuf: &mut BytesMut) {
+    let spare = rbuf.capacity() - rbuf.len();
     if rbuf.capacity() == 0 {
         rbuf.reserve(READ_FIRST);
-    } else if rbuf.capacity() - rbuf.len() < READ_MIN_SPARE {
-        if rbuf.is_empty() {
-            // Everything read was consumed: the buffer is reused from its start, whatever its
-            // size (no allocation).
-            rbuf.reserve(READ_FIRST);
-        } else {
-            rbuf.reserve(READ_GROW);
-        }
+    } else if spare >= READ_MIN_SPARE {
+    } else if rbuf.is_empty() {
+        // Everything read was consumed: the buffer is reused from its start, whatever its
+        // size (no allocation).
+        rbuf.reserve(READ_FIRST);
+    } else if rbuf.capacity() >= READ_MIN_SPARE || spare == 0 {
+        rbuf.reserve(READ_GROW);
     }
+    // Else a small buffer holds the start of a packet (the few bytes an idle connection's
+    // wait read, say): the rest is read into the room left, and a read that fills it grows it
+    // ([`grow_if_filled`]), so a small packet that wakes an idle connection costs no large
+    // buffer.
 }
 
 /// A read filled a small read buffer (smaller than [`READ_MIN_SPARE`]): more is probably
@@ -1925,11 +1929,28 @@ mod tests {
         rbuf.advance(2);
         reserve_read_space(&mut rbuf);
         assert_eq!(rbuf.capacity(), READ_FIRST);
-        // A partial packet with little room left: grows.
-        rbuf.extend_from_slice(&[0x30; 100]);
+        // The start of a packet in the small buffer (what an idle connection's wait read):
+        // the rest is read into the room left, no growth.
+        rbuf.extend_from_slice(&[0x30; IDLE_READ]);
         reserve_read_space(&mut rbuf);
-        assert!(rbuf.capacity() >= READ_GROW);
-        assert_eq!(&rbuf[..], &[0x30; 100][..]);
+        assert_eq!(rbuf.capacity(), READ_FIRST);
+        // A read that fills it (the packet does not fit): grows, keeping the bytes.
+        let room = rbuf.capacity() - rbuf.len();
+        rbuf.extend_from_slice(&vec![0x31; room]);
+        grow_if_filled(&mut rbuf);
+        assert!(rbuf.capacity() - rbuf.len() >= READ_GROW);
+        assert_eq!(&rbuf[..IDLE_READ], &[0x30; IDLE_READ][..]);
+        // A small buffer with no room left at all grows before the next read.
+        let mut full = BytesMut::with_capacity(READ_FIRST);
+        full.extend_from_slice(&[0x32; READ_FIRST]);
+        reserve_read_space(&mut full);
+        assert!(full.capacity() >= READ_GROW);
+        assert_eq!(&full[..], &[0x32; READ_FIRST][..]);
+        // A large buffer holding a partial packet with little room left grows as before.
+        let mut large = BytesMut::with_capacity(READ_GROW);
+        large.extend_from_slice(&vec![0x33; READ_GROW - 100]);
+        reserve_read_space(&mut large);
+        assert!(large.capacity() - large.len() >= READ_MIN_SPARE);
         // A read that fills a small buffer: grows before the bytes are consumed.
         let mut rbuf = BytesMut::new();
         reserve_read_space(&mut rbuf);
