@@ -186,70 +186,17 @@ pub(super) fn remaining_expiry(original: Option<u32>, waited_ms: u64) -> Result<
     let Some(seconds) = original else {
         return Ok(None);
     };
-    let waited = whole_seconds(waited_ms);
+    let waited = u32::try_from(waited_ms / 1000).unwrap_or(u32::MAX);
     match seconds.checked_sub(waited) {
         Some(left) if left > 0 => Ok((waited > 0).then_some(left)),
         _ => Err(()),
     }
 }
 
-/// The whole seconds in `ms`, at most `u32::MAX`, with 32-bit divisions only (a 64-bit one
-/// links `__aeabi_uldivmod` into a 32-bit firmware): with `ms = hi * 2^32 + lo` and
-/// `2^32 = 4,294,967 * 1000 + 296`, `ms / 1000` is
-/// `hi * 4,294,967 + lo / 1000 + (hi * 296 + lo % 1000) / 1000`, past `u32::MAX` from `hi =
-/// 1000` on.
-fn whole_seconds(ms: u64) -> u32 {
-    let hi = u32::try_from(ms >> 32).unwrap_or(u32::MAX);
-    let lo = u32::try_from(ms & u64::from(u32::MAX)).unwrap_or(0);
-    if hi >= 1000 {
-        return u32::MAX;
-    }
-    (hi * 4_294_967)
-        .saturating_add(lo / 1000)
-        .saturating_add((hi * 296 + lo % 1000) / 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::Context;
-    use proptest::prelude::*;
-
-    /// What [`whole_seconds`] computes without 64-bit division.
-    fn by_u64_division(ms: u64) -> u32 {
-        u32::try_from(ms / 1000).unwrap_or(u32::MAX)
-    }
-
-    #[test]
-    fn whole_seconds_at_the_edges() {
-        let edges = [
-            0,
-            999,
-            1000,
-            u64::from(u32::MAX),
-            1 << 32,
-            (1 << 32) + 703,
-            (1 << 32) + 704,
-            999 << 32,
-            (1000 << 32) - 1,
-            u64::from(u32::MAX) * 1000 + 999,
-            u64::from(u32::MAX) * 1000 + 1000,
-            u64::MAX,
-        ];
-        for ms in edges {
-            assert_eq!(whole_seconds(ms), by_u64_division(ms), "{ms}");
-        }
-    }
-
-    proptest! {
-        #![proptest_config(crate::proptest_cases::config(ProptestConfig::default()))]
-
-        #[test]
-        fn whole_seconds_is_the_division(ms in any::<u64>(), small in 0u64..(1000 << 32)) {
-            prop_assert_eq!(whole_seconds(ms), by_u64_division(ms));
-            prop_assert_eq!(whole_seconds(small), by_u64_division(small));
-        }
-    }
 
     #[test]
     fn the_publishers_alias_and_ids_go_and_the_engines_come() {
