@@ -37,10 +37,10 @@ use crate::topic::matches;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Retain {
-    /// Kept, as the first retained message of its topic.
-    Stored,
-    /// Kept, in place of the topic's earlier one.
-    Replaced,
+    /// Kept in entry `.0` (for [`Retained::get`]), as the first retained message of its topic.
+    Stored(usize),
+    /// Kept in entry `.0`, in place of the topic's earlier one.
+    Replaced(usize),
     /// An empty payload (or a Message Expiry Interval of 0) removed the topic's retained
     /// message.
     Cleared,
@@ -57,6 +57,14 @@ impl Retain {
     /// Whether the message could not be kept (the server counts these).
     pub const fn is_dropped(self) -> bool {
         matches!(self, Retain::TooLarge | Retain::Full)
+    }
+
+    /// The entry the message was kept in, if it was.
+    pub const fn entry(self) -> Option<usize> {
+        match self {
+            Retain::Stored(entry) | Retain::Replaced(entry) => Some(entry),
+            _ => None,
+        }
     }
 }
 
@@ -231,14 +239,14 @@ impl<const N: usize, const BYTES: usize> Retained<N, BYTES> {
             return Retain::TooLarge;
         }
         let (slot, verdict) = match held {
-            Some(i) => (i, Retain::Replaced),
+            Some(i) => (i, Retain::Replaced(i)),
             // An expired message makes room like a free entry.
             None => match self
                 .entries
                 .iter()
                 .position(|e| e.message().is_none_or(|m| m.is_expired(now_s)))
             {
-                Some(i) => (i, Retain::Stored),
+                Some(i) => (i, Retain::Stored(i)),
                 None => return Retain::Full,
             },
         };

@@ -47,7 +47,9 @@
 //!   [`RETAINED_ENTRIES`] topics of up to [`RETAINED_BYTES`] bytes of topic and payload each: a
 //!   PUBLISH with RETAIN 1 stores or replaces its topic's message, an empty payload clears it,
 //!   and a new subscription gets the matching ones with RETAIN 1 after its SUBACK (MQTT 5:
-//!   by its Retain Handling). A message for one more topic, or a larger one, is not kept and
+//!   by its Retain Handling), as its queue has room: a slow reader waits for them, and one
+//!   whose topic gets a new retained message meanwhile, delivered to it live, is not sent
+//!   again. A message for one more topic, or a larger one, is not kept and
 //!   is counted in [`GatewayStats::retained_dropped`]; the table never pushes one out. It is
 //!   lost at a restart (RAM only). Its MQTT 5 Message Expiry Interval is kept with it and
 //!   counted down by the seconds it waited in the table when it is sent at a subscribe; once

@@ -208,11 +208,14 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Client<SUBS, QUEUE,
     }
 
     /// Delivers a message if a subscription matches: at most once per client, at the highest
-    /// matching subscription QoS, capped at the publish QoS (section 3.8.4).
+    /// matching subscription QoS, capped at the publish QoS (section 3.8.4). `renewed` is the
+    /// retained entry a retained message was just stored in (one bit, or none): a client that
+    /// gets it live no longer waits for the entry, or it would get the message twice.
     fn deliver(
         &mut self,
         counters: &Counters,
         delivery: Delivery<'_>,
+        renewed: u32,
         wake: &Signal<NoopRawMutex, ()>,
     ) {
         let Some(Engine { conn, .. }) = self.engine.as_mut().filter(|e| e.conn.is_connected())
@@ -229,6 +232,7 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Client<SUBS, QUEUE,
         match conn.handle_delivery(delivery, self.out.spare(), no_publisher) {
             Ok(delivered) => {
                 self.out.commit(delivered.written);
+                self.retained_pending &= !renewed;
                 if delivered.forgotten {
                     bump(&counters.deliveries_evicted);
                 }
@@ -640,20 +644,28 @@ struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize, S: EngineStores
     answering: bool,
 }
 
-/// Delivers to every slot of `before` and `after` (slot `index` sits between them).
+/// The bit of retained entry `entry` in a client's `retained_pending`.
+fn entry_bit(entry: usize) -> u32 {
+    1u32.checked_shl(u32::try_from(entry).unwrap_or(32))
+        .unwrap_or(0)
+}
+
+/// Delivers to every slot of `before` and `after` (slot `index` sits between them);
+/// `renewed` as for [`Client::deliver`].
 fn deliver_to_others<const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     ctx: &Ctx<'_>,
     index: usize,
     before: &mut [Client<SUBS, QUEUE, S>],
     after: &mut [Client<SUBS, QUEUE, S>],
     delivery: Delivery<'_>,
+    renewed: u32,
 ) {
     let wakes_after = ctx.wake.get(index + 1..).unwrap_or_default();
     for (client, wake) in before.iter_mut().zip(ctx.wake) {
-        client.deliver(ctx.counters, delivery, wake);
+        client.deliver(ctx.counters, delivery, renewed, wake);
     }
     for (client, wake) in after.iter_mut().zip(wakes_after) {
-        client.deliver(ctx.counters, delivery, wake);
+        client.deliver(ctx.counters, delivery, renewed, wake);
     }
 }
 
@@ -679,20 +691,22 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
                 Routed::Accepted
             }
             Route::Publish(publish) => {
-                if publish.retain
-                    && self
-                        .retained
-                        .handle_publish(
-                            publish.topic,
-                            publish.payload,
-                            publish.qos,
-                            publish.properties.message_expiry_interval(),
-                            retained_clock(),
-                        )
-                        .is_dropped()
-                {
-                    bump(&self.ctx.counters.retained_dropped);
-                    warn!("gateway: retained message not kept (table full or too large)");
+                // The entry the message was kept in, if it is retained and was kept: a
+                // subscriber that gets it live below must not get it again from the entry.
+                let mut renewed = 0;
+                if publish.retain {
+                    let kept = self.retained.handle_publish(
+                        publish.topic,
+                        publish.payload,
+                        publish.qos,
+                        publish.properties.message_expiry_interval(),
+                        retained_clock(),
+                    );
+                    if kept.is_dropped() {
+                        bump(&self.ctx.counters.retained_dropped);
+                        warn!("gateway: retained message not kept (table full or too large)");
+                    }
+                    renewed = kept.entry().map_or(0, entry_bit);
                 }
                 let delivery = Delivery {
                     publisher: Some(publish.publisher),
@@ -700,7 +714,14 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
                     published_retain: publish.retain,
                     ..Delivery::new(publish.topic, publish.payload, publish.qos)
                 };
-                deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
+                deliver_to_others(
+                    self.ctx,
+                    self.index,
+                    self.before,
+                    self.after,
+                    delivery,
+                    renewed,
+                );
                 if let Some(uplink) = &self.ctx.config.uplink
                     && uplink.forward.iter().any(|f| matches(f, publish.topic))
                 {
@@ -722,9 +743,7 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
             } => {
                 if sends_retained(options, is_new) {
                     for (entry, _) in self.retained.matching(filter) {
-                        self.retained_pending |= 1u32
-                            .checked_shl(u32::try_from(entry).unwrap_or(32))
-                            .unwrap_or(0);
+                        self.retained_pending |= entry_bit(entry);
                     }
                 }
                 Routed::Accepted
@@ -756,7 +775,7 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
         self.event_topic = self.ctx.config.tracker.topics.topic(kind);
         let json = self.scratch.get(..len).unwrap_or_default();
         let delivery = Delivery::new(&self.event_topic, json, QoS::AtLeastOnce);
-        deliver_to_others(self.ctx, self.index, self.before, self.after, delivery);
+        deliver_to_others(self.ctx, self.index, self.before, self.after, delivery, 0);
         push_uplink(
             self.ctx,
             self.uplink,

@@ -12,6 +12,7 @@ use activity_core::codec::{
 };
 use activity_core::server::Declined;
 use adapter_embassy::{Config, GatewayResources, SlotStores, V5_DECLINED};
+use embassy_net::tcp::TcpSocket;
 use embassy_time::{Duration, Timer};
 
 use common::*;
@@ -338,6 +339,92 @@ fn retained_messages_count_their_expiry_down_and_expire() {
             }
         }
     });
+}
+
+/// A subscriber whose queue has no room yet for every retained message its subscription asked
+/// for (it reads slowly) waits for the rest; a new retained message on one of those topics,
+/// delivered to it live meanwhile, is not sent to it a second time as that topic's retained
+/// message. The others still come.
+#[test]
+fn a_retained_message_renewed_while_a_subscriber_waits_arrives_once() {
+    // A queue of 200 bytes and a socket transmit buffer of 128: with the slow reader's 64, less
+    // than the SUBACK and the first three 128-byte retained PUBLISHes.
+    let resources = Box::leak(Box::new(GatewayResources::<2, 1024, 128, 4, 200>::new()));
+    gateway_test_in(resources, config(), |stack, handle| async move {
+        let mut publisher = RawClient::connected(stack, GATEWAY, "publisher").await;
+        let old = [b'o'; 121];
+        for (pkid, topic) in [(1, "r/a"), (2, "r/b"), (3, "r/c"), (4, "r/d")] {
+            publisher.send(retained(topic, &old, pkid)).await;
+            assert_eq!(publisher.recv().await, Received::PubAck(pkid));
+        }
+        // The subscriber takes 64 bytes and then reads nothing until told.
+        let mut socket = TcpSocket::new(stack, leak([0u8; 64]), leak([0u8; 4096]));
+        socket.connect(GATEWAY).await.expect("tcp connect");
+        let mut slow = RawClient::from_socket(socket);
+        assert_eq!(slow.connect_with(connect("slow")).await, (false, 0));
+        let filters = [("r/#", QoS::AtMostOnce)];
+        slow.send(Packet::Subscribe(Subscribe {
+            properties: Properties::EMPTY,
+            pkid: 1,
+            filters: SubscribeFilters::from_slice(&filters),
+        }))
+        .await;
+        // Its 64 bytes full: the gateway's socket and the slot's queue hold the SUBACK, r/a and
+        // r/b (without room for r/c, as the sequence below shows); r/c and r/d wait.
+        wait_until("the slow reader's buffer filling", || {
+            slow.socket.recv_queue() == 64
+        })
+        .await;
+        // r/c gets a new retained message, queued for the slow reader at once (routed before
+        // the PUBACK).
+        publisher.send(retained("r/c", b"new", 5)).await;
+        assert_eq!(publisher.recv().await, Received::PubAck(5));
+        assert_eq!(
+            handle.stats().deliveries_dropped,
+            0,
+            "no room for the live r/c"
+        );
+        let received = |topic: &str, payload: &[u8], retain| Received::Publish {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            qos: QoS::AtMostOnce,
+            pkid: None,
+            retain,
+        };
+        assert_eq!(
+            slow.recv().await,
+            Received::SubAck {
+                pkid: 1,
+                codes: vec![0]
+            }
+        );
+        // The renewed one once, live; the untouched one as it was retained.
+        for expected in [
+            received("r/a", &old, true),
+            received("r/b", &old, true),
+            received("r/c", b"new", false),
+            received("r/d", &old, true),
+        ] {
+            assert_eq!(slow.recv().await, expected);
+        }
+        publisher
+            .publish("r/end", b"end", QoS::AtMostOnce, None)
+            .await;
+        assert_eq!(slow.recv().await, received("r/end", b"end", false));
+    });
+}
+
+/// A retained QoS 1 PUBLISH without properties.
+fn retained<'a>(topic: &'a str, payload: &'a [u8], pkid: u16) -> Packet<'a> {
+    Packet::Publish(Publish {
+        properties: Properties::EMPTY,
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic,
+        pkid: Some(pkid),
+        payload,
+    })
 }
 
 /// The Message Expiry Interval among printed properties (the only property expected).

@@ -18,11 +18,11 @@ fn a_retained_publish_stores_replaces_and_an_empty_one_clears() {
     assert!(table.is_empty());
     assert_eq!(
         table.handle_publish("a/b", b"1", Q0, None, 0),
-        Retain::Stored
+        Retain::Stored(0)
     );
     assert_eq!(
         table.handle_publish("a/b", b"22", Q1, None, 0),
-        Retain::Replaced
+        Retain::Replaced(0)
     );
     assert_eq!(table.len(), 1);
     let (i, message) = table.matching("a/#").next().unwrap();
@@ -52,10 +52,11 @@ fn a_retained_publish_stores_replaces_and_an_empty_one_clears() {
 #[test]
 fn filters_match_with_wildcards_and_not_dollar_topics() {
     let mut table = Retained::<4, 32>::new();
-    for topic in ["home/kitchen/temp", "home/hall/temp", "home/hall", "$SYS/x"] {
+    let names = ["home/kitchen/temp", "home/hall/temp", "home/hall", "$SYS/x"];
+    for (entry, topic) in names.into_iter().enumerate() {
         assert_eq!(
             table.handle_publish(topic, b"v", Q0, None, 0),
-            Retain::Stored
+            Retain::Stored(entry)
         );
     }
     assert_eq!(
@@ -77,18 +78,27 @@ fn filters_match_with_wildcards_and_not_dollar_topics() {
 #[test]
 fn a_full_table_keeps_what_it_has() {
     let mut table = Retained::<2, 16>::new();
-    assert_eq!(table.handle_publish("a", b"1", Q0, None, 0), Retain::Stored);
-    assert_eq!(table.handle_publish("b", b"2", Q0, None, 0), Retain::Stored);
+    assert_eq!(
+        table.handle_publish("a", b"1", Q0, None, 0),
+        Retain::Stored(0)
+    );
+    assert_eq!(
+        table.handle_publish("b", b"2", Q0, None, 0),
+        Retain::Stored(1)
+    );
     assert!(table.is_full());
     assert_eq!(table.handle_publish("c", b"3", Q0, None, 0), Retain::Full);
     assert!(Retain::Full.is_dropped());
     // A known topic may still change, and a cleared entry takes a new topic.
     assert_eq!(
         table.handle_publish("a", b"9", Q0, None, 0),
-        Retain::Replaced
+        Retain::Replaced(0)
     );
     assert_eq!(table.handle_publish("b", b"", Q0, None, 0), Retain::Cleared);
-    assert_eq!(table.handle_publish("c", b"3", Q0, None, 0), Retain::Stored);
+    assert_eq!(
+        table.handle_publish("c", b"3", Q0, None, 0),
+        Retain::Stored(1)
+    );
     assert_eq!(topics(&table, "#"), ["a", "c"]);
 }
 
@@ -97,7 +107,7 @@ fn a_message_too_large_is_not_kept_and_removes_the_older_one() {
     let mut table = Retained::<2, 8>::new();
     assert_eq!(
         table.handle_publish("t", b"1234567", Q0, None, 0),
-        Retain::Stored
+        Retain::Stored(0)
     ); // 8 bytes: fits
     assert_eq!(
         table.handle_publish("t", b"12345678", Q0, None, 0),
@@ -134,7 +144,7 @@ fn the_expiry_interval_counts_from_the_store_and_an_interval_of_0_clears() {
     let mut table = Retained::<2, 32>::new();
     assert_eq!(
         table.handle_publish("a", b"1", Q0, Some(3), 100),
-        Retain::Stored
+        Retain::Stored(0)
     );
     let message = table.get(0).unwrap();
     assert_eq!((message.expiry, message.stored_s), (Some(3), 100));
@@ -146,11 +156,11 @@ fn the_expiry_interval_counts_from_the_store_and_an_interval_of_0_clears() {
     // Replacing restamps; without an interval it never expires.
     assert_eq!(
         table.handle_publish("a", b"1", Q0, Some(3), 100),
-        Retain::Stored
+        Retain::Stored(0)
     );
     assert_eq!(
         table.handle_publish("a", b"2", Q0, None, 200),
-        Retain::Replaced
+        Retain::Replaced(0)
     );
     let message = table.get(0).unwrap();
     assert_eq!((message.expiry, message.stored_s), (None, 200));
@@ -158,7 +168,7 @@ fn the_expiry_interval_counts_from_the_store_and_an_interval_of_0_clears() {
     // Stored just before the u32 clock wraps: the wait is still counted right.
     assert_eq!(
         table.handle_publish("b", b"1", Q0, Some(10), u32::MAX - 1),
-        Retain::Stored
+        Retain::Stored(1)
     );
     let message = table.get(1).unwrap();
     assert_eq!(message.waited_s(5), 7);
@@ -177,12 +187,12 @@ fn the_expiry_interval_counts_from_the_store_and_an_interval_of_0_clears() {
     // A full table: a new topic takes the entry of an expired message, not of a live one.
     assert_eq!(
         table.handle_publish("c", b"1", Q0, Some(5), 10),
-        Retain::Stored
+        Retain::Stored(1)
     );
     assert_eq!(table.handle_publish("d", b"1", Q0, None, 14), Retain::Full);
     assert_eq!(
         table.handle_publish("d", b"1", Q0, None, 15),
-        Retain::Stored
+        Retain::Stored(1)
     );
     assert_eq!(topics(&table, "#"), ["a", "d"]);
 }

@@ -27,7 +27,7 @@ pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 /// The gateway's MQTT endpoint on stack A.
 pub const GATEWAY: IpEndpoint = IpEndpoint::new(embassy_net::IpAddress::Ipv4(GATEWAY_IP), 1883);
 
-fn leak<T>(value: T) -> &'static mut T {
+pub fn leak<T>(value: T) -> &'static mut T {
     Box::leak(Box::new(value))
 }
 
