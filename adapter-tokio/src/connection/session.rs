@@ -17,6 +17,7 @@ use activity_core::server::{
 };
 use activity_core::tracker::DropInfo;
 use bytes::{Buf, BytesMut};
+use flume::RecvTimeoutError;
 use rumqttd::Notification;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -188,6 +189,15 @@ enum Wake {
     Kicked(Option<Kick>),
     /// The broker shuts down.
     Stopping,
+}
+
+/// How a batch of router notifications ended ([`Session::handle_notifications`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Handled, or stopped at a delivery that waits for the client's Receive Maximum.
+    Done,
+    /// The router paused the connection (`Notification::Unschedule`): it needs a wake-up.
+    Paused,
 }
 
 /// How [`Session::steps`] ended.
@@ -1396,42 +1406,69 @@ impl Session {
         rx: &mut LinkRx,
     ) -> Result<(), CloseCause> {
         self.side.refresh(&mut self.conn);
-        let mut next = first;
-        let mut budget = NOTIFICATION_BUDGET;
-        let mut wake = false;
-        while let Some(notification) = next {
-            if matches!(notification, Notification::Unschedule) {
-                // The router paused this connection until we ask for more.
-                wake = true;
-            } else if matches!(notification, Notification::Forward(_)) && !self.conn.may_deliver() {
-                // The client's Receive Maximum is in flight: this delivery waits for an
-                // acknowledgement, and the router keeps the rest.
-                self.pending = Some(Box::new(notification));
-                break;
-            } else {
-                self.handle_notification(notification);
-            }
-            budget -= 1;
-            if budget == 0 {
-                break;
-            }
-            next = match futures_util::FutureExt::now_or_never(rx.next()) {
-                Some(Ok(n)) => n,
-                Some(Err(_)) => {
-                    // What this batch wrote is counted on this way out too.
-                    self.count_packets_out();
-                    return Err(CloseCause::RouterClosed);
-                }
-                None => None,
-            };
-        }
+        let batch = self.handle_queued(first, rx);
+        // What this batch wrote is counted on the way out through the router's end too.
         self.count_packets_out();
         // Boxed: its future holds a router event (about 1 KB), and the router pauses a
         // connection only when its queue towards it is full, so this is rare.
-        if wake && Box::pin(rx.wake()).await.is_err() {
+        if batch? == Batch::Paused && Box::pin(rx.wake()).await.is_err() {
             return Err(CloseCause::RouterClosed);
         }
         Ok(())
+    }
+
+    /// The loop of [`Session::handle_notifications`]: `first`, then what the link already
+    /// holds, each handled where it lies (a notification is 248 bytes, and a delivery is
+    /// read, not moved: docs/scale.md, "Fan-out beside rumqttd's own listener").
+    ///
+    /// The link is asked with `recv_deadline` and a deadline already past: it hands out its
+    /// queue's next notification (taking the router's whole buffer when its own is empty), or
+    /// says at once that nothing is queued, without the future and waker of `next()`.
+    fn handle_queued(
+        &mut self,
+        mut first: Option<Notification>,
+        rx: &mut LinkRx,
+    ) -> Result<Batch, CloseCause> {
+        let mut batch = Batch::Done;
+        let Some(notification) = first.as_mut() else {
+            return Ok(batch);
+        };
+        if !self.handle_queued_one(notification, &mut batch) {
+            return Ok(batch);
+        }
+        let past = std::time::Instant::now();
+        for _ in 1..NOTIFICATION_BUDGET {
+            let mut next = rx.recv_deadline(past);
+            match &mut next {
+                Ok(Some(notification)) => {
+                    if !self.handle_queued_one(notification, &mut batch) {
+                        break;
+                    }
+                }
+                Ok(None) | Err(LinkError::RecvTimeout(RecvTimeoutError::Timeout)) => break,
+                Err(_) => return Err(CloseCause::RouterClosed),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// One notification of a batch; `false` when the batch stops at it (a delivery that
+    /// waits for the client's Receive Maximum, taken out of `notification` into
+    /// `Session::pending`).
+    fn handle_queued_one(&mut self, notification: &mut Notification, batch: &mut Batch) -> bool {
+        match notification {
+            // The router paused this connection until we ask for more.
+            Notification::Unschedule => *batch = Batch::Paused,
+            Notification::Forward(_) if !self.conn.may_deliver() => {
+                // The client's Receive Maximum is in flight: this delivery waits for an
+                // acknowledgement, and the router keeps the rest.
+                let taken = std::mem::replace(notification, Notification::Unschedule);
+                self.pending = Some(Box::new(taken));
+                return false;
+            }
+            _ => self.handle_notification(notification),
+        }
+        true
     }
 
     /// Adds the deliveries written since the last call to `Metrics::packets_out`.
@@ -1450,14 +1487,16 @@ impl Session {
     /// acknowledgement made room.
     fn resume(&mut self) {
         if self.conn.may_deliver()
-            && let Some(notification) = self.pending.take()
+            && let Some(mut notification) = self.pending.take()
         {
-            self.handle_notification(*notification);
+            self.handle_notification(&mut notification);
             self.count_packets_out();
         }
     }
 
-    fn handle_notification(&mut self, notification: Notification) {
+    /// One notification from the router, where it lies: what a delivery needs is taken out
+    /// of it or read in place.
+    fn handle_notification(&mut self, notification: &mut Notification) {
         // Deliveries, by far the most notifications, are read in place; only the others are
         // converted to packets (none of them is a PUBLISH).
         let packet = match notification {
@@ -1465,9 +1504,9 @@ impl Session {
                 if let Some((_, offset)) = forward.cursor {
                     self.count_skipped(&forward.publish.topic, forward.properties.as_ref(), offset);
                 }
-                return self.deliver(forward.publish, forward.properties.as_ref());
+                return self.deliver(&mut forward.publish, forward.properties.as_ref());
             }
-            other => Option::<Packet>::from(other),
+            other => Option::<Packet>::from(std::mem::replace(other, Notification::Unschedule)),
         };
         match packet {
             // The engine sent PUBREL when the client sent PUBREC; the router's is the
@@ -1551,7 +1590,7 @@ impl Session {
     /// delivers for (the router identifier of the filter), and how long the message waited
     /// since the front received it (the expiry property's timestamp; rumqttd's own countdown
     /// is not used).
-    fn deliver(&mut self, mut publish: Publish, properties: Option<&PublishProperties>) {
+    fn deliver(&mut self, publish: &mut Publish, properties: Option<&PublishProperties>) {
         let marker = properties.and_then(|p| p.payload_format_indicator);
         let published_retain = marker.is_some_and(read_retain);
         let marker = marker.and_then(read_marker).map(|(qos, _)| qos);
@@ -1581,7 +1620,9 @@ impl Session {
         let topic = std::mem::take(&mut publish.topic);
         let payload = std::mem::take(&mut publish.payload);
         let retain = publish.retain;
-        let Some((router_qos, pkid, dup)) = router_flags(publish, &mut self.flags_buf) else {
+        let Some((router_qos, pkid, dup)) =
+            router_flags(std::mem::take(publish), &mut self.flags_buf)
+        else {
             warn!("router delivery with an invalid QoS");
             return;
         };
