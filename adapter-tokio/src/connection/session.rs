@@ -1501,10 +1501,21 @@ impl Session {
         // converted to packets (none of them is a PUBLISH).
         let packet = match notification {
             Notification::Forward(forward) => {
+                let flags = router_flags(&mut forward.publish, &mut self.flags_buf);
+                let publish = &forward.publish;
+                // Checked once: the skip count and the delivery read the topic as text.
+                let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                    return;
+                };
                 if let Some((_, offset)) = forward.cursor {
-                    self.count_skipped(&forward.publish.topic, forward.properties.as_ref(), offset);
+                    self.count_skipped(topic, forward.properties.as_ref(), offset);
                 }
-                return self.deliver(&mut forward.publish, forward.properties.as_ref());
+                let Some(flags) = flags else {
+                    warn!("router delivery with an invalid QoS");
+                    return;
+                };
+                let properties = forward.properties.as_ref();
+                return self.deliver(topic, &publish.payload, publish.retain, flags, properties);
             }
             other => Option::<Packet>::from(std::mem::replace(other, Notification::Unschedule)),
         };
@@ -1539,10 +1550,7 @@ impl Session {
 
     /// Counts and logs the messages the router skipped in a filter's log before this delivery
     /// at `offset` ([`super::skips`]).
-    fn count_skipped(&mut self, topic: &[u8], properties: Option<&PublishProperties>, offset: u64) {
-        let Ok(topic) = std::str::from_utf8(topic) else {
-            return;
-        };
+    fn count_skipped(&mut self, topic: &str, properties: Option<&PublishProperties>, offset: u64) {
         // The field, not `Side::filters`: the skip borrows it while the rest of `side` is read.
         let filters = self.side.filters.get_or_insert_with(Box::default);
         let named = properties
@@ -1590,7 +1598,16 @@ impl Session {
     /// delivers for (the router identifier of the filter), and how long the message waited
     /// since the front received it (the expiry property's timestamp; rumqttd's own countdown
     /// is not used).
-    fn deliver(&mut self, publish: &mut Publish, properties: Option<&PublishProperties>) {
+    ///
+    /// `flags` are the router's QoS, packet id and DUP ([`router_flags`]).
+    fn deliver(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        (router_qos, pkid, dup): (QoS, u16, bool),
+        properties: Option<&PublishProperties>,
+    ) {
         let marker = properties.and_then(|p| p.payload_format_indicator);
         let published_retain = marker.is_some_and(read_retain);
         let marker = marker.and_then(read_marker).map(|(qos, _)| qos);
@@ -1617,18 +1634,6 @@ impl Session {
         let waited_ms = properties
             .and_then(properties::expiry_of)
             .map_or(0, |(at, _)| now_ms().saturating_sub(at));
-        let topic = std::mem::take(&mut publish.topic);
-        let payload = std::mem::take(&mut publish.payload);
-        let retain = publish.retain;
-        let Some((router_qos, pkid, dup)) =
-            router_flags(std::mem::take(publish), &mut self.flags_buf)
-        else {
-            warn!("router delivery with an invalid QoS");
-            return;
-        };
-        let Ok(topic) = std::str::from_utf8(&topic) else {
-            return;
-        };
         let qos = marker.unwrap_or(router_qos);
         // Only an MQTT 5 subscriber gets properties: the work is skipped for the others,
         // unless user properties may identify the message for `msgack` (the engine reads them
@@ -1652,7 +1657,7 @@ impl Session {
             published_retain,
             subscription,
             waited_ms,
-            ..Delivery::new(topic, &payload, qos)
+            ..Delivery::new(topic, payload, qos)
         };
         let mut room =
             topic.len() + payload.len() + v5_properties.as_bytes().len() + DELIVERY_OVERHEAD;
@@ -1790,14 +1795,25 @@ fn may_be_envelope(payload: &[u8]) -> bool {
 
 /// The QoS, packet id and DUP flag of a router delivery, which rumqttd keeps private.
 ///
-/// rumqttd's MQTT 3.1.1 encoding of `publish` (its topic and payload taken out first) into
-/// `buf`, reused between deliveries: the fixed-header flags, the remaining length (one byte),
-/// the empty topic's length and, at QoS 1 and 2, the packet id; at QoS 0 the packet id is 0
-/// (rumqttd gives none). Nothing is allocated per delivery. `None` for an invalid QoS, or a
-/// QoS 1 or 2 delivery without a packet id (rumqttd's encoder refuses it).
-fn router_flags(publish: Publish, buf: &mut BytesMut) -> Option<(QoS, u16, bool)> {
+/// At QoS 0, the fan-out's common case, rumqttd's public `Publish::len` says so (it counts a
+/// packet id at QoS 1 and 2 only): packet id 0 (rumqttd gives none) and no DUP (it is 0 at
+/// QoS 0, [MQTT-3.3.1-2]). At QoS 1 and 2: rumqttd's MQTT 3.1.1 encoding of `publish`, its
+/// topic and payload taken out for it and put back after, into `buf`, reused between
+/// deliveries: the fixed-header flags, the remaining length (one byte), the empty topic's
+/// length and the packet id. Nothing is allocated per delivery. `None` for an invalid QoS, or a
+/// QoS 1 or 2 delivery without a packet id (rumqttd's encoder refuses it). What `publish` keeps
+/// is its topic, payload and RETAIN flag (the rest is the default).
+fn router_flags(publish: &mut Publish, buf: &mut BytesMut) -> Option<(QoS, u16, bool)> {
+    if publish.len() == 2 + publish.topic.len() + publish.payload.len() {
+        return Some((QoS::AtMostOnce, 0, false));
+    }
+    let topic = std::mem::take(&mut publish.topic);
+    let payload = std::mem::take(&mut publish.payload);
+    let retain = publish.retain;
     buf.clear();
-    V4.write(Packet::Publish(publish, None), buf).ok()?;
+    let written = V4.write(Packet::Publish(std::mem::take(publish), None), buf);
+    (publish.topic, publish.payload, publish.retain) = (topic, payload, retain);
+    written.ok()?;
     let flags = *buf.first()?;
     let qos = QoS::from_u8((flags >> 1) & 0b11)?;
     let pkid = match qos {
@@ -1927,15 +1943,20 @@ mod tests {
             (0x30, 0, (QoS::AtMostOnce, 0, false)),
             (0x32, 7, (QoS::AtLeastOnce, 7, false)),
             (0x3D, 0x1234, (QoS::ExactlyOnce, 0x1234, true)),
+            // RETAIN kept; a DUP at QoS 0 is not one (it is 0 there, [MQTT-3.3.1-2]).
+            (0x33, 9, (QoS::AtLeastOnce, 9, false)),
+            (0x39, 0, (QoS::AtMostOnce, 0, false)),
         ] {
             let mut wire = vec![flags];
             wire.extend_from_slice(&u16::to_be_bytes(pkid));
             wire.extend_from_slice(b"\x00\x03a/bpayload");
             let mut publish = Publish::deserialize(Bytes::from(wire));
             assert_eq!(&publish.topic[..], b"a/b");
-            publish.topic = Bytes::new();
-            publish.payload = Bytes::new();
-            assert_eq!(router_flags(publish, &mut buf), Some(expected));
+            assert_eq!(router_flags(&mut publish, &mut buf), Some(expected));
+            // The topic and payload are there again for the delivery.
+            assert_eq!(&publish.topic[..], b"a/b");
+            assert_eq!(&publish.payload[..], b"payload");
+            assert_eq!(publish.retain, flags & 1 != 0);
         }
     }
 
