@@ -41,7 +41,7 @@ use crate::ack_store::HeapAckStore;
 use crate::admission::{self, Admission};
 use crate::events::EventRecord;
 use crate::presence::Online;
-use crate::qos_marker::{read_marker, read_retain};
+use crate::qos_marker::{marker_of, read_marker, read_retain};
 use crate::sequencer::{AckSequencer, RouterAck};
 use crate::session_store::HeapSessionStore;
 
@@ -475,7 +475,9 @@ impl Side {
             && (may_be_envelope(publish.payload) || carries_ids(&publish.properties)))
             || publish.for_no_local
         {
+            // A plain publish has no marker with it either way (`qos_marker::PLAIN`).
             properties
+                .get_or_insert_with(PublishProperties::default)
                 .user_properties
                 .push((PUBLISHER_PROPERTY.to_owned(), publish.publisher.to_owned()));
         }
@@ -484,10 +486,7 @@ impl Side {
         bytes.extend_from_slice(publish.payload);
         let mut topic = bytes.freeze();
         let payload = topic.split_off(publish.topic.len());
-        Packet::Publish(
-            Publish::new(topic, payload, publish.retain),
-            Some(properties),
-        )
+        Packet::Publish(Publish::new(topic, payload, publish.retain), properties)
     }
 
     fn next_router_pkid(&mut self) -> u16 {
@@ -1608,9 +1607,10 @@ impl Session {
         (router_qos, pkid, dup): (QoS, u16, bool),
         properties: Option<&PublishProperties>,
     ) {
-        let marker = properties.and_then(|p| p.payload_format_indicator);
-        let published_retain = marker.is_some_and(read_retain);
-        let marker = marker.and_then(read_marker).map(|(qos, _)| qos);
+        // No marker: a plain publish (`qos_marker::PLAIN`).
+        let marker = marker_of(properties.and_then(|p| p.payload_format_indicator));
+        let published_retain = read_retain(marker);
+        let marker = read_marker(marker).map(|(qos, _)| qos);
         let publisher = properties.and_then(|p| {
             p.user_properties
                 .iter()
