@@ -7,6 +7,13 @@
 //! ([`read_marker`]), delivers at `min(publish QoS, subscription QoS)` (MQTT 3.1.1 section
 //! 3.8.4), and gives an MQTT 5 subscriber the publisher's indicator. MQTT 3.1.1 clients never
 //! see properties.
+//!
+//! One marker is not sent: [`PLAIN`], a QoS 0 publish without RETAIN and without a payload
+//! format indicator. Such a publish with no other property enters the router with no
+//! properties at all (rumqttd clones a publish's properties for every delivery, on its one
+//! thread: docs/scale.md, "Fan-out beside rumqttd's own listener"), and a delivery without a
+//! marker (no properties, or only the router's own subscription identifiers) is read as
+//! [`PLAIN`]. Every publish the front routes has a marker or is plain.
 
 use activity_core::QoS;
 
@@ -23,6 +30,16 @@ pub const RETAIN_BIT: u8 = 0x08;
 /// `payload_format` (0: unspecified bytes, 1: UTF-8; anything else counts as 0).
 pub const fn marker(qos: QoS, payload_format: u8) -> u8 {
     QOS_MARKER_BASE + (qos.as_u8() << 1) + (payload_format & 1)
+}
+
+/// The marker of a publish routed without one: QoS 0, no RETAIN, payload format 0 (see the
+/// module docs).
+pub const PLAIN: u8 = marker(QoS::AtMostOnce, 0);
+
+/// The marker of a delivery whose payload format indicator is `indicator` ([`PLAIN`] without
+/// one).
+pub fn marker_of(indicator: Option<u8>) -> u8 {
+    indicator.unwrap_or(PLAIN)
 }
 
 /// The QoS and the publisher's payload format indicator a [`marker`] carries; `None` for a
@@ -62,5 +79,9 @@ mod tests {
         assert!(read_retain(retained));
         assert!(!read_retain(marker(QoS::ExactlyOnce, 1)));
         assert_eq!(read_marker(QOS_MARKER_BASE + 16), None);
+        // A delivery without a marker was a plain QoS 0 publish.
+        assert_eq!(read_marker(marker_of(None)), Some((QoS::AtMostOnce, 0)));
+        assert!(!read_retain(marker_of(None)));
+        assert_eq!(marker_of(Some(retained)), retained);
     }
 }

@@ -18,20 +18,21 @@ use bytes::Bytes;
 use rumqttd::protocol::PublishProperties;
 
 use super::PUBLISHER_PROPERTY;
-use crate::qos_marker::{RETAIN_BIT, marker, read_marker};
+use crate::qos_marker::{PLAIN, RETAIN_BIT, marker, marker_of, read_marker};
 
 /// The internal user property that carries a publish's Message Expiry Interval through the
 /// router: `<ms since the Unix epoch the front received it> <seconds>`.
 pub const EXPIRY_PROPERTY: &str = "activity-expiry";
 
 /// The router's properties for a publish at `qos` (with RETAIN when `retain`) with the
-/// client's `properties`, received at `now_ms`.
+/// client's `properties`, received at `now_ms`; `None` for a plain publish (QoS 0, no RETAIN,
+/// no property: [`PLAIN`]).
 pub(super) fn to_router(
     qos: QoS,
     retain: bool,
     properties: &Properties<'_>,
     now_ms: u64,
-) -> PublishProperties {
+) -> Option<PublishProperties> {
     let mut routed = PublishProperties::default();
     let mut payload_format = 0;
     for property in properties.iter() {
@@ -57,8 +58,12 @@ pub(super) fn to_router(
         }
     }
     let retain = if retain { RETAIN_BIT } else { 0 };
-    routed.payload_format_indicator = Some(marker(qos, payload_format) + retain);
-    routed
+    let marker = marker(qos, payload_format) + retain;
+    if marker == PLAIN && routed == PublishProperties::default() {
+        return None;
+    }
+    routed.payload_format_indicator = Some(marker);
+    Some(routed)
 }
 
 /// When the front received a routed publish (ms since the Unix epoch) and its Message Expiry
@@ -83,10 +88,8 @@ pub(super) fn names_ids(routed: &PublishProperties) -> bool {
 /// between deliveries); empty when the publish had none. The Message Expiry Interval is the
 /// publisher's: the engine takes the time waited off it.
 pub(super) fn from_router<'b>(routed: &PublishProperties, buf: &'b mut Vec<u8>) -> Properties<'b> {
-    let payload_format = routed
-        .payload_format_indicator
-        .and_then(read_marker)
-        .map_or(0, |(_, format)| format);
+    let payload_format =
+        read_marker(marker_of(routed.payload_format_indicator)).map_or(0, |(_, format)| format);
     let mut list: Vec<Property<'_>> = Vec::new();
     if payload_format == 1 {
         list.push(Property::PayloadFormatIndicator(1));
@@ -141,7 +144,7 @@ mod tests {
         ];
         let n = encode_properties(&sent, &mut raw).unwrap();
         let properties = Properties::parse(&raw[..n], Context::Publish).unwrap();
-        let mut routed = to_router(QoS::AtLeastOnce, false, &properties, 1_000);
+        let mut routed = to_router(QoS::AtLeastOnce, false, &properties, 1_000).unwrap();
         assert_eq!(expiry_of(&routed), Some((1_000, 60)));
         assert_eq!(
             routed.message_expiry_interval, None,
@@ -159,10 +162,37 @@ mod tests {
         let back = from_router(&routed, &mut buf);
         assert_eq!(back.iter().collect::<Vec<_>>(), sent);
         // A publish without properties: nothing comes back but the marker's QoS.
-        let bare = to_router(QoS::ExactlyOnce, true, &Properties::EMPTY, 0);
+        let bare = to_router(QoS::ExactlyOnce, true, &Properties::EMPTY, 0).unwrap();
         assert!(crate::qos_marker::read_retain(
             bare.payload_format_indicator.unwrap()
         ));
         assert!(from_router(&bare, &mut buf).is_empty());
+    }
+
+    #[test]
+    fn a_plain_publish_enters_the_router_without_properties() {
+        assert_eq!(
+            to_router(QoS::AtMostOnce, false, &Properties::EMPTY, 0),
+            None
+        );
+        // Anything else is routed with properties that carry its marker: RETAIN, a higher QoS,
+        // a payload format indicator, a property.
+        let mut format = [0u8; 8];
+        let n = encode_properties(&[Property::PayloadFormatIndicator(1)], &mut format).unwrap();
+        let format = Properties::parse(&format[..n], Context::Publish).unwrap();
+        let mut user = [0u8; 16];
+        let n = encode_properties(&[Property::UserProperty("k", "v")], &mut user).unwrap();
+        let user = Properties::parse(&user[..n], Context::Publish).unwrap();
+        for (qos, retain, properties, payload_format) in [
+            (QoS::AtMostOnce, true, Properties::EMPTY, 0),
+            (QoS::AtLeastOnce, false, Properties::EMPTY, 0),
+            (QoS::AtMostOnce, false, format, 1),
+            (QoS::AtMostOnce, false, user, 0),
+        ] {
+            let routed = to_router(qos, retain, &properties, 0).expect("routed with properties");
+            let marker = routed.payload_format_indicator.expect("a marker");
+            assert_eq!(read_marker(marker), Some((qos, payload_format)));
+            assert_eq!(crate::qos_marker::read_retain(marker), retain);
+        }
     }
 }

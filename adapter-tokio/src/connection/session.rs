@@ -17,6 +17,7 @@ use activity_core::server::{
 };
 use activity_core::tracker::DropInfo;
 use bytes::{Buf, BytesMut};
+use flume::RecvTimeoutError;
 use rumqttd::Notification;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -40,7 +41,7 @@ use crate::ack_store::HeapAckStore;
 use crate::admission::{self, Admission};
 use crate::events::EventRecord;
 use crate::presence::Online;
-use crate::qos_marker::{read_marker, read_retain};
+use crate::qos_marker::{marker_of, read_marker, read_retain};
 use crate::sequencer::{AckSequencer, RouterAck};
 use crate::session_store::HeapSessionStore;
 
@@ -188,6 +189,15 @@ enum Wake {
     Kicked(Option<Kick>),
     /// The broker shuts down.
     Stopping,
+}
+
+/// How a batch of router notifications ended ([`Session::handle_notifications`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Handled, or stopped at a delivery that waits for the client's Receive Maximum.
+    Done,
+    /// The router paused the connection (`Notification::Unschedule`): it needs a wake-up.
+    Paused,
 }
 
 /// How [`Session::steps`] ended.
@@ -465,7 +475,9 @@ impl Side {
             && (may_be_envelope(publish.payload) || carries_ids(&publish.properties)))
             || publish.for_no_local
         {
+            // A plain publish has no marker with it either way (`qos_marker::PLAIN`).
             properties
+                .get_or_insert_with(PublishProperties::default)
                 .user_properties
                 .push((PUBLISHER_PROPERTY.to_owned(), publish.publisher.to_owned()));
         }
@@ -474,10 +486,7 @@ impl Side {
         bytes.extend_from_slice(publish.payload);
         let mut topic = bytes.freeze();
         let payload = topic.split_off(publish.topic.len());
-        Packet::Publish(
-            Publish::new(topic, payload, publish.retain),
-            Some(properties),
-        )
+        Packet::Publish(Publish::new(topic, payload, publish.retain), properties)
     }
 
     fn next_router_pkid(&mut self) -> u16 {
@@ -1396,42 +1405,72 @@ impl Session {
         rx: &mut LinkRx,
     ) -> Result<(), CloseCause> {
         self.side.refresh(&mut self.conn);
-        let mut next = first;
-        let mut budget = NOTIFICATION_BUDGET;
-        let mut wake = false;
-        while let Some(notification) = next {
-            if matches!(notification, Notification::Unschedule) {
-                // The router paused this connection until we ask for more.
-                wake = true;
-            } else if matches!(notification, Notification::Forward(_)) && !self.conn.may_deliver() {
-                // The client's Receive Maximum is in flight: this delivery waits for an
-                // acknowledgement, and the router keeps the rest.
-                self.pending = Some(Box::new(notification));
-                break;
-            } else {
-                self.handle_notification(notification);
-            }
-            budget -= 1;
-            if budget == 0 {
-                break;
-            }
-            next = match futures_util::FutureExt::now_or_never(rx.next()) {
-                Some(Ok(n)) => n,
-                Some(Err(_)) => {
-                    // What this batch wrote is counted on this way out too.
-                    self.count_packets_out();
-                    return Err(CloseCause::RouterClosed);
-                }
-                None => None,
-            };
-        }
+        let batch = self.handle_queued(first, rx);
+        // What this batch wrote is counted on the way out through the router's end too.
         self.count_packets_out();
         // Boxed: its future holds a router event (about 1 KB), and the router pauses a
         // connection only when its queue towards it is full, so this is rare.
-        if wake && Box::pin(rx.wake()).await.is_err() {
+        if batch? == Batch::Paused && Box::pin(rx.wake()).await.is_err() {
             return Err(CloseCause::RouterClosed);
         }
         Ok(())
+    }
+
+    /// The loop of [`Session::handle_notifications`]: `first`, then what the link already
+    /// holds, each handled where it lies (a notification is 248 bytes, and a delivery is
+    /// read, not moved: docs/scale.md, "Fan-out beside rumqttd's own listener").
+    ///
+    /// The link is asked with `recv_deadline` and a deadline already past: it hands out its
+    /// queue's next notification (taking the router's whole buffer when its own is empty), or
+    /// says at once that nothing is queued, without the future and waker of `next()`.
+    fn handle_queued(
+        &mut self,
+        mut first: Option<Notification>,
+        rx: &mut LinkRx,
+    ) -> Result<Batch, CloseCause> {
+        let mut batch = Batch::Done;
+        let Some(notification) = first.as_mut() else {
+            return Ok(batch);
+        };
+        if !self.handle_queued_one(notification, &mut batch) {
+            return Ok(batch);
+        }
+        // Before now, so that the channel never waits (flume parks the thread for what is left
+        // until a deadline, and none is left for this one).
+        let now = std::time::Instant::now();
+        let past = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        for _ in 1..NOTIFICATION_BUDGET {
+            let mut next = rx.recv_deadline(past);
+            match &mut next {
+                Ok(Some(notification)) => {
+                    if !self.handle_queued_one(notification, &mut batch) {
+                        break;
+                    }
+                }
+                Ok(None) | Err(LinkError::RecvTimeout(RecvTimeoutError::Timeout)) => break,
+                Err(_) => return Err(CloseCause::RouterClosed),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// One notification of a batch; `false` when the batch stops at it (a delivery that
+    /// waits for the client's Receive Maximum, taken out of `notification` into
+    /// `Session::pending`).
+    fn handle_queued_one(&mut self, notification: &mut Notification, batch: &mut Batch) -> bool {
+        match notification {
+            // The router paused this connection until we ask for more.
+            Notification::Unschedule => *batch = Batch::Paused,
+            Notification::Forward(_) if !self.conn.may_deliver() => {
+                // The client's Receive Maximum is in flight: this delivery waits for an
+                // acknowledgement, and the router keeps the rest.
+                let taken = std::mem::replace(notification, Notification::Unschedule);
+                self.pending = Some(Box::new(taken));
+                return false;
+            }
+            _ => self.handle_notification(notification),
+        }
+        true
     }
 
     /// Adds the deliveries written since the last call to `Metrics::packets_out`.
@@ -1450,24 +1489,37 @@ impl Session {
     /// acknowledgement made room.
     fn resume(&mut self) {
         if self.conn.may_deliver()
-            && let Some(notification) = self.pending.take()
+            && let Some(mut notification) = self.pending.take()
         {
-            self.handle_notification(*notification);
+            self.handle_notification(&mut notification);
             self.count_packets_out();
         }
     }
 
-    fn handle_notification(&mut self, notification: Notification) {
+    /// One notification from the router, where it lies: what a delivery needs is taken out
+    /// of it or read in place.
+    fn handle_notification(&mut self, notification: &mut Notification) {
         // Deliveries, by far the most notifications, are read in place; only the others are
         // converted to packets (none of them is a PUBLISH).
         let packet = match notification {
             Notification::Forward(forward) => {
+                let flags = router_flags(&mut forward.publish, &mut self.flags_buf);
+                let publish = &forward.publish;
+                // Checked once: the skip count and the delivery read the topic as text.
+                let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                    return;
+                };
                 if let Some((_, offset)) = forward.cursor {
-                    self.count_skipped(&forward.publish.topic, forward.properties.as_ref(), offset);
+                    self.count_skipped(topic, forward.properties.as_ref(), offset);
                 }
-                return self.deliver(forward.publish, forward.properties.as_ref());
+                let Some(flags) = flags else {
+                    warn!("router delivery with an invalid QoS");
+                    return;
+                };
+                let properties = forward.properties.as_ref();
+                return self.deliver(topic, &publish.payload, publish.retain, flags, properties);
             }
-            other => Option::<Packet>::from(other),
+            other => Option::<Packet>::from(std::mem::replace(other, Notification::Unschedule)),
         };
         match packet {
             // The engine sent PUBREL when the client sent PUBREC; the router's is the
@@ -1500,10 +1552,7 @@ impl Session {
 
     /// Counts and logs the messages the router skipped in a filter's log before this delivery
     /// at `offset` ([`super::skips`]).
-    fn count_skipped(&mut self, topic: &[u8], properties: Option<&PublishProperties>, offset: u64) {
-        let Ok(topic) = std::str::from_utf8(topic) else {
-            return;
-        };
+    fn count_skipped(&mut self, topic: &str, properties: Option<&PublishProperties>, offset: u64) {
         // The field, not `Side::filters`: the skip borrows it while the rest of `side` is read.
         let filters = self.side.filters.get_or_insert_with(Box::default);
         let named = properties
@@ -1551,10 +1600,20 @@ impl Session {
     /// delivers for (the router identifier of the filter), and how long the message waited
     /// since the front received it (the expiry property's timestamp; rumqttd's own countdown
     /// is not used).
-    fn deliver(&mut self, mut publish: Publish, properties: Option<&PublishProperties>) {
-        let marker = properties.and_then(|p| p.payload_format_indicator);
-        let published_retain = marker.is_some_and(read_retain);
-        let marker = marker.and_then(read_marker).map(|(qos, _)| qos);
+    ///
+    /// `flags` are the router's QoS, packet id and DUP ([`router_flags`]).
+    fn deliver(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        (router_qos, pkid, dup): (QoS, u16, bool),
+        properties: Option<&PublishProperties>,
+    ) {
+        // No marker: a plain publish (`qos_marker::PLAIN`).
+        let marker = marker_of(properties.and_then(|p| p.payload_format_indicator));
+        let published_retain = read_retain(marker);
+        let marker = read_marker(marker).map(|(qos, _)| qos);
         let publisher = properties.and_then(|p| {
             p.user_properties
                 .iter()
@@ -1578,16 +1637,6 @@ impl Session {
         let waited_ms = properties
             .and_then(properties::expiry_of)
             .map_or(0, |(at, _)| now_ms().saturating_sub(at));
-        let topic = std::mem::take(&mut publish.topic);
-        let payload = std::mem::take(&mut publish.payload);
-        let retain = publish.retain;
-        let Some((router_qos, pkid, dup)) = router_flags(publish, &mut self.flags_buf) else {
-            warn!("router delivery with an invalid QoS");
-            return;
-        };
-        let Ok(topic) = std::str::from_utf8(&topic) else {
-            return;
-        };
         let qos = marker.unwrap_or(router_qos);
         // Only an MQTT 5 subscriber gets properties: the work is skipped for the others,
         // unless user properties may identify the message for `msgack` (the engine reads them
@@ -1611,7 +1660,7 @@ impl Session {
             published_retain,
             subscription,
             waited_ms,
-            ..Delivery::new(topic, &payload, qos)
+            ..Delivery::new(topic, payload, qos)
         };
         let mut room =
             topic.len() + payload.len() + v5_properties.as_bytes().len() + DELIVERY_OVERHEAD;
@@ -1749,14 +1798,25 @@ fn may_be_envelope(payload: &[u8]) -> bool {
 
 /// The QoS, packet id and DUP flag of a router delivery, which rumqttd keeps private.
 ///
-/// rumqttd's MQTT 3.1.1 encoding of `publish` (its topic and payload taken out first) into
-/// `buf`, reused between deliveries: the fixed-header flags, the remaining length (one byte),
-/// the empty topic's length and, at QoS 1 and 2, the packet id; at QoS 0 the packet id is 0
-/// (rumqttd gives none). Nothing is allocated per delivery. `None` for an invalid QoS, or a
-/// QoS 1 or 2 delivery without a packet id (rumqttd's encoder refuses it).
-fn router_flags(publish: Publish, buf: &mut BytesMut) -> Option<(QoS, u16, bool)> {
+/// At QoS 0, the fan-out's common case, rumqttd's public `Publish::len` says so (it counts a
+/// packet id at QoS 1 and 2 only): packet id 0 (rumqttd gives none) and no DUP (it is 0 at
+/// QoS 0, [MQTT-3.3.1-2]). At QoS 1 and 2: rumqttd's MQTT 3.1.1 encoding of `publish`, its
+/// topic and payload taken out for it and put back after, into `buf`, reused between
+/// deliveries: the fixed-header flags, the remaining length (one byte), the empty topic's
+/// length and the packet id. Nothing is allocated per delivery. `None` for an invalid QoS, or a
+/// QoS 1 or 2 delivery without a packet id (rumqttd's encoder refuses it). What `publish` keeps
+/// is its topic, payload and RETAIN flag (the rest is the default).
+fn router_flags(publish: &mut Publish, buf: &mut BytesMut) -> Option<(QoS, u16, bool)> {
+    if publish.len() == 2 + publish.topic.len() + publish.payload.len() {
+        return Some((QoS::AtMostOnce, 0, false));
+    }
+    let topic = std::mem::take(&mut publish.topic);
+    let payload = std::mem::take(&mut publish.payload);
+    let retain = publish.retain;
     buf.clear();
-    V4.write(Packet::Publish(publish, None), buf).ok()?;
+    let written = V4.write(Packet::Publish(std::mem::take(publish), None), buf);
+    (publish.topic, publish.payload, publish.retain) = (topic, payload, retain);
+    written.ok()?;
     let flags = *buf.first()?;
     let qos = QoS::from_u8((flags >> 1) & 0b11)?;
     let pkid = match qos {
@@ -1886,15 +1946,20 @@ mod tests {
             (0x30, 0, (QoS::AtMostOnce, 0, false)),
             (0x32, 7, (QoS::AtLeastOnce, 7, false)),
             (0x3D, 0x1234, (QoS::ExactlyOnce, 0x1234, true)),
+            // RETAIN kept; a DUP at QoS 0 is not one (it is 0 there, [MQTT-3.3.1-2]).
+            (0x33, 9, (QoS::AtLeastOnce, 9, false)),
+            (0x39, 0, (QoS::AtMostOnce, 0, false)),
         ] {
             let mut wire = vec![flags];
             wire.extend_from_slice(&u16::to_be_bytes(pkid));
             wire.extend_from_slice(b"\x00\x03a/bpayload");
             let mut publish = Publish::deserialize(Bytes::from(wire));
             assert_eq!(&publish.topic[..], b"a/b");
-            publish.topic = Bytes::new();
-            publish.payload = Bytes::new();
-            assert_eq!(router_flags(publish, &mut buf), Some(expected));
+            assert_eq!(router_flags(&mut publish, &mut buf), Some(expected));
+            // The topic and payload are there again for the delivery.
+            assert_eq!(&publish.topic[..], b"a/b");
+            assert_eq!(&publish.payload[..], b"payload");
+            assert_eq!(publish.retain, flags & 1 != 0);
         }
     }
 
