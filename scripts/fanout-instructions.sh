@@ -11,6 +11,8 @@
 # thread (the one that runs Router::run) and in all. Valgrind runs one thread at a time and
 # counts user space only (no kernel time for the sockets).
 set -u
+# Valgrind from Debian when missing (the test command does not run this script).
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; } >/dev/null
 label=$1; port=$2; shift 3
 BENCH=${BENCH:-target/release/activity-bench}
 OUT=${OUT:-fanout-cg}
