@@ -517,6 +517,23 @@ async fn subscription_identifiers_go_with_the_deliveries_of_their_subscriptions(
             vec!["SubscriptionIdentifier(7)".to_owned()]
         ]
     );
+    // A plain QoS 0 publish (no RETAIN, no property) enters the router without properties;
+    // the identifiers the router adds must not make its copies look like anything else.
+    publisher
+        .send(&publish5("id/x", None, false, &[], b"plain"))
+        .await;
+    let mut copies = Vec::new();
+    for _ in 0..3 {
+        let got = sub.publish().await;
+        assert_eq!(
+            (got.pkid, got.retain, got.payload.as_slice()),
+            (None, false, &b"plain"[..]),
+            "a QoS 0 copy, not retained"
+        );
+        copies.push(got.properties);
+    }
+    copies.sort();
+    assert_eq!(copies, ids);
     // mosquitto_sub with an identifier (-D subscribe subscription-identifier).
     let mut monitor = Monitor::start(addr).await;
     let mut msub = MosquittoSub::spawn(
