@@ -1218,17 +1218,10 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             );
             return;
         }
-        // Without shared subscriptions a `$share/` filter gets SUBACK 0x9E (`grant`).
-        if !S::DECLINED.contains(Declined::SHARED_SUBSCRIPTIONS)
-            && subscribe.filters.iter_options().any(|(filter, options)| {
-                options.no_local && crate::topic::shared_filter(filter).0.is_some()
-            })
-        {
-            // MQTT 5.0 section 3.8.3.1: No Local on a shared subscription.
-            debug!("server: No Local on a shared subscription");
-            self.fail(now, CloseCause::ProtocolError, tx, out);
-            return;
-        }
+        // No Local on a shared subscription (MQTT 5.0 section 3.8.3.1) never gets here: the
+        // codec refuses the SUBSCRIBE (`DecodeError::InvalidSubscriptionOptions`, 0x82), also
+        // where shared subscriptions are off. Without them a `$share/` filter gets SUBACK 0x9E
+        // (`grant`).
         let Some(start) = tx.codes_frame(0x90, subscribe.pkid, count) else {
             // answer_room() was checked before decoding.
             self.fail(now, CloseCause::ProtocolError, tx, out);
