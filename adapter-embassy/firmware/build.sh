@@ -88,3 +88,11 @@ if command -v arm-none-eabi-size >/dev/null 2>&1; then
         fi
     fi
 fi
+
+# The firmware's memcpy/memmove/memset are hand-written Thumb-2 (src/mem.rs): run them against
+# a reference under qemu-arm (Debian's qemu-user), in ../memtest.
+if command -v qemu-arm >/dev/null 2>&1; then
+    ../memtest/run.sh
+else
+    echo "build.sh: no qemu-arm (Debian's qemu-user): src/mem.rs was not checked (../memtest)" >&2
+fi
