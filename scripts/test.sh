@@ -18,7 +18,8 @@ need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v arm-none-eabi-size >/dev/null || need_apt+=(binutils-arm-none-eabi)
-# `qemu-arm` runs the firmware's hand-written memcpy/memmove/memset (adapter-embassy/memtest).
+# `qemu-arm` runs the firmware's hand-written memcpy, memmove, memset, 64-bit division and
+# shifts (adapter-embassy/asmtest, from the firmware's build.sh).
 command -v qemu-arm >/dev/null || need_apt+=(qemu-user)
 # `ip` sets up the TAP device of the embassy gateway's network-namespace tests.
 command -v ip >/dev/null || need_apt+=(iproute2)

@@ -89,10 +89,11 @@ if command -v arm-none-eabi-size >/dev/null 2>&1; then
     fi
 fi
 
-# The firmware's memcpy/memmove/memset are hand-written Thumb-2 (src/mem.rs): run them against
-# a reference under qemu-arm (Debian's qemu-user), in ../memtest.
+# The firmware's memcpy/memmove/memset and 64-bit division and shifts are hand-written
+# Thumb-2 (src/mem.rs, src/int64.rs): check them under qemu-arm (Debian's qemu-user), in
+# ../asmtest.
 if command -v qemu-arm >/dev/null 2>&1; then
-    ../memtest/run.sh
+    ../asmtest/run.sh
 else
-    echo "build.sh: no qemu-arm (Debian's qemu-user): src/mem.rs was not checked (../memtest)" >&2
+    echo "build.sh: no qemu-arm (Debian's qemu-user): src/mem.rs and src/int64.rs were not checked (../asmtest)" >&2
 fi

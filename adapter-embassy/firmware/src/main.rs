@@ -11,6 +11,8 @@
 
 // memcpy, memmove and memset as byte loops (about 1.2 KB of flash less than compiler_builtins').
 mod mem;
+// The 64-bit division and shifts in short assembler (about 480 B less than compiler_builtins').
+mod int64;
 
 use adapter_embassy::{Config, GatewayResources, GatewayRunner, SlotStores, UplinkConfig};
 use defmt::info;

@@ -1,16 +1,29 @@
-//! Checks the firmware's `memcpy`, `memmove` and `memset` (`adapter-embassy/firmware/src/mem.rs`,
-//! hand-written Thumb-2) and their `__aeabi_*` forms: the same assembler text, linked into a
-//! bare `thumbv7em-none-eabihf` program that `qemu-arm` (user mode) runs, talking to Linux
-//! through `svc` for its output and exit status. Every offset pair and length up to 40 bytes
-//! is compared, byte by byte over the whole buffer, with a reference written as volatile
-//! byte loops (which LLVM cannot turn back into calls of the functions under test); `memmove`
-//! with overlap both ways. Run by `adapter-embassy/firmware/build.sh` (through `run.sh`).
+//! Checks the firmware's hand-written Thumb-2 runtime functions: `memcpy`, `memmove` and
+//! `memset` with their `__aeabi_*` forms (`adapter-embassy/firmware/src/mem.rs`), and the
+//! 64-bit division and shifts (`firmware/src/int64.rs`). The same assembler text is linked
+//! into a bare `thumbv7em-none-eabihf` program that `qemu-arm` (user mode) runs, talking to
+//! Linux through `svc` for its output and exit status. Run by
+//! `adapter-embassy/firmware/build.sh` (through `run.sh`).
+//!
+//! - Copies and fills: every offset pair and length up to 40 bytes is compared, byte by byte
+//!   over the whole buffer, with a reference written as volatile byte loops (which LLVM cannot
+//!   turn back into calls of the functions under test); `memmove` with overlap both ways.
+//! - Division: `__aeabi_uldivmod` is called as the compiler calls it (from `asm!`, since it
+//!   returns the remainder in r3:r2), and each quotient and remainder checked against the
+//!   definition: `q * d + r == n` without overflow and `r < d` (the
+//!   product taken from 32-bit halves, no division involved), for edge values and a few
+//!   hundred thousand pseudo-random pairs of every magnitude.
+//! - Shifts: `__aeabi_llsl` and `__aeabi_llsr` (what `<<` and `>>` of a `u64` by an unknown
+//!   amount call), each amount 0 to 63 checked against shifting by one bit that many
+//!   times (a constant shift, inline).
 #![no_std]
 #![no_main]
 
 use core::hint::black_box;
 use core::ptr::{read_volatile, write_volatile};
 
+#[path = "../../firmware/src/int64.rs"]
+mod int64;
 #[path = "../../firmware/src/mem.rs"]
 mod mem;
 
@@ -30,6 +43,8 @@ unsafe extern "C" {
     fn __aeabi_memclr(dest: *mut u8, n: usize);
     fn __aeabi_memclr4(dest: *mut u8, n: usize);
     fn __aeabi_memclr8(dest: *mut u8, n: usize);
+    fn __aeabi_llsl(value: u64, amount: u32) -> u64;
+    fn __aeabi_llsr(value: u64, amount: u32) -> u64;
 }
 
 /// Bytes per buffer: offsets up to 16, lengths up to 40, and a margin that must stay as it was.
@@ -78,7 +93,7 @@ fn exit(code: u32) -> ! {
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    write_stderr(b"memtest: panic\n");
+    write_stderr(b"asmtest: panic\n");
     exit(101)
 }
 
@@ -115,7 +130,7 @@ impl Check {
         if !ok {
             self.failures += 1;
             if self.failures <= 10 {
-                write_stderr(b"memtest: FAILED ");
+                write_stderr(b"asmtest: FAILED ");
                 write_stderr(what);
                 let mut line = *b" dst=00 src=00 n=00\n";
                 for (at, value) in [(5, dst), (12, src), (17, n)] {
@@ -259,6 +274,127 @@ fn sets(check: &mut Check) {
     }
 }
 
+/// `a * b` as (high, low) 64-bit halves, from 32-bit pieces (no 64-bit multiply helper, no
+/// division).
+fn mul_wide(a: u64, b: u64) -> (u64, u64) {
+    let (a1, a0) = (a >> 32, a & 0xFFFF_FFFF);
+    let (b1, b0) = (b >> 32, b & 0xFFFF_FFFF);
+    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+    // Each partial product is below 2^64; the middle sum needs at most 2^33 + 2^32.
+    let middle = (p00 >> 32) + (p01 & 0xFFFF_FFFF) + (p10 & 0xFFFF_FFFF);
+    let low = (middle << 32) | (p00 & 0xFFFF_FFFF);
+    let high = p11 + (p01 >> 32) + (p10 >> 32) + (middle >> 32);
+    (high, low)
+}
+
+/// `__aeabi_uldivmod(n, d)`, called as the compiler calls it: the quotient and the remainder.
+fn uldivmod(n: u64, d: u64) -> (u64, u64) {
+    let (mut q_low, mut q_high) = (n as u32, (n >> 32) as u32);
+    let (mut r_low, mut r_high) = (d as u32, (d >> 32) as u32);
+    // SAFETY: the RTABI call: n in r1:r0, d in r3:r2, quotient back in r1:r0, remainder in
+    // r3:r2; r12, lr and the flags are clobbered, r4 and up kept.
+    unsafe {
+        core::arch::asm!(
+            "bl __aeabi_uldivmod",
+            inout("r0") q_low,
+            inout("r1") q_high,
+            inout("r2") r_low,
+            inout("r3") r_high,
+            out("r12") _,
+            out("lr") _,
+        );
+    }
+    (
+        (u64::from(q_high) << 32) | u64::from(q_low),
+        (u64::from(r_high) << 32) | u64::from(r_low),
+    )
+}
+
+fn check_division(check: &mut Check, n: u64, d: u64) {
+    if d == 0 {
+        return;
+    }
+    let (q, r) = uldivmod(n, d);
+    let (high, low) = mul_wide(q, d);
+    let ok = high == 0 && low.checked_add(r) == Some(n) && r < d;
+    check.expect(ok, b"__aeabi_uldivmod", 0, 0, 0);
+}
+
+/// xorshift64: pseudo-random, the same every run.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn divisions(check: &mut Check) {
+    let edges = [
+        0,
+        1,
+        2,
+        3,
+        7,
+        10,
+        1000,
+        0x7FFF_FFFF,
+        0x8000_0000,
+        0xFFFF_FFFF,
+        0x1_0000_0000,
+        0x1_0000_0001,
+        0xFFFF_FFFF_FFFF,
+        0x7FFF_FFFF_FFFF_FFFF,
+        0x8000_0000_0000_0000,
+        0x8000_0000_0000_0001,
+        0xFFFF_FFFF_0000_0000,
+        0xFFFF_FFFF_FFFF_FFFE,
+        u64::MAX,
+    ];
+    for n in edges {
+        for d in edges {
+            check_division(check, n, d);
+        }
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..200_000 {
+        // Random magnitudes: each operand keeps a random number of its low bits.
+        let (a, b, c) = (next(&mut state), next(&mut state), next(&mut state));
+        let n = a >> (c & 63);
+        let d = b >> ((c >> 8) & 63);
+        check_division(check, n, d);
+    }
+}
+
+/// A 64-bit shift: the value in r1:r0, the amount in r2, the result in r1:r0 (AAPCS).
+type Shift = unsafe extern "C" fn(u64, u32) -> u64;
+
+fn shifts(check: &mut Check) {
+    let values = [
+        1,
+        0x8000_0000_0000_0001,
+        0x0123_4567_89AB_CDEF,
+        u64::MAX,
+        0xFFFF_FFFF,
+    ];
+    for x in values {
+        let (mut left, mut right) = (x, x);
+        for n in 0..64usize {
+            let amount = u32::try_from(n).unwrap_or(0);
+            // SAFETY: any value and an amount below 64 are valid.
+            let (l, r) = unsafe {
+                (
+                    black_box(__aeabi_llsl as Shift)(x, amount),
+                    black_box(__aeabi_llsr as Shift)(x, amount),
+                )
+            };
+            check.expect(l == left, b"__aeabi_llsl", 0, 0, n);
+            check.expect(r == right, b"__aeabi_llsr", 0, 0, n);
+            left <<= 1;
+            right >>= 1;
+        }
+    }
+}
+
 /// The entry point qemu-arm jumps to (the linker's default entry symbol).
 #[unsafe(no_mangle)]
 pub extern "C" fn _start() -> ! {
@@ -268,15 +404,17 @@ pub extern "C" fn _start() -> ! {
     };
     copies(&mut check);
     sets(&mut check);
+    divisions(&mut check);
+    shifts(&mut check);
     if check.failures > 0 {
-        write_stderr(b"memtest: failures\n");
+        write_stderr(b"asmtest: failures\n");
         exit(1);
     }
     // A few thousand cases ran (not printed as a number: no core::fmt here).
     if check.cases < 10_000 {
-        write_stderr(b"memtest: too few cases ran\n");
+        write_stderr(b"asmtest: too few cases ran\n");
         exit(2);
     }
-    write_stderr(b"memtest: ok\n");
+    write_stderr(b"asmtest: ok\n");
     exit(0)
 }
