@@ -1139,13 +1139,15 @@ impl<'e, S: SerializeStruct> FieldSink<'e> for StructSink<'_, 'e, S> {
 
     #[inline]
     fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &value);
+        let result = self.state.serialize_field(key, &Decimal(false, value));
         self.keep(result)
     }
 
     #[inline]
     fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &value);
+        let result = self
+            .state
+            .serialize_field(key, &Decimal(value < 0, value.unsigned_abs()));
         self.keep(result)
     }
 
@@ -1171,6 +1173,38 @@ impl<'e, S: SerializeStruct> FieldSink<'e> for StructSink<'_, 'e, S> {
     fn pairs(&mut self, key: &'static str, value: UserProperties<'e>) -> Result<(), Self::Error> {
         let result = self.state.serialize_field(key, &Pairs(value, self.escapes));
         self.keep(result)
+    }
+}
+
+/// An integer as serde-json-core writes a `u64` or an `i64` (decimal digits, a `-` before a
+/// negative one), through one digit loop for both: `serialize_bytes`, which serde-json-core
+/// writes as it is (see [`JsonStr`]).
+struct Decimal(bool, u64);
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // "-18446744073709551615" at most.
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut value = self.1;
+        loop {
+            at -= 1;
+            if let Some(slot) = digits.get_mut(at) {
+                // The remainder is below 10.
+                *slot = b'0' + (value % 10) as u8;
+            }
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        if self.0 {
+            at -= 1;
+            if let Some(slot) = digits.get_mut(at) {
+                *slot = b'-';
+            }
+        }
+        serializer.serialize_bytes(digits.get(at..).unwrap_or_default())
     }
 }
 

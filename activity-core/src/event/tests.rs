@@ -709,6 +709,47 @@ fn more_strings_to_escape_than_escapes_holds_is_reported_as_too_large() {
 }
 
 #[test]
+fn integers_are_written_as_serde_json_core_writes_them() {
+    let unsigned = [
+        0,
+        1,
+        9,
+        10,
+        99,
+        100,
+        4_294_967_295,
+        4_294_967_296,
+        1_733_574_000_123,
+        u64::MAX,
+    ];
+    let signed = [
+        0,
+        1,
+        -1,
+        -9,
+        -10,
+        42,
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+        -1_733_574_000_123,
+    ];
+    let mut ours = [0u8; 32];
+    let mut reference = [0u8; 32];
+    for v in unsigned {
+        let a = serde_json_core::ser::to_slice(&Decimal(false, v), &mut ours).unwrap();
+        let b = serde_json_core::ser::to_slice(&v, &mut reference).unwrap();
+        assert_eq!(&ours[..a], &reference[..b], "{v}");
+    }
+    for v in signed {
+        let a =
+            serde_json_core::ser::to_slice(&Decimal(v < 0, v.unsigned_abs()), &mut ours).unwrap();
+        let b = serde_json_core::ser::to_slice(&v, &mut reference).unwrap();
+        assert_eq!(&ours[..a], &reference[..b], "{v}");
+    }
+}
+
+#[test]
 fn base64_rfc4648_vectors() {
     let cases: [(&[u8], &str); 7] = [
         (b"", ""),
