@@ -1131,48 +1131,77 @@ impl<'e, S: SerializeStruct> FieldSink<'e> for StructSink<'_, 'e, S> {
 
     #[inline]
     fn str(&mut self, key: &'static str, value: &'e str) -> Result<(), Self::Error> {
-        let result = self
-            .state
-            .serialize_field(key, &JsonStr(value, self.escapes));
-        self.keep(result)
+        self.field(key, &Value::Str(JsonStr(value, self.escapes)))
     }
 
     #[inline]
     fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &Decimal(false, value));
-        self.keep(result)
+        self.field(key, &Value::Decimal(Decimal(false, value)))
     }
 
     #[inline]
     fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error> {
-        let result = self
-            .state
-            .serialize_field(key, &Decimal(value < 0, value.unsigned_abs()));
-        self.keep(result)
+        self.field(
+            key,
+            &Value::Decimal(Decimal(value < 0, value.unsigned_abs())),
+        )
     }
 
     #[inline]
     fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &value);
-        self.keep(result)
+        self.field(key, &Value::Bool(value))
     }
 
     #[inline]
     fn null(&mut self, key: &'static str) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &());
-        self.keep(result)
+        self.field(key, &Value::Null)
     }
 
     #[inline]
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error> {
         self.base64 = Some(value.len());
-        let result = self.state.serialize_field(key, &Base64(value));
-        self.keep(result)
+        self.field(key, &Value::Base64(Base64(value)))
     }
 
     fn pairs(&mut self, key: &'static str, value: UserProperties<'e>) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &Pairs(value, self.escapes));
+        self.field(key, &Value::Pairs(Pairs(value, self.escapes)))
+    }
+}
+
+impl<S: SerializeStruct> StructSink<'_, '_, S> {
+    /// Every field through one `serialize_field` (one copy of serde-json-core's separator
+    /// and key writing instead of one per value type).
+    #[inline(never)]
+    fn field(
+        &mut self,
+        key: &'static str,
+        value: &Value<'_, '_, '_>,
+    ) -> Result<(), core::convert::Infallible> {
+        let result = self.state.serialize_field(key, value);
         self.keep(result)
+    }
+}
+
+/// One field's value, for [`StructSink::field`].
+enum Value<'d, 'e, 'b> {
+    Str(JsonStr<'d, 'e>),
+    Decimal(Decimal),
+    Bool(bool),
+    Null,
+    Base64(Base64<'b>),
+    Pairs(Pairs<'d, 'e>),
+}
+
+impl Serialize for Value<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Str(value) => value.serialize(serializer),
+            Value::Decimal(value) => value.serialize(serializer),
+            Value::Bool(value) => serializer.serialize_bool(*value),
+            Value::Null => serializer.serialize_unit(),
+            Value::Base64(value) => value.serialize(serializer),
+            Value::Pairs(value) => value.serialize(serializer),
+        }
     }
 }
 
