@@ -13,11 +13,14 @@ if [ "${avail_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
   echo "test.sh: less than 6 GB free here; the build below may fail with 'No space left on device'" >&2
 fi
 
-step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, iproute2, python3, chromium, chromium-driver, nodejs, npm, redis-server, postgresql, curl"
+step "system packages (Debian): mosquitto, mosquitto-clients, binutils-arm-none-eabi, qemu-user, iproute2, python3, chromium, chromium-driver, nodejs, npm, redis-server, postgresql, curl"
 need_apt=()
 command -v mosquitto >/dev/null || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v arm-none-eabi-size >/dev/null || need_apt+=(binutils-arm-none-eabi)
+# `qemu-arm` runs the firmware's hand-written memcpy, memmove, memset, 64-bit division and
+# shifts (adapter-embassy/asmtest, from the firmware's build.sh).
+command -v qemu-arm >/dev/null || need_apt+=(qemu-user)
 # `ip` sets up the TAP device of the embassy gateway's network-namespace tests.
 command -v ip >/dev/null || need_apt+=(iproute2)
 # `python3` runs scripts/check-imports.py (standard library only).

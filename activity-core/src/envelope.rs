@@ -313,24 +313,27 @@ impl Scanner<'_> {
         if negative {
             self.pos += 1;
         }
-        // Accumulated as a negative number so that `i64::MIN` fits.
-        let mut value: Option<i64> = Some(0);
-        let mut push_digit = |digit: u8| {
-            value = value
-                .and_then(|v| v.checked_mul(10))
-                .and_then(|v| v.checked_sub(i64::from(digit - b'0')));
-        };
+        // The magnitude in a `u64`, which holds any 19 digits without overflow (no leading
+        // zeros: a number starting with 0 is that one digit); more digits are past `i64` anyway.
+        let mut magnitude: u64 = 0;
+        let mut count = 1u32;
         match self.next()? {
-            b'0' => push_digit(b'0'),
+            b'0' => {}
             digit @ b'1'..=b'9' => {
-                push_digit(digit);
+                magnitude = u64::from(digit - b'0');
                 while let Some(digit @ b'0'..=b'9') = self.peek() {
                     self.pos += 1;
-                    push_digit(digit);
+                    magnitude = magnitude
+                        .wrapping_mul(10)
+                        .wrapping_add(u64::from(digit - b'0'));
+                    count = count.saturating_add(1);
                 }
             }
             _ => return None,
         }
+        // `i64::MIN`'s magnitude is one more than `i64::MAX`.
+        let limit = i64::MAX.unsigned_abs() + u64::from(negative);
+        let value = (count <= 19 && magnitude <= limit).then_some(magnitude);
         let mut is_integer = true;
         if self.peek() == Some(b'.') {
             self.pos += 1;
@@ -348,11 +351,14 @@ impl Scanner<'_> {
         if !is_integer {
             return Some(None);
         }
-        Some(if negative {
-            value
-        } else {
-            value.and_then(i64::checked_neg)
-        })
+        // In range (checked above): `magnitude` fits as it is, or negated.
+        Some(value.map(|magnitude| {
+            if negative {
+                0i64.wrapping_sub_unsigned(magnitude)
+            } else {
+                0i64.wrapping_add_unsigned(magnitude)
+            }
+        }))
     }
 
     /// Reads one or more decimal digits.

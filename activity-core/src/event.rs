@@ -44,10 +44,12 @@
 //!
 //! # Memory
 //!
-//! Encoding allocates nothing and needs no scratch buffer: base64 is written straight into the
-//! output buffer (in place of a marker byte the serializer wrote), and a string that needs escaping is escaped in a 256-byte stack buffer (a longer one
-//! is escaped by serde-json-core character by character, with the same output). [`encoded_len_bound`] tells how large the output buffer must be; a buffer that is too
-//! small gives [`EncodeError::BufferTooSmall`], never a panic or a truncated document.
+//! Encoding allocates nothing and needs no scratch buffer: base64 and every string that needs
+//! escaping are written straight into the output buffer, each in place of a marker byte the
+//! serializer wrote (the encoder keeps a list of up to 32 such strings on the stack, more than
+//! any event has). [`encoded_len_bound`] tells how large the output buffer must be; a buffer
+//! that is too small gives [`EncodeError::BufferTooSmall`], never a panic or a truncated
+//! document.
 
 use core::cell::Cell;
 use core::fmt;
@@ -747,14 +749,23 @@ pub fn encode_or_full(
     options: &EncodeOptions<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
+    let escapes = Escapes::new();
     let document = Document {
         event,
         options,
         base64: Cell::new(None),
+        escapes: &escapes,
     };
     // serde-json-core's only serialization error is `BufferFull`; its error type is
     // `#[non_exhaustive]`, so any other (future) variant is reported the same way.
     let len = serde_json_core::ser::to_slice(&document, out).ok()?;
+    if escapes.overflow.get() {
+        return None;
+    }
+    let len = match escapes.count.get() {
+        0 => len,
+        _ => expand_escapes(out, len, &escapes)?,
+    };
     let Some(kept) = document.base64.get() else {
         return Some(len);
     };
@@ -804,20 +815,23 @@ pub fn encoded_len_bound(event: &Event<'_>, options: &EncodeOptions<'_>) -> usiz
 }
 
 /// The JSON document of one event with its options; serializes as one flat object.
-struct Document<'e, 'a> {
+struct Document<'d, 'e, 'a> {
     event: &'e Event<'a>,
     options: &'e EncodeOptions<'a>,
+    /// The strings that need escaping, for [`encode_or_full`] to fill in.
+    escapes: &'d Escapes<'e>,
     /// How many payload bytes went out as the [`BASE64_MARKER`], for [`encode_or_full`] to
     /// fill in (only a `message` event's payload is base64, and only a prefix of it).
     base64: Cell<Option<usize>>,
 }
 
-impl Serialize for Document<'_, '_> {
+impl Serialize for Document<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // The field count is a hint serde-json-core ignores; 12 is the most any event has.
         let state = serializer.serialize_struct("Event", 12)?;
         let mut sink = StructSink {
             state,
+            escapes: self.escapes,
             base64: None,
             error: None,
         };
@@ -832,17 +846,17 @@ impl Serialize for Document<'_, '_> {
 
 /// The field-level view of an event: [`walk`] feeds each field to a sink, once to serialize and
 /// once to count, so the encoder and [`encoded_len_bound`] cannot disagree on the field set.
-trait FieldSink {
+trait FieldSink<'e> {
     type Error;
-    fn str(&mut self, key: &'static str, value: &str) -> Result<(), Self::Error>;
+    fn str(&mut self, key: &'static str, value: &'e str) -> Result<(), Self::Error>;
     fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error>;
     fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error>;
     fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error>;
     fn null(&mut self, key: &'static str) -> Result<(), Self::Error>;
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error>;
-    fn pairs(&mut self, key: &'static str, value: UserProperties<'_>) -> Result<(), Self::Error>;
+    fn pairs(&mut self, key: &'static str, value: UserProperties<'e>) -> Result<(), Self::Error>;
 
-    fn id(&mut self, key: &'static str, value: Id<'_>) -> Result<(), Self::Error> {
+    fn id(&mut self, key: &'static str, value: Id<'e>) -> Result<(), Self::Error> {
         match value {
             Id::Str(s) => self.str(key, s),
             Id::Int(i) => self.int(key, i),
@@ -889,9 +903,9 @@ fn payload_view(payload: &[u8], mode: PayloadMode) -> (PayloadView<'_>, bool) {
 }
 
 /// Feeds every field of `event`, in document order, to `sink`.
-fn walk<K: FieldSink>(
-    event: &Event<'_>,
-    options: &EncodeOptions<'_>,
+fn walk<'e, K: FieldSink<'e>>(
+    event: &'e Event<'_>,
+    options: &'e EncodeOptions<'_>,
     sink: &mut K,
 ) -> Result<(), K::Error> {
     match event {
@@ -1089,15 +1103,17 @@ pub fn append_event_seq(
 /// early return after each field (about 200 B of flash on a Cortex-M, where the methods stay
 /// out of line). After an error the remaining fields fail too, or write into a document that
 /// is thrown away; [`Document`] returns the first error.
-struct StructSink<S: SerializeStruct> {
+struct StructSink<'d, 'e, S: SerializeStruct> {
     state: S,
+    /// The strings that went out as [`ESCAPE_MARKER`]s.
+    escapes: &'d Escapes<'e>,
     /// How many bytes a [`Base64`] marker stands for, if one was written.
     base64: Option<usize>,
     /// The first error.
     error: Option<S::Error>,
 }
 
-impl<S: SerializeStruct> StructSink<S> {
+impl<S: SerializeStruct> StructSink<'_, '_, S> {
     /// Keeps the first error of `result`.
     #[inline]
     fn keep(&mut self, result: Result<(), S::Error>) -> Result<(), core::convert::Infallible> {
@@ -1110,110 +1126,212 @@ impl<S: SerializeStruct> StructSink<S> {
     }
 }
 
-impl<S: SerializeStruct> FieldSink for StructSink<S> {
+impl<'e, S: SerializeStruct> FieldSink<'e> for StructSink<'_, 'e, S> {
     type Error = core::convert::Infallible;
 
     #[inline]
-    fn str(&mut self, key: &'static str, value: &str) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &JsonStr(value));
-        self.keep(result)
+    fn str(&mut self, key: &'static str, value: &'e str) -> Result<(), Self::Error> {
+        self.field(key, &Value::Str(JsonStr(value, self.escapes)))
     }
 
     #[inline]
     fn uint(&mut self, key: &'static str, value: u64) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &value);
-        self.keep(result)
+        self.field(key, &Value::Decimal(Decimal(false, value)))
     }
 
     #[inline]
     fn int(&mut self, key: &'static str, value: i64) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &value);
-        self.keep(result)
+        self.field(
+            key,
+            &Value::Decimal(Decimal(value < 0, value.unsigned_abs())),
+        )
     }
 
     #[inline]
     fn bool(&mut self, key: &'static str, value: bool) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &value);
-        self.keep(result)
+        self.field(key, &Value::Bool(value))
     }
 
     #[inline]
     fn null(&mut self, key: &'static str) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &());
-        self.keep(result)
+        self.field(key, &Value::Null)
     }
 
     #[inline]
     fn base64(&mut self, key: &'static str, value: &[u8]) -> Result<(), Self::Error> {
         self.base64 = Some(value.len());
-        let result = self.state.serialize_field(key, &Base64(value));
-        self.keep(result)
+        self.field(key, &Value::Base64(Base64(value)))
     }
 
-    fn pairs(&mut self, key: &'static str, value: UserProperties<'_>) -> Result<(), Self::Error> {
-        let result = self.state.serialize_field(key, &Pairs(value));
+    fn pairs(&mut self, key: &'static str, value: UserProperties<'e>) -> Result<(), Self::Error> {
+        self.field(key, &Value::Pairs(Pairs(value, self.escapes)))
+    }
+}
+
+impl<S: SerializeStruct> StructSink<'_, '_, S> {
+    /// Every field through one `serialize_field` (one copy of serde-json-core's separator
+    /// and key writing instead of one per value type).
+    #[inline(never)]
+    fn field(
+        &mut self,
+        key: &'static str,
+        value: &Value<'_, '_, '_>,
+    ) -> Result<(), core::convert::Infallible> {
+        let result = self.state.serialize_field(key, value);
         self.keep(result)
     }
 }
 
-/// User properties as a JSON array of `[name, value]` arrays.
-struct Pairs<'p>(UserProperties<'p>);
+/// One field's value, for [`StructSink::field`].
+enum Value<'d, 'e, 'b> {
+    Str(JsonStr<'d, 'e>),
+    Decimal(Decimal),
+    Bool(bool),
+    Null,
+    Base64(Base64<'b>),
+    Pairs(Pairs<'d, 'e>),
+}
 
-impl Serialize for Pairs<'_> {
+impl Serialize for Value<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Str(value) => value.serialize(serializer),
+            Value::Decimal(value) => value.serialize(serializer),
+            Value::Bool(value) => serializer.serialize_bool(*value),
+            Value::Null => serializer.serialize_unit(),
+            Value::Base64(value) => value.serialize(serializer),
+            Value::Pairs(value) => value.serialize(serializer),
+        }
+    }
+}
+
+/// An integer as serde-json-core writes a `u64` or an `i64` (decimal digits, a `-` before a
+/// negative one), through one digit loop for both: `serialize_bytes`, which serde-json-core
+/// writes as it is (see [`JsonStr`]).
+struct Decimal(bool, u64);
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // "-18446744073709551615" at most.
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut value = self.1;
+        loop {
+            at -= 1;
+            if let Some(slot) = digits.get_mut(at) {
+                // The remainder is below 10.
+                *slot = b'0' + (value % 10) as u8;
+            }
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        if self.0 {
+            at -= 1;
+            if let Some(slot) = digits.get_mut(at) {
+                *slot = b'-';
+            }
+        }
+        serializer.serialize_bytes(digits.get(at..).unwrap_or_default())
+    }
+}
+
+/// User properties as a JSON array of `[name, value]` arrays.
+struct Pairs<'d, 'e>(UserProperties<'e>, &'d Escapes<'e>);
+
+impl Serialize for Pairs<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
         let mut seq = serializer.serialize_seq(None)?;
         for (name, value) in self.0.iter() {
-            seq.serialize_element(&(JsonStr(name), JsonStr(value)))?;
+            seq.serialize_element(&(JsonStr(name, self.1), JsonStr(value, self.1)))?;
         }
         seq.end()
     }
 }
 
-/// The most escaped bytes of one string that [`JsonStr`] prepares on the stack.
-const ESCAPE_STACK: usize = 256;
+/// The most strings that need escaping one event may hold: every string field, and the
+/// [`UserProperties`] pairs' (at most 8 pairs), fit with room to spare.
+const ESCAPES: usize = 32;
+
+/// The byte a string that needs escaping goes out as; [`encode_or_full`] replaces it with the
+/// escaped string. serde-json-core never writes it (its strings are UTF-8, where 0xFE never
+/// occurs, and the rest is ASCII), nor does [`Base64`] (its marker is 0xFF).
+const ESCAPE_MARKER: u8 = 0xFE;
+
+/// The strings that went out as [`ESCAPE_MARKER`]s, in document order.
+struct Escapes<'e> {
+    texts: [Cell<&'e str>; ESCAPES],
+    count: Cell<usize>,
+    /// More than [`ESCAPES`]: the document is reported as too large.
+    overflow: Cell<bool>,
+}
+
+impl<'e> Escapes<'e> {
+    fn new() -> Self {
+        Escapes {
+            texts: [const { Cell::new("") }; ESCAPES],
+            count: Cell::new(0),
+            overflow: Cell::new(false),
+        }
+    }
+
+    fn push(&self, text: &'e str) {
+        let n = self.count.get();
+        match self.texts.get(n) {
+            Some(slot) => {
+                slot.set(text);
+                self.count.set(n + 1);
+            }
+            None => self.overflow.set(true),
+        }
+    }
+}
 
 /// A JSON string value, written exactly as serde-json-core's `serialize_str` writes it, but
 /// without its character-by-character escaping.
 ///
 /// Text with nothing to escape is its own escaped form and goes to the serializer at once as
-/// serde-json-core's [`EscapedStr`](serde_json_core::str::EscapedStr). Other text is scanned
-/// once: the plain bytes before the first special one are copied as they are, the rest is
-/// escaped eight bytes per step, into a stack buffer of [`ESCAPE_STACK`] bytes plus the quotes,
-/// which goes out with `serialize_bytes`: serde-json-core writes those bytes as they are, its
-/// way to emit a pre-formatted value (so this type is only for serde-json-core). Text whose
-/// escaped form is longer goes through `serialize_str`.
-struct JsonStr<'s>(&'s str);
+/// serde-json-core's [`EscapedStr`](serde_json_core::str::EscapedStr). Other text goes out as
+/// one [`ESCAPE_MARKER`] byte (`serialize_bytes`: serde-json-core writes those bytes as they
+/// are, its way to emit a pre-formatted value, so this type is only for serde-json-core) and is
+/// kept in [`Escapes`]; [`encode_or_full`] writes it escaped in the marker's place, straight
+/// into the output (no stack buffer, no length limit).
+struct JsonStr<'d, 'e>(&'e str, &'d Escapes<'e>);
 
-impl Serialize for JsonStr<'_> {
+impl Serialize for JsonStr<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde_json_core::str::EscapedStr;
-        match find_special(self.0.as_bytes()) {
+        if find_special(self.0.as_bytes()).is_none() {
             // Nothing to escape: the text is its own escaped form.
-            None => EscapedStr(self.0).serialize(serializer),
-            Some(plain) => serialize_escaped(self.0, plain, serializer),
+            return EscapedStr(self.0).serialize(serializer);
         }
+        self.1.push(self.0);
+        serializer.serialize_bytes(&[ESCAPE_MARKER])
     }
 }
 
-/// [`JsonStr`] for text whose first special byte is at `plain`.
-///
-/// Out of line, so that the common case (client ids, topics: nothing to escape) stays small
-/// enough to be inlined into the field writer, without this path's stack buffer.
+/// Replaces the [`ESCAPE_MARKER`]s in the document `out[..len]`, from the last, with the
+/// strings of `escapes` as JSON strings; returns the new length, `None` when `out` cannot hold
+/// them.
 #[inline(never)]
-fn serialize_escaped<S: Serializer>(
-    text: &str,
-    plain: usize,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    // The escaped form is at least as long as the text.
-    if text.len() <= ESCAPE_STACK {
-        let mut quoted = [0u8; ESCAPE_STACK + 2];
-        if let Some(len) = write_quoted(text.as_bytes(), plain, &mut quoted) {
-            return serializer.serialize_bytes(quoted.get(..len).unwrap_or_default());
-        }
+fn expand_escapes(out: &mut [u8], mut len: usize, escapes: &Escapes<'_>) -> Option<usize> {
+    // Markers are searched for before the one replaced last: the text written after it holds
+    // none (it is escaped UTF-8).
+    let mut end = len;
+    for slot in escapes.texts.get(..escapes.count.get())?.iter().rev() {
+        let text = slot.get();
+        let at = out.get(..end)?.iter().rposition(|&b| b == ESCAPE_MARKER)?;
+        let quoted = json_string_len(text);
+        let new_len = len.checked_add(quoted - 1)?;
+        let out = out.get_mut(..new_len)?;
+        out.copy_within(at + 1..len, at + quoted);
+        write_quoted(text.as_bytes(), 0, out.get_mut(at..at + quoted)?)?;
+        len = new_len;
+        end = at;
     }
-    serializer.serialize_str(text)
+    Some(len)
 }
 
 /// Writes `text` as a JSON string, in quotes and escaped the way serde-json-core escapes it,
@@ -1327,7 +1445,7 @@ impl LenCounter {
     }
 }
 
-impl FieldSink for LenCounter {
+impl<'e> FieldSink<'e> for LenCounter {
     type Error = core::convert::Infallible;
 
     fn str(&mut self, key: &'static str, value: &str) -> Result<(), Self::Error> {

@@ -268,11 +268,12 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     ) -> Self {
         let mut kept = heapless::String::new();
         if let Some(addr) = peer.addr {
-            for c in addr.chars() {
-                if kept.push(c).is_err() {
-                    break;
-                }
+            // What fits, cut at a character boundary (at most three steps back).
+            let mut end = addr.len().min(PEER_CAPACITY);
+            while !addr.is_char_boundary(end) {
+                end -= 1;
             }
+            let _ = kept.push_str(addr.get(..end).unwrap_or_default());
         }
         Connection {
             limits: config.limits,

@@ -88,3 +88,12 @@ if command -v arm-none-eabi-size >/dev/null 2>&1; then
         fi
     fi
 fi
+
+# The firmware's memcpy/memmove/memset and 64-bit division and shifts are hand-written
+# Thumb-2 (src/mem.rs, src/int64.rs): check them under qemu-arm (Debian's qemu-user), in
+# ../asmtest.
+if command -v qemu-arm >/dev/null 2>&1; then
+    ../asmtest/run.sh
+else
+    echo "build.sh: no qemu-arm (Debian's qemu-user): src/mem.rs and src/int64.rs were not checked (../asmtest)" >&2
+fi

@@ -69,9 +69,11 @@ pub enum DecodeError {
     /// MQTT 5 subscription options that break a rule: Retain Handling 3, or No Local on a
     /// shared subscription (5.0 section 3.8.3.1; a Protocol Error).
     InvalidSubscriptionOptions,
-    /// A packet type only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP; the value is
-    /// the type number) from a client, reported by
-    /// [`decode_from_client`](super::decode_from_client) (a Protocol Error).
+    /// A packet type a client may not send to the engine (the value is the type number):
+    /// one only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP), or an MQTT 5 AUTH (the
+    /// engine offers no authentication method, 5.0 section 4.12); reported by
+    /// [`decode_from_client`](super::decode_from_client) without decoding the body (a
+    /// Protocol Error).
     ServerPacket(u8),
 }
 

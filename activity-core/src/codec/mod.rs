@@ -285,14 +285,17 @@ impl<'a> Packet<'a> {
     ) -> Result<Self, DecodeError> {
         let v = version;
         let packet_type = header.packet_type();
+        // MQTT 5 AUTH too: the engine offers no authentication method (a CONNECT that names
+        // one is refused with 0x8C), and a client that named none may not send AUTH (5.0
+        // section 4.12), so its body is not decoded either.
         if FROM_CLIENT
-            && matches!(
+            && (matches!(
                 packet_type,
                 PacketType::ConnAck
                     | PacketType::SubAck
                     | PacketType::UnsubAck
                     | PacketType::PingResp
-            )
+            ) || (packet_type == PacketType::Auth && v.is_v5()))
         {
             return Err(DecodeError::ServerPacket(packet_type.as_u8()));
         }

@@ -667,7 +667,7 @@ fn strings_are_escaped() {
 }
 
 #[test]
-fn strings_around_the_stack_buffer_are_escaped_as_serde_json_core_does() {
+fn strings_of_any_length_are_escaped_as_serde_json_core_does() {
     let patterns: [fn(usize) -> String; 5] = [
         |n| "a".repeat(n.saturating_sub(1)) + "\"",
         |n| "\"".repeat(n),
@@ -680,10 +680,72 @@ fn strings_around_the_stack_buffer_are_escaped_as_serde_json_core_does() {
             let text = pattern(n);
             let mut fast = vec![0u8; 6 * text.len() + 2];
             let mut reference = vec![0u8; 6 * text.len() + 2];
-            let a = serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast).unwrap();
+            let a = json_str_into(&text, &mut fast).unwrap();
             let b = serde_json_core::ser::to_slice(text.as_str(), &mut reference).unwrap();
             assert_eq!(&fast[..a], &reference[..b], "{text:?}");
         }
+    }
+}
+
+/// `text` as a JSON value the way the encoder writes it: through [`JsonStr`], then
+/// [`expand_escapes`]; `None` when `out` is too small.
+fn json_str_into(text: &str, out: &mut [u8]) -> Option<usize> {
+    let escapes = Escapes::new();
+    let n = serde_json_core::ser::to_slice(&JsonStr(text, &escapes), out).ok()?;
+    expand_escapes(out, n, &escapes)
+}
+
+#[test]
+fn more_strings_to_escape_than_escapes_holds_is_reported_as_too_large() {
+    // Not reachable with the events (see ESCAPES); the encoder says "too large", never
+    // writes a wrong document.
+    let texts: Vec<String> = (0..=ESCAPES).map(|i| format!("\"{i}")).collect();
+    let escapes = Escapes::new();
+    for text in &texts {
+        escapes.push(text);
+    }
+    assert!(escapes.overflow.get());
+    assert_eq!(escapes.count.get(), ESCAPES);
+}
+
+#[test]
+fn integers_are_written_as_serde_json_core_writes_them() {
+    let unsigned = [
+        0,
+        1,
+        9,
+        10,
+        99,
+        100,
+        4_294_967_295,
+        4_294_967_296,
+        1_733_574_000_123,
+        u64::MAX,
+    ];
+    let signed = [
+        0,
+        1,
+        -1,
+        -9,
+        -10,
+        42,
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+        -1_733_574_000_123,
+    ];
+    let mut ours = [0u8; 32];
+    let mut reference = [0u8; 32];
+    for v in unsigned {
+        let a = serde_json_core::ser::to_slice(&Decimal(false, v), &mut ours).unwrap();
+        let b = serde_json_core::ser::to_slice(&v, &mut reference).unwrap();
+        assert_eq!(&ours[..a], &reference[..b], "{v}");
+    }
+    for v in signed {
+        let a =
+            serde_json_core::ser::to_slice(&Decimal(v < 0, v.unsigned_abs()), &mut ours).unwrap();
+        let b = serde_json_core::ser::to_slice(&v, &mut reference).unwrap();
+        assert_eq!(&ours[..a], &reference[..b], "{v}");
     }
 }
 
@@ -1262,7 +1324,7 @@ fn reference_encode(event: &Event<'_>, options: &EncodeOptions<'_>) -> Vec<u8> {
         state: S,
     }
 
-    impl<S: SerializeStruct> FieldSink for PlainSink<S> {
+    impl<S: SerializeStruct> FieldSink<'_> for PlainSink<S> {
         type Error = S::Error;
 
         fn str(&mut self, key: &'static str, value: &str) -> Result<(), S::Error> {
@@ -1428,18 +1490,19 @@ proptest! {
         }
     }
 
-    /// The fast string path writes exactly what serde-json-core's own `serialize_str` writes,
-    /// also past the stack buffer (up to 300 characters of up to 6 escaped bytes each).
+    /// The fast string path (a marker, then the escaped text in its place) writes exactly what
+    /// serde-json-core's own `serialize_str` writes (up to 300 characters of up to 6 escaped
+    /// bytes each).
     #[test]
     fn json_str_is_byte_identical_to_serde_json_core(text in nasty_string_up_to(300)) {
         let mut fast = vec![0u8; 6 * text.len() + 2];
         let mut reference = vec![0u8; 6 * text.len() + 2];
-        let n = serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast).unwrap();
+        let n = json_str_into(&text, &mut fast).unwrap();
         let m = serde_json_core::ser::to_slice(text.as_str(), &mut reference).unwrap();
         prop_assert_eq!(&fast[..n], &reference[..m]);
         prop_assert_eq!(n, json_string_len(&text));
         // One byte short fails as the reference does.
-        prop_assert!(serde_json_core::ser::to_slice(&JsonStr(&text), &mut fast[..n - 1]).is_err());
+        prop_assert!(json_str_into(&text, &mut fast[..n - 1]).is_none());
     }
 
     #[test]

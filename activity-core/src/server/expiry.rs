@@ -246,9 +246,11 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// ([`Route::Subscribe`] with Retain Handling 2: a router that holds the filter already
     /// learns its options, and no retained message is sent, as for any resumed session);
     /// otherwise (no session, or a clean start) they are forgotten. No `subscribed` event:
-    /// nothing new was subscribed. Does nothing unless [`Connection::is_authorizing`].
+    /// nothing new was subscribed. Does nothing unless [`Connection::is_authorizing`], nor
+    /// without `KEEP` (a server that keeps no session resumes none: its engine links none of
+    /// this).
     pub fn handle_session_resumed(&mut self, kept: &impl SessionStore) {
-        if self.state != State::Authorizing {
+        if !KEEP || self.state != State::Authorizing {
             return;
         }
         copy_subscriptions(kept, &mut self.store, self.limits.max_subscriptions);
@@ -263,7 +265,8 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         connect: &Connect<'_>,
         out: &mut impl Output,
     ) {
-        if !core::mem::take(&mut self.resumed) {
+        // Without `KEEP` nothing is ever resumed (see `handle_session_resumed`).
+        if !KEEP || !core::mem::take(&mut self.resumed) {
             return;
         }
         if !session_present {

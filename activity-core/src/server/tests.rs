@@ -301,6 +301,36 @@ fn suback(pkid: u16, codes: &'static [SubAckCode]) -> Vec<u8> {
 }
 
 #[test]
+fn a_long_peer_address_is_cut_at_a_character_boundary() {
+    // PEER_CAPACITY bytes fit; the character that would cross the end is left out whole.
+    let fits = "a".repeat(PEER_CAPACITY - 1);
+    for (addr, kept) in [
+        (format!("{fits}b"), format!("{fits}b")),
+        (format!("{fits}bc"), format!("{fits}b")),
+        // 'é' is two bytes: it would end one byte past the capacity.
+        (format!("{fits}é"), fits.clone()),
+        (
+            format!("{}é", "a".repeat(PEER_CAPACITY - 2)),
+            format!("{}é", "a".repeat(PEER_CAPACITY - 2)),
+        ),
+        // A four-byte character from the third-to-last byte on.
+        (
+            format!("{}😀", "a".repeat(PEER_CAPACITY - 3)),
+            "a".repeat(PEER_CAPACITY - 3),
+        ),
+    ] {
+        let peer = Peer {
+            addr: Some(&addr),
+            ..REMOTE
+        };
+        let mut client = Client::new(peer);
+        assert_eq!(client.send(&encoded(connect("p"))), NOTHING);
+        client.answer(ConnectAnswer::accept(false));
+        assert_eq!(client.out.events[0].1["peer"], json!(kept), "{addr}");
+    }
+}
+
+#[test]
 fn an_accepted_connect_gets_connack_and_its_connected_event() {
     let mut client = Client::new(REMOTE);
     let mut c = connect("sensor-7");

@@ -269,6 +269,13 @@ fn the_server_says_why_it_closes_a_v5_connection() {
         client.send(&[0x30, 10, 0, 1, b't', 6, 0x23, 0, 1, 0x23, 0, 2]),
         disconnect5(0x82)
     );
+    // AUTH (the engine names no authentication method): 0x82, well-formed (reason 0x18,
+    // continue) or not (reason 0x99, none of AUTH's), its body not decoded.
+    for auth in [&[0xF0, 1, 0x18][..], &[0xF0, 1, 0x99]] {
+        let mut client = connected5(REMOTE, "auth");
+        assert_eq!(client.send(auth), disconnect5(0x82), "{auth:02x?}");
+        assert_eq!(client.out.events[0].1["reason"], "protocol_error");
+    }
     // A client's own DISCONNECT gets nothing back.
     let mut client = connected5(REMOTE, "polite");
     assert_eq!(client.send(&[0xE0, 0]), NOTHING);

@@ -213,6 +213,44 @@ fn subscriptions_resume_only_with_the_session() {
 }
 
 #[test]
+fn an_engine_that_keeps_no_session_resumes_none() {
+    // KEEP = false (the embassy gateway's engine): the driver's store of a kept session is
+    // ignored, even if the driver answers that the session is present.
+    let kept = resumed_store(false);
+    assert_eq!(kept.subscription_count(), 1);
+    let mut conn: Connection<FixedAckStore<4, 128>, FixedSessionStore<4, 32, 2, 64>, false> =
+        Connection::new(
+            ServerConfig::default(),
+            FixedAckStore::new(),
+            FixedSessionStore::new(),
+            REMOTE,
+            T0,
+            0x2a,
+        );
+    let mut out = Rec::default();
+    let connect = encoded(Connect {
+        clean_session: false,
+        ..v5_with("resume", &[Property::SessionExpiryInterval(60)])
+    });
+    let mut tx = [0u8; 256];
+    let p = conn.handle_input(T0, &connect, &mut tx, &mut out);
+    assert_eq!(p.written, 0);
+    assert!(conn.is_authorizing());
+    conn.handle_session_resumed(&kept);
+    assert_eq!(conn.store().subscription_count(), 0, "nothing copied");
+    let p =
+        conn.handle_connect_answer(T0, ConnectAnswer::accept(true), &connect, &mut tx, &mut out);
+    assert!(conn.is_connected(), "{:02x?}", &tx[..p.written]);
+    assert_eq!(conn.store().subscription_count(), 0);
+    assert_eq!(
+        out.routes.len(),
+        1,
+        "only the CONNECT, no resumed subscription"
+    );
+    assert_eq!(out.kinds(), [EventKind::Connected]);
+}
+
+#[test]
 fn a_reconnect_within_the_expiry_resumes_and_drops_the_delayed_will() {
     let connect = Connect {
         will: will(&[Property::WillDelayInterval(5)]),
