@@ -138,7 +138,7 @@ mod will;
 mod tests;
 
 pub use access::{Access, Action};
-pub use config::{Limits, ServerConfig};
+pub use config::{LimitSource, Limits, ServerConfig};
 pub use io::{
     Ack, ConnectAnswer, ConnectRequest, Counter, Delivered, DeliveredFor, Delivery, DeliveryError,
     Output, Peer, Progress, Route, Routed, RoutedPublish, SESSION_NEVER_EXPIRES,
@@ -203,9 +203,14 @@ enum State {
 /// gateway) sets it to `false`: every session then ends with its connection, as with
 /// [`Limits::max_session_expiry`] 0, and none of the code that keeps one is linked.
 #[derive(Debug)]
-pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
+pub struct Connection<
+    A: AckStore,
+    S: SessionStore,
+    const KEEP: bool = true,
+    L: LimitSource = Limits,
+> {
     /// The limits of [`ServerConfig`] (its tracker part is the tracker's).
-    limits: Limits,
+    limits: L,
     connect_timeout_ms: u64,
     tracker: Tracker<A>,
     store: S,
@@ -226,8 +231,6 @@ pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
     /// Whether the store holds the subscriptions of a resumed session, until the CONNACK
     /// settles them (see [`Connection::handle_session_resumed`]).
     resumed: bool,
-    /// The configured Server Keep Alive.
-    server_keep_alive: Option<u16>,
     /// Whether the client wants reason strings (MQTT 5 Request Problem Information).
     wants_problems: bool,
     /// Whether the client may receive the activity events: from loopback when the
@@ -253,13 +256,13 @@ pub struct Connection<A: AckStore, S: SessionStore, const KEEP: bool = true> {
     flow: ClientFlow,
 }
 
-impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
+impl<A: AckStore, S: SessionStore, const KEEP: bool, L: LimitSource> Connection<A, S, KEEP, L> {
     /// A connection accepted by the transport at `now` (ms since the Unix epoch), remembering
     /// deliveries for `msgack` in `acks` and its session in `store`. `id_nonce` names the client
     /// if it connects with an empty id (`auto-` and `id_nonce` in 16 hex digits): the driver
     /// makes it unique among its connections.
     pub fn new(
-        config: ServerConfig,
+        config: ServerConfig<L>,
         acks: A,
         store: S,
         peer: Peer<'_>,
@@ -290,7 +293,6 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             kept_until: None,
             keeps_sessions: true,
             resumed: false,
-            server_keep_alive: config.server_keep_alive,
             wants_problems: true,
             may_subscribe_system: config.loopback_may_subscribe_system && peer.is_loopback,
             since: now,
@@ -368,8 +370,8 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     }
 
     /// The per-connection limits.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        self.limits.limits()
     }
 
     /// The room in `tx` the engine needs before it decodes a packet: the largest answer to one
@@ -377,7 +379,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// DISCONNECT with its reason string).
     pub fn answer_room(&self) -> usize {
         // A server DISCONNECT with its reason string: header, reason, property length, string.
-        codes_len(self.limits.max_filters_per_packet, true).max(4 + REASON_STRING_ROOM)
+        codes_len(self.limits().max_filters_per_packet, true).max(4 + REASON_STRING_ROOM)
     }
 
     /// When [`Connection::handle_timeout`] is due, in ms since the Unix epoch: the connect
@@ -486,7 +488,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                 return consumed;
             }
             let decoded =
-                codec::decode_from_client(rest, self.limits.max_packet_size, self.version);
+                codec::decode_from_client(rest, self.limits().max_packet_size, self.version);
             let (packet, len) = match decoded {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => return consumed,
@@ -539,7 +541,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             return Progress::default();
         }
         let Ok(Some((Packet::Connect(connect), len))) =
-            codec::decode_from_client(input, self.limits.max_packet_size, self.version)
+            codec::decode_from_client(input, self.limits().max_packet_size, self.version)
         else {
             return Progress::default();
         };
@@ -586,7 +588,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         self.keep_alive = self.granted_keep_alive(connect);
         self.session_expiry = self.granted_expiry(connect);
         if self.version.is_v5() {
-            self.flow = ClientFlow::of(connect, &self.limits, self.store.alias_capacity());
+            self.flow = ClientFlow::of(connect, &self.limits(), self.store.alias_capacity());
         }
         self.since = now;
         self.may_subscribe_system =
@@ -750,7 +752,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         if self.version.is_v5() {
             let mut id_buf = heapless::String::<CLIENT_ID_CAPACITY>::new();
             let assigned = self.effective_client_id(connect, &mut id_buf);
-            let max_packet_size = u32::try_from(self.limits.max_packet_size).unwrap_or(u32::MAX);
+            let max_packet_size = u32::try_from(self.limits().max_packet_size).unwrap_or(u32::MAX);
             let mut list: heapless::Vec<Property<'_>, 9> = heapless::Vec::new();
             // Capacity 9: at most six pushes below and three in push_session_properties.
             let _ = list.push(Property::MaximumPacketSize(max_packet_size));
@@ -760,12 +762,12 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             let _ = list.push(Property::SharedSubscriptionAvailable(u8::from(
                 self.serves_shared(self.granted_expiry(connect)),
             )));
-            let aliases = alias::inbound_maximum(&self.limits, &self.store);
+            let aliases = alias::inbound_maximum(&self.limits(), &self.store);
             if aliases > 0 {
                 let _ = list.push(Property::TopicAliasMaximum(aliases));
             }
-            if self.limits.max_qos < QoS::ExactlyOnce {
-                let _ = list.push(Property::MaximumQoS(self.limits.max_qos.as_u8()));
+            if self.limits().max_qos < QoS::ExactlyOnce {
+                let _ = list.push(Property::MaximumQoS(self.limits().max_qos.as_u8()));
             }
             if connect.client_id.is_empty() {
                 let _ = list.push(Property::AssignedClientIdentifier(assigned));
@@ -1141,7 +1143,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     ) {
         // MQTT 5.0 section 3.3.2.3.4: a topic alias the client sets or uses, within the
         // Topic Alias Maximum of the CONNACK; a client never sends a subscription identifier.
-        let maximum = alias::inbound_maximum(&self.limits, &self.store);
+        let maximum = alias::inbound_maximum(&self.limits(), &self.store);
         if let Err(cause) = alias::learn(&mut self.store, maximum, &publish) {
             self.fail(now, cause, tx, out);
             return;
@@ -1162,7 +1164,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
                     tx.put(&Packet::PubRec(codec::Ack::new(pkid)));
                     return;
                 }
-                if self.store.inbound_qos2_count() >= self.limits.max_inbound_qos2
+                if self.store.inbound_qos2_count() >= self.limits().max_inbound_qos2
                     || self.store.insert_inbound_qos2(pkid).is_err()
                 {
                     warn!("server: too many QoS 2 publishes awaiting PUBREL");
@@ -1202,7 +1204,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         out: &mut impl Output,
     ) {
         let count = subscribe.filters.len();
-        if count > self.limits.max_filters_per_packet {
+        if count > self.limits().max_filters_per_packet {
             warn!("server: too many filters in one SUBSCRIBE");
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;
@@ -1278,8 +1280,8 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// [`Limits::shared_subscriptions_in_kept_sessions`]; never when the store declines them).
     fn serves_shared(&self, session_expiry: u32) -> bool {
         !S::DECLINED.contains(Declined::SHARED_SUBSCRIPTIONS)
-            && self.limits.shared_subscriptions
-            && (self.limits.shared_subscriptions_in_kept_sessions || session_expiry == 0)
+            && self.limits().shared_subscriptions
+            && (self.limits().shared_subscriptions_in_kept_sessions || session_expiry == 0)
     }
 
     /// The SUBACK code for one filter: the access rules (MQTT 5: 0x87 not authorized), the
@@ -1315,11 +1317,11 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             return SubAckCode::Refused(ReasonCode::SharedSubscriptionsNotSupported.as_u8());
         }
         let held = self.store.subscription(filter).is_some();
-        if !held && self.store.subscription_count() >= self.limits.max_subscriptions {
+        if !held && self.store.subscription_count() >= self.limits().max_subscriptions {
             out.count(Counter::SubscriptionRefused);
             return SubAckCode::Refused(ReasonCode::QuotaExceeded.as_u8());
         }
-        let qos = requested.qos.min(self.limits.max_qos);
+        let qos = requested.qos.min(self.limits().max_qos);
         if self.store.insert_subscription(filter, qos).is_err() {
             out.count(Counter::SubscriptionRefused);
             return SubAckCode::Refused(ReasonCode::QuotaExceeded.as_u8());
@@ -1355,7 +1357,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         tx: &mut Tx<'_>,
         out: &mut impl Output,
     ) {
-        if unsubscribe.filters.len() > self.limits.max_filters_per_packet {
+        if unsubscribe.filters.len() > self.limits().max_filters_per_packet {
             warn!("server: too many filters in one UNSUBSCRIBE");
             self.fail(now, CloseCause::QuotaExceeded, tx, out);
             return;

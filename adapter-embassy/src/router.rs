@@ -23,7 +23,8 @@ use activity_core::outbox::Outbox;
 use activity_core::retained::{Retained, sends_retained};
 use activity_core::server::{
     CloseCause, ConnectAnswer, Connection, Counter, Declined, Delivery, DeliveryError,
-    FixedSessionStore, Limits, Output, Peer, ReasonCode, Route, Routed, ServerConfig, SessionStore,
+    FixedSessionStore, LimitSource, Limits, Output, Peer, ReasonCode, Route, Routed, ServerConfig,
+    SessionStore,
 };
 use activity_core::system::TOPIC_CAPACITY;
 use activity_core::topic::matches;
@@ -129,17 +130,24 @@ impl<const ACKS: usize, const TEXT: usize, const FILTER: usize, const WILL: usiz
 /// One slot's protocol engine; it keeps no session past its connection (`KEEP` false: the
 /// code for kept MQTT 5 sessions is not linked).
 pub(crate) type Conn<const SUBS: usize, S> =
-    Connection<<S as EngineStores>::Acks, <S as EngineStores>::Session<SUBS>, false>;
+    Connection<<S as EngineStores>::Acks, <S as EngineStores>::Session<SUBS>, false, GatewayLimits>;
 
-/// The engine's policy for every slot: the gateway's limits (at most QoS 1, packets up to the
-/// slot's packet buffer), the configured system topics and events, and only listed clients
-/// receive events (loopback means nothing on a microcontroller's network).
-pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> ServerConfig {
-    ServerConfig {
-        tracker: config.tracker.clone(),
-        limits: Limits {
-            max_packet_size,
+/// The engine's limits for every slot: constants, so that the engine's checks against them
+/// are decided when the firmware is compiled, but for the largest packet, the slot's packet
+/// buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GatewayLimits {
+    /// The largest packet a client may send: the slot's packet buffer.
+    max_packet_size: usize,
+}
+
+impl LimitSource for GatewayLimits {
+    #[inline(always)]
+    fn limits(&self) -> Limits {
+        Limits {
+            max_packet_size: self.max_packet_size,
             max_inbound_qos2: QOS2_INFLIGHT,
+            // The store bounds them (`SUBS`).
             max_subscriptions: usize::MAX,
             max_filters_per_packet: MAX_FILTERS_PER_SUBSCRIBE,
             max_qos: QoS::AtLeastOnce,
@@ -153,10 +161,24 @@ pub(crate) fn server_config(config: &Config<'_>, max_packet_size: usize) -> Serv
             // Sessions end with their connection (a slot is freed for the next client): an
             // MQTT 5 client is told Session Expiry Interval 0, and a delayed will goes at once.
             max_session_expiry: 0,
-        },
+            // The client's keep-alive holds.
+            server_keep_alive: None,
+        }
+    }
+}
+
+/// The engine's policy for every slot: the gateway's limits (at most QoS 1, packets up to the
+/// slot's packet buffer), the configured system topics and events, and only listed clients
+/// receive events (loopback means nothing on a microcontroller's network).
+pub(crate) fn server_config(
+    config: &Config<'_>,
+    max_packet_size: usize,
+) -> ServerConfig<GatewayLimits> {
+    ServerConfig {
+        tracker: config.tracker.clone(),
+        limits: GatewayLimits { max_packet_size },
         connect_timeout_ms: config.connect_timeout.as_millis(),
         loopback_may_subscribe_system: false,
-        server_keep_alive: None,
     }
 }
 
@@ -382,7 +404,7 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStore
     pub(crate) fn open(
         &mut self,
         i: usize,
-        server: ServerConfig,
+        server: ServerConfig<GatewayLimits>,
         peer: &str,
         now: u64,
         nonce: u64,

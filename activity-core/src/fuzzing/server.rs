@@ -376,7 +376,7 @@ pub fn server(data: &[u8]) {
             max_session_expiry: 30,
             ..Limits::HOST
         };
-        config.server_keep_alive = Some(5);
+        config.limits.server_keep_alive = Some(5);
     }
     let peer = Peer {
         addr: Some("192.0.2.1:1883"),

@@ -50,12 +50,17 @@ pub struct Limits {
     /// gets this, and an MQTT 5 client is told so in the CONNACK. 0: every session ends with
     /// its connection (and the will is never delayed).
     pub max_session_expiry: u32,
+    /// The Server Keep Alive (MQTT 5.0 section 3.2.2.3.14), in seconds: when set, an MQTT 5
+    /// client is told it in the CONNACK and the engine uses it instead of the client's
+    /// keep-alive. `None`: the client's keep-alive holds.
+    pub server_keep_alive: Option<u16>,
 }
 
 impl Limits {
     /// Limits for a host server: 1 MiB packets, 1024 QoS 2 publishes awaiting PUBREL, 1024
     /// filters per client, 128 per SUBSCRIBE, QoS 2 granted, 32 topic aliases each way,
-    /// shared subscriptions served (also in kept sessions), sessions kept as long as asked.
+    /// shared subscriptions served (also in kept sessions), sessions kept as long as asked, the
+    /// client's keep-alive.
     pub const HOST: Limits = Limits {
         max_packet_size: 1024 * 1024,
         max_inbound_qos2: 1024,
@@ -67,7 +72,24 @@ impl Limits {
         shared_subscriptions: true,
         shared_subscriptions_in_kept_sessions: true,
         max_session_expiry: super::SESSION_NEVER_EXPIRES,
+        server_keep_alive: None,
     };
+}
+
+/// Where a connection's [`Limits`] come from: a run-time value ([`Limits`] itself, as the
+/// broker and the tap configure them), or a type of the driver's whose limits are constants,
+/// so that the engine's checks against them are decided when it is compiled (the embassy
+/// gateway's: one copy of the engine, whose fixed limits cost no code to read and compare).
+pub trait LimitSource {
+    /// The limits (called wherever the engine reads one; an implementation with constants
+    /// returns them from an inlined function).
+    fn limits(&self) -> Limits;
+}
+
+impl LimitSource for Limits {
+    fn limits(&self) -> Limits {
+        *self
+    }
 }
 
 impl Default for Limits {
@@ -77,21 +99,19 @@ impl Default for Limits {
 }
 
 /// What every connection of one server shares. See the [module docs](super) for the call order.
+/// `L` holds the per-connection limits: [`Limits`] (run-time values), or a [`LimitSource`] with
+/// constant ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
+pub struct ServerConfig<L: LimitSource = Limits> {
     /// The system topics and which event kinds are emitted.
     pub tracker: TrackerConfig,
     /// The per-connection limits.
-    pub limits: Limits,
+    pub limits: L,
     /// How long a new connection may take to send its CONNECT, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Whether clients connecting from a loopback address may subscribe to filters that
     /// receive activity events (others need [`Output::is_system_subscriber`](super::Output)).
     pub loopback_may_subscribe_system: bool,
-    /// The Server Keep Alive (MQTT 5.0 section 3.2.2.3.14), in seconds: when set, an MQTT 5
-    /// client is told it in the CONNACK and the engine uses it instead of the client's
-    /// keep-alive. `None` (the default): the client's keep-alive holds.
-    pub server_keep_alive: Option<u16>,
 }
 
 impl Default for ServerConfig {
@@ -101,7 +121,6 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             connect_timeout_ms: 10_000,
             loopback_may_subscribe_system: true,
-            server_keep_alive: None,
         }
     }
 }

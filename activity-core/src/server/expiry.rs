@@ -29,8 +29,8 @@ use crate::tracker::PublishInfo;
 
 use super::io::session_expiry_of;
 use super::{
-    ConnectRequest, Connection, Counter, Output, Own, Route, SESSION_NEVER_EXPIRES, SessionStore,
-    State, is_plain, route_publish,
+    ConnectRequest, Connection, Counter, LimitSource, Output, Own, Route, SESSION_NEVER_EXPIRES,
+    SessionStore, State, is_plain, route_publish,
 };
 use crate::acks::AckStore;
 
@@ -68,7 +68,7 @@ fn after(now: u64, seconds: u32) -> u64 {
     now.saturating_add(u64::from(seconds) * 1_000)
 }
 
-impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
+impl<A: AckStore, S: SessionStore, const KEEP: bool, L: LimitSource> Connection<A, S, KEEP, L> {
     /// The session expiry the server grants `connect`: what it asks for (MQTT 3.1.1: 0 or
     /// never), capped at [`Limits::max_session_expiry`](super::Limits::max_session_expiry).
     pub(super) fn granted_expiry(&self, connect: &Connect<'_>) -> u32 {
@@ -78,7 +78,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// The longest session expiry granted: none without `KEEP`.
     fn max_session_expiry(&self) -> u32 {
         if KEEP {
-            self.limits.max_session_expiry
+            self.limits().max_session_expiry
         } else {
             0
         }
@@ -96,10 +96,10 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         if granted != session_expiry_of(connect) {
             let _ = list.push(Property::SessionExpiryInterval(granted));
         }
-        if let Some(seconds) = self.server_keep_alive {
+        if let Some(seconds) = self.limits().server_keep_alive {
             let _ = list.push(Property::ServerKeepAlive(seconds));
         }
-        let receive_maximum = u16::try_from(self.limits.max_inbound_qos2).unwrap_or(u16::MAX);
+        let receive_maximum = u16::try_from(self.limits().max_inbound_qos2).unwrap_or(u16::MAX);
         if receive_maximum < u16::MAX {
             // 0 is a protocol error on the wire (5.0 section 3.2.2.3.3): at least 1 is said.
             let _ = list.push(Property::ReceiveMaximum(receive_maximum.max(1)));
@@ -123,7 +123,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
     /// The keep-alive the engine applies to `connect`: the configured Server Keep Alive for an
     /// MQTT 5 client (it was told in the CONNACK), the client's own otherwise.
     pub(super) fn granted_keep_alive(&self, connect: &Connect<'_>) -> u16 {
-        match self.server_keep_alive {
+        match self.limits().server_keep_alive {
             Some(seconds) if self.version == Version::V5 => seconds,
             _ => connect.keep_alive,
         }
@@ -233,7 +233,7 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
             self.publish_will(now, out);
         }
         if !clean_start {
-            copy_subscriptions(&self.store, resumed, self.limits.max_subscriptions);
+            copy_subscriptions(&self.store, resumed, self.limits().max_subscriptions);
         }
         self.finish_kept();
     }
@@ -253,7 +253,8 @@ impl<A: AckStore, S: SessionStore, const KEEP: bool> Connection<A, S, KEEP> {
         if !KEEP || self.state != State::Authorizing {
             return;
         }
-        copy_subscriptions(kept, &mut self.store, self.limits.max_subscriptions);
+        let max_subscriptions = self.limits().max_subscriptions;
+        copy_subscriptions(kept, &mut self.store, max_subscriptions);
         self.resumed = self.store.subscription_count() > 0;
     }
 

@@ -221,7 +221,7 @@ impl<A: AckStore, S: SessionStore, R: RequestStore> Relay<A, S, R> {
     pub fn new(mut conn: Connection<A, S>, requests: R, answer_timeout_ms: u64) -> Self {
         // The upstream keeps sessions, delays wills and says its own Server Keep Alive.
         conn.keeps_sessions = false;
-        conn.server_keep_alive = None;
+        conn.limits.server_keep_alive = None;
         Relay {
             conn,
             requests,

@@ -180,11 +180,11 @@ pub fn server_config(config: &Config, tracker: TrackerConfig) -> ServerConfig {
             // rumqttd's router panics when a kept session holding the last seat of a shared
             // group leaves with deliveries in flight (see the field's docs).
             shared_subscriptions_in_kept_sessions: false,
+            server_keep_alive: config.server_keep_alive,
             ..Limits::HOST
         },
         connect_timeout_ms: u64::try_from(config.connect_timeout().as_millis()).unwrap_or(u64::MAX),
         loopback_may_subscribe_system: config.access.loopback_may_subscribe,
-        server_keep_alive: config.server_keep_alive,
     }
 }
 

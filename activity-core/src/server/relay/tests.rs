@@ -834,7 +834,10 @@ fn mqtt_5_the_upstreams_keep_alive_holds_and_disconnect_may_not_grow_the_expiry(
     };
     let mut client = Client::new(ServerConfig {
         // The upstream answers the client: a relay announces nothing of its own.
-        server_keep_alive: Some(600),
+        limits: Limits {
+            server_keep_alive: Some(600),
+            ..Limits::HOST
+        },
         ..ServerConfig::default()
     });
     client.send(&encoded(v5));

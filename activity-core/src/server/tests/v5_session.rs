@@ -456,7 +456,10 @@ fn a_server_that_keeps_no_sessions_says_so_and_sends_the_will_at_once() {
 #[test]
 fn the_server_keep_alive_is_announced_and_applied() {
     let config = ServerConfig {
-        server_keep_alive: Some(4),
+        limits: Limits {
+            server_keep_alive: Some(4),
+            ..Limits::HOST
+        },
         ..ServerConfig::default()
     };
     let (client, connack) = session(config.clone(), v5_with("told", &[]));
