@@ -70,25 +70,7 @@ pub(crate) async fn run_slot<
             let server = server_config(config, packet.len());
             shared.core().open(index, server, &peer, now, nonce);
         }
-        let cause = serve(&mut socket, shared, &ctx, index, packet).await;
-        let now = shared.status.now_ms();
-        // Nothing happens if the engine closed the connection itself.
-        shared.core().close_client(&ctx, index, now, cause);
-        // Send what is still queued (a refusing CONNACK, say), then close.
-        let _ = with_timeout(LINGER, async {
-            loop {
-                let drained = socket
-                    .write_with(|buf| {
-                        let n = shared.core().drain_into(index, buf);
-                        (n, n)
-                    })
-                    .await;
-                if !matches!(drained, Ok(n) if n > 0) {
-                    break;
-                }
-            }
-        })
-        .await;
+        serve(&mut socket, shared, &ctx, index, packet).await;
         shared.core().clear_queue(index);
         close_socket(&mut socket).await;
     }
@@ -143,18 +125,19 @@ pub(crate) fn consume(buf: &mut [u8], have: usize, n: usize) -> usize {
     }
 }
 
-/// Moves bytes between the socket and the slot's engine until the connection ends; returns
-/// why, when the transport (not the engine) ended it.
+/// Moves bytes between the socket and the slot's engine until the connection ends, ends the
+/// engine's connection (when the transport, not the engine, ended it) and sends what is still
+/// queued (a refusing CONNACK, say).
 async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     socket: &mut TcpSocket<'_>,
     shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     ctx: &Ctx<'_>,
     index: usize,
     packet: &mut [u8],
-) -> CloseCause {
+) {
     let (mut reader, mut writer) = socket.split();
     let mut have = 0usize;
-    loop {
+    let cause = 'serve: loop {
         // Hand the engine every byte not consumed yet.
         loop {
             let now = shared.status.now_ms();
@@ -164,7 +147,7 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
             if shared.core().is_closed(index) {
                 // The engine closed it and reported why (or another connection took the
                 // client id over); the cause is not used.
-                return CloseCause::ProtocolError;
+                break 'serve CloseCause::ProtocolError;
             }
             if consumed == 0 {
                 break;
@@ -204,16 +187,11 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
                     None => core::future::pending().await,
                 }
             }
-            writer
-                .write_with(|buf| {
-                    let n = shared.core().drain_into(index, buf);
-                    (n, n)
-                })
-                .await
+            writer.write_with(drain_queue(shared, index)).await
         };
         match select3(read, write, Timer::at(deadline)).await {
             Either3::First(Ok(0) | Err(_)) | Either3::Second(Err(_)) => {
-                return CloseCause::TransportClosed;
+                break 'serve CloseCause::TransportClosed;
             }
             Either3::First(Ok(n)) => have += n,
             Either3::Second(Ok(_)) => {}
@@ -222,6 +200,26 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
                 shared.core().handle_timeout(ctx, index, now);
             }
         }
+    };
+    let now = shared.status.now_ms();
+    // Nothing happens if the engine closed the connection itself.
+    shared.core().close_client(ctx, index, now, cause);
+    let _ = with_timeout(LINGER, async {
+        while matches!(writer.write_with(drain_queue(shared, index)).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// What moves slot `index`'s queue into the socket's transmit buffer, for `write_with`: one
+/// closure type for the connection and its close, so that the firmware has one copy of the
+/// socket's write future.
+fn drain_queue<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>(
+    shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
+    index: usize,
+) -> impl FnOnce(&mut [u8]) -> (usize, usize) + '_ {
+    move |buf| {
+        let n = shared.core().drain_into(index, buf);
+        (n, n)
     }
 }
 
