@@ -187,7 +187,9 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
                     None => core::future::pending().await,
                 }
             }
-            writer.write_with(drain_queue(shared, index)).await
+            writer
+                .write_with(&mut drain_queue(shared, index) as Fill<'_>)
+                .await
         };
         match select3(read, write, Timer::at(deadline)).await {
             Either3::First(Ok(0) | Err(_)) | Either3::Second(Err(_)) => {
@@ -205,18 +207,25 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
     // Nothing happens if the engine closed the connection itself.
     shared.core().close_client(ctx, index, now, cause);
     let _ = with_timeout(LINGER, async {
-        while matches!(writer.write_with(drain_queue(shared, index)).await, Ok(n) if n > 0) {}
+        while matches!(
+            writer.write_with(&mut drain_queue(shared, index) as Fill<'_>).await,
+            Ok(n) if n > 0
+        ) {}
     })
     .await;
 }
 
-/// What moves slot `index`'s queue into the socket's transmit buffer, for `write_with`: one
-/// closure type for the connection and its close, so that the firmware has one copy of the
-/// socket's write future.
+/// What fills a socket's transmit buffer in `write_with` (returning the bytes written, twice):
+/// one type for the slots and the uplink, so that the firmware has one copy of embassy-net's
+/// write future.
+pub(crate) type Fill<'a> = &'a mut dyn FnMut(&mut [u8]) -> (usize, usize);
+
+/// What moves slot `index`'s queue into the socket's transmit buffer, for `write_with` (as a
+/// [`Fill`]), while the connection is served and while it closes.
 fn drain_queue<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStores>(
     shared: &Shared<CLIENTS, SUBS, QUEUE, S>,
     index: usize,
-) -> impl FnOnce(&mut [u8]) -> (usize, usize) + '_ {
+) -> impl FnMut(&mut [u8]) -> (usize, usize) + '_ {
     move |buf| {
         let n = shared.core().drain_into(index, buf);
         (n, n)

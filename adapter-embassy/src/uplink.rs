@@ -22,7 +22,7 @@ use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
 use crate::router::{EngineStores, Shared, UPLINK_TOPIC_CAPACITY};
-use crate::session::{close_socket, consume};
+use crate::session::{Fill, close_socket, consume};
 use crate::stats::{add, bump};
 use crate::{Config, UplinkBuffers, UplinkConfig};
 
@@ -277,12 +277,11 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
                 }
                 shared.uplink_wake.wait().await;
             }
-            writer
-                .write_with(|buf| {
-                    let n = shared.core().uplink.drain_into(buf);
-                    (n, n)
-                })
-                .await
+            let mut drain = |buf: &mut [u8]| {
+                let n = shared.core().uplink.drain_into(buf);
+                (n, n)
+            };
+            writer.write_with(&mut drain as Fill<'_>).await
         };
         match select3(read, write, Timer::at(next_ping)).await {
             Either3::First(Ok(0) | Err(_)) | Either3::Second(Err(_)) => return,
