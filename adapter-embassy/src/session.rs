@@ -232,6 +232,19 @@ fn drain_queue<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
     }
 }
 
+/// What copies what fits of `bytes` into a socket's transmit buffer, for `write_with` (as a
+/// [`Fill`]): the gateway writes fixed bytes this way too, so that embassy-net's `write`
+/// future is not linked besides its `write_with`.
+pub(crate) fn copy_from(bytes: &[u8]) -> impl FnMut(&mut [u8]) -> (usize, usize) + '_ {
+    move |buf| {
+        let n = buf.len().min(bytes.len());
+        if let (Some(to), Some(from)) = (buf.get_mut(..n), bytes.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        (n, n)
+    }
+}
+
 /// CONNACK with return code 3, server unavailable (section 3.2.2.3).
 const CONNACK_SERVER_UNAVAILABLE: [u8; 4] = [0x20, 0x02, 0x00, 0x03];
 
@@ -243,7 +256,10 @@ async fn refuse(socket: &mut TcpSocket<'_>, counters: &Counters, scratch: &mut [
     // Wait for the CONNECT to begin (its content does not matter), then refuse it.
     let _ = select(socket.read(scratch), Timer::after_secs(2)).await;
     if let Either::First(Err(_)) | Either::Second(()) = select(
-        socket.write(&CONNACK_SERVER_UNAVAILABLE),
+        socket
+            .split()
+            .1
+            .write_with(&mut copy_from(&CONNACK_SERVER_UNAVAILABLE) as Fill<'_>),
         Timer::after_secs(1),
     )
     .await

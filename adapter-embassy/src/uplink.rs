@@ -22,7 +22,7 @@ use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
 use crate::router::{EngineStores, Shared, UPLINK_TOPIC_CAPACITY};
-use crate::session::{Fill, close_socket, consume};
+use crate::session::{Fill, close_socket, consume, copy_from};
 use crate::stats::{add, bump};
 use crate::{Config, UplinkBuffers, UplinkConfig};
 
@@ -131,7 +131,8 @@ fn next_packet(buf: &[u8], max: usize) -> Result<Option<(Incoming, usize)>, ()> 
 /// Writes all of `bytes`.
 async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), ()> {
     while !bytes.is_empty() {
-        match socket.write(bytes).await {
+        let (_, mut writer) = socket.split();
+        match writer.write_with(&mut copy_from(bytes) as Fill<'_>).await {
             Ok(0) | Err(_) => return Err(()),
             Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
         }
@@ -289,7 +290,8 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
             Either3::Second(Ok(_)) => {}
             Either3::Third(()) => {
                 // PINGREQ, 0xC0 0x00 (section 3.12).
-                if writer.write(&[0xC0, 0x00]).await.is_err() {
+                let pingreq = &mut copy_from(&[0xC0, 0x00]) as Fill<'_>;
+                if writer.write_with(pingreq).await.is_err() {
                     return;
                 }
                 next_ping = Instant::now() + interval;
