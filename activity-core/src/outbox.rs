@@ -272,6 +272,16 @@ impl<const N: usize> Outbox<N> {
         n
     }
 
+    /// The bytes not handed over yet of the packet [`Outbox::drain_into`] handed over in part:
+    /// 0 when what was handed over ends at a packet boundary. A client that writes packets of
+    /// its own into the same connection (a PINGREQ) does so only at a boundary, never into a
+    /// packet sent in part, and drains at most this many bytes until it is at one.
+    pub fn rest_in_transit(&self) -> usize {
+        let sent = self.sent;
+        self.find(|_, p| p.start < sent && p.end() > sent)
+            .map_or(0, |p| p.end() - sent)
+    }
+
     /// The server acknowledged the QoS 1 packet with `pkid` (PUBACK, section 3.4): it leaves
     /// the queue. Returns whether one was queued (a PUBACK for an unknown id is ignored).
     pub fn handle_puback(&mut self, pkid: u16) -> bool {

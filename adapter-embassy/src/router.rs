@@ -498,14 +498,13 @@ impl<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: EngineStore
             uplink,
             uplink_topic,
             retained,
-            retained_pending: 0,
+            retained_pending: &mut me.retained_pending,
             event_topic: String::new(),
             verdict: None,
             answering,
         };
         let (result, written) = step(conn, me.out.spare(), &mut out);
         me.out.commit(written);
-        me.retained_pending |= out.retained_pending;
         if written > 0 {
             ctx.wake(i);
         }
@@ -659,8 +658,10 @@ struct SlotOutput<'a, 'c, const SUBS: usize, const QUEUE: usize, S: EngineStores
     uplink: &'a mut Outbox<QUEUE>,
     uplink_topic: &'a mut String<UPLINK_TOPIC_CAPACITY>,
     retained: &'a mut RetainedTable,
-    /// The retained entries this slot's new subscriptions asked for (see [`Client`]).
-    retained_pending: u32,
+    /// The retained entries this slot's client waits for (its [`Client`]'s): its new
+    /// subscriptions add to them, and a retained message it publishes itself takes its entry
+    /// off (it gets that message live from its engine, if a subscription matches).
+    retained_pending: &'a mut u32,
     event_topic: String<TOPIC_CAPACITY>,
     verdict: Option<Verdict>,
     answering: bool,
@@ -729,6 +730,10 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
                         warn!("gateway: retained message not kept (table full or too large)");
                     }
                     renewed = kept.entry().map_or(0, entry_bit);
+                    // The publisher waits for that entry only if one of its subscriptions
+                    // matches the topic: the engine sends it the new message live (with No
+                    // Local, neither: it is the client's own message).
+                    *self.retained_pending &= !renewed;
                 }
                 let delivery = Delivery {
                     publisher: Some(publish.publisher),
@@ -765,7 +770,7 @@ impl<const SUBS: usize, const QUEUE: usize, S: EngineStores> Output
             } => {
                 if sends_retained(options, is_new) {
                     for (entry, _) in self.retained.matching(filter) {
-                        self.retained_pending |= entry_bit(entry);
+                        *self.retained_pending |= entry_bit(entry);
                     }
                 }
                 Routed::Accepted

@@ -17,7 +17,7 @@ use activity_core::codec::{
 };
 use embassy_futures::select::{Either3, select3};
 use embassy_net::Stack;
-use embassy_net::tcp::TcpSocket;
+use embassy_net::tcp::{TcpSocket, TcpWriter};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 use heapless::String;
 
@@ -30,6 +30,9 @@ use crate::{Config, UplinkBuffers, UplinkConfig};
 pub const ONLINE: &[u8] = b"online";
 /// The retained state message (the uplink's last will) while it is not.
 pub const OFFLINE: &[u8] = b"offline";
+
+/// PINGREQ (section 3.12).
+const PINGREQ: [u8; 2] = [0xC0, 0x00];
 
 /// How long connecting and the CONNACK may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,9 +132,8 @@ fn next_packet(buf: &[u8], max: usize) -> Result<Option<(Incoming, usize)>, ()> 
 }
 
 /// Writes all of `bytes`.
-async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), ()> {
+async fn write_all(writer: &mut TcpWriter<'_>, mut bytes: &[u8]) -> Result<(), ()> {
     while !bytes.is_empty() {
-        let (_, mut writer) = socket.split();
         match writer.write_with(&mut copy_from(bytes) as Fill<'_>).await {
             Ok(0) | Err(_) => return Err(()),
             Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
@@ -180,7 +182,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S:
         warn!("uplink: the CONNECT does not fit its packet buffer");
         return false;
     };
-    if write_all(socket, packet.get(..len).unwrap_or_default())
+    if write_all(&mut socket.split().1, packet.get(..len).unwrap_or_default())
         .await
         .is_err()
     {
@@ -227,7 +229,7 @@ async fn session<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S:
     let Ok(len) = online.encode(packet) else {
         return true;
     };
-    if write_all(socket, packet.get(..len).unwrap_or_default())
+    if write_all(&mut socket.split().1, packet.get(..len).unwrap_or_default())
         .await
         .is_err()
     {
@@ -248,6 +250,8 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
     let interval = Duration::from_secs(u64::from(uplink.keep_alive_secs.max(1)));
     let mut last_rx = Instant::now();
     let mut next_ping = Instant::now() + interval;
+    // The PINGREQ is due and waits for the end of the packet in transit.
+    let mut ping_due = false;
     let mut have = 0usize;
     let (mut reader, mut writer) = socket.split();
     loop {
@@ -270,6 +274,16 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
             warn!("uplink: no answer from the upstream broker");
             return;
         }
+        // A PINGREQ goes between the queue's packets, never into one sent in part (the rest of
+        // which waits for room in the transmit buffer): until the write below has finished
+        // that one, the PINGREQ waits. Written whole, however the buffer's free space wraps.
+        if ping_due && shared.core().uplink.rest_in_transit() == 0 {
+            if write_all(&mut writer, &PINGREQ).await.is_err() {
+                return;
+            }
+            ping_due = false;
+            next_ping = Instant::now() + interval;
+        }
         let read = reader.read(packet.get_mut(have..).unwrap_or_default());
         let write = async {
             loop {
@@ -279,23 +293,25 @@ async fn serve<const CLIENTS: usize, const SUBS: usize, const QUEUE: usize, S: E
                 shared.uplink_wake.wait().await;
             }
             let mut drain = |buf: &mut [u8]| {
-                let n = shared.core().uplink.drain_into(buf);
+                let mut core = shared.core();
+                let room = match ping_due {
+                    true => core.uplink.rest_in_transit().min(buf.len()),
+                    false => buf.len(),
+                };
+                let n = core
+                    .uplink
+                    .drain_into(buf.get_mut(..room).unwrap_or_default());
                 (n, n)
             };
             writer.write_with(&mut drain as Fill<'_>).await
         };
-        match select3(read, write, Timer::at(next_ping)).await {
+        // While a PINGREQ is due, the timer is off.
+        let ping = Timer::at(if ping_due { Instant::MAX } else { next_ping });
+        match select3(read, write, ping).await {
             Either3::First(Ok(0) | Err(_)) | Either3::Second(Err(_)) => return,
             Either3::First(Ok(n)) => have += n,
             Either3::Second(Ok(_)) => {}
-            Either3::Third(()) => {
-                // PINGREQ, 0xC0 0x00 (section 3.12).
-                let pingreq = &mut copy_from(&[0xC0, 0x00]) as Fill<'_>;
-                if writer.write_with(pingreq).await.is_err() {
-                    return;
-                }
-                next_ping = Instant::now() + interval;
-            }
+            Either3::Third(()) => ping_due = true,
         }
     }
 }

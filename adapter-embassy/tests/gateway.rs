@@ -414,6 +414,56 @@ fn a_retained_message_renewed_while_a_subscriber_waits_arrives_once() {
     });
 }
 
+/// A client that subscribes and, read together with its SUBSCRIBE, publishes a new retained
+/// message on a topic whose retained message the subscription asked for, gets its own message
+/// once, live: not again from the retained entry it renewed.
+#[test]
+fn a_client_renewing_a_retained_message_it_waits_for_gets_it_once() {
+    gateway_test::<2, _, _>(config(), |stack, _handle| async move {
+        let mut publisher = RawClient::connected(stack, GATEWAY, "publisher").await;
+        publisher.send(retained("r/x", b"old", 1)).await;
+        assert_eq!(publisher.recv().await, Received::PubAck(1));
+        let mut renewer = RawClient::connected(stack, GATEWAY, "renewer").await;
+        let filters = [("r/#", QoS::AtMostOnce)];
+        let subscribe = Packet::Subscribe(Subscribe {
+            properties: Properties::EMPTY,
+            pkid: 1,
+            filters: SubscribeFilters::from_slice(&filters),
+        });
+        let renew = Packet::Publish(Publish {
+            retain: true,
+            ..match live("r/x", b"new") {
+                Packet::Publish(publish) => publish,
+                _ => unreachable!("live gives a PUBLISH"),
+            }
+        });
+        // One write: the gateway reads both packets at once.
+        let mut bytes = [0u8; 64];
+        let n = subscribe.encode(&mut bytes).expect("SUBSCRIBE fits");
+        let m = renew.encode(&mut bytes[n..]).expect("PUBLISH fits");
+        renewer.send_raw(&bytes[..n + m]).await;
+        let received = |topic: &str, payload: &[u8]| Received::Publish {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            qos: QoS::AtMostOnce,
+            pkid: None,
+            retain: false,
+        };
+        assert_eq!(
+            renewer.recv().await,
+            Received::SubAck {
+                pkid: 1,
+                codes: vec![0]
+            }
+        );
+        assert_eq!(renewer.recv().await, received("r/x", b"new"));
+        publisher
+            .publish("r/end", b"end", QoS::AtMostOnce, None)
+            .await;
+        assert_eq!(renewer.recv().await, received("r/end", b"end"));
+    });
+}
+
 /// A retained QoS 1 PUBLISH without properties.
 fn retained<'a>(topic: &'a str, payload: &'a [u8], pkid: u16) -> Packet<'a> {
     Packet::Publish(Publish {
@@ -427,7 +477,6 @@ fn retained<'a>(topic: &'a str, payload: &'a [u8], pkid: u16) -> Packet<'a> {
     })
 }
 
-/// The Message Expiry Interval among printed properties (the only property expected).
 /// A QoS 0 PUBLISH without properties, not retained.
 fn live<'a>(topic: &'a str, payload: &'a [u8]) -> Packet<'a> {
     Packet::Publish(Publish {
@@ -441,6 +490,7 @@ fn live<'a>(topic: &'a str, payload: &'a [u8]) -> Packet<'a> {
     })
 }
 
+/// The Message Expiry Interval among printed properties (the only property expected).
 fn expiry_left(properties: &[String]) -> u32 {
     match properties {
         [one] => one

@@ -224,3 +224,91 @@ fn uplink_never_sends_a_password_without_a_username() {
         upstream.close().await;
     });
 }
+
+/// The keep-alive's PINGREQs never land inside a forwarded PUBLISH. The uplink is kept
+/// saturated (a device publishes faster than the upstream reads), so that the gateway's
+/// transmit buffer is full, and ends in the middle of a packet, whenever a PINGREQ falls due:
+/// every byte upstream still parses as the gateway's packets, each PINGREQ whole and between
+/// two of them.
+#[test]
+fn pingreqs_go_between_packets_on_a_saturated_uplink() {
+    let config = Config {
+        uplink: Some(UplinkConfig {
+            forward: &["sensors/#"],
+            qos: QoS::AtMostOnce,
+            keep_alive_secs: 1,
+            ..UplinkConfig::new(
+                IpEndpoint::new(IpAddress::Ipv4(CLIENT_IP), UPSTREAM_PORT),
+                "edge",
+            )
+        }),
+        ..Config::new("gw-test")
+    };
+    gateway_test::<2, _, _>(config, |stack, handle| async move {
+        // A small receive buffer: the gateway's data waits in its own transmit buffer.
+        let mut socket = TcpSocket::new(stack, leak([0u8; 256]), leak([0u8; 256]));
+        socket.accept(UPSTREAM_PORT).await.expect("accept");
+        let mut upstream = RawClient::from_socket(socket);
+        assert!(matches!(upstream.recv().await, Received::Connect { .. }));
+        upstream
+            .send(Packet::ConnAck(ConnAck {
+                properties: activity_core::codec::Properties::EMPTY,
+                session_present: false,
+                code: ConnectReturnCode::Accepted.as_u8(),
+            }))
+            .await;
+        let mut dev = RawClient::connected(stack, GATEWAY, "dev").await;
+        let reading = pingreqs_between_packets(&mut upstream, 3);
+        let payload = [b'p'; 100];
+        let publishing = async {
+            loop {
+                dev.publish("sensors/t", &payload, QoS::AtMostOnce, None)
+                    .await;
+                Timer::after_millis(2).await;
+            }
+        };
+        embassy_futures::select::select(reading, publishing).await;
+        assert!(
+            handle.stats().uplink_dropped > 0,
+            "the uplink was saturated"
+        );
+    });
+}
+
+/// Reads the uplink slowly (64 bytes every 5 ms) and answers each PINGREQ, until `pings` have
+/// come; fails on any byte that is not part of one of the gateway's packets.
+async fn pingreqs_between_packets(upstream: &mut RawClient, pings: usize) {
+    let mut stream = Vec::new();
+    let mut seen = 0;
+    let mut buf = [0u8; 64];
+    while seen < pings {
+        let n = upstream.socket.read(&mut buf).await.expect("uplink read");
+        assert!(n > 0, "the gateway closed the uplink after {seen} PINGREQs");
+        stream.extend_from_slice(&buf[..n]);
+        loop {
+            let (packet, used) = match activity_core::codec::decode(&stream, 4096) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(e) => panic!("the uplink's byte stream broke after {seen} PINGREQs: {e:?}"),
+            };
+            match packet {
+                Packet::PingReq => {
+                    seen += 1;
+                    upstream.send(Packet::PingResp).await;
+                }
+                Packet::Publish(p) if p.topic == "edge/sensors/t" => {
+                    assert_eq!(p.payload, [b'p'; 100], "a forwarded payload changed");
+                }
+                Packet::Publish(p) if p.topic.starts_with("edge/SYSTEM/") => {
+                    json(p.payload);
+                }
+                Packet::Publish(p) if p.topic == "edge/gateway/gw-test/uplink" => {
+                    assert_eq!(p.payload, b"online");
+                }
+                other => panic!("not one of the gateway's packets: {other:?}"),
+            }
+            stream.drain(..used);
+        }
+        Timer::after_millis(5).await;
+    }
+}

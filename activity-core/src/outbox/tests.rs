@@ -224,3 +224,31 @@ fn the_memory_is_the_buffer_and_three_words() {
     // The module docs: N bytes and 12 of bookkeeping on 32-bit targets (24 on 64-bit).
     assert!(size_of::<Outbox<512>>() <= 512 + 3 * size_of::<usize>());
 }
+
+#[test]
+fn the_rest_in_transit_is_what_is_left_of_a_packet_sent_in_part() {
+    let mut outbox = Outbox::<256>::new();
+    assert_eq!(outbox.rest_in_transit(), 0, "nothing queued");
+    outbox.push("a/1", b"one", Q1, false, NEWEST).unwrap();
+    outbox.push("a/2", b"two", Q0, false, NEWEST).unwrap();
+    let first = outbox.len() - 10; // a/2 at QoS 0: 2 + 2 + 3 + 3 bytes
+    assert_eq!(outbox.rest_in_transit(), 0, "nothing handed over");
+    let mut buf = [0u8; 256];
+    assert_eq!(outbox.drain_into(&mut buf[..3]), 3);
+    assert_eq!(outbox.rest_in_transit(), first - 3);
+    // Drained up to the rest: at the boundary, the QoS 1 packet kept for its PUBACK.
+    let rest = outbox.rest_in_transit();
+    assert_eq!(outbox.drain_into(&mut buf[..rest]), rest);
+    assert_eq!(outbox.rest_in_transit(), 0);
+    assert!(outbox.has_unsent());
+    // Into the QoS 0 packet, then past it (it leaves the queue).
+    assert_eq!(outbox.drain_into(&mut buf[..4]), 4);
+    assert_eq!(outbox.rest_in_transit(), 6);
+    assert_eq!(outbox.drain_into(&mut buf), 6);
+    assert_eq!(outbox.rest_in_transit(), 0);
+    assert!(!outbox.has_unsent());
+    // A reconnect starts again at a boundary.
+    outbox.handle_disconnect();
+    assert_eq!(outbox.drain_into(&mut buf[..1]), 1);
+    assert_eq!(outbox.rest_in_transit(), first - 1);
+}
