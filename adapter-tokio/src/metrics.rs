@@ -107,6 +107,10 @@ pub struct Metrics {
     pub upstream_unreachable: AtomicU64,
     /// Tap mode: connections of the event publisher to the upstream broker, the first included.
     pub upstream_publisher_connects: AtomicU64,
+    /// Tap mode: connections of the event publisher given up because the upstream broker did
+    /// not answer a PINGREQ within the keep-alive, or a write did not complete within twice
+    /// that.
+    pub upstream_publisher_timeouts: AtomicU64,
     /// WebSocket connections closed before or instead of MQTT, by [`WsReject`].
     pub websocket_rejects: [AtomicU64; WsReject::ALL.len()],
     /// Tap mode: QoS 1 events the event publisher sent again, with DUP, after a reconnect
@@ -552,6 +556,12 @@ impl Metrics {
             "counter",
             "Tap mode: connections of the event publisher to the upstream broker.",
             &self.upstream_publisher_connects,
+        );
+        r.single(
+            "upstream_publisher_timeouts_total",
+            "counter",
+            "Tap mode: event publisher connections given up because the upstream broker stopped answering.",
+            &self.upstream_publisher_timeouts,
         );
         r.single(
             "upstream_events_resent_total",

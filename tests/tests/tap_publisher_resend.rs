@@ -9,6 +9,10 @@
 //! the same port from its database. Every event the tap emitted arrives at the subscriber at
 //! least once.
 //!
+//! A second case freezes the upstream (SIGSTOP) and keeps it frozen: the publisher gives the
+//! silent connection up within about two keep-alives (counted) and connects again once the
+//! upstream answers (SIGCONT).
+//!
 //! The duplicate bound: an event arrives more than once only when it was sent again, by the
 //! tap (counted in `upstream_events_resent`) or by mosquitto to the subscriber (with DUP set);
 //! so the extra copies are at most the tap's resends plus the deliveries marked DUP.
@@ -306,4 +310,40 @@ async fn qos1_events_in_flight_are_resent_after_the_upstream_restarts() {
     );
     stop_subscriber.store(true, Ordering::Relaxed);
     drop(restarted);
+}
+
+#[tokio::test]
+async fn a_frozen_upstream_is_given_up_and_connected_to_again() {
+    let mosquitto = Mosquitto::start().await;
+    let mut config = tap_config(mosquitto.addr);
+    config.upstream.publisher_keep_alive_secs = 1;
+    let tap = start_tap(config).await;
+    wait_publisher(&tap).await;
+    let metrics = tap.metrics().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = producer(tap.local_addr(), stop.clone());
+    wait_until("events flowing", Duration::from_secs(20), || {
+        emitted(&metrics) >= 50
+    })
+    .await;
+    // Frozen: the TCP connection stays open, nothing reads or answers on it.
+    mosquitto.signal("STOP");
+    wait_until(
+        "the publisher giving the silent upstream up",
+        Duration::from_secs(30),
+        || metrics.upstream_publisher_timeouts.load(Ordering::Relaxed) >= 1,
+    )
+    .await;
+    let before = metrics.upstream_publisher_connects.load(Ordering::Relaxed);
+    mosquitto.signal("CONT");
+    wait_until(
+        "the publisher connected again",
+        Duration::from_secs(30),
+        || metrics.upstream_publisher_connects.load(Ordering::Relaxed) > before,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in producing {
+        task.await.expect("the producer's task");
+    }
 }

@@ -36,7 +36,7 @@ use activity_core::event::EventKind;
 use activity_core::system::SystemTopics;
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -302,6 +302,16 @@ async fn session(
     info!(upstream = %target.upstream.address, client_id = %target.client_id, "event publisher connected");
 
     let (mut reader, mut writer) = tokio::io::split(stream);
+    // A silent upstream (frozen, or a half-open connection) is given up: a PINGREQ unanswered
+    // for a keep-alive, or a write not done within two, ends the connection (counted), and
+    // the next one sends the unacknowledged QoS 1 events again.
+    let keep_alive = Duration::from_secs(u64::from(target.keep_alive));
+    let write_limit = keep_alive * 2;
+    let mut writer = Deadline {
+        writer: &mut writer,
+        limit: write_limit,
+        metrics,
+    };
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
     // Section 4.4: the unacknowledged QoS 1 events first, in order, with DUP.
     if !unacked.events.is_empty() {
@@ -331,10 +341,15 @@ async fn session(
             "event publisher: unacknowledged QoS 1 events sent again (DUP)"
         );
     }
-    let mut ping = tokio::time::interval(Duration::from_secs(u64::from(target.keep_alive)));
+    // A PINGREQ every keep-alive, whatever else is written: its PINGRESP shows the upstream
+    // still reads, which QoS 0 events alone never would.
+    let mut ping = tokio::time::interval(keep_alive);
     ping.tick().await;
+    // When a PINGREQ went out with nothing received since.
+    let mut ping_unanswered: Option<tokio::time::Instant> = None;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
+        let answer_by = ping_unanswered.map(|sent| sent + keep_alive);
         let room = unacked.room().min(BATCH);
         tokio::select! {
             n = rx.recv_many(&mut batch, room), if room > 0 => {
@@ -370,12 +385,12 @@ async fn session(
                     return Err(e).context("write events");
                 }
                 metrics.events_sink_mqtt.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-                ping.reset();
             }
             read = reader.read_buf(&mut rbuf) => {
                 if read.context("read")? == 0 {
                     bail!("upstream closed the connection");
                 }
+                ping_unanswered = None;
                 // PUBACK releases a QoS 1 event, PUBREC gets its PUBREL (3.6); PUBCOMP and
                 // PINGRESP need nothing.
                 while let Some((packet, len)) = codec::decode(&rbuf, MAX_PACKET_SIZE_LIMIT)
@@ -401,6 +416,37 @@ async fn session(
             }
             _ = ping.tick() => {
                 writer.write_all(&[0xC0, 0x00]).await.context("write PINGREQ")?;
+                ping_unanswered.get_or_insert_with(tokio::time::Instant::now);
+            }
+            () = tokio::time::sleep_until(answer_by.unwrap_or_else(tokio::time::Instant::now)), if answer_by.is_some() => {
+                metrics.upstream_publisher_timeouts.fetch_add(1, Ordering::Relaxed);
+                bail!("no PINGRESP from the upstream within the keep-alive ({keep_alive:?})");
+            }
+        }
+    }
+}
+
+/// The publisher's writer, each write bounded by `limit`: a write that has not completed
+/// within it (an upstream that stopped reading) fails, counted in
+/// `upstream_publisher_timeouts`, instead of waiting for ever.
+struct Deadline<'a, W> {
+    writer: &'a mut W,
+    limit: Duration,
+    metrics: &'a Metrics,
+}
+
+impl<W: AsyncWrite + Unpin> Deadline<'_, W> {
+    async fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match tokio::time::timeout(self.limit, self.writer.write_all(bytes)).await {
+            Ok(written) => Ok(written?),
+            Err(_) => {
+                self.metrics
+                    .upstream_publisher_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                bail!(
+                    "a write to the upstream did not complete within {:?}",
+                    self.limit
+                )
             }
         }
     }
